@@ -1,0 +1,89 @@
+// Tensor: a shape (int64, up to 5 dims), a DType, a Device, and shared storage plus a byte offset.
+// Row-major and contiguous; views are slices of the leading dimension and reshapes. No autograd.
+//
+//   Tensor x = Tensor::Zeros({T, H}, DType::kF32);
+//   float* p = x.data<float>();
+//   Tensor first = x.Slice(0, 4);   // rows [0, 4), shares storage
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/status.h"
+
+namespace moefold {
+
+using Shape = std::vector<int64_t>;
+inline constexpr int kMaxTensorRank = 5;
+
+std::string ShapeToString(const Shape& shape);  // "(2, 3)"
+int64_t NumElements(const Shape& shape);
+
+// A block of memory owned by an allocator; freed when the last tensor viewing it goes away.
+class Storage {
+ public:
+  Storage(size_t bytes, const Device& device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  const Device& device() const { return device_; }
+
+ private:
+  void* data_;
+  size_t bytes_;
+  Device device_;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined: defined() is false
+
+  static Tensor Empty(const Shape& shape, DType dtype, const Device& device = Device::Cpu());
+  static Tensor Zeros(const Shape& shape, DType dtype, const Device& device = Device::Cpu());
+  // f32 CPU tensor holding `values` (values.size() must equal the shape's element count).
+  static Tensor FromVector(const std::vector<float>& values, const Shape& shape);
+  static Tensor FromVectorI32(const std::vector<int32_t>& values, const Shape& shape);
+
+  bool defined() const { return storage_ != nullptr || NumElements(shape_) == 0; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int i) const;  // negative i counts from the end
+  int64_t numel() const { return NumElements(shape_); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return storage_ ? storage_->device() : Device::Cpu(); }
+
+  void* raw_data() const;
+  template <typename T>
+  T* data() const {
+    CheckElementType(sizeof(T), std::is_floating_point_v<T>, std::is_signed_v<T>);
+    return static_cast<T*>(raw_data());
+  }
+
+  Tensor Slice(int64_t begin, int64_t end) const;  // rows [begin, end) of dim 0, shares storage
+  Tensor Reshape(const Shape& shape) const;        // same element count, shares storage
+  Tensor Clone() const;                            // deep copy
+  void CopyFrom(const Tensor& src);                // same shape and dtype; CPU
+  void SetZero();
+  void Fill(float value);                          // floating dtypes (rounded to the dtype)
+  Tensor To(DType dtype) const;                    // converted copy (RNE, saturating as in dtype.h)
+  std::vector<float> ToVector() const;             // any dtype, as f32
+  std::string DebugString() const;                 // "f32(2, 3)@cpu"
+
+ private:
+  void CheckElementType(size_t size, bool is_float, bool is_signed) const;
+
+  std::shared_ptr<Storage> storage_;
+  size_t offset_ = 0;  // bytes into storage_
+  Shape shape_;
+  DType dtype_ = DType::kF32;
+};
+
+}  // namespace moefold

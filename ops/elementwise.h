@@ -1,0 +1,16 @@
+// Small element-wise ops the layers need between the big ones (residual adds, scaling).
+#pragma once
+
+#include "core/stream.h"
+#include "core/tensor.h"
+
+namespace moefold::ops {
+
+// out = a + b (same shape, f32). out may alias a or b.
+void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream);
+// dst += alpha · src (same element count, f32).
+void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream);
+// x *= alpha (f32).
+void Scale(float alpha, Tensor* x, Stream& stream);
+
+}  // namespace moefold::ops

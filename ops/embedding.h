@@ -1,0 +1,14 @@
+// Token embedding lookup.
+#pragma once
+
+#include "core/stream.h"
+#include "core/tensor.h"
+
+namespace moefold::ops {
+
+// out[t] = table[ids[t]]. ids (T) i32 with 0 <= id < V (checked), table (V, H) f32, out (T, H) f32.
+void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Stream& stream);
+// d_table[ids[t]] += d_out[t] (accumulated; repeated ids sum).
+void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table, Stream& stream);
+
+}  // namespace moefold::ops

@@ -1,0 +1,22 @@
+// Matrix multiply: the one entry point every linear layer uses.
+// CPU: OpenBLAS sgemm (f32). CUDA (later): cuBLASLt.
+#pragma once
+
+#include "core/stream.h"
+#include "core/tensor.h"
+
+namespace moefold::ops {
+
+// C = alpha · op(A) · op(B) + beta · C, with op(X) = Xᵀ when trans_x.
+// a: (M, K), or (K, M) if trans_a; b: (K, N), or (N, K) if trans_b; c: (M, N). All f32, rank 2.
+// beta = 1 accumulates into C (used by backward passes); beta = 0 ignores C's old contents.
+void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float alpha, float beta,
+          Tensor* c, Stream& stream);
+
+// y = x · Wᵀ (a Hugging Face / PyTorch Linear without bias). x (T, in), w (out, in), y (T, out).
+void LinearForward(const Tensor& x, const Tensor& w, Tensor* y, Stream& stream);
+// d_x = d_y · W (overwritten when d_x is non-null); d_w += d_yᵀ · x (accumulated when non-null).
+void LinearBackward(const Tensor& x, const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,
+                    Stream& stream);
+
+}  // namespace moefold::ops

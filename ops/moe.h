@@ -1,0 +1,29 @@
+// Token permutation for MoE: group the (token, choice) pairs by expert so each expert sees a
+// contiguous block, and the exact reverse. Dropless: every pair is kept.
+#pragma once
+
+#include "core/stream.h"
+#include "core/tensor.h"
+
+namespace moefold::ops {
+
+// ids (T, k) i32 in [0, E). sorted (T·k) i32: flat pair indices t·k + j in a stable expert-major
+// order (expert 0's pairs first, each expert's pairs in token order). counts (E) i32: pairs per expert.
+void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tensor* counts,
+                        Stream& stream);
+
+// out[r] = x[sorted[r] / k]. x (T, H) f32, out (T·k, H) f32.
+void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& stream);
+// d_x[t] = Σ over rows r of token t of d_out[r]. d_x (T, H) overwritten.
+void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,
+                           Stream& stream);
+
+// out[t] = Σ_j weights[t, j] · y[row of pair (t, j)]. y (T·k, H), weights (T, k) f32, out (T, H)
+// overwritten. This also sums each token's k expert outputs.
+void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weights, Tensor* out,
+                     Stream& stream);
+// d_y[r] = w · d_out[t]; d_weights[t, j] = ⟨d_out[t], y[r]⟩. Both overwritten.
+void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
+                             const Tensor& weights, Tensor* d_y, Tensor* d_weights, Stream& stream);
+
+}  // namespace moefold::ops

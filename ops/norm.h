@@ -1,0 +1,16 @@
+// RMSNorm (Zhang & Sennrich 2019), as in Llama/Mixtral: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
+#pragma once
+
+#include "core/stream.h"
+#include "core/tensor.h"
+
+namespace moefold::ops {
+
+// x (T, H) f32, w (H) f32 -> y (T, H) f32, rstd (T) f32 (saved for backward).
+void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
+                    Stream& stream);
+// d_x overwritten; d_w accumulated (+=).
+void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
+                     Tensor* d_x, Tensor* d_w, Stream& stream);
+
+}  // namespace moefold::ops

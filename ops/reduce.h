@@ -1,0 +1,14 @@
+// Reductions the step needs: squared norms for gradient clipping, amax for FP8 scaling.
+#pragma once
+
+#include "core/stream.h"
+#include "core/tensor.h"
+
+namespace moefold::ops {
+
+// Σ x² accumulated in f64 (x f32), so the global grad norm does not depend on summation order much.
+double SumOfSquares(const Tensor& x, Stream& stream);
+// max |x| (x any floating dtype); NaN propagates.
+float Amax(const Tensor& x, Stream& stream);
+
+}  // namespace moefold::ops
