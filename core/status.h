@@ -31,7 +31,7 @@ class CheckFailure {
 
 // Swallows the streamed message of a check that passed (never constructed at run time).
 struct CheckVoidify {
-  void operator&(CheckFailure&) {}
+  void operator&(const CheckFailure&) {}
 };
 
 }  // namespace moefold

@@ -8,7 +8,11 @@
 #include "core/tensor.h"
 #include "gtest/gtest.h"
 
-#define EXPECT_OK(expr) EXPECT_TRUE((expr).ok()) << (expr)
+#define EXPECT_OK(expr)                                             \
+  do {                                                              \
+    const ::absl::Status mf_s_ = ::moefold::testing::ToStatus(expr); \
+    EXPECT_TRUE(mf_s_.ok()) << mf_s_;                               \
+  } while (0)
 #define ASSERT_OK(expr)                              \
   do {                                               \
     const ::absl::Status mf_s_ = ::moefold::testing::ToStatus(expr); \

@@ -1,0 +1,67 @@
+// The llama-style MoE decoder (DESIGN §4): embedding → L × [x + Attn(norm(x)); h + FFN(norm(h))]
+// with FFN a SwiGLU MLP or an MoE layer → final RMSNorm → LM head → per-token cross entropy, averaged
+// per sequence. Forward returns per-sample losses (for reweighting) and aux/z loss sums; Backward is
+// seeded explicitly (BackwardSeeds) and accumulates into every Parameter's grad.
+//
+//   ParameterSet params;  Decoder model(spec, &params);  params.Initialize(seed);
+//   Decoder::Saved saved;  ForwardStats stats = model.Forward(ctx, batch, &saved);
+//   model.Backward(ctx, batch, saved, seeds);
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/model/attention_layer.h"
+#include "core/model/mlp_layer.h"
+#include "core/model/model_spec.h"
+#include "core/model/moe_layer.h"
+#include "core/model/step_context.h"
+#include "core/parameter.h"
+
+namespace moefold::model {
+
+class Decoder {
+ public:
+  struct BlockSaved {
+    AttentionLayer::Saved attention;
+    Tensor h;           // (T, H) residual after attention
+    Tensor ffn_in;      // (T, H) RMSNorm(h)
+    Tensor ffn_rstd;    // (T)
+    SwiGluMlp::Saved mlp;
+    MoeLayer::Saved moe;
+  };
+  struct Saved {
+    std::vector<BlockSaved> blocks;
+    Tensor final_in;     // (T, H)
+    Tensor final_norm;   // (T, H)
+    Tensor final_rstd;   // (T)
+    Tensor logits;       // (T, V)
+    Tensor lse;          // (T)
+  };
+
+  Decoder(const ModelSpec& spec, ParameterSet* params);
+
+  // batch tokens must lie in [0, V) (the data layer validates datasets; checked here too).
+  ForwardStats Forward(const StepContext& ctx, const MicroBatch& batch, Saved* saved);
+  void Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
+                const BackwardSeeds& seeds);
+
+  const ModelSpec& spec() const { return spec_; }
+  std::vector<MoeLayer*> moe_layers();
+
+ private:
+  struct Block {
+    std::unique_ptr<AttentionLayer> attention;
+    Parameter* ffn_norm;
+    std::unique_ptr<SwiGluMlp> mlp;  // dense layers
+    std::unique_ptr<MoeLayer> moe;   // MoE layers
+  };
+
+  ModelSpec spec_;
+  Parameter* embedding_;
+  std::vector<Block> blocks_;
+  Parameter* final_norm_;
+  Parameter* head_;  // == embedding_ when tied
+};
+
+}  // namespace moefold::model

@@ -1,0 +1,48 @@
+// What one forward/backward of a micro-batch needs besides parameters: the stream, the batch, and how
+// the backward is seeded. Saved activations (the tape) live in each layer's `Saved` struct, which the
+// caller keeps per micro-batch in flight (the pipeline schedule decides how many).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/stream.h"
+#include "core/tensor.h"
+
+namespace moefold::model {
+
+// A micro-batch of B sequences of S tokens: tokens (B, S) i32 inputs, targets (B, S) i32 next tokens
+// (-1 = ignored), positions (S) i32 global positions (0..S-1 on one rank; context parallelism later
+// passes its chunks' offsets).
+struct MicroBatch {
+  Tensor tokens;
+  Tensor targets;
+  Tensor positions;
+  int64_t batch() const { return tokens.dim(0); }
+  int64_t seq_len() const { return tokens.dim(1); }
+};
+
+struct StepContext {
+  Stream* stream = nullptr;
+  Stream& s() const { return *stream; }
+};
+
+// Values the forward pass measured; sums, so the caller normalises over the whole global batch.
+struct ForwardStats {
+  std::vector<float> sample_losses;  // (B) mean token cross entropy of each sequence (detached)
+  std::vector<int64_t> sample_tokens;  // (B) tokens with a target in each sequence
+  double aux_loss_sum = 0;   // Σ over MoE layers and aux units (micro-batch or sequence) of the aux loss
+  int64_t aux_units = 0;     // 1 per micro-batch (batch-level) or B (sequence-level); 0 when off
+  double z_loss_sum = 0;     // Σ over MoE layers and tokens of z_coeff · lse²
+  int64_t tokens = 0;        // B·S
+};
+
+// How backward is seeded. The LM loss gradient of sequence b is d_sample_loss[b] · ∂ℓ_b; the aux and
+// z losses add aux_grad_scale · ∂(aux of each unit) and z_grad_scale · ∂(z of each token).
+struct BackwardSeeds {
+  std::vector<float> d_sample_loss;  // (B)
+  float aux_grad_scale = 0.0f;
+  float z_grad_scale = 0.0f;
+};
+
+}  // namespace moefold::model
