@@ -13,6 +13,8 @@ void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tens
                         Stream& stream);
 
 // out[r] = x[sorted[r] / k]. x (T, H) f32, out (T·k, H) f32.
+// Here and below `sorted` may also hold N < T·k pairs (e.g. after capacity drops): the permuted
+// tensors then have N rows; a pair with no row adds nothing to UnpermuteTokens (zero d_weights).
 void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& stream);
 // d_x[t] = Σ over rows r of token t of d_out[r]. d_x (T, H) overwritten.
 void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,

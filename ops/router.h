@@ -36,6 +36,8 @@ void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& w
 
 // probs (T, E) = softmax over all experts of each row (used by the aux loss).
 void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
+// Its backward: d_logits (T, E) accumulated (+=) with p ⊙ (d_probs − ⟨d_probs, p⟩) per row.
+void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream);
 
 // Load-balancing loss = coeff · E · Σᵢ fᵢ·Pᵢ, fᵢ = counts[i] / (total_tokens · k),
 // Pᵢ = Σ_t probs[t, i] / total_tokens. probs (T_local, E) f32; counts (E) f32 (already summed over

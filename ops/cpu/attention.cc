@@ -1,0 +1,147 @@
+// CPU reference of causal grouped-query attention: out = softmax(scale·QKᵀ + causal mask) · V per
+// (batch, query head), query head h reading KV head h / (Hq/Hkv). The log-sum-exp of each row is
+// saved so backward rebuilds the probabilities exactly (as flash attention does).
+#include "ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/cpu/check.h"
+
+namespace moefold::ops {
+namespace {
+
+struct Dims {
+  int64_t batch, seq, q_heads, kv_heads, head_dim;
+};
+
+Dims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, const char* op) {
+  internal::CheckF32(q, op, "q");
+  internal::CheckF32(k, op, "k");
+  internal::CheckF32(v, op, "v");
+  internal::CheckRank(q, 4, op, "q");
+  internal::CheckRank(k, 4, op, "k");
+  const Dims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  internal::CheckShape(k, {d.batch, d.seq, d.kv_heads, d.head_dim}, op, "k");
+  internal::CheckShape(v, k.shape(), op, "v");
+  MF_CHECK(d.kv_heads > 0 && d.q_heads % d.kv_heads == 0)
+      << op << ": query heads " << d.q_heads << " must be a multiple of KV heads " << d.kv_heads;
+  return d;
+}
+
+// Element (b, s, h, :) of a (B, S, H, D) tensor.
+inline int64_t Row(int64_t b, int64_t s, int64_t h, int64_t seq, int64_t heads, int64_t dim) {
+  return ((b * seq + s) * heads + h) * dim;
+}
+
+double DotRow(const float* a, const float* b, int64_t n) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(a[i]) * b[i];
+  return sum;
+}
+
+}  // namespace
+
+void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
+                      Tensor* lse, Stream& /*stream*/) {
+  const Dims d = CheckQkv(q, k, v, "AttentionForward");
+  internal::CheckF32Out(out, q.shape(), "AttentionForward", "out");
+  internal::CheckF32Out(lse, {d.batch, d.q_heads, d.seq}, "AttentionForward", "lse");
+  const int64_t group = d.q_heads / d.kv_heads, dim = d.head_dim;
+  const float* pq = q.data<float>();
+  const float* pk = k.data<float>();
+  const float* pv = v.data<float>();
+  float* po = out->data<float>();
+  float* pl = lse->data<float>();
+  std::vector<double> scores(d.seq), acc(dim);
+  for (int64_t b = 0; b < d.batch; ++b) {
+    for (int64_t h = 0; h < d.q_heads; ++h) {
+      const int64_t kvh = h / group;
+      for (int64_t i = 0; i < d.seq; ++i) {
+        const float* qi = pq + Row(b, i, h, d.seq, d.q_heads, dim);
+        // Causal: query i sees keys 0..i. Subtract the row max before exp for stability.
+        double max_score = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= i; ++j) {
+          scores[j] = scale * DotRow(qi, pk + Row(b, j, kvh, d.seq, d.kv_heads, dim), dim);
+          max_score = std::max(max_score, scores[j]);
+        }
+        double denom = 0;
+        for (int64_t j = 0; j <= i; ++j) denom += std::exp(scores[j] - max_score);
+        const double row_lse = max_score + std::log(denom);
+        pl[(b * d.q_heads + h) * d.seq + i] = static_cast<float>(row_lse);
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j <= i; ++j) {
+          const double p = std::exp(scores[j] - row_lse);
+          const float* vj = pv + Row(b, j, kvh, d.seq, d.kv_heads, dim);
+          for (int64_t c = 0; c < dim; ++c) acc[c] += p * vj[c];
+        }
+        float* oi = po + Row(b, i, h, d.seq, d.q_heads, dim);
+        for (int64_t c = 0; c < dim; ++c) oi[c] = static_cast<float>(acc[c]);
+      }
+    }
+  }
+}
+
+// With P_ij = exp(scale·q_i·k_j − lse_i), dP_ij = d_out_i·v_j and Δ_i = d_out_i·out_i = Σ_j P_ij
+// dP_ij:
+//   dS_ij = P_ij (dP_ij − Δ_i);  d_q_i = scale Σ_j dS_ij k_j;  d_k_j += scale dS_ij q_i;
+//   d_v_j += P_ij d_out_i. KV gradients sum over the query heads of their group.
+void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                       const Tensor& lse, const Tensor& d_out, float scale, Tensor* d_q,
+                       Tensor* d_k, Tensor* d_v, Stream& /*stream*/) {
+  const Dims d = CheckQkv(q, k, v, "AttentionBackward");
+  internal::CheckF32(out, "AttentionBackward", "out");
+  internal::CheckShape(out, q.shape(), "AttentionBackward", "out");
+  internal::CheckF32(lse, "AttentionBackward", "lse");
+  internal::CheckShape(lse, {d.batch, d.q_heads, d.seq}, "AttentionBackward", "lse");
+  internal::CheckF32(d_out, "AttentionBackward", "d_out");
+  internal::CheckShape(d_out, q.shape(), "AttentionBackward", "d_out");
+  internal::CheckF32Out(d_q, q.shape(), "AttentionBackward", "d_q");
+  internal::CheckF32Out(d_k, k.shape(), "AttentionBackward", "d_k");
+  internal::CheckF32Out(d_v, v.shape(), "AttentionBackward", "d_v");
+  const int64_t group = d.q_heads / d.kv_heads, dim = d.head_dim;
+  const float* pq = q.data<float>();
+  const float* pk = k.data<float>();
+  const float* pv = v.data<float>();
+  const float* po = out.data<float>();
+  const float* pl = lse.data<float>();
+  const float* pdo = d_out.data<float>();
+  // d_k and d_v collect contributions from several queries and heads: accumulate in f64.
+  std::vector<double> dk(k.numel(), 0.0), dv(v.numel(), 0.0), dq(dim);
+  for (int64_t b = 0; b < d.batch; ++b) {
+    for (int64_t h = 0; h < d.q_heads; ++h) {
+      const int64_t kvh = h / group;
+      for (int64_t i = 0; i < d.seq; ++i) {
+        const int64_t qrow = Row(b, i, h, d.seq, d.q_heads, dim);
+        const float* qi = pq + qrow;
+        const float* doi = pdo + qrow;
+        const double row_lse = pl[(b * d.q_heads + h) * d.seq + i];
+        const double delta = DotRow(doi, po + qrow, dim);
+        std::fill(dq.begin(), dq.end(), 0.0);
+        for (int64_t j = 0; j <= i; ++j) {
+          const int64_t kvrow = Row(b, j, kvh, d.seq, d.kv_heads, dim);
+          const float* kj = pk + kvrow;
+          const double p = std::exp(scale * DotRow(qi, kj, dim) - row_lse);
+          const double ds = p * (DotRow(doi, pv + kvrow, dim) - delta);
+          for (int64_t c = 0; c < dim; ++c) {
+            dq[c] += scale * ds * kj[c];
+            dk[kvrow + c] += scale * ds * qi[c];
+            dv[kvrow + c] += p * doi[c];
+          }
+        }
+        float* dqi = d_q->data<float>() + qrow;
+        for (int64_t c = 0; c < dim; ++c) dqi[c] = static_cast<float>(dq[c]);
+      }
+    }
+  }
+  float* pdk = d_k->data<float>();
+  float* pdv = d_v->data<float>();
+  for (int64_t i = 0; i < k.numel(); ++i) {
+    pdk[i] = static_cast<float>(dk[i]);
+    pdv[i] = static_cast<float>(dv[i]);
+  }
+}
+
+}  // namespace moefold::ops

@@ -1,0 +1,8 @@
+// Device count for builds without the CUDA backend: there is never a usable GPU.
+#include "ops/device_query.h"
+
+namespace moefold::ops {
+
+int CudaDeviceCount() { return 0; }
+
+}  // namespace moefold::ops

@@ -1,0 +1,38 @@
+// CPU reference of the small element-wise ops (residual add, axpy, scale) on f32 tensors.
+// Outputs may alias inputs: each element is read before it is written.
+#include "ops/elementwise.h"
+
+#include "ops/cpu/check.h"
+
+namespace moefold::ops {
+
+void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& /*stream*/) {
+  internal::CheckF32(a, "Add", "a");
+  internal::CheckF32(b, "Add", "b");
+  internal::CheckShape(b, a.shape(), "Add", "b");
+  internal::CheckF32Out(out, a.shape(), "Add", "out");
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* po = out->data<float>();
+  for (int64_t i = 0; i < a.numel(); ++i) po[i] = pa[i] + pb[i];
+}
+
+void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& /*stream*/) {
+  MF_CHECK(dst != nullptr) << "Axpy: output dst is null";
+  internal::CheckF32(src, "Axpy", "src");
+  internal::CheckF32(*dst, "Axpy", "dst");
+  MF_CHECK_EQ(src.numel(), dst->numel())
+      << "Axpy: src " << src.DebugString() << " vs dst " << dst->DebugString();
+  const float* ps = src.data<float>();
+  float* pd = dst->data<float>();
+  for (int64_t i = 0; i < src.numel(); ++i) pd[i] += alpha * ps[i];
+}
+
+void Scale(float alpha, Tensor* x, Stream& /*stream*/) {
+  MF_CHECK(x != nullptr) << "Scale: x is null";
+  internal::CheckF32(*x, "Scale", "x");
+  float* p = x->data<float>();
+  for (int64_t i = 0; i < x->numel(); ++i) p[i] *= alpha;
+}
+
+}  // namespace moefold::ops

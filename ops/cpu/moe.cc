@@ -1,0 +1,148 @@
+// CPU reference of MoE token permutation: a stable counting sort of the (token, choice) pairs by
+// expert, the row gather into that order, and the weighted scatter-add back. Row r of the permuted
+// buffer holds pair sorted[r] = t·k + j; rows whose pair is absent (dropped) simply never appear.
+#include "ops/moe.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ops/cpu/check.h"
+
+namespace moefold::ops {
+namespace {
+
+// sorted (N) i32 with every entry a pair index in [0, T·k).
+void CheckSorted(const Tensor& sorted, int64_t num_pairs, const char* op) {
+  internal::CheckI32(sorted, op, "sorted");
+  internal::CheckRank(sorted, 1, op, "sorted");
+  const int32_t* s = sorted.data<int32_t>();
+  for (int64_t r = 0; r < sorted.numel(); ++r) {
+    MF_CHECK(s[r] >= 0 && s[r] < num_pairs)
+        << op << ": sorted[" << r << "] = " << s[r]
+        << " is not a pair index in [0, T·k=" << num_pairs << ")";
+  }
+}
+
+}  // namespace
+
+void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tensor* counts,
+                        Stream& /*stream*/) {
+  constexpr const char* kOp = "ComputePermutation";
+  internal::CheckI32(ids, kOp, "ids");
+  internal::CheckRank(ids, 2, kOp, "ids");
+  MF_CHECK_GT(num_experts, 0) << kOp << ": num_experts";
+  const int64_t pairs = ids.numel();
+  MF_CHECK(sorted != nullptr && counts != nullptr) << kOp << ": null output";
+  internal::CheckI32(*sorted, kOp, "sorted");
+  internal::CheckShape(*sorted, {pairs}, kOp, "sorted");
+  internal::CheckI32(*counts, kOp, "counts");
+  internal::CheckShape(*counts, {num_experts}, kOp, "counts");
+  const int32_t* id = ids.data<int32_t>();
+  int32_t* count = counts->data<int32_t>();
+  std::fill(count, count + num_experts, 0);
+  for (int64_t p = 0; p < pairs; ++p) {
+    MF_CHECK(id[p] >= 0 && id[p] < num_experts)
+        << kOp << ": expert id " << id[p] << " (token " << p / ids.dim(1) << ", choice "
+        << p % ids.dim(1) << ") out of range [0, E=" << num_experts << ")";
+    ++count[id[p]];
+  }
+  // Exclusive prefix sum gives each expert's first row; scanning pairs in order keeps it stable.
+  std::vector<int64_t> next(num_experts, 0);
+  for (int e = 1; e < num_experts; ++e) next[e] = next[e - 1] + count[e - 1];
+  int32_t* out = sorted->data<int32_t>();
+  for (int64_t p = 0; p < pairs; ++p) out[next[id[p]]++] = static_cast<int32_t>(p);
+}
+
+void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& /*stream*/) {
+  constexpr const char* kOp = "PermuteTokens";
+  internal::CheckF32(x, kOp, "x");
+  internal::CheckRank(x, 2, kOp, "x");
+  MF_CHECK_GT(k, 0) << kOp << ": k";
+  const int64_t hidden = x.dim(1), rows = sorted.numel();
+  CheckSorted(sorted, x.dim(0) * k, kOp);
+  internal::CheckF32Out(out, {rows, hidden}, kOp, "out");
+  const int32_t* s = sorted.data<int32_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out->data<float>() + r * hidden, x.data<float>() + (s[r] / k) * hidden,
+                sizeof(float) * hidden);
+  }
+}
+
+void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,
+                           Stream& /*stream*/) {
+  constexpr const char* kOp = "PermuteTokensBackward";
+  internal::CheckF32(d_out, kOp, "d_out");
+  internal::CheckRank(d_out, 2, kOp, "d_out");
+  MF_CHECK_GT(k, 0) << kOp << ": k";
+  MF_CHECK(d_x != nullptr) << kOp << ": output d_x is null";
+  internal::CheckF32(*d_x, kOp, "d_x");
+  internal::CheckRank(*d_x, 2, kOp, "d_x");
+  const int64_t hidden = d_out.dim(1), rows = sorted.numel();
+  internal::CheckShape(d_out, {rows, hidden}, kOp, "d_out");
+  internal::CheckShape(*d_x, {d_x->dim(0), hidden}, kOp, "d_x");
+  CheckSorted(sorted, d_x->dim(0) * k, kOp);
+  d_x->SetZero();
+  const int32_t* s = sorted.data<int32_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = d_x->data<float>() + (s[r] / k) * hidden;
+    const float* src = d_out.data<float>() + r * hidden;
+    for (int64_t h = 0; h < hidden; ++h) dst[h] += src[h];
+  }
+}
+
+void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weights, Tensor* out,
+                     Stream& /*stream*/) {
+  constexpr const char* kOp = "UnpermuteTokens";
+  internal::CheckF32(weights, kOp, "weights");
+  internal::CheckRank(weights, 2, kOp, "weights");
+  const int64_t tokens = weights.dim(0), k = weights.dim(1), rows = sorted.numel();
+  internal::CheckF32(y, kOp, "y");
+  internal::CheckRank(y, 2, kOp, "y");
+  const int64_t hidden = y.dim(1);
+  internal::CheckShape(y, {rows, hidden}, kOp, "y");
+  CheckSorted(sorted, tokens * k, kOp);
+  internal::CheckF32Out(out, {tokens, hidden}, kOp, "out");
+  out->SetZero();
+  const int32_t* s = sorted.data<int32_t>();
+  const float* w = weights.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = out->data<float>() + (s[r] / k) * hidden;
+    const float* src = y.data<float>() + r * hidden;
+    for (int64_t h = 0; h < hidden; ++h) dst[h] += w[s[r]] * src[h];
+  }
+}
+
+void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
+                             const Tensor& weights, Tensor* d_y, Tensor* d_weights,
+                             Stream& /*stream*/) {
+  constexpr const char* kOp = "UnpermuteTokensBackward";
+  internal::CheckF32(weights, kOp, "weights");
+  internal::CheckRank(weights, 2, kOp, "weights");
+  const int64_t tokens = weights.dim(0), k = weights.dim(1), rows = sorted.numel();
+  internal::CheckF32(y, kOp, "y");
+  internal::CheckRank(y, 2, kOp, "y");
+  const int64_t hidden = y.dim(1);
+  internal::CheckShape(y, {rows, hidden}, kOp, "y");
+  internal::CheckF32(d_out, kOp, "d_out");
+  internal::CheckShape(d_out, {tokens, hidden}, kOp, "d_out");
+  CheckSorted(sorted, tokens * k, kOp);
+  internal::CheckF32Out(d_y, y.shape(), kOp, "d_y");
+  internal::CheckF32Out(d_weights, weights.shape(), kOp, "d_weights");
+  d_weights->SetZero();  // a dropped pair has no row and so no gradient
+  const int32_t* s = sorted.data<int32_t>();
+  const float* w = weights.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = d_out.data<float>() + (s[r] / k) * hidden;
+    const float* yr = y.data<float>() + r * hidden;
+    float* dyr = d_y->data<float>() + r * hidden;
+    double dot = 0;
+    for (int64_t h = 0; h < hidden; ++h) {
+      dyr[h] = w[s[r]] * g[h];
+      dot += static_cast<double>(g[h]) * yr[h];
+    }
+    d_weights->data<float>()[s[r]] = static_cast<float>(dot);
+  }
+}
+
+}  // namespace moefold::ops

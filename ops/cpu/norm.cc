@@ -1,0 +1,73 @@
+// CPU reference of RMSNorm: y = x · rstd · w with rstd = 1/sqrt(mean(x²) + eps), per row.
+// Row sums are accumulated in f64 so the reference is more accurate than any kernel it checks.
+#include "ops/norm.h"
+
+#include <cmath>
+
+#include "ops/cpu/check.h"
+
+namespace moefold::ops {
+
+void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
+                    Stream& /*stream*/) {
+  internal::CheckF32(x, "RmsNormForward", "x");
+  internal::CheckRank(x, 2, "RmsNormForward", "x");
+  const int64_t rows = x.dim(0), hidden = x.dim(1);
+  internal::CheckF32(w, "RmsNormForward", "w");
+  internal::CheckShape(w, {hidden}, "RmsNormForward", "w");
+  internal::CheckF32Out(y, {rows, hidden}, "RmsNormForward", "y");
+  internal::CheckF32Out(rstd, {rows}, "RmsNormForward", "rstd");
+  const float* px = x.data<float>();
+  const float* pw = w.data<float>();
+  float* py = y->data<float>();
+  float* pr = rstd->data<float>();
+  for (int64_t t = 0; t < rows; ++t) {
+    const float* xt = px + t * hidden;
+    double sum_sq = 0;
+    for (int64_t h = 0; h < hidden; ++h) sum_sq += static_cast<double>(xt[h]) * xt[h];
+    const float r = static_cast<float>(1.0 / std::sqrt(sum_sq / hidden + eps));
+    pr[t] = r;
+    for (int64_t h = 0; h < hidden; ++h) py[t * hidden + h] = xt[h] * r * pw[h];
+  }
+}
+
+// With r = rstd and g = d_y · w (element-wise):
+//   d_x = r·g − (r³/H)·x·⟨g, x⟩,   d_w += Σ_t d_y · x · r.
+void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
+                     Tensor* d_x, Tensor* d_w, Stream& /*stream*/) {
+  internal::CheckF32(x, "RmsNormBackward", "x");
+  internal::CheckRank(x, 2, "RmsNormBackward", "x");
+  const int64_t rows = x.dim(0), hidden = x.dim(1);
+  internal::CheckF32(w, "RmsNormBackward", "w");
+  internal::CheckShape(w, {hidden}, "RmsNormBackward", "w");
+  internal::CheckF32(rstd, "RmsNormBackward", "rstd");
+  internal::CheckShape(rstd, {rows}, "RmsNormBackward", "rstd");
+  internal::CheckF32(d_y, "RmsNormBackward", "d_y");
+  internal::CheckShape(d_y, x.shape(), "RmsNormBackward", "d_y");
+  if (d_x != nullptr) internal::CheckF32Out(d_x, x.shape(), "RmsNormBackward", "d_x");
+  if (d_w != nullptr) internal::CheckF32Out(d_w, {hidden}, "RmsNormBackward", "d_w");
+  const float* px = x.data<float>();
+  const float* pw = w.data<float>();
+  const float* pr = rstd.data<float>();
+  const float* pg = d_y.data<float>();
+  for (int64_t t = 0; t < rows; ++t) {
+    const float* xt = px + t * hidden;
+    const float* gt = pg + t * hidden;
+    const double r = pr[t];
+    if (d_x != nullptr) {
+      double dot = 0;  // ⟨d_y·w, x⟩
+      for (int64_t h = 0; h < hidden; ++h) dot += static_cast<double>(gt[h]) * pw[h] * xt[h];
+      const double c = r * r * r * dot / hidden;
+      float* dxt = d_x->data<float>() + t * hidden;
+      for (int64_t h = 0; h < hidden; ++h) {
+        dxt[h] = static_cast<float>(r * gt[h] * pw[h] - c * xt[h]);
+      }
+    }
+    if (d_w != nullptr) {
+      float* dw = d_w->data<float>();
+      for (int64_t h = 0; h < hidden; ++h) dw[h] += static_cast<float>(gt[h] * xt[h] * r);
+    }
+  }
+}
+
+}  // namespace moefold::ops

@@ -1,0 +1,11 @@
+// How many CUDA devices this process can use. Lets tests and the launcher decide between the CUDA
+// and the CPU path without including CUDA headers; builds without CUDA get a stub returning 0.
+#pragma once
+
+namespace moefold::ops {
+
+// Number of visible CUDA devices; 0 when the CUDA backend is not built, or when there is no driver
+// or no GPU (cudaGetDeviceCount's error is swallowed: "no GPU" is a normal answer, not a failure).
+int CudaDeviceCount();
+
+}  // namespace moefold::ops

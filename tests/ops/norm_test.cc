@@ -1,0 +1,51 @@
+// Tests of RMSNorm: a hand value and finite-difference checks of d_x and the accumulated d_w.
+#include "ops/norm.h"
+
+#include <cmath>
+
+#include "tests/ops/grad_check.h"
+#include "tests/testing/testing.h"
+
+namespace moefold::ops {
+namespace {
+
+using ::moefold::ops::testing::Delta;
+using ::moefold::ops::testing::GradientMatches;
+using ::moefold::testing::Dot;
+using ::moefold::testing::RandomNormal;
+
+TEST(RmsNormTest, HandValue) {
+  // mean(x²) = 30/4 = 7.5; with eps 0.5 rstd = 1/sqrt(8).
+  const Tensor x = Tensor::FromVector({1, 2, 3, 4}, {1, 4});
+  const Tensor w = Tensor::FromVector({1, 2, 0.5f, -1}, {4});
+  Tensor y = Tensor::Zeros({1, 4}, DType::kF32);
+  Tensor rstd = Tensor::Zeros({1}, DType::kF32);
+  RmsNormForward(x, w, 0.5f, &y, &rstd, CpuStream());
+  const float r = 1.0f / std::sqrt(8.0f);
+  EXPECT_TENSOR_NEAR(rstd, Tensor::FromVector({r}, {1}), 1e-6, 0);
+  EXPECT_TENSOR_NEAR(y, Tensor::FromVector({r, 4 * r, 1.5f * r, -4 * r}, {1, 4}), 1e-6, 0);
+}
+
+TEST(RmsNormTest, BackwardMatchesFiniteDifferences) {
+  const int64_t t = 3, h = 5;
+  const float eps = 1e-5f;
+  Tensor x = RandomNormal({t, h}, 1);
+  Tensor w = RandomNormal({h}, 2);
+  const Tensor cot = RandomNormal({t, h}, 3);
+  Tensor y = Tensor::Zeros({t, h}, DType::kF32);
+  Tensor rstd = Tensor::Zeros({t}, DType::kF32);
+  auto loss = [&] {
+    RmsNormForward(x, w, eps, &y, &rstd, CpuStream());
+    return Dot(y, cot);
+  };
+  loss();
+  Tensor d_x = RandomNormal({t, h}, 4);  // overwritten
+  const Tensor d_w_before = RandomNormal({h}, 5);
+  Tensor d_w = d_w_before.Clone();  // accumulated
+  RmsNormBackward(x, w, rstd, cot, &d_x, &d_w, CpuStream());
+  EXPECT_TRUE(GradientMatches(d_x, loss, &x));
+  EXPECT_TRUE(GradientMatches(Delta(d_w, d_w_before), loss, &w));
+}
+
+}  // namespace
+}  // namespace moefold::ops

@@ -1,0 +1,218 @@
+// Tests of the router: top-k hand examples per score function (ties, bias, group-limited routing),
+// finite-difference checks of RouterTopKBackward, softmax, aux loss and z-loss (all accumulate).
+#include "ops/router.h"
+
+#include <cmath>
+#include <vector>
+
+#include "tests/ops/grad_check.h"
+#include "tests/testing/testing.h"
+
+namespace moefold::ops {
+namespace {
+
+using ::moefold::ops::testing::Delta;
+using ::moefold::ops::testing::GradientMatches;
+using ::moefold::testing::Dot;
+using ::moefold::testing::RandomNormal;
+
+struct Routed {
+  Tensor ids, weights;
+};
+
+Routed Route(const Tensor& logits, const TopKOptions& o, const Tensor& bias = Tensor()) {
+  Routed r{Tensor::Zeros({logits.dim(0), o.k}, DType::kI32),
+           Tensor::Zeros({logits.dim(0), o.k}, DType::kF32)};
+  RouterTopKForward(logits, bias, o, &r.ids, &r.weights, CpuStream());
+  return r;
+}
+
+std::vector<int32_t> Ids(const Tensor& t) {
+  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+}
+
+TEST(RouterTopKTest, SoftmaxPostHandExampleWithTie) {
+  // Row 0: experts 1 and 3 tie at 3 -> the lower id comes first. Row 1: top-2 are 2 (5) and 3 (2).
+  const Tensor logits = Tensor::FromVector({1, 3, 2, 3, 0, -1, 5, 2}, {2, 4});
+  const Routed r = Route(logits, {.k = 2});
+  EXPECT_EQ(Ids(r.ids), (std::vector<int32_t>{1, 3, 2, 3}));
+  const float w = 1.0f / (1.0f + std::exp(-3.0f));
+  EXPECT_TENSOR_NEAR(r.weights, Tensor::FromVector({0.5f, 0.5f, w, 1 - w}, {2, 2}), 1e-6, 1e-7);
+}
+
+TEST(RouterTopKTest, SoftmaxPreHandExample) {
+  // softmax = (1, 2, 3, 1)/7.
+  const Tensor logits = Tensor::FromVector({0, std::log(2.0f), std::log(3.0f), 0}, {1, 4});
+  TopKOptions o{.k = 2, .score = ScoreFunction::kSoftmaxPre};
+  Routed r = Route(logits, o);
+  EXPECT_EQ(Ids(r.ids), (std::vector<int32_t>{2, 1}));
+  EXPECT_TENSOR_NEAR(r.weights, Tensor::FromVector({3 / 7.0f, 2 / 7.0f}, {1, 2}), 1e-6, 0);
+  o.normalize = true;
+  o.scaling_factor = 2.0f;
+  r = Route(logits, o);
+  EXPECT_TENSOR_NEAR(r.weights, Tensor::FromVector({1.2f, 0.8f}, {1, 2}), 1e-6, 0);
+}
+
+TEST(RouterTopKTest, SigmoidSelectsWithBiasButWeighsWithoutIt) {
+  // s = (0.5, 0.5, 0.75, 0.25); s + bias = (0.5, 0.8, 0.75, 0.85) -> experts 3 then 1.
+  const Tensor logits = Tensor::FromVector({0, 0, std::log(3.0f), -std::log(3.0f)}, {1, 4});
+  const Tensor bias = Tensor::FromVector({0, 0.3f, 0, 0.6f}, {4});
+  TopKOptions o{.k = 2, .score = ScoreFunction::kSigmoid};
+  Routed r = Route(logits, o, bias);
+  EXPECT_EQ(Ids(r.ids), (std::vector<int32_t>{3, 1}));
+  EXPECT_TENSOR_NEAR(r.weights, Tensor::FromVector({0.25f, 0.5f}, {1, 2}), 1e-6, 0);
+  o.normalize = true;
+  r = Route(logits, o, bias);
+  EXPECT_TENSOR_NEAR(r.weights, Tensor::FromVector({1 / 3.0f, 2 / 3.0f}, {1, 2}), 1e-6, 0);
+  r = Route(logits, o);  // no bias: plain top-2 of s
+  EXPECT_EQ(Ids(r.ids), (std::vector<int32_t>{2, 0}));
+}
+
+TEST(RouterTopKTest, GroupLimitedSoftmaxPost) {
+  // 4 groups of 2, keep 2, k = 4 -> each group scored by the sum of its top-2 logits:
+  // g0 = 5 - 9 = -4, g1 = 2.5, g2 = 8, g3 = -5.5 -> keep g2, g1 -> experts {2, 3, 4, 5}.
+  const Tensor logits = Tensor::FromVector({5, -9, 1, 1.5f, 4, 4, 4.5f, -10}, {1, 8});
+  TopKOptions o{.k = 4};
+  EXPECT_EQ(Ids(Route(logits, o).ids), (std::vector<int32_t>{0, 6, 4, 5}));  // unconstrained
+  o.num_groups = 4;
+  o.group_topk = 2;
+  EXPECT_EQ(Ids(Route(logits, o).ids), (std::vector<int32_t>{4, 5, 3, 2}));
+}
+
+TEST(RouterTopKTest, GroupLimitedSigmoidScoresGroupsWithBias) {
+  // 2 groups of 2, keep 1, k = 2 -> group score = sum of both s + bias:
+  // g0 = σ(2) + σ(-2) = 1, g1 = 2σ(1) + 0.01 ≈ 1.47 -> experts {2, 3}, 3 first by its bias.
+  const Tensor logits = Tensor::FromVector({2, -2, 1, 1}, {1, 4});
+  const Tensor bias = Tensor::FromVector({0, 0, 0, 0.01f}, {4});
+  TopKOptions o{.k = 2, .score = ScoreFunction::kSigmoid, .normalize = true};
+  EXPECT_EQ(Ids(Route(logits, o, bias).ids), (std::vector<int32_t>{0, 3}));  // unconstrained
+  o.num_groups = 2;
+  o.group_topk = 1;
+  const Routed r = Route(logits, o, bias);
+  EXPECT_EQ(Ids(r.ids), (std::vector<int32_t>{3, 2}));
+  EXPECT_TENSOR_NEAR(r.weights, Tensor::FromVector({0.5f, 0.5f}, {1, 2}), 1e-6, 0);
+}
+
+// Logits with well-separated values (gaps ≥ 0.25) so ±eps never changes the selection.
+Tensor SeparatedLogits(int64_t tokens, int64_t experts, uint64_t seed) {
+  const Tensor noise = RandomNormal({tokens, experts}, seed, 0.03f);
+  Tensor logits = Tensor::Zeros({tokens, experts}, DType::kF32);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t e = 0; e < experts; ++e) {
+      const int64_t rank = (e * 5 + t * 3) % experts;  // 5 is coprime with the sizes used
+      logits.data<float>()[t * experts + e] =
+          0.35f * rank - 1.0f + noise.data<float>()[t * experts + e];
+    }
+  }
+  return logits;
+}
+
+void CheckTopKBackward(const TopKOptions& o, uint64_t seed) {
+  const int64_t tokens = 3, experts = 6;
+  Tensor logits = SeparatedLogits(tokens, experts, seed);
+  const Tensor cot = RandomNormal({tokens, o.k}, seed + 1);
+  Routed r = Route(logits, o);
+  auto loss = [&] {
+    const Routed again = Route(logits, o);
+    EXPECT_EQ(Ids(again.ids), Ids(r.ids)) << "selection changed under perturbation";
+    return Dot(again.weights, cot);
+  };
+  const Tensor before = RandomNormal({tokens, experts}, seed + 2);
+  Tensor d_logits = before.Clone();
+  RouterTopKBackward(logits, r.ids, r.weights, o, cot, &d_logits, CpuStream());
+  EXPECT_TRUE(GradientMatches(Delta(d_logits, before), loss, &logits, 1e-3));
+}
+
+TEST(RouterTopKBackwardTest, SoftmaxPost) {
+  CheckTopKBackward({.k = 2, .scaling_factor = 1.5f}, 10);
+}
+
+TEST(RouterTopKBackwardTest, SoftmaxPre) {
+  CheckTopKBackward({.k = 2, .score = ScoreFunction::kSoftmaxPre, .scaling_factor = 1.5f}, 20);
+  CheckTopKBackward(
+      {.k = 3, .score = ScoreFunction::kSoftmaxPre, .normalize = true, .scaling_factor = 1.5f}, 30);
+}
+
+TEST(RouterTopKBackwardTest, Sigmoid) {
+  CheckTopKBackward({.k = 2, .score = ScoreFunction::kSigmoid, .scaling_factor = 1.5f}, 40);
+  CheckTopKBackward(
+      {.k = 2, .score = ScoreFunction::kSigmoid, .normalize = true, .scaling_factor = 2.5f}, 50);
+}
+
+TEST(RouterTopKBackwardTest, GroupLimitedSoftmaxPost) {
+  CheckTopKBackward({.k = 2, .num_groups = 3, .group_topk = 2}, 60);
+}
+
+TEST(SoftmaxTest, HandValueAndBackward) {
+  Tensor probs = Tensor::Zeros({1, 2}, DType::kF32);
+  SoftmaxForward(Tensor::FromVector({0, std::log(3.0f)}, {1, 2}), &probs, CpuStream());
+  EXPECT_TENSOR_NEAR(probs, Tensor::FromVector({0.25f, 0.75f}, {1, 2}), 1e-6, 0);
+
+  Tensor logits = RandomNormal({3, 5}, 70);
+  const Tensor cot = RandomNormal({3, 5}, 71);
+  Tensor p = Tensor::Zeros({3, 5}, DType::kF32);
+  auto loss = [&] {
+    SoftmaxForward(logits, &p, CpuStream());
+    return Dot(p, cot);
+  };
+  loss();
+  const Tensor before = RandomNormal({3, 5}, 72);
+  Tensor d_logits = before.Clone();
+  SoftmaxBackward(p, cot, &d_logits, CpuStream());
+  EXPECT_TRUE(GradientMatches(Delta(d_logits, before), loss, &logits));
+}
+
+TEST(AuxLossTest, HandValues) {
+  // f = (3/4, 1/4), P = (0.375, 0.625): loss = 0.1 · 2 · (0.28125 + 0.15625) = 0.0875.
+  const Tensor probs = Tensor::FromVector({0.25f, 0.75f, 0.5f, 0.5f}, {2, 2});
+  const Tensor counts = Tensor::FromVector({3, 1}, {2});
+  EXPECT_NEAR(AuxLossForward(probs, counts, 2, 2, 0.1f, CpuStream()), 0.0875, 1e-7);
+  // Perfect balance gives exactly coeff.
+  Tensor uniform = Tensor::Empty({8, 4}, DType::kF32);
+  uniform.Fill(0.25f);
+  Tensor even = Tensor::Empty({4}, DType::kF32);
+  even.Fill(4.0f);
+  EXPECT_NEAR(AuxLossForward(uniform, even, 8, 2, 0.01f, CpuStream()), 0.01, 1e-8);
+}
+
+TEST(AuxLossTest, BackwardMatchesFiniteDifferencesThroughSoftmax) {
+  // Local T = 3 of a population of 6 tokens (the rest live on other ranks), k = 2.
+  Tensor logits = RandomNormal({3, 4}, 80);
+  const Tensor counts = Tensor::FromVector({5, 2, 4, 1}, {4});
+  const float d_loss = 1.7f;
+  Tensor probs = Tensor::Zeros({3, 4}, DType::kF32);
+  auto loss = [&] {
+    SoftmaxForward(logits, &probs, CpuStream());
+    return d_loss * AuxLossForward(probs, counts, 6, 2, 1.0f, CpuStream());
+  };
+  loss();
+  const Tensor before = RandomNormal({3, 4}, 81);
+  Tensor d_logits = before.Clone();
+  AuxLossBackward(probs, counts, 6, 2, 1.0f, d_loss, &d_logits, CpuStream());
+  EXPECT_TRUE(GradientMatches(Delta(d_logits, before), loss, &logits));
+}
+
+TEST(ZLossTest, HandValueAndBackward) {
+  // logsumexp(0, 0) = ln 2; z-loss = coeff · (ln 2)² / total_tokens.
+  const Tensor zeros = Tensor::Zeros({1, 2}, DType::kF32);
+  EXPECT_NEAR(ZLossForward(zeros, 0.5f, 4, CpuStream()), 0.5 * std::log(2.0) * std::log(2.0) / 4,
+              1e-7);
+
+  Tensor logits = RandomNormal({3, 4}, 90, 2.0f);
+  const float d_loss = 0.7f;
+  auto loss = [&] { return d_loss * ZLossForward(logits, 0.1f, 5, CpuStream()); };
+  const Tensor before = RandomNormal({3, 4}, 91);
+  Tensor d_logits = before.Clone();
+  ZLossBackward(logits, 0.1f, 5, d_loss, &d_logits, CpuStream());
+  EXPECT_TRUE(GradientMatches(Delta(d_logits, before), loss, &logits));
+}
+
+TEST(RouterDeathTest, BiasRequiresSigmoid) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
+  const Tensor logits = Tensor::Zeros({1, 4}, DType::kF32);
+  const Tensor bias = Tensor::Zeros({4}, DType::kF32);
+  EXPECT_DEATH(Route(logits, {.k = 2}, bias), "expert_bias is only supported with the sigmoid");
+}
+
+}  // namespace
+}  // namespace moefold::ops
