@@ -1,0 +1,34 @@
+// Whole-experiment validation (DESIGN §7): every problem at once, each with its arithmetic, before
+// any rank allocates memory.
+//
+//   if (absl::Status s = config::Validate(c, world_size); !s.ok()) { print s.message(); }
+#pragma once
+
+#include "absl/status/status.h"
+#include "configs/moefold.pb.h"
+
+namespace moefold::config {
+
+// OK, or one InvalidArgument listing every problem, one per line ("- ..."), e.g.
+//   - world 8 != tp 2 × cp 1 × dp 2 × pp 1 = 4
+//   - model.moe.num_experts 6 % parallel.ep 4 = 2: each EP rank owns num_experts / ep experts
+// Checks: positive sizes; head/KV-head/hidden divisibility and an even head_dim (RoPE); MoE top-k,
+// expert sizes and group-limited routing; both meshes (W = tp·cp·dp·pp = etp·ep·edp·pp) and what
+// they split (heads and FFN by tp, experts by ep, expert FFN by etp, sequence by 2·cp, layers by
+// pp·virtual_stages, global batch by micro batch · dp); every string option among its allowed
+// values; optimizer, schedule, reweighting, compression and logging ranges.
+absl::Status Validate(const ExperimentConfig& config, int world_size);
+
+// parallel.dp when set (> 0), else world / (tp · cp · pp); 0 when that does not divide or a size is
+// not positive.
+int DerivedDp(const ExperimentConfig& config, int world_size);
+
+// world / (etp · ep · pp), the expert-data-parallel size; 0 when that does not divide or a size is
+// not positive.
+int DerivedEdp(const ExperimentConfig& config, int world_size);
+
+// Number of MoE layers: layer l is MoE when num_experts > 0, layer_freq > 0, l >=
+// first_dense_layers and (l - first_dense_layers) % layer_freq == 0 (the rule of moefold.proto).
+int CountMoeLayers(const ExperimentConfig& config);
+
+}  // namespace moefold::config

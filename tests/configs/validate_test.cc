@@ -1,0 +1,172 @@
+// Validate(): every problem reported at once with its arithmetic, and each rule firing on its own.
+#include "configs/validate.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "configs/config_defaults.h"
+#include "configs/config_loader.h"
+#include "gtest/gtest.h"
+#include "tests/testing/testing.h"
+
+namespace moefold::config {
+namespace {
+
+// A small MoE config that is valid for world 1, 2, 4 and 8.
+ExperimentConfig MoeConfig(const std::vector<std::string>& overrides) {
+  ExperimentConfig c = DefaultConfig();
+  for (const char* o : {"model.moe.num_experts=8", "model.moe.expert_ffn_hidden_size=64",
+                        "train.global_batch_size=16"}) {
+    EXPECT_OK(ApplyOverride(&c, o));
+  }
+  for (const std::string& o : overrides) EXPECT_OK(ApplyOverride(&c, o));
+  return c;
+}
+
+std::vector<std::string> Lines(const absl::Status& status) {
+  return absl::StrSplit(std::string(status.message()), '\n');
+}
+
+TEST(ValidateTest, ReportsEveryProblemWithArithmetic) {
+  const ExperimentConfig c =
+      MoeConfig({"model.hidden_size=130", "model.num_heads=4", "parallel.tp=2", "parallel.dp=2",
+                 "parallel.ep=3", "model.moe.score_function=softmx"});
+  const absl::Status s = Validate(c, 8);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  const std::string m(s.message());
+  for (const char* expected : {
+           "- model.hidden_size 130 % model.num_heads 4 = 2",
+           "- world 8 != tp 2 × cp 1 × dp 2 × pp 1 = 4",
+           "- world 8 % (etp 1 × ep 3 × pp 1 = 3) = 2",
+           "- model.moe.num_experts 8 % parallel.ep 3 = 2",
+           "- model.moe.score_function = \"softmx\" is not one of: softmax, softmax_pre, sigmoid",
+       }) {
+    EXPECT_NE(m.find(expected), std::string::npos) << "missing: " << expected << "\nin:\n" << m;
+  }
+  EXPECT_EQ(Lines(s).size(), 5u) << m;
+}
+
+TEST(ValidateTest, ValidLayouts) {
+  EXPECT_OK(Validate(MoeConfig({}), 1));
+  EXPECT_OK(Validate(MoeConfig({"parallel.ep=8"}), 8));                   // dp 8, ep 8, edp 1
+  EXPECT_OK(Validate(MoeConfig({"parallel.tp=2", "parallel.ep=4"}), 8));  // dp 4, edp 2
+  EXPECT_OK(Validate(MoeConfig({"parallel.pp=2", "parallel.cp=2", "parallel.virtual_stages=2",
+                                "train.global_batch_size=4"}),
+                     4));
+}
+
+TEST(ValidateTest, DerivedSizes) {
+  ExperimentConfig c =
+      MoeConfig({"parallel.tp=2", "parallel.cp=2", "parallel.pp=2", "parallel.ep=4"});
+  EXPECT_EQ(DerivedDp(c, 16), 2);
+  EXPECT_EQ(DerivedEdp(c, 16), 2);
+  EXPECT_EQ(DerivedDp(c, 12), 0);  // 12 % 8 != 0
+  EXPECT_EQ(DerivedEdp(c, 12), 0);
+  ASSERT_OK(ApplyOverride(&c, "parallel.dp=3"));
+  EXPECT_EQ(DerivedDp(c, 16), 3);  // explicit, even when it does not fit (Validate says so)
+}
+
+struct RuleCase {
+  std::vector<std::string> overrides;
+  int world;
+  std::string expected;
+};
+
+class ValidateRuleTest : public ::testing::TestWithParam<RuleCase> {};
+
+TEST_P(ValidateRuleTest, FiresWithArithmetic) {
+  const RuleCase& rule = GetParam();
+  const absl::Status s = Validate(MoeConfig(rule.overrides), rule.world);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << rule.expected;
+  EXPECT_NE(std::string(s.message()).find(rule.expected), std::string::npos)
+      << "expected: " << rule.expected << "\ngot:\n"
+      << s.message();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rules, ValidateRuleTest,
+    ::testing::Values(
+        RuleCase{{"model.hidden_size=0"}, 1, "model.hidden_size = 0 must be > 0"},
+        RuleCase{{"model.num_layers=-1"}, 1, "model.num_layers = -1 must be > 0"},
+        RuleCase{{"train.steps=0"}, 1, "train.steps = 0 must be > 0"},
+        RuleCase{{"train.micro_batch_size=0"}, 1, "train.micro_batch_size = 0 must be > 0"},
+        RuleCase{{"model.num_heads=6", "model.num_kv_heads=4", "model.hidden_size=384"},
+                 1,
+                 "model.num_heads 6 % model.num_kv_heads 4 = 2"},
+        RuleCase{{"model.hidden_size=132"},
+                 1,
+                 "head_dim = hidden_size 132 / num_heads 4 = 33 is odd: RoPE"},
+        RuleCase{{"model.head_dim=33"}, 1, "model.head_dim 33 is odd"},
+        RuleCase{{"model.moe.top_k=9"}, 1, "model.moe.top_k 9 > model.moe.num_experts 8"},
+        RuleCase{{"model.moe.expert_ffn_hidden_size=0"},
+                 1,
+                 "model.moe.expert_ffn_hidden_size = 0 must be > 0: model.moe.num_experts 8 makes "
+                 "4 layer(s) MoE"},
+        RuleCase{{"train.global_batch_size=10", "train.micro_batch_size=2"},
+                 2,
+                 "train.global_batch_size 10 % (micro_batch_size 2 × dp 2 = 4) = 2"},
+        RuleCase{{"parallel.tp=4"}, 6, "world 6 % (tp 4 × cp 1 × pp 1 = 4) = 2"},
+        RuleCase{{"parallel.etp=8", "model.moe.expert_ffn_hidden_size=100"},
+                 8,
+                 "model.moe.expert_ffn_hidden_size 100 % parallel.etp 8 = 4"},
+        RuleCase{{"parallel.tp=8", "model.num_kv_heads=2", "train.global_batch_size=8"},
+                 8,
+                 "model.num_heads 4 % parallel.tp 8 = 4"},
+        RuleCase{{"parallel.tp=4", "model.num_kv_heads=2"},
+                 4,
+                 "model.num_kv_heads 2 % parallel.tp 4 = 2: each TP rank holds whole KV heads"},
+        RuleCase{{"parallel.cp=2", "train.seq_len=250"},
+                 2,
+                 "train.seq_len 250 % (2 × parallel.cp) 4 = 2"},
+        RuleCase{{"parallel.pp=3"}, 3, "model.num_layers 4 % (pp 3 × virtual_stages 1 = 3) = 1"},
+        RuleCase{{"parallel.pp=2", "parallel.virtual_stages=4"},
+                 2,
+                 "model.num_layers 4 % (pp 2 × virtual_stages 4 = 8) = 4"},
+        RuleCase{{"parallel.order=tp-cp-dp-pp"}, 1, "parallel.order \"tp-cp-dp-pp\" must name"},
+        RuleCase{{"model.moe.num_groups=3", "model.moe.group_topk=1"},
+                 1,
+                 "model.moe.num_experts 8 % model.moe.num_groups 3 = 2"},
+        RuleCase{{"model.moe.num_groups=4", "model.moe.group_topk=5"},
+                 1,
+                 "model.moe.group_topk 5 must be in [1, num_groups 4]"},
+        RuleCase{{"model.moe.num_groups=4", "model.moe.group_topk=2", "model.moe.top_k=3"},
+                 1,
+                 "model.moe.top_k 3 % model.moe.group_topk 2 = 1"},
+        RuleCase{{"model.moe.num_groups=4", "model.moe.group_topk=1", "model.moe.top_k=4"},
+                 1,
+                 "model.moe.top_k 4 / group_topk 1 = 4 > experts per group 8 / 4 = 2"},
+        RuleCase{{"model.moe.aux_loss_type=global"}, 1, "model.moe.aux_loss_type = \"global\""},
+        RuleCase{{"optimizer.schedule=linear"}, 1, "optimizer.schedule = \"linear\""},
+        RuleCase{{"precision.compute_dtype=fp16"}, 1, "precision.compute_dtype = \"fp16\""},
+        RuleCase{{"precision.fp8_recipe=mxfp8"}, 1, "precision.fp8_recipe = \"mxfp8\""},
+        RuleCase{{"memory.activation_policy=offload"}, 1, "memory.activation_policy = \"offload\""},
+        RuleCase{{"compression.method=powersgd"}, 1, "compression.method = \"powersgd\""},
+        RuleCase{{"compression.compressor=int4"}, 1, "compression.compressor = \"int4\""},
+        RuleCase{{"reweighting.strategy=lower"}, 1, "reweighting.strategy = \"lower\""},
+        RuleCase{{"reweighting.population=local"}, 1, "reweighting.population = \"local\""},
+        RuleCase{{"train.device=tpu"}, 1, "train.device = \"tpu\""},
+        RuleCase{{"logging.progress=sometimes"}, 1, "logging.progress = \"sometimes\""},
+        RuleCase{{"data.tokenizer=gpt2"}, 1, "data.tokenizer = \"gpt2\""},
+        RuleCase{{"reweighting.temperature=0"}, 1, "reweighting.temperature = 0 must be > 0"},
+        RuleCase{{"optimizer.lr=1e-5"}, 1, "optimizer.lr 1e-05 < optimizer.min_lr 3e-05"},
+        RuleCase{{"optimizer.min_lr=-1"}, 1, "optimizer.min_lr = -1 must be >= 0"},
+        RuleCase{{"optimizer.warmup_steps=101"}, 1, "optimizer.warmup_steps 101 > train.steps 100"},
+        RuleCase{
+            {"compression.topk_fraction=0"}, 1, "compression.topk_fraction = 0 must be in (0, 1]"},
+        RuleCase{{"compression.topk_fraction=1.5"},
+                 1,
+                 "compression.topk_fraction = 1.5 must be in (0, 1]"},
+        RuleCase{
+            {"model.moe.capacity_factor=-1"}, 1, "model.moe.capacity_factor = -1 must be >= 0"},
+        RuleCase{{"model.vocab_size=256"}, 1, "model.vocab_size 256 < 257 needed by"},
+        RuleCase{{"model.moe.expert_bias=true"},
+                 1,
+                 "model.moe.expert_bias needs score_function \"sigmoid\""},
+        RuleCase{{"compression.rank_weights=0.5,0.5,0"},
+                 2,
+                 "compression.rank_weights has 3 entries != dp 2"},
+        RuleCase{{"train.max_loss_spike=0.5"}, 1, "train.max_loss_spike = 0.5 must be 0 (off)"}));
+
+}  // namespace
+}  // namespace moefold::config
