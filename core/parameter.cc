@@ -69,6 +69,10 @@ void ParameterSet::Initialize(uint64_t seed) {
 }
 
 void ParameterSet::ZeroGrads() {
+  if (!flat_.empty()) {
+    for (FlatBuffer& b : flat_) b.grads.SetZero();
+    return;
+  }
   for (auto& p : params_) p->grad.SetZero();
 }
 
@@ -76,6 +80,40 @@ int64_t ParameterSet::NumElements() const {
   int64_t n = 0;
   for (const auto& p : params_) n += p->value.numel();
   return n;
+}
+
+DataGroup DataGroupOf(GradReduction reduction) {
+  return reduction == GradReduction::kExpertData ? DataGroup::kExpert : DataGroup::kDense;
+}
+
+std::vector<FlatBuffer>& ParameterSet::Flatten(int64_t align) {
+  MF_CHECK(flat_.empty()) << "parameters are already flattened";
+  MF_CHECK_GE(align, 1);
+  for (DataGroup group : {DataGroup::kDense, DataGroup::kExpert}) {
+    FlatBuffer buffer;
+    buffer.group = group;
+    for (auto& p : params_) {
+      if (DataGroupOf(p->reduction) != group) continue;
+      buffer.segments.push_back({p.get(), buffer.used, p->value.numel()});
+      buffer.used += p->value.numel();
+    }
+    if (buffer.segments.empty()) continue;
+    const int64_t padded = (buffer.used + align - 1) / align * align;
+    buffer.values = Tensor::Zeros({padded}, DType::kF32);
+    buffer.grads = Tensor::Zeros({padded}, DType::kF32);
+    for (const FlatSegment& seg : buffer.segments) {
+      Parameter* p = seg.param;
+      const Shape shape = p->value.shape();
+      Tensor value = buffer.values.Slice(seg.offset, seg.offset + seg.numel).Reshape(shape);
+      Tensor grad = buffer.grads.Slice(seg.offset, seg.offset + seg.numel).Reshape(shape);
+      value.CopyFrom(p->value);
+      grad.CopyFrom(p->grad);
+      p->value = value;
+      p->grad = grad;
+    }
+    flat_.push_back(std::move(buffer));
+  }
+  return flat_;
 }
 
 Parameter* ParameterSet::Find(absl::string_view name) const {

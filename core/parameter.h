@@ -41,6 +41,29 @@ struct Parameter {
   std::string ExpertName(int64_t expert) const;
 };
 
+// Which data-parallel reduction a parameter's gradient takes part in: dense weights (also the
+// TP-replicated ones) reduce over DP×CP, expert weights over EDP.
+enum class DataGroup { kDense, kExpert };
+DataGroup DataGroupOf(GradReduction reduction);
+
+// A run of one parameter inside a flat buffer.
+struct FlatSegment {
+  Parameter* param;
+  int64_t offset;  // elements from the buffer start
+  int64_t numel;
+};
+
+// Contiguous f32 storage for the values and gradients of every parameter of one DataGroup, in
+// creation order, padded with zeros to a multiple of `align` elements (so it splits evenly into
+// ZeRO-1 shards). Parameters' value/grad tensors become views into these buffers.
+struct FlatBuffer {
+  DataGroup group;
+  Tensor values;  // (padded) f32
+  Tensor grads;   // (padded) f32
+  std::vector<FlatSegment> segments;
+  int64_t used = 0;  // elements covered by segments (the rest is padding)
+};
+
 // Owns every parameter of a model in creation order (the order defines the RNG subsequence of each
 // parameter's initialisation, so initial weights do not depend on the layout).
 class ParameterSet {
@@ -53,9 +76,15 @@ class ParameterSet {
   int64_t NumElements() const;
   const std::vector<std::unique_ptr<Parameter>>& params() const { return params_; }
   Parameter* Find(absl::string_view name) const;  // nullptr if absent
+  // Moves every parameter's value and grad into flat buffers (one per DataGroup that has
+  // parameters), keeping their contents. Call once, after construction; views stay valid for the
+  // set's lifetime. align >= 1.
+  std::vector<FlatBuffer>& Flatten(int64_t align);
+  std::vector<FlatBuffer>& flat_buffers() { return flat_; }
 
  private:
   std::vector<std::unique_ptr<Parameter>> params_;
+  std::vector<FlatBuffer> flat_;
 };
 
 uint64_t HashName(absl::string_view name);  // FNV-1a 64

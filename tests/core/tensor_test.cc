@@ -2,6 +2,7 @@
 #include "core/tensor.h"
 
 #include "core/allocator.h"
+#include "core/parameter.h"
 #include "core/status.h"
 #include "gtest/gtest.h"
 
@@ -64,6 +65,38 @@ TEST(StatusTest, MacrosPropagate) {
   absl::Status s = Quarter(6, &out);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Annotate(s, "layer 3").message(), "layer 3: odd");
+}
+
+}  // namespace
+}  // namespace moefold
+
+namespace moefold {
+namespace {
+
+TEST(ParameterSetTest, FlattenKeepsValuesAndMakesViewsIntoPaddedBuffers) {
+  ParameterSet set;
+  Parameter* a = set.Add("a.weight", {2, 3}, GradReduction::kDenseDataCp, 1.0f);
+  Parameter* e = set.Add("m.experts.w.weight", {2, 2}, GradReduction::kExpertData, 1.0f);
+  e->sharding.expert_dim = 0;
+  Parameter* n = set.Add("n.weight", {3}, GradReduction::kDenseDataCpTp, 0.0f, false, 1.0f);
+  set.Initialize(3);
+  const std::vector<float> a_before = a->value.ToVector();
+  auto& flat = set.Flatten(4);
+  ASSERT_EQ(flat.size(), 2u);
+  EXPECT_EQ(flat[0].group, DataGroup::kDense);
+  EXPECT_EQ(flat[0].used, 9);
+  EXPECT_EQ(flat[0].values.numel(), 12);  // padded to a multiple of 4
+  EXPECT_EQ(flat[1].group, DataGroup::kExpert);
+  EXPECT_EQ(flat[1].values.numel(), 4);
+  EXPECT_EQ(a->value.ToVector(), a_before);
+  EXPECT_EQ(n->value.ToVector(), (std::vector<float>{1, 1, 1}));
+  // Writing through the parameter is visible in the buffer and vice versa.
+  a->grad.data<float>()[5] = 7;
+  EXPECT_EQ(flat[0].grads.ToVector()[5], 7);
+  flat[0].values.data<float>()[6] = 9;
+  EXPECT_EQ(n->value.ToVector()[0], 9);
+  set.ZeroGrads();
+  EXPECT_EQ(a->grad.ToVector()[5], 0);
 }
 
 }  // namespace

@@ -1,0 +1,133 @@
+// metrics.jsonl writer and console progress.
+#include "core/train/metrics.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace moefold::train {
+
+std::string JsonEscape(absl::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += absl::StrFormat("\\u%04x", static_cast<int>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+void JsonLine::Key(absl::string_view key) {
+  if (!body_.empty()) body_ += ", ";
+  absl::StrAppend(&body_, "\"", JsonEscape(key), "\": ");
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, double value) {
+  Key(key);
+  body_ += std::isfinite(value) ? absl::StrFormat("%.9g", value) : std::string("null");
+  return *this;
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, int64_t value) {
+  Key(key);
+  absl::StrAppend(&body_, value);
+  return *this;
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, bool value) {
+  Key(key);
+  body_ += value ? "true" : "false";
+  return *this;
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, absl::string_view value) {
+  Key(key);
+  absl::StrAppend(&body_, "\"", JsonEscape(value), "\"");
+  return *this;
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, const std::vector<double>& values) {
+  Key(key);
+  body_ += "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) body_ += ", ";
+    body_ += std::isfinite(values[i]) ? absl::StrFormat("%.6g", values[i]) : std::string("null");
+  }
+  body_ += "]";
+  return *this;
+}
+
+MetricsWriter::~MetricsWriter() { Close(); }
+
+absl::Status MetricsWriter::Open(const std::string& run_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(run_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create run directory ", run_dir, ": ", ec.message()));
+  }
+  const std::string path = run_dir + "/metrics.jsonl";
+  file_ = std::fopen(path.c_str(), "w");
+  if (file_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+void MetricsWriter::Write(const JsonLine& line) {
+  if (file_ == nullptr) return;
+  std::fputs(line.str().c_str(), file_);
+  std::fputc('\n', file_);
+  std::fflush(file_);
+}
+
+void MetricsWriter::Close() {
+  if (file_ != nullptr) std::fclose(file_);
+  file_ = nullptr;
+}
+
+std::string FormatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+Progress::Progress(bool live, int every, int64_t total_steps)
+    : live_(live), every_(every > 0 ? every : 1), total_(total_steps) {}
+
+void Progress::Update(int64_t step, double loss, double tokens_per_s, double elapsed_s) {
+  const int64_t done = step + 1;
+  const double eta = done > 0 ? elapsed_s / done * (total_ - done) : 0;
+  const std::string text =
+      absl::StrFormat("step %d/%d  loss %.4f  %.0f tok/s  elapsed %s  ETA %s", done, total_, loss,
+                      tokens_per_s, FormatDuration(elapsed_s), FormatDuration(eta));
+  if (live_) {
+    std::fprintf(stdout, "\r%-90s", text.c_str());
+    std::fflush(stdout);
+    dirty_ = true;
+  } else if (done % every_ == 0 || done == total_ || done == 1) {
+    std::fprintf(stdout, "%s\n", text.c_str());
+    std::fflush(stdout);
+  }
+}
+
+void Progress::Finish() {
+  if (dirty_) std::fprintf(stdout, "\n");
+  dirty_ = false;
+}
+
+}  // namespace moefold::train

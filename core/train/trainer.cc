@@ -1,0 +1,288 @@
+// The single-rank training loop. Reweighting follows ALGORITHMS §3.7: each sample's unnormalised
+// weight uᵢ seeds its backward, the normaliser Z = Σuᵢ divides the accumulated gradient once, so the
+// result does not depend on the micro-batch size. Aux/z-loss gradients are seeded pre-multiplied by
+// Z_ref = global batch size, which makes them exact for uniform weights (see docs/DECISIONS.md).
+#include "core/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/allocator.h"
+#include "core/data/gpt_dataset.h"
+#include "core/data/indexed_dataset.h"
+#include "core/data/prep_data.h"
+#include "core/train/metrics.h"
+#include "core/train/model_from_config.h"
+#include "optim/adamw.h"
+#include "optim/grad_clip.h"
+#include "optim/lr_schedule.h"
+#include "optim/reweighting.h"
+
+namespace moefold::train {
+
+struct Trainer::State {
+  config::ExperimentConfig config;
+  TrainerOptions options;
+  model::ModelSpec spec;
+  ParameterSet params;
+  std::unique_ptr<model::Decoder> model;
+  std::unique_ptr<optim::AdamW> optimizer;
+  std::unique_ptr<optim::SampleReweighter> reweighter;
+  optim::LrScheduleOptions schedule;
+  std::unique_ptr<data::IndexedDataset> dataset;
+  std::unique_ptr<data::GptDataset> samples;
+  MetricsWriter metrics;
+  double loss_ema = 0;  // for the spike detector
+  int64_t ema_steps = 0;
+};
+
+Trainer::Trainer(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Trainer::~Trainer() = default;
+ParameterSet& Trainer::params() { return state_->params; }
+model::Decoder& Trainer::model() { return *state_->model; }
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::ExperimentConfig& config,
+                                                         const TrainerOptions& options) {
+  MF_RETURN_IF_ERROR(CheckSupported(config, /*world_size=*/1));
+  auto state = std::make_unique<State>();
+  state->config = config;
+  state->options = options;
+  MF_ASSIGN_OR_RETURN(state->spec, ModelSpecFromConfig(config));
+
+  // Data: the configured Megatron dataset, or the built-in corpus prepared on first use.
+  std::string prefix = config.data().path();
+  if (prefix.empty()) {
+    const std::string cache =
+        config.data().cache_dir().empty() ? std::string("data") : config.data().cache_dir();
+    MF_ASSIGN_OR_RETURN(prefix, data::EnsureBuiltinDataset(cache));
+  }
+  MF_ASSIGN_OR_RETURN(data::IndexedDataset dataset, data::IndexedDataset::Open(prefix));
+  state->dataset = std::make_unique<data::IndexedDataset>(std::move(dataset));
+  MF_RETURN_IF_ERROR(state->dataset->ValidateTokens(state->spec.vocab));
+  const auto& train = config.train();
+  const int64_t needed = static_cast<int64_t>(train.steps()) * train.global_batch_size();
+  MF_ASSIGN_OR_RETURN(data::GptDataset samples,
+                      data::GptDataset::Build(state->dataset.get(), train.seq_len(), needed,
+                                              config.data().seed()));
+  state->samples = std::make_unique<data::GptDataset>(std::move(samples));
+
+  state->model = std::make_unique<model::Decoder>(state->spec, &state->params);
+  state->params.Initialize(train.seed());
+
+  const auto& opt = config.optimizer();
+  optim::AdamWOptions adam;
+  adam.beta1 = opt.beta1();
+  adam.beta2 = opt.beta2();
+  adam.eps = opt.eps();
+  adam.weight_decay = opt.weight_decay();
+  state->optimizer = std::make_unique<optim::AdamW>(&state->params, adam);
+  state->schedule.kind = opt.schedule();
+  state->schedule.lr = opt.lr();
+  state->schedule.min_lr = opt.min_lr();
+  state->schedule.warmup_steps = opt.warmup_steps();
+  state->schedule.total_steps = train.steps();
+  state->schedule.decay_fraction = opt.decay_fraction();
+
+  const auto& rw = config.reweighting();
+  optim::ReweightingOptions reweighting;
+  MF_ASSIGN_OR_RETURN(reweighting.strategy, optim::ParseStrategy(rw.strategy()));
+  reweighting.temperature = rw.temperature();
+  reweighting.warmup_steps = rw.warmup_steps();
+  reweighting.warmup_temperature = rw.warmup_temperature();
+  reweighting.population = rw.population() == "microbatch" ? optim::Population::kMicroBatch
+                                                             : optim::Population::kGlobal;
+  state->reweighter = std::make_unique<optim::SampleReweighter>(reweighting);
+
+  if (options.write_metrics) MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir));
+  return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
+}
+
+absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
+  State& st = *state_;
+  const auto& train = st.config.train();
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t global_batch = train.global_batch_size(), micro = train.micro_batch_size();
+  const int64_t seq = train.seq_len(), num_micro = global_batch / micro;
+  const model::MoeSpec& moe = st.spec.moe;
+
+  StepResult result;
+  result.step = step;
+  result.lr = optim::LearningRate(st.schedule, step);
+  st.params.ZeroGrads();
+  st.reweighter->BeginStep(step);
+  for (model::MoeLayer* layer : st.model->moe_layers()) layer->ResetLoad();
+
+  // Aux/z seeds are pre-multiplied by Z_ref so that dividing the whole gradient by Z leaves them exact
+  // whenever Z = Z_ref (uniform weights). Units: one aux term per micro-batch or per sequence.
+  const double z_ref = static_cast<double>(global_batch);
+  const int64_t aux_units = moe.aux_type == model::AuxLossType::kBatch ? num_micro : global_batch;
+  const bool microbatch_population =
+      st.config.reweighting().population() == "microbatch";
+
+  double weighted_sum = 0, plain_sum = 0, aux_sum = 0, z_sum = 0;
+  float min_u = INFINITY, max_u = 0;
+  std::vector<int32_t> sample_tokens(seq + 1);
+  model::StepContext ctx{&CpuStream()};
+  const std::vector<int64_t> sample_ids =
+      data::GlobalBatchSampleIds(step, global_batch, st.samples->size());
+  for (int64_t m = 0; m < num_micro; ++m) {
+    model::MicroBatch batch;
+    batch.tokens = Tensor::Empty({micro, seq}, DType::kI32);
+    batch.targets = Tensor::Empty({micro, seq}, DType::kI32);
+    batch.positions = Tensor::Empty({seq}, DType::kI32);
+    for (int64_t s = 0; s < seq; ++s) batch.positions.data<int32_t>()[s] = static_cast<int32_t>(s);
+    for (int64_t i = 0; i < micro; ++i) {
+      st.samples->GetSample(sample_ids[m * micro + i], sample_tokens.data());
+      std::copy_n(sample_tokens.begin(), seq, batch.tokens.data<int32_t>() + i * seq);
+      std::copy_n(sample_tokens.begin() + 1, seq, batch.targets.data<int32_t>() + i * seq);
+    }
+    model::Decoder::Saved saved;
+    const model::ForwardStats stats = st.model->Forward(ctx, batch, &saved);
+
+    model::BackwardSeeds seeds;
+    seeds.aux_grad_scale = static_cast<float>(z_ref / std::max<int64_t>(aux_units, 1));
+    seeds.z_grad_scale = static_cast<float>(z_ref / (global_batch * seq));
+    if (microbatch_population) {
+      // Reference semantics (Sow et al.): softmax weights within the micro-batch; scaled by the
+      // micro-batch size so that Z = Σuᵢ = global batch, as in the global population.
+      const std::vector<float> w = st.reweighter->MicroBatchWeightsForStep(stats.sample_losses);
+      for (float wi : w) seeds.d_sample_loss.push_back(wi * static_cast<float>(micro));
+    } else {
+      for (float loss : stats.sample_losses) seeds.d_sample_loss.push_back(st.reweighter->Weight(loss));
+    }
+    for (size_t i = 0; i < stats.sample_losses.size(); ++i) {
+      weighted_sum += static_cast<double>(seeds.d_sample_loss[i]) * stats.sample_losses[i];
+      plain_sum += stats.sample_losses[i];
+      min_u = std::min(min_u, seeds.d_sample_loss[i]);
+      max_u = std::max(max_u, seeds.d_sample_loss[i]);
+    }
+    aux_sum += stats.aux_loss_sum;
+    z_sum += stats.z_loss_sum;
+    st.model->Backward(ctx, batch, saved, seeds);
+  }
+
+  // Deferred normalisation: one division of every gradient by Z (one rank: local = global).
+  const double z = microbatch_population ? z_ref : st.reweighter->LocalNormaliser();
+  st.reweighter->EndStep(z, st.reweighter->LocalMin(), st.reweighter->LocalMax());
+  std::vector<Tensor*> grads;
+  for (const auto& p : st.params.params()) {
+    float* g = p->grad.data<float>();
+    const float inv = static_cast<float>(1.0 / z);
+    for (int64_t i = 0; i < p->grad.numel(); ++i) g[i] *= inv;
+    grads.push_back(&p->grad);
+  }
+
+  result.normaliser = z;
+  result.max_weight_ratio = min_u > 0 ? max_u / min_u : 0;
+  result.weighted_lm_loss = weighted_sum / z;
+  result.lm_loss = plain_sum / static_cast<double>(global_batch);
+  result.aux_loss = aux_units > 0 && moe.aux_type != model::AuxLossType::kNone
+                        ? aux_sum / static_cast<double>(aux_units)
+                        : 0.0;
+  result.z_loss = z_sum / static_cast<double>(global_batch * seq);
+  result.loss = result.weighted_lm_loss + result.aux_loss + result.z_loss;
+  result.grad_norm = optim::ClipGradNorm(grads, st.config.optimizer().grad_clip());
+  result.tokens = global_batch * seq;
+
+  // Anomalies: a non-finite loss or norm, or a spike over the EMA, skips the update (logged).
+  const float spike = train.max_loss_spike();
+  const bool finite = std::isfinite(result.loss) && std::isfinite(result.grad_norm);
+  const bool spiked = spike > 0 && st.ema_steps >= 10 && result.lm_loss > spike * st.loss_ema;
+  result.skipped = !finite || spiked;
+  if (!result.skipped) {
+    st.optimizer->Step(static_cast<float>(result.lr));
+    st.loss_ema = st.ema_steps == 0 ? result.lm_loss : 0.9 * st.loss_ema + 0.1 * result.lm_loss;
+    ++st.ema_steps;
+  }
+  for (model::MoeLayer* layer : st.model->moe_layers()) {
+    const auto& load = layer->load();
+    double total = 0, max_load = 0;
+    for (int64_t c : load) {
+      total += static_cast<double>(c);
+      max_load = std::max(max_load, static_cast<double>(c));
+    }
+    result.expert_imbalance.push_back(total > 0 ? max_load / (total / load.size()) : 0);
+    if (moe.expert_bias && !result.skipped) {
+      layer->UpdateExpertBias(st.config.model().moe().expert_bias_rate());
+    }
+  }
+  result.step_time_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+absl::StatusOr<TrainSummary> Trainer::Run() {
+  State& st = *state_;
+  const auto& train = st.config.train();
+  TrainSummary summary;
+  summary.run_dir = st.options.run_dir;
+  summary.params = CountParameters(st.spec);
+  summary.model_flops_per_token = TrainingFlopsPerToken(st.spec, train.seq_len());
+  Progress progress(st.options.live_progress, st.config.logging().log_every(), train.steps());
+  std::vector<double> recent;
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < train.steps(); ++step) {
+    MF_ASSIGN_OR_RETURN(StepResult r, Step(step));
+    summary.steps = step + 1;
+    summary.skipped_steps += r.skipped;
+    summary.tokens += r.tokens;
+    if (step == 0) summary.first_loss = r.lm_loss;
+    recent.push_back(r.lm_loss);
+    if (recent.size() > 10) recent.erase(recent.begin());
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double tokens_per_s = r.tokens / std::max(r.step_time_s, 1e-9);
+
+    JsonLine line;
+    line.Add("step", step)
+        .Add("loss", r.loss)
+        .Add("lm_loss", r.lm_loss)
+        .Add("weighted_lm_loss", r.weighted_lm_loss)
+        .Add("aux_loss", r.aux_loss)
+        .Add("z_loss", r.z_loss)
+        .Add("grad_norm", r.grad_norm)
+        .Add("lr", r.lr)
+        .Add("tokens", summary.tokens)
+        .Add("tokens_per_s", tokens_per_s)
+        .Add("step_time_s", r.step_time_s)
+        .Add("model_tflops_per_s", summary.model_flops_per_token * tokens_per_s / 1e12)
+        .Add("reweight_normaliser", r.normaliser)
+        .Add("reweight_max_ratio", r.max_weight_ratio)
+        .Add("expert_load_max_over_mean", r.expert_imbalance)
+        .Add("host_peak_bytes", static_cast<int64_t>(CpuMemory().peak_bytes()))
+        .Add("skipped", r.skipped);
+    st.metrics.Write(line);
+    if (r.skipped) {
+      std::fprintf(stderr, "step %lld skipped: loss %g grad_norm %g\n",
+                   static_cast<long long>(step), r.loss, r.grad_norm);
+    }
+    if (st.options.print_progress) progress.Update(step, r.lm_loss, tokens_per_s, elapsed);
+  }
+  progress.Finish();
+  summary.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.tokens_per_s = summary.tokens / std::max(summary.wall_s, 1e-9);
+  double sum = 0;
+  for (double v : recent) sum += v;
+  summary.final_loss = recent.empty() ? 0 : sum / recent.size();
+  st.metrics.Close();
+  return summary;
+}
+
+std::string FormatSummary(const TrainSummary& s) {
+  return absl::StrFormat(
+      "── moefold summary ──\n"
+      "  steps            %d (%d skipped)\n"
+      "  parameters       %.2f M total, %.2f M active per token\n"
+      "  loss             %.4f → %.4f nats/token (mean of the last 10 steps)\n"
+      "  tokens           %d in %s (%.0f tokens/s)\n"
+      "  model FLOPs      %.3g per token, %.3f TFLOP/s achieved\n"
+      "  metrics          %s/metrics.jsonl\n",
+      s.steps, s.skipped_steps, s.params.total / 1e6, s.params.active / 1e6, s.first_loss,
+      s.final_loss, s.tokens, FormatDuration(s.wall_s), s.tokens_per_s, s.model_flops_per_token,
+      s.model_flops_per_token * s.tokens_per_s / 1e12, s.run_dir);
+}
+
+}  // namespace moefold::train

@@ -1,0 +1,79 @@
+// The single-rank step loop (DESIGN §6): global batch → micro-batches → forward, per-sample losses →
+// reweighting → backward → deferred normalisation → clipping → anomaly check → AdamW → metrics.
+//
+//   MF_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(config, {.run_dir = "runs/tiny"}));
+//   MF_ASSIGN_OR_RETURN(TrainSummary summary, trainer->Run());
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "configs/moefold.pb.h"
+#include "core/model/decoder.h"
+#include "core/parameter.h"
+#include "core/train/flops.h"
+
+namespace moefold::train {
+
+struct TrainerOptions {
+  std::string run_dir = "runs/default";
+  bool write_metrics = true;
+  bool print_progress = true;
+  bool live_progress = false;  // redraw one line (set when stdout is a terminal)
+};
+
+// What one optimizer step measured.
+struct StepResult {
+  int64_t step = 0;
+  double loss = 0;           // weighted LM loss + aux + z (the objective)
+  double lm_loss = 0;        // plain mean of per-sample LM losses (comparable across strategies)
+  double weighted_lm_loss = 0;
+  double aux_loss = 0;
+  double z_loss = 0;
+  double grad_norm = 0;      // before clipping
+  double lr = 0;
+  double normaliser = 0;     // Z = Σ uᵢ of the reweighting
+  double max_weight_ratio = 0;  // max uᵢ / min uᵢ in the step
+  bool skipped = false;      // NaN/Inf or loss spike: no optimizer update
+  int64_t tokens = 0;
+  double step_time_s = 0;
+  std::vector<double> expert_imbalance;  // per MoE layer: max load / mean load
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  int64_t skipped_steps = 0;
+  double first_loss = 0;
+  double final_loss = 0;  // mean lm_loss of the last min(10, steps) steps
+  int64_t tokens = 0;
+  double wall_s = 0;
+  double tokens_per_s = 0;
+  double model_flops_per_token = 0;
+  ParameterCounts params;
+  std::string run_dir;
+};
+
+class Trainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const config::ExperimentConfig& config,
+                                                         const TrainerOptions& options);
+  ~Trainer();
+
+  absl::StatusOr<TrainSummary> Run();
+  // One optimizer step on the global batch of `step` (also used by tests).
+  absl::StatusOr<StepResult> Step(int64_t step);
+
+  ParameterSet& params();
+  model::Decoder& model();
+
+ private:
+  struct State;
+  explicit Trainer(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+std::string FormatSummary(const TrainSummary& summary);
+
+}  // namespace moefold::train

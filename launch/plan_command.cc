@@ -1,0 +1,66 @@
+// `moefold plan`: both parallel meshes and every group, computed without starting a run.
+#include <cstdio>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "configs/config_loader.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+#include "parallel/mapping.h"
+#include "parallel/mapping_format.h"
+
+namespace moefold::launch {
+namespace {
+
+constexpr char kPlanHelp[] =
+    "usage: moefold plan --config FILE --world N [--rank R] [--json] [--set key=value ...]\n"
+    "\n"
+    "  --config FILE   YAML experiment file; its parallel section (tp cp dp pp etp ep, order)\n"
+    "  --world N       number of ranks to plan for (any size; nothing is started)\n"
+    "  --rank R        whose groups to list (default 0)\n"
+    "  --json          one JSON object: every group kind mapped to its rank lists, for the\n"
+    "                  attention mesh and the MoE mesh\n";
+
+}  // namespace
+
+int PlanCommand(const std::vector<std::string>& args) {
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::fputs(kPlanHelp, stdout);
+    return 0;
+  }
+  auto parsed = ParseArgs(args, {{"config", "world", "rank"}, {"set"}, {"json"}}, "plan");
+  if (!parsed.ok()) return Fail("plan", std::string(parsed.status().message()), 2);
+  if (!parsed->Has("config") || !parsed->Has("world")) {
+    return Fail("plan", "--config FILE and --world N are required (see --help)", 2);
+  }
+  int world = 0, rank = 0;
+  if (!absl::SimpleAtoi(parsed->Get("world"), &world) || world < 1) {
+    return Fail("plan", "--world must be a positive integer, got '" + parsed->Get("world") + "'", 2);
+  }
+  if (!absl::SimpleAtoi(parsed->Get("rank", "0"), &rank) || rank < 0 || rank >= world) {
+    return Fail("plan", absl::StrCat("--rank must be in [0, ", world, "), got '",
+                                     parsed->Get("rank"), "'"), 2);
+  }
+  auto config = config::LoadConfigFile(parsed->Get("config"), parsed->lists["set"]);
+  if (!config.ok()) return Fail("plan", std::string(config.status().message()));
+  const auto& p = config->parallel();
+  parallel::ParallelSizes sizes;
+  sizes.tp = p.tp();
+  sizes.cp = p.cp();
+  sizes.dp = p.dp();
+  sizes.pp = p.pp();
+  sizes.etp = p.etp();
+  sizes.ep = p.ep();
+  sizes.order = p.order();
+  auto mapping = parallel::Mapping::Create(world, sizes);
+  if (!mapping.ok()) return Fail("plan", std::string(mapping.status().message()));
+  if (parsed->Has("json")) {
+    std::printf("%s\n", parallel::MappingToJson(*mapping).c_str());
+    return 0;
+  }
+  std::printf("%s\n%s", parallel::FormatMeshTables(*mapping).c_str(),
+              parallel::FormatRankGroups(*mapping, rank).c_str());
+  return 0;
+}
+
+}  // namespace moefold::launch

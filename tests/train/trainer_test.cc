@@ -1,0 +1,158 @@
+// The step loop: deferred reweighting normalisation, micro-batch invariance, bit-exact uniform
+// weights, anomaly skipping, and refusal of settings this build cannot run.
+#include "core/train/trainer.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "configs/config_loader.h"
+#include "configs/validate.h"
+#include "gtest/gtest.h"
+#include "tests/testing/testing.h"
+
+namespace moefold::train {
+namespace {
+
+// A smaller cousin of the quick-start model so each test takes a second or two.
+config::ExperimentConfig SmallConfig(std::vector<std::string> overrides) {
+  std::vector<std::string> all = {
+      "model.hidden_size=32",       "model.num_layers=2",     "model.num_heads=4",
+      "model.num_kv_heads=2",       "model.ffn_hidden_size=64", "model.moe.num_experts=4",
+      "model.moe.top_k=2",          "model.moe.expert_ffn_hidden_size=32",
+      "model.moe.first_dense_layers=1", "model.moe.layer_freq=1",
+      "train.seq_len=16",           "train.global_batch_size=4", "train.micro_batch_size=4",
+      "train.steps=4",              "optimizer.warmup_steps=1", "data.cache_dir=build/test-data"};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  auto config = config::LoadConfigFile("configs/tiny_moe.yaml", all);
+  MF_CHECK(config.ok()) << config.status();
+  MF_CHECK(config::Validate(*config, 1).ok()) << config::Validate(*config, 1);
+  return *config;
+}
+
+std::unique_ptr<Trainer> MakeTrainer(const config::ExperimentConfig& config) {
+  TrainerOptions options;
+  options.write_metrics = false;
+  options.print_progress = false;
+  auto trainer = Trainer::Create(config, options);
+  MF_CHECK(trainer.ok()) << trainer.status();
+  return std::move(*trainer);
+}
+
+std::vector<StepResult> RunSteps(Trainer& trainer, int steps) {
+  std::vector<StepResult> results;
+  for (int s = 0; s < steps; ++s) {
+    auto r = trainer.Step(s);
+    MF_CHECK(r.ok()) << r.status();
+    results.push_back(*r);
+  }
+  return results;
+}
+
+TEST(TrainerTest, UniformWeightsReproduceThePlainMeanBitForBit) {
+  for (const std::string strategy : {"none", "linupper"}) {
+    // linupper with warm-up covering every step and warmup_temperature 0 is uniform too.
+    auto trainer = MakeTrainer(SmallConfig({"reweighting.strategy=" + strategy,
+                                            "reweighting.warmup_steps=10",
+                                            "reweighting.warmup_temperature=0"}));
+    for (const StepResult& r : RunSteps(*trainer, 3)) {
+      EXPECT_EQ(r.weighted_lm_loss, r.lm_loss) << strategy << " step " << r.step;
+      EXPECT_EQ(r.normaliser, 4.0);
+    }
+  }
+}
+
+TEST(TrainerTest, ReweightingChangesWeightsAfterTheFirstStep) {
+  auto trainer = MakeTrainer(SmallConfig({"reweighting.strategy=linupper",
+                                          "reweighting.temperature=0.2",
+                                          "reweighting.warmup_steps=0"}));
+  const auto results = RunSteps(*trainer, 3);
+  EXPECT_EQ(results[0].max_weight_ratio, 1.0);  // no previous range: uniform
+  EXPECT_GT(results[2].max_weight_ratio, 1.01);
+  EXPECT_LE(results[2].max_weight_ratio, std::exp(1.0 / 0.2) * 1.0001);
+  EXPECT_NE(results[2].weighted_lm_loss, results[2].lm_loss);
+}
+
+void ExpectSameTraining(const config::ExperimentConfig& a_config,
+                        const config::ExperimentConfig& b_config, int steps) {
+  auto a = MakeTrainer(a_config);
+  auto b = MakeTrainer(b_config);
+  const auto ra = RunSteps(*a, steps);
+  const auto rb = RunSteps(*b, steps);
+  for (int s = 0; s < steps; ++s) {
+    EXPECT_NEAR(ra[s].loss, rb[s].loss, 1e-5 * std::fabs(ra[s].loss)) << "step " << s;
+    EXPECT_NEAR(ra[s].grad_norm, rb[s].grad_norm, 1e-4 * ra[s].grad_norm) << "step " << s;
+  }
+  const auto& pa = a->params().params();
+  const auto& pb = b->params().params();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_TENSOR_NEAR(pb[i]->value, pa[i]->value, 1e-4, 1e-6) << pa[i]->name;
+  }
+}
+
+TEST(TrainerTest, MicroBatchSizeDoesNotChangeReweightedTraining) {
+  const std::vector<std::string> common = {"reweighting.strategy=linupper",
+                                           "reweighting.temperature=0.5",
+                                           "reweighting.warmup_steps=0",
+                                           "model.moe.aux_loss_type=seq",
+                                           "model.moe.z_loss_coeff=0.001"};
+  auto one = common, four = common;
+  one.push_back("train.micro_batch_size=1");
+  four.push_back("train.micro_batch_size=4");
+  ExpectSameTraining(SmallConfig(one), SmallConfig(four), 4);
+}
+
+TEST(TrainerTest, BatchLevelAuxLossDependsOnMicroBatchSizeByDefinition) {
+  auto one = MakeTrainer(SmallConfig({"model.moe.aux_loss_type=batch", "train.micro_batch_size=1"}));
+  auto four = MakeTrainer(SmallConfig({"model.moe.aux_loss_type=batch", "train.micro_batch_size=4"}));
+  const double a = RunSteps(*one, 1)[0].aux_loss, b = RunSteps(*four, 1)[0].aux_loss;
+  EXPECT_GT(a, 0);
+  EXPECT_GT(std::fabs(a - b), 1e-6 * a);  // per micro-batch balance differs from global balance
+}
+
+TEST(TrainerTest, LossFallsOnTheBuiltinCorpus) {
+  auto trainer = MakeTrainer(SmallConfig({"train.steps=30", "optimizer.lr=0.01"}));
+  const auto results = RunSteps(*trainer, 30);
+  EXPECT_GT(results.front().lm_loss, 5.0);  // ≈ ln 257 at initialisation
+  EXPECT_LT(results.back().lm_loss, results.front().lm_loss - 1.5);
+  for (const auto& r : results) EXPECT_FALSE(r.skipped);
+}
+
+TEST(TrainerTest, NonFiniteStepIsSkipped) {
+  auto config = SmallConfig({});
+  auto trainer = MakeTrainer(config);
+  // Poison one weight: the loss turns NaN, the step must be skipped and the weights left alone.
+  Parameter* head = trainer->params().Find("lm_head.weight");
+  head->value.data<float>()[0] = NAN;
+  const std::vector<float> before = trainer->params().Find("model.norm.weight")->value.ToVector();
+  auto r = trainer->Step(0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->skipped);
+  EXPECT_EQ(trainer->params().Find("model.norm.weight")->value.ToVector(), before);
+}
+
+TEST(TrainerTest, UnsupportedSettingsAreRefusedByName) {
+  auto config = SmallConfig({"model.moe.capacity_factor=1.25", "memory.activation_policy=swap"});
+  TrainerOptions options;
+  options.write_metrics = false;
+  auto trainer = Trainer::Create(config, options);
+  ASSERT_FALSE(trainer.ok());
+  EXPECT_EQ(trainer.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(trainer.status().message().find("capacity_factor"), absl::string_view::npos);
+  EXPECT_NE(trainer.status().message().find("activation_policy"), absl::string_view::npos);
+}
+
+TEST(TrainerTest, TokensOutsideTheVocabularyAreRefused) {
+  // The byte corpus holds ids up to 256; a 200-token vocabulary cannot embed them.
+  auto config = SmallConfig({});
+  config.mutable_model()->set_vocab_size(200);
+  TrainerOptions options;
+  options.write_metrics = false;
+  auto trainer = Trainer::Create(config, options);
+  ASSERT_FALSE(trainer.ok());
+  EXPECT_NE(trainer.status().message().find("kjv_byte"), absl::string_view::npos)
+      << trainer.status();
+}
+
+}  // namespace
+}  // namespace moefold::train

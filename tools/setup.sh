@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package moefold needs (idempotent: apt runs only when something is missing)
+# and builds the project into build/ (CUDA code included when nvcc is found under /usr/local/cuda).
+#   bash tools/setup.sh            # install + configure + build
+#   BUILD_DIR=build-x bash tools/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libopenmpi-dev openmpi-bin            # MPI launcher and communicator backend
+  libprotobuf-dev protobuf-compiler     # config schema
+  libabsl-dev                           # Status/StatusOr, strings
+  libyaml-cpp-dev                       # YAML experiment files
+  libopenblas-dev                       # CPU GEMM reference
+  libgtest-dev libgmock-dev             # tests
+  libbenchmark-dev                      # tools/bench
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+build_dir=${BUILD_DIR:-build}
+if [ ! -f "$build_dir/build.ninja" ]; then
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-}
+fi
+cmake --build "$build_dir" -j "$(nproc)"
