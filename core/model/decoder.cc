@@ -13,12 +13,14 @@ namespace moefold::model {
 Decoder::Decoder(const ModelSpec& spec, ParameterSet* params) : spec_(spec) {
   MF_CHECK_EQ(static_cast<int>(spec.moe_layer.size()), spec.num_layers);
   const int64_t h = spec.hidden;
+  embedding_param_ = static_cast<int64_t>(params->params().size());
   embedding_ = params->Add("model.embed_tokens.weight", {spec.vocab, h},
                            GradReduction::kDenseDataCp, spec.init_std);
   embedding_->sharding.tp_dim = 0;  // vocabulary-parallel
   for (int l = 0; l < spec.num_layers; ++l) {
     const std::string prefix = absl::StrCat("model.layers.", l);
     Block block;
+    block.first_param = static_cast<int64_t>(params->params().size());
     block.attention = std::make_unique<AttentionLayer>(spec, prefix, params);
     block.ffn_norm = params->Add(prefix + ".post_attention_layernorm.weight", {h},
                                  GradReduction::kDenseDataCpTp, 0.0f, false, 1.0f);
@@ -27,8 +29,10 @@ Decoder::Decoder(const ModelSpec& spec, ParameterSet* params) : spec_(spec) {
     } else {
       block.mlp = std::make_unique<SwiGluMlp>(spec, prefix + ".mlp", spec.ffn, params);
     }
+    block.last_param = static_cast<int64_t>(params->params().size());
     blocks_.push_back(std::move(block));
   }
+  head_first_param_ = static_cast<int64_t>(params->params().size());
   final_norm_ = params->Add("model.norm.weight", {h}, GradReduction::kDenseDataCpTp, 0.0f, false,
                             1.0f);
   if (spec.tie_embeddings) {
@@ -38,6 +42,7 @@ Decoder::Decoder(const ModelSpec& spec, ParameterSet* params) : spec_(spec) {
                         spec.init_std);
     head_->sharding.tp_dim = 0;
   }
+  head_last_param_ = static_cast<int64_t>(params->params().size());
 }
 
 std::vector<MoeLayer*> Decoder::moe_layers() {
@@ -130,6 +135,7 @@ void Decoder::Backward(const StepContext& ctx, const MicroBatch& batch, const Sa
   Tensor d_x = Tensor::Empty({t, h}, DType::kF32);
   ops::RmsNormBackward(saved.final_in, final_norm_->value, saved.final_rstd, d_norm, &d_x,
                        &final_norm_->grad, ctx.s());
+  if (ctx.grads_ready) ctx.grads_ready(head_first_param_, head_last_param_);
 
   Tensor d_ffn_in = Tensor::Empty({t, h}, DType::kF32);
   Tensor d_h_part = Tensor::Empty({t, h}, DType::kF32);
@@ -150,9 +156,12 @@ void Decoder::Backward(const StepContext& ctx, const MicroBatch& batch, const Sa
     // h = x + Attn(x): d_x = d_h + Attn'ᵀ · d_h (the attention layer adds its part into d_h).
     const Tensor d_h_in = d_h.Clone();
     block.attention->Backward(ctx, batch, bs.attention, d_h_in, &d_h);
+    if (ctx.grads_ready) ctx.grads_ready(block.first_param, block.last_param);
     d_x = d_h;
   }
   ops::EmbeddingBackward(batch.tokens.Reshape({t}), d_x, &embedding_->grad, ctx.s());
+  // Tied, the embedding is also the head: it is complete only now.
+  if (ctx.grads_ready) ctx.grads_ready(embedding_param_, embedding_param_ + 1);
 }
 
 }  // namespace moefold::model

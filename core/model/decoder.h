@@ -51,6 +51,7 @@ class Decoder {
 
  private:
   struct Block {
+    int64_t first_param = 0, last_param = 0;  // ParameterSet index range of this block
     std::unique_ptr<AttentionLayer> attention;
     Parameter* ffn_norm;
     std::unique_ptr<SwiGluMlp> mlp;  // dense layers
@@ -62,6 +63,8 @@ class Decoder {
   std::vector<Block> blocks_;
   Parameter* final_norm_;
   Parameter* head_;  // == embedding_ when tied
+  int64_t embedding_param_ = 0;
+  int64_t head_first_param_ = 0, head_last_param_ = 0;  // final norm (+ untied head)
 };
 
 }  // namespace moefold::model

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/stream.h"
@@ -24,6 +25,10 @@ struct MicroBatch {
 
 struct StepContext {
   Stream* stream = nullptr;
+  // Called during Backward each time the parameters with ParameterSet indices [first, last) have
+  // received their last gradient contribution of this backward (data parallelism starts reducing
+  // their buckets while the rest of the backward runs). Unset: not called.
+  std::function<void(int64_t first, int64_t last)> grads_ready;
   Stream& s() const { return *stream; }
 };
 

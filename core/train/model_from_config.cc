@@ -75,10 +75,7 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
 absl::Status CheckSupported(const config::ExperimentConfig& config, int world_size) {
   std::vector<std::string> problems;
   const auto& p = config.parallel();
-  if (world_size != 1) {
-    problems.push_back(absl::StrCat("world size ", world_size,
-                                    ": multi-rank training lands with the scheduler (issue 3)"));
-  }
+  (void)world_size;  // any world works with data parallelism alone (Validate checks it divides)
   for (const auto& [name, value] : std::vector<std::pair<std::string, int>>{
            {"tp", p.tp()}, {"cp", p.cp()}, {"pp", p.pp()}, {"etp", p.etp()}, {"ep", p.ep()}}) {
     if (value > 1) {

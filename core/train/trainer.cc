@@ -20,6 +20,8 @@
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "optim/reweighting.h"
+#include "optim/zero1_adamw.h"
+#include "parallel/grad_sync.h"
 
 namespace moefold::train {
 
@@ -29,7 +31,9 @@ struct Trainer::State {
   model::ModelSpec spec;
   ParameterSet params;
   std::unique_ptr<model::Decoder> model;
-  std::unique_ptr<optim::AdamW> optimizer;
+  std::unique_ptr<parallel::GradSync> sync;
+  std::unique_ptr<optim::AdamW> optimizer;                 // unsharded (every rank the whole model)
+  std::unique_ptr<optim::ShardedAdamW> sharded_optimizer;  // ZeRO-1
   std::unique_ptr<optim::SampleReweighter> reweighter;
   optim::LrScheduleOptions schedule;
   std::unique_ptr<data::IndexedDataset> dataset;
@@ -46,7 +50,14 @@ model::Decoder& Trainer::model() { return *state_->model; }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::ExperimentConfig& config,
                                                          const TrainerOptions& options) {
-  MF_RETURN_IF_ERROR(CheckSupported(config, /*world_size=*/1));
+  MF_RETURN_IF_ERROR(CheckSupported(config, options.groups.world_size));
+  if (config.train().global_batch_size() %
+          (config.train().micro_batch_size() * options.groups.dp_size) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train.global_batch_size ", config.train().global_batch_size(),
+        " is not divisible by micro_batch_size ", config.train().micro_batch_size(), " × dp ",
+        options.groups.dp_size));
+  }
   auto state = std::make_unique<State>();
   state->config = config;
   state->options = options;
@@ -78,7 +89,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   adam.beta2 = opt.beta2();
   adam.eps = opt.eps();
   adam.weight_decay = opt.weight_decay();
-  state->optimizer = std::make_unique<optim::AdamW>(&state->params, adam);
+  // Gradients (and master weights) in contiguous buffers per reduction group, cut into buckets.
+  const DataParallelGroups& groups = options.groups;
+  state->params.Flatten(parallel::GradSync::Alignment(groups.dense, groups.expert));
+  parallel::GradSyncOptions sync_options;
+  sync_options.zero1 = config.parallel().zero1() && groups.dp_size > 1;
+  state->sync = std::make_unique<parallel::GradSync>(&state->params, groups.dense, groups.expert,
+                                                     sync_options);
+  if (sync_options.zero1) {
+    state->sharded_optimizer = std::make_unique<optim::ShardedAdamW>(state->sync.get(), adam);
+  } else {
+    state->optimizer = std::make_unique<optim::AdamW>(&state->params, adam);
+  }
   state->schedule.kind = opt.schedule();
   state->schedule.lr = opt.lr();
   state->schedule.min_lr = opt.min_lr();
@@ -96,38 +118,59 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
                                                              : optim::Population::kGlobal;
   state->reweighter = std::make_unique<optim::SampleReweighter>(reweighting);
 
-  if (options.write_metrics) MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir));
+  if (options.write_metrics && options.groups.dp_rank == 0) {
+    MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir));
+  }
   return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
 }
+
+namespace {
+
+// Sums values over the dense data-parallel group (f32 on the wire); identity on one rank.
+absl::Status SumOverData(parallel::Communicator* comm, std::vector<float>* values,
+                         parallel::ReduceOp op = parallel::ReduceOp::kSum) {
+  if (comm == nullptr || comm->size() == 1 || values->empty()) return absl::OkStatus();
+  Tensor t = Tensor::FromVector(*values, {static_cast<int64_t>(values->size())});
+  MF_RETURN_IF_ERROR(parallel::WaitFor(comm->AllReduce(&t, {.op = op})));
+  *values = t.ToVector();
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   State& st = *state_;
   const auto& train = st.config.train();
+  const DataParallelGroups& dp = st.options.groups;
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t global_batch = train.global_batch_size(), micro = train.micro_batch_size();
-  const int64_t seq = train.seq_len(), num_micro = global_batch / micro;
+  const int64_t seq = train.seq_len();
+  const int64_t local_batch = global_batch / dp.dp_size, num_micro = local_batch / micro;
   const model::MoeSpec& moe = st.spec.moe;
 
   StepResult result;
   result.step = step;
   result.lr = optim::LearningRate(st.schedule, step);
   st.params.ZeroGrads();
+  st.sync->BeginStep();
   st.reweighter->BeginStep(step);
   for (model::MoeLayer* layer : st.model->moe_layers()) layer->ResetLoad();
 
   // Aux/z seeds are pre-multiplied by Z_ref so that dividing the whole gradient by Z leaves them exact
-  // whenever Z = Z_ref (uniform weights). Units: one aux term per micro-batch or per sequence.
+  // whenever Z = Z_ref (uniform weights). Units over the global batch: one aux term per micro-batch
+  // or per sequence.
   const double z_ref = static_cast<double>(global_batch);
-  const int64_t aux_units = moe.aux_type == model::AuxLossType::kBatch ? num_micro : global_batch;
-  const bool microbatch_population =
-      st.config.reweighting().population() == "microbatch";
+  const int64_t aux_units =
+      moe.aux_type == model::AuxLossType::kBatch ? global_batch / micro : global_batch;
+  const bool microbatch_population = st.config.reweighting().population() == "microbatch";
 
   double weighted_sum = 0, plain_sum = 0, aux_sum = 0, z_sum = 0;
   float min_u = INFINITY, max_u = 0;
   std::vector<int32_t> sample_tokens(seq + 1);
-  model::StepContext ctx{&CpuStream()};
+  // This DP rank's contiguous slice of the step's global batch: the same samples for any layout.
   const std::vector<int64_t> sample_ids =
       data::GlobalBatchSampleIds(step, global_batch, st.samples->size());
+  absl::Status sync_status;
   for (int64_t m = 0; m < num_micro; ++m) {
     model::MicroBatch batch;
     batch.tokens = Tensor::Empty({micro, seq}, DType::kI32);
@@ -135,9 +178,17 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     batch.positions = Tensor::Empty({seq}, DType::kI32);
     for (int64_t s = 0; s < seq; ++s) batch.positions.data<int32_t>()[s] = static_cast<int32_t>(s);
     for (int64_t i = 0; i < micro; ++i) {
-      st.samples->GetSample(sample_ids[m * micro + i], sample_tokens.data());
+      st.samples->GetSample(sample_ids[dp.dp_rank * local_batch + m * micro + i],
+                            sample_tokens.data());
       std::copy_n(sample_tokens.begin(), seq, batch.tokens.data<int32_t>() + i * seq);
       std::copy_n(sample_tokens.begin() + 1, seq, batch.targets.data<int32_t>() + i * seq);
+    }
+    model::StepContext ctx{&CpuStream()};
+    if (m == num_micro - 1) {
+      // The last backward completes each gradient: reduce its buckets while backward goes on.
+      ctx.grads_ready = [&](int64_t first, int64_t last) {
+        if (sync_status.ok()) sync_status = st.sync->MarkReady(first, last);
+      };
     }
     model::Decoder::Saved saved;
     const model::ForwardStats stats = st.model->Forward(ctx, batch, &saved);
@@ -163,20 +214,35 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     z_sum += stats.z_loss_sum;
     st.model->Backward(ctx, batch, saved, seeds);
   }
+  MF_RETURN_IF_ERROR(sync_status);
+  MF_RETURN_IF_ERROR(st.sync->Finish());
 
-  // Deferred normalisation: one division of every gradient by Z (one rank: local = global).
-  const double z = microbatch_population ? z_ref : st.reweighter->LocalNormaliser();
-  st.reweighter->EndStep(z, st.reweighter->LocalMin(), st.reweighter->LocalMax());
-  std::vector<Tensor*> grads;
-  for (const auto& p : st.params.params()) {
-    float* g = p->grad.data<float>();
-    const float inv = static_cast<float>(1.0 / z);
-    for (int64_t i = 0; i < p->grad.numel(); ++i) g[i] *= inv;
-    grads.push_back(&p->grad);
+  // Step statistics over the data-parallel group: Z and the loss sums, the loss range, weight range.
+  std::vector<float> sums = {static_cast<float>(microbatch_population ? 0.0
+                                                                      : st.reweighter->LocalNormaliser()),
+                             static_cast<float>(weighted_sum), static_cast<float>(plain_sum),
+                             static_cast<float>(aux_sum), static_cast<float>(z_sum)};
+  std::vector<float> mins = {st.reweighter->LocalMin(), min_u};
+  std::vector<float> maxs = {st.reweighter->LocalMax(), max_u};
+  MF_RETURN_IF_ERROR(SumOverData(dp.dense, &sums));
+  MF_RETURN_IF_ERROR(SumOverData(dp.dense, &mins, parallel::ReduceOp::kMin));
+  MF_RETURN_IF_ERROR(SumOverData(dp.dense, &maxs, parallel::ReduceOp::kMax));
+  // Deferred normalisation: one division of every gradient by Z (ALGORITHMS §3.7).
+  const double z = microbatch_population ? z_ref
+                   : dp.dp_size == 1      ? st.reweighter->LocalNormaliser()
+                                          : static_cast<double>(sums[0]);
+  st.reweighter->EndStep(z, mins[0], maxs[0]);
+  std::vector<Tensor*> owned = st.sync->OwnedGrads();
+  optim::ScaleGrads(owned, static_cast<float>(1.0 / z));
+
+  if (dp.dp_size > 1) {
+    weighted_sum = sums[1];
+    plain_sum = sums[2];
+    aux_sum = sums[3];
+    z_sum = sums[4];
   }
-
   result.normaliser = z;
-  result.max_weight_ratio = min_u > 0 ? max_u / min_u : 0;
+  result.max_weight_ratio = mins[1] > 0 ? maxs[1] / mins[1] : 0;
   result.weighted_lm_loss = weighted_sum / z;
   result.lm_loss = plain_sum / static_cast<double>(global_batch);
   result.aux_loss = aux_units > 0 && moe.aux_type != model::AuxLossType::kNone
@@ -184,24 +250,34 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
                         : 0.0;
   result.z_loss = z_sum / static_cast<double>(global_batch * seq);
   result.loss = result.weighted_lm_loss + result.aux_loss + result.z_loss;
-  result.grad_norm = optim::ClipGradNorm(grads, st.config.optimizer().grad_clip());
+  MF_ASSIGN_OR_RETURN(const double sum_squares, st.sync->GlobalSumOfSquares());
+  result.grad_norm = std::sqrt(sum_squares);
+  const double clip = optim::ClipScale(result.grad_norm, st.config.optimizer().grad_clip());
+  if (clip != 1.0 && std::isfinite(clip)) optim::ScaleGrads(owned, static_cast<float>(clip));
   result.tokens = global_batch * seq;
+  result.grad_bytes_sent = st.sync->bytes_sent();
 
-  // Anomalies: a non-finite loss or norm, or a spike over the EMA, skips the update (logged).
+  // Anomalies: a non-finite loss or norm, or a spike over the EMA, skips the update (logged). Every
+  // rank sees the same reduced values, so all ranks skip together.
   const float spike = train.max_loss_spike();
   const bool finite = std::isfinite(result.loss) && std::isfinite(result.grad_norm);
   const bool spiked = spike > 0 && st.ema_steps >= 10 && result.lm_loss > spike * st.loss_ema;
   result.skipped = !finite || spiked;
   if (!result.skipped) {
-    st.optimizer->Step(static_cast<float>(result.lr));
+    if (st.sharded_optimizer) {
+      MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(result.lr)));
+    } else {
+      st.optimizer->Step(static_cast<float>(result.lr));
+    }
     st.loss_ema = st.ema_steps == 0 ? result.lm_loss : 0.9 * st.loss_ema + 0.1 * result.lm_loss;
     ++st.ema_steps;
   }
   for (model::MoeLayer* layer : st.model->moe_layers()) {
-    const auto& load = layer->load();
+    std::vector<float> load(layer->load().begin(), layer->load().end());
+    MF_RETURN_IF_ERROR(SumOverData(dp.dense, &load));
     double total = 0, max_load = 0;
-    for (int64_t c : load) {
-      total += static_cast<double>(c);
+    for (float c : load) {
+      total += c;
       max_load = std::max(max_load, static_cast<double>(c));
     }
     result.expert_imbalance.push_back(total > 0 ? max_load / (total / load.size()) : 0);
@@ -253,6 +329,7 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("reweight_max_ratio", r.max_weight_ratio)
         .Add("expert_load_max_over_mean", r.expert_imbalance)
         .Add("host_peak_bytes", static_cast<int64_t>(CpuMemory().peak_bytes()))
+        .Add("grad_bytes_sent", r.grad_bytes_sent)
         .Add("skipped", r.skipped);
     st.metrics.Write(line);
     if (r.skipped) {

@@ -14,10 +14,22 @@
 #include "core/model/decoder.h"
 #include "core/parameter.h"
 #include "core/train/flops.h"
+#include "parallel/communicator.h"
 
 namespace moefold::train {
 
+// The data-parallel groups of this rank (null communicators: a single rank). With only data
+// parallelism the dense (DP×CP) and expert (EDP) groups hold the same ranks.
+struct DataParallelGroups {
+  parallel::Communicator* dense = nullptr;
+  parallel::Communicator* expert = nullptr;
+  int dp_rank = 0;
+  int dp_size = 1;
+  int world_size = 1;
+};
+
 struct TrainerOptions {
+  DataParallelGroups groups;
   std::string run_dir = "runs/default";
   bool write_metrics = true;
   bool print_progress = true;
@@ -37,8 +49,9 @@ struct StepResult {
   double normaliser = 0;     // Z = Σ uᵢ of the reweighting
   double max_weight_ratio = 0;  // max uᵢ / min uᵢ in the step
   bool skipped = false;      // NaN/Inf or loss spike: no optimizer update
-  int64_t tokens = 0;
+  int64_t tokens = 0;          // of the global batch
   double step_time_s = 0;
+  int64_t grad_bytes_sent = 0;  // by this rank in the gradient reductions
   std::vector<double> expert_imbalance;  // per MoE layer: max load / mean load
 };
 

@@ -1,0 +1,42 @@
+// MPI bootstrap and job-wide failure.
+#include "launch/bootstrap.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+
+namespace moefold::launch {
+
+RankInfo InitRanks(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  }
+  // Errors come back as codes (translated to Status by the communicator), never as aborts.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  RankInfo info;
+  MPI_Comm_rank(MPI_COMM_WORLD, &info.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &info.world_size);
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &local);
+  MPI_Comm_rank(local, &info.local_rank);
+  MPI_Comm_free(&local);
+  return info;
+}
+
+void FinalizeRanks() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+int FailRank(const RankInfo& info, const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "[rank %d] moefold %s: %s\n", info.rank, command.c_str(), message.c_str());
+  std::fflush(stderr);
+  if (info.world_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+  return 1;
+}
+
+}  // namespace moefold::launch

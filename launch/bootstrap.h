@@ -1,0 +1,24 @@
+// Process start-up for multi-rank runs: MPI initialisation, rank identity, and how a rank's fatal
+// error reaches the console (prefixed with its rank) and ends the whole job with a non-zero exit.
+#pragma once
+
+#include <string>
+
+namespace moefold::launch {
+
+struct RankInfo {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;  // rank on this node (selects the GPU later)
+  bool is_root() const { return rank == 0; }
+};
+
+// Initialises MPI (thread level FUNNELED); idempotent. Safe under a plain single-process start.
+RankInfo InitRanks(int* argc, char*** argv);
+void FinalizeRanks();
+
+// Prints "[rank R] moefold CMD: message" to stderr and, when more than one rank runs, aborts the
+// job (MPI_Abort) so no peer waits forever in a collective. Returns 1 (single rank).
+int FailRank(const RankInfo& info, const std::string& command, const std::string& message);
+
+}  // namespace moefold::launch

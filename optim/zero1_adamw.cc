@@ -1,0 +1,65 @@
+// ZeRO-1 update: AdamW over shard ∩ parameter runs, then all-gather per bucket.
+#include "optim/zero1_adamw.h"
+
+#include <algorithm>
+
+#include "ops/adamw.h"
+
+namespace moefold::optim {
+
+ShardedAdamW::ShardedAdamW(parallel::GradSync* sync, const AdamWOptions& options)
+    : sync_(sync), options_(options) {
+  MF_CHECK(sync->zero1()) << "ShardedAdamW needs a GradSync with zero1";
+  for (parallel::GradBucket& bucket : sync->buckets()) {
+    parallel::Communicator* comm = sync->group_of(bucket.buffer);
+    const int64_t n = comm == nullptr ? 1 : comm->size();
+    const int64_t chunk = (bucket.end - bucket.begin) / n;
+    m_.push_back(Tensor::Zeros({chunk}, DType::kF32));
+    v_.push_back(Tensor::Zeros({chunk}, DType::kF32));
+  }
+}
+
+int64_t ShardedAdamW::state_bytes() const {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < m_.size(); ++i) bytes += m_[i].nbytes() + v_[i].nbytes();
+  return bytes;
+}
+
+absl::Status ShardedAdamW::Step(float lr, Stream& stream) {
+  ++step_count_;
+  auto& buffers = sync_->params()->flat_buffers();
+  auto& buckets = sync_->buckets();
+  std::vector<std::unique_ptr<parallel::Work>> gathers;
+  std::vector<Tensor> gather_inputs;  // kept alive until every gather completed
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    parallel::GradBucket& bucket = buckets[i];
+    FlatBuffer& buffer = buffers[bucket.buffer];
+    const int64_t lo = bucket.shard_begin, hi = bucket.shard_begin + bucket.shard.numel();
+    for (const FlatSegment& seg : buffer.segments) {
+      const int64_t a = std::max(lo, seg.offset), b = std::min(hi, seg.offset + seg.numel);
+      if (a >= b) continue;
+      ops::AdamWOptions o;
+      o.lr = lr;
+      o.beta1 = options_.beta1;
+      o.beta2 = options_.beta2;
+      o.eps = options_.eps;
+      o.weight_decay = seg.param->weight_decay ? options_.weight_decay : 0.0f;
+      o.step = step_count_;
+      Tensor param = buffer.values.Slice(a, b);
+      Tensor m = m_[i].Slice(a - lo, b - lo), v = v_[i].Slice(a - lo, b - lo);
+      ops::AdamWStep(o, bucket.shard.Slice(a - lo, b - lo), &param, &m, &v, stream);
+    }
+    parallel::Communicator* comm = sync_->group_of(bucket.buffer);
+    if (comm != nullptr && comm->size() > 1) {
+      // Input and output must not overlap: gather from a copy of this rank's updated chunk.
+      gather_inputs.push_back(buffer.values.Slice(lo, hi).Clone());
+      Tensor all = buffer.values.Slice(bucket.begin, bucket.end);
+      MF_ASSIGN_OR_RETURN(auto work, comm->AllGather(gather_inputs.back(), &all, {}));
+      gathers.push_back(std::move(work));
+    }
+  }
+  for (auto& work : gathers) MF_RETURN_IF_ERROR(work->Wait());
+  return absl::OkStatus();
+}
+
+}  // namespace moefold::optim
