@@ -15,6 +15,11 @@ function(moefold_test name)
   add_executable(${name} ${ARG_SRCS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} moefold_testing GTest::gtest GTest::gmock)
   if(ARG_RANKS)
+    target_link_libraries(${name} PRIVATE moefold_mpi_test_main)
+  else()
+    target_link_libraries(${name} PRIVATE moefold_test_main)
+  endif()
+  if(ARG_RANKS)
     add_test(NAME ${name}
              COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe
                      ${MPIEXEC_NUMPROC_FLAG} ${ARG_RANKS} $<TARGET_FILE:${name}>)

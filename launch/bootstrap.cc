@@ -32,6 +32,12 @@ void FinalizeRanks() {
   if (!finalized) MPI_Finalize();
 }
 
+bool AllRanksOk(bool ok) {
+  int mine = ok ? 1 : 0, all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
 int FailRank(const RankInfo& info, const std::string& command, const std::string& message) {
   std::fprintf(stderr, "[rank %d] moefold %s: %s\n", info.rank, command.c_str(), message.c_str());
   std::fflush(stderr);

@@ -17,6 +17,10 @@ struct RankInfo {
 RankInfo InitRanks(int* argc, char*** argv);
 void FinalizeRanks();
 
+// True when `ok` holds on every rank (an all-reduce over the world): lets ranks agree to stop together
+// after a set-up step instead of the healthy ones waiting in a collective.
+bool AllRanksOk(bool ok);
+
 // Prints "[rank R] moefold CMD: message" to stderr and, when more than one rank runs, aborts the
 // job (MPI_Abort) so no peer waits forever in a collective. Returns 1 (single rank).
 int FailRank(const RankInfo& info, const std::string& command, const std::string& message);

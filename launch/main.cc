@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "train") return moefold::launch::TrainCommand(args);
-  // PLAN_PENDING
+  if (command == "plan") return moefold::launch::PlanCommand(args);
   if (command == "prep-data") return moefold::launch::PrepDataCommand(args);
   std::fprintf(stderr, "moefold: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;

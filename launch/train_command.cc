@@ -1,15 +1,21 @@
 // `moefold train`: load and validate the experiment, train, print the summary.
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "configs/config_loader.h"
 #include "configs/validate.h"
 #include "core/train/trainer.h"
+#include "configs/validate.h"
 #include "launch/args.h"
+#include "launch/bootstrap.h"
 #include "launch/commands.h"
+#include "parallel/mpi_communicator.h"
 
 namespace moefold::launch {
 
@@ -28,8 +34,79 @@ constexpr char kTrainHelp[] =
     "                    (repeatable)\n"
     "  --run-dir DIR     where metrics.jsonl goes (default runs/<config name>)\n"
     "\n"
+    "Data parallelism: mpirun -np N moefold train --config FILE (dp = N / (tp·cp·pp); add\n"
+    "--set parallel.zero1=true to shard the optimizer state). Rank 0 logs and writes metrics; a\n"
+    "rank's error is printed with its rank and ends the whole job with a non-zero exit.\n"
+    "\n"
     "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end.\n"
     "With data.path empty the built-in corpus is prepared under data/ on first use.\n";
+
+}  // namespace
+
+namespace {
+
+// Loads, validates and trains; every rank runs it. Errors every rank hits alike (a bad config) are
+// printed once, by rank 0; a failure of one rank aborts the whole job (FailRank).
+int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
+  const std::string config_path = parsed.Get("config");
+  auto fail_all = [&](const std::string& message) {
+    return info.is_root() ? Fail("train", message) : 1;
+  };
+  auto config = config::LoadConfigFile(config_path, parsed.lists["set"]);
+  if (!config.ok()) return fail_all(std::string(config.status().message()));
+  if (absl::Status s = config::Validate(*config, info.world_size); !s.ok()) {
+    return fail_all(absl::StrCat(config_path, " is not a valid experiment for ", info.world_size,
+                                 " rank(s):\n", s.message()));
+  }
+  // Data parallelism over every rank (model-parallel groups come with their issues; CheckSupported
+  // refuses tp/cp/pp/ep > 1): the dense (DP×CP) and expert (EDP) groups are the whole world.
+  std::unique_ptr<parallel::MpiCommunicator> world;
+  train::TrainerOptions options;
+  if (info.world_size > 1) {
+    world = std::make_unique<parallel::MpiCommunicator>(parallel::MpiCommunicator::World("dp"));
+    options.groups.dense = options.groups.expert = world.get();
+  }
+  options.groups.dp_rank = info.rank;
+  options.groups.dp_size = config::DerivedDp(*config, info.world_size);
+  options.groups.world_size = info.world_size;
+  options.print_progress = info.is_root();
+  // Fault injection for the launcher's tests: MOEFOLD_INJECT_FAILURE=RANK:STEP.
+  if (const char* inject = std::getenv("MOEFOLD_INJECT_FAILURE")) {
+    int fail_rank = -1, fail_step = -1;
+    if (std::sscanf(inject, "%d:%d", &fail_rank, &fail_step) == 2 && fail_rank == info.rank) {
+      options.fail_at_step = fail_step;
+    }
+  }
+  const std::string name = config->name().empty()
+                               ? std::filesystem::path(config_path).stem().string()
+                               : config->name();
+  options.run_dir = parsed.Get("run-dir", "runs/" + name);
+  const std::string progress = config->logging().progress();
+  options.live_progress = progress == "always" || (progress == "auto" && isatty(fileno(stdout)));
+
+  if (info.is_root()) {
+    std::printf("moefold train: %s (%d layers, hidden %d, %d experts top-%d), %d steps of %d × %d "
+                "tokens, %d rank(s): dp %d%s\n",
+                name.c_str(), config->model().num_layers(), config->model().hidden_size(),
+                config->model().moe().num_experts(), config->model().moe().top_k(),
+                config->train().steps(), config->train().global_batch_size(),
+                config->train().seq_len(), info.world_size, options.groups.dp_size,
+                config->parallel().zero1() ? " (ZeRO-1)" : "");
+    std::fflush(stdout);
+  }
+  auto trainer = train::Trainer::Create(*config, options);
+  if (!AllRanksOk(trainer.ok())) {
+    if (trainer.ok()) return 1;  // a peer failed and printed why
+    const std::string message(trainer.status().message());
+    if (info.world_size == 1) return Fail("train", message);
+    std::fprintf(stderr, "[rank %d] moefold train: %s\n", info.rank, message.c_str());
+    return 1;
+  }
+  auto summary = (*trainer)->Run();
+  if (!summary.ok()) return FailRank(info, "train", std::string(summary.status().message()));
+  if (info.is_root()) std::fputs(train::FormatSummary(*summary).c_str(), stdout);
+  return 0;
+}
 
 }  // namespace
 
@@ -41,35 +118,12 @@ int TrainCommand(const std::vector<std::string>& args) {
   auto parsed = ParseArgs(args, {{"config", "run-dir"}, {"set"}, {}}, "train");
   if (!parsed.ok()) return Fail("train", std::string(parsed.status().message()), 2);
   if (!parsed->Has("config")) return Fail("train", "--config FILE is required (see --help)", 2);
-  const std::string config_path = parsed->Get("config");
-
-  auto config = config::LoadConfigFile(config_path, parsed->lists["set"]);
-  if (!config.ok()) return Fail("train", std::string(config.status().message()));
-  if (absl::Status s = config::Validate(*config, /*world_size=*/1); !s.ok()) {
-    return Fail("train", absl::StrCat(config_path, " is not a valid experiment:\n",
-                                      s.message()));
-  }
-  train::TrainerOptions options;
-  const std::string name = config->name().empty()
-                               ? std::filesystem::path(config_path).stem().string()
-                               : config->name();
-  options.run_dir = parsed->Get("run-dir", "runs/" + name);
-  const std::string progress = config->logging().progress();
-  options.live_progress = progress == "always" || (progress == "auto" && isatty(fileno(stdout)));
-
-  std::printf("moefold train: %s (%d layers, hidden %d, %d experts top-%d), %d steps of %d × %d "
-              "tokens\n",
-              name.c_str(), config->model().num_layers(), config->model().hidden_size(),
-              config->model().moe().num_experts(), config->model().moe().top_k(),
-              config->train().steps(), config->train().global_batch_size(),
-              config->train().seq_len());
-  std::fflush(stdout);
-  auto trainer = train::Trainer::Create(*config, options);
-  if (!trainer.ok()) return Fail("train", std::string(trainer.status().message()));
-  auto summary = (*trainer)->Run();
-  if (!summary.ok()) return Fail("train", std::string(summary.status().message()));
-  std::fputs(train::FormatSummary(*summary).c_str(), stdout);
-  return 0;
+  // One BLAS thread per rank: the quick start's matrices are small, and ranks share the cores.
+  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr) openblas_set_num_threads(1);
+  const RankInfo info = InitRanks(nullptr, nullptr);
+  const int code = TrainOnRanks(info, *parsed);
+  FinalizeRanks();
+  return code;
 }
 
 }  // namespace moefold::launch

@@ -301,6 +301,10 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
   std::vector<double> recent;
   const auto start = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < train.steps(); ++step) {
+    if (step == st.options.fail_at_step) {
+      return absl::InternalError(absl::StrCat("injected failure at step ", step,
+                                              " (MOEFOLD_INJECT_FAILURE)"));
+    }
     MF_ASSIGN_OR_RETURN(StepResult r, Step(step));
     summary.steps = step + 1;
     summary.skipped_steps += r.skipped;

@@ -34,6 +34,7 @@ struct TrainerOptions {
   bool write_metrics = true;
   bool print_progress = true;
   bool live_progress = false;  // redraw one line (set when stdout is a terminal)
+  int64_t fail_at_step = -1;   // fault injection for tests: this rank fails at that step
 };
 
 // What one optimizer step measured.

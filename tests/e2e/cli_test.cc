@@ -16,8 +16,8 @@ struct Result {
   std::string output;
 };
 
-Result RunMoefold(const std::string& args) {
-  const std::string command = std::string(MOEFOLD_BINARY) + " " + args + " 2>&1";
+Result RunCommand(const std::string& command_line) {
+  const std::string command = command_line + " 2>&1";
   Result r{-1, ""};
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -26,6 +26,15 @@ Result RunMoefold(const std::string& args) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+Result RunMoefold(const std::string& args) {
+  return RunCommand(std::string(MOEFOLD_BINARY) + " " + args);
+}
+
+Result RunMpi(int ranks, const std::string& args, const std::string& env = "") {
+  return RunCommand(env + " " + MPIEXEC + " --allow-run-as-root --oversubscribe -np " +
+                    std::to_string(ranks) + " " + MOEFOLD_BINARY + " " + args);
 }
 
 std::vector<std::string> ReadLines(const std::string& path) {
@@ -61,6 +70,48 @@ TEST(CliTest, QuickStartLossFallsClearlyOnTheBuiltinCorpus) {
   EXPECT_GT(first, 5.0) << "an untrained byte model starts near ln 257 = 5.55";
   EXPECT_LT(last, 3.0) << "mean lm_loss of the last 5 steps";
   EXPECT_GT(JsonNumber(lines.back(), "aux_loss"), 0.0);
+}
+
+TEST(CliTest, DataParallelRunUnderMpirunLogsOnRankZero) {
+  const std::string run_dir = "build/test-runs/dp2";
+  std::filesystem::remove_all(run_dir);
+  const Result r = RunMpi(2, "train --config configs/tiny_moe.yaml --set train.steps=3 "
+                             "--set optimizer.warmup_steps=1 --set parallel.zero1=true "
+                             "--set data.cache_dir=build/test-data --run-dir " + run_dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 rank(s): dp 2 (ZeRO-1)"), std::string::npos) << r.output;
+  // One summary: only rank 0 logs.
+  const size_t first = r.output.find("moefold summary");
+  ASSERT_NE(first, std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("moefold summary", first + 1), std::string::npos) << r.output;
+  EXPECT_EQ(ReadLines(run_dir + "/metrics.jsonl").size(), 3u);
+}
+
+TEST(CliTest, AFailedRankEndsTheJobWithItsRankAndANonZeroExit) {
+  const Result r = RunMpi(2, "train --config configs/tiny_moe.yaml --set train.steps=5 "
+                             "--set optimizer.warmup_steps=1 --set data.cache_dir=build/test-data "
+                             "--run-dir build/test-runs/fail",
+                          "MOEFOLD_INJECT_FAILURE=1:2");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("[rank 1] moefold train: injected failure at step 2"), std::string::npos)
+      << r.output;
+}
+
+TEST(CliTest, PlanPrintsBothMeshesAndJson) {
+  Result r = RunMoefold("plan --config configs/tiny_moe.yaml --world 16 --rank 5 "
+                        "--set parallel.tp=2 --set parallel.cp=2 --set parallel.pp=2 "
+                        "--set parallel.ep=4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("attention mesh: tp 2 × cp 2 × dp 2 × pp 2"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("MoE mesh:       etp 1 × ep 4 × edp 2 × pp 2"), std::string::npos);
+  EXPECT_NE(r.output.find("[4,5,6,7]"), std::string::npos) << r.output;  // rank 5's EP group
+  r = RunMoefold("plan --config configs/tiny_moe.yaml --world 4 --json --set parallel.ep=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"ep\": [[0,1],[2,3]]"), std::string::npos) << r.output;
+  r = RunMoefold("plan --config configs/tiny_moe.yaml --world 12 --set parallel.tp=8");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("world 12 is not divisible by tp 8"), std::string::npos) << r.output;
 }
 
 TEST(CliTest, HelpListsTheCommands) {
