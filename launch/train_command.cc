@@ -15,7 +15,8 @@
 #include "launch/args.h"
 #include "launch/bootstrap.h"
 #include "launch/commands.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/mapping.h"
+#include "parallel/process_groups.h"
 
 namespace moefold::launch {
 
@@ -58,16 +59,25 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
     return fail_all(absl::StrCat(config_path, " is not a valid experiment for ", info.world_size,
                                  " rank(s):\n", s.message()));
   }
-  // Data parallelism over every rank (model-parallel groups come with their issues; CheckSupported
-  // refuses tp/cp/pp/ep > 1): the dense (DP×CP) and expert (EDP) groups are the whole world.
-  std::unique_ptr<parallel::MpiCommunicator> world;
+  // Every group of the folded mapping; the trainer reduces dense gradients over DP×CP and expert
+  // gradients over EDP (model-parallel groups are used by their issues; CheckSupported refuses
+  // tp/cp/pp/ep > 1 until then).
+  const auto& p = config->parallel();
+  auto mapping = parallel::Mapping::Create(
+      info.world_size, {.tp = p.tp(), .cp = p.cp(), .dp = p.dp(), .pp = p.pp(), .etp = p.etp(),
+                        .ep = p.ep(), .order = p.order()});
+  if (!mapping.ok()) return fail_all(std::string(mapping.status().message()));
+  std::unique_ptr<parallel::ProcessGroups> groups;
   train::TrainerOptions options;
   if (info.world_size > 1) {
-    world = std::make_unique<parallel::MpiCommunicator>(parallel::MpiCommunicator::World("dp"));
-    options.groups.dense = options.groups.expert = world.get();
+    auto created = parallel::ProcessGroups::Create(*mapping);
+    if (!created.ok()) return FailRank(info, "train", std::string(created.status().message()));
+    groups = std::move(*created);
+    options.groups.dense = *groups->Get(parallel::GroupKind::kDpCp);
+    options.groups.expert = *groups->Get(parallel::GroupKind::kEdp);
   }
-  options.groups.dp_rank = info.rank;
-  options.groups.dp_size = config::DerivedDp(*config, info.world_size);
+  options.groups.dp_rank = mapping->attention_coords(info.rank).dp;
+  options.groups.dp_size = mapping->sizes().dp;
   options.groups.world_size = info.world_size;
   options.print_progress = info.is_root();
   // Fault injection for the launcher's tests: MOEFOLD_INJECT_FAILURE=RANK:STEP.
