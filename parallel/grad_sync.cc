@@ -57,7 +57,14 @@ Communicator* GradSync::group_of(int buffer) {
   return params_->flat_buffers()[buffer].group == DataGroup::kDense ? dense_ : expert_;
 }
 
-void GradSync::BeginStep() {
+void GradSync::BeginStep(int64_t step) {
+  const Ef21Options& ef = options_.ef21;
+  mode_ = Mode::kPlain;
+  if (ef.enabled && step >= ef.warm_start_steps) {
+    const int64_t since = step - ef.warm_start_steps;
+    const bool anchor = since == 0 || (ef.reanchor_every > 0 && since % ef.reanchor_every == 0);
+    mode_ = anchor ? Mode::kAnchor : Mode::kCompressed;
+  }
   for (GradBucket& bucket : buckets_) {
     bucket.pending = 0;
     bucket.work.reset();
@@ -67,29 +74,131 @@ void GradSync::BeginStep() {
   }
   ready_.assign(ready_.size(), false);
   bytes_sent_ = 0;
+  uncompressed_bytes_ = 0;
+}
+
+float GradSync::RankScale(const Communicator* comm) const {
+  const auto& w = options_.ef21.rank_weights;
+  if (w.empty() || comm == nullptr) return 1.0f;
+  return 1.0f / (static_cast<float>(comm->size()) * w[comm->rank()]);
 }
 
 absl::Status GradSync::Launch(GradBucket& bucket) {
-  if (bucket.work) return absl::OkStatus();
+  if (bucket.work || bucket.pending < 0) return absl::OkStatus();
   Communicator* comm = group_of(bucket.buffer);
   Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
-  const int64_t n = GroupSize(comm);
+  const int64_t n = GroupSize(comm), size = bucket.end - bucket.begin, chunk = size / n;
   if (comm == nullptr || n == 1) {
     bucket.shard = grads;
     bucket.shard_begin = bucket.begin;
     bucket.pending = -1;  // done, nothing to wait for
     return absl::OkStatus();
   }
+  // What the plain reduction sends: a ring reduce-scatter (n−1)/n of the bucket, all-reduce twice that.
+  const int64_t plain = (options_.zero1 ? 1 : 2) * (n - 1) * chunk * 4;
+  uncompressed_bytes_ += plain;
+  if (mode_ == Mode::kCompressed) return LaunchCompressed(bucket, comm);
+  if (mode_ == Mode::kAnchor) {
+    // h restarts from this step's exact (scaled) gradient; s from the exact sum (in FinishBucket).
+    bucket.h = grads.Clone();
+    const float scale = RankScale(comm);
+    if (scale != 1.0f) {
+      float* h = bucket.h.data<float>();
+      for (int64_t i = 0; i < size; ++i) h[i] *= scale;
+    }
+    MF_ASSIGN_OR_RETURN(bucket.work, comm->AllReduce(&grads, {}));
+    bytes_sent_ += 2 * (n - 1) * chunk * 4;
+    return absl::OkStatus();
+  }
   if (options_.zero1) {
-    const int64_t chunk = (bucket.end - bucket.begin) / n;
     bucket.shard_begin = bucket.begin + comm->rank() * chunk;
     bucket.shard = Tensor::Empty({chunk}, DType::kF32);
     MF_ASSIGN_OR_RETURN(bucket.work, comm->ReduceScatter(grads, &bucket.shard, {}));
-    bytes_sent_ += (n - 1) * chunk * 4;
   } else {
     MF_ASSIGN_OR_RETURN(bucket.work, comm->AllReduce(&grads, {}));
-    // A ring all-reduce sends 2·(n−1)/n of the buffer.
-    bytes_sent_ += 2 * (n - 1) * (bucket.end - bucket.begin) / n * 4;
+  }
+  bytes_sent_ += plain;
+  return absl::OkStatus();
+}
+
+absl::Status GradSync::LaunchCompressed(GradBucket& bucket, Communicator* comm) {
+  const Compressor& c = options_.ef21.compressor;
+  const int64_t n = comm->size(), size = bucket.end - bucket.begin, chunk = size / n;
+  MF_CHECK(bucket.h.defined() && bucket.h.numel() == size) << "EF21 compressed step before anchor";
+  const Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
+  // δ = v·scale − h; the message encodes C(δ) and h advances by what the receivers will decode.
+  std::vector<float> delta(size);
+  const float scale = RankScale(comm);
+  const float* v = grads.data<float>();
+  float* h = bucket.h.data<float>();
+  for (int64_t i = 0; i < size; ++i) delta[i] = v[i] * scale - h[i];
+  if (c.kind == CompressorKind::kTopK) {
+    const int64_t bytes = c.MessageBytes(size);
+    bucket.send = Tensor::Empty({bytes, 1}, DType::kU8);
+    bucket.recv = Tensor::Empty({bytes * n, 1}, DType::kU8);
+    c.Encode(delta.data(), size, bucket.send.data<uint8_t>(), h);
+    MF_ASSIGN_OR_RETURN(bucket.work, comm->AllGather(bucket.send, &bucket.recv, {}));
+    bytes_sent_ += (n - 1) * bytes;
+    return absl::OkStatus();
+  }
+  // Quantizers: a compressed reduce-scatter as an all-to-all of destination chunks.
+  const int64_t bytes = c.MessageBytes(chunk);
+  bucket.send = Tensor::Empty({bytes * n, 1}, DType::kU8);
+  bucket.recv = Tensor::Empty({bytes * n, 1}, DType::kU8);
+  for (int64_t j = 0; j < n; ++j) {
+    c.Encode(delta.data() + j * chunk, chunk, bucket.send.data<uint8_t>() + j * bytes, h + j * chunk);
+  }
+  const std::vector<int64_t> rows(n, bytes);
+  MF_ASSIGN_OR_RETURN(bucket.work, comm->AllToAllV(bucket.send, rows, &bucket.recv, rows, {}));
+  bytes_sent_ += (n - 1) * bytes;
+  return absl::OkStatus();
+}
+
+absl::Status GradSync::FinishBucket(GradBucket& bucket) {
+  Communicator* comm = group_of(bucket.buffer);
+  if (comm == nullptr || comm->size() == 1 || mode_ == Mode::kPlain) {
+    if (!options_.zero1) {
+      bucket.shard = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
+      bucket.shard_begin = bucket.begin;
+    }
+    return absl::OkStatus();
+  }
+  const Compressor& c = options_.ef21.compressor;
+  const bool topk = c.kind == CompressorKind::kTopK;
+  const int64_t n = comm->size(), size = bucket.end - bucket.begin, chunk = size / n;
+  const int64_t mine = bucket.begin + comm->rank() * chunk;
+  Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
+  if (mode_ == Mode::kAnchor) {
+    // grads now hold the exact sum.
+    bucket.s = topk ? grads.Clone() : grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk).Clone();
+  } else {
+    // Owner side: dequantise every rank's piece and add them in rank order (deterministic).
+    const auto& w = options_.ef21.rank_weights;
+    std::vector<float> sum(topk ? size : chunk, 0.0f);
+    const int64_t bytes = topk ? c.MessageBytes(size) : c.MessageBytes(chunk);
+    for (int64_t i = 0; i < n; ++i) {
+      const float weight = w.empty() ? 1.0f : static_cast<float>(n) * w[i];
+      c.DecodeAdd(bucket.recv.data<uint8_t>() + i * bytes, topk ? size : chunk, weight, sum.data());
+    }
+    float* s = bucket.s.data<float>();
+    for (size_t i = 0; i < sum.size(); ++i) s[i] += sum[i];
+    // The reduced gradient this step is the running estimate s.
+    if (topk) {
+      grads.CopyFrom(bucket.s);
+    } else if (!options_.zero1) {
+      MF_RETURN_IF_ERROR(WaitFor(comm->AllGather(bucket.s, &grads, {})));
+      bytes_sent_ += (n - 1) * chunk * 4;
+    }
+  }
+  bucket.send = bucket.recv = Tensor();
+  bucket.shard_begin = options_.zero1 ? mine : bucket.begin;
+  if (options_.zero1) {
+    // A copy: the trainer scales its owned gradient in place and s must stay the estimate.
+    bucket.shard = topk || mode_ == Mode::kAnchor
+                       ? grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk).Clone()
+                       : bucket.s.Clone();
+  } else {
+    bucket.shard = grads;
   }
   return absl::OkStatus();
 }
@@ -111,17 +220,10 @@ absl::Status GradSync::Finish() {
     MF_RETURN_IF_ERROR(Launch(*it));
   }
   for (GradBucket& bucket : buckets_) {
-    if (bucket.work) {
-      MF_RETURN_IF_ERROR(Annotate(bucket.work->Wait(),
-                                  absl::StrCat("gradient bucket [", bucket.begin, ", ", bucket.end,
-                                               ") of buffer ", bucket.buffer)));
-    }
-  }
-  if (!options_.zero1) {
-    for (GradBucket& bucket : buckets_) {
-      bucket.shard = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
-      bucket.shard_begin = bucket.begin;
-    }
+    const std::string where = absl::StrCat("gradient bucket [", bucket.begin, ", ", bucket.end,
+                                           ") of buffer ", bucket.buffer);
+    if (bucket.work) MF_RETURN_IF_ERROR(Annotate(bucket.work->Wait(), where));
+    MF_RETURN_IF_ERROR(Annotate(FinishBucket(bucket), where));
   }
   return absl::OkStatus();
 }

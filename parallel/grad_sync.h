@@ -15,12 +15,35 @@
 #include "absl/status/status.h"
 #include "core/parameter.h"
 #include "parallel/communicator.h"
+#include "parallel/compressors.h"
 
 namespace moefold::parallel {
+
+// EF21 error feedback ("Error Feedback Reloaded", ALGORITHMS §4), all-reduce-compatible form. Per
+// bucket each rank keeps h (its running estimate of its own gradient) and the owner of each chunk
+// keeps s (the running estimate of the reduced sum). A compressed step sends C(v − h), sets h += deq,
+// and the owner adds the pieces of all ranks, dequantised and summed in rank order in f32, to s.
+// Quantizers (identity, int8, fp8) go through an all-to-all of destination chunks (a compressed
+// reduce-scatter whose output ZeRO-1 consumes directly); Top-K messages are all-gathered and every
+// rank rebuilds the full sum. Steps before warm_start_steps reduce uncompressed; step
+// warm_start_steps and every reanchor_every steps after it ANCHOR (an uncompressed reduction, then
+// h = v and s = the exact sum), so the EF state is a function of the step number alone and a resumed
+// run retraces the same trajectory without saving h and s.
+// EF21-W: with weights wᵢ (Σ = 1) rank i compresses v/(n·wᵢ) − h and the owner adds n·wᵢ·deqᵢ; for
+// these positively homogeneous compressors that is EF21 on rescaled state (uniform wᵢ = 1/n is
+// EF21 exactly).
+struct Ef21Options {
+  bool enabled = false;
+  Compressor compressor;
+  int64_t warm_start_steps = 0;
+  int64_t reanchor_every = 0;        // 0 = anchor only once, at warm_start_steps
+  std::vector<float> rank_weights;   // EF21-W, one per group member; empty = uniform
+};
 
 struct GradSyncOptions {
   bool zero1 = false;                    // reduce-scatter into per-rank shards instead of all-reduce
   int64_t bucket_elements = 1 << 22;     // target bucket size (rounded to the group size)
+  Ef21Options ef21;
 };
 
 struct GradBucket {
@@ -31,6 +54,10 @@ struct GradBucket {
   std::unique_ptr<Work> work;
   Tensor shard;          // ZeRO-1: this rank's reduced chunk ((end − begin) / group size)
   int64_t shard_begin = 0;  // ZeRO-1: flat-buffer offset of this rank's chunk
+  // EF21 state and messages.
+  Tensor h;              // (end − begin) f32: this rank's estimate of its own (scaled) gradient
+  Tensor s;              // chunk (quantizers) or whole bucket (Top-K) f32: estimate of the sum
+  Tensor send, recv;     // u8 messages in flight
 };
 
 class GradSync {
@@ -42,7 +69,8 @@ class GradSync {
   GradSync(ParameterSet* params, Communicator* dense, Communicator* expert,
            const GradSyncOptions& options);
 
-  void BeginStep();
+  // `step` decides the EF21 mode (uncompressed, anchor, compressed); unused without EF21.
+  void BeginStep(int64_t step = 0);
   // Parameters with indices [first, last) of the set have their final gradient for this step;
   // launches every bucket that became complete.
   absl::Status MarkReady(int64_t first, int64_t last);
@@ -59,11 +87,17 @@ class GradSync {
   std::vector<GradBucket>& buckets() { return buckets_; }
   ParameterSet* params() { return params_; }
   Communicator* group_of(int buffer);  // the group reducing flat buffer `buffer` (may be null)
-  // Bytes this rank sent in the last step's reductions, and what an uncompressed all-reduce sends.
+  // Bytes this rank sent in the last step's gradient reductions, and what the uncompressed
+  // reduction (all-reduce, or reduce-scatter under ZeRO-1) would have sent.
   int64_t bytes_sent() const { return bytes_sent_; }
+  int64_t uncompressed_bytes() const { return uncompressed_bytes_; }
 
  private:
+  enum class Mode { kPlain, kAnchor, kCompressed };
   absl::Status Launch(GradBucket& bucket);
+  absl::Status LaunchCompressed(GradBucket& bucket, Communicator* comm);
+  absl::Status FinishBucket(GradBucket& bucket);
+  float RankScale(const Communicator* comm) const;  // 1/(n·wᵢ) of this rank (1 when uniform)
 
   ParameterSet* params_;
   Communicator* dense_;
@@ -72,7 +106,9 @@ class GradSync {
   std::vector<GradBucket> buckets_;
   std::vector<std::vector<int>> buckets_of_param_;  // parameter index → buckets it touches
   std::vector<bool> ready_;
+  Mode mode_ = Mode::kPlain;
   int64_t bytes_sent_ = 0;
+  int64_t uncompressed_bytes_ = 0;
 };
 
 }  // namespace moefold::parallel

@@ -100,10 +100,6 @@ absl::Status CheckSupported(const config::ExperimentConfig& config, int world_si
                                     config.memory().activation_policy(),
                                     ": swapping/recomputation are not built yet"));
   }
-  if (config.compression().method() != "none") {
-    problems.push_back(absl::StrCat("compression.method = ", config.compression().method(),
-                                    ": gradient compression lands with data parallelism (issue 3)"));
-  }
   if (config.model().moe().capacity_factor() > 0) {
     problems.push_back(absl::StrCat("model.moe.capacity_factor = ",
                                     config.model().moe().capacity_factor(),

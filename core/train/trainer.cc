@@ -94,6 +94,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   state->params.Flatten(parallel::GradSync::Alignment(groups.dense, groups.expert));
   parallel::GradSyncOptions sync_options;
   sync_options.zero1 = config.parallel().zero1() && groups.dp_size > 1;
+  const auto& compression = config.compression();
+  if (compression.method() == "ef21") {
+    sync_options.ef21.enabled = true;
+    MF_ASSIGN_OR_RETURN(sync_options.ef21.compressor.kind,
+                        parallel::ParseCompressor(compression.compressor()));
+    sync_options.ef21.compressor.block = compression.block_size();
+    sync_options.ef21.compressor.topk_fraction = compression.topk_fraction();
+    sync_options.ef21.warm_start_steps = compression.warm_start_steps();
+    sync_options.ef21.reanchor_every = compression.reanchor_every();
+    sync_options.ef21.rank_weights.assign(compression.rank_weights().begin(),
+                                          compression.rank_weights().end());
+  }
   state->sync = std::make_unique<parallel::GradSync>(&state->params, groups.dense, groups.expert,
                                                      sync_options);
   if (sync_options.zero1) {
@@ -152,7 +164,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   result.step = step;
   result.lr = optim::LearningRate(st.schedule, step);
   st.params.ZeroGrads();
-  st.sync->BeginStep();
+  st.sync->BeginStep(step);
   st.reweighter->BeginStep(step);
   for (model::MoeLayer* layer : st.model->moe_layers()) layer->ResetLoad();
 
@@ -256,6 +268,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   if (clip != 1.0 && std::isfinite(clip)) optim::ScaleGrads(owned, static_cast<float>(clip));
   result.tokens = global_batch * seq;
   result.grad_bytes_sent = st.sync->bytes_sent();
+  result.grad_bytes_uncompressed = st.sync->uncompressed_bytes();
 
   // Anomalies: a non-finite loss or norm, or a spike over the EMA, skips the update (logged). Every
   // rank sees the same reduced values, so all ranks skip together.
@@ -334,6 +347,7 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("expert_load_max_over_mean", r.expert_imbalance)
         .Add("host_peak_bytes", static_cast<int64_t>(CpuMemory().peak_bytes()))
         .Add("grad_bytes_sent", r.grad_bytes_sent)
+        .Add("grad_bytes_uncompressed", r.grad_bytes_uncompressed)
         .Add("skipped", r.skipped);
     st.metrics.Write(line);
     if (r.skipped) {

@@ -52,7 +52,8 @@ struct StepResult {
   bool skipped = false;      // NaN/Inf or loss spike: no optimizer update
   int64_t tokens = 0;          // of the global batch
   double step_time_s = 0;
-  int64_t grad_bytes_sent = 0;  // by this rank in the gradient reductions
+  int64_t grad_bytes_sent = 0;          // by this rank in the gradient reductions
+  int64_t grad_bytes_uncompressed = 0;  // what the uncompressed reduction would have sent
   std::vector<double> expert_imbalance;  // per MoE layer: max load / mean load
 };
 

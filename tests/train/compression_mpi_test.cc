@@ -15,13 +15,13 @@ namespace {
 
 constexpr int kSteps = 40;
 
-struct Run {
+struct TrainRun {
   std::vector<double> losses;
   int64_t bytes_sent = 0;  // last step
   std::vector<std::vector<float>> params;
 };
 
-Run Train(const std::vector<std::string>& extra) {
+TrainRun Train(const std::vector<std::string>& extra) {
   std::vector<std::string> overrides = {
       "model.hidden_size=32", "model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2",
       "model.ffn_hidden_size=64", "model.moe.num_experts=4", "model.moe.top_k=2",
@@ -42,7 +42,7 @@ Run Train(const std::vector<std::string>& extra) {
   options.print_progress = false;
   auto trainer = Trainer::Create(*config, options);
   MF_CHECK(trainer.ok()) << trainer.status();
-  Run run;
+  TrainRun run;
   for (int s = 0; s < kSteps; ++s) {
     auto r = (*trainer)->Step(s);
     MF_CHECK(r.ok()) << r.status();
@@ -59,13 +59,17 @@ double MeanOfLast(const std::vector<double>& v, int n) {
   return s / n;
 }
 
-const Run& Uncompressed() {
-  static const Run* run = new Run(Train({"compression.method=none"}));
+const TrainRun& Uncompressed() {
+  static const TrainRun* run = new TrainRun(Train({"compression.method=none"}));
   return *run;
 }
 
-TEST(CompressionTraining, IdentityEf21ReproducesUncompressedTraining) {
-  const Run identity = Train({"compression.method=ef21", "compression.compressor=identity"});
+class IdentityTraining : public ::testing::TestWithParam<bool> {};
+
+TEST_P(IdentityTraining, IdentityEf21ReproducesUncompressedTraining) {
+  const bool zero1 = GetParam();
+  const TrainRun identity = Train({"compression.method=ef21", "compression.compressor=identity",
+                                   std::string("parallel.zero1=") + (zero1 ? "true" : "false")});
   for (int s = 0; s < kSteps; ++s) {
     EXPECT_NEAR(identity.losses[s], Uncompressed().losses[s], 1e-5 * Uncompressed().losses[s])
         << "step " << s;
@@ -80,6 +84,17 @@ TEST(CompressionTraining, IdentityEf21ReproducesUncompressedTraining) {
   EXPECT_LT(worst, 1e-4);
 }
 
+INSTANTIATE_TEST_SUITE_P(WithAndWithoutZero1, IdentityTraining, ::testing::Bool());
+
+TEST(CompressionTraining, UniformEf21WIsPlainEf21Exactly) {
+  // rank_weights 0.5, 0.5: each rank compresses v/(2·0.5) = v and the owner weighs pieces by 2·0.5.
+  const TrainRun plain = Train({"compression.method=ef21", "compression.compressor=int8"});
+  const TrainRun weighted = Train({"compression.method=ef21", "compression.compressor=int8",
+                                   "compression.rank_weights=0.5,0.5"});
+  EXPECT_EQ(plain.losses, weighted.losses);
+  EXPECT_EQ(plain.params, weighted.params);
+}
+
 struct Case {
   const char* compressor;
   double margin;        // allowed excess of the final loss over uncompressed (nats)
@@ -90,7 +105,7 @@ class CompressorTraining : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CompressorTraining, TrainsWithinMarginAndSendsFewerBytes) {
   const Case c = GetParam();
-  const Run run = Train({"compression.method=ef21", std::string("compression.compressor=") +
+  const TrainRun run = Train({"compression.method=ef21", std::string("compression.compressor=") +
                                                         c.compressor,
                          "compression.topk_fraction=0.01"});
   const double base = MeanOfLast(Uncompressed().losses, 5), got = MeanOfLast(run.losses, 5);
