@@ -44,6 +44,9 @@ TEST_F(CommunicatorTest, AllReduceEveryDtypeAndOp) {
   EXPECT_EQ(b.ToVector()[3], expected);
   ASSERT_OK(WaitFor(comm_.AllReduce(&big, {})));
   EXPECT_EQ(big.ToVector()[0], 256.0f * size());
+  Tensor half = Tensor::FromVector(std::vector<float>(n, 0.5f + rank()), {n}).To(DType::kF16);
+  ASSERT_OK(WaitFor(comm_.AllReduce(&half, {})));
+  EXPECT_EQ(half.ToVector()[1], 0.5f * size() + size() * (size() - 1) / 2.0f);
   // Integers.
   Tensor i32 = Tensor::FromVectorI32(std::vector<int32_t>(n, rank()), {n});
   ASSERT_OK(WaitFor(comm_.AllReduce(&i32, {})));
