@@ -1,9 +1,17 @@
 // Command-line parsing.
 #include "launch/args.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
+#include "launch/commands.h"
 
 namespace moefold::launch {
+
+int Fail(const std::string& command, const std::string& message, int code) {
+  std::fprintf(stderr, "moefold %s: %s\n", command.c_str(), message.c_str());
+  return code;
+}
 
 std::string ParsedArgs::Get(const std::string& name, const std::string& fallback) const {
   auto it = values.find(name);

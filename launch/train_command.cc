@@ -11,7 +11,6 @@
 #include "configs/config_loader.h"
 #include "configs/validate.h"
 #include "core/train/trainer.h"
-#include "configs/validate.h"
 #include "launch/args.h"
 #include "launch/bootstrap.h"
 #include "launch/commands.h"
@@ -19,11 +18,6 @@
 #include "parallel/process_groups.h"
 
 namespace moefold::launch {
-
-int Fail(const std::string& command, const std::string& message, int code) {
-  std::fprintf(stderr, "moefold %s: %s\n", command.c_str(), message.c_str());
-  return code;
-}
 
 namespace {
 
@@ -41,10 +35,6 @@ constexpr char kTrainHelp[] =
     "\n"
     "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end.\n"
     "With data.path empty the built-in corpus is prepared under data/ on first use.\n";
-
-}  // namespace
-
-namespace {
 
 // Loads, validates and trains; every rank runs it. Errors every rank hits alike (a bad config) are
 // printed once, by rank 0; a failure of one rank aborts the whole job (FailRank).

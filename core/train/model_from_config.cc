@@ -72,10 +72,9 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
   return spec;
 }
 
-absl::Status CheckSupported(const config::ExperimentConfig& config, int world_size) {
+absl::Status CheckSupported(const config::ExperimentConfig& config) {
   std::vector<std::string> problems;
   const auto& p = config.parallel();
-  (void)world_size;  // any world works with data parallelism alone (Validate checks it divides)
   for (const auto& [name, value] : std::vector<std::pair<std::string, int>>{
            {"tp", p.tp()}, {"cp", p.cp()}, {"pp", p.pp()}, {"etp", p.etp()}, {"ep", p.ep()}}) {
     if (value > 1) {

@@ -13,6 +13,6 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
 
 // Unimplemented listing every configured feature this trainer does not support yet (and on which
 // issue it lands), or OK.
-absl::Status CheckSupported(const config::ExperimentConfig& config, int world_size);
+absl::Status CheckSupported(const config::ExperimentConfig& config);
 
 }  // namespace moefold::train

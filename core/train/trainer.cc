@@ -50,7 +50,7 @@ model::Decoder& Trainer::model() { return *state_->model; }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::ExperimentConfig& config,
                                                          const TrainerOptions& options) {
-  MF_RETURN_IF_ERROR(CheckSupported(config, options.groups.world_size));
+  MF_RETURN_IF_ERROR(CheckSupported(config));
   if (config.train().global_batch_size() %
           (config.train().micro_batch_size() * options.groups.dp_size) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
