@@ -68,6 +68,7 @@ void GradSync::BeginStep(int64_t step) {
   for (GradBucket& bucket : buckets_) {
     bucket.pending = 0;
     bucket.work.reset();
+    bucket.mode = static_cast<int>(Mode::kPlain);
   }
   for (const auto& list : buckets_of_param_) {
     for (int b : list) ++buckets_[b].pending;
@@ -85,6 +86,11 @@ float GradSync::RankScale(const Communicator* comm) const {
 
 absl::Status GradSync::Launch(GradBucket& bucket) {
   if (bucket.work || bucket.pending < 0) return absl::OkStatus();
+  // A run that starts between anchors (resumed off the anchor schedule) has no EF state yet: such a
+  // bucket anchors now instead.
+  Mode mode = mode_;
+  if (mode == Mode::kCompressed && !(bucket.h.defined() && bucket.h.numel() > 0)) mode = Mode::kAnchor;
+  bucket.mode = static_cast<int>(mode);
   Communicator* comm = group_of(bucket.buffer);
   Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
   const int64_t n = GroupSize(comm), size = bucket.end - bucket.begin, chunk = size / n;
@@ -97,8 +103,8 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
   // What the plain reduction sends: a ring reduce-scatter (n−1)/n of the bucket, all-reduce twice that.
   const int64_t plain = (options_.zero1 ? 1 : 2) * (n - 1) * chunk * 4;
   uncompressed_bytes_ += plain;
-  if (mode_ == Mode::kCompressed) return LaunchCompressed(bucket, comm);
-  if (mode_ == Mode::kAnchor) {
+  if (mode == Mode::kCompressed) return LaunchCompressed(bucket, comm);
+  if (mode == Mode::kAnchor) {
     // h restarts from this step's exact (scaled) gradient; s from the exact sum (in FinishBucket).
     bucket.h = grads.Clone();
     const float scale = RankScale(comm);
@@ -124,7 +130,7 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
 absl::Status GradSync::LaunchCompressed(GradBucket& bucket, Communicator* comm) {
   const Compressor& c = options_.ef21.compressor;
   const int64_t n = comm->size(), size = bucket.end - bucket.begin, chunk = size / n;
-  MF_CHECK(bucket.h.defined() && bucket.h.numel() == size) << "EF21 compressed step before anchor";
+  MF_CHECK_EQ(bucket.h.numel(), size) << "EF21 state does not match its bucket";
   const Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
   // δ = v·scale − h; the message encodes C(δ) and h advances by what the receivers will decode.
   std::vector<float> delta(size);
@@ -156,7 +162,8 @@ absl::Status GradSync::LaunchCompressed(GradBucket& bucket, Communicator* comm) 
 
 absl::Status GradSync::FinishBucket(GradBucket& bucket) {
   Communicator* comm = group_of(bucket.buffer);
-  if (comm == nullptr || comm->size() == 1 || mode_ == Mode::kPlain) {
+  const Mode mode = static_cast<Mode>(bucket.mode);
+  if (comm == nullptr || comm->size() == 1 || mode == Mode::kPlain) {
     if (!options_.zero1) {
       bucket.shard = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
       bucket.shard_begin = bucket.begin;
@@ -168,7 +175,7 @@ absl::Status GradSync::FinishBucket(GradBucket& bucket) {
   const int64_t n = comm->size(), size = bucket.end - bucket.begin, chunk = size / n;
   const int64_t mine = bucket.begin + comm->rank() * chunk;
   Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
-  if (mode_ == Mode::kAnchor) {
+  if (mode == Mode::kAnchor) {
     // grads now hold the exact sum.
     bucket.s = topk ? grads.Clone() : grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk).Clone();
   } else {
@@ -194,7 +201,7 @@ absl::Status GradSync::FinishBucket(GradBucket& bucket) {
   bucket.shard_begin = options_.zero1 ? mine : bucket.begin;
   if (options_.zero1) {
     // A copy: the trainer scales its owned gradient in place and s must stay the estimate.
-    bucket.shard = topk || mode_ == Mode::kAnchor
+    bucket.shard = topk || mode == Mode::kAnchor
                        ? grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk).Clone()
                        : bucket.s.Clone();
   } else {

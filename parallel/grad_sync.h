@@ -58,6 +58,7 @@ struct GradBucket {
   Tensor h;              // (end − begin) f32: this rank's estimate of its own (scaled) gradient
   Tensor s;              // chunk (quantizers) or whole bucket (Top-K) f32: estimate of the sum
   Tensor send, recv;     // u8 messages in flight
+  int mode = 0;          // GradSync::Mode this bucket runs in this step
 };
 
 class GradSync {

@@ -21,7 +21,7 @@ struct TrainRun {
   std::vector<std::vector<float>> params;
 };
 
-TrainRun Train(const std::vector<std::string>& extra) {
+TrainRun Train(const std::vector<std::string>& extra, int first_step = 0) {
   std::vector<std::string> overrides = {
       "model.hidden_size=32", "model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2",
       "model.ffn_hidden_size=64", "model.moe.num_experts=4", "model.moe.top_k=2",
@@ -43,7 +43,7 @@ TrainRun Train(const std::vector<std::string>& extra) {
   auto trainer = Trainer::Create(*config, options);
   MF_CHECK(trainer.ok()) << trainer.status();
   TrainRun run;
-  for (int s = 0; s < kSteps; ++s) {
+  for (int s = first_step; s < kSteps; ++s) {
     auto r = (*trainer)->Step(s);
     MF_CHECK(r.ok()) << r.status();
     run.losses.push_back(r->lm_loss);
@@ -93,6 +93,14 @@ TEST(CompressionTraining, UniformEf21WIsPlainEf21Exactly) {
                                    "compression.rank_weights=0.5,0.5"});
   EXPECT_EQ(plain.losses, weighted.losses);
   EXPECT_EQ(plain.params, weighted.params);
+}
+
+TEST(CompressionTraining, ARunStartingBetweenAnchorsAnchorsFirst) {
+  // Steps 20.. are compressed steps (warm start 5, one anchor); a run that starts there (as a resume
+  // off the anchor schedule would) has no EF state and must anchor instead of failing.
+  const TrainRun late = Train({"compression.method=ef21", "compression.compressor=int8"}, 20);
+  ASSERT_EQ(late.losses.size(), static_cast<size_t>(kSteps - 20));
+  for (double loss : late.losses) EXPECT_TRUE(std::isfinite(loss));
 }
 
 struct Case {
