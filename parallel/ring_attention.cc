@@ -33,12 +33,16 @@ absl::Status PassAlong(Communicator& cp, Block* block) {
   return absl::OkStatus();
 }
 
-Tensor PositionsAsFloat(const Tensor& positions) {
-  Tensor p = Tensor::Empty({positions.numel()}, DType::kF32);
+// This rank's block: k and v in slots 0 and 1; `slots` = 4 adds zeroed dK and dV for backward.
+Block MakeBlock(const Tensor& k, const Tensor& v, const Tensor& positions, int64_t slots) {
+  Block block{Tensor::Zeros({slots, k.dim(0), k.dim(1), k.dim(2), k.dim(3)}, DType::kF32),
+              Tensor::Empty({positions.numel()}, DType::kF32)};
+  block.kv.Slice(0, 1).Reshape(k.shape()).CopyFrom(k);
+  block.kv.Slice(1, 2).Reshape(v.shape()).CopyFrom(v);
   for (int64_t i = 0; i < positions.numel(); ++i) {
-    p.data<float>()[i] = static_cast<float>(positions.data<int32_t>()[i]);
+    block.pos.data<float>()[i] = static_cast<float>(positions.data<int32_t>()[i]);
   }
-  return p;
+  return block;
 }
 
 }  // namespace
@@ -60,9 +64,7 @@ absl::Status RingAttentionForward(const Tensor& q, const Tensor& k, const Tensor
   const int64_t b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3), hkv = k.dim(2);
   const int64_t group = hq / hkv;
   const int64_t kv_size = b * s * hkv * d;
-  Block block{Tensor::Empty({2, b, s, hkv, d}, DType::kF32), PositionsAsFloat(positions)};
-  block.kv.Slice(0, 1).Reshape(k.shape()).CopyFrom(k);
-  block.kv.Slice(1, 2).Reshape(v.shape()).CopyFrom(v);
+  Block block = MakeBlock(k, v, positions, 2);
   // Online softmax state per (batch, head, query): running max m, sum l and the accumulator.
   std::vector<float> m(b * hq * s, -INFINITY), l(b * hq * s, 0.0f), acc(b * hq * s * d, 0.0f);
   const float* qp = q.data<float>();
@@ -126,9 +128,7 @@ absl::Status RingAttentionBackward(const Tensor& q, const Tensor& k, const Tenso
   const int64_t b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3), hkv = k.dim(2);
   const int64_t group = hq / hkv;
   const int64_t kv_size = b * s * hkv * d;
-  Block block{Tensor::Zeros({4, b, s, hkv, d}, DType::kF32), PositionsAsFloat(positions)};
-  block.kv.Slice(0, 1).Reshape(k.shape()).CopyFrom(k);
-  block.kv.Slice(1, 2).Reshape(v.shape()).CopyFrom(v);
+  Block block = MakeBlock(k, v, positions, 4);
   d_q->SetZero();
   // D_i = ⟨dO_i, O_i⟩ per query and head.
   std::vector<float> delta(b * hq * s, 0.0f);

@@ -28,7 +28,11 @@ Tensor Columns(const Tensor& t, int64_t begin, int64_t end) {
 
 class TensorParallelTest : public ::testing::TestWithParam<bool> {
  protected:
-  TensorParallelTest() : tp_(MpiCommunicator::World("tp")) {}
+  // The single-rank reference: y = x·Wᵀ, and the gradients of ⟨y, c⟩.
+  TensorParallelTest() : tp_(MpiCommunicator::World("tp")) {
+    ops::LinearForward(x_, w_, &y_ref_, CpuStream());
+    ops::LinearBackward(x_, w_, c_, &d_x_ref_, &d_w_ref_, CpuStream());
+  }
   int r() const { return tp_.rank(); }
   int n() const { return tp_.size(); }
 
@@ -37,15 +41,16 @@ class TensorParallelTest : public ::testing::TestWithParam<bool> {
   const Tensor x_ = RandomNormal({kT, kIn}, 1);
   const Tensor w_ = RandomNormal({kOut, kIn}, 2);
   const Tensor c_ = RandomNormal({kT, kOut}, 3);
+  Tensor y_ref_ = Tensor::Empty({kT, kOut}, DType::kF32);
+  Tensor d_x_ref_ = Tensor::Empty({kT, kIn}, DType::kF32);
+  Tensor d_w_ref_ = Tensor::Zeros({kOut, kIn}, DType::kF32);
 };
 
 TEST_P(TensorParallelTest, ColumnParallelLinearEqualsTheFullLinear) {
   const bool sp = GetParam();
-  Tensor y_ref = Tensor::Empty({kT, kOut}, DType::kF32);
-  ops::LinearForward(x_, w_, &y_ref, CpuStream());
-  Tensor d_x_ref = Tensor::Empty({kT, kIn}, DType::kF32);
-  Tensor d_w_ref = Tensor::Zeros({kOut, kIn}, DType::kF32);
-  ops::LinearBackward(x_, w_, c_, &d_x_ref, &d_w_ref, CpuStream());
+  const Tensor& y_ref = y_ref_;
+  const Tensor& d_x_ref = d_x_ref_;
+  const Tensor& d_w_ref = d_w_ref_;
 
   const int64_t out = kOut / n(), rows = kT / n();
   const Tensor w_shard = w_.Slice(r() * out, (r() + 1) * out).Clone();
@@ -64,11 +69,9 @@ TEST_P(TensorParallelTest, ColumnParallelLinearEqualsTheFullLinear) {
 
 TEST_P(TensorParallelTest, RowParallelLinearEqualsTheFullLinear) {
   const bool sp = GetParam();
-  Tensor y_ref = Tensor::Empty({kT, kOut}, DType::kF32);
-  ops::LinearForward(x_, w_, &y_ref, CpuStream());
-  Tensor d_x_ref = Tensor::Empty({kT, kIn}, DType::kF32);
-  Tensor d_w_ref = Tensor::Zeros({kOut, kIn}, DType::kF32);
-  ops::LinearBackward(x_, w_, c_, &d_x_ref, &d_w_ref, CpuStream());
+  const Tensor& y_ref = y_ref_;
+  const Tensor& d_x_ref = d_x_ref_;
+  const Tensor& d_w_ref = d_w_ref_;
 
   const int64_t in = kIn / n(), rows = kT / n();
   const Tensor x_shard = Columns(x_, r() * in, (r() + 1) * in);
