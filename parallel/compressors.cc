@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +20,11 @@ int64_t TopKPerBlock(int64_t block_len, float fraction) {
   return std::max<int64_t>(1, std::llround(static_cast<double>(block_len) * fraction));
 }
 
+// |x| with NaN ordered as the largest: a strict weak order for Top-K, and a NaN is always sent.
+float Magnitude(float x) {
+  return std::isnan(x) ? std::numeric_limits<float>::infinity() : std::fabs(x);
+}
+
 }  // namespace
 
 absl::StatusOr<CompressorKind> ParseCompressor(absl::string_view name) {
@@ -32,12 +38,16 @@ absl::StatusOr<CompressorKind> ParseCompressor(absl::string_view name) {
 
 int64_t Compressor::MessageBytes(int64_t n) const {
   switch (kind) {
-    case CompressorKind::kIdentity: return 4 * n;
+    case CompressorKind::kIdentity:
+      return 4 * n;
     case CompressorKind::kInt8:
-    case CompressorKind::kFp8: return 4 * NumBlocks(n, block) + n;
+    case CompressorKind::kFp8:
+      return 4 * NumBlocks(n, block) + n;
     case CompressorKind::kTopK: {
       int64_t pairs = 0;
-      for (int64_t b = 0; b < n; b += block) pairs += TopKPerBlock(std::min<int64_t>(block, n - b), topk_fraction);
+      for (int64_t b = 0; b < n; b += block) {
+        pairs += TopKPerBlock(std::min<int64_t>(block, n - b), topk_fraction);
+      }
       return 8 * pairs;
     }
   }
@@ -57,7 +67,7 @@ void Compressor::Encode(const float* x, int64_t n, uint8_t* out, float* decoded)
       order.resize(len);
       std::iota(order.begin(), order.end(), b);
       std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t i, int64_t j) {
-        const float ai = std::fabs(x[i]), aj = std::fabs(x[j]);
+        const float ai = Magnitude(x[i]), aj = Magnitude(x[j]);
         return ai > aj || (ai == aj && i < j);
       });
       for (int64_t t = 0; t < k; ++t) {
@@ -76,11 +86,17 @@ void Compressor::Encode(const float* x, int64_t n, uint8_t* out, float* decoded)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t lo = b * block, hi = std::min<int64_t>(n, lo + block);
     float amax = 0;
-    for (int64_t i = lo; i < hi; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const float scale = amax / qmax;  // 0 for an all-zero block: codes 0, decodes to 0
+    bool finite = true;
+    for (int64_t i = lo; i < hi; ++i) {
+      amax = std::max(amax, std::fabs(x[i]));
+      finite = finite && std::isfinite(x[i]);
+    }
+    // 0 for an all-zero block: codes 0, decodes to 0. A block holding Inf/NaN sends scale NaN and
+    // codes 0, so it decodes to NaN on both sides and the anomaly check downstream sees it.
+    const float scale = finite ? amax / qmax : std::numeric_limits<float>::quiet_NaN();
     std::memcpy(out + 4 * b, &scale, 4);
     for (int64_t i = lo; i < hi; ++i) {
-      const float y = scale > 0 ? x[i] / scale : 0.0f;
+      const float y = scale > 0 ? x[i] / scale : 0.0f;  // false for NaN
       if (kind == CompressorKind::kInt8) {
         const float q = std::clamp(std::nearbyint(y), -127.0f, 127.0f);
         codes[i] = static_cast<uint8_t>(static_cast<int8_t>(q));

@@ -4,7 +4,8 @@
 //   fp8: per-block scale = absmax/448 + E4M3 codes (RNE, saturating, as CUDA's cast);
 //   topk: per block of B elements the k = max(1, round(B·fraction)) largest |x| (ties: lower index)
 //         as (int32 index, f32 value) pairs.
-// Every compressor here is deterministic and positively homogeneous (C(a·x) = a·C(x), a > 0).
+// Every compressor here is deterministic and positively homogeneous (C(a·x) = a·C(x), a > 0), and
+// lets non-finite input through: a quantizer block holding Inf/NaN decodes to NaN, Top-K sends NaN.
 #pragma once
 
 #include <cstdint>
