@@ -51,6 +51,18 @@ GradSync::GradSync(ParameterSet* params, Communicator* dense, Communicator* expe
     }
   }
   ready_.assign(all.size(), false);
+  const Ef21Options& ef = options.ef21;
+  if (ef.enabled) {
+    MF_CHECK(ef.compressor.block > 0) << "EF21 block size " << ef.compressor.block;
+    MF_CHECK(ef.compressor.topk_fraction > 0 && ef.compressor.topk_fraction <= 1)
+        << "EF21 Top-K fraction " << ef.compressor.topk_fraction;
+    for (float w : ef.rank_weights) MF_CHECK(w > 0) << "EF21-W rank weight " << w << " <= 0";
+    for (int b = 0; b < static_cast<int>(buffers.size()); ++b) {
+      const int n = GroupSize(group_of(b));
+      MF_CHECK(ef.rank_weights.empty() || n == 1 || static_cast<int>(ef.rank_weights.size()) == n)
+          << "EF21-W has " << ef.rank_weights.size() << " rank weights for a group of " << n;
+    }
+  }
 }
 
 Communicator* GradSync::group_of(int buffer) {
@@ -78,6 +90,10 @@ void GradSync::BeginStep(int64_t step) {
   uncompressed_bytes_ = 0;
 }
 
+void GradSync::ResetState() {
+  for (GradBucket& bucket : buckets_) bucket.h = bucket.s = Tensor();
+}
+
 float GradSync::RankScale(const Communicator* comm) const {
   const auto& w = options_.ef21.rank_weights;
   if (w.empty() || comm == nullptr) return 1.0f;
@@ -89,7 +105,9 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
   // A run that starts between anchors (resumed off the anchor schedule) has no EF state yet: such a
   // bucket anchors now instead.
   Mode mode = mode_;
-  if (mode == Mode::kCompressed && !(bucket.h.defined() && bucket.h.numel() > 0)) mode = Mode::kAnchor;
+  if (mode == Mode::kCompressed && !(bucket.h.defined() && bucket.h.numel() > 0)) {
+    mode = Mode::kAnchor;
+  }
   bucket.mode = static_cast<int>(mode);
   Communicator* comm = group_of(bucket.buffer);
   Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
@@ -100,7 +118,8 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
     bucket.pending = -1;  // done, nothing to wait for
     return absl::OkStatus();
   }
-  // What the plain reduction sends: a ring reduce-scatter (n−1)/n of the bucket, all-reduce twice that.
+  // What the plain reduction sends: a ring reduce-scatter (n−1)/n of the bucket, all-reduce twice
+  // that.
   const int64_t plain = (options_.zero1 ? 1 : 2) * (n - 1) * chunk * 4;
   uncompressed_bytes_ += plain;
   if (mode == Mode::kCompressed) return LaunchCompressed(bucket, comm);
@@ -112,18 +131,18 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
       float* h = bucket.h.data<float>();
       for (int64_t i = 0; i < size; ++i) h[i] *= scale;
     }
-    MF_ASSIGN_OR_RETURN(bucket.work, comm->AllReduce(&grads, {}));
-    bytes_sent_ += 2 * (n - 1) * chunk * 4;
-    return absl::OkStatus();
   }
-  if (options_.zero1) {
+  // Top-K keeps s for the whole bucket, so its anchor needs the full sum even under ZeRO-1.
+  const bool topk = options_.ef21.compressor.kind == CompressorKind::kTopK;
+  if (options_.zero1 && !(mode == Mode::kAnchor && topk)) {
     bucket.shard_begin = bucket.begin + comm->rank() * chunk;
     bucket.shard = Tensor::Empty({chunk}, DType::kF32);
     MF_ASSIGN_OR_RETURN(bucket.work, comm->ReduceScatter(grads, &bucket.shard, {}));
+    bytes_sent_ += (n - 1) * chunk * 4;
   } else {
     MF_ASSIGN_OR_RETURN(bucket.work, comm->AllReduce(&grads, {}));
+    bytes_sent_ += 2 * (n - 1) * chunk * 4;
   }
-  bytes_sent_ += plain;
   return absl::OkStatus();
 }
 
@@ -152,7 +171,8 @@ absl::Status GradSync::LaunchCompressed(GradBucket& bucket, Communicator* comm) 
   bucket.send = Tensor::Empty({bytes * n, 1}, DType::kU8);
   bucket.recv = Tensor::Empty({bytes * n, 1}, DType::kU8);
   for (int64_t j = 0; j < n; ++j) {
-    c.Encode(delta.data() + j * chunk, chunk, bucket.send.data<uint8_t>() + j * bytes, h + j * chunk);
+    c.Encode(delta.data() + j * chunk, chunk, bucket.send.data<uint8_t>() + j * bytes,
+             h + j * chunk);
   }
   const std::vector<int64_t> rows(n, bytes);
   MF_ASSIGN_OR_RETURN(bucket.work, comm->AllToAllV(bucket.send, rows, &bucket.recv, rows, {}));
@@ -175,9 +195,10 @@ absl::Status GradSync::FinishBucket(GradBucket& bucket) {
   const int64_t n = comm->size(), size = bucket.end - bucket.begin, chunk = size / n;
   const int64_t mine = bucket.begin + comm->rank() * chunk;
   Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
+  const Tensor my_chunk = grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk);
   if (mode == Mode::kAnchor) {
-    // grads now hold the exact sum.
-    bucket.s = topk ? grads.Clone() : grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk).Clone();
+    // The exact sum: in grads after the all-reduce, in the shard after the ZeRO-1 reduce-scatter.
+    bucket.s = topk ? grads.Clone() : (options_.zero1 ? bucket.shard : my_chunk).Clone();
   } else {
     // Owner side: dequantise every rank's piece and add them in rank order (deterministic).
     const auto& w = options_.ef21.rank_weights;
@@ -189,24 +210,27 @@ absl::Status GradSync::FinishBucket(GradBucket& bucket) {
     }
     float* s = bucket.s.data<float>();
     for (size_t i = 0; i < sum.size(); ++i) s[i] += sum[i];
-    // The reduced gradient this step is the running estimate s.
+    // The reduced gradient this step is the running estimate s. Without ZeRO-1 the chunks are
+    // all-gathered into grads; Finish() waits for that after every bucket has launched its gather.
     if (topk) {
       grads.CopyFrom(bucket.s);
     } else if (!options_.zero1) {
-      MF_RETURN_IF_ERROR(WaitFor(comm->AllGather(bucket.s, &grads, {})));
+      MF_ASSIGN_OR_RETURN(bucket.work, comm->AllGather(bucket.s, &grads, {}));
       bytes_sent_ += (n - 1) * chunk * 4;
     }
   }
   bucket.send = bucket.recv = Tensor();
-  bucket.shard_begin = options_.zero1 ? mine : bucket.begin;
-  if (options_.zero1) {
-    // A copy: the trainer scales its owned gradient in place and s must stay the estimate.
-    bucket.shard = topk || mode == Mode::kAnchor
-                       ? grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk).Clone()
-                       : bucket.s.Clone();
-  } else {
+  if (!options_.zero1) {
     bucket.shard = grads;
-  }
+    bucket.shard_begin = bucket.begin;
+  } else if (topk) {
+    bucket.shard = my_chunk;  // grads hold the full sum (a copy of s, which stays untouched)
+    bucket.shard_begin = mine;
+  } else if (mode == Mode::kCompressed) {
+    // A copy: the trainer scales its owned gradient in place and s must stay the estimate.
+    bucket.shard = bucket.s.Clone();
+    bucket.shard_begin = mine;
+  }  // else an anchor's shard is the reduce-scatter output already
   return absl::OkStatus();
 }
 
@@ -226,11 +250,18 @@ absl::Status GradSync::Finish() {
   for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
     MF_RETURN_IF_ERROR(Launch(*it));
   }
+  auto where = [](const GradBucket& bucket) {
+    return absl::StrCat("gradient bucket [", bucket.begin, ", ", bucket.end, ") of buffer ",
+                        bucket.buffer);
+  };
   for (GradBucket& bucket : buckets_) {
-    const std::string where = absl::StrCat("gradient bucket [", bucket.begin, ", ", bucket.end,
-                                           ") of buffer ", bucket.buffer);
-    if (bucket.work) MF_RETURN_IF_ERROR(Annotate(bucket.work->Wait(), where));
-    MF_RETURN_IF_ERROR(Annotate(FinishBucket(bucket), where));
+    if (bucket.work) MF_RETURN_IF_ERROR(Annotate(bucket.work->Wait(), where(bucket)));
+    bucket.work.reset();
+    MF_RETURN_IF_ERROR(Annotate(FinishBucket(bucket), where(bucket)));
+  }
+  // EF21 without ZeRO-1: the all-gathers of the owners' estimates s launched by FinishBucket.
+  for (GradBucket& bucket : buckets_) {
+    if (bucket.work) MF_RETURN_IF_ERROR(Annotate(bucket.work->Wait(), where(bucket)));
   }
   return absl::OkStatus();
 }

@@ -1,8 +1,8 @@
-// Data-parallel gradient synchronisation over contiguous buffers (DESIGN §5): every parameter's grad
-// lives in one flat buffer per DataGroup (dense → DP×CP group, expert → EDP group), cut into buckets
-// whose sizes divide by the group size. A bucket is reduced — all-reduce, or reduce-scatter under
-// ZeRO-1 — as soon as the last of its parameters is marked ready during backward, so communication
-// overlaps the rest of the backward; Finish() launches what is left and waits.
+// Data-parallel gradient synchronisation over contiguous buffers (DESIGN §5): every parameter's
+// grad lives in one flat buffer per DataGroup (dense → DP×CP group, expert → EDP group), cut into
+// buckets whose sizes divide by the group size. A bucket is reduced — all-reduce, or reduce-scatter
+// under ZeRO-1 — as soon as the last of its parameters is marked ready during backward, so
+// communication overlaps the rest of the backward; Finish() launches what is left and waits.
 //
 //   params.Flatten(GradSync::Alignment(dense, expert));
 //   GradSync sync(&params, dense, expert, {.zero1 = true});
@@ -21,44 +21,47 @@ namespace moefold::parallel {
 
 // EF21 error feedback ("Error Feedback Reloaded", ALGORITHMS §4), all-reduce-compatible form. Per
 // bucket each rank keeps h (its running estimate of its own gradient) and the owner of each chunk
-// keeps s (the running estimate of the reduced sum). A compressed step sends C(v − h), sets h += deq,
-// and the owner adds the pieces of all ranks, dequantised and summed in rank order in f32, to s.
-// Quantizers (identity, int8, fp8) go through an all-to-all of destination chunks (a compressed
+// keeps s (the running estimate of the reduced sum). A compressed step sends C(v − h), sets h +=
+// deq, and the owner adds the pieces of all ranks, dequantised and summed in rank order in f32, to
+// s. Quantizers (identity, int8, fp8) go through an all-to-all of destination chunks (a compressed
 // reduce-scatter whose output ZeRO-1 consumes directly); Top-K messages are all-gathered and every
 // rank rebuilds the full sum. Steps before warm_start_steps reduce uncompressed; step
 // warm_start_steps and every reanchor_every steps after it ANCHOR (an uncompressed reduction, then
-// h = v and s = the exact sum), so the EF state is a function of the step number alone and a resumed
-// run retraces the same trajectory without saving h and s.
-// EF21-W: with weights wᵢ (Σ = 1) rank i compresses v/(n·wᵢ) − h and the owner adds n·wᵢ·deqᵢ; for
-// these positively homogeneous compressors that is EF21 on rescaled state (uniform wᵢ = 1/n is
-// EF21 exactly).
+// h = v and s = the exact sum), so the EF state is a function of the step number alone and a
+// resumed run retraces the same trajectory without saving h and s.
+//
+// EF21-W: with weights wᵢ (Σ = 1) rank i compresses v/(n·wᵢ) − h and the owner adds n·wᵢ·deqᵢ. For
+// these positively homogeneous compressors that is EF21 on rescaled state: with h' = n·wᵢ·h,
+// n·wᵢ·C(v/(n·wᵢ) − h) = C(v − h') (exactly in real arithmetic, up to f32 rounding here), so rank
+// i's contribution to s is that of EF21 run on h'. Uniform wᵢ = 1/n is EF21 bit for bit. One weight
+// per member of every reducing group (the groups must then have the same size).
 struct Ef21Options {
   bool enabled = false;
   Compressor compressor;
   int64_t warm_start_steps = 0;
-  int64_t reanchor_every = 0;        // 0 = anchor only once, at warm_start_steps
-  std::vector<float> rank_weights;   // EF21-W, one per group member; empty = uniform
+  int64_t reanchor_every = 0;       // 0 = anchor only once, at warm_start_steps
+  std::vector<float> rank_weights;  // EF21-W, one per group member; empty = uniform
 };
 
 struct GradSyncOptions {
-  bool zero1 = false;                    // reduce-scatter into per-rank shards instead of all-reduce
-  int64_t bucket_elements = 1 << 22;     // target bucket size (rounded to the group size)
+  bool zero1 = false;                 // reduce-scatter into per-rank shards instead of all-reduce
+  int64_t bucket_elements = 1 << 22;  // target bucket size (rounded to the group size)
   Ef21Options ef21;
 };
 
 struct GradBucket {
-  int buffer = 0;        // index into ParameterSet::flat_buffers()
-  int64_t begin = 0;     // element range of the flat buffer
+  int buffer = 0;     // index into ParameterSet::flat_buffers()
+  int64_t begin = 0;  // element range of the flat buffer
   int64_t end = 0;
-  int pending = 0;       // parameters of this bucket not yet marked ready this step
+  int pending = 0;  // parameters of this bucket not yet marked ready this step
   std::unique_ptr<Work> work;
-  Tensor shard;          // ZeRO-1: this rank's reduced chunk ((end − begin) / group size)
+  Tensor shard;             // ZeRO-1: this rank's reduced chunk ((end − begin) / group size)
   int64_t shard_begin = 0;  // ZeRO-1: flat-buffer offset of this rank's chunk
   // EF21 state and messages.
-  Tensor h;              // (end − begin) f32: this rank's estimate of its own (scaled) gradient
-  Tensor s;              // chunk (quantizers) or whole bucket (Top-K) f32: estimate of the sum
-  Tensor send, recv;     // u8 messages in flight
-  int mode = 0;          // GradSync::Mode this bucket runs in this step
+  Tensor h;           // (end − begin) f32: this rank's estimate of its own (scaled) gradient
+  Tensor s;           // chunk (quantizers) or whole bucket (Top-K) f32: estimate of the sum
+  Tensor send, recv;  // u8 messages in flight
+  int mode = 0;       // GradSync::Mode this bucket runs in this step
 };
 
 class GradSync {
@@ -72,6 +75,11 @@ class GradSync {
 
   // `step` decides the EF21 mode (uncompressed, anchor, compressed); unused without EF21.
   void BeginStep(int64_t step = 0);
+  // Drops the EF21 state (h, s) of every bucket: the next compressed step anchors instead. For a
+  // step whose gradient was not finite (NaN/Inf reach the result, so the trainer skips the step,
+  // but they stay in h and s until the next anchor). Collective in effect: every member of each
+  // group must call it before the same step, or the members disagree on the reduction and hang.
+  void ResetState();
   // Parameters with indices [first, last) of the set have their final gradient for this step;
   // launches every bucket that became complete.
   absl::Status MarkReady(int64_t first, int64_t last);
