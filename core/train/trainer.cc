@@ -276,6 +276,9 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   const bool finite = std::isfinite(result.loss) && std::isfinite(result.grad_norm);
   const bool spiked = spike > 0 && st.ema_steps >= 10 && result.lm_loss > spike * st.loss_ema;
   result.skipped = !finite || spiked;
+  // A non-finite gradient has poisoned the error-feedback state: drop it so the next step anchors
+  // (every rank sees the same reduced norm, so the group agrees).
+  if (!std::isfinite(result.grad_norm)) st.sync->ResetState();
   if (!result.skipped) {
     if (st.sharded_optimizer) {
       MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(result.lr)));
