@@ -5,9 +5,11 @@
 #include <climits>
 #include <functional>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "parallel/communicator_checks.h"
 
 namespace moefold::parallel {
 namespace {
@@ -22,38 +24,56 @@ class MpiWork final : public Work {
         keep_alive_(std::move(keep_alive)),
         on_complete_(std::move(on_complete)) {}
 
+  // A collective request may not be freed or cancelled (MPI-3.1 §5.12), and MPI may still write
+  // into its buffers: a Work dropped while pending (after a timeout) leaks them rather than let MPI
+  // write into freed memory. The job is expected to end after such a failure.
+  ~MpiWork() override {
+    if (Poll()) return;
+    // Deliberately leaked: the buffers, and the epilogue that holds all_to_all_v's count arrays.
+    new auto(std::make_pair(std::move(keep_alive_), std::move(on_complete_)));
+  }
+
   absl::Status Wait() override {
     const auto start = std::chrono::steady_clock::now();
-    while (!done_) {
+    while (true) {
       int flag = 0;
       const int code = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
                                    MPI_STATUSES_IGNORE);
       if (code != MPI_SUCCESS) return MpiStatus(code, what_);
       if (flag) break;
       if (std::chrono::steady_clock::now() - start > timeout_) {
-        // The peers never joined: report instead of hanging. The requests stay pending; the caller
-        // ends the job (a collective cannot be cancelled).
+        // The peers never joined: report instead of hanging. The requests stay pending (a
+        // collective cannot be cancelled); Wait() may be called again, else the job should end.
         return absl::DeadlineExceededError(absl::StrCat(
             what_, " timed out after ", timeout_.count() / 1000.0,
             " s: a peer did not join (it failed, hangs, or called a different collective)"));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
-    if (!done_) {
-      done_ = true;
-      if (on_complete_) on_complete_();
-    }
+    Complete();
     return absl::OkStatus();
   }
 
-  bool IsCompleted() override {
-    if (done_) return true;
-    int flag = 0;
-    MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE);
-    return flag != 0;
-  }
+  bool IsCompleted() override { return Poll(); }
 
  private:
+  // One non-blocking test; on completion runs the epilogue (f32 → bf16/f16) exactly once.
+  bool Poll() {
+    if (done_) return true;
+    int flag = 0;
+    if (MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
+                    MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
+      return false;  // Wait() reports the error
+    }
+    if (flag) Complete();
+    return flag != 0;
+  }
+  void Complete() {
+    if (done_) return;
+    done_ = true;
+    if (on_complete_) on_complete_();
+  }
+
   std::vector<MPI_Request> requests_;
   std::string what_;
   std::chrono::milliseconds timeout_;
@@ -62,33 +82,51 @@ class MpiWork final : public Work {
   bool done_ = false;
 };
 
-// The MPI type a reduction runs in, or nullopt for dtypes reduced through an f32 copy.
+// The MPI type a reduction runs in; false for dtypes reduced through an f32 copy (bf16, f16).
 bool NativeReduceType(DType dtype, MPI_Datatype* type) {
   switch (dtype) {
-    case DType::kF32: *type = MPI_FLOAT; return true;
-    case DType::kI32: *type = MPI_INT32_T; return true;
-    case DType::kI64: *type = MPI_INT64_T; return true;
-    case DType::kU8: *type = MPI_UINT8_T; return true;
-    default: return false;
+    case DType::kF32:
+      *type = MPI_FLOAT;
+      return true;
+    case DType::kI32:
+      *type = MPI_INT32_T;
+      return true;
+    case DType::kI64:
+      *type = MPI_INT64_T;
+      return true;
+    case DType::kU8:
+      *type = MPI_UINT8_T;
+      return true;
+    default:
+      return false;
   }
 }
 
 MPI_Op ToMpiOp(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
 
 absl::Status CheckCpu(const Tensor& t, absl::string_view op) {
   if (!t.device().is_cpu()) {
-    return absl::UnimplementedError(absl::StrCat(
-        op, ": the MPI backend takes CPU tensors, got ", t.DebugString(),
-        " (GPU tensors go through NCCL or host staging)"));
+    return absl::UnimplementedError(absl::StrCat(op, ": the MPI backend takes CPU tensors, got ",
+                                                 t.DebugString(),
+                                                 " (GPU tensors go through NCCL or host staging)"));
   }
   return absl::OkStatus();
+}
+
+// MPI wants a valid address even for an empty buffer (an empty tensor has none).
+void* Pointer(const Tensor& t) {
+  static char empty[1];
+  return t.raw_data() != nullptr ? t.raw_data() : empty;
 }
 
 absl::StatusOr<int> ToCount(int64_t n, absl::string_view op) {
@@ -97,15 +135,6 @@ absl::StatusOr<int> ToCount(int64_t n, absl::string_view op) {
         absl::StrCat(op, ": ", n, " elements exceed MPI's int count; use smaller buckets"));
   }
   return static_cast<int>(n);
-}
-
-// Reductions of bf16/f16 go through f32 copies; fp8 has no meaningful sum.
-absl::Status CheckReducible(DType dtype, absl::string_view op) {
-  if (dtype == DType::kFp8E4M3 || dtype == DType::kFp8E5M2) {
-    return absl::UnimplementedError(
-        absl::StrCat(op, ": reductions of ", DTypeName(dtype), " are not supported"));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -140,10 +169,20 @@ MpiCommunicator MpiCommunicator::World(std::string name) {
   return MpiCommunicator(dup, std::move(name), /*owned=*/true);
 }
 
+absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Dup(std::string name) const {
+  MPI_Comm dup;
+  MF_RETURN_IF_ERROR(MpiStatus(MPI_Comm_dup(comm_, &dup), "MPI_Comm_dup"));
+  return std::make_unique<MpiCommunicator>(dup, std::move(name), /*owned=*/true);
+}
+
 absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Split(int color, int key,
                                                                         std::string name) const {
   MPI_Comm split;
   MF_RETURN_IF_ERROR(MpiStatus(MPI_Comm_split(comm_, color, key, &split), "MPI_Comm_split"));
+  if (split == MPI_COMM_NULL) {
+    return absl::NotFoundError(absl::StrCat("split of group '", name_, "' into '", name,
+                                            "': this member passed MPI_UNDEFINED and joins none"));
+  }
   return std::make_unique<MpiCommunicator>(split, std::move(name), /*owned=*/true);
 }
 
@@ -165,8 +204,8 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 std::string MpiCommunicator::Describe(absl::string_view op) const {
-  return absl::StrCat(op, " on group '", name_, "' (world ranks ", absl::StrJoin(world_ranks_, ", "),
-                      ")");
+  return absl::StrCat(op, " on group '", name_, "' (world ranks ",
+                      absl::StrJoin(world_ranks_, ", "), ")");
 }
 
 absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllReduce(Tensor* tensor,
@@ -179,10 +218,11 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllReduce(Tensor* tensor,
   Tensor buffer = *tensor;
   std::function<void()> done;
   if (!NativeReduceType(tensor->dtype(), &type)) {
-    buffer = tensor->To(DType::kF32);  // bf16/f16: sum in f32, round once at the end
+    // bf16/f16: reduce an f32 copy, round once when the Work completes (the handle stays async).
+    buffer = tensor->To(DType::kF32);
     type = MPI_FLOAT;
     Tensor target = *tensor;
-    done = [buffer, target]() mutable {
+    done = [buffer, target]() {
       ConvertFromF32(buffer.data<float>(), target.raw_data(), target.dtype(), target.numel());
     };
   }
@@ -200,11 +240,7 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::ReduceScatter(
   MF_RETURN_IF_ERROR(CheckCpu(input, what));
   MF_RETURN_IF_ERROR(CheckCpu(*output, what));
   MF_RETURN_IF_ERROR(CheckReducible(input.dtype(), what));
-  if (input.dtype() != output->dtype() || input.numel() != output->numel() * size_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": input ", input.DebugString(), " must hold group size ", size_, " × output ",
-        output->DebugString(), " elements of one dtype"));
-  }
+  MF_RETURN_IF_ERROR(CheckReduceScatter(input, *output, size_, what));
   MF_ASSIGN_OR_RETURN(const int count, ToCount(output->numel(), what));
   MPI_Datatype type;
   Tensor in = input, out = *output;
@@ -214,7 +250,7 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::ReduceScatter(
     out = Tensor::Empty(output->shape(), DType::kF32);
     type = MPI_FLOAT;
     Tensor target = *output;
-    done = [out, target]() mutable {
+    done = [out, target]() {
       ConvertFromF32(out.data<float>(), target.raw_data(), target.dtype(), target.numel());
     };
   }
@@ -232,14 +268,10 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllGather(const Tensor& i
   const std::string what = Describe("all_gather");
   MF_RETURN_IF_ERROR(CheckCpu(input, what));
   MF_RETURN_IF_ERROR(CheckCpu(*output, what));
-  if (input.dtype() != output->dtype() || output->numel() != input.numel() * size_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": output ", output->DebugString(), " must hold group size ", size_, " × input ",
-        input.DebugString(), " elements of one dtype"));
-  }
+  MF_RETURN_IF_ERROR(CheckAllGather(input, *output, size_, what));
   MF_ASSIGN_OR_RETURN(const int bytes, ToCount(static_cast<int64_t>(input.nbytes()), what));
   MPI_Request request;
-  MF_RETURN_IF_ERROR(MpiStatus(MPI_Iallgather(input.raw_data(), bytes, MPI_BYTE, output->raw_data(),
+  MF_RETURN_IF_ERROR(MpiStatus(MPI_Iallgather(Pointer(input), bytes, MPI_BYTE, Pointer(*output),
                                               bytes, MPI_BYTE, comm_, &request),
                                what));
   return std::unique_ptr<Work>(new MpiWork({request}, what, options.timeout, {input, *output}, {}));
@@ -251,34 +283,10 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllToAllV(
   const std::string what = Describe("all_to_all_v");
   MF_RETURN_IF_ERROR(CheckCpu(input, what));
   MF_RETURN_IF_ERROR(CheckCpu(*output, what));
-  if (static_cast<int>(send_rows.size()) != size_ || static_cast<int>(recv_rows.size()) != size_) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": ", send_rows.size(), " send and ",
-                                                   recv_rows.size(), " receive counts for ", size_,
-                                                   " members"));
-  }
-  auto row_bytes = [](const Tensor& t) -> int64_t {
-    return t.rank() == 0 || t.dim(0) == 0 ? 0 : static_cast<int64_t>(t.nbytes()) / t.dim(0);
-  };
-  int64_t total_send = 0, total_recv = 0;
-  for (int i = 0; i < size_; ++i) {
-    total_send += send_rows[i];
-    total_recv += recv_rows[i];
-  }
-  const int64_t in_rows = input.rank() == 0 ? 0 : input.dim(0);
-  const int64_t out_rows = output->rank() == 0 ? 0 : output->dim(0);
-  if (total_send != in_rows || total_recv != out_rows || input.dtype() != output->dtype()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": send counts sum to ", total_send, " rows for input ", input.DebugString(),
-        ", receive counts sum to ", total_recv, " rows for output ", output->DebugString()));
-  }
-  const int64_t row = std::max(row_bytes(input), row_bytes(*output));
-  if (in_rows > 0 && out_rows > 0 && row_bytes(input) != row_bytes(*output)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": input and output rows differ: ",
-                                                   input.DebugString(), " vs ",
-                                                   output->DebugString()));
-  }
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      AllToAllRowBytes(input, send_rows, *output, recv_rows, size_, what));
   // MPI may read the count and displacement arrays until the operation completes, so they live on
-  // the heap and travel with the Work.
+  // the heap and travel with the Work (captured by its epilogue).
   auto arrays = std::make_shared<std::vector<std::vector<int>>>(4, std::vector<int>(size_));
   std::vector<int>& send_counts = (*arrays)[0];
   std::vector<int>& send_displs = (*arrays)[1];
@@ -293,31 +301,25 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllToAllV(
     send_offset += send_rows[i] * row;
     recv_offset += recv_rows[i] * row;
   }
-  // MPI needs valid pointers even for empty buffers.
-  static char empty_buffer[1];
-  void* send = input.raw_data() ? input.raw_data() : empty_buffer;
-  void* recv = output->raw_data() ? output->raw_data() : empty_buffer;
   MPI_Request request;
-  MF_RETURN_IF_ERROR(MpiStatus(
-      MPI_Ialltoallv(send, send_counts.data(), send_displs.data(), MPI_BYTE, recv,
-                     recv_counts.data(), recv_displs.data(), MPI_BYTE, comm_, &request),
-      what));
-  return std::unique_ptr<Work>(new MpiWork({request}, what, options.timeout, {input, *output},
-                                           [arrays]() {}));
+  MF_RETURN_IF_ERROR(
+      MpiStatus(MPI_Ialltoallv(Pointer(input), send_counts.data(), send_displs.data(), MPI_BYTE,
+                               Pointer(*output), recv_counts.data(), recv_displs.data(), MPI_BYTE,
+                               comm_, &request),
+                what));
+  return std::unique_ptr<Work>(
+      new MpiWork({request}, what, options.timeout, {input, *output}, [arrays]() {}));
 }
 
 absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::Broadcast(Tensor* tensor,
                                                                  const BroadcastOptions& options) {
   const std::string what = Describe(absl::StrCat("broadcast from ", options.root));
   MF_RETURN_IF_ERROR(CheckCpu(*tensor, what));
-  if (options.root < 0 || options.root >= size_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": root ", options.root, " is not a member of ", size_));
-  }
+  MF_RETURN_IF_ERROR(CheckMember(options.root, size_, "root", what));
   MF_ASSIGN_OR_RETURN(const int bytes, ToCount(static_cast<int64_t>(tensor->nbytes()), what));
   MPI_Request request;
   MF_RETURN_IF_ERROR(MpiStatus(
-      MPI_Ibcast(tensor->raw_data(), bytes, MPI_BYTE, options.root, comm_, &request), what));
+      MPI_Ibcast(Pointer(*tensor), bytes, MPI_BYTE, options.root, comm_, &request), what));
   return std::unique_ptr<Work>(new MpiWork({request}, what, options.timeout, {*tensor}, {}));
 }
 
@@ -325,13 +327,11 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::Send(const Tensor& tensor
                                                             const PointToPointOptions& options) {
   const std::string what = Describe(absl::StrCat("send to ", peer));
   MF_RETURN_IF_ERROR(CheckCpu(tensor, what));
-  if (peer < 0 || peer >= size_) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": no member ", peer, " of ", size_));
-  }
+  MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
   MF_ASSIGN_OR_RETURN(const int bytes, ToCount(static_cast<int64_t>(tensor.nbytes()), what));
   MPI_Request request;
   MF_RETURN_IF_ERROR(MpiStatus(
-      MPI_Isend(tensor.raw_data(), bytes, MPI_BYTE, peer, options.tag, comm_, &request), what));
+      MPI_Isend(Pointer(tensor), bytes, MPI_BYTE, peer, options.tag, comm_, &request), what));
   return std::unique_ptr<Work>(new MpiWork({request}, what, options.timeout, {tensor}, {}));
 }
 
@@ -339,13 +339,11 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::Recv(Tensor* tensor, int 
                                                             const PointToPointOptions& options) {
   const std::string what = Describe(absl::StrCat("recv from ", peer));
   MF_RETURN_IF_ERROR(CheckCpu(*tensor, what));
-  if (peer < 0 || peer >= size_) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": no member ", peer, " of ", size_));
-  }
+  MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
   MF_ASSIGN_OR_RETURN(const int bytes, ToCount(static_cast<int64_t>(tensor->nbytes()), what));
   MPI_Request request;
   MF_RETURN_IF_ERROR(MpiStatus(
-      MPI_Irecv(tensor->raw_data(), bytes, MPI_BYTE, peer, options.tag, comm_, &request), what));
+      MPI_Irecv(Pointer(*tensor), bytes, MPI_BYTE, peer, options.tag, comm_, &request), what));
   return std::unique_ptr<Work>(new MpiWork({request}, what, options.timeout, {*tensor}, {}));
 }
 

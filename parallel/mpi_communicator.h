@@ -1,6 +1,6 @@
 // The MPI backend of Communicator, for CPU tensors. Every op is non-blocking (MPI-3 I-collectives);
-// a Work polls MPI_Test until it completes or its timeout passes. bf16/f16 reductions run in f32 on a
-// temporary copy (converted back in Wait), fp8 reductions are refused; data movement (gather,
+// a Work polls MPI_Test until it completes or its timeout passes. bf16/f16 reductions run in f32 on
+// a temporary copy (converted back in Wait), fp8 reductions are refused; data movement (gather,
 // all-to-all, broadcast, send/recv) is byte-wise and works for every dtype.
 //
 //   MpiCommunicator world = MpiCommunicator::World("dp");
@@ -20,9 +20,12 @@ class MpiCommunicator final : public Communicator {
  public:
   // Wraps `comm` (not owned unless `owned`); errors return codes instead of aborting the job.
   MpiCommunicator(MPI_Comm comm, std::string name, bool owned = false);
-  // A duplicate of MPI_COMM_WORLD (owned), so its traffic never mixes with other users of the world.
+  // A duplicate of MPI_COMM_WORLD (owned): its traffic never mixes with other users of the world.
   static MpiCommunicator World(std::string name = "world");
-  // Splits this communicator: members with the same colour form a group, ordered by key.
+  // Collective: a duplicate (owned) with its own message space, named `name`.
+  absl::StatusOr<std::unique_ptr<MpiCommunicator>> Dup(std::string name) const;
+  // Collective: members with the same colour form a group (owned), ordered by key. A member passing
+  // colour MPI_UNDEFINED takes part in the split but joins no group: NotFound for it.
   absl::StatusOr<std::unique_ptr<MpiCommunicator>> Split(int color, int key,
                                                          std::string name) const;
   ~MpiCommunicator() override;
@@ -56,7 +59,8 @@ class MpiCommunicator final : public Communicator {
   absl::StatusOr<std::unique_ptr<Work>> Barrier(const BarrierOptions& options) override;
 
  private:
-  std::string Describe(absl::string_view op) const;  // "all_reduce on group 'dp' (world ranks 0, 1)"
+  // "all_reduce on group 'dp' (world ranks 0, 1)": the prefix of every message of an op.
+  std::string Describe(absl::string_view op) const;
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   bool owned_ = false;

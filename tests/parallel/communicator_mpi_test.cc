@@ -1,12 +1,12 @@
-// The MPI communicator under mpirun (2, 3 and 4 ranks): every op and dtype, odd sizes, zero-size
-// pieces in all_to_all_v, reduce ops, bad arguments, and a deliberately hung peer turning into a
-// timeout error that names the op, the group and the ranks.
-#include "parallel/mpi_communicator.h"
-
-#include <cmath>
+// The MPI communicator under mpirun (2, 3, 4 and 8 ranks): every op and dtype, odd sizes, zero-size
+// pieces in all_to_all_v, reduce ops, bad arguments with their numbers, splits, and a deliberately
+// hung peer turning into a timeout error that names the op, the group and the ranks (run last).
+#include <chrono>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "parallel/mpi_communicator.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::parallel {
@@ -36,14 +36,16 @@ TEST_F(CommunicatorTest, AllReduceEveryDtypeAndOp) {
       EXPECT_EQ(t.ToVector()[i], expected) << ReduceOpName(op) << " " << i;
     }
   }
-  // bf16: summed in f32 and rounded once at the end (1 + 2^-7 is exact in bf16; the sum is not).
-  Tensor b = Tensor::FromVector(std::vector<float>(n, 1.0f + 1.0f / 128), {n}).To(DType::kBF16);
-  Tensor big = Tensor::FromVector(std::vector<float>(n, 256.0f), {n}).To(DType::kBF16);
+  // bf16: summed in f32 and rounded once at the end. Rank 0 holds 256 (bf16 spacing 2 there), the
+  // others 1: a bf16 accumulator would drop each 1 (256 + 1 rounds back to 256); f32 keeps them.
+  Tensor b =
+      Tensor::FromVector(std::vector<float>(n, rank() == 0 ? 256.0f : 1.0f), {n}).To(DType::kBF16);
   ASSERT_OK(WaitFor(comm_.AllReduce(&b, {})));
-  const float expected = RoundTrip(size() * (1.0f + 1.0f / 128), DType::kBF16);
-  EXPECT_EQ(b.ToVector()[3], expected);
-  ASSERT_OK(WaitFor(comm_.AllReduce(&big, {})));
-  EXPECT_EQ(big.ToVector()[0], 256.0f * size());
+  const float expected = RoundTrip(256.0f + static_cast<float>(size() - 1), DType::kBF16);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(b.ToVector()[i], expected) << i;
+  if (size() >= 3) {
+    EXPECT_GT(b.ToVector()[0], 256.0f);  // the ones were not lost
+  }
   Tensor half = Tensor::FromVector(std::vector<float>(n, 0.5f + rank()), {n}).To(DType::kF16);
   ASSERT_OK(WaitFor(comm_.AllReduce(&half, {})));
   EXPECT_EQ(half.ToVector()[1], 0.5f * size() + size() * (size() - 1) / 2.0f);
@@ -73,7 +75,8 @@ TEST_F(CommunicatorTest, ReduceScatterAndAllGather) {
   // bf16 reduce-scatter goes through f32 too.
   Tensor out16 = Tensor::Empty({chunk}, DType::kBF16);
   ASSERT_OK(WaitFor(comm_.ReduceScatter(
-      Tensor::FromVector(std::vector<float>(chunk * size(), 1.5f), {chunk * size()}).To(DType::kBF16),
+      Tensor::FromVector(std::vector<float>(chunk * size(), 1.5f), {chunk * size()})
+          .To(DType::kBF16),
       &out16, {})));
   EXPECT_EQ(out16.ToVector()[0], 1.5f * size());
   // All-gather of u8 (byte-wise movement works for any dtype).
@@ -87,16 +90,75 @@ TEST_F(CommunicatorTest, ReduceScatterAndAllGather) {
     EXPECT_EQ(all.data<uint8_t>()[2 * r + 1], r + 10);
   }
   // Sizes that do not fit are refused with the numbers.
-  Tensor wrong = Tensor::Empty({chunk + 1}, DType::kF32);
-  auto bad = comm_.ReduceScatter(Tensor::FromVector(in, {chunk * size()}), &wrong, {});
+  const int odd = chunk * size() + 1;
+  Tensor wrong = Tensor::Empty({chunk}, DType::kF32);
+  auto bad = comm_.ReduceScatter(Tensor::Zeros({odd}, DType::kF32), &wrong, {});
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("group size"), absl::string_view::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find(absl::StrCat("reduce_scatter on group 'world'")),
+            absl::string_view::npos)
+      << bad.status();
+  EXPECT_NE(bad.status().message().find(absl::StrCat("input has ", odd,
+                                                     " elements, expected group "
+                                                     "size ",
+                                                     size(), " × output 3 = ", odd - 1)),
+            absl::string_view::npos)
+      << bad.status();
+  EXPECT_NE(bad.status().message().find(absl::StrCat(odd, " is not divisible by ", size())),
+            absl::string_view::npos)
+      << bad.status();
+  auto bad_gather = comm_.AllGather(mine, &wrong, {});
+  EXPECT_EQ(bad_gather.status().code(), absl::StatusCode::kInvalidArgument);  // dtype differs
+  EXPECT_NE(bad_gather.status().message().find("differ in dtype"), absl::string_view::npos);
+  Tensor short_u8 = Tensor::Empty({2 * size() - 1}, DType::kU8);
+  bad_gather = comm_.AllGather(mine, &short_u8, {});
+  EXPECT_NE(
+      bad_gather.status().message().find(absl::StrCat(
+          "output has ", 2 * size() - 1, " elements, expected group size ", size(), " × input 2")),
+      absl::string_view::npos)
+      << bad_gather.status();
+}
+
+TEST_F(CommunicatorTest, MovementIsBytewiseForEveryDtype) {
+  // bf16 and fp8 bit patterns survive an all-gather untouched (no conversion on the way).
+  Tensor mine = Tensor::FromVector({1.0f + rank(), -0.375f}, {2}).To(DType::kBF16);
+  Tensor all = Tensor::Empty({2 * size()}, DType::kBF16);
+  ASSERT_OK(WaitFor(comm_.AllGather(mine, &all, {})));
+  for (int r = 0; r < size(); ++r) {
+    EXPECT_EQ(all.ToVector()[2 * r], 1.0f + r);
+    EXPECT_EQ(all.ToVector()[2 * r + 1], -0.375f);
+  }
+  Tensor f8 = Tensor::FromVector({0.5f * (rank() + 1)}, {1}).To(DType::kFp8E4M3);
+  Tensor f8_all = Tensor::Empty({size()}, DType::kFp8E4M3);
+  ASSERT_OK(WaitFor(comm_.AllGather(f8, &f8_all, {})));
+  for (int r = 0; r < size(); ++r) EXPECT_EQ(f8_all.ToVector()[r], 0.5f * (r + 1));
+  // i64 broadcast from the last member: values beyond 32 bits arrive whole.
+  Tensor big = Tensor::Zeros({2}, DType::kI64);
+  big.data<int64_t>()[0] = (int64_t{1} << 40) + rank();
+  big.data<int64_t>()[1] = -rank();
+  ASSERT_OK(WaitFor(comm_.Broadcast(&big, {.root = size() - 1})));
+  EXPECT_EQ(big.data<int64_t>()[0], (int64_t{1} << 40) + size() - 1);
+  EXPECT_EQ(big.data<int64_t>()[1], -(size() - 1));
+}
+
+TEST_F(CommunicatorTest, IsCompletedPollsAndFinishesTheF32Round) {
+  // A bf16 all-reduce polled with IsCompleted (no Wait) must leave the rounded result in place.
+  Tensor t = Tensor::FromVector({1.5f, 2.0f + rank()}, {2}).To(DType::kBF16);
+  auto work = comm_.AllReduce(&t, {});
+  ASSERT_OK(work.status());
+  const auto start = std::chrono::steady_clock::now();
+  while (!(*work)->IsCompleted()) {
+    ASSERT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  }
+  EXPECT_EQ(t.ToVector()[0], 1.5f * size());
+  EXPECT_EQ(t.ToVector()[1], RoundTrip(2.0f * size() + size() * (size() - 1) / 2.0f, DType::kBF16));
+  ASSERT_OK((*work)->Wait());  // idempotent after completion
+  EXPECT_EQ(t.ToVector()[0], 1.5f * size());
 }
 
 TEST_F(CommunicatorTest, AllToAllVWithZeroSizedPieces) {
-  // Rank r sends (r + d) % 3 rows to rank d (some zero), rows of 2 elements tagged (sender, dest, k).
-  // Rank 1 sends nothing at all; rank 0 receives nothing at all.
+  // Rank r sends (r + d) % 3 rows to rank d (some zero), rows of 2 elements tagged (sender, dest,
+  // k). Rank 1 sends nothing at all; rank 0 receives nothing at all.
   auto rows_from_to = [&](int s, int d) -> int64_t {
     if (s == 1 || d == 0) return 0;
     return (s + d) % 3;
@@ -122,11 +184,47 @@ TEST_F(CommunicatorTest, AllToAllVWithZeroSizedPieces) {
       EXPECT_EQ(output.ToVector()[2 * row], static_cast<float>(s * 100 + rank() * 10 + k));
     }
   }
-  // Counts that do not add up to the tensors are refused.
+  // Counts that do not add up to the tensors, negative counts and rows of another width are
+  // refused with the numbers.
   std::vector<int64_t> too_many = send;
   too_many[0] += 1;
-  EXPECT_EQ(comm_.AllToAllV(input, too_many, &output, recv, {}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  auto bad = comm_.AllToAllV(input, too_many, &output, recv, {});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find(absl::StrCat("send counts sum to ", in_rows + 1)),
+            absl::string_view::npos)
+      << bad.status();
+  std::vector<int64_t> negative = send;
+  negative[size() - 1] = -1;
+  bad = comm_.AllToAllV(input, negative, &output, recv, {});
+  EXPECT_NE(bad.status().message().find(
+                absl::StrCat("negative row count for member ", size() - 1, " (send -1")),
+            absl::string_view::npos)
+      << bad.status();
+  Tensor wide = Tensor::Empty({out_rows, 3}, DType::kF32);
+  bad = comm_.AllToAllV(input, send, &wide, recv, {});
+  EXPECT_NE(bad.status().message().find("differ"), absl::string_view::npos) << bad.status();
+  bad = comm_.AllToAllV(input, {0}, &output, recv, {});
+  EXPECT_NE(bad.status().message().find(absl::StrCat("1 send and ", size(), " receive counts")),
+            absl::string_view::npos)
+      << bad.status();
+}
+
+TEST_F(CommunicatorTest, AllToAllVOfInt64RowsInEveryDirection) {
+  // Every member sends one row of 3 i64 (sender, dest, 2^35) to every member, itself included.
+  std::vector<int64_t> ones(size(), 1);
+  Tensor input = Tensor::Zeros({size(), 3}, DType::kI64);
+  for (int d = 0; d < size(); ++d) {
+    input.data<int64_t>()[3 * d] = rank();
+    input.data<int64_t>()[3 * d + 1] = d;
+    input.data<int64_t>()[3 * d + 2] = int64_t{1} << 35;
+  }
+  Tensor output = Tensor::Zeros({size(), 3}, DType::kI64);
+  ASSERT_OK(WaitFor(comm_.AllToAllV(input, ones, &output, ones, {})));
+  for (int s = 0; s < size(); ++s) {
+    EXPECT_EQ(output.data<int64_t>()[3 * s], s);
+    EXPECT_EQ(output.data<int64_t>()[3 * s + 1], rank());
+    EXPECT_EQ(output.data<int64_t>()[3 * s + 2], int64_t{1} << 35);
+  }
 }
 
 TEST_F(CommunicatorTest, BroadcastSendRecvBarrier) {
@@ -143,8 +241,38 @@ TEST_F(CommunicatorTest, BroadcastSendRecvBarrier) {
   ASSERT_OK(WaitFor(std::move(recv)));
   EXPECT_EQ(in.data<int32_t>()[0], ((rank() + size() - 1) % size()) * 7);
   ASSERT_OK(WaitFor(comm_.Barrier({})));
-  EXPECT_EQ(comm_.Broadcast(&t, {.root = size()}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  auto bad = comm_.Broadcast(&t, {.root = size()});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find(
+                absl::StrCat("root ", size(), " is not a member of a group of ", size())),
+            absl::string_view::npos)
+      << bad.status();
+  EXPECT_EQ(comm_.Send(out, -1, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(comm_.Recv(&in, size(), {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CommunicatorTest, SplitAndDupKeepWorldRanks) {
+  // Even and odd world ranks form two groups; each lists its members' world ranks in key order.
+  auto half = comm_.Split(rank() % 2, rank(), "parity");
+  ASSERT_OK(half.status());
+  std::vector<int> expected;
+  for (int r = rank() % 2; r < size(); r += 2) expected.push_back(r);
+  EXPECT_EQ((*half)->world_ranks(), expected);
+  EXPECT_EQ((*half)->name(), "parity");
+  Tensor t = Tensor::FromVectorI32({rank()}, {1});
+  ASSERT_OK(WaitFor((*half)->AllReduce(&t, {})));
+  EXPECT_EQ(t.data<int32_t>()[0], std::accumulate(expected.begin(), expected.end(), 0));
+  auto dup = (*half)->Dup("parity-copy");
+  ASSERT_OK(dup.status());
+  EXPECT_EQ((*dup)->world_ranks(), expected);
+  // A member passing MPI_UNDEFINED joins no group: NotFound, while the others get theirs.
+  auto some = comm_.Split(rank() == 0 ? MPI_UNDEFINED : 0, rank(), "all-but-0");
+  if (rank() == 0) {
+    EXPECT_EQ(some.status().code(), absl::StatusCode::kNotFound) << some.status();
+  } else {
+    ASSERT_OK(some.status());
+    EXPECT_EQ((*some)->size(), size() - 1);
+  }
 }
 
 TEST_F(CommunicatorTest, AHungPeerBecomesATimeoutNamingOpGroupAndRanks) {
