@@ -1,17 +1,38 @@
-// NCCL backend: unique id over MPI, stream-ordered collectives, event-based completion with timeouts;
-// the one place NCCL and CUDA error codes become Status.
+// NCCL backend: unique id over MPI, stream-ordered collectives, event-based completion with
+// timeouts that abort the communicator; the one place NCCL and CUDA error codes become Status.
 #include "parallel/nccl_communicator.h"
 
 #include <cuda_runtime.h>
+#include <mpi.h>
 #include <nccl.h>
 
 #include <chrono>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "parallel/communicator_checks.h"
 
 namespace moefold::parallel {
+
+// Shared by the communicator and its Works in flight, so a Work outliving its communicator (or
+// waiting after an abort) never touches freed handles.
+struct NcclNative {
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  void* scratch = nullptr;  // 4 device bytes for the barrier's all-reduce
+  int device = 0;
+  bool aborted = false;  // after ncclCommAbort the handle is gone: no destroy, no further ops
+
+  ~NcclNative() {
+    cudaSetDevice(device);
+    if (comm != nullptr && !aborted) ncclCommDestroy(comm);
+    if (scratch != nullptr) cudaFree(scratch);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+};
+
 namespace {
 
 absl::Status NcclStatus(ncclResult_t code, absl::string_view call) {
@@ -24,54 +45,56 @@ absl::Status CudaStatus(cudaError_t code, absl::string_view call) {
   return absl::InternalError(absl::StrCat(call, " failed: ", cudaGetErrorString(code)));
 }
 
-absl::StatusOr<ncclDataType_t> NcclType(DType dtype) {
+// NCCL's element type for a reduction; fp8 has none (and no useful sum).
+absl::StatusOr<ncclDataType_t> NcclReduceType(DType dtype, absl::string_view what) {
+  MF_RETURN_IF_ERROR(CheckReducible(dtype, what));
   switch (dtype) {
-    case DType::kF32: return ncclFloat32;
-    case DType::kBF16: return ncclBfloat16;
-    case DType::kF16: return ncclFloat16;
-    case DType::kI32: return ncclInt32;
-    case DType::kI64: return ncclInt64;
-    case DType::kU8: return ncclUint8;
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kF16:
+      return ncclFloat16;
+    case DType::kI32:
+      return ncclInt32;
+    case DType::kI64:
+      return ncclInt64;
+    case DType::kU8:
+      return ncclUint8;
     default:
-      return absl::UnimplementedError(
-          absl::StrCat("NCCL reductions of ", DTypeName(dtype), " are not supported"));
+      break;
   }
+  return absl::UnimplementedError(
+      absl::StrCat(what, ": NCCL reductions of ", DTypeName(dtype), " are not supported"));
 }
 
 ncclRedOp_t NcclOp(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
   }
   return ncclSum;
 }
 
+// Empty tensors carry no storage (and so report the CPU); they are accepted anywhere.
 absl::Status CheckCuda(const Tensor& t, absl::string_view what) {
-  if (!t.device().is_cuda()) {
+  if (t.numel() > 0 && !t.device().is_cuda()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": the NCCL backend takes GPU tensors, got ", t.DebugString()));
   }
   return absl::OkStatus();
 }
 
-}  // namespace
-
-struct NcclCommunicator::Native {
-  ncclComm_t comm = nullptr;
-  cudaStream_t stream = nullptr;
-  bool aborted = false;
-};
-
-namespace {
-
 class NcclWork final : public Work {
  public:
-  NcclWork(cudaEvent_t event, ncclComm_t comm, bool* aborted, std::string what,
+  NcclWork(cudaEvent_t event, std::shared_ptr<NcclNative> native, std::string what,
            std::chrono::milliseconds timeout, std::vector<Tensor> keep_alive)
       : event_(event),
-        comm_(comm),
-        aborted_(aborted),
+        native_(std::move(native)),
         what_(std::move(what)),
         timeout_(timeout),
         keep_alive_(std::move(keep_alive)) {}
@@ -83,17 +106,19 @@ class NcclWork final : public Work {
       const cudaError_t state = cudaEventQuery(event_);
       if (state == cudaSuccess) return absl::OkStatus();
       if (state != cudaErrorNotReady) return CudaStatus(state, what_);
+      if (native_->aborted) {
+        return absl::AbortedError(
+            absl::StrCat(what_, ": the NCCL communicator was aborted after an earlier timeout"));
+      }
       ncclResult_t async_error = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &async_error);
-      if (async_error != ncclSuccess) return NcclStatus(async_error, what_);
+      MF_RETURN_IF_ERROR(NcclStatus(ncclCommGetAsyncError(native_->comm, &async_error), what_));
+      MF_RETURN_IF_ERROR(NcclStatus(async_error, what_));
       if (std::chrono::steady_clock::now() - start > timeout_) {
-        if (!*aborted_) {
-          ncclCommAbort(comm_);  // frees the GPU from the stuck kernel
-          *aborted_ = true;
-        }
-        return absl::DeadlineExceededError(absl::StrCat(
-            what_, " timed out after ", timeout_.count() / 1000.0,
-            " s: a peer did not join; the NCCL communicator was aborted"));
+        ncclCommAbort(native_->comm);  // frees every rank's GPU from the stuck kernel
+        native_->aborted = true;
+        return absl::DeadlineExceededError(
+            absl::StrCat(what_, " timed out after ", timeout_.count() / 1000.0,
+                         " s: a peer did not join; the NCCL communicator was aborted"));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
@@ -102,8 +127,7 @@ class NcclWork final : public Work {
 
  private:
   cudaEvent_t event_;
-  ncclComm_t comm_;
-  bool* aborted_;
+  std::shared_ptr<NcclNative> native_;
   std::string what_;
   std::chrono::milliseconds timeout_;
   std::vector<Tensor> keep_alive_;
@@ -114,32 +138,68 @@ class NcclWork final : public Work {
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
     const MpiCommunicator& bootstrap, int device) {
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
-  c->native_ = std::make_unique<Native>();
+  c->native_ = std::make_shared<NcclNative>();
+  c->native_->device = device;
   c->name_ = bootstrap.name();
   c->rank_ = bootstrap.rank();
   c->size_ = bootstrap.size();
+  c->device_ = device;
   c->world_ranks_ = bootstrap.world_ranks();
-  MF_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
-  ncclUniqueId id;
-  if (c->rank_ == 0) MF_RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId"));
-  MF_RETURN_IF_ERROR(MpiStatus(
-      MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap.native()), "MPI_Bcast(ncclUniqueId)"));
+  NcclNative& n = *c->native_;
+  // Local set-up first; then every member learns whether all succeeded before the collective
+  // ncclCommInitRank, so one member's failure cannot leave the others waiting in it.
+  absl::Status local =
+      CudaStatus(cudaSetDevice(device), absl::StrCat("cudaSetDevice(", device, ")"));
+  if (local.ok()) {
+    local = CudaStatus(cudaStreamCreateWithFlags(&n.stream, cudaStreamNonBlocking),
+                       "cudaStreamCreateWithFlags");
+  }
+  if (local.ok()) local = CudaStatus(cudaMalloc(&n.scratch, 4), "cudaMalloc(barrier scratch)");
+  ncclUniqueId id{};
+  if (local.ok() && c->rank_ == 0) local = NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  MF_RETURN_IF_ERROR(MpiStatus(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap.native()),
+                               "MPI_Bcast(ncclUniqueId)"));
+  int ok = local.ok() ? 1 : 0, all_ok = 0;
+  MF_RETURN_IF_ERROR(MpiStatus(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, bootstrap.native()),
+                               "MPI_Allreduce"));
+  if (!local.ok()) {
+    return Annotate(local, absl::StrCat("NCCL set-up of group '", c->name_, "'"));
+  }
+  if (all_ok == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("NCCL set-up of group '", c->name_,
+                                                      "': another member failed (see its error)"));
+  }
   MF_RETURN_IF_ERROR(
-      NcclStatus(ncclCommInitRank(&c->native_->comm, c->size_, id, c->rank_), "ncclCommInitRank"));
-  MF_RETURN_IF_ERROR(CudaStatus(
-      cudaStreamCreateWithFlags(&c->native_->stream, cudaStreamNonBlocking), "cudaStreamCreate"));
+      NcclStatus(ncclCommInitRank(&n.comm, c->size_, id, c->rank_), "ncclCommInitRank"));
   return c;
 }
 
-NcclCommunicator::~NcclCommunicator() {
-  if (!native_) return;
-  if (native_->comm && !native_->aborted) ncclCommDestroy(native_->comm);
-  if (native_->stream) cudaStreamDestroy(native_->stream);
-}
+NcclCommunicator::~NcclCommunicator() = default;
 
 std::string NcclCommunicator::Describe(absl::string_view op) const {
-  return absl::StrCat(op, " on group '", name_, "' (world ranks ", absl::StrJoin(world_ranks_, ", "),
-                      ", NCCL)");
+  return absl::StrCat(op, " on group '", name_, "' (world ranks ",
+                      absl::StrJoin(world_ranks_, ", "), ", NCCL)");
+}
+
+absl::Status NcclCommunicator::Ready(absl::string_view what) const {
+  if (native_->aborted) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": the NCCL communicator was aborted after a timeout; create a new one"));
+  }
+  return CudaStatus(cudaSetDevice(device_), what);
+}
+
+absl::Status NcclCommunicator::WaitStream(const Stream& producer) {
+  const std::string what = Describe("wait for stream");
+  if (!producer.device().is_cuda()) return absl::OkStatus();  // host work is already done
+  MF_RETURN_IF_ERROR(Ready(what));
+  cudaEvent_t event;
+  MF_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), what));
+  absl::Status s =
+      CudaStatus(cudaEventRecord(event, static_cast<cudaStream_t>(producer.native())), what);
+  if (s.ok()) s = CudaStatus(cudaStreamWaitEvent(native_->stream, event, 0), what);
+  cudaEventDestroy(event);  // released once the wait is satisfied
+  return s;
 }
 
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Finish(const std::string& what,
@@ -147,20 +207,23 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Finish(const std::string
                                                                std::vector<Tensor> keep_alive) {
   cudaEvent_t event;
   MF_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), what));
-  MF_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(event, native_->stream), what));
-  return std::unique_ptr<Work>(new NcclWork(event, native_->comm, &native_->aborted, what, timeout,
-                                            std::move(keep_alive)));
+  if (absl::Status s = CudaStatus(cudaEventRecord(event, native_->stream), what); !s.ok()) {
+    cudaEventDestroy(event);
+    return s;
+  }
+  return std::unique_ptr<Work>(new NcclWork(event, native_, what, timeout, std::move(keep_alive)));
 }
 
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllReduce(Tensor* tensor,
                                                                   const AllReduceOptions& options) {
   const std::string what = Describe("all_reduce");
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
-  MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclType(tensor->dtype()));
-  MF_RETURN_IF_ERROR(NcclStatus(ncclAllReduce(tensor->raw_data(), tensor->raw_data(),
-                                              tensor->numel(), type, NcclOp(options.op),
-                                              native_->comm, native_->stream),
-                                what));
+  MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclReduceType(tensor->dtype(), what));
+  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(
+      NcclStatus(ncclAllReduce(tensor->raw_data(), tensor->raw_data(), tensor->numel(), type,
+                               NcclOp(options.op), native_->comm, native_->stream),
+                 what));
   return Finish(what, options.timeout, {*tensor});
 }
 
@@ -169,16 +232,13 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatter(
   const std::string what = Describe("reduce_scatter");
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
-  if (input.dtype() != output->dtype() || input.numel() != output->numel() * size_) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": input ", input.DebugString(),
-                                                   " must hold group size ", size_, " × output ",
-                                                   output->DebugString(), " elements"));
-  }
-  MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclType(input.dtype()));
-  MF_RETURN_IF_ERROR(NcclStatus(ncclReduceScatter(input.raw_data(), output->raw_data(),
-                                                  output->numel(), type, NcclOp(options.op),
-                                                  native_->comm, native_->stream),
-                                what));
+  MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclReduceType(input.dtype(), what));
+  MF_RETURN_IF_ERROR(CheckReduceScatter(input, *output, size_, what));
+  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(
+      NcclStatus(ncclReduceScatter(input.raw_data(), output->raw_data(), output->numel(), type,
+                                   NcclOp(options.op), native_->comm, native_->stream),
+                 what));
   return Finish(what, options.timeout, {input, *output});
 }
 
@@ -188,11 +248,8 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGather(const Tensor& 
   const std::string what = Describe("all_gather");
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
-  if (input.dtype() != output->dtype() || output->numel() != input.numel() * size_) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": output ", output->DebugString(),
-                                                   " must hold group size ", size_, " × input ",
-                                                   input.DebugString(), " elements"));
-  }
+  MF_RETURN_IF_ERROR(CheckAllGather(input, *output, size_, what));
+  MF_RETURN_IF_ERROR(Ready(what));
   MF_RETURN_IF_ERROR(NcclStatus(ncclAllGather(input.raw_data(), output->raw_data(), input.nbytes(),
                                               ncclUint8, native_->comm, native_->stream),
                                 what));
@@ -205,52 +262,60 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllToAllV(
   const std::string what = Describe("all_to_all_v");
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
-  if (static_cast<int>(send_rows.size()) != size_ || static_cast<int>(recv_rows.size()) != size_) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": counts for ", send_rows.size(), "/",
-                                                   recv_rows.size(), " of ", size_, " members"));
-  }
-  const int64_t row = input.rank() > 0 && input.dim(0) > 0
-                          ? static_cast<int64_t>(input.nbytes()) / input.dim(0)
-                          : (output->rank() > 0 && output->dim(0) > 0
-                                 ? static_cast<int64_t>(output->nbytes()) / output->dim(0)
-                                 : 0);
-  // All-to-all-v as grouped point-to-point sends and receives (NCCL has no alltoallv).
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      AllToAllRowBytes(input, send_rows, *output, recv_rows, size_, what));
+  MF_RETURN_IF_ERROR(Ready(what));
+  // NCCL has no all-to-all-v: grouped point-to-point sends and receives, skipping empty pieces.
+  // The group is always closed, even after a failed enqueue, so the communicator stays usable.
   MF_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), what));
+  absl::Status enqueued;
   int64_t send_offset = 0, recv_offset = 0;
-  for (int peer = 0; peer < size_; ++peer) {
+  for (int peer = 0; peer < size_ && enqueued.ok(); ++peer) {
     if (send_rows[peer] > 0) {
-      ncclSend(static_cast<const char*>(input.raw_data()) + send_offset, send_rows[peer] * row,
-               ncclUint8, peer, native_->comm, native_->stream);
+      enqueued = NcclStatus(
+          ncclSend(static_cast<const char*>(input.raw_data()) + send_offset, send_rows[peer] * row,
+                   ncclUint8, peer, native_->comm, native_->stream),
+          absl::StrCat(what, ": ncclSend to ", peer));
     }
-    if (recv_rows[peer] > 0) {
-      ncclRecv(static_cast<char*>(output->raw_data()) + recv_offset, recv_rows[peer] * row,
-               ncclUint8, peer, native_->comm, native_->stream);
+    if (enqueued.ok() && recv_rows[peer] > 0) {
+      enqueued = NcclStatus(
+          ncclRecv(static_cast<char*>(output->raw_data()) + recv_offset, recv_rows[peer] * row,
+                   ncclUint8, peer, native_->comm, native_->stream),
+          absl::StrCat(what, ": ncclRecv from ", peer));
     }
     send_offset += send_rows[peer] * row;
     recv_offset += recv_rows[peer] * row;
   }
-  MF_RETURN_IF_ERROR(NcclStatus(ncclGroupEnd(), what));
+  const absl::Status closed = NcclStatus(ncclGroupEnd(), what);
+  MF_RETURN_IF_ERROR(enqueued);
+  MF_RETURN_IF_ERROR(closed);
   return Finish(what, options.timeout, {input, *output});
 }
 
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Broadcast(Tensor* tensor,
                                                                   const BroadcastOptions& options) {
-  const std::string what = Describe("broadcast");
+  const std::string what = Describe(absl::StrCat("broadcast from ", options.root));
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
-  MF_RETURN_IF_ERROR(NcclStatus(ncclBroadcast(tensor->raw_data(), tensor->raw_data(),
-                                              tensor->nbytes(), ncclUint8, options.root,
-                                              native_->comm, native_->stream),
-                                what));
+  MF_RETURN_IF_ERROR(CheckMember(options.root, size_, "root", what));
+  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(
+      NcclStatus(ncclBroadcast(tensor->raw_data(), tensor->raw_data(), tensor->nbytes(), ncclUint8,
+                               options.root, native_->comm, native_->stream),
+                 what));
   return Finish(what, options.timeout, {*tensor});
 }
 
+// NCCL point-to-point has no tags: messages between two members match in issue order, so
+// options.tag is ignored here (the MPI backend honours it).
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Send(const Tensor& tensor, int peer,
                                                              const PointToPointOptions& options) {
   const std::string what = Describe(absl::StrCat("send to ", peer));
   MF_RETURN_IF_ERROR(CheckCuda(tensor, what));
-  MF_RETURN_IF_ERROR(NcclStatus(ncclSend(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer,
-                                         native_->comm, native_->stream),
-                                what));
+  MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
+  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(NcclStatus(
+      ncclSend(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer, native_->comm, native_->stream),
+      what));
   return Finish(what, options.timeout, {tensor});
 }
 
@@ -258,6 +323,8 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Recv(Tensor* tensor, int
                                                              const PointToPointOptions& options) {
   const std::string what = Describe(absl::StrCat("recv from ", peer));
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
+  MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
+  MF_RETURN_IF_ERROR(Ready(what));
   MF_RETURN_IF_ERROR(NcclStatus(ncclRecv(tensor->raw_data(), tensor->nbytes(), ncclUint8, peer,
                                          native_->comm, native_->stream),
                                 what));
@@ -265,13 +332,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Recv(Tensor* tensor, int
 }
 
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Barrier(const BarrierOptions& options) {
-  // NCCL has no barrier: an all-reduce of one byte on the stream serves.
+  // NCCL has no barrier: a one-element all-reduce (max, so nothing grows) on the scratch serves.
   const std::string what = Describe("barrier");
-  void* scratch = nullptr;
-  MF_RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&scratch, 1, native_->stream), what));
-  MF_RETURN_IF_ERROR(NcclStatus(
-      ncclAllReduce(scratch, scratch, 1, ncclUint8, ncclSum, native_->comm, native_->stream), what));
-  MF_RETURN_IF_ERROR(CudaStatus(cudaFreeAsync(scratch, native_->stream), what));
+  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(NcclStatus(ncclAllReduce(native_->scratch, native_->scratch, 1, ncclInt32,
+                                              ncclMax, native_->comm, native_->stream),
+                                what));
   return Finish(what, options.timeout, {});
 }
 

@@ -1,22 +1,33 @@
 // The NCCL backend of Communicator, for GPU tensors (device pointers). The unique id is created by
 // member 0 and broadcast over the group's MPI communicator. Ops are enqueued on the communicator's
-// CUDA stream; a Work is a CUDA event that Wait() polls until done or its timeout, after which the
-// NCCL communicator is aborted (so no rank stays stuck in the kernel) and DeadlineExceeded returned.
-// bf16 sums use NCCL's native bf16 reduction. Built only with the CUDA backend.
+// own CUDA stream; a Work is a CUDA event that Wait() polls until done or its timeout, after which
+// the NCCL communicator is aborted (so no rank stays stuck in the kernel), DeadlineExceeded
+// returned and every later op refused. bf16/f16 sums use NCCL's native reductions (NCCL accumulates
+// bf16 in its own kernels; unlike the MPI backend there is no f32 copy). fp8 reductions are
+// Unimplemented; data movement is byte-wise for every dtype. Built only with the CUDA backend and
+// NCCL.
+//
+// Ordering: the communicator's stream does not wait for other streams. Call WaitStream(producer)
+// before an op whose inputs another stream writes; outputs are ready for any stream after Wait().
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/stream.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_communicator.h"
 
 namespace moefold::parallel {
 
+struct NcclNative;  // ncclComm_t, cudaStream_t, scratch; shared with the Works in flight
+
 class NcclCommunicator final : public Communicator {
  public:
-  // Collective over `bootstrap`'s members: creates the NCCL communicator on `device`.
+  // Collective over `bootstrap`'s members: creates the NCCL communicator on CUDA device `device`
+  // (name, ranks and world ranks are `bootstrap`'s). Internal naming the failing NCCL/CUDA call; a
+  // failure on member 0 is reported on every member.
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(const MpiCommunicator& bootstrap,
                                                                   int device);
   ~NcclCommunicator() override;
@@ -25,6 +36,10 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return world_ranks_; }
+  int device() const { return device_; }
+
+  // Later ops on this communicator wait for the work queued on `producer` so far (a CUDA stream).
+  absl::Status WaitStream(const Stream& producer);
 
   absl::StatusOr<std::unique_ptr<Work>> AllReduce(Tensor* tensor,
                                                   const AllReduceOptions& options) override;
@@ -46,17 +61,20 @@ class NcclCommunicator final : public Communicator {
   absl::StatusOr<std::unique_ptr<Work>> Barrier(const BarrierOptions& options) override;
 
  private:
-  struct Native;  // ncclComm_t and cudaStream_t, kept out of this header
   NcclCommunicator() = default;
+  // Checks the communicator was not aborted and makes `device_` current.
+  absl::Status Ready(absl::string_view what) const;
+  // Records the completion event of the op just enqueued.
   absl::StatusOr<std::unique_ptr<Work>> Finish(const std::string& what,
                                                std::chrono::milliseconds timeout,
                                                std::vector<Tensor> keep_alive);
   std::string Describe(absl::string_view op) const;
 
-  std::unique_ptr<Native> native_;
+  std::shared_ptr<NcclNative> native_;
   std::string name_;
   int rank_ = 0;
   int size_ = 1;
+  int device_ = 0;
   std::vector<int> world_ranks_;
 };
 

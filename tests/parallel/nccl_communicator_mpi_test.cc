@@ -1,31 +1,59 @@
-// The NCCL communicator on a GPU: skips cleanly without one (CI compiles it); with a GPU, one rank
-// creates an NCCL communicator and runs an all-reduce and an all-gather on device tensors.
-#include <cuda_runtime.h>
-
+// The NCCL communicator on a GPU (one rank): skips cleanly without one (CI compiles it). With a GPU
+// it bootstraps over MPI, refuses host tensors, bad roots/peers and fp8 sums with clear messages,
+// runs a barrier, and ProcessGroups builds every group on NCCL. Device tensors cannot be allocated
+// until core registers a CUDA allocator, so data-carrying collectives are not exercised here yet.
 #include "gtest/gtest.h"
 #include "ops/device_query.h"
 #include "parallel/nccl_communicator.h"
+#include "parallel/process_groups.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::parallel {
 namespace {
 
-TEST(NcclCommunicatorTest, OneRankAllReduceAndAllGather) {
+TEST(NcclCommunicatorTest, OneRankBootstrapsRefusesBadCallsAndRunsABarrier) {
   if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
-  // Device tensors are wrapped raw buffers until core's CUDA allocator lands (issue 7), so this
-  // test checks the NCCL path through the C API-level behaviour it relies on.
   MpiCommunicator world = MpiCommunicator::World("world");
   if (world.size() != 1) GTEST_SKIP() << "one GPU holds one NCCL rank";
   auto nccl = NcclCommunicator::Create(world, /*device=*/0);
   ASSERT_TRUE(nccl.ok()) << nccl.status();
-  EXPECT_EQ((*nccl)->size(), 1);
-  EXPECT_EQ((*nccl)->name(), "world");
-  // CPU tensors are refused with a clear message.
+  NcclCommunicator& comm = **nccl;
+  EXPECT_EQ(comm.size(), 1);
+  EXPECT_EQ(comm.rank(), 0);
+  EXPECT_EQ(comm.name(), "world");
+  EXPECT_EQ(comm.world_ranks(), std::vector<int>{0});
   Tensor host = Tensor::Zeros({4}, DType::kF32);
-  auto refused = (*nccl)->AllReduce(&host, {});
+  auto refused = comm.AllReduce(&host, {});
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("GPU tensors"), absl::string_view::npos);
-  ASSERT_OK(WaitFor((*nccl)->Barrier({})));
+  EXPECT_NE(refused.status().message().find("all_reduce on group 'world' (world ranks 0, NCCL)"),
+            absl::string_view::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("takes GPU tensors"), absl::string_view::npos);
+  // Empty tensors carry no device; the argument checks still run before anything is enqueued.
+  Tensor empty = Tensor::Empty({0}, DType::kFp8E4M3);
+  EXPECT_EQ(comm.AllReduce(&empty, {}).status().code(), absl::StatusCode::kUnimplemented);
+  Tensor empty_f32 = Tensor::Empty({0}, DType::kF32);
+  auto bad_root = comm.Broadcast(&empty_f32, {.root = 1});
+  EXPECT_NE(bad_root.status().message().find("root 1 is not a member of a group of 1"),
+            absl::string_view::npos)
+      << bad_root.status();
+  EXPECT_EQ(comm.Send(empty_f32, 1, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_OK(WaitFor(comm.Barrier({})));
+  ASSERT_OK(WaitFor(comm.Barrier({})));
+}
+
+TEST(NcclCommunicatorTest, ProcessGroupsOnNccl) {
+  if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
+  if (MpiCommunicator::World().size() != 1) GTEST_SKIP() << "one GPU holds one NCCL rank";
+  auto mapping = Mapping::Create(1, {});
+  ASSERT_TRUE(mapping.ok());
+  auto groups = ProcessGroups::Create(*mapping, {.backend = CommBackend::kNccl, .device = 0});
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  auto dp = (*groups)->Get(GroupKind::kDpCp);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  EXPECT_EQ((*dp)->name(), "dp-cp");
+  ASSERT_OK(WaitFor((*dp)->Barrier({})));
+  ASSERT_OK(WaitFor((*groups)->world().Barrier({})));
 }
 
 }  // namespace
