@@ -1,38 +1,67 @@
-// Building the groups: MPI_Comm_split with colour = index of this rank's group of each kind.
+// Building the groups: MPI_Comm_split with colour = index of this rank's group of each kind (key =
+// rank, so members keep the mapping's order); with NCCL each split bootstraps one NCCL
+// communicator.
 #include "parallel/process_groups.h"
+
+#include <mpi.h>
 
 #include "absl/strings/str_cat.h"
 #include "parallel/mpi_communicator.h"
+#ifdef MOEFOLD_HAVE_NCCL
+#include "parallel/nccl_communicator.h"
+#endif
 
 namespace moefold::parallel {
+namespace {
+
+// The communicator the caller uses for `mpi`'s members: the MPI one itself, or an NCCL one
+// bootstrapped over it (the MPI communicator is then no longer needed).
+absl::StatusOr<std::unique_ptr<Communicator>> ForBackend(std::unique_ptr<MpiCommunicator> mpi,
+                                                         const ProcessGroupsOptions& options) {
+  if (options.backend == CommBackend::kMpi) return std::unique_ptr<Communicator>(std::move(mpi));
+#ifdef MOEFOLD_HAVE_NCCL
+  MF_ASSIGN_OR_RETURN(std::unique_ptr<NcclCommunicator> nccl,
+                      NcclCommunicator::Create(*mpi, options.device));
+  return std::unique_ptr<Communicator>(std::move(nccl));
+#else
+  return absl::UnimplementedError("the NCCL backend needs a build with CUDA and NCCL");
+#endif
+}
+
+}  // namespace
 
 ProcessGroups::~ProcessGroups() = default;
 
-absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Create(const Mapping& mapping) {
-  int world_size = 0, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world_size != mapping.world_size()) {
+absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Create(
+    const Mapping& mapping, const ProcessGroupsOptions& options) {
+#ifndef MOEFOLD_HAVE_NCCL
+  // Refused before any collective, identically on every rank.
+  if (options.backend == CommBackend::kNccl) {
+    return absl::UnimplementedError(
+        "process groups on NCCL need a build with CUDA and NCCL (this one has neither)");
+  }
+#endif
+  std::unique_ptr<MpiCommunicator> world;
+  if (options.world != nullptr) {
+    MF_ASSIGN_OR_RETURN(world, options.world->Dup("world"));
+  } else {
+    world = std::make_unique<MpiCommunicator>(MpiCommunicator::World("world"));
+  }
+  if (world->size() != mapping.world_size()) {
     return absl::InvalidArgumentError(absl::StrCat("the mapping is for ", mapping.world_size(),
-                                                   " ranks but the job has ", world_size));
+                                                   " ranks but the job has ", world->size()));
   }
-  std::unique_ptr<ProcessGroups> groups(new ProcessGroups(mapping));
-  auto world = std::make_unique<MpiCommunicator>(MpiCommunicator::World("world"));
+  const int rank = world->rank();
+  std::unique_ptr<ProcessGroups> groups(new ProcessGroups(mapping, options.backend));
   for (GroupKind kind : kAllGroupKinds) {
-    const auto& all = mapping.Groups(kind);
-    const auto& mine = mapping.GroupOf(kind, rank);
-    int color = MPI_UNDEFINED;
-    for (size_t g = 0; g < all.size(); ++g) {
-      if (!mine.empty() && all[g] == mine) color = static_cast<int>(g);
-    }
-    MPI_Comm split;
-    MF_RETURN_IF_ERROR(MpiStatus(MPI_Comm_split(world->native(), color, rank, &split),
-                                 absl::StrCat("MPI_Comm_split for group ", GroupKindName(kind))));
-    if (split == MPI_COMM_NULL) continue;
-    groups->groups_[kind] =
-        std::make_unique<MpiCommunicator>(split, std::string(GroupKindName(kind)), /*owned=*/true);
+    const int index = mapping.GroupIndex(kind, rank);
+    auto split =
+        world->Split(index >= 0 ? index : MPI_UNDEFINED, rank, std::string(GroupKindName(kind)));
+    if (absl::IsNotFound(split.status())) continue;  // in no group of this kind
+    MF_RETURN_IF_ERROR(split.status());
+    MF_ASSIGN_OR_RETURN(groups->groups_[kind], ForBackend(std::move(*split), options));
   }
-  groups->world_ = std::move(world);
+  MF_ASSIGN_OR_RETURN(groups->world_, ForBackend(std::move(world), options));
   return groups;
 }
 

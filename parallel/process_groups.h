@@ -1,8 +1,10 @@
 // Every process group of a Mapping, built by splitting the world communicator: one communicator
-// per group kind this rank belongs to, named by the kind ("tp", "dp-cp", "ep", ...).
+// per group kind this rank belongs to, named by the kind ("tp", "dp-cp", "ep", ...). Member i of
+// the world communicator is rank i of the mapping; mpi.h stays out of this header.
 //
 //   MF_ASSIGN_OR_RETURN(auto groups, ProcessGroups::Create(mapping));
-//   groups->Get(GroupKind::kDpCp).AllReduce(&grads, {});
+//   MF_ASSIGN_OR_RETURN(Communicator* dp, groups->Get(GroupKind::kDpCp));
+//   MF_RETURN_IF_ERROR(WaitFor(dp->AllReduce(&grads, {})));
 #pragma once
 
 #include <map>
@@ -14,22 +16,42 @@
 
 namespace moefold::parallel {
 
+class MpiCommunicator;
+
+enum class CommBackend {
+  kMpi,   // CPU tensors (MpiCommunicator)
+  kNccl,  // GPU tensors (NcclCommunicator); only in builds with CUDA and NCCL
+};
+
+struct ProcessGroupsOptions {
+  CommBackend backend = CommBackend::kMpi;
+  int device = 0;  // this rank's CUDA device (kNccl)
+  // The ranks of the mapping (duplicated, not owned); nullptr = MPI_COMM_WORLD. Communicators'
+  // world_ranks() are MPI_COMM_WORLD ranks either way.
+  const MpiCommunicator* world = nullptr;
+};
+
 class ProcessGroups {
  public:
-  // Collective over the world: every rank must call it with the same mapping. MPI backend (CPU
-  // tensors); the NCCL backend joins with the CUDA runtime.
-  static absl::StatusOr<std::unique_ptr<ProcessGroups>> Create(const Mapping& mapping);
+  // Collective over the world: every member must call it with the same mapping and options.
+  // InvalidArgument when the mapping's world size differs from the communicator's; Unimplemented
+  // for kNccl in a build without NCCL; MPI/NCCL/CUDA failures as Internal naming the call.
+  static absl::StatusOr<std::unique_ptr<ProcessGroups>> Create(
+      const Mapping& mapping, const ProcessGroupsOptions& options = {});
   ~ProcessGroups();
 
   // The communicator of this rank's group of `kind`. FailedPrecondition for a kind this rank is in
   // no group of (the embedding group of a middle pipeline stage).
   absl::StatusOr<Communicator*> Get(GroupKind kind) const;
-  Communicator& world() const;
+  Communicator& world() const;  // every rank of the mapping, named "world"
   const Mapping& mapping() const { return mapping_; }
+  CommBackend backend() const { return backend_; }
 
  private:
-  explicit ProcessGroups(const Mapping& mapping) : mapping_(mapping) {}
+  ProcessGroups(const Mapping& mapping, CommBackend backend)
+      : mapping_(mapping), backend_(backend) {}
   Mapping mapping_;
+  CommBackend backend_;
   std::unique_ptr<Communicator> world_;
   std::map<GroupKind, std::unique_ptr<Communicator>> groups_;
 };
