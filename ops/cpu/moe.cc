@@ -91,17 +91,32 @@ void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Ten
   }
 }
 
+namespace {
+
+// Checks shared by UnpermuteTokens and its backward: weights (T, k) f32, y (rows of `sorted`, H)
+// f32, `sorted` a valid pair order. Returns T, k and H.
+struct UnpermuteShapes {
+  int64_t tokens, k, hidden;
+};
+UnpermuteShapes CheckUnpermuteInputs(const Tensor& y, const Tensor& sorted, const Tensor& weights,
+                                     const char* op) {
+  internal::CheckF32(weights, op, "weights");
+  internal::CheckRank(weights, 2, op, "weights");
+  internal::CheckF32(y, op, "y");
+  internal::CheckRank(y, 2, op, "y");
+  const UnpermuteShapes shapes{weights.dim(0), weights.dim(1), y.dim(1)};
+  internal::CheckShape(y, {sorted.numel(), shapes.hidden}, op, "y");
+  CheckSorted(sorted, shapes.tokens * shapes.k, op);
+  return shapes;
+}
+
+}  // namespace
+
 void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weights, Tensor* out,
                      Stream& /*stream*/) {
   constexpr const char* kOp = "UnpermuteTokens";
-  internal::CheckF32(weights, kOp, "weights");
-  internal::CheckRank(weights, 2, kOp, "weights");
-  const int64_t tokens = weights.dim(0), k = weights.dim(1), rows = sorted.numel();
-  internal::CheckF32(y, kOp, "y");
-  internal::CheckRank(y, 2, kOp, "y");
-  const int64_t hidden = y.dim(1);
-  internal::CheckShape(y, {rows, hidden}, kOp, "y");
-  CheckSorted(sorted, tokens * k, kOp);
+  const int64_t rows = sorted.numel();
+  const auto [tokens, k, hidden] = CheckUnpermuteInputs(y, sorted, weights, kOp);
   internal::CheckF32Out(out, {tokens, hidden}, kOp, "out");
   out->SetZero();
   const int32_t* s = sorted.data<int32_t>();
@@ -117,16 +132,10 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
                              const Tensor& weights, Tensor* d_y, Tensor* d_weights,
                              Stream& /*stream*/) {
   constexpr const char* kOp = "UnpermuteTokensBackward";
-  internal::CheckF32(weights, kOp, "weights");
-  internal::CheckRank(weights, 2, kOp, "weights");
-  const int64_t tokens = weights.dim(0), k = weights.dim(1), rows = sorted.numel();
-  internal::CheckF32(y, kOp, "y");
-  internal::CheckRank(y, 2, kOp, "y");
-  const int64_t hidden = y.dim(1);
-  internal::CheckShape(y, {rows, hidden}, kOp, "y");
+  const int64_t rows = sorted.numel();
+  const auto [tokens, k, hidden] = CheckUnpermuteInputs(y, sorted, weights, kOp);
   internal::CheckF32(d_out, kOp, "d_out");
   internal::CheckShape(d_out, {tokens, hidden}, kOp, "d_out");
-  CheckSorted(sorted, tokens * k, kOp);
   internal::CheckF32Out(d_y, y.shape(), kOp, "d_y");
   internal::CheckF32Out(d_weights, weights.shape(), kOp, "d_weights");
   d_weights->SetZero();  // a dropped pair has no row and so no gradient
