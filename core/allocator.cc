@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 
+#include "core/cuda_runtime.h"
 #include "core/status.h"
 
 namespace moefold {
@@ -31,8 +32,20 @@ CpuAllocator& CpuMemory() {
 }
 
 Allocator& AllocatorFor(const Device& device) {
-  MF_CHECK(device.is_cpu()) << "no allocator registered for " << device.ToString();
-  return CpuMemory();
+  if (device.is_cpu()) return CpuMemory();
+  MF_CHECK(cuda::BackendBuilt())
+      << "cannot allocate on " << device.ToString()
+      << ": moefold was built without the CUDA backend (-DMOEFOLD_CUDA=OFF or no nvcc)";
+  Allocator* allocator = cuda::DeviceAllocator(device.index);
+  MF_CHECK(allocator != nullptr) << "no allocator for " << device.ToString();
+  return *allocator;
+}
+
+Allocator& PinnedMemory() {
+  // Page-locking needs a driver: a CUDA build on a machine without a GPU uses ordinary memory.
+  static Allocator* pinned =
+      cuda::DeviceCount() > 0 ? cuda::PinnedHostAllocator() : nullptr;
+  return pinned != nullptr ? *pinned : CpuMemory();
 }
 
 }  // namespace moefold

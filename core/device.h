@@ -22,4 +22,11 @@ struct Device {
 
 absl::StatusOr<Device> ParseDevice(absl::string_view name);
 
+// The node-local rank the launcher gave this process: the first of OMPI_COMM_WORLD_LOCAL_RANK,
+// MV2_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID, LOCAL_RANK that is set; 0 if none.
+int LocalRankFromEnvironment();
+// cuda:(local_rank mod visible GPUs), made the calling thread's current device. Ranks beyond the
+// GPU count share GPUs (tests on a one-GPU machine). FailedPrecondition without a GPU or backend.
+absl::StatusOr<Device> SelectCudaDevice(int local_rank);
+
 }  // namespace moefold

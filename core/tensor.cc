@@ -1,11 +1,14 @@
-// Tensor storage, views and host-side conversions.
+// Tensor storage, views, conversions, and copies between host and GPU memory (the GPU side goes
+// through core/cuda_runtime.h, so this file builds with or without the CUDA backend).
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/allocator.h"
+#include "core/cuda_runtime.h"
 
 namespace moefold {
 
@@ -19,10 +22,36 @@ int64_t NumElements(const Shape& shape) {
   return n;
 }
 
-Storage::Storage(size_t bytes, const Device& device)
-    : data_(AllocatorFor(device).Allocate(bytes)), bytes_(bytes), device_(device) {}
+namespace {
 
-Storage::~Storage() { AllocatorFor(device_).Free(data_, bytes_); }
+// Aborts with the message of a failed runtime call made on behalf of a tensor helper.
+void CheckOk(const absl::Status& status, const char* what, const Tensor& t) {
+  MF_CHECK(status.ok()) << what << " " << t.DebugString() << ": " << status.message();
+}
+
+}  // namespace
+
+Storage::Storage(size_t bytes, const Device& device) : Storage(bytes, AllocatorFor(device)) {}
+
+Storage::Storage(size_t bytes, Allocator& allocator)
+    : allocator_(&allocator),
+      data_(allocator.Allocate(bytes)),
+      bytes_(bytes),
+      device_(allocator.device()) {}
+
+Storage::~Storage() {
+  if (streams_.empty()) {
+    allocator_->Free(data_, bytes_);
+  } else {
+    allocator_->FreeAfter(data_, bytes_, streams_);
+  }
+}
+
+void Storage::RecordStream(void* stream) {
+  if (std::find(streams_.begin(), streams_.end(), stream) == streams_.end()) {
+    streams_.push_back(stream);
+  }
+}
 
 Tensor Tensor::Empty(const Shape& shape, DType dtype, const Device& device) {
   MF_CHECK_LE(static_cast<int>(shape.size()), kMaxTensorRank) << ShapeToString(shape);
@@ -37,6 +66,16 @@ Tensor Tensor::Empty(const Shape& shape, DType dtype, const Device& device) {
 Tensor Tensor::Zeros(const Shape& shape, DType dtype, const Device& device) {
   Tensor t = Empty(shape, dtype, device);
   t.SetZero();
+  return t;
+}
+
+Tensor Tensor::EmptyPinned(const Shape& shape, DType dtype) {
+  MF_CHECK_LE(static_cast<int>(shape.size()), kMaxTensorRank) << ShapeToString(shape);
+  for (int64_t d : shape) MF_CHECK_GE(d, 0) << "negative dimension in " << ShapeToString(shape);
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.storage_ = std::make_shared<Storage>(t.nbytes(), PinnedMemory());
   return t;
 }
 
@@ -101,33 +140,100 @@ Tensor Tensor::Clone() const {
 void Tensor::CopyFrom(const Tensor& src) {
   MF_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_)
       << "copy " << src.DebugString() << " into " << DebugString();
-  MF_CHECK(device().is_cpu() && src.device().is_cpu()) << "CopyFrom is host-only";
-  if (nbytes() > 0) std::memmove(raw_data(), src.raw_data(), nbytes());
+  if (nbytes() == 0) return;
+  if (device().is_cpu() && src.device().is_cpu()) {
+    std::memmove(raw_data(), src.raw_data(), nbytes());
+    return;
+  }
+  const Device gpu = device().is_cuda() ? device() : src.device();
+  CheckOk(cuda::Memcpy(raw_data(), src.raw_data(), nbytes(), DefaultStream(gpu).native(),
+                       /*synchronous=*/true),
+          "copy into", *this);
+}
+
+void Tensor::CopyFromAsync(const Tensor& src, const Stream& stream) {
+  MF_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_)
+      << "copy " << src.DebugString() << " into " << DebugString();
+  if (nbytes() == 0) return;
+  if (device().is_cpu() && src.device().is_cpu()) {
+    std::memmove(raw_data(), src.raw_data(), nbytes());
+    return;
+  }
+  MF_CHECK(stream.device().is_cuda() &&
+           (stream.device() == device() || stream.device() == src.device()))
+      << "CopyFromAsync of " << src.DebugString() << " into " << DebugString()
+      << " needs a stream of its GPU, got " << stream.device().ToString();
+  CheckOk(cuda::Memcpy(raw_data(), src.raw_data(), nbytes(), stream.native(),
+                       /*synchronous=*/false),
+          "asynchronous copy into", *this);
 }
 
 void Tensor::SetZero() {
-  MF_CHECK(device().is_cpu()) << "SetZero is host-only";
-  if (nbytes() > 0) std::memset(raw_data(), 0, nbytes());
+  if (nbytes() == 0) return;
+  if (device().is_cpu()) {
+    std::memset(raw_data(), 0, nbytes());
+    return;
+  }
+  const Stream& stream = DefaultStream(device());
+  SetZero(stream);
+  stream.Synchronize();
+}
+
+void Tensor::SetZero(const Stream& stream) {
+  if (nbytes() == 0) return;
+  if (device().is_cpu()) {
+    std::memset(raw_data(), 0, nbytes());
+    return;
+  }
+  MF_CHECK(stream.device() == device())
+      << "SetZero of " << DebugString() << " on a stream of " << stream.device().ToString();
+  CheckOk(cuda::Memset(raw_data(), 0, nbytes(), stream.native()), "zeroing", *this);
 }
 
 void Tensor::Fill(float value) {
-  MF_CHECK(device().is_cpu()) << "Fill is host-only";
   std::vector<float> values(numel(), value);
-  ConvertFromF32(values.data(), raw_data(), dtype_, values.size());
+  if (device().is_cpu()) {
+    ConvertFromF32(values.data(), raw_data(), dtype_, values.size());
+    return;
+  }
+  Tensor host = Empty(shape_, dtype_);
+  ConvertFromF32(values.data(), host.raw_data(), dtype_, values.size());
+  CopyFrom(host);
 }
 
 Tensor Tensor::To(DType dtype) const {
   Tensor t = Empty(shape_, dtype, device());
-  std::vector<float> values = ToVector();
-  ConvertFromF32(values.data(), t.raw_data(), dtype, values.size());
+  if (device().is_cpu()) {
+    std::vector<float> values = ToVector();
+    ConvertFromF32(values.data(), t.raw_data(), dtype, values.size());
+    return t;
+  }
+  const Stream& stream = DefaultStream(device());
+  CheckOk(cuda::Convert(raw_data(), dtype_, t.raw_data(), dtype, static_cast<size_t>(numel()),
+                        stream.native()),
+          "converting", *this);
+  stream.Synchronize();
+  return t;
+}
+
+Tensor Tensor::To(const Device& device) const {
+  if (device == this->device()) return *this;
+  Tensor t = Empty(shape_, dtype_, device);
+  t.CopyFrom(*this);
   return t;
 }
 
 std::vector<float> Tensor::ToVector() const {
-  MF_CHECK(device().is_cpu()) << "ToVector is host-only";
+  if (!device().is_cpu()) return To(Device::Cpu()).ToVector();
   std::vector<float> values(numel());
   ConvertToF32(raw_data(), dtype_, values.data(), values.size());
   return values;
+}
+
+void Tensor::RecordStream(const Stream& stream) const {
+  if (!storage_ || stream.device().is_cpu()) return;
+  if (stream.native() == DefaultStream(stream.device()).native()) return;
+  storage_->RecordStream(stream.native());
 }
 
 std::string Tensor::DebugString() const {

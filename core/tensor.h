@@ -4,6 +4,7 @@
 //   Tensor x = Tensor::Zeros({T, H}, DType::kF32);
 //   float* p = x.data<float>();
 //   Tensor first = x.Slice(0, 4);   // rows [0, 4), shares storage
+//   Tensor g = x.To(Device::Cuda(0));  // a copy in GPU memory; g.ToVector() copies back
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/status.h"
+#include "core/stream.h"
 
 namespace moefold {
 
@@ -24,21 +26,28 @@ inline constexpr int kMaxTensorRank = 5;
 std::string ShapeToString(const Shape& shape);  // "(2, 3)"
 int64_t NumElements(const Shape& shape);
 
-// A block of memory owned by an allocator; freed when the last tensor viewing it goes away.
+class Allocator;
+
+// A block of memory owned by an allocator; freed when the last tensor viewing it goes away (after
+// the work of every stream recorded with RecordStream, for memory used off the default stream).
 class Storage {
  public:
-  Storage(size_t bytes, const Device& device);
+  Storage(size_t bytes, const Device& device);  // from AllocatorFor(device)
+  Storage(size_t bytes, Allocator& allocator);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   const Device& device() const { return device_; }
+  void RecordStream(void* stream);  // cudaStream_t; the default stream needs no record
 
  private:
+  Allocator* allocator_;
   void* data_;
   size_t bytes_;
   Device device_;
+  std::vector<void*> streams_;
 };
 
 class Tensor {
@@ -47,6 +56,8 @@ class Tensor {
 
   static Tensor Empty(const Shape& shape, DType dtype, const Device& device = Device::Cpu());
   static Tensor Zeros(const Shape& shape, DType dtype, const Device& device = Device::Cpu());
+  // A CPU tensor in page-locked memory (PinnedMemory()), for asynchronous host-device copies.
+  static Tensor EmptyPinned(const Shape& shape, DType dtype);
   // f32 CPU tensor holding `values` (values.size() must equal the shape's element count).
   static Tensor FromVector(const std::vector<float>& values, const Shape& shape);
   static Tensor FromVectorI32(const std::vector<int32_t>& values, const Shape& shape);
@@ -69,12 +80,20 @@ class Tensor {
 
   Tensor Slice(int64_t begin, int64_t end) const;  // rows [begin, end) of dim 0, shares storage
   Tensor Reshape(const Shape& shape) const;        // same element count, shares storage
-  Tensor Clone() const;                            // deep copy
-  void CopyFrom(const Tensor& src);                // same shape and dtype; CPU
-  void SetZero();
+  Tensor Clone() const;                            // deep copy on the same device
+  // Same shape and dtype, any two devices. Runs on the default stream of the GPU involved and
+  // returns when the copy is done; CopyFromAsync enqueues it on `stream` (a stream of the GPU side)
+  // and the caller keeps both tensors alive until it has run.
+  void CopyFrom(const Tensor& src);
+  void CopyFromAsync(const Tensor& src, const Stream& stream);
+  void SetZero();                                  // on a GPU: on its default stream, then waits
+  void SetZero(const Stream& stream);              // enqueued on `stream` (CPU: at once)
   void Fill(float value);                          // floating dtypes (rounded to the dtype)
   Tensor To(DType dtype) const;                    // converted copy (RNE, saturating as in dtype.h)
-  std::vector<float> ToVector() const;             // any dtype, as f32
+  Tensor To(const Device& device) const;           // copy on `device` (this tensor if already there)
+  std::vector<float> ToVector() const;             // any dtype, as f32 (copied to the host first)
+  // This tensor's memory is used by work on `stream`: it is reused only after that work is done.
+  void RecordStream(const Stream& stream) const;
   std::string DebugString() const;                 // "f32(2, 3)@cpu"
 
  private:

@@ -1,0 +1,50 @@
+// The CUDA runtime as core/ sees it: devices, streams, events, copies and the memory pools, behind
+// opaque handles (void* = cudaStream_t / cudaEvent_t) so no public header includes CUDA. Builds
+// without the backend link core/cuda_runtime_stub.cc: no device, and every call that needs one
+// returns FailedPrecondition (or aborts where the API cannot return a Status).
+#pragma once
+
+#include <cstddef>
+
+#include "absl/status/statusor.h"
+#include "core/allocator.h"
+#include "core/device.h"
+#include "core/dtype.h"
+
+namespace moefold::cuda {
+
+bool BackendBuilt();  // true when moefold was compiled with the CUDA backend
+int DeviceCount();    // visible GPUs; 0 without the backend, a driver or a GPU (never an error)
+
+absl::Status SetDevice(int device);
+absl::StatusOr<int> CurrentDevice();
+
+// Streams (non-blocking with respect to the legacy default stream) and events.
+absl::StatusOr<void*> StreamCreate(int device);
+void StreamDestroy(void* stream);
+absl::Status StreamSynchronize(void* stream);
+absl::Status StreamWaitEvent(void* stream, void* event);
+absl::StatusOr<void*> EventCreate(int device, bool timing);
+void EventDestroy(void* event);
+absl::Status EventRecord(void* event, void* stream);
+absl::Status EventSynchronize(void* event);
+absl::StatusOr<bool> EventQuery(void* event);  // true once the recorded work completed
+absl::StatusOr<float> EventElapsedMs(void* start, void* end);
+
+// The device's default compute stream: created on first use and kept for the process.
+void* DefaultStream(int device);
+
+// The caching allocator of `device` and the pinned host pool (nullptr without the backend).
+Allocator* DeviceAllocator(int device);
+Allocator* PinnedHostAllocator();
+
+// Copies `bytes` between any two of host, pinned host and device memory (cudaMemcpyDefault);
+// with `synchronous` the call returns after the copy completed.
+absl::Status Memcpy(void* dst, const void* src, size_t bytes, void* stream, bool synchronous);
+absl::Status Memset(void* dst, int value, size_t bytes, void* stream);
+// dst[i] = convert(src[i]) on the device for any pair of dtypes, with dtype.h's rounding (RNE,
+// saturating fp8, truncating integer casts).
+absl::Status Convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, size_t n,
+                     void* stream);
+
+}  // namespace moefold::cuda
