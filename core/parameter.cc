@@ -1,6 +1,8 @@
 // Parameter bookkeeping and layout-independent initialisation.
 #include "core/parameter.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/philox.h"
 
@@ -9,6 +11,7 @@ namespace moefold {
 absl::string_view GradReductionName(GradReduction reduction) {
   switch (reduction) {
     case GradReduction::kDenseDataCp: return "dp-cp";
+    case GradReduction::kReplicatedDataCp: return "dp-cp (tp-replicated)";
     case GradReduction::kDenseDataCpTp: return "dp-cp+tp";
     case GradReduction::kExpertData: return "edp";
   }
@@ -23,6 +26,40 @@ std::string Parameter::ExpertName(int64_t expert) const {
                       name.substr(at + marker.size()));
 }
 
+std::pair<int64_t, int64_t> ShardRange(int64_t n, int rank, int size) {
+  MF_CHECK(size >= 1 && rank >= 0 && rank < size) << "shard " << rank << " of " << size;
+  const int64_t chunk = (n + size - 1) / size;
+  const int64_t begin = std::min(n, rank * chunk);
+  return {begin, std::min(n, begin + chunk)};
+}
+
+namespace {
+
+// Fills `out` with std · N(0, 1) draws of rows [begin, end) of dimension `dim` of a tensor of
+// `global` shape whose element i is draw i of Philox(seed, subsequence) (dim -1: the whole tensor).
+// Each contiguous run of the slice starts its own stream at its global offset.
+void FillNormalSlice(uint64_t seed, uint64_t subsequence, const Shape& global, int dim,
+                     int64_t begin, int64_t end, float std, float* out) {
+  int64_t outer = 1, inner = 1, rows = 1;
+  if (dim >= 0) {
+    for (int i = 0; i < dim; ++i) outer *= global[i];
+    for (size_t i = dim + 1; i < global.size(); ++i) inner *= global[i];
+    rows = global[dim];
+  } else {
+    inner = NumElements(global);
+    begin = 0;
+    end = 1;
+  }
+  const int64_t run = (end - begin) * inner;
+  for (int64_t o = 0; o < outer; ++o) {
+    const int64_t first = (o * rows + begin) * inner;
+    PhiloxStream rng(seed, subsequence, 2 * static_cast<uint64_t>(first));
+    for (int64_t i = 0; i < run; ++i) *out++ = std * rng.Normal();
+  }
+}
+
+}  // namespace
+
 uint64_t HashName(absl::string_view name) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : name) {
@@ -33,12 +70,24 @@ uint64_t HashName(absl::string_view name) {
 }
 
 Parameter* ParameterSet::Add(std::string name, const Shape& shape, GradReduction reduction,
-                             float init_std, bool weight_decay, float init_value) {
+                             float init_std, bool weight_decay, float init_value,
+                             const TpSplit& split) {
   MF_CHECK(Find(name) == nullptr) << "duplicate parameter " << name;
   auto p = std::make_unique<Parameter>();
   p->name = std::move(name);
-  p->value = Tensor::Zeros(shape, DType::kF32);
-  p->grad = Tensor::Zeros(shape, DType::kF32);
+  p->sharding.global_shape = shape;
+  Shape local = shape;
+  if (split.dim >= 0) {
+    MF_CHECK_LT(split.dim, static_cast<int>(shape.size())) << p->name;
+    const auto [begin, end] = ShardRange(shape[split.dim], split.rank, split.size);
+    local[split.dim] = end - begin;
+    p->sharding.tp_dim = split.dim;
+    p->sharding.tp_rank = split.rank;
+    p->sharding.tp_size = split.size;
+    p->sharding.tp_begin = begin;
+  }
+  p->value = Tensor::Zeros(local, DType::kF32);
+  p->grad = Tensor::Zeros(local, DType::kF32);
   p->reduction = reduction;
   p->init_std = init_std;
   p->init_value = init_value;
@@ -54,17 +103,21 @@ void ParameterSet::Initialize(uint64_t seed) {
       p->value.Fill(p->init_value);
       continue;
     }
+    const Sharding& sh = p->sharding;
+    const int64_t end = sh.tp_dim >= 0 ? sh.tp_begin + p->value.dim(sh.tp_dim) : 0;
     // Stacked expert tensors draw each expert from its global name, so EP sharding keeps values.
-    if (p->sharding.expert_dim == 0) {
+    if (sh.expert_dim == 0) {
+      const Shape per_expert_shape(sh.global_shape.begin() + 1, sh.global_shape.end());
+      MF_CHECK(sh.tp_dim != 0) << p->name << ": the expert dimension cannot be TP-split";
       const int64_t per_expert = p->value.numel() / p->value.dim(0);
       for (int64_t e = 0; e < p->value.dim(0); ++e) {
-        PhiloxStream rng(seed, HashName(p->ExpertName(p->sharding.expert_offset + e)));
-        for (int64_t i = 0; i < per_expert; ++i) v[e * per_expert + i] = p->init_std * rng.Normal();
+        FillNormalSlice(seed, HashName(p->ExpertName(sh.expert_offset + e)), per_expert_shape,
+                        sh.tp_dim - 1, sh.tp_begin, end, p->init_std, v + e * per_expert);
       }
       continue;
     }
-    PhiloxStream rng(seed, HashName(p->name));
-    for (int64_t i = 0; i < p->value.numel(); ++i) v[i] = p->init_std * rng.Normal();
+    FillNormalSlice(seed, HashName(p->name), sh.global_shape, sh.tp_dim, sh.tp_begin, end,
+                    p->init_std, v);
   }
 }
 
@@ -82,18 +135,14 @@ int64_t ParameterSet::NumElements() const {
   return n;
 }
 
-DataGroup DataGroupOf(GradReduction reduction) {
-  return reduction == GradReduction::kExpertData ? DataGroup::kExpert : DataGroup::kDense;
-}
-
 std::vector<FlatBuffer>& ParameterSet::Flatten(int64_t align) {
   MF_CHECK(flat_.empty()) << "parameters are already flattened";
   MF_CHECK_GE(align, 1);
-  for (DataGroup group : {DataGroup::kDense, DataGroup::kExpert}) {
+  for (GradReduction reduction : kAllGradReductions) {
     FlatBuffer buffer;
-    buffer.group = group;
+    buffer.reduction = reduction;
     for (auto& p : params_) {
-      if (DataGroupOf(p->reduction) != group) continue;
+      if (p->reduction != reduction) continue;
       buffer.segments.push_back({p.get(), buffer.used, p->value.numel()});
       buffer.used += p->value.numel();
     }

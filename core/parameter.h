@@ -1,27 +1,52 @@
 // A trainable parameter and the metadata parallelism needs: its Hugging Face-style name, how it is
 // sharded, and over which group its gradient is reduced. This table is what makes MoE folding work
 // (DESIGN §4): dense weights reduce over DP×CP, expert weights over EDP, and weights replicated across
-// TP under sequence parallelism (norms, router) additionally sum over TP.
+// TP whose TP ranks saw different tokens (norms under sequence parallelism, the router) also sum over
+// TP. A sharded parameter holds only its slice; its values equal that slice of the unsharded
+// initialisation, so every layout starts from the same model.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
 
 namespace moefold {
 
+// One flat gradient buffer per value, in this order (see ParameterSet::Flatten).
 enum class GradReduction {
-  kDenseDataCp,     // dense weights: sum over DP×CP
-  kDenseDataCpTp,   // replicated across TP under SP (norms, router): also sum over TP
-  kExpertData,      // expert weights: sum over EDP
+  kDenseDataCp,       // dense weights, TP-sharded or TP = 1: sum over DP×CP
+  kReplicatedDataCp,  // replicated across TP, the same gradient on every TP rank (norms without
+                      // sequence parallelism): sum over DP×CP
+  kDenseDataCpTp,     // replicated across TP, each TP rank saw other tokens (norms under SP, the
+                      // router): sum over TP×DP×CP
+  kExpertData,        // expert weights: sum over EDP
 };
+inline constexpr GradReduction kAllGradReductions[] = {
+    GradReduction::kDenseDataCp, GradReduction::kReplicatedDataCp, GradReduction::kDenseDataCpTp,
+    GradReduction::kExpertData};
 absl::string_view GradReductionName(GradReduction reduction);
+
+// How a tensor is cut over tensor parallelism: dimension `dim` of the global shape is split into
+// `size` contiguous ranges of ceil(n / size) (the last ones shorter when n does not divide, as a
+// vocabulary of 257 over TP 2), and this rank holds range `rank`.
+struct TpSplit {
+  int dim = -1;  // -1 = not split
+  int rank = 0;
+  int size = 1;
+};
+// [begin, end) of range `rank` when n elements are split over `size` ranks as above.
+std::pair<int64_t, int64_t> ShardRange(int64_t n, int rank, int size);
 
 struct Sharding {
   int tp_dim = -1;          // dimension split over TP (or ETP for experts); -1 = replicated
+  int tp_rank = 0;          // which range of tp_dim this rank holds (of tp_size)
+  int tp_size = 1;
+  int64_t tp_begin = 0;     // global index along tp_dim of the first row held here
+  Shape global_shape;       // the unsharded tensor's shape
   int expert_dim = -1;      // dimension that indexes experts in a stacked expert tensor; -1 = none
   int64_t expert_offset = 0;  // global index of the first expert held here
 };
@@ -41,11 +66,6 @@ struct Parameter {
   std::string ExpertName(int64_t expert) const;
 };
 
-// Which data-parallel reduction a parameter's gradient takes part in: dense weights (also the
-// TP-replicated ones) reduce over DP×CP, expert weights over EDP.
-enum class DataGroup { kDense, kExpert };
-DataGroup DataGroupOf(GradReduction reduction);
-
 // A run of one parameter inside a flat buffer.
 struct FlatSegment {
   Parameter* param;
@@ -53,11 +73,11 @@ struct FlatSegment {
   int64_t numel;
 };
 
-// Contiguous f32 storage for the values and gradients of every parameter of one DataGroup, in
+// Contiguous f32 storage for the values and gradients of every parameter of one GradReduction, in
 // creation order, padded with zeros to a multiple of `align` elements (so it splits evenly into
 // ZeRO-1 shards). Parameters' value/grad tensors become views into these buffers.
 struct FlatBuffer {
-  DataGroup group;
+  GradReduction reduction;
   Tensor values;  // (padded) f32
   Tensor grads;   // (padded) f32
   std::vector<FlatSegment> segments;
@@ -68,16 +88,19 @@ struct FlatBuffer {
 // parameter's initialisation, so initial weights do not depend on the layout).
 class ParameterSet {
  public:
+  // `shape` is the global shape; with a TpSplit the parameter holds its range of split.dim.
   Parameter* Add(std::string name, const Shape& shape, GradReduction reduction, float init_std,
-                 bool weight_decay = true, float init_value = 0.0f);
-  // Draws every parameter from Philox(seed, subsequence = FNV-1a hash of its name).
+                 bool weight_decay = true, float init_value = 0.0f, const TpSplit& split = {});
+  // Draws element i (row-major global index) of every parameter from Philox(seed, subsequence =
+  // FNV-1a hash of its name, offset 2i); stacked expert tensors draw each expert from its own name.
+  // A shard therefore holds exactly its slice of the unsharded draw.
   void Initialize(uint64_t seed);
   void ZeroGrads();
   int64_t NumElements() const;
   const std::vector<std::unique_ptr<Parameter>>& params() const { return params_; }
   Parameter* Find(absl::string_view name) const;  // nullptr if absent
-  // Moves every parameter's value and grad into flat buffers (one per DataGroup that has
-  // parameters), keeping their contents. Call once, after construction; views stay valid for the
+  // Moves every parameter's value and grad into flat buffers (one per GradReduction that has
+  // parameters, in kAllGradReductions order), keeping their contents. Call once, after construction; views stay valid for the
   // set's lifetime. align >= 1.
   std::vector<FlatBuffer>& Flatten(int64_t align);
   std::vector<FlatBuffer>& flat_buffers() { return flat_; }

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "configs/config_loader.h"
 #include "configs/validate.h"
 #include "core/train/trainer.h"
@@ -29,12 +30,26 @@ constexpr char kTrainHelp[] =
     "                    (repeatable)\n"
     "  --run-dir DIR     where metrics.jsonl goes (default runs/<config name>)\n"
     "\n"
-    "Data parallelism: mpirun -np N moefold train --config FILE (dp = N / (tp·cp·pp); add\n"
-    "--set parallel.zero1=true to shard the optimizer state). Rank 0 logs and writes metrics; a\n"
-    "rank's error is printed with its rank and ends the whole job with a non-zero exit.\n"
+    "Parallelism: mpirun -np N moefold train --config FILE; dp = N / (tp·cp·pp). Set\n"
+    "parallel.tp (tensor), parallel.sequence_parallel, parallel.cp (context) in the config or\n"
+    "with --set; parallel.zero1=true shards the optimizer state. Rank 0 logs and writes metrics;\n"
+    "a rank's error is printed with its rank and ends the whole job with a non-zero exit.\n"
     "\n"
     "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end.\n"
     "With data.path empty the built-in corpus is prepared under data/ on first use.\n";
+
+// "tp 2 (SP) × cp 2 × dp 2 (ZeRO-1)": the dimensions larger than one; "one rank" when none is.
+std::string LayoutSummary(const config::ExperimentConfig& config,
+                          const parallel::ParallelSizes& sizes) {
+  const auto& p = config.parallel();
+  std::vector<std::string> parts;
+  if (sizes.tp > 1) {
+    parts.push_back(absl::StrCat("tp ", sizes.tp, p.sequence_parallel() ? " (SP)" : ""));
+  }
+  if (sizes.cp > 1) parts.push_back(absl::StrCat("cp ", sizes.cp));
+  if (sizes.dp > 1) parts.push_back(absl::StrCat("dp ", sizes.dp, p.zero1() ? " (ZeRO-1)" : ""));
+  return parts.empty() ? "one rank" : absl::StrJoin(parts, " × ");
+}
 
 // Loads, validates and trains; every rank runs it. Errors every rank hits alike (a bad config) are
 // printed once, by rank 0; a failure of one rank aborts the whole job (FailRank).
@@ -49,9 +64,8 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
     return fail_all(absl::StrCat(config_path, " is not a valid experiment for ", info.world_size,
                                  " rank(s):\n", s.message()));
   }
-  // Every group of the folded mapping; the trainer reduces dense gradients over DP×CP and expert
-  // gradients over EDP (model-parallel groups are used by their issues; CheckSupported refuses
-  // tp/cp/pp/ep > 1 until then).
+  // Every group of the folded mapping; the trainer takes the TP, CP and data-parallel groups it
+  // needs (CheckSupported refuses ep/etp/pp > 1 until expert and pipeline parallelism land).
   const auto& p = config->parallel();
   auto mapping = parallel::Mapping::Create(
       info.world_size, {.tp = p.tp(), .cp = p.cp(), .dp = p.dp(), .pp = p.pp(), .etp = p.etp(),
@@ -63,12 +77,8 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
     auto created = parallel::ProcessGroups::Create(*mapping);
     if (!created.ok()) return FailRank(info, "train", std::string(created.status().message()));
     groups = std::move(*created);
-    options.groups.dense = *groups->Get(parallel::GroupKind::kDpCp);
-    options.groups.expert = *groups->Get(parallel::GroupKind::kEdp);
+    options.groups = groups.get();
   }
-  options.groups.dp_rank = mapping->attention_coords(info.rank).dp;
-  options.groups.dp_size = mapping->sizes().dp;
-  options.groups.world_size = info.world_size;
   options.print_progress = info.is_root();
   // Fault injection for the launcher's tests: MOEFOLD_INJECT_FAILURE=RANK:STEP.
   if (const char* inject = std::getenv("MOEFOLD_INJECT_FAILURE")) {
@@ -86,12 +96,12 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
 
   if (info.is_root()) {
     std::printf("moefold train: %s (%d layers, hidden %d, %d experts top-%d), %d steps of %d × %d "
-                "tokens, %d rank(s): dp %d%s\n",
+                "tokens, %d rank(s): %s\n",
                 name.c_str(), config->model().num_layers(), config->model().hidden_size(),
                 config->model().moe().num_experts(), config->model().moe().top_k(),
                 config->train().steps(), config->train().global_batch_size(),
-                config->train().seq_len(), info.world_size, options.groups.dp_size,
-                config->parallel().zero1() ? " (ZeRO-1)" : "");
+                config->train().seq_len(), info.world_size,
+                LayoutSummary(*config, mapping->sizes()).c_str());
     std::fflush(stdout);
   }
   auto trainer = train::Trainer::Create(*config, options);

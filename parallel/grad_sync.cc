@@ -1,6 +1,7 @@
 // Bucketed gradient reduction with optional ZeRO-1 sharding.
 #include "parallel/grad_sync.h"
 
+#include <cstring>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -11,15 +12,34 @@ namespace {
 
 int GroupSize(const Communicator* comm) { return comm == nullptr ? 1 : comm->size(); }
 
-}  // namespace
-
-int64_t GradSync::Alignment(const Communicator* dense, const Communicator* expert) {
-  return std::lcm<int64_t>(GroupSize(dense), GroupSize(expert));
+// Every member's `value` added in rank order (the same bits on every member); `value` alone
+// without a group. The f64 bits travel in an i64 tensor (an all-gather only moves bytes).
+absl::StatusOr<double> SumInRankOrder(Communicator* comm, double value) {
+  if (comm == nullptr || comm->size() == 1) return value;
+  Tensor mine = Tensor::Empty({1}, DType::kI64);
+  std::memcpy(mine.raw_data(), &value, sizeof(double));
+  Tensor all = Tensor::Empty({comm->size()}, DType::kI64);
+  MF_RETURN_IF_ERROR(WaitFor(comm->AllGather(mine, &all, {})));
+  double total = 0;
+  for (int i = 0; i < comm->size(); ++i) {
+    double member;
+    std::memcpy(&member, static_cast<const char*>(all.raw_data()) + i * sizeof(double),
+                sizeof(double));
+    total += member;
+  }
+  return total;
 }
 
-GradSync::GradSync(ParameterSet* params, Communicator* dense, Communicator* expert,
+}  // namespace
+
+int64_t GradSync::Alignment(const GradSyncGroups& groups) {
+  return std::lcm(std::lcm<int64_t>(GroupSize(groups.dp_cp), GroupSize(groups.tp_cp_dp)),
+                  GroupSize(groups.edp));
+}
+
+GradSync::GradSync(ParameterSet* params, const GradSyncGroups& groups,
                    const GradSyncOptions& options)
-    : params_(params), dense_(dense), expert_(expert), options_(options) {
+    : params_(params), groups_(groups), options_(options) {
   auto& buffers = params->flat_buffers();
   MF_CHECK(!buffers.empty()) << "GradSync needs ParameterSet::Flatten() first";
   std::vector<int64_t> index_of;  // Parameter* order → index
@@ -66,7 +86,13 @@ GradSync::GradSync(ParameterSet* params, Communicator* dense, Communicator* expe
 }
 
 Communicator* GradSync::group_of(int buffer) {
-  return params_->flat_buffers()[buffer].group == DataGroup::kDense ? dense_ : expert_;
+  switch (params_->flat_buffers()[buffer].reduction) {
+    case GradReduction::kDenseDataCp:
+    case GradReduction::kReplicatedDataCp: return groups_.dp_cp;
+    case GradReduction::kDenseDataCpTp: return groups_.tp_cp_dp;
+    case GradReduction::kExpertData: return groups_.edp;
+  }
+  return nullptr;
 }
 
 void GradSync::BeginStep(int64_t step) {
@@ -273,25 +299,24 @@ std::vector<Tensor*> GradSync::OwnedGrads() {
 }
 
 absl::StatusOr<double> GradSync::GlobalSumOfSquares() {
-  // Per buffer: the local part (shard or whole), then summed over the buffer's group when sharded.
   double total = 0;
   for (int b = 0; b < static_cast<int>(params_->flat_buffers().size()); ++b) {
     double local = 0;
     for (GradBucket& bucket : buckets_) {
       if (bucket.buffer == b) local += ops::SumOfSquares(bucket.shard, CpuStream());
     }
-    Communicator* comm = group_of(b);
-    if (options_.zero1 && comm != nullptr && comm->size() > 1) {
-      // Gather every rank's partial sum and add them in rank order: identical on every rank.
-      Tensor mine = Tensor::FromVector({static_cast<float>(local)}, {1});
-      Tensor all = Tensor::Empty({comm->size()}, DType::kF32);
-      MF_RETURN_IF_ERROR(WaitFor(comm->AllGather(mine, &all, {})));
-      local = 0;
-      for (float v : all.ToVector()) local += v;
+    // Under ZeRO-1 each member of the reducing group owns other elements.
+    if (options_.zero1) {
+      MF_ASSIGN_OR_RETURN(local, SumInRankOrder(group_of(b), local));
     }
+    const GradReduction reduction = params_->flat_buffers()[b].reduction;
+    Communicator* differs = reduction == GradReduction::kDenseDataCp ? groups_.tp
+                            : reduction == GradReduction::kExpertData ? groups_.etp_ep
+                                                                      : nullptr;
+    MF_ASSIGN_OR_RETURN(local, SumInRankOrder(differs, local));
     total += local;
   }
-  return total;
+  return SumInRankOrder(groups_.pp, total);
 }
 
 }  // namespace moefold::parallel

@@ -1,11 +1,12 @@
 // Data-parallel gradient synchronisation over contiguous buffers (DESIGN §5): every parameter's
-// grad lives in one flat buffer per DataGroup (dense → DP×CP group, expert → EDP group), cut into
-// buckets whose sizes divide by the group size. A bucket is reduced — all-reduce, or reduce-scatter
+// grad lives in one flat buffer per GradReduction (dense and TP-replicated → DP×CP, replicated
+// across TP under SP and the router → TP×DP×CP, expert → EDP), cut into buckets whose sizes divide
+// by the group size. A bucket is reduced — all-reduce, or reduce-scatter
 // under ZeRO-1 — as soon as the last of its parameters is marked ready during backward, so
 // communication overlaps the rest of the backward; Finish() launches what is left and waits.
 //
-//   params.Flatten(GradSync::Alignment(dense, expert));
-//   GradSync sync(&params, dense, expert, {.zero1 = true});
+//   params.Flatten(GradSync::Alignment(groups));
+//   GradSync sync(&params, groups, {.zero1 = true});
 //   sync.BeginStep(); ... sync.MarkReady(first, last); ... MF_RETURN_IF_ERROR(sync.Finish());
 #pragma once
 
@@ -49,6 +50,17 @@ struct GradSyncOptions {
   Ef21Options ef21;
 };
 
+// The groups a GradSync reduces over (nullptr = a group of one rank) and, for the global norm, the
+// model-parallel groups over which buffers hold different elements.
+struct GradSyncGroups {
+  Communicator* dp_cp = nullptr;     // kDenseDataCp and kReplicatedDataCp gradients
+  Communicator* tp_cp_dp = nullptr;  // kDenseDataCpTp gradients
+  Communicator* edp = nullptr;       // kExpertData gradients
+  Communicator* tp = nullptr;        // kDenseDataCp shards differ over TP
+  Communicator* etp_ep = nullptr;    // expert shards differ over ETP×EP
+  Communicator* pp = nullptr;        // pipeline stages hold different layers
+};
+
 struct GradBucket {
   int buffer = 0;     // index into ParameterSet::flat_buffers()
   int64_t begin = 0;  // element range of the flat buffer
@@ -67,11 +79,10 @@ struct GradBucket {
 class GradSync {
  public:
   // Alignment to pass to ParameterSet::Flatten so every buffer splits into equal shards.
-  static int64_t Alignment(const Communicator* dense, const Communicator* expert);
+  static int64_t Alignment(const GradSyncGroups& groups);
 
-  // dense/expert may be null (a group of one rank: nothing to reduce). `params` must be flattened.
-  GradSync(ParameterSet* params, Communicator* dense, Communicator* expert,
-           const GradSyncOptions& options);
+  // `params` must be flattened.
+  GradSync(ParameterSet* params, const GradSyncGroups& groups, const GradSyncOptions& options);
 
   // `step` decides the EF21 mode (uncompressed, anchor, compressed); unused without EF21.
   void BeginStep(int64_t step = 0);
@@ -89,7 +100,9 @@ class GradSync {
   // The gradient elements this rank owns after Finish(): whole buffers without ZeRO-1, its shard of
   // every bucket with it. Used for scaling by 1/Z, the norm and the optimizer.
   std::vector<Tensor*> OwnedGrads();
-  // Σ g² over the whole (global) gradient, each element counted once.
+  // Σ g² over the whole (global) gradient, each element counted once: each buffer's sum over its
+  // reducing group (under ZeRO-1), then over the group its shards differ in, then over stages, each
+  // time adding the members' partial sums in rank order, so every rank gets the same bits.
   absl::StatusOr<double> GlobalSumOfSquares();
 
   bool zero1() const { return options_.zero1; }
@@ -109,8 +122,7 @@ class GradSync {
   float RankScale(const Communicator* comm) const;  // 1/(n·wᵢ) of this rank (1 when uniform)
 
   ParameterSet* params_;
-  Communicator* dense_;
-  Communicator* expert_;
+  GradSyncGroups groups_;
   GradSyncOptions options_;
   std::vector<GradBucket> buckets_;
   std::vector<std::vector<int>> buckets_of_param_;  // parameter index → buckets it touches

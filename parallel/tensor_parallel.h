@@ -7,13 +7,42 @@
 //           along T under SP; backward all-gathers d_y along T under SP.
 //   vocab-parallel CE: logits (N, V/tp) of the vocabulary slice [offset, offset + V/tp); per-token
 //           losses are exact: the max, the Σexp and the target logit are reduced over TP.
+// The layers are built from two region mappings (Megatron's): TpGather enters a TP region (the
+// forward of a column-parallel input, the backward of a row-parallel output) and TpReduce leaves one;
+// each is the other's backward. A null or size-1 `tp` makes both the identity (no copy).
 #pragma once
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/parameter.h"
 #include "core/tensor.h"
 #include "parallel/communicator.h"
 
 namespace moefold::parallel {
+
+// x (T_local, H) -> *full: with sequence_parallel the rows of every TP rank in rank order
+// (T_local·tp, H), else x itself (activations are replicated across TP).
+absl::Status TpGather(const Tensor& x, Communicator* tp, bool sequence_parallel, Tensor* full);
+// partial (T, H), a partial sum on each TP rank -> *out: with sequence_parallel the reduce-scatter
+// along T (rows [r·T/tp, (r+1)·T/tp) of the sum), else the all-reduced sum (T, H). `partial` may be
+// overwritten.
+absl::Status TpReduce(const Tensor& partial, Communicator* tp, bool sequence_parallel, Tensor* out);
+
+// Vocabulary-parallel embedding: table (V_local, H) holds ids [vocab_offset, vocab_offset +
+// V_local); ids (T) i32 global. out = TpReduce(rows of in-range ids, zeros elsewhere): (T/tp, H)
+// with sequence_parallel, (T, H) without.
+absl::Status VocabParallelEmbeddingForward(const Tensor& ids, const Tensor& table,
+                                           int64_t vocab_offset, Communicator* tp,
+                                           bool sequence_parallel, Tensor* out);
+// d_out shaped like out -> d_table (V_local, H) += the rows of in-range ids.
+absl::Status VocabParallelEmbeddingBackward(const Tensor& ids, const Tensor& d_out,
+                                            int64_t vocab_offset, Communicator* tp,
+                                            bool sequence_parallel, Tensor* d_table);
+
+// The unsharded value (or gradient, with `grad`) of a parameter split over `tp` along
+// sharding.tp_dim, assembled from every TP rank's shard (collective over tp; shards may be uneven,
+// see ShardRange). Unsplit parameters come back as a copy.
+absl::StatusOr<Tensor> GatherTpShards(const Parameter& param, Communicator* tp, bool grad = false);
 
 // x (T, in) — or (T/tp, in) with sequence_parallel; w (out/tp, in); y (T, out/tp).
 // x_full (T, in) receives the gathered input (saved for backward; x itself without SP).

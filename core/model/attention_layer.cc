@@ -1,4 +1,5 @@
-// Attention sub-layer: projections, RoPE, causal GQA, output projection, and their backward.
+// Attention sub-layer: projections, RoPE, causal GQA (local or ring), output projection, and their
+// backward, with the TP region mappings around the projections.
 #include "core/model/attention_layer.h"
 
 #include <cmath>
@@ -8,39 +9,49 @@
 #include "ops/gemm.h"
 #include "ops/norm.h"
 #include "ops/rope.h"
+#include "parallel/ring_attention.h"
+#include "parallel/tensor_parallel.h"
 
 namespace moefold::model {
 
-AttentionLayer::AttentionLayer(const ModelSpec& spec, const std::string& prefix,
-                               ParameterSet* params)
-    : spec_(spec) {
+AttentionLayer::AttentionLayer(const ModelSpec& spec, const ModelParallel& mp,
+                               const std::string& prefix, ParameterSet* params)
+    : spec_(spec), mp_(mp) {
   const int64_t h = spec.hidden, d = spec.head_dim;
+  MF_CHECK(spec.num_heads % mp.tp_size() == 0 && spec.num_kv_heads % mp.tp_size() == 0)
+      << "heads " << spec.num_heads << "/" << spec.num_kv_heads << " over tp " << mp.tp_size()
+      << " (Validate refuses this)";
+  local_heads_ = spec.num_heads / mp.tp_size();
+  local_kv_heads_ = spec.num_kv_heads / mp.tp_size();
   const float std = spec.init_std;
   // Output projections are scaled down by sqrt(2L) (GPT-2 / Megatron practice) so the residual stream's
   // variance does not grow with depth.
   const float out_std = std / std::sqrt(2.0f * spec.num_layers);
-  norm_ = params->Add(prefix + ".input_layernorm.weight", {h}, GradReduction::kDenseDataCpTp, 0.0f,
+  norm_ = params->Add(prefix + ".input_layernorm.weight", {h}, mp.NormReduction(), 0.0f,
                       /*weight_decay=*/false, /*init_value=*/1.0f);
+  // Column-parallel: rows are head-major, so an even row split hands each TP rank whole heads.
   wq_ = params->Add(prefix + ".self_attn.q_proj.weight", {spec.num_heads * d, h},
-                    GradReduction::kDenseDataCp, std);
+                    GradReduction::kDenseDataCp, std, true, 0.0f, mp.Split(0));
   wk_ = params->Add(prefix + ".self_attn.k_proj.weight", {spec.num_kv_heads * d, h},
-                    GradReduction::kDenseDataCp, std);
+                    GradReduction::kDenseDataCp, std, true, 0.0f, mp.Split(0));
   wv_ = params->Add(prefix + ".self_attn.v_proj.weight", {spec.num_kv_heads * d, h},
-                    GradReduction::kDenseDataCp, std);
+                    GradReduction::kDenseDataCp, std, true, 0.0f, mp.Split(0));
+  // Row-parallel.
   wo_ = params->Add(prefix + ".self_attn.o_proj.weight", {h, spec.num_heads * d},
-                    GradReduction::kDenseDataCp, out_std);
-  wq_->sharding.tp_dim = wk_->sharding.tp_dim = wv_->sharding.tp_dim = 0;  // column-parallel
-  wo_->sharding.tp_dim = 1;                                                // row-parallel
+                    GradReduction::kDenseDataCp, out_std, true, 0.0f, mp.Split(1));
 }
 
-void AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
-                             Saved* saved, Tensor* y) const {
+absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& batch,
+                                     const Tensor& x, Saved* saved, Tensor* y) const {
   const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s, d = spec_.head_dim;
-  const int64_t hq = spec_.num_heads, hkv = spec_.num_kv_heads;
+  const int64_t hq = local_heads_, hkv = local_kv_heads_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   saved->x = x;
-  saved->x_norm = Tensor::Empty({t, spec_.hidden}, DType::kF32);
-  saved->rstd = Tensor::Empty({t}, DType::kF32);
+  saved->x_norm = Tensor::Empty(x.shape(), DType::kF32);
+  saved->rstd = Tensor::Empty({x.dim(0)}, DType::kF32);
   ops::RmsNormForward(x, norm_->value, spec_.norm_eps, &saved->x_norm, &saved->rstd, ctx.s());
+  MF_RETURN_IF_ERROR(
+      parallel::TpGather(saved->x_norm, mp_.tp, mp_.sequence_parallel, &saved->x_full));
 
   saved->positions = Tensor::Empty({t}, DType::kI32);
   for (int64_t i = 0; i < t; ++i) {
@@ -49,9 +60,9 @@ void AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& batch, co
   Tensor q = Tensor::Empty({t, hq * d}, DType::kF32);
   Tensor k = Tensor::Empty({t, hkv * d}, DType::kF32);
   Tensor v = Tensor::Empty({t, hkv * d}, DType::kF32);
-  ops::LinearForward(saved->x_norm, wq_->value, &q, ctx.s());
-  ops::LinearForward(saved->x_norm, wk_->value, &k, ctx.s());
-  ops::LinearForward(saved->x_norm, wv_->value, &v, ctx.s());
+  ops::LinearForward(saved->x_full, wq_->value, &q, ctx.s());
+  ops::LinearForward(saved->x_full, wk_->value, &k, ctx.s());
+  ops::LinearForward(saved->x_full, wv_->value, &v, ctx.s());
   Tensor q3 = q.Reshape({t, hq, d}), k3 = k.Reshape({t, hkv, d});
   ops::RopeForward(q3, saved->positions, spec_.rope_theta, &q3, ctx.s());
   ops::RopeForward(k3, saved->positions, spec_.rope_theta, &k3, ctx.s());
@@ -60,40 +71,61 @@ void AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& batch, co
   saved->v = v.Reshape({b, s, hkv, d});
   saved->out = Tensor::Empty({b, s, hq, d}, DType::kF32);
   saved->lse = Tensor::Empty({b, hq, s}, DType::kF32);
-  ops::AttentionForward(saved->q, saved->k, saved->v, 1.0f / std::sqrt(static_cast<float>(d)),
-                        &saved->out, &saved->lse, ctx.s());
-  ops::LinearForward(saved->out.Reshape({t, hq * d}), wo_->value, y, ctx.s());
+  if (mp_.cp_size() > 1) {
+    MF_RETURN_IF_ERROR(parallel::RingAttentionForward(saved->q, saved->k, saved->v,
+                                                      batch.positions, scale, *mp_.cp,
+                                                      &saved->out, &saved->lse));
+  } else {
+    ops::AttentionForward(saved->q, saved->k, saved->v, scale, &saved->out, &saved->lse, ctx.s());
+  }
+  Tensor partial = Tensor::Empty({t, spec_.hidden}, DType::kF32);
+  ops::LinearForward(saved->out.Reshape({t, hq * d}), wo_->value, &partial, ctx.s());
+  return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
 }
 
-void AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
-                              const Tensor& d_y, Tensor* d_x) const {
+absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& batch,
+                                      const Saved& saved, const Tensor& d_y, Tensor* d_x) const {
   const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s, d = spec_.head_dim;
-  const int64_t hq = spec_.num_heads, hkv = spec_.num_kv_heads;
+  const int64_t hq = local_heads_, hkv = local_kv_heads_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  Tensor d_y_full;
+  MF_RETURN_IF_ERROR(parallel::TpGather(d_y, mp_.tp, mp_.sequence_parallel, &d_y_full));
   Tensor d_out = Tensor::Empty({t, hq * d}, DType::kF32);
-  ops::LinearBackward(saved.out.Reshape({t, hq * d}), wo_->value, d_y, &d_out, &wo_->grad, ctx.s());
+  ops::LinearBackward(saved.out.Reshape({t, hq * d}), wo_->value, d_y_full, &d_out, &wo_->grad,
+                      ctx.s());
 
   Tensor d_q = Tensor::Empty({b, s, hq, d}, DType::kF32);
   Tensor d_k = Tensor::Empty({b, s, hkv, d}, DType::kF32);
   Tensor d_v = Tensor::Empty({b, s, hkv, d}, DType::kF32);
-  ops::AttentionBackward(saved.q, saved.k, saved.v, saved.out, saved.lse,
-                         d_out.Reshape({b, s, hq, d}), 1.0f / std::sqrt(static_cast<float>(d)), &d_q,
-                         &d_k, &d_v, ctx.s());
+  if (mp_.cp_size() > 1) {
+    MF_RETURN_IF_ERROR(parallel::RingAttentionBackward(
+        saved.q, saved.k, saved.v, batch.positions, saved.out, saved.lse,
+        d_out.Reshape({b, s, hq, d}), scale, *mp_.cp, &d_q, &d_k, &d_v));
+  } else {
+    ops::AttentionBackward(saved.q, saved.k, saved.v, saved.out, saved.lse,
+                           d_out.Reshape({b, s, hq, d}), scale, &d_q, &d_k, &d_v, ctx.s());
+  }
   Tensor d_q3 = d_q.Reshape({t, hq, d}), d_k3 = d_k.Reshape({t, hkv, d});
   ops::RopeBackward(d_q3, saved.positions, spec_.rope_theta, &d_q3, ctx.s());
   ops::RopeBackward(d_k3, saved.positions, spec_.rope_theta, &d_k3, ctx.s());
 
-  Tensor d_norm = Tensor::Empty({t, spec_.hidden}, DType::kF32);
+  // Each TP rank's heads give a partial d(x_full); TpReduce sums them (and splits along T under SP).
+  Tensor d_full = Tensor::Empty({t, spec_.hidden}, DType::kF32);
   Tensor d_part = Tensor::Empty({t, spec_.hidden}, DType::kF32);
-  ops::LinearBackward(saved.x_norm, wq_->value, d_q.Reshape({t, hq * d}), &d_norm, &wq_->grad,
+  ops::LinearBackward(saved.x_full, wq_->value, d_q.Reshape({t, hq * d}), &d_full, &wq_->grad,
                       ctx.s());
-  ops::LinearBackward(saved.x_norm, wk_->value, d_k.Reshape({t, hkv * d}), &d_part, &wk_->grad,
+  ops::LinearBackward(saved.x_full, wk_->value, d_k.Reshape({t, hkv * d}), &d_part, &wk_->grad,
                       ctx.s());
-  ops::Add(d_norm, d_part, &d_norm, ctx.s());
-  ops::LinearBackward(saved.x_norm, wv_->value, d_v.Reshape({t, hkv * d}), &d_part, &wv_->grad,
+  ops::Add(d_full, d_part, &d_full, ctx.s());
+  ops::LinearBackward(saved.x_full, wv_->value, d_v.Reshape({t, hkv * d}), &d_part, &wv_->grad,
                       ctx.s());
-  ops::Add(d_norm, d_part, &d_norm, ctx.s());
-  ops::RmsNormBackward(saved.x, norm_->value, saved.rstd, d_norm, &d_part, &norm_->grad, ctx.s());
-  ops::Add(*d_x, d_part, d_x, ctx.s());
+  ops::Add(d_full, d_part, &d_full, ctx.s());
+  Tensor d_norm;
+  MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, &d_norm));
+  Tensor d_in = Tensor::Empty(saved.x.shape(), DType::kF32);
+  ops::RmsNormBackward(saved.x, norm_->value, saved.rstd, d_norm, &d_in, &norm_->grad, ctx.s());
+  ops::Add(*d_x, d_in, d_x, ctx.s());
+  return absl::OkStatus();
 }
 
 }  // namespace moefold::model

@@ -2,17 +2,24 @@
 // with FFN a SwiGLU MLP or an MoE layer → final RMSNorm → LM head → per-token cross entropy, averaged
 // per sequence. Forward returns per-sample losses (for reweighting) and aux/z loss sums; Backward is
 // seeded explicitly (BackwardSeeds) and accumulates into every Parameter's grad.
+// Parallel layouts (ModelParallel) change only what each rank holds: the embedding and the head
+// are vocabulary-parallel, the residual stream is split along the sequence under SP, a micro-batch
+// holds this rank's CP chunks of each sequence, and per-sample losses are reduced over CP so every
+// rank of a TP×CP group returns the same, whole-sequence values.
 //
-//   ParameterSet params;  Decoder model(spec, &params);  params.Initialize(seed);
-//   Decoder::Saved saved;  ForwardStats stats = model.Forward(ctx, batch, &saved);
-//   model.Backward(ctx, batch, saved, seeds);
+//   ParameterSet params;  Decoder model(spec, {}, &params);  params.Initialize(seed);
+//   Decoder::Saved saved;  MF_ASSIGN_OR_RETURN(ForwardStats stats, model.Forward(ctx, batch, &saved));
+//   MF_RETURN_IF_ERROR(model.Backward(ctx, batch, saved, seeds));
 #pragma once
 
 #include <memory>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 #include "core/model/attention_layer.h"
 #include "core/model/mlp_layer.h"
+#include "core/model/model_parallel.h"
 #include "core/model/model_spec.h"
 #include "core/model/moe_layer.h"
 #include "core/model/step_context.h"
@@ -32,21 +39,26 @@ class Decoder {
   };
   struct Saved {
     std::vector<BlockSaved> blocks;
-    Tensor final_in;     // (T, H)
-    Tensor final_norm;   // (T, H)
-    Tensor final_rstd;   // (T)
-    Tensor logits;       // (T, V)
+    Tensor final_in;     // (T_x, H) T_x = T/tp under sequence parallelism, else T = B·S
+    Tensor final_norm;   // (T_x, H)
+    Tensor final_rstd;   // (T_x)
+    Tensor final_full;   // (T, H) every TP rank's final_norm rows (final_norm itself without SP)
+    Tensor logits;       // (T, V/tp) this rank's vocabulary slice
     Tensor lse;          // (T)
+    std::vector<int64_t> sample_tokens;  // (B) tokens with a target per sequence, over CP
   };
 
-  Decoder(const ModelSpec& spec, ParameterSet* params);
+  Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* params);
 
   // batch tokens must lie in [0, V) (the data layer validates datasets; checked here too).
-  ForwardStats Forward(const StepContext& ctx, const MicroBatch& batch, Saved* saved);
-  void Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
-                const BackwardSeeds& seeds);
+  // Status: a failed collective.
+  absl::StatusOr<ForwardStats> Forward(const StepContext& ctx, const MicroBatch& batch,
+                                       Saved* saved);
+  absl::Status Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
+                        const BackwardSeeds& seeds);
 
   const ModelSpec& spec() const { return spec_; }
+  const ModelParallel& parallel() const { return mp_; }
   std::vector<MoeLayer*> moe_layers();
 
  private:
@@ -59,6 +71,7 @@ class Decoder {
   };
 
   ModelSpec spec_;
+  ModelParallel mp_;
   Parameter* embedding_;
   std::vector<Block> blocks_;
   Parameter* final_norm_;

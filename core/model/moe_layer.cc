@@ -1,32 +1,41 @@
-// MoE layer: router, aux/z losses, permutation, grouped experts, unpermutation, shared experts.
+// MoE layer: router, aux/z losses over the TP×CP token population, permutation, grouped experts,
+// unpermutation, shared experts.
 #include "core/model/moe_layer.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "ops/grouped_gemm.h"
 #include "ops/moe.h"
 #include "ops/router.h"
+#include "parallel/tensor_parallel.h"
 
 namespace moefold::model {
 namespace {
 
-// Pairs routed to each expert among tokens [begin, end) of ids (T, K), as f32 for the aux loss.
-Tensor CountExperts(const Tensor& ids, int64_t begin, int64_t end, int num_experts) {
-  Tensor counts = Tensor::Zeros({num_experts}, DType::kF32);
-  const int64_t k = ids.dim(1);
-  for (int64_t i = begin * k; i < end * k; ++i) counts.data<float>()[ids.data<int32_t>()[i]] += 1;
-  return counts;
+// Calls f(unit, begin, end) for every aux unit that has rows among [first, first + rows): begin and
+// end are offsets into those rows.
+template <typename F>
+void ForEachUnitSlice(int64_t first, int64_t rows, int64_t unit_rows, F f) {
+  for (int64_t u = first / unit_rows; u * unit_rows < first + rows; ++u) {
+    const int64_t begin = std::max(first, u * unit_rows) - first;
+    const int64_t end = std::min(first + rows, (u + 1) * unit_rows) - first;
+    if (begin < end) f(u, begin, end);
+  }
 }
 
 }  // namespace
 
-MoeLayer::MoeLayer(const ModelSpec& spec, const std::string& prefix, ParameterSet* params)
-    : spec_(spec), load_(spec.moe.num_experts, 0) {
+MoeLayer::MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix,
+                   ParameterSet* params)
+    : spec_(spec), mp_(mp), load_(spec.moe.num_experts, 0) {
   const int64_t e = spec.moe.num_experts, f = spec.moe.expert_ffn, h = spec.hidden;
   const float out_std = spec.init_std / std::sqrt(2.0f * spec.num_layers);
+  // Replicated across TP, and every TP rank routes other tokens: its gradient sums over TP.
   router_ = params->Add(prefix + ".gate.weight", {e, h}, GradReduction::kDenseDataCpTp,
                         spec.init_std);
   gate_ = params->Add(prefix + ".experts.gate_proj.weight", {e, f, h}, GradReduction::kExpertData,
@@ -36,29 +45,39 @@ MoeLayer::MoeLayer(const ModelSpec& spec, const std::string& prefix, ParameterSe
   down_ = params->Add(prefix + ".experts.down_proj.weight", {e, h, f}, GradReduction::kExpertData,
                       out_std);
   for (Parameter* p : {gate_, up_, down_}) p->sharding.expert_dim = 0;
-  gate_->sharding.tp_dim = up_->sharding.tp_dim = 1;  // ETP splits F_e
-  down_->sharding.tp_dim = 2;
   if (spec.moe.num_shared_experts > 0) {
     const int64_t shared_ffn =
         static_cast<int64_t>(spec.moe.num_shared_experts) *
         (spec.moe.shared_ffn > 0 ? spec.moe.shared_ffn : spec.moe.expert_ffn);
-    shared_ = std::make_unique<SwiGluMlp>(spec, prefix + ".shared_experts", shared_ffn, params);
+    shared_ = std::make_unique<SwiGluMlp>(spec, mp, prefix + ".shared_experts", shared_ffn, params);
   }
   if (spec.moe.expert_bias) bias_ = Tensor::Zeros({e}, DType::kF32);
 }
 
-void MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
-                       Saved* saved, Tensor* y, ForwardStats* stats) {
+absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
+                               Saved* saved, Tensor* y, ForwardStats* stats) {
   const MoeSpec& moe = spec_.moe;
-  const int64_t t = x.dim(0), h = spec_.hidden, e = moe.num_experts, k = moe.top_k;
-  const int64_t n = t * k, f = moe.expert_ffn;
+  const int64_t h = spec_.hidden, e = moe.num_experts, k = moe.top_k, f = moe.expert_ffn;
+  const int64_t rows = batch.batch() * batch.seq_len();  // B·S rows of this CP chunk
   saved->x = x;
-  saved->batch = batch.batch();
-  saved->seq_len = batch.seq_len();
+  if (SplitsRows()) {
+    if (rows % mp_.tp_size() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MoE layer: ", rows, " tokens per micro-batch do not split over tp ", mp_.tp_size()));
+    }
+    const int64_t share = rows / mp_.tp_size();
+    saved->first_row = mp_.tp_rank() * share;
+    saved->routed = x.Slice(saved->first_row, saved->first_row + share);
+  } else {
+    saved->first_row = mp_.sequence_parallel ? mp_.tp_rank() * x.dim(0) : 0;
+    saved->routed = x;
+  }
+  const Tensor& routed = saved->routed;
+  const int64_t t = routed.dim(0), n = t * k;
 
   // Router in f32 (ALGORITHMS §1).
   saved->logits = Tensor::Empty({t, e}, DType::kF32);
-  ops::LinearForward(x, router_->value, &saved->logits, ctx.s());
+  ops::LinearForward(routed, router_->value, &saved->logits, ctx.s());
   RoutingPlan& plan = saved->plan;
   plan.ids = Tensor::Empty({t, k}, DType::kI32);
   plan.weights = Tensor::Empty({t, k}, DType::kF32);
@@ -67,14 +86,28 @@ void MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, const Te
   if (moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
     saved->probs = Tensor::Empty({t, e}, DType::kF32);
     ops::SoftmaxForward(saved->logits, &saved->probs, ctx.s());
-    // One aux unit per micro-batch (batch-level) or per sequence (sequence-level).
-    const int64_t unit = moe.aux_type == AuxLossType::kBatch ? t : batch.seq_len();
-    for (int64_t begin = 0; begin < t; begin += unit) {
-      const Tensor counts = CountExperts(plan.ids, begin, begin + unit, moe.num_experts);
-      stats->aux_loss_sum += ops::AuxLossForward(saved->probs.Slice(begin, begin + unit), counts,
-                                                 unit, k, moe.aux_coeff, ctx.s());
-      stats->aux_units += 1;
+    // One aux unit per micro-batch (batch-level) or per sequence (sequence-level); its expert
+    // counts are summed over TP×CP, the ranks that hold the unit's other tokens.
+    const bool per_batch = moe.aux_type == AuxLossType::kBatch;
+    const int64_t units = per_batch ? 1 : batch.batch();
+    saved->unit_rows = per_batch ? rows : batch.seq_len();
+    saved->unit_tokens = saved->unit_rows * mp_.cp_size();
+    saved->unit_counts = Tensor::Zeros({units, e}, DType::kF32);
+    float* counts = saved->unit_counts.data<float>();
+    const int32_t* ids = plan.ids.data<int32_t>();
+    for (int64_t i = 0; i < t; ++i) {
+      const int64_t u = (saved->first_row + i) / saved->unit_rows;
+      for (int64_t j = 0; j < k; ++j) counts[u * e + ids[i * k + j]] += 1;
     }
+    if (mp_.tp_cp != nullptr && mp_.tp_cp->size() > 1) {
+      MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.tp_cp->AllReduce(&saved->unit_counts, {})));
+    }
+    ForEachUnitSlice(saved->first_row, t, saved->unit_rows, [&](int64_t u, int64_t b, int64_t end) {
+      stats->aux_loss_sum += ops::AuxLossForward(saved->probs.Slice(b, end),
+                                                 saved->unit_counts.Slice(u, u + 1).Reshape({e}),
+                                                 saved->unit_tokens, k, moe.aux_coeff, ctx.s());
+    });
+    stats->aux_units += units;
   }
   if (moe.z_coeff > 0) {
     stats->z_loss_sum += ops::ZLossForward(saved->logits, moe.z_coeff, /*total_tokens=*/1, ctx.s());
@@ -86,7 +119,7 @@ void MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, const Te
   for (int64_t i = 0; i < e; ++i) load_[i] += plan.counts.data<int32_t>()[i];
 
   saved->permuted = Tensor::Empty({n, h}, DType::kF32);
-  ops::PermuteTokens(x, plan.sorted, moe.top_k, &saved->permuted, ctx.s());
+  ops::PermuteTokens(routed, plan.sorted, moe.top_k, &saved->permuted, ctx.s());
   saved->gate = Tensor::Empty({n, f}, DType::kF32);
   saved->up = Tensor::Empty({n, f}, DType::kF32);
   saved->act = Tensor::Empty({n, f}, DType::kF32);
@@ -95,28 +128,37 @@ void MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, const Te
   ops::GroupedLinearForward(saved->permuted, up_->value, plan.counts, &saved->up, ctx.s());
   ops::SwiGluForward(saved->gate, saved->up, &saved->act, ctx.s());
   ops::GroupedLinearForward(saved->act, down_->value, plan.counts, &saved->expert_out, ctx.s());
-  ops::UnpermuteTokens(saved->expert_out, plan.sorted, plan.weights, y, ctx.s());
+  Tensor routed_y = Tensor::Empty({t, h}, DType::kF32);
+  ops::UnpermuteTokens(saved->expert_out, plan.sorted, plan.weights, &routed_y, ctx.s());
+  if (SplitsRows()) {
+    MF_RETURN_IF_ERROR(parallel::TpGather(routed_y, mp_.tp, /*sequence_parallel=*/true, y));
+  } else {
+    *y = routed_y;
+  }
 
   if (shared_) {
-    Tensor shared_y = Tensor::Empty({t, h}, DType::kF32);
-    shared_->Forward(ctx, x, &saved->shared, &shared_y);
+    Tensor shared_y;
+    MF_RETURN_IF_ERROR(shared_->Forward(ctx, x, &saved->shared, &shared_y));
     ops::Add(*y, shared_y, y, ctx.s());
   }
+  return absl::OkStatus();
 }
 
-void MoeLayer::Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
-                        const BackwardSeeds& seeds, Tensor* d_x) const {
+absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
+                                const BackwardSeeds& seeds, Tensor* d_x) const {
   const MoeSpec& moe = spec_.moe;
   const RoutingPlan& plan = saved.plan;
-  const int64_t t = saved.x.dim(0), h = spec_.hidden, e = moe.num_experts, k = moe.top_k;
+  const int64_t t = saved.routed.dim(0), h = spec_.hidden, e = moe.num_experts, k = moe.top_k;
   const int64_t n = t * k, f = moe.expert_ffn;
 
-  if (shared_) shared_->Backward(ctx, saved.shared, d_y, d_x);
+  if (shared_) MF_RETURN_IF_ERROR(shared_->Backward(ctx, saved.shared, d_y, d_x));
+  // Without SP the gradient of the layer output is replicated across TP: take this rank's rows.
+  const Tensor d_routed_y = SplitsRows() ? d_y.Slice(saved.first_row, saved.first_row + t) : d_y;
 
   Tensor d_expert_out = Tensor::Empty({n, h}, DType::kF32);
   Tensor d_weights = Tensor::Empty({t, k}, DType::kF32);
-  ops::UnpermuteTokensBackward(d_y, saved.expert_out, plan.sorted, plan.weights, &d_expert_out,
-                               &d_weights, ctx.s());
+  ops::UnpermuteTokensBackward(d_routed_y, saved.expert_out, plan.sorted, plan.weights,
+                               &d_expert_out, &d_weights, ctx.s());
   Tensor d_act = Tensor::Empty({n, f}, DType::kF32);
   ops::GroupedLinearBackward(saved.act, down_->value, plan.counts, d_expert_out, &d_act,
                              &down_->grad, ctx.s());
@@ -130,41 +172,50 @@ void MoeLayer::Backward(const StepContext& ctx, const Saved& saved, const Tensor
   ops::GroupedLinearBackward(saved.permuted, up_->value, plan.counts, d_up, &d_part, &up_->grad,
                              ctx.s());
   ops::Add(d_permuted, d_part, &d_permuted, ctx.s());
-  Tensor d_tokens = Tensor::Empty({t, h}, DType::kF32);
-  ops::PermuteTokensBackward(d_permuted, plan.sorted, moe.top_k, &d_tokens, ctx.s());
-  ops::Add(*d_x, d_tokens, d_x, ctx.s());
+  Tensor d_routed = Tensor::Empty({t, h}, DType::kF32);
+  ops::PermuteTokensBackward(d_permuted, plan.sorted, moe.top_k, &d_routed, ctx.s());
 
   // Router: gradients of the routing weights, the aux loss and the z-loss meet in d_logits.
   Tensor d_logits = Tensor::Zeros({t, e}, DType::kF32);
   ops::RouterTopKBackward(saved.logits, plan.ids, plan.weights, moe.topk, d_weights, &d_logits,
                           ctx.s());
   if (saved.probs.defined() && saved.probs.numel() > 0 && seeds.aux_grad_scale != 0.0f) {
-    const int64_t unit = moe.aux_type == AuxLossType::kBatch ? t : saved.seq_len;
-    for (int64_t begin = 0; begin < t; begin += unit) {
-      const Tensor counts = CountExperts(plan.ids, begin, begin + unit, moe.num_experts);
-      Tensor d_logits_unit = d_logits.Slice(begin, begin + unit);
-      ops::AuxLossBackward(saved.probs.Slice(begin, begin + unit), counts, unit, k, moe.aux_coeff,
-                           seeds.aux_grad_scale, &d_logits_unit, ctx.s());
-    }
+    ForEachUnitSlice(saved.first_row, t, saved.unit_rows, [&](int64_t u, int64_t b, int64_t end) {
+      Tensor d_logits_unit = d_logits.Slice(b, end);
+      ops::AuxLossBackward(saved.probs.Slice(b, end),
+                           saved.unit_counts.Slice(u, u + 1).Reshape({e}), saved.unit_tokens, k,
+                           moe.aux_coeff, seeds.aux_grad_scale, &d_logits_unit, ctx.s());
+    });
   }
   if (moe.z_coeff > 0 && seeds.z_grad_scale != 0.0f) {
     ops::ZLossBackward(saved.logits, moe.z_coeff, /*total_tokens=*/1, seeds.z_grad_scale,
                        &d_logits, ctx.s());
   }
   Tensor d_router_x = Tensor::Empty({t, h}, DType::kF32);
-  ops::LinearBackward(saved.x, router_->value, d_logits, &d_router_x, &router_->grad, ctx.s());
-  ops::Add(*d_x, d_router_x, d_x, ctx.s());
+  ops::LinearBackward(saved.routed, router_->value, d_logits, &d_router_x, &router_->grad,
+                      ctx.s());
+  ops::Add(d_routed, d_router_x, &d_routed, ctx.s());
+  if (SplitsRows()) {
+    // Every TP rank needs the whole (replicated) input gradient: gather the shares.
+    Tensor d_all;
+    MF_RETURN_IF_ERROR(parallel::TpGather(d_routed, mp_.tp, /*sequence_parallel=*/true, &d_all));
+    ops::Add(*d_x, d_all, d_x, ctx.s());
+  } else {
+    ops::Add(*d_x, d_routed, d_x, ctx.s());
+  }
+  return absl::OkStatus();
 }
 
 void MoeLayer::ResetLoad() { std::fill(load_.begin(), load_.end(), 0); }
 
-void MoeLayer::UpdateExpertBias(float rate) {
+void MoeLayer::UpdateExpertBias(const std::vector<float>& global_load, float rate) {
   if (!bias_.defined() || bias_.numel() == 0) return;
+  MF_CHECK_EQ(static_cast<int64_t>(global_load.size()), bias_.numel());
   double mean = 0;
-  for (int64_t c : load_) mean += static_cast<double>(c);
-  mean /= static_cast<double>(load_.size());
-  for (size_t i = 0; i < load_.size(); ++i) {
-    const double diff = mean - static_cast<double>(load_[i]);
+  for (float c : global_load) mean += c;
+  mean /= static_cast<double>(global_load.size());
+  for (size_t i = 0; i < global_load.size(); ++i) {
+    const double diff = mean - static_cast<double>(global_load[i]);
     bias_.data<float>()[i] += rate * static_cast<float>((diff > 0) - (diff < 0));
   }
 }

@@ -1,15 +1,21 @@
-// Mixture-of-Experts FFN on normalised input (single-rank dropless path; the all-to-all dispatcher
-// joins later between Permute and the expert GEMMs):
+// Mixture-of-Experts FFN on normalised input (the all-to-all dispatcher joins later between
+// Permute and the expert GEMMs):
 //   logits = x·W_gᵀ → top-k (ids, weights) → permute rows by expert → grouped SwiGLU experts →
 //   unpermute with the routing weights (sums the k outputs) → + shared experts.
-// Forward records an explicit RoutingPlan; Backward replays it and never re-routes.
+// Routing works on the tokens this rank holds after attention: its sequence-parallel slice, or,
+// under TP without SP (where every TP rank holds every token), its 1/tp share of the rows, whose
+// outputs are then all-gathered over TP, so no token is routed twice. The aux loss counts experts
+// over the TP×CP group, so it covers whole sequences (or the whole micro-batch) whatever the
+// layout. Forward records an explicit RoutingPlan; Backward replays it and never re-routes.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "core/model/mlp_layer.h"
+#include "core/model/model_parallel.h"
 #include "core/model/model_spec.h"
 #include "core/model/step_context.h"
 #include "core/parameter.h"
@@ -17,46 +23,57 @@
 namespace moefold::model {
 
 struct RoutingPlan {
-  Tensor ids;      // (T, K) i32 chosen experts
-  Tensor weights;  // (T, K) f32 routing weights
-  Tensor sorted;   // (T·K) i32 pair indices t·K + j in expert-major order
+  Tensor ids;      // (T_r, K) i32 chosen experts (T_r: the rows this rank routes)
+  Tensor weights;  // (T_r, K) f32 routing weights
+  Tensor sorted;   // (T_r·K) i32 pair indices t·K + j in expert-major order
   Tensor counts;   // (E) i32 pairs per expert
 };
 
 class MoeLayer {
  public:
   struct Saved {
-    Tensor x;       // (T, H)
-    Tensor logits;  // (T, E)
-    Tensor probs;   // (T, E) full softmax, kept when the aux loss is on
+    Tensor x;       // (T_x, H) layer input
+    Tensor routed;  // (T_r, H) the rows routed here (x, or this TP rank's share of x)
+    int64_t first_row = 0;  // index of routed's first row among the micro-batch's B·S rows
+    Tensor logits;  // (T_r, E)
+    Tensor probs;   // (T_r, E) full softmax, kept when the aux loss is on
+    Tensor unit_counts;     // (units, E) f32 expert counts of each aux unit over TP×CP
+    int64_t unit_rows = 0;  // rows of one aux unit on this rank's CP chunk (S or B·S)
+    int64_t unit_tokens = 0;  // tokens of one aux unit over the whole sequence
     RoutingPlan plan;
-    Tensor permuted;          // (T·K, H)
-    Tensor gate, up, act;     // (T·K, F_e)
-    Tensor expert_out;        // (T·K, H) before weighting
+    Tensor permuted;          // (T_r·K, H)
+    Tensor gate, up, act;     // (T_r·K, F_e)
+    Tensor expert_out;        // (T_r·K, H) before weighting
     SwiGluMlp::Saved shared;  // when shared experts exist
-    int64_t batch = 0, seq_len = 0;
   };
 
   // Parameters: "<prefix>.gate.weight" (E, H) router; stacked experts
   // "<prefix>.experts.{gate,up}_proj.weight" (E, F_e, H) and "<prefix>.experts.down_proj.weight"
   // (E, H, F_e); "<prefix>.shared_experts.*" when num_shared_experts > 0.
-  MoeLayer(const ModelSpec& spec, const std::string& prefix, ParameterSet* params);
+  MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix,
+           ParameterSet* params);
 
-  // x (T, H) -> y (T, H); adds this layer's aux and z loss values to *stats.
-  void Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x, Saved* saved,
-               Tensor* y, ForwardStats* stats);
-  void Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
-                const BackwardSeeds& seeds, Tensor* d_x) const;
+  // x (T_x, H) -> *y (T_x, H) (allocated here); adds this rank's part of the aux and z losses to
+  // *stats (sums over the TP×CP×DP group give the whole).
+  absl::Status Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
+                       Saved* saved, Tensor* y, ForwardStats* stats);
+  absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
+                        const BackwardSeeds& seeds, Tensor* d_x) const;
 
-  // Tokens routed to each expert since the last ResetLoad() (for metrics and the expert bias).
+  // Tokens this rank routed to each expert since the last ResetLoad() (for metrics and the bias).
   const std::vector<int64_t>& load() const { return load_; }
   void ResetLoad();
-  // Aux-loss-free balancing: bias_i += rate · sign(mean load − load_i), from load() (ALGORITHMS §1).
-  void UpdateExpertBias(float rate);
+  // Aux-loss-free balancing: bias_i += rate · sign(mean load − load_i) (ALGORITHMS §1), from the
+  // load summed over the ranks that route the global batch (so every rank keeps the same bias).
+  void UpdateExpertBias(const std::vector<float>& global_load, float rate);
   const Tensor& expert_bias() const { return bias_; }
 
  private:
+  // Under TP without sequence parallelism each TP rank routes only its share of the rows.
+  bool SplitsRows() const { return mp_.tp_size() > 1 && !mp_.sequence_parallel; }
+
   ModelSpec spec_;
+  ModelParallel mp_;
   Parameter* router_;
   Parameter* gate_;
   Parameter* up_;

@@ -76,10 +76,10 @@ absl::Status CheckSupported(const config::ExperimentConfig& config) {
   std::vector<std::string> problems;
   const auto& p = config.parallel();
   for (const auto& [name, value] : std::vector<std::pair<std::string, int>>{
-           {"tp", p.tp()}, {"cp", p.cp()}, {"pp", p.pp()}, {"etp", p.etp()}, {"ep", p.ep()}}) {
+           {"pp", p.pp()}, {"etp", p.etp()}, {"ep", p.ep()}}) {
     if (value > 1) {
       problems.push_back(absl::StrCat("parallel.", name, " = ", value,
-                                      ": model parallelism lands in issues 4-6"));
+                                      ": expert and pipeline parallelism land in issues 5-6"));
     }
   }
   if (config.train().device() != "cpu") {

@@ -22,12 +22,63 @@
 #include "optim/reweighting.h"
 #include "optim/zero1_adamw.h"
 #include "parallel/grad_sync.h"
+#include "parallel/ring_attention.h"
 
 namespace moefold::train {
+
+// This rank's communicators, resolved once from the ProcessGroups (nullptr: a group of one rank).
+struct RankGroups {
+  model::ModelParallel model;        // TP, CP and TP×CP for the layers
+  parallel::GradSyncGroups sync;     // gradient reductions and the global norm
+  parallel::Communicator* dp = nullptr;        // per-sample statistics (replicated over TP×CP)
+  parallel::Communicator* tp_cp_dp = nullptr;  // per-token statistics (aux, z, expert load)
+  int world_rank = 0;
+  int dp_rank = 0, dp_size = 1;
+  int cp_rank = 0;
+};
+
+absl::StatusOr<RankGroups> ResolveGroups(const config::ExperimentConfig& config,
+                                         const parallel::ProcessGroups* groups) {
+  RankGroups g;
+  g.model.sequence_parallel = config.parallel().sequence_parallel();
+  if (groups == nullptr) return g;
+  const parallel::Mapping& mapping = groups->mapping();
+  const auto& p = config.parallel();
+  const parallel::ParallelSizes& sizes = mapping.sizes();
+  if (sizes.tp != p.tp() || sizes.cp != p.cp() || sizes.pp != p.pp() || sizes.etp != p.etp() ||
+      sizes.ep != p.ep() || (p.dp() > 0 && sizes.dp != p.dp())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the process groups' mapping (tp ", sizes.tp, ", cp ", sizes.cp, ", dp ", sizes.dp,
+        ", pp ", sizes.pp, ", etp ", sizes.etp, ", ep ", sizes.ep,
+        ") differs from the config's parallel section"));
+  }
+  auto get = [&](parallel::GroupKind kind) -> absl::StatusOr<parallel::Communicator*> {
+    MF_ASSIGN_OR_RETURN(parallel::Communicator * comm, groups->Get(kind));
+    return comm->size() == 1 ? nullptr : comm;
+  };
+  MF_ASSIGN_OR_RETURN(g.model.tp, get(parallel::GroupKind::kTp));
+  MF_ASSIGN_OR_RETURN(g.model.cp, get(parallel::GroupKind::kCp));
+  MF_ASSIGN_OR_RETURN(g.model.tp_cp, get(parallel::GroupKind::kTpCp));
+  MF_ASSIGN_OR_RETURN(g.sync.dp_cp, get(parallel::GroupKind::kDpCp));
+  MF_ASSIGN_OR_RETURN(g.sync.tp_cp_dp, get(parallel::GroupKind::kTpCpDp));
+  MF_ASSIGN_OR_RETURN(g.sync.edp, get(parallel::GroupKind::kEdp));
+  MF_ASSIGN_OR_RETURN(g.sync.etp_ep, get(parallel::GroupKind::kEtpEp));
+  MF_ASSIGN_OR_RETURN(g.sync.pp, get(parallel::GroupKind::kPp));
+  MF_ASSIGN_OR_RETURN(g.dp, get(parallel::GroupKind::kDp));
+  g.sync.tp = g.model.tp;
+  g.tp_cp_dp = g.sync.tp_cp_dp;
+  g.world_rank = groups->world().rank();
+  const parallel::AttentionCoords coords = mapping.attention_coords(g.world_rank);
+  g.dp_rank = coords.dp;
+  g.dp_size = sizes.dp;
+  g.cp_rank = coords.cp;
+  return g;
+}
 
 struct Trainer::State {
   config::ExperimentConfig config;
   TrainerOptions options;
+  RankGroups groups;
   model::ModelSpec spec;
   ParameterSet params;
   std::unique_ptr<model::Decoder> model;
@@ -51,16 +102,18 @@ model::Decoder& Trainer::model() { return *state_->model; }
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::ExperimentConfig& config,
                                                          const TrainerOptions& options) {
   MF_RETURN_IF_ERROR(CheckSupported(config));
+  MF_ASSIGN_OR_RETURN(RankGroups groups, ResolveGroups(config, options.groups));
   if (config.train().global_batch_size() %
-          (config.train().micro_batch_size() * options.groups.dp_size) != 0) {
+          (config.train().micro_batch_size() * groups.dp_size) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "train.global_batch_size ", config.train().global_batch_size(),
         " is not divisible by micro_batch_size ", config.train().micro_batch_size(), " × dp ",
-        options.groups.dp_size));
+        groups.dp_size));
   }
   auto state = std::make_unique<State>();
   state->config = config;
   state->options = options;
+  state->groups = groups;
   MF_ASSIGN_OR_RETURN(state->spec, ModelSpecFromConfig(config));
 
   // Data: the configured Megatron dataset, or the built-in corpus prepared on first use.
@@ -80,7 +133,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
                                               config.data().seed()));
   state->samples = std::make_unique<data::GptDataset>(std::move(samples));
 
-  state->model = std::make_unique<model::Decoder>(state->spec, &state->params);
+  state->model = std::make_unique<model::Decoder>(state->spec, groups.model, &state->params);
   state->params.Initialize(train.seed());
 
   const auto& opt = config.optimizer();
@@ -90,10 +143,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   adam.eps = opt.eps();
   adam.weight_decay = opt.weight_decay();
   // Gradients (and master weights) in contiguous buffers per reduction group, cut into buckets.
-  const DataParallelGroups& groups = options.groups;
-  state->params.Flatten(parallel::GradSync::Alignment(groups.dense, groups.expert));
+  state->params.Flatten(parallel::GradSync::Alignment(groups.sync));
   parallel::GradSyncOptions sync_options;
-  sync_options.zero1 = config.parallel().zero1() && groups.dp_size > 1;
+  sync_options.zero1 = config.parallel().zero1() && options.groups != nullptr;
   const auto& compression = config.compression();
   if (compression.method() == "ef21") {
     sync_options.ef21.enabled = true;
@@ -106,8 +158,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     sync_options.ef21.rank_weights.assign(compression.rank_weights().begin(),
                                           compression.rank_weights().end());
   }
-  state->sync = std::make_unique<parallel::GradSync>(&state->params, groups.dense, groups.expert,
-                                                     sync_options);
+  state->sync = std::make_unique<parallel::GradSync>(&state->params, groups.sync, sync_options);
   if (sync_options.zero1) {
     state->sharded_optimizer = std::make_unique<optim::ShardedAdamW>(state->sync.get(), adam);
   } else {
@@ -130,7 +181,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
                                                              : optim::Population::kGlobal;
   state->reweighter = std::make_unique<optim::SampleReweighter>(reweighting);
 
-  if (options.write_metrics && options.groups.dp_rank == 0) {
+  if (options.write_metrics && groups.world_rank == 0) {
     MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir));
   }
   return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
@@ -138,9 +189,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
 
 namespace {
 
-// Sums values over the dense data-parallel group (f32 on the wire); identity on one rank.
-absl::Status SumOverData(parallel::Communicator* comm, std::vector<float>* values,
-                         parallel::ReduceOp op = parallel::ReduceOp::kSum) {
+// Reduces values over `comm` (f32 on the wire); identity without a group.
+absl::Status ReduceOver(parallel::Communicator* comm, std::vector<float>* values,
+                        parallel::ReduceOp op = parallel::ReduceOp::kSum) {
   if (comm == nullptr || comm->size() == 1 || values->empty()) return absl::OkStatus();
   Tensor t = Tensor::FromVector(*values, {static_cast<int64_t>(values->size())});
   MF_RETURN_IF_ERROR(parallel::WaitFor(comm->AllReduce(&t, {.op = op})));
@@ -153,11 +204,11 @@ absl::Status SumOverData(parallel::Communicator* comm, std::vector<float>* value
 absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   State& st = *state_;
   const auto& train = st.config.train();
-  const DataParallelGroups& dp = st.options.groups;
+  const RankGroups& g = st.groups;
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t global_batch = train.global_batch_size(), micro = train.micro_batch_size();
   const int64_t seq = train.seq_len();
-  const int64_t local_batch = global_batch / dp.dp_size, num_micro = local_batch / micro;
+  const int64_t local_batch = global_batch / g.dp_size, num_micro = local_batch / micro;
   const model::MoeSpec& moe = st.spec.moe;
 
   StepResult result;
@@ -182,18 +233,30 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   // This DP rank's contiguous slice of the step's global batch: the same samples for any layout.
   const std::vector<int64_t> sample_ids =
       data::GlobalBatchSampleIds(step, global_batch, st.samples->size());
+  // This CP rank's chunks of every sequence (all of it without CP), at their global positions.
+  const int cp = st.groups.model.cp_size();
+  const Tensor positions = cp > 1 ? parallel::ContextParallelPositions(seq, cp, g.cp_rank)
+                                  : Tensor::Empty({seq}, DType::kI32);
+  if (cp == 1) {
+    for (int64_t s = 0; s < seq; ++s) positions.data<int32_t>()[s] = static_cast<int32_t>(s);
+  }
+  const int64_t local_seq = positions.numel();
   absl::Status sync_status;
   for (int64_t m = 0; m < num_micro; ++m) {
     model::MicroBatch batch;
-    batch.tokens = Tensor::Empty({micro, seq}, DType::kI32);
-    batch.targets = Tensor::Empty({micro, seq}, DType::kI32);
-    batch.positions = Tensor::Empty({seq}, DType::kI32);
-    for (int64_t s = 0; s < seq; ++s) batch.positions.data<int32_t>()[s] = static_cast<int32_t>(s);
+    batch.tokens = Tensor::Empty({micro, local_seq}, DType::kI32);
+    batch.targets = Tensor::Empty({micro, local_seq}, DType::kI32);
+    batch.positions = positions;
     for (int64_t i = 0; i < micro; ++i) {
-      st.samples->GetSample(sample_ids[dp.dp_rank * local_batch + m * micro + i],
+      st.samples->GetSample(sample_ids[g.dp_rank * local_batch + m * micro + i],
                             sample_tokens.data());
-      std::copy_n(sample_tokens.begin(), seq, batch.tokens.data<int32_t>() + i * seq);
-      std::copy_n(sample_tokens.begin() + 1, seq, batch.targets.data<int32_t>() + i * seq);
+      int32_t* tokens = batch.tokens.data<int32_t>() + i * local_seq;
+      int32_t* targets = batch.targets.data<int32_t>() + i * local_seq;
+      for (int64_t j = 0; j < local_seq; ++j) {
+        const int32_t pos = positions.data<int32_t>()[j];
+        tokens[j] = sample_tokens[pos];
+        targets[j] = sample_tokens[pos + 1];
+      }
     }
     model::StepContext ctx{&CpuStream()};
     if (m == num_micro - 1) {
@@ -203,7 +266,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
       };
     }
     model::Decoder::Saved saved;
-    const model::ForwardStats stats = st.model->Forward(ctx, batch, &saved);
+    MF_ASSIGN_OR_RETURN(const model::ForwardStats stats, st.model->Forward(ctx, batch, &saved));
 
     model::BackwardSeeds seeds;
     seeds.aux_grad_scale = static_cast<float>(z_ref / std::max<int64_t>(aux_units, 1));
@@ -224,34 +287,38 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     }
     aux_sum += stats.aux_loss_sum;
     z_sum += stats.z_loss_sum;
-    st.model->Backward(ctx, batch, saved, seeds);
+    MF_RETURN_IF_ERROR(st.model->Backward(ctx, batch, saved, seeds));
   }
   MF_RETURN_IF_ERROR(sync_status);
   MF_RETURN_IF_ERROR(st.sync->Finish());
 
-  // Step statistics over the data-parallel group: Z and the loss sums, the loss range, weight range.
+  // Step statistics. Per-sample values (Z, the loss sums, the loss and weight ranges) are the same
+  // on every rank of a TP×CP group, so they add over DP; per-token ones (aux, z) add over TP×CP×DP.
   std::vector<float> sums = {static_cast<float>(microbatch_population ? 0.0
                                                                       : st.reweighter->LocalNormaliser()),
-                             static_cast<float>(weighted_sum), static_cast<float>(plain_sum),
-                             static_cast<float>(aux_sum), static_cast<float>(z_sum)};
+                             static_cast<float>(weighted_sum), static_cast<float>(plain_sum)};
+  std::vector<float> token_sums = {static_cast<float>(aux_sum), static_cast<float>(z_sum)};
   std::vector<float> mins = {st.reweighter->LocalMin(), min_u};
   std::vector<float> maxs = {st.reweighter->LocalMax(), max_u};
-  MF_RETURN_IF_ERROR(SumOverData(dp.dense, &sums));
-  MF_RETURN_IF_ERROR(SumOverData(dp.dense, &mins, parallel::ReduceOp::kMin));
-  MF_RETURN_IF_ERROR(SumOverData(dp.dense, &maxs, parallel::ReduceOp::kMax));
+  MF_RETURN_IF_ERROR(ReduceOver(g.dp, &sums));
+  MF_RETURN_IF_ERROR(ReduceOver(g.tp_cp_dp, &token_sums));
+  MF_RETURN_IF_ERROR(ReduceOver(g.dp, &mins, parallel::ReduceOp::kMin));
+  MF_RETURN_IF_ERROR(ReduceOver(g.dp, &maxs, parallel::ReduceOp::kMax));
   // Deferred normalisation: one division of every gradient by Z (ALGORITHMS §3.7).
   const double z = microbatch_population ? z_ref
-                   : dp.dp_size == 1      ? st.reweighter->LocalNormaliser()
+                   : g.dp == nullptr      ? st.reweighter->LocalNormaliser()
                                           : static_cast<double>(sums[0]);
   st.reweighter->EndStep(z, mins[0], maxs[0]);
   std::vector<Tensor*> owned = st.sync->OwnedGrads();
   optim::ScaleGrads(owned, static_cast<float>(1.0 / z));
 
-  if (dp.dp_size > 1) {
+  if (g.dp != nullptr) {
     weighted_sum = sums[1];
     plain_sum = sums[2];
-    aux_sum = sums[3];
-    z_sum = sums[4];
+  }
+  if (g.tp_cp_dp != nullptr) {
+    aux_sum = token_sums[0];
+    z_sum = token_sums[1];
   }
   result.normaliser = z;
   result.max_weight_ratio = mins[1] > 0 ? maxs[1] / mins[1] : 0;
@@ -289,8 +356,9 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     ++st.ema_steps;
   }
   for (model::MoeLayer* layer : st.model->moe_layers()) {
+    // Each rank routed other tokens of the global batch.
     std::vector<float> load(layer->load().begin(), layer->load().end());
-    MF_RETURN_IF_ERROR(SumOverData(dp.dense, &load));
+    MF_RETURN_IF_ERROR(ReduceOver(g.tp_cp_dp, &load));
     double total = 0, max_load = 0;
     for (float c : load) {
       total += c;
@@ -298,7 +366,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     }
     result.expert_imbalance.push_back(total > 0 ? max_load / (total / load.size()) : 0);
     if (moe.expert_bias && !result.skipped) {
-      layer->UpdateExpertBias(st.config.model().moe().expert_bias_rate());
+      layer->UpdateExpertBias(load, st.config.model().moe().expert_bias_rate());
     }
   }
   result.step_time_s =

@@ -1,5 +1,8 @@
-// The single-rank step loop (DESIGN §6): global batch → micro-batches → forward, per-sample losses →
+// The step loop (DESIGN §6): global batch → micro-batches → forward, per-sample losses →
 // reweighting → backward → deferred normalisation → clipping → anomaly check → AdamW → metrics.
+// One rank, or every rank of a layout (data, tensor/sequence and context parallelism) given by
+// ProcessGroups: each rank takes its DP slice of the global batch and its CP chunks of each
+// sequence, and all of them log the same step values.
 //
 //   MF_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(config, {.run_dir = "runs/tiny"}));
 //   MF_ASSIGN_OR_RETURN(TrainSummary summary, trainer->Run());
@@ -15,21 +18,14 @@
 #include "core/parameter.h"
 #include "core/train/flops.h"
 #include "parallel/communicator.h"
+#include "parallel/process_groups.h"
 
 namespace moefold::train {
 
-// The data-parallel groups of this rank (null communicators: a single rank). With only data
-// parallelism the dense (DP×CP) and expert (EDP) groups hold the same ranks.
-struct DataParallelGroups {
-  parallel::Communicator* dense = nullptr;
-  parallel::Communicator* expert = nullptr;
-  int dp_rank = 0;
-  int dp_size = 1;
-  int world_size = 1;
-};
-
 struct TrainerOptions {
-  DataParallelGroups groups;
+  // Every group of this rank's layout (not owned; must outlive the trainer); nullptr = one rank.
+  // The config's parallel sizes must match the mapping's.
+  const parallel::ProcessGroups* groups = nullptr;
   std::string run_dir = "runs/default";
   bool write_metrics = true;
   bool print_progress = true;

@@ -82,21 +82,75 @@ TEST(ParameterSetTest, FlattenKeepsValuesAndMakesViewsIntoPaddedBuffers) {
   set.Initialize(3);
   const std::vector<float> a_before = a->value.ToVector();
   auto& flat = set.Flatten(4);
-  ASSERT_EQ(flat.size(), 2u);
-  EXPECT_EQ(flat[0].group, DataGroup::kDense);
-  EXPECT_EQ(flat[0].used, 9);
-  EXPECT_EQ(flat[0].values.numel(), 12);  // padded to a multiple of 4
-  EXPECT_EQ(flat[1].group, DataGroup::kExpert);
+  ASSERT_EQ(flat.size(), 3u);  // one buffer per reduction: dense, dp-cp+tp, expert
+  EXPECT_EQ(flat[0].reduction, GradReduction::kDenseDataCp);
+  EXPECT_EQ(flat[0].used, 6);
+  EXPECT_EQ(flat[0].values.numel(), 8);  // padded to a multiple of 4
+  EXPECT_EQ(flat[1].reduction, GradReduction::kDenseDataCpTp);
   EXPECT_EQ(flat[1].values.numel(), 4);
+  EXPECT_EQ(flat[2].reduction, GradReduction::kExpertData);
+  EXPECT_EQ(flat[2].values.numel(), 4);
   EXPECT_EQ(a->value.ToVector(), a_before);
   EXPECT_EQ(n->value.ToVector(), (std::vector<float>{1, 1, 1}));
   // Writing through the parameter is visible in the buffer and vice versa.
   a->grad.data<float>()[5] = 7;
   EXPECT_EQ(flat[0].grads.ToVector()[5], 7);
-  flat[0].values.data<float>()[6] = 9;
+  flat[1].values.data<float>()[0] = 9;
   EXPECT_EQ(n->value.ToVector()[0], 9);
   set.ZeroGrads();
   EXPECT_EQ(a->grad.ToVector()[5], 0);
+}
+
+TEST(ParameterSetTest, ShardRangesCoverTheDimensionInOrder) {
+  EXPECT_EQ(ShardRange(257, 0, 2), (std::pair<int64_t, int64_t>{0, 129}));
+  EXPECT_EQ(ShardRange(257, 1, 2), (std::pair<int64_t, int64_t>{129, 257}));
+  EXPECT_EQ(ShardRange(8, 3, 4), (std::pair<int64_t, int64_t>{6, 8}));
+  EXPECT_EQ(ShardRange(5, 3, 4), (std::pair<int64_t, int64_t>{5, 5}));  // an empty last shard
+}
+
+// A shard's initial values are exactly its slice of the unsharded draw, for any split dimension,
+// uneven splits, and per-expert streams of stacked expert tensors.
+TEST(ParameterSetTest, ShardsInitialiseToTheirSliceOfTheWholeTensor) {
+  ParameterSet whole;
+  Parameter* w = whole.Add("w.weight", {7, 3, 4}, GradReduction::kDenseDataCp, 0.5f);
+  Parameter* e = whole.Add("m.experts.up_proj.weight", {2, 6, 5}, GradReduction::kExpertData, 0.5f);
+  e->sharding.expert_dim = 0;
+  whole.Initialize(11);
+  for (int dim : {0, 1, 2}) {
+    for (int size : {2, 3}) {
+      for (int rank = 0; rank < size; ++rank) {
+        ParameterSet part;
+        Parameter* ws = part.Add("w.weight", {7, 3, 4}, GradReduction::kDenseDataCp, 0.5f, true,
+                                 0.0f, {.dim = dim, .rank = rank, .size = size});
+        Parameter* es = part.Add("m.experts.up_proj.weight", {2, 6, 5}, GradReduction::kExpertData,
+                                 0.5f, true, 0.0f, {.dim = dim == 0 ? 1 : dim, .rank = rank,
+                                                    .size = size});
+        es->sharding.expert_dim = 0;
+        part.Initialize(11);
+        for (auto [full, shard] : {std::pair{w, ws}, std::pair{e, es}}) {
+          const Shape& g = full->value.shape();
+          const int d = shard->sharding.tp_dim;
+          const auto [begin, end] = ShardRange(g[d], rank, size);
+          ASSERT_EQ(shard->value.dim(d), end - begin) << full->name;
+          EXPECT_EQ(shard->sharding.tp_begin, begin);
+          EXPECT_EQ(shard->sharding.global_shape, g);
+          // Walk the shard's elements and compare with the whole tensor at global coordinates.
+          const std::vector<float> all = full->value.ToVector(), mine = shard->value.ToVector();
+          int64_t i = 0;
+          for (int64_t a = 0; a < shard->value.dim(0); ++a) {
+            for (int64_t b = 0; b < shard->value.dim(1); ++b) {
+              for (int64_t c = 0; c < shard->value.dim(2); ++c, ++i) {
+                int64_t idx[3] = {a, b, c};
+                idx[d] += begin;
+                EXPECT_EQ(mine[i], all[(idx[0] * g[1] + idx[1]) * g[2] + idx[2]])
+                    << full->name << " dim " << d << " rank " << rank << "/" << size;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -62,7 +62,7 @@ TEST_P(DecoderGradientTest, BackwardMatchesFiniteDifferences) {
   const auto [score, aux] = GetParam();
   const ModelSpec spec = TinySpec(score, aux);
   ParameterSet params;
-  Decoder model(spec, &params);
+  Decoder model(spec, {}, &params);
   params.Initialize(7);
   const MicroBatch batch = TinyBatch(2, 5, spec.vocab, 3);
   StepContext ctx{&CpuStream()};
@@ -70,11 +70,13 @@ TEST_P(DecoderGradientTest, BackwardMatchesFiniteDifferences) {
 
   params.ZeroGrads();
   Decoder::Saved saved;
-  const ForwardStats stats = model.Forward(ctx, batch, &saved);
+  auto forward = model.Forward(ctx, batch, &saved);
+  ASSERT_OK(forward);
+  const ForwardStats& stats = *forward;
   ASSERT_EQ(stats.sample_losses.size(), 2u);
   EXPECT_EQ(stats.sample_tokens[0], 4);  // one ignored target
   if (aux != AuxLossType::kNone) EXPECT_GT(stats.aux_loss_sum, 0.0);
-  model.Backward(ctx, batch, saved, seeds);
+  ASSERT_OK(model.Backward(ctx, batch, saved, seeds));
 
   // f64 would be ideal; f32 forward with eps 1e-2 is accurate to ~1e-3 relative on these sizes.
   // Routing is piecewise constant: a perturbation that flips a top-k choice would show as a large
@@ -90,8 +92,9 @@ TEST_P(DecoderGradientTest, BackwardMatchesFiniteDifferences) {
       auto eval = [&](float value) {
         v[i] = value;
         Decoder::Saved s;
-        const ForwardStats st = model.Forward(ctx, batch, &s);
-        return Objective(st, seeds);
+        auto st = model.Forward(ctx, batch, &s);
+        MF_CHECK(st.ok()) << st.status();
+        return Objective(*st, seeds);
       };
       const double numeric =
           (eval(saved_value + eps) - eval(saved_value - eps)) / (2 * eps);
@@ -119,7 +122,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(DecoderTest, ParametersCarryNamesShardingAndReductionGroups) {
   const ModelSpec spec = TinySpec(ops::ScoreFunction::kSoftmaxPost, AuxLossType::kBatch);
   ParameterSet params;
-  Decoder model(spec, &params);
+  Decoder model(spec, {}, &params);
   const Parameter* expert = params.Find("model.layers.1.mlp.experts.gate_proj.weight");
   ASSERT_NE(expert, nullptr);
   EXPECT_EQ(expert->reduction, GradReduction::kExpertData);
@@ -129,8 +132,9 @@ TEST(DecoderTest, ParametersCarryNamesShardingAndReductionGroups) {
   const Parameter* router = params.Find("model.layers.1.mlp.gate.weight");
   ASSERT_NE(router, nullptr);
   EXPECT_EQ(router->reduction, GradReduction::kDenseDataCpTp);
+  // Without sequence parallelism every TP rank normalises the same tokens: no TP sum.
   EXPECT_EQ(params.Find("model.layers.0.input_layernorm.weight")->reduction,
-            GradReduction::kDenseDataCpTp);
+            GradReduction::kReplicatedDataCp);
   EXPECT_FALSE(params.Find("model.layers.0.input_layernorm.weight")->weight_decay);
   EXPECT_EQ(params.Find("model.layers.0.mlp.down_proj.weight")->reduction,
             GradReduction::kDenseDataCp);
@@ -139,17 +143,45 @@ TEST(DecoderTest, ParametersCarryNamesShardingAndReductionGroups) {
   EXPECT_NE(params.Find("model.layers.1.mlp.shared_experts.up_proj.weight"), nullptr);
 }
 
+TEST(DecoderTest, SequenceParallelNormsSumOverTp) {
+  const ModelSpec spec = TinySpec(ops::ScoreFunction::kSoftmaxPost, AuxLossType::kBatch);
+  ParameterSet params;
+  Decoder model(spec, {.sequence_parallel = true}, &params);
+  for (const char* name : {"model.layers.0.input_layernorm.weight",
+                           "model.layers.1.post_attention_layernorm.weight", "model.norm.weight",
+                           "model.layers.1.mlp.gate.weight"}) {
+    EXPECT_EQ(params.Find(name)->reduction, GradReduction::kDenseDataCpTp) << name;
+  }
+}
+
+TEST(DecoderTest, TokenOutsideTheVocabularyIsAnError) {
+  const ModelSpec spec = TinySpec(ops::ScoreFunction::kSoftmaxPost, AuxLossType::kBatch);
+  ParameterSet params;
+  Decoder model(spec, {}, &params);
+  params.Initialize(1);
+  MicroBatch batch = TinyBatch(2, 5, spec.vocab, 3);
+  batch.tokens.data<int32_t>()[7] = spec.vocab;
+  StepContext ctx{&CpuStream()};
+  Decoder::Saved saved;
+  auto stats = model.Forward(ctx, batch, &saved);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(stats.status().message().find("token id 11 at sequence 1 position 2"),
+            absl::string_view::npos)
+      << stats.status();
+}
+
 TEST(DecoderTest, InitialisationIsDeterministicPerName) {
   const ModelSpec spec = TinySpec(ops::ScoreFunction::kSoftmaxPost, AuxLossType::kBatch);
   ParameterSet a, b;
-  Decoder ma(spec, &a), mb(spec, &b);
+  Decoder ma(spec, {}, &a), mb(spec, {}, &b);
   a.Initialize(5);
   b.Initialize(5);
   for (size_t i = 0; i < a.params().size(); ++i) {
     EXPECT_EQ(a.params()[i]->value.ToVector(), b.params()[i]->value.ToVector());
   }
   ParameterSet c;
-  Decoder mc(spec, &c);
+  Decoder mc(spec, {}, &c);
   c.Initialize(6);
   const std::string name = "model.layers.1.mlp.experts.up_proj.weight";
   EXPECT_NE(a.Find(name)->value.ToVector(), c.Find(name)->value.ToVector());

@@ -75,7 +75,7 @@ void ExpectGradientsMatch(const std::function<double()>& loss, Tensor* x, const 
 TEST(LayerGradientTest, Attention) {
   const ModelSpec spec = Spec();
   ParameterSet params;
-  AttentionLayer layer(spec, "l", &params);
+  AttentionLayer layer(spec, {}, "l", &params);
   params.Initialize(1);
   const MicroBatch batch = Batch(2, 5);
   StepContext ctx{&CpuStream()};
@@ -84,21 +84,21 @@ TEST(LayerGradientTest, Attention) {
   auto loss = [&]() {
     AttentionLayer::Saved saved;
     Tensor y = Tensor::Empty({10, 8}, DType::kF32);
-    layer.Forward(ctx, batch, x, &saved, &y);
+    MF_CHECK(layer.Forward(ctx, batch, x, &saved, &y).ok());
     return Dot(y, c);
   };
   AttentionLayer::Saved saved;
   Tensor y = Tensor::Empty({10, 8}, DType::kF32);
-  layer.Forward(ctx, batch, x, &saved, &y);
+  ASSERT_OK(layer.Forward(ctx, batch, x, &saved, &y));
   Tensor d_x = Tensor::Zeros({10, 8}, DType::kF32);
-  layer.Backward(ctx, batch, saved, c, &d_x);
+  ASSERT_OK(layer.Backward(ctx, batch, saved, c, &d_x));
   ExpectGradientsMatch(loss, &x, d_x, &params);
 }
 
 TEST(LayerGradientTest, SwiGluMlp) {
   const ModelSpec spec = Spec();
   ParameterSet params;
-  SwiGluMlp mlp(spec, "m", 6, &params);
+  SwiGluMlp mlp(spec, {}, "m", 6, &params);
   params.Initialize(4);
   StepContext ctx{&CpuStream()};
   Tensor x = RandomNormal({7, 8}, 5);
@@ -106,21 +106,21 @@ TEST(LayerGradientTest, SwiGluMlp) {
   auto loss = [&]() {
     SwiGluMlp::Saved saved;
     Tensor y = Tensor::Empty({7, 8}, DType::kF32);
-    mlp.Forward(ctx, x, &saved, &y);
+    MF_CHECK(mlp.Forward(ctx, x, &saved, &y).ok());
     return Dot(y, c);
   };
   SwiGluMlp::Saved saved;
   Tensor y = Tensor::Empty({7, 8}, DType::kF32);
-  mlp.Forward(ctx, x, &saved, &y);
+  ASSERT_OK(mlp.Forward(ctx, x, &saved, &y));
   Tensor d_x = Tensor::Zeros({7, 8}, DType::kF32);
-  mlp.Backward(ctx, saved, c, &d_x);
+  ASSERT_OK(mlp.Backward(ctx, saved, c, &d_x));
   ExpectGradientsMatch(loss, &x, d_x, &params);
 }
 
 TEST(LayerGradientTest, MoeWithAuxZLossAndSharedExperts) {
   const ModelSpec spec = Spec();
   ParameterSet params;
-  MoeLayer moe(spec, "m", &params);
+  MoeLayer moe(spec, {}, "m", &params);
   params.Initialize(7);
   const MicroBatch batch = Batch(2, 4);
   StepContext ctx{&CpuStream()};
@@ -131,19 +131,19 @@ TEST(LayerGradientTest, MoeWithAuxZLossAndSharedExperts) {
     MoeLayer::Saved saved;
     ForwardStats stats;
     Tensor y = Tensor::Empty({8, 8}, DType::kF32);
-    moe.Forward(ctx, batch, x, &saved, &y, &stats);
+    MF_CHECK(moe.Forward(ctx, batch, x, &saved, &y, &stats).ok());
     return Dot(y, c) + seeds.aux_grad_scale * stats.aux_loss_sum +
            seeds.z_grad_scale * stats.z_loss_sum;
   };
   MoeLayer::Saved saved;
   ForwardStats stats;
   Tensor y = Tensor::Empty({8, 8}, DType::kF32);
-  moe.Forward(ctx, batch, x, &saved, &y, &stats);
+  ASSERT_OK(moe.Forward(ctx, batch, x, &saved, &y, &stats));
   EXPECT_EQ(stats.aux_units, 2);  // sequence-level: one term per sequence
   EXPECT_GT(stats.aux_loss_sum, 0.0);
   EXPECT_GT(stats.z_loss_sum, 0.0);
   Tensor d_x = Tensor::Zeros({8, 8}, DType::kF32);
-  moe.Backward(ctx, saved, c, seeds, &d_x);
+  ASSERT_OK(moe.Backward(ctx, saved, c, seeds, &d_x));
   ExpectGradientsMatch(loss, &x, d_x, &params);
 }
 

@@ -88,10 +88,11 @@ std::vector<Owned> SyncSteps(Groups& groups, const RunSpec& spec) {
              0.02f);
   params.Add("model.layers.0.attn.weight", {64, 40}, GradReduction::kDenseDataCp, 0.02f);
   params.Add("model.norm.weight", {300}, GradReduction::kDenseDataCp, 0.0f, false, 1.0f);
-  Communicator* dense = &groups.world;
-  Communicator* expert = spec.split_expert ? groups.pairs.get() : &groups.world;
-  auto& buffers = params.Flatten(GradSync::Alignment(dense, expert));
-  GradSync sync(&params, dense, expert, spec.options);
+  GradSyncGroups sync_groups;
+  sync_groups.dp_cp = &groups.world;
+  sync_groups.edp = spec.split_expert ? groups.pairs.get() : &groups.world;
+  auto& buffers = params.Flatten(GradSync::Alignment(sync_groups));
+  GradSync sync(&params, sync_groups, spec.options);
   const int num_params = static_cast<int>(params.params().size());
   std::vector<Owned> steps;
   for (int64_t t = spec.first; t < spec.last; ++t) {

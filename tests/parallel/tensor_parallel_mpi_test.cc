@@ -4,6 +4,7 @@
 #include "parallel/tensor_parallel.h"
 
 #include "gtest/gtest.h"
+#include "ops/embedding.h"
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "parallel/mpi_communicator.h"
@@ -86,6 +87,53 @@ TEST_P(TensorParallelTest, RowParallelLinearEqualsTheFullLinear) {
   ASSERT_OK(RowParallelLinearBackward(x_shard, w_shard, d_y, tp_, sp, &d_x, &d_w));
   EXPECT_TENSOR_NEAR(d_x, Columns(d_x_ref, r() * in, (r() + 1) * in), 1e-5, 1e-6);
   EXPECT_TENSOR_NEAR(d_w, Columns(d_w_ref, r() * in, (r() + 1) * in), 1e-5, 1e-6);
+}
+
+// An uneven vocabulary (2·8·tp + 1 rows, as the byte vocabulary 257 over TP 2) split by ShardRange:
+// the embedding of each layout equals the full lookup, and its gradient the full gradient's rows.
+TEST_P(TensorParallelTest, VocabParallelEmbeddingEqualsTheFullEmbedding) {
+  const bool sp = GetParam();
+  const int64_t vocab = 16 * n() + 1, h = 5, t = 4 * n();
+  const Tensor table = RandomNormal({vocab, h}, 7);
+  const Tensor ids = RandomInts({t}, 8, static_cast<int32_t>(vocab));
+  const Tensor d_out = RandomNormal({t, h}, 9);
+  Tensor out_ref = Tensor::Empty({t, h}, DType::kF32);
+  ops::EmbeddingForward(ids, table, &out_ref, CpuStream());
+  Tensor d_table_ref = Tensor::Zeros({vocab, h}, DType::kF32);
+  ops::EmbeddingBackward(ids, d_out, &d_table_ref, CpuStream());
+
+  const auto [begin, end] = ShardRange(vocab, r(), n());
+  const Tensor shard = table.Slice(begin, end).Clone();
+  Tensor out;
+  ASSERT_OK(VocabParallelEmbeddingForward(ids, shard, begin, &tp_, sp, &out));
+  const int64_t rows = t / n();
+  EXPECT_TENSOR_NEAR(out, sp ? out_ref.Slice(r() * rows, (r() + 1) * rows) : out_ref, 1e-6, 0);
+  Tensor d_shard = Tensor::Zeros(shard.shape(), DType::kF32);
+  const Tensor d_in = sp ? d_out.Slice(r() * rows, (r() + 1) * rows).Clone() : d_out;
+  ASSERT_OK(VocabParallelEmbeddingBackward(ids, d_in, begin, &tp_, sp, &d_shard));
+  EXPECT_TENSOR_NEAR(d_shard, d_table_ref.Slice(begin, end), 1e-6, 0);
+}
+
+// Shards of every dimension, even and uneven, gather back into the whole tensor.
+TEST(GatherTpShardsTest, AssemblesTheWholeTensor) {
+  MpiCommunicator tp = MpiCommunicator::World("tp");
+  ParameterSet whole;
+  Parameter* w = whole.Add("w.weight", {2 * tp.size() + 1, 3, 2}, GradReduction::kDenseDataCp, 1);
+  whole.Initialize(3);
+  for (int dim : {0, 1, 2}) {
+    ParameterSet part;
+    Parameter* shard = part.Add("w.weight", w->value.shape(), GradReduction::kDenseDataCp, 1, true,
+                                0, {.dim = dim, .rank = tp.rank(), .size = tp.size()});
+    part.Initialize(3);
+    auto gathered = GatherTpShards(*shard, &tp);
+    ASSERT_OK(gathered);
+    EXPECT_TENSOR_NEAR(*gathered, w->value, 0, 0) << "dim " << dim;
+  }
+  // A group that does not match the parameter's split is refused.
+  ParameterSet wrong;
+  Parameter* p = wrong.Add("w.weight", {4}, GradReduction::kDenseDataCp, 1, true, 0,
+                           {.dim = 0, .rank = 0, .size = tp.size() + 1});
+  EXPECT_FALSE(GatherTpShards(*p, &tp).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(SequenceParallel, TensorParallelTest, ::testing::Bool());

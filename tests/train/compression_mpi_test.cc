@@ -8,7 +8,7 @@
 #include "configs/config_loader.h"
 #include "core/train/trainer.h"
 #include "gtest/gtest.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/process_groups.h"
 
 namespace moefold::train {
 namespace {
@@ -33,11 +33,14 @@ TrainRun Train(const std::vector<std::string>& extra, int first_step = 0) {
   overrides.insert(overrides.end(), extra.begin(), extra.end());
   auto config = config::LoadConfigFile("configs/tiny_moe.yaml", overrides);
   MF_CHECK(config.ok()) << config.status();
-  parallel::MpiCommunicator comm = parallel::MpiCommunicator::World("dp");
+  int world = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  auto mapping = parallel::Mapping::Create(world, {});
+  MF_CHECK(mapping.ok()) << mapping.status();
+  auto groups = parallel::ProcessGroups::Create(*mapping);
+  MF_CHECK(groups.ok()) << groups.status();
   TrainerOptions options;
-  options.groups.dense = options.groups.expert = &comm;
-  options.groups.dp_rank = comm.rank();
-  options.groups.dp_size = options.groups.world_size = comm.size();
+  options.groups = groups->get();
   options.write_metrics = false;
   options.print_progress = false;
   auto trainer = Trainer::Create(*config, options);
