@@ -217,9 +217,15 @@ void CheckParallel(const ExperimentConfig& c, int world, Problems* p) {
     Divisible(p, "train.seq_len", seq, "(2 × parallel.cp)", 2 * cp,
               "context parallelism cuts the sequence into 2·cp chunks");
   }
-  if (par.sequence_parallel() && tp > 1 && seq % cp == 0) {
-    Divisible(p, absl::StrCat("train.seq_len / cp = ", seq / cp), seq / cp, "parallel.tp", tp,
-              "sequence parallelism splits each rank's tokens over TP");
+  if (tp > 1 && seq % cp == 0) {
+    if (par.sequence_parallel()) {
+      Divisible(p, absl::StrCat("train.seq_len / cp = ", seq / cp), seq / cp, "parallel.tp", tp,
+                "sequence parallelism splits each rank's tokens over TP");
+    } else if (CountMoeLayers(c) > 0) {
+      Divisible(p, absl::StrCat("train.seq_len / cp = ", seq / cp), seq / cp, "parallel.tp", tp,
+                "without sequence parallelism each TP rank routes 1/tp of the tokens through "
+                "the MoE layers");
+    }
   }
   const int64_t stages = pp * par.virtual_stages();
   if (m.num_layers() > 0 && m.num_layers() % stages != 0) {

@@ -87,6 +87,18 @@ TEST(CliTest, DataParallelRunUnderMpirunLogsOnRankZero) {
   EXPECT_EQ(ReadLines(run_dir + "/metrics.jsonl").size(), 3u);
 }
 
+TEST(CliTest, TensorAndContextParallelRunUnderMpirun) {
+  const std::string run_dir = "build/test-runs/tp2cp2";
+  std::filesystem::remove_all(run_dir);
+  const Result r = RunMpi(4, "train --config configs/tiny_moe.yaml --set train.steps=2 "
+                             "--set optimizer.warmup_steps=1 --set parallel.tp=2 "
+                             "--set parallel.sequence_parallel=true --set parallel.cp=2 "
+                             "--set data.cache_dir=build/test-data --run-dir " + run_dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("4 rank(s): tp 2 (SP) × cp 2"), std::string::npos) << r.output;
+  EXPECT_EQ(ReadLines(run_dir + "/metrics.jsonl").size(), 2u);
+}
+
 TEST(CliTest, AFailedRankEndsTheJobWithItsRankAndANonZeroExit) {
   const Result r = RunMpi(2, "train --config configs/tiny_moe.yaml --set train.steps=5 "
                              "--set optimizer.warmup_steps=1 --set data.cache_dir=build/test-data "

@@ -1,0 +1,100 @@
+// The equivalence harness: tiny config, layout training with gathered parameters, comparison.
+#include "tests/train/equivalence.h"
+
+#include <mpi.h>
+
+#include <cmath>
+
+#include "configs/config_loader.h"
+#include "core/train/trainer.h"
+#include "gtest/gtest.h"
+#include "parallel/tensor_parallel.h"
+
+namespace moefold::train {
+
+config::ExperimentConfig EquivalenceConfig(const std::vector<std::string>& overrides) {
+  std::vector<std::string> all = {
+      "model.hidden_size=32", "model.num_layers=2", "model.num_heads=8", "model.num_kv_heads=4",
+      "model.head_dim=8", "model.ffn_hidden_size=64", "model.moe.num_experts=4",
+      "model.moe.top_k=2", "model.moe.expert_ffn_hidden_size=32",
+      "model.moe.num_shared_experts=1", "model.moe.first_dense_layers=1",
+      "model.moe.aux_loss_type=seq", "model.moe.z_loss_coeff=0.001", "train.seq_len=16",
+      "train.global_batch_size=8", "train.micro_batch_size=2", "optimizer.warmup_steps=2",
+      "reweighting.strategy=linupper", "reweighting.temperature=0.5",
+      "data.cache_dir=build/test-data"};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  auto config = config::LoadConfigFile("configs/tiny_moe.yaml", all);
+  MF_CHECK(config.ok()) << config.status();
+  return *config;
+}
+
+std::unique_ptr<parallel::ProcessGroups> MakeGroups(const config::ExperimentConfig& config,
+                                                    const parallel::MpiCommunicator* world) {
+  int size = 0;
+  if (world != nullptr) {
+    size = world->size();
+  } else {
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+  }
+  const auto& p = config.parallel();
+  auto mapping = parallel::Mapping::Create(
+      size, {.tp = p.tp(), .cp = p.cp(), .dp = p.dp(), .pp = p.pp(), .etp = p.etp(), .ep = p.ep(),
+             .order = p.order()});
+  MF_CHECK(mapping.ok()) << mapping.status();
+  auto groups = parallel::ProcessGroups::Create(*mapping, {.world = world});
+  MF_CHECK(groups.ok()) << groups.status();
+  return std::move(*groups);
+}
+
+LayoutRun TrainLayout(const config::ExperimentConfig& config,
+                      const parallel::ProcessGroups* groups, int steps) {
+  TrainerOptions options;
+  options.groups = groups;
+  options.write_metrics = false;
+  options.print_progress = false;
+  auto trainer = Trainer::Create(config, options);
+  MF_CHECK(trainer.ok()) << trainer.status();
+  LayoutRun run;
+  for (int s = 0; s < steps; ++s) {
+    auto r = (*trainer)->Step(s);
+    MF_CHECK(r.ok()) << r.status();
+    run.losses.push_back(r->loss);
+    run.lm_losses.push_back(r->lm_loss);
+    run.aux_losses.push_back(r->aux_loss);
+    run.grad_norms.push_back(r->grad_norm);
+  }
+  parallel::Communicator* tp = nullptr;
+  if (groups != nullptr) tp = *groups->Get(parallel::GroupKind::kTp);
+  for (const auto& p : (*trainer)->params().params()) {
+    auto whole = parallel::GatherTpShards(*p, tp);
+    MF_CHECK(whole.ok()) << whole.status();
+    run.params.push_back(whole->ToVector());
+  }
+  return run;
+}
+
+void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference,
+                        const std::string& label) {
+  ASSERT_EQ(run.losses.size(), reference.losses.size()) << label;
+  for (size_t s = 0; s < reference.losses.size(); ++s) {
+    EXPECT_NEAR(run.losses[s], reference.losses[s], 1e-5 * std::fabs(reference.losses[s]))
+        << label << " step " << s;
+  }
+  ASSERT_EQ(run.params.size(), reference.params.size()) << label;
+  double worst = 0;
+  size_t worst_param = 0;
+  for (size_t i = 0; i < reference.params.size(); ++i) {
+    ASSERT_EQ(run.params[i].size(), reference.params[i].size()) << label << " parameter " << i;
+    for (size_t j = 0; j < reference.params[i].size(); ++j) {
+      const double d = std::fabs(static_cast<double>(run.params[i][j]) - reference.params[i][j]);
+      if (d > worst) {
+        worst = d;
+        worst_param = i;
+      }
+    }
+  }
+  EXPECT_LT(worst, 1e-4) << label << ": largest parameter difference (parameter " << worst_param
+                         << ")";
+}
+
+}  // namespace moefold::train

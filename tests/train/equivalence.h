@@ -1,0 +1,41 @@
+// Equivalence harness for the multi-rank training tests: train a tiny MoE for K steps under some
+// layout and compare, step by step and at the end, with the same run on one rank (DESIGN §9).
+// Every rank trains the single-rank reference itself, so the comparison needs no communication.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "configs/moefold.pb.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/process_groups.h"
+
+namespace moefold::train {
+
+struct LayoutRun {
+  std::vector<double> losses;  // StepResult::loss per step
+  std::vector<double> lm_losses;
+  std::vector<double> aux_losses;
+  std::vector<double> grad_norms;
+  std::vector<std::vector<float>> params;  // every parameter, gathered whole, in creation order
+};
+
+// configs/tiny_moe.yaml shrunk for the tests (2 layers: dense + MoE with a shared expert; 8 heads
+// over 4 KV heads; vocabulary 257 so TP splits it unevenly; sequence aux loss, z-loss, LinUpper
+// reweighting), then `overrides`.
+config::ExperimentConfig EquivalenceConfig(const std::vector<std::string>& overrides = {});
+
+// Trains `steps` steps; `groups` null = one rank. Parameters are gathered over TP at the end.
+LayoutRun TrainLayout(const config::ExperimentConfig& config,
+                      const parallel::ProcessGroups* groups, int steps);
+
+// The layout's ProcessGroups over `world` (MPI_COMM_WORLD's duplicate when null), sizes from the
+// config's parallel section.
+std::unique_ptr<parallel::ProcessGroups> MakeGroups(const config::ExperimentConfig& config,
+                                                    const parallel::MpiCommunicator* world);
+
+// Loss per step within 1e-5 relative and every parameter within 1e-4 (absolute) of `reference`.
+void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label);
+
+}  // namespace moefold::train
