@@ -71,7 +71,7 @@ uint64_t HashName(absl::string_view name) {
 
 Parameter* ParameterSet::Add(std::string name, const Shape& shape, GradReduction reduction,
                              float init_std, bool weight_decay, float init_value,
-                             const TpSplit& split) {
+                             const TpSplit& split, const ExpertSplit& experts) {
   MF_CHECK(Find(name) == nullptr) << "duplicate parameter " << name;
   auto p = std::make_unique<Parameter>();
   p->name = std::move(name);
@@ -85,6 +85,14 @@ Parameter* ParameterSet::Add(std::string name, const Shape& shape, GradReduction
     p->sharding.tp_rank = split.rank;
     p->sharding.tp_size = split.size;
     p->sharding.tp_begin = begin;
+  }
+  if (experts.count >= 0) {
+    MF_CHECK(split.dim != 0 && experts.first >= 0 && experts.first + experts.count <= shape[0])
+        << p->name << ": experts [" << experts.first << ", " << experts.first + experts.count
+        << ") of " << shape[0];
+    local[0] = experts.count;
+    p->sharding.expert_dim = 0;
+    p->sharding.expert_offset = experts.first;
   }
   p->value = Tensor::Zeros(local, DType::kF32);
   p->grad = Tensor::Zeros(local, DType::kF32);

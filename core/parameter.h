@@ -38,6 +38,12 @@ struct TpSplit {
   int rank = 0;
   int size = 1;
 };
+// Which experts of a stacked expert tensor (dimension 0 = expert) this rank holds: [first, first +
+// count); count -1 = all of them (no expert parallelism).
+struct ExpertSplit {
+  int64_t first = 0;
+  int64_t count = -1;
+};
 // [begin, end) of range `rank` when n elements are split over `size` ranks as above.
 std::pair<int64_t, int64_t> ShardRange(int64_t n, int rank, int size);
 
@@ -88,9 +94,11 @@ struct FlatBuffer {
 // parameter's initialisation, so initial weights do not depend on the layout).
 class ParameterSet {
  public:
-  // `shape` is the global shape; with a TpSplit the parameter holds its range of split.dim.
+  // `shape` is the global shape; with a TpSplit the parameter holds its range of split.dim, with an
+  // ExpertSplit (a stacked expert tensor, expert_dim 0) its range of experts.
   Parameter* Add(std::string name, const Shape& shape, GradReduction reduction, float init_std,
-                 bool weight_decay = true, float init_value = 0.0f, const TpSplit& split = {});
+                 bool weight_decay = true, float init_value = 0.0f, const TpSplit& split = {},
+                 const ExpertSplit& experts = {});
   // Draws element i (row-major global index) of every parameter from Philox(seed, subsequence =
   // FNV-1a hash of its name, offset 2i); stacked expert tensors draw each expert from its own name.
   // A shard therefore holds exactly its slice of the unsharded draw.

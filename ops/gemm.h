@@ -1,5 +1,6 @@
 // Matrix multiply: the one entry point every linear layer uses.
-// CPU: OpenBLAS sgemm (f32). CUDA (later): cuBLASLt.
+// CPU: OpenBLAS sgemm (f32). CUDA: cuBLASLt with f32 accumulation; a and b f32 or bf16, c f32 or
+// a's dtype (bf16 inputs with an f32 c accumulate weight gradients in f32).
 #pragma once
 
 #include "core/stream.h"
@@ -15,6 +16,10 @@ void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float al
 
 // y = x · Wᵀ (a Hugging Face / PyTorch Linear without bias). x (T, in), w (out, in), y (T, out).
 void LinearForward(const Tensor& x, const Tensor& w, Tensor* y, Stream& stream);
+// y = x · Wᵀ + bias (bias (out) broadcast over rows); on the GPU the add is cuBLASLt's bias
+// epilogue of the same matmul. x (T, in), w (out, in), bias (out), y (T, out).
+void LinearBiasForward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* y,
+                       Stream& stream);
 // d_x = d_y · W (overwritten when d_x is non-null); d_w += d_yᵀ · x (accumulated when non-null).
 void LinearBackward(const Tensor& x, const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,
                     Stream& stream);

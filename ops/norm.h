@@ -6,9 +6,15 @@
 
 namespace moefold::ops {
 
-// x (T, H) f32, w (H) f32 -> y (T, H) f32, rstd (T) f32 (saved for backward).
+// x (T, H) f32, w (H) f32 -> y (T, H) f32, rstd (T) f32 (saved for backward). On the GPU x, w, y,
+// d_y, d_x may be bf16 (one dtype); rstd and d_w stay f32.
 void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
                     Stream& stream);
+// The pre-norm residual step fused: sum = x + residual (the new residual stream), y = RMSNorm(sum).
+// x, residual, sum, y (T, H); w (H); rstd (T) f32. On the GPU sum is rounded to its dtype before
+// it is normalised (so backward, which reads sum, sees the same values).
+void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                       Tensor* sum, Tensor* y, Tensor* rstd, Stream& stream);
 // d_x overwritten; d_w accumulated (+=).
 void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
                      Tensor* d_x, Tensor* d_w, Stream& stream);

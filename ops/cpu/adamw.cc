@@ -10,7 +10,8 @@
 namespace moefold::ops {
 
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
-               Stream& /*stream*/) {
+               Stream& stream) {
+  MF_RETURN_IF_GPU(grad, "AdamWStep", cuda::AdamWStep(options, grad, param, m, v, stream));
   constexpr const char* kOp = "AdamWStep";
   MF_CHECK(param != nullptr && m != nullptr && v != nullptr) << kOp << ": null state tensor";
   internal::CheckF32(grad, kOp, "grad");

@@ -45,7 +45,8 @@ double DotRow(const float* a, const float* b, int64_t n) {
 }  // namespace
 
 void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
-                      Tensor* lse, Stream& /*stream*/) {
+                      Tensor* lse, Stream& stream) {
+  MF_RETURN_IF_GPU(q, "AttentionForward", cuda::AttentionForward(q, k, v, scale, out, lse, stream));
   const Dims d = CheckQkv(q, k, v, "AttentionForward");
   internal::CheckF32Out(out, q.shape(), "AttentionForward", "out");
   internal::CheckF32Out(lse, {d.batch, d.q_heads, d.seq}, "AttentionForward", "lse");
@@ -90,7 +91,8 @@ void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float s
 //   d_v_j += P_ij d_out_i. KV gradients sum over the query heads of their group.
 void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                        const Tensor& lse, const Tensor& d_out, float scale, Tensor* d_q,
-                       Tensor* d_k, Tensor* d_v, Stream& /*stream*/) {
+                       Tensor* d_k, Tensor* d_v, Stream& stream) {
+  MF_RETURN_IF_GPU(q, "AttentionBackward", cuda::AttentionBackward(q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream));
   const Dims d = CheckQkv(q, k, v, "AttentionBackward");
   internal::CheckF32(out, "AttentionBackward", "out");
   internal::CheckShape(out, q.shape(), "AttentionBackward", "out");

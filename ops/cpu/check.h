@@ -5,6 +5,21 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "ops/cuda/launchers.h"
+
+// Dispatch by device (DESIGN §3): `return call;` (the op's CUDA launcher, ops/cuda/launchers.h)
+// when `t` lives on a GPU. Without the CUDA backend a GPU tensor cannot be made (AllocatorFor
+// refuses), and should one arrive the op names itself; `call` is then never evaluated or linked.
+#ifdef MOEFOLD_HAVE_CUDA
+#define MF_RETURN_IF_GPU(t, op, call) \
+  if ((t).device().is_cuda()) return call
+#else
+#define MF_RETURN_IF_GPU(t, op, call)                                                      \
+  static_cast<void>(sizeof(decltype(call)*));                                              \
+  MF_CHECK(!(t).device().is_cuda()) << op << ": " << (t).DebugString()                     \
+                                    << " is on a GPU but moefold was built without the CUDA " \
+                                       "backend"
+#endif
 
 namespace moefold::ops::internal {
 

@@ -6,7 +6,8 @@
 
 namespace moefold::ops {
 
-void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& /*stream*/) {
+void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream) {
+  MF_RETURN_IF_GPU(a, "Add", cuda::Add(a, b, out, stream));
   internal::CheckF32(a, "Add", "a");
   internal::CheckF32(b, "Add", "b");
   internal::CheckShape(b, a.shape(), "Add", "b");
@@ -17,7 +18,8 @@ void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& /*stream*/) {
   for (int64_t i = 0; i < a.numel(); ++i) po[i] = pa[i] + pb[i];
 }
 
-void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& /*stream*/) {
+void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream) {
+  MF_RETURN_IF_GPU(src, "Axpy", cuda::Axpy(alpha, src, dst, stream));
   MF_CHECK(dst != nullptr) << "Axpy: output dst is null";
   internal::CheckF32(src, "Axpy", "src");
   internal::CheckF32(*dst, "Axpy", "dst");
@@ -28,8 +30,9 @@ void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& /*stream*/) {
   for (int64_t i = 0; i < src.numel(); ++i) pd[i] += alpha * ps[i];
 }
 
-void Scale(float alpha, Tensor* x, Stream& /*stream*/) {
+void Scale(float alpha, Tensor* x, Stream& stream) {
   MF_CHECK(x != nullptr) << "Scale: x is null";
+  MF_RETURN_IF_GPU(*x, "Scale", cuda::Scale(alpha, x, stream));
   internal::CheckF32(*x, "Scale", "x");
   float* p = x->data<float>();
   for (int64_t i = 0; i < x->numel(); ++i) p[i] *= alpha;

@@ -21,7 +21,8 @@ void CheckIds(const Tensor& ids, int64_t vocab, const char* op) {
 
 }  // namespace
 
-void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Stream& /*stream*/) {
+void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Stream& stream) {
+  MF_RETURN_IF_GPU(table, "EmbeddingForward", cuda::EmbeddingForward(ids, table, out, stream));
   internal::CheckF32(table, "EmbeddingForward", "table");
   internal::CheckRank(table, 2, "EmbeddingForward", "table");
   CheckIds(ids, table.dim(0), "EmbeddingForward");
@@ -36,7 +37,8 @@ void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Strea
 }
 
 void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table,
-                       Stream& /*stream*/) {
+                       Stream& stream) {
+  MF_RETURN_IF_GPU(d_out, "EmbeddingBackward", cuda::EmbeddingBackward(ids, d_out, d_table, stream));
   MF_CHECK(d_table != nullptr) << "EmbeddingBackward: output d_table is null";
   internal::CheckF32(*d_table, "EmbeddingBackward", "d_table");
   internal::CheckRank(*d_table, 2, "EmbeddingBackward", "d_table");

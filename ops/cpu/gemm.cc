@@ -16,7 +16,8 @@ using internal::CheckRank;
 }  // namespace
 
 void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float alpha, float beta,
-          Tensor* c, Stream& /*stream*/) {
+          Tensor* c, Stream& stream) {
+  MF_RETURN_IF_GPU(a, "Gemm", cuda::Gemm(a, trans_a, b, trans_b, alpha, beta, c, stream));
   MF_CHECK(c != nullptr) << "Gemm: output c is null";
   CheckF32(a, "Gemm", "a");
   CheckF32(b, "Gemm", "b");
@@ -47,6 +48,19 @@ void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float al
 
 void LinearForward(const Tensor& x, const Tensor& w, Tensor* y, Stream& stream) {
   Gemm(x, /*trans_a=*/false, w, /*trans_b=*/true, 1.0f, 0.0f, y, stream);
+}
+
+void LinearBiasForward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* y,
+                       Stream& stream) {
+  MF_RETURN_IF_GPU(x, "LinearBiasForward", cuda::LinearBiasForward(x, w, bias, y, stream));
+  LinearForward(x, w, y, stream);
+  CheckF32(bias, "LinearBiasForward", "bias");
+  internal::CheckShape(bias, {y->dim(1)}, "LinearBiasForward", "bias");
+  float* out = y->data<float>();
+  const float* b = bias.data<float>();
+  for (int64_t t = 0; t < y->dim(0); ++t) {
+    for (int64_t j = 0; j < y->dim(1); ++j) out[t * y->dim(1) + j] += b[j];
+  }
 }
 
 void LinearBackward(const Tensor& x, const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,

@@ -1,10 +1,18 @@
 // CPU reference of the grouped expert GEMM: one LinearForward/Backward per expert slice.
 #include "ops/grouped_gemm.h"
 
+#include <atomic>
+
+#include "ops/cpu/check.h"
 #include "ops/gemm.h"
 
 namespace moefold::ops {
 namespace {
+
+std::atomic<GroupedGemmBackend>& Backend() {
+  static std::atomic<GroupedGemmBackend> backend{GroupedGemmBackend::kLoop};
+  return backend;
+}
 
 void CheckGroupedShapes(const Tensor& x, const Tensor& w, const Tensor& counts) {
   MF_CHECK_EQ(x.rank(), 2) << x.DebugString();
@@ -22,8 +30,12 @@ Tensor ExpertWeight(const Tensor& w, int64_t e) {
 
 }  // namespace
 
+void SetGroupedGemmBackend(GroupedGemmBackend backend) { Backend().store(backend); }
+GroupedGemmBackend GetGroupedGemmBackend() { return Backend().load(); }
+
 void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts, Tensor* y,
                           Stream& stream) {
+  MF_RETURN_IF_GPU(x, "GroupedLinearForward", cuda::GroupedLinearForward(x, w, counts, y, stream));
   CheckGroupedShapes(x, w, counts);
   MF_CHECK(y->shape() == (Shape{x.dim(0), w.dim(1)})) << y->DebugString();
   int64_t row = 0;
@@ -38,6 +50,7 @@ void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts
 
 void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& counts,
                            const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "GroupedLinearBackward", cuda::GroupedLinearBackward(x, w, counts, d_y, d_x, d_w, stream));
   CheckGroupedShapes(x, w, counts);
   int64_t row = 0;
   for (int64_t e = 0; e < w.dim(0); ++e) {

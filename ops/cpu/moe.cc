@@ -27,7 +27,8 @@ void CheckSorted(const Tensor& sorted, int64_t num_pairs, const char* op) {
 }  // namespace
 
 void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tensor* counts,
-                        Stream& /*stream*/) {
+                        Stream& stream) {
+  MF_RETURN_IF_GPU(ids, "ComputePermutation", cuda::ComputePermutation(ids, num_experts, sorted, counts, stream));
   constexpr const char* kOp = "ComputePermutation";
   internal::CheckI32(ids, kOp, "ids");
   internal::CheckRank(ids, 2, kOp, "ids");
@@ -54,7 +55,8 @@ void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tens
   for (int64_t p = 0; p < pairs; ++p) out[next[id[p]]++] = static_cast<int32_t>(p);
 }
 
-void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& /*stream*/) {
+void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "PermuteTokens", cuda::PermuteTokens(x, sorted, k, out, stream));
   constexpr const char* kOp = "PermuteTokens";
   internal::CheckF32(x, kOp, "x");
   internal::CheckRank(x, 2, kOp, "x");
@@ -70,7 +72,8 @@ void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, St
 }
 
 void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,
-                           Stream& /*stream*/) {
+                           Stream& stream) {
+  MF_RETURN_IF_GPU(d_out, "PermuteTokensBackward", cuda::PermuteTokensBackward(d_out, sorted, k, d_x, stream));
   constexpr const char* kOp = "PermuteTokensBackward";
   internal::CheckF32(d_out, kOp, "d_out");
   internal::CheckRank(d_out, 2, kOp, "d_out");
@@ -113,7 +116,8 @@ UnpermuteShapes CheckUnpermuteInputs(const Tensor& y, const Tensor& sorted, cons
 }  // namespace
 
 void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weights, Tensor* out,
-                     Stream& /*stream*/) {
+                     Stream& stream) {
+  MF_RETURN_IF_GPU(y, "UnpermuteTokens", cuda::UnpermuteTokens(y, sorted, weights, out, stream));
   constexpr const char* kOp = "UnpermuteTokens";
   const int64_t rows = sorted.numel();
   const auto [tokens, k, hidden] = CheckUnpermuteInputs(y, sorted, weights, kOp);
@@ -130,7 +134,8 @@ void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weight
 
 void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
                              const Tensor& weights, Tensor* d_y, Tensor* d_weights,
-                             Stream& /*stream*/) {
+                             Stream& stream) {
+  MF_RETURN_IF_GPU(y, "UnpermuteTokensBackward", cuda::UnpermuteTokensBackward(d_out, y, sorted, weights, d_y, d_weights, stream));
   constexpr const char* kOp = "UnpermuteTokensBackward";
   const int64_t rows = sorted.numel();
   const auto [tokens, k, hidden] = CheckUnpermuteInputs(y, sorted, weights, kOp);

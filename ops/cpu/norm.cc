@@ -9,7 +9,8 @@
 namespace moefold::ops {
 
 void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
-                    Stream& /*stream*/) {
+                    Stream& stream) {
+  MF_RETURN_IF_GPU(x, "RmsNormForward", cuda::RmsNormForward(x, w, eps, y, rstd, stream));
   internal::CheckF32(x, "RmsNormForward", "x");
   internal::CheckRank(x, 2, "RmsNormForward", "x");
   const int64_t rows = x.dim(0), hidden = x.dim(1);
@@ -31,10 +32,26 @@ void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tens
   }
 }
 
+void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                       Tensor* sum, Tensor* y, Tensor* rstd, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "AddRmsNormForward",
+                   cuda::AddRmsNormForward(x, residual, w, eps, sum, y, rstd, stream));
+  internal::CheckF32(x, "AddRmsNormForward", "x");
+  internal::CheckF32(residual, "AddRmsNormForward", "residual");
+  internal::CheckShape(residual, x.shape(), "AddRmsNormForward", "residual");
+  internal::CheckF32Out(sum, x.shape(), "AddRmsNormForward", "sum");
+  const float* px = x.data<float>();
+  const float* pr = residual.data<float>();
+  float* ps = sum->data<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) ps[i] = px[i] + pr[i];
+  RmsNormForward(*sum, w, eps, y, rstd, stream);
+}
+
 // With r = rstd and g = d_y · w (element-wise):
 //   d_x = r·g − (r³/H)·x·⟨g, x⟩,   d_w += Σ_t d_y · x · r.
 void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
-                     Tensor* d_x, Tensor* d_w, Stream& /*stream*/) {
+                     Tensor* d_x, Tensor* d_w, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "RmsNormBackward", cuda::RmsNormBackward(x, w, rstd, d_y, d_x, d_w, stream));
   internal::CheckF32(x, "RmsNormBackward", "x");
   internal::CheckRank(x, 2, "RmsNormBackward", "x");
   const int64_t rows = x.dim(0), hidden = x.dim(1);

@@ -10,7 +10,8 @@
 
 namespace moefold::ops {
 
-double SumOfSquares(const Tensor& x, Stream& /*stream*/) {
+double SumOfSquares(const Tensor& x, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "SumOfSquares", cuda::SumOfSquares(x, stream));
   internal::CheckF32(x, "SumOfSquares", "x");
   const float* p = x.data<float>();
   double sum = 0;
@@ -18,7 +19,8 @@ double SumOfSquares(const Tensor& x, Stream& /*stream*/) {
   return sum;
 }
 
-float Amax(const Tensor& x, Stream& /*stream*/) {
+float Amax(const Tensor& x, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "Amax", cuda::Amax(x, stream));
   internal::CheckCpu(x, "Amax", "x");
   MF_CHECK(IsFloatingPoint(x.dtype()))
       << "Amax: x must be a floating dtype, got " << x.DebugString();

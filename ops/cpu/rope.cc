@@ -44,13 +44,15 @@ void Rotate(const Tensor& src, const Tensor& positions, float theta, int sign, T
 }  // namespace
 
 void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y,
-                 Stream& /*stream*/) {
+                 Stream& stream) {
+  MF_RETURN_IF_GPU(x, "RopeForward", cuda::RopeForward(x, positions, theta, y, stream));
   Rotate(x, positions, theta, +1, y, "RopeForward");
 }
 
 // The rotation is orthogonal, so its transpose (the gradient map) is the rotation by −angle.
 void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
-                  Stream& /*stream*/) {
+                  Stream& stream) {
+  MF_RETURN_IF_GPU(d_y, "RopeBackward", cuda::RopeBackward(d_y, positions, theta, d_x, stream));
   Rotate(d_y, positions, theta, -1, d_x, "RopeBackward");
 }
 

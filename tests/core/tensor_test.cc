@@ -153,5 +153,29 @@ TEST(ParameterSetTest, ShardsInitialiseToTheirSliceOfTheWholeTensor) {
   }
 }
 
+// Expert parallelism holds a range of experts (and ETP a range of each expert's FFN): the values are
+// those experts' slices of the whole stacked tensor.
+TEST(ParameterSetTest, ExpertShardsHoldTheirExpertsSlices) {
+  ParameterSet whole;
+  Parameter* e = whole.Add("m.experts.down_proj.weight", {4, 3, 6}, GradReduction::kExpertData,
+                           0.5f, true, 0.0f, {}, {.first = 0, .count = 4});
+  whole.Initialize(5);
+  ParameterSet part;
+  Parameter* es = part.Add("m.experts.down_proj.weight", {4, 3, 6}, GradReduction::kExpertData,
+                           0.5f, true, 0.0f, {.dim = 2, .rank = 1, .size = 2},
+                           {.first = 2, .count = 2});
+  part.Initialize(5);
+  ASSERT_EQ(es->value.shape(), (Shape{2, 3, 3}));
+  EXPECT_EQ(es->sharding.expert_offset, 2);
+  const std::vector<float> all = e->value.ToVector(), mine = es->value.ToVector();
+  for (int64_t x = 0; x < 2; ++x) {
+    for (int64_t r = 0; r < 3; ++r) {
+      for (int64_t c = 0; c < 3; ++c) {
+        EXPECT_EQ(mine[(x * 3 + r) * 3 + c], all[((x + 2) * 3 + r) * 6 + c + 3]);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moefold
