@@ -41,7 +41,8 @@ absl::StatusOr<Device> SelectCudaDevice(int local_rank) {
   }
   if (!cuda::BackendBuilt()) {
     return absl::FailedPreconditionError(
-        "no CUDA device: moefold was built without the CUDA backend (-DMOEFOLD_CUDA=OFF or no nvcc)");
+        "no CUDA device: moefold was built without the CUDA backend (-DMOEFOLD_CUDA=OFF or no "
+        "nvcc)");
   }
   const int count = cuda::DeviceCount();
   if (count == 0) {
@@ -51,7 +52,8 @@ absl::StatusOr<Device> SelectCudaDevice(int local_rank) {
   }
   const Device device = Device::Cuda(local_rank % count);
   if (absl::Status s = cuda::SetDevice(device.index); !s.ok()) {
-    return Annotate(s, absl::StrCat("selecting ", device.ToString(), " for local rank ", local_rank));
+    return Annotate(s,
+                    absl::StrCat("selecting ", device.ToString(), " for local rank ", local_rank));
   }
   return device;
 }

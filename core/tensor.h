@@ -90,7 +90,7 @@ class Tensor {
   void SetZero(const Stream& stream);              // enqueued on `stream` (CPU: at once)
   void Fill(float value);                          // floating dtypes (rounded to the dtype)
   Tensor To(DType dtype) const;                    // converted copy (RNE, saturating as in dtype.h)
-  Tensor To(const Device& device) const;           // copy on `device` (this tensor if already there)
+  Tensor To(const Device& device) const;           // copy on `device` (itself if already there)
   std::vector<float> ToVector() const;             // any dtype, as f32 (copied to the host first)
   // This tensor's memory is used by work on `stream`: it is reused only after that work is done.
   void RecordStream(const Stream& stream) const;

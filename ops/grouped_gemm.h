@@ -15,9 +15,10 @@ enum class GroupedGemmBackend { kLoop, kCublasGrouped };
 void SetGroupedGemmBackend(GroupedGemmBackend backend);
 GroupedGemmBackend GetGroupedGemmBackend();
 
-// y[rows of e] = x[rows of e] · W[e]ᵀ. x (N, in) f32, w (E, out, in) f32, counts (E) i32 summing to N,
-// y (N, out) f32 (overwritten). An expert with zero rows is skipped. On the GPU x, w, y may be bf16
-// (d_w f32 or bf16) and counts may stay on the host (a GPU counts tensor is copied back: a sync).
+// y[rows of e] = x[rows of e] · W[e]ᵀ. x (N, in) f32, w (E, out, in) f32, counts (E) i32 summing to
+// N, y (N, out) f32 (overwritten). An expert with zero rows is skipped. On the GPU x, w, y may be
+// bf16 (d_w f32 or bf16) and counts may stay on the host (a GPU counts tensor is copied back: a
+// sync).
 void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts, Tensor* y,
                           Stream& stream);
 // d_x (N, in) overwritten when non-null; d_w (E, out, in) accumulated (+=) when non-null.

@@ -33,7 +33,8 @@ void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& st
 // d_up = d_out · silu(g);  d_gate = d_out · up · σ(g) · (1 + g · (1 − σ(g))).
 void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor* d_gate,
                     Tensor* d_up, Stream& stream) {
-  MF_RETURN_IF_GPU(gate, "SwiGluBackward", cuda::SwiGluBackward(gate, up, d_out, d_gate, d_up, stream));
+  MF_RETURN_IF_GPU(gate, "SwiGluBackward",
+                   cuda::SwiGluBackward(gate, up, d_out, d_gate, d_up, stream));
   CheckPair(gate, up, "SwiGluBackward");
   internal::CheckF32(d_out, "SwiGluBackward", "d_out");
   internal::CheckShape(d_out, gate.shape(), "SwiGluBackward", "d_out");

@@ -92,7 +92,8 @@ void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float s
 void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                        const Tensor& lse, const Tensor& d_out, float scale, Tensor* d_q,
                        Tensor* d_k, Tensor* d_v, Stream& stream) {
-  MF_RETURN_IF_GPU(q, "AttentionBackward", cuda::AttentionBackward(q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream));
+  MF_RETURN_IF_GPU(q, "AttentionBackward",
+                   cuda::AttentionBackward(q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream));
   const Dims d = CheckQkv(q, k, v, "AttentionBackward");
   internal::CheckF32(out, "AttentionBackward", "out");
   internal::CheckShape(out, q.shape(), "AttentionBackward", "out");

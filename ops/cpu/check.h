@@ -14,9 +14,9 @@
 #define MF_RETURN_IF_GPU(t, op, call) \
   if ((t).device().is_cuda()) return call
 #else
-#define MF_RETURN_IF_GPU(t, op, call)                                                      \
-  static_cast<void>(sizeof(decltype(call)*));                                              \
-  MF_CHECK(!(t).device().is_cuda()) << op << ": " << (t).DebugString()                     \
+#define MF_RETURN_IF_GPU(t, op, call)                                                         \
+  static_cast<void>(sizeof(decltype(call)*));                                                 \
+  MF_CHECK(!(t).device().is_cuda()) << op << ": " << (t).DebugString()                        \
                                     << " is on a GPU but moefold was built without the CUDA " \
                                        "backend"
 #endif

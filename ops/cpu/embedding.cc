@@ -36,9 +36,9 @@ void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Strea
   }
 }
 
-void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table,
-                       Stream& stream) {
-  MF_RETURN_IF_GPU(d_out, "EmbeddingBackward", cuda::EmbeddingBackward(ids, d_out, d_table, stream));
+void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table, Stream& stream) {
+  MF_RETURN_IF_GPU(d_out, "EmbeddingBackward",
+                   cuda::EmbeddingBackward(ids, d_out, d_table, stream));
   MF_CHECK(d_table != nullptr) << "EmbeddingBackward: output d_table is null";
   internal::CheckF32(*d_table, "EmbeddingBackward", "d_table");
   internal::CheckRank(*d_table, 2, "EmbeddingBackward", "d_table");

@@ -50,7 +50,8 @@ void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts
 
 void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& counts,
                            const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream) {
-  MF_RETURN_IF_GPU(x, "GroupedLinearBackward", cuda::GroupedLinearBackward(x, w, counts, d_y, d_x, d_w, stream));
+  MF_RETURN_IF_GPU(x, "GroupedLinearBackward",
+                   cuda::GroupedLinearBackward(x, w, counts, d_y, d_x, d_w, stream));
   CheckGroupedShapes(x, w, counts);
   int64_t row = 0;
   for (int64_t e = 0; e < w.dim(0); ++e) {

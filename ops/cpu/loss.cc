@@ -32,7 +32,8 @@ void CheckTargets(const Tensor& logits, const Tensor& targets, const char* op) {
 
 void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* token_losses,
                          Tensor* lse, Stream& stream) {
-  MF_RETURN_IF_GPU(logits, "CrossEntropyForward", cuda::CrossEntropyForward(logits, targets, token_losses, lse, stream));
+  MF_RETURN_IF_GPU(logits, "CrossEntropyForward",
+                   cuda::CrossEntropyForward(logits, targets, token_losses, lse, stream));
   CheckTargets(logits, targets, "CrossEntropyForward");
   const int64_t rows = logits.dim(0), vocab = logits.dim(1);
   internal::CheckF32Out(token_losses, {rows}, "CrossEntropyForward", "token_losses");
@@ -53,7 +54,9 @@ void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* to
 
 void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                           const Tensor& d_token_losses, Tensor* d_logits, Stream& stream) {
-  MF_RETURN_IF_GPU(logits, "CrossEntropyBackward", cuda::CrossEntropyBackward(logits, targets, lse, d_token_losses, d_logits, stream));
+  MF_RETURN_IF_GPU(
+      logits, "CrossEntropyBackward",
+      cuda::CrossEntropyBackward(logits, targets, lse, d_token_losses, d_logits, stream));
   CheckTargets(logits, targets, "CrossEntropyBackward");
   const int64_t rows = logits.dim(0), vocab = logits.dim(1);
   internal::CheckF32(lse, "CrossEntropyBackward", "lse");

@@ -28,7 +28,8 @@ void CheckSorted(const Tensor& sorted, int64_t num_pairs, const char* op) {
 
 void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tensor* counts,
                         Stream& stream) {
-  MF_RETURN_IF_GPU(ids, "ComputePermutation", cuda::ComputePermutation(ids, num_experts, sorted, counts, stream));
+  MF_RETURN_IF_GPU(ids, "ComputePermutation",
+                   cuda::ComputePermutation(ids, num_experts, sorted, counts, stream));
   constexpr const char* kOp = "ComputePermutation";
   internal::CheckI32(ids, kOp, "ids");
   internal::CheckRank(ids, 2, kOp, "ids");
@@ -73,7 +74,8 @@ void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, St
 
 void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,
                            Stream& stream) {
-  MF_RETURN_IF_GPU(d_out, "PermuteTokensBackward", cuda::PermuteTokensBackward(d_out, sorted, k, d_x, stream));
+  MF_RETURN_IF_GPU(d_out, "PermuteTokensBackward",
+                   cuda::PermuteTokensBackward(d_out, sorted, k, d_x, stream));
   constexpr const char* kOp = "PermuteTokensBackward";
   internal::CheckF32(d_out, kOp, "d_out");
   internal::CheckRank(d_out, 2, kOp, "d_out");
@@ -135,7 +137,9 @@ void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weight
 void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
                              const Tensor& weights, Tensor* d_y, Tensor* d_weights,
                              Stream& stream) {
-  MF_RETURN_IF_GPU(y, "UnpermuteTokensBackward", cuda::UnpermuteTokensBackward(d_out, y, sorted, weights, d_y, d_weights, stream));
+  MF_RETURN_IF_GPU(
+      y, "UnpermuteTokensBackward",
+      cuda::UnpermuteTokensBackward(d_out, y, sorted, weights, d_y, d_weights, stream));
   constexpr const char* kOp = "UnpermuteTokensBackward";
   const int64_t rows = sorted.numel();
   const auto [tokens, k, hidden] = CheckUnpermuteInputs(y, sorted, weights, kOp);

@@ -43,8 +43,7 @@ void Rotate(const Tensor& src, const Tensor& positions, float theta, int sign, T
 
 }  // namespace
 
-void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y,
-                 Stream& stream) {
+void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream) {
   MF_RETURN_IF_GPU(x, "RopeForward", cuda::RopeForward(x, positions, theta, y, stream));
   Rotate(x, positions, theta, +1, y, "RopeForward");
 }

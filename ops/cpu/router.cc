@@ -111,7 +111,8 @@ void NormalizationBackward(const std::vector<double>& u, const float* g, bool no
 
 void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
                        Tensor* ids, Tensor* weights, Stream& stream) {
-  MF_RETURN_IF_GPU(logits, "RouterTopKForward", cuda::RouterTopKForward(logits, expert_bias, options, ids, weights, stream));
+  MF_RETURN_IF_GPU(logits, "RouterTopKForward",
+                   cuda::RouterTopKForward(logits, expert_bias, options, ids, weights, stream));
   constexpr const char* kOp = "RouterTopKForward";
   CheckLogits(logits, kOp);
   const int64_t tokens = logits.dim(0), experts = logits.dim(1);
@@ -179,7 +180,9 @@ void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const To
 void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& weights,
                         const TopKOptions& options, const Tensor& d_weights, Tensor* d_logits,
                         Stream& stream) {
-  MF_RETURN_IF_GPU(logits, "RouterTopKBackward", cuda::RouterTopKBackward(logits, ids, weights, options, d_weights, d_logits, stream));
+  MF_RETURN_IF_GPU(
+      logits, "RouterTopKBackward",
+      cuda::RouterTopKBackward(logits, ids, weights, options, d_weights, d_logits, stream));
   constexpr const char* kOp = "RouterTopKBackward";
   CheckLogits(logits, kOp);
   const int64_t tokens = logits.dim(0), experts = logits.dim(1);
@@ -247,9 +250,9 @@ void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream) {
   }
 }
 
-void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits,
-                     Stream& stream) {
-  MF_RETURN_IF_GPU(probs, "SoftmaxBackward", cuda::SoftmaxBackward(probs, d_probs, d_logits, stream));
+void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream) {
+  MF_RETURN_IF_GPU(probs, "SoftmaxBackward",
+                   cuda::SoftmaxBackward(probs, d_probs, d_logits, stream));
   internal::CheckF32(probs, "SoftmaxBackward", "probs");
   internal::CheckRank(probs, 2, "SoftmaxBackward", "probs");
   internal::CheckF32(d_probs, "SoftmaxBackward", "d_probs");
@@ -290,7 +293,8 @@ std::vector<double> AuxLossCoefficients(const Tensor& probs, const Tensor& count
 
 float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, Stream& stream) {
-  MF_RETURN_IF_GPU(probs, "AuxLossForward", cuda::AuxLossForward(probs, counts, total_tokens, k, coeff, stream));
+  MF_RETURN_IF_GPU(probs, "AuxLossForward",
+                   cuda::AuxLossForward(probs, counts, total_tokens, k, coeff, stream));
   const std::vector<double> a =
       AuxLossCoefficients(probs, counts, total_tokens, k, coeff, "AuxLossForward");
   const int64_t rows = probs.dim(0), experts = probs.dim(1);
@@ -305,7 +309,9 @@ float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_to
 // d_logits[t, e] += d_loss · p_e · (a_e − Σ_i p_i a_i).
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream) {
-  MF_RETURN_IF_GPU(probs, "AuxLossBackward", cuda::AuxLossBackward(probs, counts, total_tokens, k, coeff, d_loss, d_logits, stream));
+  MF_RETURN_IF_GPU(
+      probs, "AuxLossBackward",
+      cuda::AuxLossBackward(probs, counts, total_tokens, k, coeff, d_loss, d_logits, stream));
   const std::vector<double> a =
       AuxLossCoefficients(probs, counts, total_tokens, k, coeff, "AuxLossBackward");
   internal::CheckF32Out(d_logits, probs.shape(), "AuxLossBackward", "d_logits");
@@ -335,7 +341,8 @@ float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stre
 // ∂(lse²)/∂l_e = 2·lse·softmax(l)_e.
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,
                    Tensor* d_logits, Stream& stream) {
-  MF_RETURN_IF_GPU(logits, "ZLossBackward", cuda::ZLossBackward(logits, coeff, total_tokens, d_loss, d_logits, stream));
+  MF_RETURN_IF_GPU(logits, "ZLossBackward",
+                   cuda::ZLossBackward(logits, coeff, total_tokens, d_loss, d_logits, stream));
   CheckLogits(logits, "ZLossBackward");
   MF_CHECK_GT(total_tokens, 0) << "ZLossBackward: total_tokens";
   internal::CheckF32Out(d_logits, logits.shape(), "ZLossBackward", "d_logits");

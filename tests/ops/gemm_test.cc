@@ -98,6 +98,15 @@ TEST(LinearTest, ForwardIsXTimesWTransposed) {
   EXPECT_TENSOR_NEAR(y, Tensor::FromVector({1, -1, 4, -1}, {2, 2}), 0, 0);
 }
 
+TEST(LinearTest, BiasIsAddedToEveryRow) {
+  const Tensor x = Tensor::FromVector({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor w = Tensor::FromVector({1, 0, 0, 0, 1, -1}, {2, 3});
+  const Tensor bias = Tensor::FromVector({10, -20}, {2});
+  Tensor y = Tensor::Zeros({2, 2}, DType::kF32);
+  LinearBiasForward(x, w, bias, &y, CpuStream());
+  EXPECT_TENSOR_NEAR(y, Tensor::FromVector({11, -21, 14, -21}, {2, 2}), 0, 0);
+}
+
 TEST(LinearTest, BackwardMatchesFiniteDifferencesAndAccumulatesDw) {
   const int64_t t = 3, in = 4, out = 5;
   Tensor x = RandomNormal({t, in}, 21);

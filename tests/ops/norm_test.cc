@@ -47,5 +47,21 @@ TEST(RmsNormTest, BackwardMatchesFiniteDifferences) {
   EXPECT_TRUE(GradientMatches(Delta(d_w, d_w_before), loss, &w));
 }
 
+TEST(RmsNormTest, FusedResidualAddNormalisesTheSum) {
+  const Tensor x = RandomNormal({3, 8}, 6);
+  const Tensor residual = RandomNormal({3, 8}, 7);
+  const Tensor w = RandomNormal({8}, 8);
+  Tensor sum = Tensor::Zeros({3, 8}, DType::kF32), y = Tensor::Zeros({3, 8}, DType::kF32);
+  Tensor rstd = Tensor::Zeros({3}, DType::kF32);
+  AddRmsNormForward(x, residual, w, 1e-5f, &sum, &y, &rstd, CpuStream());
+  Tensor expected_sum = x.Clone();
+  for (int64_t i = 0; i < 24; ++i) expected_sum.data<float>()[i] += residual.data<float>()[i];
+  EXPECT_TENSOR_NEAR(sum, expected_sum, 0, 0);
+  Tensor y_ref = Tensor::Zeros({3, 8}, DType::kF32), rstd_ref = Tensor::Zeros({3}, DType::kF32);
+  RmsNormForward(expected_sum, w, 1e-5f, &y_ref, &rstd_ref, CpuStream());
+  EXPECT_TENSOR_NEAR(y, y_ref, 0, 0);
+  EXPECT_TENSOR_NEAR(rstd, rstd_ref, 0, 0);
+}
+
 }  // namespace
 }  // namespace moefold::ops

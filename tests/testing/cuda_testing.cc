@@ -43,8 +43,7 @@ namespace moefold::testing {
   r << "relative L2 error " << rel << " (tolerance " << tol << "), " << failures << " of "
     << a.size() << " elements out of bounds";
   if (worst >= 0) {
-    r << "; worst at flat index " << worst << ": actual " << a[worst] << " expected "
-      << e[worst];
+    r << "; worst at flat index " << worst << ": actual " << a[worst] << " expected " << e[worst];
   }
   return r;
 }

@@ -2,16 +2,20 @@
 // CUDA-vs-CPU parity check with DESIGN §3's tolerances.
 #pragma once
 
+#include <cmath>
+#include <string>
+
 #include "core/cuda_runtime.h"
+#include "core/stream.h"
 #include "core/tensor.h"
 #include "gtest/gtest.h"
 
 // Skips the test (cleanly, as passed-with-skip) when no GPU is usable or CUDA is not built.
-#define MF_REQUIRE_GPU()                                                   \
-  do {                                                                     \
-    if (::moefold::cuda::DeviceCount() == 0) {                             \
-      GTEST_SKIP() << "no CUDA device (or CUDA backend not built)";        \
-    }                                                                      \
+#define MF_REQUIRE_GPU()                                            \
+  do {                                                              \
+    if (::moefold::cuda::DeviceCount() == 0) {                      \
+      GTEST_SKIP() << "no CUDA device (or CUDA backend not built)"; \
+    }                                                               \
   } while (0)
 
 namespace moefold::testing {
@@ -29,6 +33,27 @@ inline Tensor ToGpu(const Tensor& host) { return host.To(Gpu()); }
 inline Tensor RoundedTo(const Tensor& host, DType dtype) {
   return dtype == DType::kF32 ? host.Clone() : host.To(dtype).To(DType::kF32);
 }
+
+// A GPU tensor filled with NaN: an element the op fails to write fails the parity check.
+inline Tensor Poisoned(const Shape& shape, DType dtype) {
+  Tensor t = Tensor::Empty(shape, dtype, Gpu());
+  if (IsFloatingPoint(dtype)) {
+    t.Fill(NAN);
+  } else {
+    t.Fill(-7.0f);
+  }
+  return t;
+}
+
+// The default stream of cuda:0, where the parity tests run their ops.
+inline Stream& GpuStream() { return DefaultStream(Gpu()); }
+
+// Parameter names for dtype-parameterised tests ("f32", "bf16").
+struct DTypeName {
+  std::string operator()(const ::testing::TestParamInfo<DType>& info) const {
+    return std::string(::moefold::DTypeName(info.param));
+  }
+};
 
 // Any-device tensor as a CPU f32 tensor.
 inline Tensor ToHostF32(const Tensor& t) {

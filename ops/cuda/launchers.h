@@ -1,0 +1,110 @@
+// The CUDA launchers behind the public ops (internal to ops/; no CUDA types, no templates). Each
+// has the signature of the op it implements; the public function in ops/cpu/*.cc calls it when the
+// first tensor argument lives on a GPU. Only defined in CUDA builds.
+//
+// Dtypes on the GPU (DESIGN §2: bf16 storage, f32 accumulation): "activation" tensors of one call
+// (x, y, q/k/v, logits, gate/up, tokens and their gradients) are all f32 or all bf16; statistics
+// (rstd, lse, losses, router logits/weights/probs), accumulated parameter gradients (d_w, d_table)
+// and the optimizer state are f32. Every tensor must be on the stream's GPU, which is the calling
+// thread's current device.
+#pragma once
+
+#include <cstdint>
+
+#include "core/stream.h"
+#include "core/tensor.h"
+#include "ops/adamw.h"
+#include "ops/router.h"
+
+namespace moefold::ops::cuda {
+
+// gemm.cc (cuBLASLt). a, b: f32 or bf16 (same); c: f32, or bf16 when a and b are.
+void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float alpha, float beta,
+          Tensor* c, Stream& stream);
+// y = x·Wᵀ + bias through cuBLASLt's bias epilogue; bias (out) in y's dtype.
+void LinearBiasForward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* y,
+                       Stream& stream);
+
+// grouped_gemm.cc. counts on the host (no synchronisation) or the GPU (copied back first).
+void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts, Tensor* y,
+                          Stream& stream);
+void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& counts,
+                           const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream);
+
+// embedding.cu. table and out share the activation dtype; d_table f32.
+void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Stream& stream);
+void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table, Stream& stream);
+
+// norm.cu. w in the activation dtype; rstd and d_w f32.
+void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
+                    Stream& stream);
+void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                       Tensor* sum, Tensor* y, Tensor* rstd, Stream& stream);
+void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
+                     Tensor* d_x, Tensor* d_w, Stream& stream);
+
+// rope.cu
+void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream);
+void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
+                  Stream& stream);
+
+// attention.cc: the flash kernels (attention_flash.cu) for bf16 with head dim 64 or 128 and
+// S % 64 == 0; the row kernels (attention_rows.cu) otherwise (f32, other shapes).
+void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
+                      Tensor* lse, Stream& stream);
+void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                       const Tensor& lse, const Tensor& d_out, float scale, Tensor* d_q,
+                       Tensor* d_k, Tensor* d_v, Stream& stream);
+
+// activation.cu
+void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream);
+void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor* d_gate,
+                    Tensor* d_up, Stream& stream);
+
+// elementwise.cu. Axpy: src and dst each f32 or bf16.
+void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream);
+void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream);
+void Scale(float alpha, Tensor* x, Stream& stream);
+
+// reduce.cu. These return host values: they wait for the stream.
+double SumOfSquares(const Tensor& x, Stream& stream);
+float Amax(const Tensor& x, Stream& stream);
+
+// router.cu (all f32).
+void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
+                       Tensor* ids, Tensor* weights, Stream& stream);
+void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& weights,
+                        const TopKOptions& options, const Tensor& d_weights, Tensor* d_logits,
+                        Stream& stream);
+void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
+void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream);
+float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                     float coeff, Stream& stream);
+void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                     float coeff, float d_loss, Tensor* d_logits, Stream& stream);
+float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream);
+void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,
+                   Tensor* d_logits, Stream& stream);
+
+// moe.cu
+void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tensor* counts,
+                        Stream& stream);
+void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& stream);
+void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,
+                           Stream& stream);
+void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weights, Tensor* out,
+                     Stream& stream);
+void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
+                             const Tensor& weights, Tensor* d_y, Tensor* d_weights, Stream& stream);
+
+// loss.cu. logits and d_logits in the activation dtype (d_logits may alias logits).
+void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* token_losses,
+                         Tensor* lse, Stream& stream);
+void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                          const Tensor& d_token_losses, Tensor* d_logits, Stream& stream);
+
+// adamw.cu (f32 flat buffers).
+void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
+               Stream& stream);
+
+}  // namespace moefold::ops::cuda

@@ -1,0 +1,118 @@
+// GPU parity of the router math: top-k selection (identical ids) and weights for every score
+// function, group-limited routing and the expert bias, their backward, softmax, aux and z losses,
+// against the CPU reference (skips without a GPU).
+#include <string>
+
+#include "ops/router.h"
+#include "tests/testing/cuda_testing.h"
+#include "tests/testing/testing.h"
+
+namespace moefold::ops {
+namespace {
+
+using ::moefold::testing::Gpu;
+using ::moefold::testing::GpuStream;
+using ::moefold::testing::ParityNear;
+using ::moefold::testing::Poisoned;
+using ::moefold::testing::RandomNormal;
+
+struct RouterCase {
+  std::string name;
+  TopKOptions options;
+  bool bias;
+};
+
+class CudaRouterTest : public ::testing::TestWithParam<RouterCase> {};
+
+TEST_P(CudaRouterTest, TopKForwardAndBackward) {
+  MF_REQUIRE_GPU();
+  const RouterCase& c = GetParam();
+  const int64_t tokens = 37, experts = 16;
+  const int k = c.options.k;
+  const Tensor logits = RandomNormal({tokens, experts}, 1, 2.0f);
+  const Tensor bias = c.bias ? RandomNormal({experts}, 2, 0.1f) : Tensor();
+  Tensor ids = Tensor::Zeros({tokens, k}, DType::kI32);
+  Tensor weights = Tensor::Zeros({tokens, k}, DType::kF32);
+  RouterTopKForward(logits, bias, c.options, &ids, &weights, CpuStream());
+  const Tensor logits_gpu = logits.To(Gpu());
+  Tensor ids_gpu = Poisoned({tokens, k}, DType::kI32),
+         weights_gpu = Poisoned({tokens, k}, DType::kF32);
+  RouterTopKForward(logits_gpu, c.bias ? bias.To(Gpu()) : Tensor(), c.options, &ids_gpu,
+                    &weights_gpu, GpuStream());
+  EXPECT_EQ(ids_gpu.ToVector(), ids.ToVector()) << "selection must be identical";
+  EXPECT_TRUE(ParityNear(weights_gpu, weights, DType::kF32));
+
+  const Tensor d_weights = RandomNormal({tokens, k}, 3);
+  const Tensor d_logits0 = RandomNormal({tokens, experts}, 4);
+  Tensor d_logits = d_logits0.Clone();
+  RouterTopKBackward(logits, ids, weights, c.options, d_weights, &d_logits, CpuStream());
+  Tensor d_logits_gpu = d_logits0.To(Gpu());
+  RouterTopKBackward(logits_gpu, ids.To(Gpu()), weights.To(Gpu()), c.options, d_weights.To(Gpu()),
+                     &d_logits_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(d_logits_gpu, d_logits, DType::kF32));
+}
+
+TopKOptions Options(int k, ScoreFunction score, bool normalize, float scaling = 1.0f,
+                    int groups = 0, int group_topk = 0) {
+  TopKOptions o;
+  o.k = k;
+  o.score = score;
+  o.normalize = normalize;
+  o.scaling_factor = scaling;
+  o.num_groups = groups;
+  o.group_topk = group_topk;
+  return o;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Scores, CudaRouterTest,
+    ::testing::Values(
+        RouterCase{"softmax_post", Options(2, ScoreFunction::kSoftmaxPost, false), false},
+        RouterCase{"softmax_pre", Options(4, ScoreFunction::kSoftmaxPre, false), false},
+        RouterCase{"softmax_pre_norm", Options(4, ScoreFunction::kSoftmaxPre, true, 2.5f), false},
+        RouterCase{"sigmoid_bias", Options(3, ScoreFunction::kSigmoid, true), true},
+        RouterCase{"sigmoid_groups", Options(4, ScoreFunction::kSigmoid, true, 1.0f, 4, 2), true},
+        RouterCase{"softmax_groups", Options(6, ScoreFunction::kSoftmaxPre, false, 1.0f, 8, 3),
+                   false}),
+    [](const ::testing::TestParamInfo<RouterCase>& info) { return info.param.name; });
+
+TEST(CudaRouterLossTest, SoftmaxAuxLossAndZLoss) {
+  MF_REQUIRE_GPU();
+  const int64_t tokens = 41, experts = 8;
+  const Tensor logits = RandomNormal({tokens, experts}, 5, 3.0f);
+  const Tensor logits_gpu = logits.To(Gpu());
+  Tensor probs = Tensor::Zeros(logits.shape(), DType::kF32);
+  SoftmaxForward(logits, &probs, CpuStream());
+  Tensor probs_gpu = Poisoned(logits.shape(), DType::kF32);
+  SoftmaxForward(logits_gpu, &probs_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(probs_gpu, probs, DType::kF32));
+
+  const Tensor d_probs = RandomNormal(logits.shape(), 6);
+  const Tensor d0 = RandomNormal(logits.shape(), 7);
+  Tensor d = d0.Clone(), d_gpu = d0.To(Gpu());
+  SoftmaxBackward(probs, d_probs, &d, CpuStream());
+  SoftmaxBackward(probs.To(Gpu()), d_probs.To(Gpu()), &d_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(d_gpu, d, DType::kF32));
+
+  const Tensor counts = Tensor::FromVector({10, 3, 0, 7, 12, 20, 5, 25}, {experts});
+  const float aux = AuxLossForward(probs, counts, 96, 2, 0.01f, CpuStream());
+  const float aux_gpu =
+      AuxLossForward(probs.To(Gpu()), counts.To(Gpu()), 96, 2, 0.01f, GpuStream());
+  EXPECT_NEAR(aux_gpu, aux, 1e-5 * std::fabs(aux));
+  d = d0.Clone();
+  d_gpu = d0.To(Gpu());
+  AuxLossBackward(probs, counts, 96, 2, 0.01f, 0.5f, &d, CpuStream());
+  AuxLossBackward(probs.To(Gpu()), counts.To(Gpu()), 96, 2, 0.01f, 0.5f, &d_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(d_gpu, d, DType::kF32));
+
+  const float z = ZLossForward(logits, 1e-3f, 96, CpuStream());
+  EXPECT_NEAR(ZLossForward(logits_gpu, 1e-3f, 96, GpuStream()), z, 1e-5 * std::fabs(z));
+  d = d0.Clone();
+  d_gpu = d0.To(Gpu());
+  ZLossBackward(logits, 1e-3f, 96, 2.0f, &d, CpuStream());
+  ZLossBackward(logits_gpu, 1e-3f, 96, 2.0f, &d_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(d_gpu, d, DType::kF32));
+}
+
+}  // namespace
+}  // namespace moefold::ops
