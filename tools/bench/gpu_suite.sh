@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU suite in one call: every GPU parity test (tests whose name has "cuda") and the op
+# benchmark, on a machine with a GPU. Output goes to $OUT (default gpu-suite-out/): tests.log,
+# summary.txt, op_bench.jsonl, device.txt. Binaries come from $BUNDLE (default gpu-bundle/, made by
+# make_gpu_bundle.sh, for a bare machine) or else from $BUILD_DIR (default build-cuda).
+#   bash tools/bench/make_gpu_bundle.sh             # here, where the project builds
+#   bash tools/bench/gpu_suite.sh                   # there (the device tool: carry gpu-bundle)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-gpu-suite-out}
+mkdir -p "$out"
+bundle=${BUNDLE:-gpu-bundle}
+build=${BUILD_DIR:-build-cuda}
+if [ -d "$bundle/bin" ]; then
+  bins=("$bundle"/bin/*)
+  export LD_LIBRARY_PATH="$PWD/$bundle/lib:${LD_LIBRARY_PATH:-}"
+else
+  mapfile -t bins < <(find "$build/tests" "$build/tools" -type f -perm -u+x \
+                        \( -name '*cuda*_test' -o -name 'core_caching_allocator_test' \
+                           -o -name op_bench \) | sort)
+fi
+# cuBLAS from the toolkit, or from the Python wheels when the toolkit has no copy on the path.
+for dir in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -e "$dir/libcublasLt.so.13" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$dir"
+done
+for dir in $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in ("cublas", "cuda_runtime")))' 2>/dev/null); do
+  [ -d "$dir" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$dir"
+done
+
+{
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  echo "commit: $(cat "$bundle/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+} > "$out/device.txt"
+
+: > "$out/tests.log"
+: > "$out/summary.txt"
+status=0
+for bin in "${bins[@]}"; do
+  name=$(basename "$bin")
+  [ "$name" = op_bench ] && continue
+  echo "=== $name" >> "$out/tests.log"
+  timeout 300 "$bin" >> "$out/tests.log" 2>&1
+  rc=$?
+  line=$(tac "$out/tests.log" | grep -m1 -E '^\[  (PASSED|FAILED) +\]' || echo "(no gtest summary)")
+  skipped=$(awk -v n="=== $name" '$0 == n {on = 1; next} /^=== / {on = 0} on && /^\[  SKIPPED \] .*\(/ && !/WithoutGpu/' \
+              "$out/tests.log" | wc -l)
+  printf '%-34s rc=%-3s skipped=%-3s %s\n' "$name" "$rc" "$skipped" "$line" >> "$out/summary.txt"
+  [ "$rc" -eq 0 ] || status=1
+  [ "$skipped" -eq 0 ] || status=1  # on a GPU machine nothing may skip
+done
+
+bench=""
+for bin in "${bins[@]}"; do [ "$(basename "$bin")" = op_bench ] && bench=$bin; done
+if [ -n "$bench" ]; then
+  timeout 420 "$bench" ${BENCH_ARGS:-} > "$out/op_bench.jsonl" 2>> "$out/tests.log"
+  echo "op_bench rc=$? lines=$(wc -l < "$out/op_bench.jsonl")" >> "$out/summary.txt"
+else
+  echo "op_bench: not found" >> "$out/summary.txt"
+  status=1
+fi
+cat "$out/summary.txt"
+grep -E '"bench": "(gemm_bf16_square|grouped_gemm_.*_vs_dense|attention_fwd_bwd)"' \
+  "$out/op_bench.jsonl" 2>/dev/null
+exit $status

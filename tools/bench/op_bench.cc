@@ -1,0 +1,316 @@
+// Op-level GPU benchmark: JSON lines with the median of N event-timed runs after warm-up for the
+// dense bf16 GEMM, the expert grouped GEMM at the dense GEMM's total FLOPs (and the ratio),
+// causal attention forward+backward at S 4096 / head dim 128, and every other op at the
+// mixtral_mini shapes (H 2048, 16/4 heads, 8 experts top-2, F_e 2816, V 32000, S 4096).
+//   op_bench [--reps N] [--only SUBSTRING]      (needs a GPU; nothing here asserts a time)
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/cuda_runtime.h"
+#include "core/tensor.h"
+#include "ops/activation.h"
+#include "ops/adamw.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/gemm.h"
+#include "ops/grouped_gemm.h"
+#include "ops/loss.h"
+#include "ops/moe.h"
+#include "ops/norm.h"
+#include "ops/reduce.h"
+#include "ops/rope.h"
+#include "ops/router.h"
+#include "tools/bench/bench_util.h"
+
+namespace moefold::bench {
+namespace {
+
+constexpr DType kBf16 = DType::kBF16;
+constexpr DType kF32 = DType::kF32;
+
+struct Options {
+  int reps = 20;
+  std::string only;
+};
+
+// mixtral_mini (configs/bench/mixtral_mini.yaml) at micro-batch 1.
+struct Model {
+  int64_t tokens = 4096, hidden = 2048, heads = 16, kv_heads = 4, head_dim = 128;
+  int64_t experts = 8, top_k = 2, expert_ffn = 2816, vocab = 32000;
+};
+
+class Runner {
+ public:
+  explicit Runner(Options options) : options_(std::move(options)) {}
+
+  bool Wants(const std::string& name) const {
+    return options_.only.empty() || name.find(options_.only) != std::string::npos;
+  }
+
+  // Times fn and prints its line; flops and bytes (0 = not reported) give TFLOP/s and GB/s.
+  double Run(const std::string& name, const std::string& shape, double flops, double bytes,
+             const std::function<void()>& fn) {
+    if (!Wants(name)) return 0.0;
+    const double ms = MedianMs(fn, stream(), 3, options_.reps);
+    JsonLine line(name);
+    line.Add("shape", shape).Add("median_ms", ms).Add("reps", options_.reps);
+    if (flops > 0) line.Add("tflops", flops / (ms * 1e-3) / 1e12);
+    if (bytes > 0) line.Add("gbps", bytes / (ms * 1e-3) / 1e9);
+    line.Print();
+    return ms;
+  }
+
+  Stream& stream() const { return DefaultStream(Device::Cuda(0)); }
+
+ private:
+  Options options_;
+};
+
+std::string Dims(std::initializer_list<int64_t> dims) { return absl::StrJoin(dims, "x"); }
+
+void BenchDenseGemm(Runner& r) {
+  for (const auto& [m, n, k, label] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t, const char*>>{
+           {8192, 8192, 8192, "square"},
+           {4096, 3072, 2048, "qkv_proj"},
+           {4096, 2048, 2048, "out_proj"},
+           {4096, 32000, 2048, "lm_head"},
+           {8192, 2816, 2048, "expert_up_as_dense"}}) {
+    const Tensor a = RandomGpu({m, k}, kBf16, 1.0f, 1);
+    const Tensor w = RandomGpu({n, k}, kBf16, 1.0f, 2);
+    Tensor c = Tensor::Empty({m, n}, kBf16, Device::Cuda(0));
+    r.Run(absl::StrCat("gemm_bf16_", label), Dims({m, n, k}), 2.0 * m * n * k, 0,
+          [&] { ops::Gemm(a, false, w, true, 1.0f, 0.0f, &c, r.stream()); });
+  }
+}
+
+// Counts for `rows` pairs over `experts`: balanced, or skewed (expert e gets ∝ 1/(e+1)).
+Tensor Counts(int64_t rows, int64_t experts, bool balanced) {
+  std::vector<int32_t> n(experts);
+  double total_weight = 0;
+  for (int64_t e = 0; e < experts; ++e) total_weight += 1.0 / (e + 1);
+  int64_t assigned = 0;
+  for (int64_t e = 0; e < experts; ++e) {
+    n[e] = static_cast<int32_t>(balanced ? rows / experts : rows * (1.0 / (e + 1)) / total_weight);
+    assigned += n[e];
+  }
+  n[0] += static_cast<int32_t>(rows - assigned);
+  return Tensor::FromVectorI32(n, {experts});
+}
+
+// The expert GEMMs (forward of one projection) against one dense GEMM with the same FLOPs.
+void BenchGroupedGemm(Runner& r, const std::string& label, int64_t rows, int64_t experts,
+                      int64_t out, int64_t in) {
+  const double flops = 2.0 * rows * out * in;
+  const Tensor x = RandomGpu({rows, in}, kBf16, 1.0f, 3);
+  const Tensor w = RandomGpu({experts, out, in}, kBf16, 1.0f, 4);
+  const Tensor w_dense = RandomGpu({out, in}, kBf16, 1.0f, 5);
+  Tensor y = Tensor::Empty({rows, out}, kBf16, Device::Cuda(0));
+  const double dense_ms =
+      r.Run(absl::StrCat("grouped_gemm_dense_reference_", label), Dims({rows, out, in}), flops, 0,
+            [&] { ops::LinearForward(x, w_dense, &y, r.stream()); });
+  for (bool balanced : {true, false}) {
+    const Tensor counts = Counts(rows, experts, balanced);
+    for (auto [backend, name] : {std::pair{ops::GroupedGemmBackend::kLoop, "loop"},
+                                 std::pair{ops::GroupedGemmBackend::kCublasGrouped, "grouped"}}) {
+      ops::SetGroupedGemmBackend(backend);
+      const std::string bench =
+          absl::StrCat("grouped_gemm_", label, "_", name, balanced ? "_balanced" : "_skewed");
+      const double ms = r.Run(bench, Dims({experts, rows, out, in}), flops, 0,
+                              [&] { ops::GroupedLinearForward(x, w, counts, &y, r.stream()); });
+      if (ms > 0 && dense_ms > 0) {
+        JsonLine(bench + "_vs_dense").Add("ratio_of_dense_rate", dense_ms / ms).Print();
+      }
+    }
+  }
+  ops::SetGroupedGemmBackend(ops::GroupedGemmBackend::kLoop);
+}
+
+void BenchAttention(Runner& r, const Model& m) {
+  const int64_t b = 1, s = m.tokens, hq = m.heads, hkv = m.kv_heads, d = m.head_dim;
+  const Tensor q = RandomGpu({b, s, hq, d}, kBf16, 1.0f, 6);
+  const Tensor k = RandomGpu({b, s, hkv, d}, kBf16, 1.0f, 7);
+  const Tensor v = RandomGpu({b, s, hkv, d}, kBf16, 1.0f, 8);
+  const Tensor d_out = RandomGpu({b, s, hq, d}, kBf16, 1.0f, 9);
+  const Device gpu = Device::Cuda(0);
+  Tensor out = Tensor::Empty(q.shape(), kBf16, gpu), lse = Tensor::Empty({b, hq, s}, kF32, gpu);
+  Tensor d_q = Tensor::Empty(q.shape(), kBf16, gpu), d_k = Tensor::Empty(k.shape(), kBf16, gpu);
+  Tensor d_v = Tensor::Empty(v.shape(), kBf16, gpu);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  // Causal: half of the 2 forward matmuls (4·S²·D per head); backward is 2.5× the forward.
+  const double fwd_flops = 2.0 * b * hq * s * s * d;
+  const std::string shape = Dims({b, s, hq, hkv, d});
+  r.Run("attention_fwd", shape, fwd_flops, 0,
+        [&] { ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream()); });
+  ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream());
+  r.Run("attention_bwd", shape, 2.5 * fwd_flops, 0, [&] {
+    ops::AttentionBackward(q, k, v, out, lse, d_out, scale, &d_q, &d_k, &d_v, r.stream());
+  });
+  r.Run("attention_fwd_bwd", shape, 3.5 * fwd_flops, 0, [&] {
+    ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream());
+    ops::AttentionBackward(q, k, v, out, lse, d_out, scale, &d_q, &d_k, &d_v, r.stream());
+  });
+}
+
+void BenchMemoryBound(Runner& r, const Model& m) {
+  const Device gpu = Device::Cuda(0);
+  const int64_t t = m.tokens, h = m.hidden, pairs = m.tokens * m.top_k;
+  const std::string th = Dims({t, h});
+  {  // RMSNorm and its residual-fused form.
+    const Tensor x = RandomGpu({t, h}, kBf16, 1.0f, 10), res = RandomGpu({t, h}, kBf16, 1.0f, 11);
+    const Tensor w = RandomGpu({h}, kBf16, 1.0f, 12), d_y = RandomGpu({t, h}, kBf16, 1.0f, 13);
+    Tensor y = Tensor::Empty({t, h}, kBf16, gpu), sum = Tensor::Empty({t, h}, kBf16, gpu);
+    Tensor rstd = Tensor::Empty({t}, kF32, gpu), d_x = Tensor::Empty({t, h}, kBf16, gpu);
+    Tensor d_w = Tensor::Zeros({h}, kF32, gpu);
+    const double row_bytes = 2.0 * t * h;
+    r.Run("rmsnorm_fwd", th, 0, 2 * row_bytes,
+          [&] { ops::RmsNormForward(x, w, 1e-5f, &y, &rstd, r.stream()); });
+    r.Run("add_rmsnorm_fwd", th, 0, 4 * row_bytes,
+          [&] { ops::AddRmsNormForward(x, res, w, 1e-5f, &sum, &y, &rstd, r.stream()); });
+    r.Run("rmsnorm_bwd", th, 0, 3 * row_bytes,
+          [&] { ops::RmsNormBackward(x, w, rstd, d_y, &d_x, &d_w, r.stream()); });
+    r.Run("residual_add", th, 0, 3 * row_bytes, [&] { ops::Add(x, res, &sum, r.stream()); });
+  }
+  {  // RoPE on q and k.
+    const Tensor q = RandomGpu({t, m.heads, m.head_dim}, kBf16, 1.0f, 14);
+    Tensor y = Tensor::Empty(q.shape(), kBf16, gpu);
+    std::vector<int32_t> pos(t);
+    for (int64_t i = 0; i < t; ++i) pos[i] = static_cast<int32_t>(i);
+    const Tensor positions = Tensor::FromVectorI32(pos, {t}).To(gpu);
+    r.Run("rope_fwd_q", Dims({t, m.heads, m.head_dim}), 0, 4.0 * q.numel(),
+          [&] { ops::RopeForward(q, positions, 10000.0f, &y, r.stream()); });
+  }
+  {  // SwiGLU over the routed rows.
+    const Shape shape{pairs, m.expert_ffn};
+    const Tensor gate = RandomGpu(shape, kBf16, 1.0f, 15), up = RandomGpu(shape, kBf16, 1.0f, 16);
+    const Tensor d_out = RandomGpu(shape, kBf16, 1.0f, 17);
+    Tensor out = Tensor::Empty(shape, kBf16, gpu), d_gate = Tensor::Empty(shape, kBf16, gpu);
+    Tensor d_up = Tensor::Empty(shape, kBf16, gpu);
+    const double n = static_cast<double>(pairs) * m.expert_ffn;
+    r.Run("swiglu_fwd", Dims({pairs, m.expert_ffn}), 0, 6 * n,
+          [&] { ops::SwiGluForward(gate, up, &out, r.stream()); });
+    r.Run("swiglu_bwd", Dims({pairs, m.expert_ffn}), 0, 10 * n,
+          [&] { ops::SwiGluBackward(gate, up, d_out, &d_gate, &d_up, r.stream()); });
+  }
+  {  // Router, permutation, combine.
+    const Tensor logits = RandomGpu({t, m.experts}, kF32, 1.0f, 18);
+    ops::TopKOptions topk;
+    topk.k = static_cast<int>(m.top_k);
+    Tensor ids = Tensor::Empty({t, m.top_k}, DType::kI32, gpu);
+    Tensor weights = Tensor::Empty({t, m.top_k}, kF32, gpu);
+    r.Run("router_topk_fwd", Dims({t, m.experts, m.top_k}), 0, 0,
+          [&] { ops::RouterTopKForward(logits, Tensor(), topk, &ids, &weights, r.stream()); });
+    ops::RouterTopKForward(logits, Tensor(), topk, &ids, &weights, r.stream());
+    Tensor sorted = Tensor::Empty({pairs}, DType::kI32, gpu);
+    Tensor counts = Tensor::Empty({m.experts}, DType::kI32, gpu);
+    r.Run("compute_permutation", Dims({t, m.top_k, m.experts}), 0, 0, [&] {
+      ops::ComputePermutation(ids, static_cast<int>(m.experts), &sorted, &counts, r.stream());
+    });
+    ops::ComputePermutation(ids, static_cast<int>(m.experts), &sorted, &counts, r.stream());
+    const Tensor x = RandomGpu({t, h}, kBf16, 1.0f, 19);
+    Tensor permuted = Tensor::Empty({pairs, h}, kBf16, gpu);
+    Tensor combined = Tensor::Empty({t, h}, kBf16, gpu);
+    const double row_bytes = 2.0 * pairs * h;
+    r.Run("permute_tokens", Dims({pairs, h}), 0, 2 * row_bytes,
+          [&] { ops::PermuteTokens(x, sorted, static_cast<int>(m.top_k), &permuted, r.stream()); });
+    r.Run("unpermute_tokens", Dims({pairs, h}), 0, 1.5 * row_bytes,
+          [&] { ops::UnpermuteTokens(permuted, sorted, weights, &combined, r.stream()); });
+  }
+  {  // Fused cross entropy over the vocabulary, backward in place.
+    Tensor logits = RandomGpu({t, m.vocab}, kBf16, 2.0f, 20);
+    std::vector<int32_t> tgt(t);
+    for (int64_t i = 0; i < t; ++i) tgt[i] = static_cast<int32_t>((i * 7919) % m.vocab);
+    const Tensor targets = Tensor::FromVectorI32(tgt, {t}).To(gpu);
+    Tensor losses = Tensor::Empty({t}, kF32, gpu), lse = Tensor::Empty({t}, kF32, gpu);
+    const Tensor d_losses = RandomGpu({t}, kF32, 1.0f, 21);
+    const double bytes = 2.0 * t * m.vocab;
+    r.Run("cross_entropy_fwd", Dims({t, m.vocab}), 0, bytes,
+          [&] { ops::CrossEntropyForward(logits, targets, &losses, &lse, r.stream()); });
+    ops::CrossEntropyForward(logits, targets, &losses, &lse, r.stream());
+    Tensor d_logits = Tensor::Empty(logits.shape(), kBf16, gpu);
+    r.Run("cross_entropy_bwd", Dims({t, m.vocab}), 0, 2 * bytes, [&] {
+      ops::CrossEntropyBackward(logits, targets, lse, d_losses, &d_logits, r.stream());
+    });
+  }
+  {  // Embedding.
+    const Tensor table = RandomGpu({m.vocab, h}, kBf16, 1.0f, 22);
+    std::vector<int32_t> id(t);
+    for (int64_t i = 0; i < t; ++i) id[i] = static_cast<int32_t>((i * 104729) % m.vocab);
+    const Tensor ids = Tensor::FromVectorI32(id, {t}).To(gpu);
+    Tensor out = Tensor::Empty({t, h}, kBf16, gpu);
+    Tensor d_table = Tensor::Zeros({m.vocab, h}, kF32, gpu);
+    r.Run("embedding_fwd", th, 0, 4.0 * t * h,
+          [&] { ops::EmbeddingForward(ids, table, &out, r.stream()); });
+    r.Run("embedding_bwd", th, 0, 10.0 * t * h,
+          [&] { ops::EmbeddingBackward(ids, out, &d_table, r.stream()); });
+  }
+  {  // Optimizer and reductions over 256 Mi f32 parameters.
+    const int64_t n = int64_t{1} << 28;
+    const Tensor grad = RandomGpu({n}, kF32, 1e-3f, 23);
+    Tensor p = RandomGpu({n}, kF32, 1.0f, 24), mom = Tensor::Zeros({n}, kF32, gpu);
+    Tensor var = Tensor::Zeros({n}, kF32, gpu);
+    ops::AdamWOptions adam;
+    r.Run("adamw_step", Dims({n}), 0, 28.0 * n,
+          [&] { ops::AdamWStep(adam, grad, &p, &mom, &var, r.stream()); });
+    r.Run("sum_of_squares", Dims({n}), 0, 4.0 * n,
+          [&] { (void)ops::SumOfSquares(grad, r.stream()); });
+    r.Run("amax", Dims({n}), 0, 4.0 * n, [&] { (void)ops::Amax(grad, r.stream()); });
+  }
+}
+
+Options ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+      o.reps = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      o.only = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: op_bench [--reps N] [--only SUBSTRING]\n");
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+}  // namespace
+}  // namespace moefold::bench
+
+int main(int argc, char** argv) {
+  using namespace moefold;
+  using namespace moefold::bench;
+  const Options options = ParseArgs(argc, argv);
+  if (cuda::DeviceCount() == 0) {
+    std::fprintf(stderr, "op_bench: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 1;
+  JsonLine("device")
+      .Add("name", prop.name)
+      .Add("sms", prop.multiProcessorCount)
+      .Add("memory_gib", prop.totalGlobalMem / double(1 << 30))
+      .Add("cc", absl::StrCat(prop.major, ".", prop.minor))
+      .Print();
+  Runner runner(options);
+  const Model model;
+  BenchDenseGemm(runner);
+  // mixtral_mini: 8 experts top-2 (8192 rows); finegrained_mini: 64 experts top-8 (32768 rows).
+  BenchGroupedGemm(runner, "mixtral_up", model.tokens * 2, 8, model.expert_ffn, model.hidden);
+  BenchGroupedGemm(runner, "mixtral_down", model.tokens * 2, 8, model.hidden, model.expert_ffn);
+  BenchGroupedGemm(runner, "finegrained_up", model.tokens * 8, 64, 512, model.hidden);
+  BenchGroupedGemm(runner, "finegrained_down", model.tokens * 8, 64, model.hidden, 512);
+  BenchAttention(runner, model);
+  BenchMemoryBound(runner, model);
+  Allocator& memory = AllocatorFor(Device::Cuda(0));
+  JsonLine("memory").Add("peak_bytes", static_cast<double>(memory.peak_bytes())).Print();
+  return 0;
+}
