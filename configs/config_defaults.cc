@@ -42,6 +42,8 @@ ExperimentConfig DefaultConfig() {
   moe->set_capacity_factor(0.0f);  // dropless
   moe->set_expert_bias(false);
   moe->set_expert_bias_rate(1e-3f);  // DeepSeek-V3's bias update speed
+  moe->set_drop_policy("probs");
+  moe->set_pad_to_capacity(false);
 
   ParallelConfig* p = c.mutable_parallel();
   p->set_tp(1);

@@ -38,7 +38,8 @@ constexpr char kTrainHelp[] =
     "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end.\n"
     "With data.path empty the built-in corpus is prepared under data/ on first use.\n";
 
-// "tp 2 (SP) × cp 2 × dp 2 (ZeRO-1)": the dimensions larger than one; "one rank" when none is.
+// "tp 2 (SP) × cp 2 × dp 2 (ZeRO-1), etp 2 × ep 4": the attention dimensions larger than one ("one
+// rank" when none is), then the MoE mesh's expert dimensions when there are any.
 std::string LayoutSummary(const config::ExperimentConfig& config,
                           const parallel::ParallelSizes& sizes) {
   const auto& p = config.parallel();
@@ -48,7 +49,13 @@ std::string LayoutSummary(const config::ExperimentConfig& config,
   }
   if (sizes.cp > 1) parts.push_back(absl::StrCat("cp ", sizes.cp));
   if (sizes.dp > 1) parts.push_back(absl::StrCat("dp ", sizes.dp, p.zero1() ? " (ZeRO-1)" : ""));
-  return parts.empty() ? "one rank" : absl::StrJoin(parts, " × ");
+  std::string layout = parts.empty() ? "one rank" : absl::StrJoin(parts, " × ");
+  // The MoE mesh, when it differs from plain data parallelism.
+  std::vector<std::string> moe;
+  if (sizes.etp > 1) moe.push_back(absl::StrCat("etp ", sizes.etp));
+  if (sizes.ep > 1) moe.push_back(absl::StrCat("ep ", sizes.ep));
+  if (!moe.empty()) absl::StrAppend(&layout, ", ", absl::StrJoin(moe, " × "));
+  return layout;
 }
 
 // Loads, validates and trains; every rank runs it. Errors every rank hits alike (a bad config) are

@@ -146,7 +146,9 @@ absl::StatusOr<Tensor> GatherTpShards(const Parameter& param, Communicator* tp, 
         param.name, " is shard ", sh.tp_rank, " of ", sh.tp_size, " but the group has ",
         tp == nullptr ? 1 : tp->size(), " member(s)"));
   }
-  const Shape& g = sh.global_shape;
+  // The whole tensor along tp_dim; an expert shard keeps its own experts (EP gathers them).
+  Shape g = sh.global_shape;
+  if (sh.expert_dim == 0) g[0] = mine.dim(0);
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < sh.tp_dim; ++i) outer *= g[i];
   for (size_t i = sh.tp_dim + 1; i < g.size(); ++i) inner *= g[i];
@@ -222,6 +224,23 @@ void VocabParallelCrossEntropyBackward(const Tensor& logits, const Tensor& targe
     const int64_t local = static_cast<int64_t>(t[i]) - vocab_offset;
     if (t[i] >= 0 && local >= 0 && local < v) d[i * v + local] -= g;
   }
+}
+
+absl::StatusOr<Tensor> GatherParameter(const Parameter& param, Communicator* tp, Communicator* etp,
+                                       Communicator* ep) {
+  const bool expert = param.reduction == GradReduction::kExpertData;
+  MF_ASSIGN_OR_RETURN(Tensor whole, GatherTpShards(param, expert ? etp : tp));
+  const Sharding& sh = param.sharding;
+  if (!expert || sh.expert_dim != 0 || whole.dim(0) == sh.global_shape[0]) return whole;
+  const int n = ep == nullptr ? 1 : ep->size();
+  if (whole.dim(0) * n != sh.global_shape[0]) {
+    return absl::InvalidArgumentError(absl::StrCat(param.name, " holds ", whole.dim(0), " of ",
+                                                   sh.global_shape[0], " experts but ep has ", n,
+                                                   " member(s)"));
+  }
+  Tensor all = Tensor::Empty({whole.numel() * n}, DType::kF32);  // expert blocks in EP rank order
+  MF_RETURN_IF_ERROR(WaitFor(ep->AllGather(whole.Reshape({whole.numel()}), &all, {})));
+  return all.Reshape(sh.global_shape);
 }
 
 }  // namespace moefold::parallel

@@ -43,6 +43,10 @@ absl::Status VocabParallelEmbeddingBackward(const Tensor& ids, const Tensor& d_o
 // sharding.tp_dim, assembled from every TP rank's shard (collective over tp; shards may be uneven,
 // see ShardRange). Unsplit parameters come back as a copy.
 absl::StatusOr<Tensor> GatherTpShards(const Parameter& param, Communicator* tp, bool grad = false);
+// The whole parameter from every model-parallel shard: dense ones over `tp`; expert ones over
+// `etp` (their FFN slice), then over `ep` (their experts, dimension 0). Collective over those.
+absl::StatusOr<Tensor> GatherParameter(const Parameter& param, Communicator* tp, Communicator* etp,
+                                       Communicator* ep);
 
 // x (T, in) — or (T/tp, in) with sequence_parallel; w (out/tp, in); y (T, out/tp).
 // x_full (T, in) receives the gathered input (saved for backward; x itself without SP).

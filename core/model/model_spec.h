@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "core/model/capacity.h"
 #include "ops/router.h"
 
 namespace moefold::model {
@@ -21,6 +22,9 @@ struct MoeSpec {
   float aux_coeff = 0.0f;
   float z_coeff = 0.0f;
   bool expert_bias = false;   // aux-loss-free balancing: bias on selection only
+  float capacity_factor = 0;  // 0 = dropless
+  DropPolicy drop_policy = DropPolicy::kProbs;
+  bool pad_to_capacity = false;  // every expert's block padded to C rows (static shapes)
 };
 
 struct ModelSpec {

@@ -34,17 +34,24 @@ MoeLayer::MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::st
                    ParameterSet* params)
     : spec_(spec), mp_(mp), load_(spec.moe.num_experts, 0) {
   const int64_t e = spec.moe.num_experts, f = spec.moe.expert_ffn, h = spec.hidden;
+  MF_CHECK(e % mp.ep_size() == 0 && f % mp.etp_size() == 0)
+      << prefix << ": " << e << " experts over ep " << mp.ep_size() << ", FFN " << f
+      << " over etp " << mp.etp_size() << " (Validate refuses this)";
+  // This EP rank's experts; ETP splits each expert's FFN (never confused with attention TP).
+  const ExpertSplit mine{.first = mp.ep_rank() * (e / mp.ep_size()), .count = e / mp.ep_size()};
+  auto etp_split = [&](int dim) {
+    return TpSplit{.dim = dim, .rank = mp.etp_rank(), .size = mp.etp_size()};
+  };
   const float out_std = spec.init_std / std::sqrt(2.0f * spec.num_layers);
   // Replicated across TP, and every TP rank routes other tokens: its gradient sums over TP.
   router_ = params->Add(prefix + ".gate.weight", {e, h}, GradReduction::kDenseDataCpTp,
                         spec.init_std);
   gate_ = params->Add(prefix + ".experts.gate_proj.weight", {e, f, h}, GradReduction::kExpertData,
-                      spec.init_std);
+                      spec.init_std, true, 0.0f, etp_split(1), mine);
   up_ = params->Add(prefix + ".experts.up_proj.weight", {e, f, h}, GradReduction::kExpertData,
-                    spec.init_std);
+                    spec.init_std, true, 0.0f, etp_split(1), mine);
   down_ = params->Add(prefix + ".experts.down_proj.weight", {e, h, f}, GradReduction::kExpertData,
-                      out_std);
-  for (Parameter* p : {gate_, up_, down_}) p->sharding.expert_dim = 0;
+                      out_std, true, 0.0f, etp_split(2), mine);
   if (spec.moe.num_shared_experts > 0) {
     const int64_t shared_ffn =
         static_cast<int64_t>(spec.moe.num_shared_experts) *
@@ -59,6 +66,7 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   const MoeSpec& moe = spec_.moe;
   const int64_t h = spec_.hidden, e = moe.num_experts, k = moe.top_k, f = moe.expert_ffn;
   const int64_t rows = batch.batch() * batch.seq_len();  // B·S rows of this CP chunk
+  parallel::DispatchOptions options;
   saved->x = x;
   if (SplitsRows()) {
     if (rows % mp_.tp_size() != 0) {
@@ -113,23 +121,42 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     stats->z_loss_sum += ops::ZLossForward(saved->logits, moe.z_coeff, /*total_tokens=*/1, ctx.s());
   }
 
-  plan.sorted = Tensor::Empty({n}, DType::kI32);
-  plan.counts = Tensor::Empty({e}, DType::kI32);
-  ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &plan.counts, ctx.s());
-  for (int64_t i = 0; i < e; ++i) load_[i] += plan.counts.data<int32_t>()[i];
+  for (int64_t i = 0; i < n; ++i) ++load_[plan.ids.data<int32_t>()[i]];
+  if (moe.capacity_factor > 0) {
+    const int64_t capacity = ExpertCapacity(t, moe.top_k, moe.num_experts, moe.capacity_factor);
+    dropped_ += CapacityPermutation(plan.ids, plan.weights, moe.num_experts, capacity,
+                                    moe.drop_policy, &plan.sorted, &plan.counts);
+    options.pad_to = moe.pad_to_capacity ? capacity : 0;
+  } else {
+    plan.sorted = Tensor::Empty({n}, DType::kI32);
+    plan.counts = Tensor::Empty({e}, DType::kI32);
+    ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &plan.counts, ctx.s());
+  }
+  const std::vector<int64_t> counts(plan.counts.data<int32_t>(),
+                                    plan.counts.data<int32_t>() + e);
+  MF_ASSIGN_OR_RETURN(saved->dispatch,
+                      parallel::BuildDispatchPlan(counts, options, mp_.experts));
+  const int64_t kept = plan.sorted.numel();
+  Tensor permuted = Tensor::Empty({kept, h}, DType::kF32);
+  ops::PermuteTokens(routed, plan.sorted, moe.top_k, &permuted, ctx.s());
+  MF_RETURN_IF_ERROR(
+      parallel::Dispatch(saved->dispatch, mp_.experts, permuted, &saved->grouped, &dispatch_bytes_));
 
-  saved->permuted = Tensor::Empty({n, h}, DType::kF32);
-  ops::PermuteTokens(routed, plan.sorted, moe.top_k, &saved->permuted, ctx.s());
-  saved->gate = Tensor::Empty({n, f}, DType::kF32);
-  saved->up = Tensor::Empty({n, f}, DType::kF32);
-  saved->act = Tensor::Empty({n, f}, DType::kF32);
-  saved->expert_out = Tensor::Empty({n, h}, DType::kF32);
-  ops::GroupedLinearForward(saved->permuted, gate_->value, plan.counts, &saved->gate, ctx.s());
-  ops::GroupedLinearForward(saved->permuted, up_->value, plan.counts, &saved->up, ctx.s());
+  // The local experts, one grouped GEMM per projection; under ETP each output is a partial sum.
+  const int64_t local_rows = saved->grouped.dim(0), f_local = f / mp_.etp_size();
+  const Tensor& local_counts = saved->dispatch.local_counts;
+  saved->gate = Tensor::Empty({local_rows, f_local}, DType::kF32);
+  saved->up = Tensor::Empty({local_rows, f_local}, DType::kF32);
+  saved->act = Tensor::Empty({local_rows, f_local}, DType::kF32);
+  Tensor expert_out = Tensor::Empty({local_rows, h}, DType::kF32);
+  ops::GroupedLinearForward(saved->grouped, gate_->value, local_counts, &saved->gate, ctx.s());
+  ops::GroupedLinearForward(saved->grouped, up_->value, local_counts, &saved->up, ctx.s());
   ops::SwiGluForward(saved->gate, saved->up, &saved->act, ctx.s());
-  ops::GroupedLinearForward(saved->act, down_->value, plan.counts, &saved->expert_out, ctx.s());
+  ops::GroupedLinearForward(saved->act, down_->value, local_counts, &expert_out, ctx.s());
+  MF_RETURN_IF_ERROR(parallel::Combine(saved->dispatch, mp_.experts, expert_out, &saved->combined,
+                                       &dispatch_bytes_));
   Tensor routed_y = Tensor::Empty({t, h}, DType::kF32);
-  ops::UnpermuteTokens(saved->expert_out, plan.sorted, plan.weights, &routed_y, ctx.s());
+  ops::UnpermuteTokens(saved->combined, plan.sorted, plan.weights, &routed_y, ctx.s());
   if (SplitsRows()) {
     MF_RETURN_IF_ERROR(parallel::TpGather(routed_y, mp_.tp, /*sequence_parallel=*/true, y));
   } else {
@@ -149,29 +176,39 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   const MoeSpec& moe = spec_.moe;
   const RoutingPlan& plan = saved.plan;
   const int64_t t = saved.routed.dim(0), h = spec_.hidden, e = moe.num_experts, k = moe.top_k;
-  const int64_t n = t * k, f = moe.expert_ffn;
+  const int64_t f = moe.expert_ffn;
 
   if (shared_) MF_RETURN_IF_ERROR(shared_->Backward(ctx, saved.shared, d_y, d_x));
   // Without SP the gradient of the layer output is replicated across TP: take this rank's rows.
   const Tensor d_routed_y = SplitsRows() ? d_y.Slice(saved.first_row, saved.first_row + t) : d_y;
 
-  Tensor d_expert_out = Tensor::Empty({n, h}, DType::kF32);
+  // Backward of Combine is Dispatch and backward of Dispatch is Combine (token_dispatcher.h).
+  const int64_t kept = plan.sorted.numel(), local_rows = saved.grouped.dim(0);
+  const int64_t f_local = f / mp_.etp_size();
+  const Tensor& local_counts = saved.dispatch.local_counts;
+  Tensor d_combined = Tensor::Empty({kept, h}, DType::kF32);
   Tensor d_weights = Tensor::Empty({t, k}, DType::kF32);
-  ops::UnpermuteTokensBackward(d_routed_y, saved.expert_out, plan.sorted, plan.weights,
-                               &d_expert_out, &d_weights, ctx.s());
-  Tensor d_act = Tensor::Empty({n, f}, DType::kF32);
-  ops::GroupedLinearBackward(saved.act, down_->value, plan.counts, d_expert_out, &d_act,
+  ops::UnpermuteTokensBackward(d_routed_y, saved.combined, plan.sorted, plan.weights, &d_combined,
+                               &d_weights, ctx.s());
+  Tensor d_expert_out;
+  MF_RETURN_IF_ERROR(parallel::Dispatch(saved.dispatch, mp_.experts, d_combined, &d_expert_out,
+                                        &dispatch_bytes_));
+  Tensor d_act = Tensor::Empty({local_rows, f_local}, DType::kF32);
+  ops::GroupedLinearBackward(saved.act, down_->value, local_counts, d_expert_out, &d_act,
                              &down_->grad, ctx.s());
-  Tensor d_gate = Tensor::Empty({n, f}, DType::kF32);
-  Tensor d_up = Tensor::Empty({n, f}, DType::kF32);
+  Tensor d_gate = Tensor::Empty({local_rows, f_local}, DType::kF32);
+  Tensor d_up = Tensor::Empty({local_rows, f_local}, DType::kF32);
   ops::SwiGluBackward(saved.gate, saved.up, d_act, &d_gate, &d_up, ctx.s());
-  Tensor d_permuted = Tensor::Empty({n, h}, DType::kF32);
-  Tensor d_part = Tensor::Empty({n, h}, DType::kF32);
-  ops::GroupedLinearBackward(saved.permuted, gate_->value, plan.counts, d_gate, &d_permuted,
+  Tensor d_grouped = Tensor::Empty({local_rows, h}, DType::kF32);
+  Tensor d_part = Tensor::Empty({local_rows, h}, DType::kF32);
+  ops::GroupedLinearBackward(saved.grouped, gate_->value, local_counts, d_gate, &d_grouped,
                              &gate_->grad, ctx.s());
-  ops::GroupedLinearBackward(saved.permuted, up_->value, plan.counts, d_up, &d_part, &up_->grad,
+  ops::GroupedLinearBackward(saved.grouped, up_->value, local_counts, d_up, &d_part, &up_->grad,
                              ctx.s());
-  ops::Add(d_permuted, d_part, &d_permuted, ctx.s());
+  ops::Add(d_grouped, d_part, &d_grouped, ctx.s());
+  Tensor d_permuted;
+  MF_RETURN_IF_ERROR(parallel::Combine(saved.dispatch, mp_.experts, d_grouped, &d_permuted,
+                                       &dispatch_bytes_));
   Tensor d_routed = Tensor::Empty({t, h}, DType::kF32);
   ops::PermuteTokensBackward(d_permuted, plan.sorted, moe.top_k, &d_routed, ctx.s());
 
@@ -206,7 +243,11 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   return absl::OkStatus();
 }
 
-void MoeLayer::ResetLoad() { std::fill(load_.begin(), load_.end(), 0); }
+void MoeLayer::ResetLoad() {
+  std::fill(load_.begin(), load_.end(), 0);
+  dropped_ = 0;
+  dispatch_bytes_ = 0;
+}
 
 void MoeLayer::UpdateExpertBias(const std::vector<float>& global_load, float rate) {
   if (!bias_.defined() || bias_.numel() == 0) return;

@@ -1,7 +1,8 @@
-// Mixture-of-Experts FFN on normalised input (the all-to-all dispatcher joins later between
-// Permute and the expert GEMMs):
-//   logits = x·W_gᵀ → top-k (ids, weights) → permute rows by expert → grouped SwiGLU experts →
-//   unpermute with the routing weights (sums the k outputs) → + shared experts.
+// Mixture-of-Experts FFN on normalised input, on the MoE mesh (ETP × EP × EDP):
+//   logits = x·W_gᵀ → top-k (ids, weights) → [capacity drop] → permute rows by expert →
+//   Dispatch (all-to-all over EP, all-gather over ETP) → grouped SwiGLU of the local experts (each
+//   ETP rank holds F_e/etp of every expert's FFN) → Combine (reduce-scatter over ETP, all-to-all
+//   home) → unpermute with the routing weights (sums the k outputs) → + shared experts.
 // Routing works on the tokens this rank holds after attention: its sequence-parallel slice, or,
 // under TP without SP (where every TP rank holds every token), its 1/tp share of the rows, whose
 // outputs are then all-gathered over TP, so no token is routed twice. The aux loss counts experts
@@ -15,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "core/model/mlp_layer.h"
+#include "parallel/token_dispatcher.h"
 #include "core/model/model_parallel.h"
 #include "core/model/model_spec.h"
 #include "core/model/step_context.h"
@@ -25,8 +27,8 @@ namespace moefold::model {
 struct RoutingPlan {
   Tensor ids;      // (T_r, K) i32 chosen experts (T_r: the rows this rank routes)
   Tensor weights;  // (T_r, K) f32 routing weights
-  Tensor sorted;   // (T_r·K) i32 pair indices t·K + j in expert-major order
-  Tensor counts;   // (E) i32 pairs per expert
+  Tensor sorted;   // (N) i32 kept pair indices t·K + j in expert-major order (N = T_r·K dropless)
+  Tensor counts;   // (E) i32 kept pairs per expert
 };
 
 class MoeLayer {
@@ -41,15 +43,17 @@ class MoeLayer {
     int64_t unit_rows = 0;  // rows of one aux unit on this rank's CP chunk (S or B·S)
     int64_t unit_tokens = 0;  // tokens of one aux unit over the whole sequence
     RoutingPlan plan;
-    Tensor permuted;          // (T_r·K, H)
-    Tensor gate, up, act;     // (T_r·K, F_e)
-    Tensor expert_out;        // (T_r·K, H) before weighting
+    parallel::DispatchPlan dispatch;
+    Tensor grouped;           // (N_l, H) the rows of the local experts, local-expert major
+    Tensor gate, up, act;     // (N_l, F_e/etp)
+    Tensor combined;          // (N, H) this rank's expert outputs before weighting (N kept pairs)
     SwiGluMlp::Saved shared;  // when shared experts exist
   };
 
   // Parameters: "<prefix>.gate.weight" (E, H) router; stacked experts
   // "<prefix>.experts.{gate,up}_proj.weight" (E, F_e, H) and "<prefix>.experts.down_proj.weight"
-  // (E, H, F_e); "<prefix>.shared_experts.*" when num_shared_experts > 0.
+  // (E, H, F_e), of which this rank holds experts [ep_rank·E/ep, (ep_rank+1)·E/ep) and its ETP
+  // slice of F_e; "<prefix>.shared_experts.*" when num_shared_experts > 0.
   MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix,
            ParameterSet* params);
 
@@ -60,8 +64,11 @@ class MoeLayer {
   absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
                         const BackwardSeeds& seeds, Tensor* d_x) const;
 
-  // Tokens this rank routed to each expert since the last ResetLoad() (for metrics and the bias).
+  // Since the last ResetLoad(): pairs this rank routed to each expert (before capacity drops; for
+  // metrics and the bias), pairs it dropped, and bytes its dispatcher sent to other ranks.
   const std::vector<int64_t>& load() const { return load_; }
+  int64_t dropped() const { return dropped_; }
+  int64_t dispatch_bytes() const { return dispatch_bytes_; }
   void ResetLoad();
   // Aux-loss-free balancing: bias_i += rate · sign(mean load − load_i) (ALGORITHMS §1), from the
   // load summed over the ranks that route the global batch (so every rank keeps the same bias).
@@ -81,6 +88,8 @@ class MoeLayer {
   std::unique_ptr<SwiGluMlp> shared_;
   Tensor bias_;  // (E) f32, selection only; undefined when expert_bias is off
   std::vector<int64_t> load_;
+  int64_t dropped_ = 0;
+  mutable int64_t dispatch_bytes_ = 0;  // a counter the (const) backward's exchanges add to
 };
 
 }  // namespace moefold::model

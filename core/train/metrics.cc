@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace moefold::train {
 
@@ -64,6 +65,17 @@ JsonLine& JsonLine::Add(absl::string_view key, const std::vector<double>& values
   for (size_t i = 0; i < values.size(); ++i) {
     if (i) body_ += ", ";
     body_ += std::isfinite(values[i]) ? absl::StrFormat("%.6g", values[i]) : std::string("null");
+  }
+  body_ += "]";
+  return *this;
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, const std::vector<std::vector<int64_t>>& rows) {
+  Key(key);
+  body_ += "[";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i) body_ += ", ";
+    body_ += "[" + absl::StrJoin(rows[i], ", ") + "]";
   }
   body_ += "]";
   return *this;

@@ -23,6 +23,7 @@ class JsonLine {
   JsonLine& Add(absl::string_view key, absl::string_view value);
   JsonLine& Add(absl::string_view key, const char* value) { return Add(key, absl::string_view(value)); }
   JsonLine& Add(absl::string_view key, const std::vector<double>& values);
+  JsonLine& Add(absl::string_view key, const std::vector<std::vector<int64_t>>& rows);
   std::string str() const { return "{" + body_ + "}"; }
 
  private:

@@ -65,6 +65,10 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
   ms.aux_coeff = moe.aux_loss_coeff();
   ms.z_coeff = moe.z_loss_coeff();
   ms.expert_bias = moe.expert_bias();
+  ms.capacity_factor = moe.capacity_factor();
+  ms.drop_policy = moe.drop_policy() == "position" ? model::DropPolicy::kPosition
+                                                   : model::DropPolicy::kProbs;
+  ms.pad_to_capacity = moe.pad_to_capacity();
   if (ms.expert_bias && ms.topk.score != ops::ScoreFunction::kSigmoid) {
     return absl::InvalidArgumentError(
         "model.moe.expert_bias needs score_function: sigmoid (DeepSeek-V3's aux-loss-free routing)");
@@ -76,10 +80,10 @@ absl::Status CheckSupported(const config::ExperimentConfig& config) {
   std::vector<std::string> problems;
   const auto& p = config.parallel();
   for (const auto& [name, value] : std::vector<std::pair<std::string, int>>{
-           {"pp", p.pp()}, {"etp", p.etp()}, {"ep", p.ep()}}) {
+           {"pp", p.pp()}}) {
     if (value > 1) {
       problems.push_back(absl::StrCat("parallel.", name, " = ", value,
-                                      ": expert and pipeline parallelism land in issues 5-6"));
+                                      ": pipeline parallelism lands in issue 6"));
     }
   }
   if (config.train().device() != "cpu") {
@@ -98,12 +102,6 @@ absl::Status CheckSupported(const config::ExperimentConfig& config) {
     problems.push_back(absl::StrCat("memory.activation_policy = ",
                                     config.memory().activation_policy(),
                                     ": swapping/recomputation are not built yet"));
-  }
-  if (config.model().moe().capacity_factor() > 0) {
-    problems.push_back(absl::StrCat("model.moe.capacity_factor = ",
-                                    config.model().moe().capacity_factor(),
-                                    ": capacity mode lands with the token dispatcher (issue 5); "
-                                    "use 0 (dropless)"));
   }
   if (config.checkpoint().every() > 0 || config.checkpoint().resume()) {
     problems.push_back("checkpoint.every / checkpoint.resume: checkpoints are not built yet");

@@ -59,6 +59,9 @@ absl::StatusOr<RankGroups> ResolveGroups(const config::ExperimentConfig& config,
   MF_ASSIGN_OR_RETURN(g.model.tp, get(parallel::GroupKind::kTp));
   MF_ASSIGN_OR_RETURN(g.model.cp, get(parallel::GroupKind::kCp));
   MF_ASSIGN_OR_RETURN(g.model.tp_cp, get(parallel::GroupKind::kTpCp));
+  MF_ASSIGN_OR_RETURN(g.model.experts.ep, get(parallel::GroupKind::kEp));
+  MF_ASSIGN_OR_RETURN(g.model.experts.etp, get(parallel::GroupKind::kEtp));
+  MF_ASSIGN_OR_RETURN(g.model.experts.etp_ep, get(parallel::GroupKind::kEtpEp));
   MF_ASSIGN_OR_RETURN(g.sync.dp_cp, get(parallel::GroupKind::kDpCp));
   MF_ASSIGN_OR_RETURN(g.sync.tp_cp_dp, get(parallel::GroupKind::kTpCpDp));
   MF_ASSIGN_OR_RETURN(g.sync.edp, get(parallel::GroupKind::kEdp));
@@ -356,13 +359,24 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     ++st.ema_steps;
   }
   for (model::MoeLayer* layer : st.model->moe_layers()) {
-    // Each rank routed other tokens of the global batch.
-    std::vector<float> load(layer->load().begin(), layer->load().end());
-    MF_RETURN_IF_ERROR(ReduceOver(g.tp_cp_dp, &load));
+    // Each rank routed other tokens of the global batch: counts add over TP×CP×DP, exactly (i64).
+    const int64_t e = static_cast<int64_t>(layer->load().size());
+    Tensor counts = Tensor::Empty({e + 2}, DType::kI64);
+    std::copy(layer->load().begin(), layer->load().end(), counts.data<int64_t>());
+    counts.data<int64_t>()[e] = layer->dropped();
+    counts.data<int64_t>()[e + 1] = layer->dispatch_bytes();
+    if (g.tp_cp_dp != nullptr) {
+      MF_RETURN_IF_ERROR(parallel::WaitFor(g.tp_cp_dp->AllReduce(&counts, {})));
+    }
+    const int64_t* c = counts.data<int64_t>();
+    result.expert_tokens.emplace_back(c, c + e);
+    result.tokens_dropped += c[e];
+    result.dispatch_bytes += c[e + 1];
+    const std::vector<float> load(c, c + e);
     double total = 0, max_load = 0;
-    for (float c : load) {
-      total += c;
-      max_load = std::max(max_load, static_cast<double>(c));
+    for (float v : load) {
+      total += v;
+      max_load = std::max(max_load, static_cast<double>(v));
     }
     result.expert_imbalance.push_back(total > 0 ? max_load / (total / load.size()) : 0);
     if (moe.expert_bias && !result.skipped) {
@@ -416,6 +430,9 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("reweight_normaliser", r.normaliser)
         .Add("reweight_max_ratio", r.max_weight_ratio)
         .Add("expert_load_max_over_mean", r.expert_imbalance)
+        .Add("expert_tokens", r.expert_tokens)
+        .Add("tokens_dropped", r.tokens_dropped)
+        .Add("dispatch_bytes", r.dispatch_bytes)
         .Add("host_peak_bytes", static_cast<int64_t>(CpuMemory().peak_bytes()))
         .Add("grad_bytes_sent", r.grad_bytes_sent)
         .Add("grad_bytes_uncompressed", r.grad_bytes_uncompressed)

@@ -51,6 +51,9 @@ struct StepResult {
   int64_t grad_bytes_sent = 0;          // by this rank in the gradient reductions
   int64_t grad_bytes_uncompressed = 0;  // what the uncompressed reduction would have sent
   std::vector<double> expert_imbalance;  // per MoE layer: max load / mean load
+  std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer: (token, choice) pairs per expert
+  int64_t tokens_dropped = 0;  // pairs over capacity, all MoE layers and ranks
+  int64_t dispatch_bytes = 0;  // bytes the token dispatchers of all ranks sent (forward + backward)
 };
 
 struct TrainSummary {

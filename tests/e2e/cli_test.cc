@@ -61,7 +61,8 @@ TEST(CliTest, QuickStartLossFallsClearlyOnTheBuiltinCorpus) {
   const auto lines = ReadLines(run_dir + "/metrics.jsonl");
   ASSERT_EQ(lines.size(), static_cast<size_t>(QUICKSTART_TEST_STEPS));
   for (const char* key : {"step", "loss", "lm_loss", "aux_loss", "grad_norm", "lr", "tokens",
-                          "tokens_per_s", "step_time_s", "skipped"}) {
+                          "tokens_per_s", "step_time_s", "expert_load_max_over_mean",
+                          "expert_tokens", "tokens_dropped", "dispatch_bytes", "skipped"}) {
     EXPECT_NE(lines[0].find(std::string("\"") + key + "\""), std::string::npos) << key;
   }
   const double first = JsonNumber(lines.front(), "lm_loss");
@@ -97,6 +98,21 @@ TEST(CliTest, TensorAndContextParallelRunUnderMpirun) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("4 rank(s): tp 2 (SP) × cp 2"), std::string::npos) << r.output;
   EXPECT_EQ(ReadLines(run_dir + "/metrics.jsonl").size(), 2u);
+}
+
+TEST(CliTest, ExpertParallelCapacityRunReportsDropsAndDispatchBytes) {
+  const std::string run_dir = "build/test-runs/ep2";
+  std::filesystem::remove_all(run_dir);
+  const Result r = RunMpi(2, "train --config configs/tiny_moe.yaml --set train.steps=2 "
+                             "--set optimizer.warmup_steps=1 --set parallel.ep=2 "
+                             "--set model.moe.capacity_factor=0.5 "
+                             "--set data.cache_dir=build/test-data --run-dir " + run_dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 rank(s): dp 2, ep 2"), std::string::npos) << r.output;
+  const auto lines = ReadLines(run_dir + "/metrics.jsonl");
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_GT(JsonNumber(lines[0], "tokens_dropped"), 0) << lines[0];
+  EXPECT_GT(JsonNumber(lines[0], "dispatch_bytes"), 0) << lines[0];
 }
 
 TEST(CliTest, AFailedRankEndsTheJobWithItsRankAndANonZeroExit) {

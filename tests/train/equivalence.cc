@@ -63,10 +63,14 @@ LayoutRun TrainLayout(const config::ExperimentConfig& config,
     run.aux_losses.push_back(r->aux_loss);
     run.grad_norms.push_back(r->grad_norm);
   }
-  parallel::Communicator* tp = nullptr;
-  if (groups != nullptr) tp = *groups->Get(parallel::GroupKind::kTp);
+  parallel::Communicator *tp = nullptr, *etp = nullptr, *ep = nullptr;
+  if (groups != nullptr) {
+    tp = *groups->Get(parallel::GroupKind::kTp);
+    etp = *groups->Get(parallel::GroupKind::kEtp);
+    ep = *groups->Get(parallel::GroupKind::kEp);
+  }
   for (const auto& p : (*trainer)->params().params()) {
-    auto whole = parallel::GatherTpShards(*p, tp);
+    auto whole = parallel::GatherParameter(*p, tp, etp, ep);
     MF_CHECK(whole.ok()) << whole.status();
     run.params.push_back(whole->ToVector());
   }
