@@ -232,7 +232,9 @@ std::vector<float> Tensor::ToVector() const {
 
 void Tensor::RecordStream(const Stream& stream) const {
   if (!storage_ || stream.device().is_cpu()) return;
-  if (stream.native() == DefaultStream(stream.device()).native()) return;
+  // GPU memory is reused in the default stream's order anyway; host memory (pinned) is reused by
+  // the host at once, so any stream's pending copy must finish first.
+  if (device().is_cuda() && stream.native() == DefaultStream(stream.device()).native()) return;
   storage_->RecordStream(stream.native());
 }
 

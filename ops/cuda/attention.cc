@@ -1,5 +1,8 @@
 // Causal GQA attention on the GPU: argument checks as the CPU reference, then the flash kernels
 // where they apply (bf16, head dim 64/128, S % 64 == 0) and the row kernels otherwise.
+#include <cstdint>
+#include <initializer_list>
+
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/check.h"
 #include "ops/cuda/launchers.h"
@@ -29,6 +32,16 @@ AttentionDims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, const 
   return d;
 }
 
+// The flash kernels move 16-byte vectors: every tensor they touch must start 16-byte aligned
+// (views made by Slice may not).
+bool UseFlash(const AttentionDims& d, std::initializer_list<const Tensor*> tensors) {
+  if (!FlashAttentionSupports(d, (*tensors.begin())->dtype())) return false;
+  for (const Tensor* t : tensors) {
+    if (reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
@@ -38,7 +51,7 @@ void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float s
   CheckOut(out, q.device(), q.dtype(), q.shape(), kOp, "out");
   CheckOut(lse, q.device(), DType::kF32, {d.batch, d.q_heads, d.seq}, kOp, "lse");
   if (d.batch * d.seq * d.q_heads == 0) return;
-  if (FlashAttentionSupports(d, q.dtype())) {
+  if (UseFlash(d, {&q, &k, &v, out})) {
     FlashAttentionForward(d, q, k, v, scale, out, lse, stream);
   } else {
     RowAttentionForward(d, q, k, v, scale, out, lse, stream);
@@ -63,7 +76,7 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   CheckOut(d_k, q.device(), q.dtype(), k.shape(), kOp, "d_k");
   CheckOut(d_v, q.device(), q.dtype(), v.shape(), kOp, "d_v");
   if (d.batch * d.seq * d.q_heads == 0) return;
-  if (FlashAttentionSupports(d, q.dtype())) {
+  if (UseFlash(d, {&q, &k, &v, &out, &d_out, d_q, d_k, d_v})) {
     FlashAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
   } else {
     RowAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
