@@ -1,4 +1,5 @@
 // SwiGLU (Shazeer 2020): out = silu(gate) · up, silu(x) = x · sigmoid(x).
+// GPU: all tensors f32 or bf16 (one dtype), f32 math.
 #pragma once
 
 #include "core/stream.h"

@@ -1,6 +1,7 @@
 // AdamW (Loshchilov & Hutter 2019) over flat f32 buffers, as PyTorch's torch.optim.AdamW:
 //   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
 //   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps) + lr · wd · p   (decoupled decay, applied first)
+// GPU: one fused pass over the four f32 buffers.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,5 @@
 // Token embedding lookup.
+// GPU: table and out f32 or bf16; d_table f32 (atomic adds: the order of f32 sums is not fixed).
 #pragma once
 
 #include "core/stream.h"

@@ -1,4 +1,6 @@
 // Cross entropy per token; the model averages tokens per sample so reweighting sees per-sample losses.
+// GPU: logits and d_logits f32 or bf16 (d_logits may alias logits); losses and lse f32. The
+// softmax is never stored: forward reads each row once, backward writes the gradient directly.
 #pragma once
 
 #include "core/stream.h"

@@ -1,5 +1,7 @@
 // Token permutation for MoE: group the (token, choice) pairs by expert so each expert sees a
 // contiguous block, and the exact reverse. Dropless: every pair is kept.
+// GPU: x, out, y and their gradients f32 or bf16; weights and d_weights f32; the same order and
+// counts as the CPU (a stable counting sort), sums in a fixed order.
 #pragma once
 
 #include "core/stream.h"

@@ -1,4 +1,5 @@
 // Reductions the step needs: squared norms for gradient clipping, amax for FP8 scaling.
+// GPU: SumOfSquares of f32 or bf16 (f64 partials in a fixed order); both wait for the stream.
 #pragma once
 
 #include "core/stream.h"

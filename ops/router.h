@@ -1,5 +1,6 @@
 // MoE router math (Megatron-Core conventions, ALGORITHMS §1): score functions with top-k selection,
 // the load-balancing auxiliary loss and the z-loss. Logits are f32 (T, E).
+// GPU: all f32, one thread per token in f64, so ids are identical to the CPU's.
 #pragma once
 
 #include <cstdint>
