@@ -56,6 +56,9 @@ ExperimentConfig DefaultConfig() {
   p->set_sequence_parallel(false);
   p->set_virtual_stages(1);
   p->set_zero1(false);
+  p->set_schedule("auto");
+  p->set_first_stage_layers(0);
+  p->set_last_stage_layers(0);
 
   TrainConfig* t = c.mutable_train();
   t->set_steps(100);

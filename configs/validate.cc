@@ -232,13 +232,21 @@ void CheckParallel(const ExperimentConfig& c, int world, Problems* p) {
                 "the MoE layers");
     }
   }
-  const int64_t stages = pp * par.virtual_stages();
-  if (m.num_layers() > 0 && m.num_layers() % stages != 0) {
-    p->push_back(absl::StrCat("model.num_layers ", m.num_layers(), " % (pp ", pp,
-                              " × virtual_stages ", par.virtual_stages(), " = ", stages,
-                              ") = ", m.num_layers() % stages,
-                              ": every (virtual) stage holds the same "
-                              "number of layers"));
+  NonNegative(p, "parallel.first_stage_layers", par.first_stage_layers());
+  NonNegative(p, "parallel.last_stage_layers", par.last_stage_layers());
+  OneOf(p, "parallel.schedule", par.schedule(), {"auto", "afab", "1f1b", "interleaved"});
+  if (m.num_layers() > 0) {
+    if (auto counts = StageLayerCounts(c); !counts.ok()) {
+      p->push_back(std::string(counts.status().message()));
+    }
+  }
+  if (par.schedule() == "interleaved" && par.virtual_stages() < 2) {
+    p->push_back("parallel.schedule \"interleaved\" needs parallel.virtual_stages > 1");
+  }
+  if (par.virtual_stages() > 1 && (par.schedule() == "afab" || par.schedule() == "1f1b")) {
+    p->push_back(absl::StrCat("parallel.virtual_stages ", par.virtual_stages(),
+                              " needs parallel.schedule \"interleaved\" (or \"auto\"), not \"",
+                              par.schedule(), "\""));
   }
   if (par.virtual_stages() > 1 && pp == 1) {
     p->push_back(absl::StrCat("parallel.virtual_stages ", par.virtual_stages(),
@@ -373,6 +381,47 @@ int DerivedEdp(const ExperimentConfig& config, int world_size) {
     return 0;
   }
   return static_cast<int>(world_size / divisor);
+}
+
+absl::StatusOr<std::vector<int>> StageLayerCounts(const ExperimentConfig& config) {
+  const ParallelConfig& par = config.parallel();
+  const int layers = config.model().num_layers();
+  const int stages = par.pp() * par.virtual_stages();
+  if (stages < 1 || layers < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("pipeline: ", layers, " layers over ", stages,
+                                                   " stages"));
+  }
+  const int first = par.first_stage_layers(), last = par.last_stage_layers();
+  if (stages == 1) return std::vector<int>{layers};  // one stage holds everything
+  std::vector<int> counts(stages, 0);
+  int rest = layers, middle = stages;
+  if (first > 0) {
+    counts.front() = first;
+    rest -= first;
+    --middle;
+  }
+  if (last > 0) {
+    counts.back() = last;
+    rest -= last;
+    --middle;
+  }
+  const std::string fixed =
+      first > 0 || last > 0
+          ? absl::StrCat(" (after first_stage_layers ", first, " and last_stage_layers ", last, ")")
+          : "";
+  if (rest < 0 || (middle == 0 && rest != 0) || (middle > 0 && rest % middle != 0) ||
+      (middle > 0 && rest / middle == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.num_layers ", layers, fixed, ": ", rest, " layers do not split evenly over ",
+        middle, " of pp ", par.pp(), " × virtual_stages ", par.virtual_stages(), " = ", stages,
+        " stages", middle > 0 && rest >= 0 ? absl::StrCat(" (", rest, " % ", middle, " = ",
+                                                          rest % middle, ")")
+                                           : std::string()));
+  }
+  for (int s = 0; s < stages; ++s) {
+    if (counts[s] == 0) counts[s] = rest / middle;
+  }
+  return counts;
 }
 
 absl::Status Validate(const ExperimentConfig& config, int world_size) {

@@ -4,7 +4,10 @@
 //   if (absl::Status s = config::Validate(c, world_size); !s.ok()) { print s.message(); }
 #pragma once
 
+#include <vector>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "configs/moefold.pb.h"
 
 namespace moefold::config {
@@ -30,5 +33,10 @@ int DerivedEdp(const ExperimentConfig& config, int world_size);
 // Number of MoE layers: layer l is MoE when num_experts > 0, layer_freq > 0, l >=
 // first_dense_layers and (l - first_dense_layers) % layer_freq == 0 (the rule of moefold.proto).
 int CountMoeLayers(const ExperimentConfig& config);
+
+// Layers of each virtual pipeline stage s = chunk·pp + rank, in order (pp · virtual_stages entries):
+// the first and last get first_stage_layers / last_stage_layers when those are set (> 0), the
+// others split the remaining layers evenly. InvalidArgument with the arithmetic when they do not.
+absl::StatusOr<std::vector<int>> StageLayerCounts(const ExperimentConfig& config);
 
 }  // namespace moefold::config

@@ -14,6 +14,7 @@ absl::string_view GradReductionName(GradReduction reduction) {
     case GradReduction::kReplicatedDataCp: return "dp-cp (tp-replicated)";
     case GradReduction::kDenseDataCpTp: return "dp-cp+tp";
     case GradReduction::kExpertData: return "edp";
+    case GradReduction::kTiedCopy: return "dp-cp (tied copy)";
   }
   return "?";
 }
@@ -143,16 +144,18 @@ int64_t ParameterSet::NumElements() const {
   return n;
 }
 
-std::vector<FlatBuffer>& ParameterSet::Flatten(int64_t align) {
+std::vector<FlatBuffer>& ParameterSet::Flatten(int64_t align, int64_t segment_align) {
   MF_CHECK(flat_.empty()) << "parameters are already flattened";
   MF_CHECK_GE(align, 1);
+  MF_CHECK_GE(segment_align, 1);
   for (GradReduction reduction : kAllGradReductions) {
     FlatBuffer buffer;
     buffer.reduction = reduction;
     for (auto& p : params_) {
       if (p->reduction != reduction) continue;
-      buffer.segments.push_back({p.get(), buffer.used, p->value.numel()});
-      buffer.used += p->value.numel();
+      const int64_t offset = (buffer.used + segment_align - 1) / segment_align * segment_align;
+      buffer.segments.push_back({p.get(), offset, p->value.numel()});
+      buffer.used = offset + p->value.numel();
     }
     if (buffer.segments.empty()) continue;
     const int64_t padded = (buffer.used + align - 1) / align * align;

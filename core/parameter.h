@@ -24,10 +24,12 @@ enum class GradReduction {
   kDenseDataCpTp,     // replicated across TP, each TP rank saw other tokens (norms under SP, the
                       // router): sum over TP×DP×CP
   kExpertData,        // expert weights: sum over EDP
+  kTiedCopy,          // the last pipeline stage's copy of a tied embedding: like kDenseDataCp,
+                      // but left out of the global norm (the first stage's copy counts)
 };
 inline constexpr GradReduction kAllGradReductions[] = {
     GradReduction::kDenseDataCp, GradReduction::kReplicatedDataCp, GradReduction::kDenseDataCpTp,
-    GradReduction::kExpertData};
+    GradReduction::kExpertData, GradReduction::kTiedCopy};
 absl::string_view GradReductionName(GradReduction reduction);
 
 // How a tensor is cut over tensor parallelism: dimension `dim` of the global shape is split into
@@ -87,7 +89,7 @@ struct FlatBuffer {
   Tensor values;  // (padded) f32
   Tensor grads;   // (padded) f32
   std::vector<FlatSegment> segments;
-  int64_t used = 0;  // elements covered by segments (the rest is padding)
+  int64_t used = 0;  // end of the last segment (the rest, and any gaps, are zero padding)
 };
 
 // Owns every parameter of a model in creation order (the order defines the RNG subsequence of each
@@ -109,8 +111,10 @@ class ParameterSet {
   Parameter* Find(absl::string_view name) const;  // nullptr if absent
   // Moves every parameter's value and grad into flat buffers (one per GradReduction that has
   // parameters, in kAllGradReductions order), keeping their contents. Call once, after construction; views stay valid for the
-  // set's lifetime. align >= 1.
-  std::vector<FlatBuffer>& Flatten(int64_t align);
+  // set's lifetime. align >= 1. Each parameter's segment starts at a multiple of segment_align
+  // (zero padding between), so blocks of that size never span two parameters: error-feedback
+  // compression then sees the same blocks whatever else shares the buffer (pipeline stages).
+  std::vector<FlatBuffer>& Flatten(int64_t align, int64_t segment_align = 1);
   std::vector<FlatBuffer>& flat_buffers() { return flat_; }
 
  private:

@@ -47,10 +47,13 @@ GradSync::GradSync(ParameterSet* params, const GradSyncGroups& groups,
   buckets_of_param_.resize(all.size());
   for (int b = 0; b < static_cast<int>(buffers.size()); ++b) {
     const FlatBuffer& buffer = buffers[b];
+    // Buckets (and, for the quantizers, each member's chunk of a bucket) hold whole compressor
+    // blocks, so the blocks are the same whatever the bucket boundaries.
     const int64_t n = GroupSize(group_of(b));
+    const int64_t unit = n * (options.ef21.enabled ? options.ef21.compressor.block : 1);
     const int64_t size = buffer.grads.numel();
-    MF_CHECK_EQ(size % n, 0) << "flat buffer not aligned to its group size";
-    const int64_t target = std::max<int64_t>(n, options.bucket_elements / n * n);
+    MF_CHECK_EQ(size % unit, 0) << "flat buffer not aligned to its group size × compressor block";
+    const int64_t target = std::max<int64_t>(unit, options.bucket_elements / unit * unit);
     for (int64_t begin = 0; begin < size; begin += target) {
       GradBucket bucket;
       bucket.buffer = b;
@@ -88,7 +91,8 @@ GradSync::GradSync(ParameterSet* params, const GradSyncGroups& groups,
 Communicator* GradSync::group_of(int buffer) {
   switch (params_->flat_buffers()[buffer].reduction) {
     case GradReduction::kDenseDataCp:
-    case GradReduction::kReplicatedDataCp: return groups_.dp_cp;
+    case GradReduction::kReplicatedDataCp:
+    case GradReduction::kTiedCopy: return groups_.dp_cp;
     case GradReduction::kDenseDataCpTp: return groups_.tp_cp_dp;
     case GradReduction::kExpertData: return groups_.edp;
   }
@@ -301,6 +305,8 @@ std::vector<Tensor*> GradSync::OwnedGrads() {
 absl::StatusOr<double> GradSync::GlobalSumOfSquares() {
   double total = 0;
   for (int b = 0; b < static_cast<int>(params_->flat_buffers().size()); ++b) {
+    // The tied embedding's last-stage copy equals the first stage's, which counts.
+    if (params_->flat_buffers()[b].reduction == GradReduction::kTiedCopy) continue;
     double local = 0;
     for (GradBucket& bucket : buckets_) {
       if (bucket.buffer == b) local += ops::SumOfSquares(bucket.shard, CpuStream());

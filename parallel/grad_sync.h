@@ -78,7 +78,8 @@ struct GradBucket {
 
 class GradSync {
  public:
-  // Alignment to pass to ParameterSet::Flatten so every buffer splits into equal shards.
+  // Alignment to pass to ParameterSet::Flatten so every buffer splits into equal shards; with
+  // EF21, also pass the compressor block as the segment alignment and multiply this by it.
   static int64_t Alignment(const GradSyncGroups& groups);
 
   // `params` must be flattened.

@@ -32,16 +32,24 @@ absl::Status CheckIds(const MicroBatch& batch, int64_t vocab) {
 
 }  // namespace
 
-Decoder::Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* params)
-    : spec_(spec), mp_(mp) {
+Decoder::Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* params,
+                 const DecoderStage& stage)
+    : spec_(spec), mp_(mp), stage_(stage) {
   MF_CHECK_EQ(static_cast<int>(spec.moe_layer.size()), spec.num_layers);
+  if (stage_.last_layer < 0) stage_.last_layer = spec.num_layers;
+  MF_CHECK(0 <= stage_.first_layer && stage_.first_layer <= stage_.last_layer &&
+           stage_.last_layer <= spec.num_layers)
+      << "stage layers [" << stage_.first_layer << ", " << stage_.last_layer << ") of "
+      << spec.num_layers;
   const int64_t h = spec.hidden;
-  embedding_param_ = static_cast<int64_t>(params->params().size());
   // Vocabulary-parallel; the vocabulary need not divide by TP (ShardRange: the last shards are
   // shorter, e.g. 257 bytes over TP 2 = 129 + 128 rows).
-  embedding_ = params->Add("model.embed_tokens.weight", {spec.vocab, h},
-                           GradReduction::kDenseDataCp, spec.init_std, true, 0.0f, mp.Split(0));
-  for (int l = 0; l < spec.num_layers; ++l) {
+  if (stage_.embedding) {
+    embedding_param_ = static_cast<int64_t>(params->params().size());
+    embedding_ = params->Add("model.embed_tokens.weight", {spec.vocab, h},
+                             GradReduction::kDenseDataCp, spec.init_std, true, 0.0f, mp.Split(0));
+  }
+  for (int l = stage_.first_layer; l < stage_.last_layer; ++l) {
     const std::string prefix = absl::StrCat("model.layers.", l);
     Block block;
     block.first_param = static_cast<int64_t>(params->params().size());
@@ -56,15 +64,27 @@ Decoder::Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* p
     block.last_param = static_cast<int64_t>(params->params().size());
     blocks_.push_back(std::move(block));
   }
+  if (!stage_.head) return;
   head_first_param_ = static_cast<int64_t>(params->params().size());
   final_norm_ = params->Add("model.norm.weight", {h}, mp.NormReduction(), 0.0f, false, 1.0f);
-  if (spec.tie_embeddings) {
+  if (spec.tie_embeddings && stage_.embedding) {
     head_ = embedding_;
+  } else if (spec.tie_embeddings) {
+    // The same name draws the same initial values as the first stage's embedding.
+    head_ = tied_copy_ = params->Add("model.embed_tokens.weight", {spec.vocab, h},
+                                     GradReduction::kTiedCopy, spec.init_std, true, 0.0f,
+                                     mp.Split(0));
   } else {
     head_ = params->Add("lm_head.weight", {spec.vocab, h}, GradReduction::kDenseDataCp,
                         spec.init_std, true, 0.0f, mp.Split(0));
   }
   head_last_param_ = static_cast<int64_t>(params->params().size());
+}
+
+int Decoder::first_moe_index() const {
+  int n = 0;
+  for (int l = 0; l < stage_.first_layer; ++l) n += spec_.moe_layer[l];
+  return n;
 }
 
 std::vector<MoeLayer*> Decoder::moe_layers() {
@@ -76,15 +96,22 @@ std::vector<MoeLayer*> Decoder::moe_layers() {
 }
 
 absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const MicroBatch& batch,
-                                              Saved* saved) {
+                                              Saved* saved, const Tensor* input,
+                                              Tensor* output) {
   const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s;
   MF_RETURN_IF_ERROR(CheckIds(batch, spec_.vocab));
   const bool sp = mp_.sequence_parallel;
   ForwardStats stats;
   stats.tokens = t;
   Tensor x;
-  MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingForward(
-      batch.tokens.Reshape({t}), embedding_->value, embedding_->sharding.tp_begin, mp_.tp, sp, &x));
+  if (stage_.embedding) {
+    MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingForward(
+        batch.tokens.Reshape({t}), embedding_->value, embedding_->sharding.tp_begin, mp_.tp, sp,
+        &x));
+  } else {
+    MF_CHECK(input != nullptr) << "a stage without the embedding needs the previous stage's output";
+    x = *input;
+  }
 
   saved->blocks.resize(blocks_.size());
   for (size_t l = 0; l < blocks_.size(); ++l) {
@@ -106,6 +133,11 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     }
     x = Tensor::Empty(bs.h.shape(), DType::kF32);
     ops::Add(bs.h, ffn, &x, ctx.s());
+  }
+  if (!stage_.head) {
+    MF_CHECK(output != nullptr) << "a stage without the head passes its output on";
+    *output = x;
+    return stats;
   }
 
   saved->final_in = x;
@@ -155,7 +187,34 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
 }
 
 absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
-                               const BackwardSeeds& seeds) {
+                               const BackwardSeeds& seeds, const Tensor* d_output,
+                               Tensor* d_input) {
+  const int64_t t = batch.batch() * batch.seq_len();
+  const bool sp = mp_.sequence_parallel;
+  Tensor d_x;
+  if (stage_.head) {
+    MF_ASSIGN_OR_RETURN(d_x, HeadBackward(ctx, batch, saved, seeds));
+  } else {
+    MF_CHECK(d_output != nullptr) << "a stage without the head needs the next stage's gradient";
+    d_x = d_output->Clone();
+  }
+  MF_RETURN_IF_ERROR(BlocksBackward(ctx, batch, saved, seeds, &d_x));
+  if (!stage_.embedding) {
+    MF_CHECK(d_input != nullptr) << "a stage without the embedding passes its input gradient on";
+    *d_input = d_x;
+    return absl::OkStatus();
+  }
+  MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
+      batch.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp, sp,
+      &embedding_->grad));
+  // Tied, the embedding is also the head: it is complete only now.
+  if (ctx.grads_ready) ctx.grads_ready(embedding_param_, embedding_param_ + 1);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const MicroBatch& batch,
+                                             const Saved& saved,
+                                             const BackwardSeeds& seeds) const {
   const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s;
   const bool sp = mp_.sequence_parallel;
   MF_CHECK_EQ(static_cast<int64_t>(seeds.d_sample_loss.size()), b);
@@ -191,8 +250,14 @@ absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& batch, 
   ops::RmsNormBackward(saved.final_in, final_norm_->value, saved.final_rstd, d_norm, &d_x,
                        &final_norm_->grad, ctx.s());
   if (ctx.grads_ready) ctx.grads_ready(head_first_param_, head_last_param_);
+  return d_x;
+}
 
-  const Shape rows = saved.final_in.shape();
+absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& batch,
+                                     const Saved& saved, const BackwardSeeds& seeds,
+                                     Tensor* d_x_io) const {
+  Tensor& d_x = *d_x_io;
+  const Shape rows = d_x.shape();
   Tensor d_ffn_in = Tensor::Empty(rows, DType::kF32);
   Tensor d_h_part = Tensor::Empty(rows, DType::kF32);
   for (size_t l = blocks_.size(); l-- > 0;) {
@@ -215,11 +280,6 @@ absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& batch, 
     if (ctx.grads_ready) ctx.grads_ready(block.first_param, block.last_param);
     d_x = d_h;
   }
-  MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
-      batch.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp, sp,
-      &embedding_->grad));
-  // Tied, the embedding is also the head: it is complete only now.
-  if (ctx.grads_ready) ctx.grads_ready(embedding_param_, embedding_param_ + 1);
   return absl::OkStatus();
 }
 

@@ -27,6 +27,16 @@
 
 namespace moefold::model {
 
+// The part of the model one pipeline (virtual) stage runs: layers [first_layer, last_layer), the
+// embedding on the first stage, the final norm, head and loss on the last. The default is the
+// whole model.
+struct DecoderStage {
+  int first_layer = 0;
+  int last_layer = -1;  // -1 = num_layers
+  bool embedding = true;
+  bool head = true;
+};
+
 class Decoder {
  public:
   struct BlockSaved {
@@ -48,18 +58,34 @@ class Decoder {
     std::vector<int64_t> sample_tokens;  // (B) tokens with a target per sequence, over CP
   };
 
-  Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* params);
+  // With tie_embeddings, a last stage without the embedding holds its own copy of
+  // "model.embed_tokens.weight" (GradReduction::kTiedCopy): the trainer sums the two copies'
+  // gradients over the embedding group, so both stay equal.
+  Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* params,
+          const DecoderStage& stage = {});
 
   // batch tokens must lie in [0, V) (the data layer validates datasets; checked here too).
+  // A stage without the embedding takes `input` (T_x, H), the previous stage's output; a stage
+  // without the head writes its output to *output and returns no sample losses.
   // Status: a failed collective.
   absl::StatusOr<ForwardStats> Forward(const StepContext& ctx, const MicroBatch& batch,
-                                       Saved* saved);
+                                       Saved* saved, const Tensor* input = nullptr,
+                                       Tensor* output = nullptr);
+  // A stage without the head takes d_output (the next stage's d_input); one without the embedding
+  // writes the gradient of its input to *d_input.
   absl::Status Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
-                        const BackwardSeeds& seeds);
+                        const BackwardSeeds& seeds, const Tensor* d_output = nullptr,
+                        Tensor* d_input = nullptr);
 
   const ModelSpec& spec() const { return spec_; }
   const ModelParallel& parallel() const { return mp_; }
+  const DecoderStage& stage() const { return stage_; }
+  // This stage's MoE layers, and the index among the whole model's MoE layers of the first one.
   std::vector<MoeLayer*> moe_layers();
+  int first_moe_index() const;
+  Parameter* embedding() const { return embedding_; }  // nullptr when not the first stage
+  // The tied embedding's copy on a last stage without the embedding (nullptr otherwise).
+  Parameter* tied_copy() const { return tied_copy_; }
 
  private:
   struct Block {
@@ -72,10 +98,19 @@ class Decoder {
 
   ModelSpec spec_;
   ModelParallel mp_;
-  Parameter* embedding_;
+  DecoderStage stage_;
+  Parameter* embedding_ = nullptr;  // first stage
+  Parameter* tied_copy_ = nullptr;
+  // The loss head's backward: d(final_in) from the seeds. And the blocks' backward, in reverse,
+  // on the residual-stream gradient *d_x (replaced by the gradient of the stage's input).
+  absl::StatusOr<Tensor> HeadBackward(const StepContext& ctx, const MicroBatch& batch,
+                                      const Saved& saved, const BackwardSeeds& seeds) const;
+  absl::Status BlocksBackward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
+                              const BackwardSeeds& seeds, Tensor* d_x) const;
+
   std::vector<Block> blocks_;
-  Parameter* final_norm_;
-  Parameter* head_;  // == embedding_ when tied
+  Parameter* final_norm_ = nullptr;  // last stage
+  Parameter* head_ = nullptr;        // == embedding_ (or tied_copy_) when tied
   int64_t embedding_param_ = 0;
   int64_t head_first_param_ = 0, head_last_param_ = 0;  // final norm (+ untied head)
 };

@@ -78,14 +78,6 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
 
 absl::Status CheckSupported(const config::ExperimentConfig& config) {
   std::vector<std::string> problems;
-  const auto& p = config.parallel();
-  for (const auto& [name, value] : std::vector<std::pair<std::string, int>>{
-           {"pp", p.pp()}}) {
-    if (value > 1) {
-      problems.push_back(absl::StrCat("parallel.", name, " = ", value,
-                                      ": pipeline parallelism lands in issue 6"));
-    }
-  }
   if (config.train().device() != "cpu") {
     problems.push_back(absl::StrCat("train.device = ", config.train().device(),
                                     ": the CUDA backend lands in issue 7"));

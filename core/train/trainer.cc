@@ -16,6 +16,8 @@
 #include "core/data/prep_data.h"
 #include "core/train/metrics.h"
 #include "core/train/model_from_config.h"
+#include "core/train/pipeline_executor.h"
+#include "configs/validate.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
@@ -32,9 +34,12 @@ struct RankGroups {
   parallel::GradSyncGroups sync;     // gradient reductions and the global norm
   parallel::Communicator* dp = nullptr;        // per-sample statistics (replicated over TP×CP)
   parallel::Communicator* tp_cp_dp = nullptr;  // per-token statistics (aux, z, expert load)
+  parallel::Communicator* pp = nullptr;        // pipeline stages: activations, stage statistics
+  parallel::Communicator* embedding = nullptr;  // first + last stage: the tied embedding's grads
   int world_rank = 0;
   int dp_rank = 0, dp_size = 1;
   int cp_rank = 0;
+  int pp_rank = 0, pp_size = 1;
 };
 
 absl::StatusOr<RankGroups> ResolveGroups(const config::ExperimentConfig& config,
@@ -70,11 +75,18 @@ absl::StatusOr<RankGroups> ResolveGroups(const config::ExperimentConfig& config,
   MF_ASSIGN_OR_RETURN(g.dp, get(parallel::GroupKind::kDp));
   g.sync.tp = g.model.tp;
   g.tp_cp_dp = g.sync.tp_cp_dp;
+  g.pp = g.sync.pp;
   g.world_rank = groups->world().rank();
   const parallel::AttentionCoords coords = mapping.attention_coords(g.world_rank);
   g.dp_rank = coords.dp;
   g.dp_size = sizes.dp;
   g.cp_rank = coords.cp;
+  g.pp_rank = coords.pp;
+  g.pp_size = sizes.pp;
+  const bool end_stage = coords.pp == 0 || coords.pp == sizes.pp - 1;
+  if (config.model().tie_embeddings() && sizes.pp > 1 && end_stage) {
+    MF_ASSIGN_OR_RETURN(g.embedding, get(parallel::GroupKind::kEmbedding));
+  }
   return g;
 }
 
@@ -84,7 +96,10 @@ struct Trainer::State {
   RankGroups groups;
   model::ModelSpec spec;
   ParameterSet params;
-  std::unique_ptr<model::Decoder> model;
+  std::vector<std::unique_ptr<model::Decoder>> chunks;  // this rank's model chunks (virtual stages)
+  std::unique_ptr<PipelineExecutor> pipeline;
+  int64_t tied_index = -1;  // ParameterSet index of a tied embedding shared across stages
+  int num_moe_layers = 0;
   std::unique_ptr<parallel::GradSync> sync;
   std::unique_ptr<optim::AdamW> optimizer;                 // unsharded (every rank the whole model)
   std::unique_ptr<optim::ShardedAdamW> sharded_optimizer;  // ZeRO-1
@@ -100,7 +115,7 @@ struct Trainer::State {
 Trainer::Trainer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Trainer::~Trainer() = default;
 ParameterSet& Trainer::params() { return state_->params; }
-model::Decoder& Trainer::model() { return *state_->model; }
+model::Decoder& Trainer::model() { return *state_->chunks.front(); }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::ExperimentConfig& config,
                                                          const TrainerOptions& options) {
@@ -136,7 +151,41 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
                                               config.data().seed()));
   state->samples = std::make_unique<data::GptDataset>(std::move(samples));
 
-  state->model = std::make_unique<model::Decoder>(state->spec, groups.model, &state->params);
+  // This rank's chunks: virtual stage c·pp + pp_rank for c < virtual_stages, each a contiguous
+  // range of layers; the embedding on virtual stage 0, the head on the last.
+  MF_ASSIGN_OR_RETURN(const std::vector<int> stage_layers, config::StageLayerCounts(config));
+  const int chunks = config.parallel().virtual_stages(), stages = groups.pp_size * chunks;
+  for (int c = 0; c < chunks; ++c) {
+    const int s = c * groups.pp_size + groups.pp_rank;
+    model::DecoderStage stage;
+    for (int i = 0; i < s; ++i) stage.first_layer += stage_layers[i];
+    stage.last_layer = stage.first_layer + stage_layers[s];
+    stage.embedding = s == 0;
+    stage.head = s == stages - 1;
+    state->chunks.push_back(
+        std::make_unique<model::Decoder>(state->spec, groups.model, &state->params, stage));
+    if (stages > 1 && state->spec.tie_embeddings) {
+      const Parameter* tied = stage.embedding ? state->chunks.back()->embedding()
+                                              : state->chunks.back()->tied_copy();
+      for (size_t i = 0; tied != nullptr && i < state->params.params().size(); ++i) {
+        if (state->params.params()[i].get() == tied) state->tied_index = static_cast<int64_t>(i);
+      }
+    }
+  }
+  for (bool is_moe : state->spec.moe_layer) state->num_moe_layers += is_moe;
+  std::string schedule = config.parallel().schedule();
+  if (schedule == "auto") schedule = chunks > 1 ? "interleaved" : "1f1b";
+  MF_ASSIGN_OR_RETURN(const parallel::ScheduleKind kind, parallel::ParseScheduleKind(schedule));
+  const int64_t local_seq = train.seq_len() / groups.model.cp_size();
+  const int64_t rows = train.micro_batch_size() * local_seq /
+                       (groups.model.sequence_parallel ? groups.model.tp_size() : 1);
+  state->pipeline = std::make_unique<PipelineExecutor>(
+      [&] {
+        std::vector<model::Decoder*> list;
+        for (auto& c : state->chunks) list.push_back(c.get());
+        return list;
+      }(),
+      groups.pp, kind, Shape{rows, state->spec.hidden});
   state->params.Initialize(train.seed());
 
   const auto& opt = config.optimizer();
@@ -146,7 +195,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   adam.eps = opt.eps();
   adam.weight_decay = opt.weight_decay();
   // Gradients (and master weights) in contiguous buffers per reduction group, cut into buckets.
-  state->params.Flatten(parallel::GradSync::Alignment(groups.sync));
   parallel::GradSyncOptions sync_options;
   sync_options.zero1 = config.parallel().zero1() && options.groups != nullptr;
   const auto& compression = config.compression();
@@ -161,6 +209,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     sync_options.ef21.rank_weights.assign(compression.rank_weights().begin(),
                                           compression.rank_weights().end());
   }
+  // With compression every parameter starts a compressor block, so the blocks (and what Top-K or
+  // a block scale sees) do not depend on which parameters share the buffer, e.g. per stage.
+  const int64_t block = sync_options.ef21.enabled ? compression.block_size() : 1;
+  state->params.Flatten(parallel::GradSync::Alignment(groups.sync) * block, block);
   state->sync = std::make_unique<parallel::GradSync>(&state->params, groups.sync, sync_options);
   if (sync_options.zero1) {
     state->sharded_optimizer = std::make_unique<optim::ShardedAdamW>(state->sync.get(), adam);
@@ -220,7 +272,9 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   st.params.ZeroGrads();
   st.sync->BeginStep(step);
   st.reweighter->BeginStep(step);
-  for (model::MoeLayer* layer : st.model->moe_layers()) layer->ResetLoad();
+  for (auto& chunk : st.chunks) {
+    for (model::MoeLayer* layer : chunk->moe_layers()) layer->ResetLoad();
+  }
 
   // Aux/z seeds are pre-multiplied by Z_ref so that dividing the whole gradient by Z leaves them exact
   // whenever Z = Z_ref (uniform weights). Units over the global batch: one aux term per micro-batch
@@ -244,9 +298,9 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     for (int64_t s = 0; s < seq; ++s) positions.data<int32_t>()[s] = static_cast<int32_t>(s);
   }
   const int64_t local_seq = positions.numel();
-  absl::Status sync_status;
+  std::vector<model::MicroBatch> batches(num_micro);
   for (int64_t m = 0; m < num_micro; ++m) {
-    model::MicroBatch batch;
+    model::MicroBatch& batch = batches[m];
     batch.tokens = Tensor::Empty({micro, local_seq}, DType::kI32);
     batch.targets = Tensor::Empty({micro, local_seq}, DType::kI32);
     batch.positions = positions;
@@ -261,19 +315,17 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
         targets[j] = sample_tokens[pos + 1];
       }
     }
-    model::StepContext ctx{&CpuStream()};
-    if (m == num_micro - 1) {
-      // The last backward completes each gradient: reduce its buckets while backward goes on.
-      ctx.grads_ready = [&](int64_t first, int64_t last) {
-        if (sync_status.ok()) sync_status = st.sync->MarkReady(first, last);
-      };
-    }
-    model::Decoder::Saved saved;
-    MF_ASSIGN_OR_RETURN(const model::ForwardStats stats, st.model->Forward(ctx, batch, &saved));
+  }
 
-    model::BackwardSeeds seeds;
-    seeds.aux_grad_scale = static_cast<float>(z_ref / std::max<int64_t>(aux_units, 1));
-    seeds.z_grad_scale = static_cast<float>(z_ref / (global_batch * seq));
+  PipelineCallbacks callbacks;
+  callbacks.body_seeds.aux_grad_scale = static_cast<float>(z_ref / std::max<int64_t>(aux_units, 1));
+  callbacks.body_seeds.z_grad_scale = static_cast<float>(z_ref / (global_batch * seq));
+  callbacks.on_forward = [&](const model::ForwardStats& stats) {
+    aux_sum += stats.aux_loss_sum;
+    z_sum += stats.z_loss_sum;
+  };
+  callbacks.head_seeds = [&](int, const model::ForwardStats& stats) {
+    model::BackwardSeeds seeds = callbacks.body_seeds;
     if (microbatch_population) {
       // Reference semantics (Sow et al.): softmax weights within the micro-batch; scaled by the
       // micro-batch size so that Z = Σuᵢ = global batch, as in the global population.
@@ -288,11 +340,30 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
       min_u = std::min(min_u, seeds.d_sample_loss[i]);
       max_u = std::max(max_u, seeds.d_sample_loss[i]);
     }
-    aux_sum += stats.aux_loss_sum;
-    z_sum += stats.z_loss_sum;
-    MF_RETURN_IF_ERROR(st.model->Backward(ctx, batch, saved, seeds));
-  }
+    return seeds;
+  };
+  // Each chunk's last backward completes its gradients: reduce their buckets while the rest of the
+  // backward goes on. A tied embedding shared across stages waits for its two copies' sum.
+  absl::Status sync_status;
+  callbacks.grads_ready = [&](int64_t first, int64_t last) {
+    auto mark = [&](int64_t a, int64_t b) {
+      if (a < b && sync_status.ok()) sync_status = st.sync->MarkReady(a, b);
+    };
+    if (st.tied_index >= first && st.tied_index < last) {
+      mark(first, st.tied_index);
+      mark(st.tied_index + 1, last);
+    } else {
+      mark(first, last);
+    }
+  };
+  MF_RETURN_IF_ERROR(st.pipeline->Run(batches, callbacks));
   MF_RETURN_IF_ERROR(sync_status);
+  if (st.tied_index >= 0) {
+    Tensor& grad = st.params.params()[st.tied_index]->grad;
+    MF_RETURN_IF_ERROR(Annotate(parallel::WaitFor(g.embedding->AllReduce(&grad, {})),
+                                "tied embedding gradient over the embedding group"));
+    MF_RETURN_IF_ERROR(st.sync->MarkReady(st.tied_index, st.tied_index + 1));
+  }
   MF_RETURN_IF_ERROR(st.sync->Finish());
 
   // Step statistics. Per-sample values (Z, the loss sums, the loss and weight ranges) are the same
@@ -303,23 +374,30 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   std::vector<float> token_sums = {static_cast<float>(aux_sum), static_cast<float>(z_sum)};
   std::vector<float> mins = {st.reweighter->LocalMin(), min_u};
   std::vector<float> maxs = {st.reweighter->LocalMax(), max_u};
-  MF_RETURN_IF_ERROR(ReduceOver(g.dp, &sums));
-  MF_RETURN_IF_ERROR(ReduceOver(g.tp_cp_dp, &token_sums));
-  MF_RETURN_IF_ERROR(ReduceOver(g.dp, &mins, parallel::ReduceOp::kMin));
-  MF_RETURN_IF_ERROR(ReduceOver(g.dp, &maxs, parallel::ReduceOp::kMax));
+  // Under PP only the last stage has per-sample values (the others add zeros and ±inf) and every
+  // stage has its layers' aux and z parts: both reduce over the stages too.
+  for (parallel::Communicator* comm : {g.dp, g.pp}) {
+    MF_RETURN_IF_ERROR(ReduceOver(comm, &sums));
+    MF_RETURN_IF_ERROR(ReduceOver(comm, &mins, parallel::ReduceOp::kMin));
+    MF_RETURN_IF_ERROR(ReduceOver(comm, &maxs, parallel::ReduceOp::kMax));
+  }
+  for (parallel::Communicator* comm : {g.tp_cp_dp, g.pp}) {
+    MF_RETURN_IF_ERROR(ReduceOver(comm, &token_sums));
+  }
+  const bool sample_reduced = g.dp != nullptr || g.pp != nullptr;
   // Deferred normalisation: one division of every gradient by Z (ALGORITHMS §3.7).
   const double z = microbatch_population ? z_ref
-                   : g.dp == nullptr      ? st.reweighter->LocalNormaliser()
+                   : !sample_reduced      ? st.reweighter->LocalNormaliser()
                                           : static_cast<double>(sums[0]);
   st.reweighter->EndStep(z, mins[0], maxs[0]);
   std::vector<Tensor*> owned = st.sync->OwnedGrads();
   optim::ScaleGrads(owned, static_cast<float>(1.0 / z));
 
-  if (g.dp != nullptr) {
+  if (sample_reduced) {
     weighted_sum = sums[1];
     plain_sum = sums[2];
   }
-  if (g.tp_cp_dp != nullptr) {
+  if (g.tp_cp_dp != nullptr || g.pp != nullptr) {
     aux_sum = token_sums[0];
     z_sum = token_sums[1];
   }
@@ -358,29 +436,44 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     st.loss_ema = st.ema_steps == 0 ? result.lm_loss : 0.9 * st.loss_ema + 0.1 * result.lm_loss;
     ++st.ema_steps;
   }
-  for (model::MoeLayer* layer : st.model->moe_layers()) {
-    // Each rank routed other tokens of the global batch: counts add over TP×CP×DP, exactly (i64).
-    const int64_t e = static_cast<int64_t>(layer->load().size());
-    Tensor counts = Tensor::Empty({e + 2}, DType::kI64);
-    std::copy(layer->load().begin(), layer->load().end(), counts.data<int64_t>());
-    counts.data<int64_t>()[e] = layer->dropped();
-    counts.data<int64_t>()[e + 1] = layer->dispatch_bytes();
-    if (g.tp_cp_dp != nullptr) {
-      MF_RETURN_IF_ERROR(parallel::WaitFor(g.tp_cp_dp->AllReduce(&counts, {})));
+  // Expert counts of every MoE layer of the model: each rank fills its stage's layers, and the
+  // counts add (exactly, i64) over the ranks that routed other tokens (TP×CP×DP) and over stages.
+  const int64_t e = st.spec.moe.num_experts, width = e + 2;  // loads, dropped, dispatcher bytes
+  Tensor counts = Tensor::Zeros({std::max(1, st.num_moe_layers) * width}, DType::kI64);
+  for (auto& chunk : st.chunks) {
+    int index = chunk->first_moe_index();
+    for (model::MoeLayer* layer : chunk->moe_layers()) {
+      int64_t* c = counts.data<int64_t>() + index++ * width;
+      std::copy(layer->load().begin(), layer->load().end(), c);
+      c[e] = layer->dropped();
+      c[e + 1] = layer->dispatch_bytes();
     }
-    const int64_t* c = counts.data<int64_t>();
+  }
+  for (parallel::Communicator* comm : {g.tp_cp_dp, g.pp}) {
+    if (comm != nullptr && st.num_moe_layers > 0) {
+      MF_RETURN_IF_ERROR(parallel::WaitFor(comm->AllReduce(&counts, {})));
+    }
+  }
+  for (int l = 0; l < st.num_moe_layers; ++l) {
+    const int64_t* c = counts.data<int64_t>() + l * width;
     result.expert_tokens.emplace_back(c, c + e);
     result.tokens_dropped += c[e];
     result.dispatch_bytes += c[e + 1];
-    const std::vector<float> load(c, c + e);
     double total = 0, max_load = 0;
-    for (float v : load) {
-      total += v;
-      max_load = std::max(max_load, static_cast<double>(v));
+    for (int64_t i = 0; i < e; ++i) {
+      total += static_cast<double>(c[i]);
+      max_load = std::max(max_load, static_cast<double>(c[i]));
     }
-    result.expert_imbalance.push_back(total > 0 ? max_load / (total / load.size()) : 0);
-    if (moe.expert_bias && !result.skipped) {
-      layer->UpdateExpertBias(load, st.config.model().moe().expert_bias_rate());
+    result.expert_imbalance.push_back(total > 0 ? max_load / (total / e) : 0);
+  }
+  if (moe.expert_bias && !result.skipped) {
+    for (auto& chunk : st.chunks) {
+      int index = chunk->first_moe_index();
+      for (model::MoeLayer* layer : chunk->moe_layers()) {
+        const int64_t* c = counts.data<int64_t>() + index++ * width;
+        layer->UpdateExpertBias(std::vector<float>(c, c + e),
+                                st.config.model().moe().expert_bias_rate());
+      }
     }
   }
   result.step_time_s =

@@ -56,6 +56,20 @@ TEST(ValidateTest, ValidLayouts) {
                      4));
 }
 
+TEST(ValidateTest, StageLayerCounts) {
+  // MoeConfig has 4 layers.
+  EXPECT_EQ(*StageLayerCounts(MoeConfig({"parallel.pp=2"})), (std::vector<int>{2, 2}));
+  EXPECT_EQ(*StageLayerCounts(MoeConfig({"parallel.pp=2", "parallel.virtual_stages=2"})),
+            (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(*StageLayerCounts(MoeConfig({"parallel.pp=2", "parallel.first_stage_layers=1"})),
+            (std::vector<int>{1, 3}));
+  EXPECT_EQ(*StageLayerCounts(MoeConfig({"model.num_layers=8", "parallel.pp=4",
+                                         "parallel.first_stage_layers=1",
+                                         "parallel.last_stage_layers=1"})),
+            (std::vector<int>{1, 3, 3, 1}));
+  EXPECT_EQ(*StageLayerCounts(MoeConfig({})), (std::vector<int>{4}));
+}
+
 TEST(ValidateTest, DerivedSizes) {
   ExperimentConfig c =
       MoeConfig({"parallel.tp=2", "parallel.cp=2", "parallel.pp=2", "parallel.ep=4"});
@@ -138,10 +152,22 @@ INSTANTIATE_TEST_SUITE_P(
                  "model.moe.pad_to_capacity needs model.moe.capacity_factor > 0"},
         RuleCase{{"parallel.ep=3", "model.moe.num_experts=8"}, 3,
                  "model.moe.num_experts 8 % parallel.ep 3 = 2: each EP rank owns"},
-        RuleCase{{"parallel.pp=3"}, 3, "model.num_layers 4 % (pp 3 × virtual_stages 1 = 3) = 1"},
+        RuleCase{{"parallel.pp=3"}, 3, "model.num_layers 4: 4 layers do not split evenly over 3 of pp 3 × "
+                 "virtual_stages 1 = 3 stages (4 % 3 = 1)"},
+        RuleCase{{"parallel.pp=2", "parallel.first_stage_layers=3", "parallel.last_stage_layers=3"},
+                 2,
+                 "model.num_layers 4 (after first_stage_layers 3 and last_stage_layers 3): -2 "
+                 "layers do not split evenly over 0 of pp 2"},
+        RuleCase{{"parallel.schedule=interleaved"}, 1,
+                 "parallel.schedule \"interleaved\" needs parallel.virtual_stages > 1"},
+        RuleCase{{"parallel.pp=2", "parallel.virtual_stages=2", "parallel.schedule=1f1b",
+                  "train.global_batch_size=8"},
+                 2,
+                 "parallel.virtual_stages 2 needs parallel.schedule \"interleaved\""},
         RuleCase{{"parallel.pp=2", "parallel.virtual_stages=4"},
                  2,
-                 "model.num_layers 4 % (pp 2 × virtual_stages 4 = 8) = 4"},
+                 "model.num_layers 4: 4 layers do not split evenly over 8 of pp 2 × "
+                 "virtual_stages 4 = 8 stages (4 % 8 = 4)"},
         RuleCase{{"parallel.order=tp-cp-dp-pp"}, 1, "parallel.order \"tp-cp-dp-pp\" must name"},
         RuleCase{{"model.moe.num_groups=3", "model.moe.group_topk=1"},
                  1,

@@ -91,7 +91,10 @@ std::vector<Owned> SyncSteps(Groups& groups, const RunSpec& spec) {
   GradSyncGroups sync_groups;
   sync_groups.dp_cp = &groups.world;
   sync_groups.edp = spec.split_expert ? groups.pairs.get() : &groups.world;
-  auto& buffers = params.Flatten(GradSync::Alignment(sync_groups));
+  // As the trainer does with EF21: every parameter starts a compressor block (here for plain runs
+  // too, so plain and compressed runs lay the buffers out alike and compare element by element).
+  const int64_t block = spec.options.ef21.compressor.block;
+  auto& buffers = params.Flatten(GradSync::Alignment(sync_groups) * block, block);
   GradSync sync(&params, sync_groups, spec.options);
   const int num_params = static_cast<int>(params.params().size());
   std::vector<Owned> steps;

@@ -4,6 +4,8 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <map>
+#include <utility>
 
 #include "configs/config_loader.h"
 #include "core/train/trainer.h"
@@ -72,9 +74,20 @@ LayoutRun TrainLayout(const config::ExperimentConfig& config,
   for (const auto& p : (*trainer)->params().params()) {
     auto whole = parallel::GatherParameter(*p, tp, etp, ep);
     MF_CHECK(whole.ok()) << whole.status();
-    run.params.push_back(whole->ToVector());
+    run.params[p->name] = whole->ToVector();
   }
   return run;
+}
+
+const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, int steps) {
+  static auto* runs = new std::map<std::pair<std::vector<std::string>, int>, LayoutRun>;
+  auto it = runs->find({overrides, steps});
+  if (it == runs->end()) {
+    it = runs->emplace(std::pair{overrides, steps},
+                       TrainLayout(EquivalenceConfig(overrides), nullptr, steps))
+             .first;
+  }
+  return it->second;
 }
 
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference,
@@ -84,21 +97,22 @@ void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference,
     EXPECT_NEAR(run.losses[s], reference.losses[s], 1e-5 * std::fabs(reference.losses[s]))
         << label << " step " << s;
   }
-  ASSERT_EQ(run.params.size(), reference.params.size()) << label;
+  ASSERT_FALSE(run.params.empty()) << label;
   double worst = 0;
-  size_t worst_param = 0;
-  for (size_t i = 0; i < reference.params.size(); ++i) {
-    ASSERT_EQ(run.params[i].size(), reference.params[i].size()) << label << " parameter " << i;
-    for (size_t j = 0; j < reference.params[i].size(); ++j) {
-      const double d = std::fabs(static_cast<double>(run.params[i][j]) - reference.params[i][j]);
+  std::string worst_param;
+  for (const auto& [name, values] : run.params) {
+    auto ref = reference.params.find(name);
+    ASSERT_NE(ref, reference.params.end()) << label << ": " << name << " is not in the reference";
+    ASSERT_EQ(values.size(), ref->second.size()) << label << " " << name;
+    for (size_t j = 0; j < values.size(); ++j) {
+      const double d = std::fabs(static_cast<double>(values[j]) - ref->second[j]);
       if (d > worst) {
         worst = d;
-        worst_param = i;
+        worst_param = name;
       }
     }
   }
-  EXPECT_LT(worst, 1e-4) << label << ": largest parameter difference (parameter " << worst_param
-                         << ")";
+  EXPECT_LT(worst, 1e-4) << label << ": largest parameter difference (" << worst_param << ")";
 }
 
 }  // namespace moefold::train

@@ -3,6 +3,7 @@
 // Every rank trains the single-rank reference itself, so the comparison needs no communication.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,7 +19,9 @@ struct LayoutRun {
   std::vector<double> lm_losses;
   std::vector<double> aux_losses;
   std::vector<double> grad_norms;
-  std::vector<std::vector<float>> params;  // every parameter, gathered whole, in creation order
+  // This rank's parameters by name, each gathered whole over TP/ETP/EP (under PP a stage holds its
+  // layers only; every rank checks its own, so together they cover the model).
+  std::map<std::string, std::vector<float>> params;
 };
 
 // configs/tiny_moe.yaml shrunk for the tests (2 layers: dense + MoE with a shared expert; 8 heads
@@ -30,12 +33,17 @@ config::ExperimentConfig EquivalenceConfig(const std::vector<std::string>& overr
 LayoutRun TrainLayout(const config::ExperimentConfig& config,
                       const parallel::ProcessGroups* groups, int steps);
 
+// The single-rank run of EquivalenceConfig(overrides) for `steps` steps, trained once per process
+// and cached by (overrides, steps).
+const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, int steps);
+
 // The layout's ProcessGroups over `world` (MPI_COMM_WORLD's duplicate when null), sizes from the
 // config's parallel section.
 std::unique_ptr<parallel::ProcessGroups> MakeGroups(const config::ExperimentConfig& config,
                                                     const parallel::MpiCommunicator* world);
 
-// Loss per step within 1e-5 relative and every parameter within 1e-4 (absolute) of `reference`.
+// Loss per step within 1e-5 relative and every parameter of `run` within 1e-4 (absolute) of the
+// same-named one of `reference`.
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label);
 
 }  // namespace moefold::train

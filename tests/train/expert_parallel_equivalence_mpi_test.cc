@@ -6,8 +6,6 @@
 // not) must equal dropless too.
 #include <mpi.h>
 
-#include <map>
-
 #include "gtest/gtest.h"
 #include "tests/train/equivalence.h"
 
@@ -23,15 +21,6 @@ struct Layout {
   std::vector<std::string> model = {"model.moe.num_experts=8"};  // shared with the reference
 };
 
-const LayoutRun& Reference(const std::vector<std::string>& model) {
-  static auto* runs = new std::map<std::vector<std::string>, LayoutRun>;
-  auto it = runs->find(model);
-  if (it == runs->end()) {
-    it = runs->emplace(model, TrainLayout(EquivalenceConfig(model), nullptr, kSteps)).first;
-  }
-  return it->second;
-}
-
 class ExpertParallelEquivalence : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(ExpertParallelEquivalence, MatchesTheSingleRankRun) {
@@ -44,7 +33,7 @@ TEST_P(ExpertParallelEquivalence, MatchesTheSingleRankRun) {
   const config::ExperimentConfig config = EquivalenceConfig(overrides);
   auto groups = MakeGroups(config, nullptr);
   const LayoutRun run = TrainLayout(config, groups.get(), kSteps);
-  const LayoutRun& reference = Reference(layout.model);
+  const LayoutRun& reference = SingleRankReference(layout.model, kSteps);
   ExpectSameTraining(run, reference, layout.name);
   for (int s = 0; s < kSteps; ++s) {
     EXPECT_NEAR(run.aux_losses[s], reference.aux_losses[s], 1e-5 * reference.aux_losses[s])

@@ -19,14 +19,6 @@ struct Layout {
   std::vector<std::string> overrides;
 };
 
-const LayoutRun& Reference(bool tied) {
-  static const LayoutRun* untied =
-      new LayoutRun(TrainLayout(EquivalenceConfig(), nullptr, kSteps));
-  static const LayoutRun* tied_run = new LayoutRun(
-      TrainLayout(EquivalenceConfig({"model.tie_embeddings=true"}), nullptr, kSteps));
-  return tied ? *tied_run : *untied;
-}
-
 class ModelParallelEquivalence : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(ModelParallelEquivalence, MatchesTheSingleRankRun) {
@@ -37,7 +29,11 @@ TEST_P(ModelParallelEquivalence, MatchesTheSingleRankRun) {
   const config::ExperimentConfig config = EquivalenceConfig(layout.overrides);
   auto groups = MakeGroups(config, nullptr);
   ExpectSameTraining(TrainLayout(config, groups.get(), kSteps),
-                     Reference(config.model().tie_embeddings()), layout.name);
+                     SingleRankReference(config.model().tie_embeddings()
+                                             ? std::vector<std::string>{"model.tie_embeddings=true"}
+                                             : std::vector<std::string>{},
+                                         kSteps),
+                     layout.name);
 }
 
 INSTANTIATE_TEST_SUITE_P(

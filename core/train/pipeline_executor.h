@@ -1,0 +1,56 @@
+// Runs one step's pipeline schedule on this rank (DESIGN §6 "schedule.run"): the forward and
+// backward actions of parallel/pipeline_schedule.h over this rank's model chunks, with the
+// activations sent to the next virtual stage and their gradients back to the previous one
+// (non-blocking sends, blocking receives, tagged by micro-batch and stage). With one stage and one
+// chunk it is the plain micro-batch loop. Saved activations live only between an action's forward
+// and its backward.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/model/decoder.h"
+#include "parallel/communicator.h"
+#include "parallel/pipeline_schedule.h"
+
+namespace moefold::train {
+
+struct PipelineCallbacks {
+  // After the head chunk's forward of micro-batch m: the seeds of its backward (d_sample_loss
+  // from the reweighting; the aux/z scales).
+  std::function<absl::StatusOr<model::BackwardSeeds>(int m, const model::ForwardStats&)> head_seeds;
+  // After every chunk's forward (aux and z sums of its MoE layers).
+  std::function<void(const model::ForwardStats&)> on_forward;
+  // The aux/z scales for chunks without the head.
+  model::BackwardSeeds body_seeds;
+  // Called during each chunk's last backward of the step (ParameterSet index ranges).
+  std::function<void(int64_t first, int64_t last)> grads_ready;
+};
+
+class PipelineExecutor {
+ public:
+  // chunks[c] runs virtual stage c·pp + stage. pp null = one stage. activation: the (T_x, H)
+  // shape passed between stages.
+  PipelineExecutor(std::vector<model::Decoder*> chunks, parallel::Communicator* pp,
+                   parallel::ScheduleKind kind, Shape activation);
+
+  // Runs the schedule over `batches` (one per micro-batch). Status: a failed collective or
+  // point-to-point exchange (naming the peer), a failing callback.
+  absl::Status Run(const std::vector<model::MicroBatch>& batches,
+                   const PipelineCallbacks& callbacks);
+  const std::vector<parallel::PipelineAction>& last_schedule() const { return schedule_; }
+
+ private:
+  int pp_size() const { return pp_ == nullptr ? 1 : pp_->size(); }
+  int stage() const { return pp_ == nullptr ? 0 : pp_->rank(); }
+
+  std::vector<model::Decoder*> chunks_;
+  parallel::Communicator* pp_;
+  parallel::ScheduleKind kind_;
+  Shape activation_;
+  std::vector<parallel::PipelineAction> schedule_;
+};
+
+}  // namespace moefold::train
