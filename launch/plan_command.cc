@@ -1,9 +1,11 @@
-// `moefold plan`: both parallel meshes and every group, computed without starting a run.
+// `moefold plan`: both parallel meshes, every group, and the memory one rank needs, computed
+// without starting a run.
 #include <cstdio>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "configs/config_loader.h"
+#include "core/train/memory_plan.h"
 #include "launch/args.h"
 #include "launch/commands.h"
 #include "parallel/mapping.h"
@@ -19,7 +21,11 @@ constexpr char kPlanHelp[] =
     "  --world N       number of ranks to plan for (any size; nothing is started)\n"
     "  --rank R        whose groups to list (default 0)\n"
     "  --json          one JSON object: every group kind mapped to its rank lists, for the\n"
-    "                  attention mesh and the MoE mesh\n";
+    "                  attention mesh and the MoE mesh, and \"memory\" for the rank\n"
+    "\n"
+    "Also prints rank R's estimated memory (parameters, gradients, optimizer state by ZeRO-1\n"
+    "shard, activations per micro-batch times those the pipeline schedule keeps in flight) and\n"
+    "the pipeline bubble fraction.\n";
 
 }  // namespace
 
@@ -54,12 +60,17 @@ int PlanCommand(const std::vector<std::string>& args) {
   sizes.order = p.order();
   auto mapping = parallel::Mapping::Create(world, sizes);
   if (!mapping.ok()) return Fail("plan", std::string(mapping.status().message()));
+  auto memory = train::EstimateMemory(*config, *mapping, rank);
+  if (!memory.ok()) return Fail("plan", std::string(memory.status().message()));
   if (parsed->Has("json")) {
-    std::printf("%s\n", parallel::MappingToJson(*mapping).c_str());
+    std::string json = parallel::MappingToJson(*mapping);
+    json.insert(json.rfind('}'), ", \"memory\": " + train::MemoryEstimateJson(*memory));
+    std::printf("%s\n", json.c_str());
     return 0;
   }
-  std::printf("%s\n%s", parallel::FormatMeshTables(*mapping).c_str(),
-              parallel::FormatRankGroups(*mapping, rank).c_str());
+  std::printf("%s\n%s\n%s", parallel::FormatMeshTables(*mapping).c_str(),
+              parallel::FormatRankGroups(*mapping, rank).c_str(),
+              train::FormatMemoryEstimate(*memory).c_str());
   return 0;
 }
 

@@ -31,9 +31,11 @@ constexpr char kTrainHelp[] =
     "  --run-dir DIR     where metrics.jsonl goes (default runs/<config name>)\n"
     "\n"
     "Parallelism: mpirun -np N moefold train --config FILE; dp = N / (tp·cp·pp). Set\n"
-    "parallel.tp (tensor), parallel.sequence_parallel, parallel.cp (context) in the config or\n"
-    "with --set; parallel.zero1=true shards the optimizer state. Rank 0 logs and writes metrics;\n"
-    "a rank's error is printed with its rank and ends the whole job with a non-zero exit.\n"
+    "parallel.tp (tensor), parallel.sequence_parallel, parallel.cp (context), parallel.pp\n"
+    "(pipeline; parallel.virtual_stages, parallel.schedule), parallel.ep / parallel.etp (experts)\n"
+    "in the config or with --set; parallel.zero1=true shards the optimizer state. Rank 0 logs and\n"
+    "writes metrics; a rank's error is printed with its rank and ends the whole job with a\n"
+    "non-zero exit.\n"
     "\n"
     "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end.\n"
     "With data.path empty the built-in corpus is prepared under data/ on first use.\n";
@@ -49,6 +51,15 @@ std::string LayoutSummary(const config::ExperimentConfig& config,
   }
   if (sizes.cp > 1) parts.push_back(absl::StrCat("cp ", sizes.cp));
   if (sizes.dp > 1) parts.push_back(absl::StrCat("dp ", sizes.dp, p.zero1() ? " (ZeRO-1)" : ""));
+  if (sizes.pp > 1) {
+    std::string schedule = p.schedule();
+    if (schedule == "auto") schedule = p.virtual_stages() > 1 ? "interleaved" : "1f1b";
+    parts.push_back(absl::StrCat("pp ", sizes.pp, " (", schedule,
+                                 p.virtual_stages() > 1
+                                     ? absl::StrCat(", ", p.virtual_stages(), " virtual stages")
+                                     : "",
+                                 ")"));
+  }
   std::string layout = parts.empty() ? "one rank" : absl::StrJoin(parts, " × ");
   // The MoE mesh, when it differs from plain data parallelism.
   std::vector<std::string> moe;

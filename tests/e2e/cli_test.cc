@@ -115,6 +115,21 @@ TEST(CliTest, ExpertParallelCapacityRunReportsDropsAndDispatchBytes) {
   EXPECT_GT(JsonNumber(lines[0], "dispatch_bytes"), 0) << lines[0];
 }
 
+TEST(CliTest, PipelineRunUnderMpirun) {
+  const std::string run_dir = "build/test-runs/pp2";
+  std::filesystem::remove_all(run_dir);
+  const Result r = RunMpi(4, "train --config configs/tiny_moe.yaml --set train.steps=2 "
+                             "--set optimizer.warmup_steps=1 --set parallel.pp=2 "
+                             "--set parallel.virtual_stages=2 --set parallel.ep=2 "
+                             "--set train.micro_batch_size=2 "
+                             "--set data.cache_dir=build/test-data --run-dir " + run_dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("4 rank(s): dp 2 × pp 2 (interleaved, 2 virtual stages), ep 2"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(ReadLines(run_dir + "/metrics.jsonl").size(), 2u);
+}
+
 TEST(CliTest, AFailedRankEndsTheJobWithItsRankAndANonZeroExit) {
   const Result r = RunMpi(2, "train --config configs/tiny_moe.yaml --set train.steps=5 "
                              "--set optimizer.warmup_steps=1 --set data.cache_dir=build/test-data "
@@ -134,9 +149,14 @@ TEST(CliTest, PlanPrintsBothMeshesAndJson) {
       << r.output;
   EXPECT_NE(r.output.find("MoE mesh:       etp 1 × ep 4 × edp 2 × pp 2"), std::string::npos);
   EXPECT_NE(r.output.find("[4,5,6,7]"), std::string::npos) << r.output;  // rank 5's EP group
+  EXPECT_NE(r.output.find("memory per rank (pipeline stage 0, estimate)"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("in flight (1f1b)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("pipeline bubble fraction: 0.500"), std::string::npos) << r.output;
   r = RunMoefold("plan --config configs/tiny_moe.yaml --world 4 --json --set parallel.ep=2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("\"ep\": [[0,1],[2,3]]"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"memory\": {\"stage\": 0"), std::string::npos) << r.output;
   r = RunMoefold("plan --config configs/tiny_moe.yaml --world 12 --set parallel.tp=8");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("world 12 is not divisible by tp 8"), std::string::npos) << r.output;
