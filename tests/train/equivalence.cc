@@ -90,6 +90,23 @@ const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, 
   return it->second;
 }
 
+void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux) {
+  int world = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
+  std::vector<std::string> overrides = layout.model;
+  overrides.insert(overrides.end(), layout.overrides.begin(), layout.overrides.end());
+  const config::ExperimentConfig config = EquivalenceConfig(overrides);
+  auto groups = MakeGroups(config, nullptr);
+  const LayoutRun run = TrainLayout(config, groups.get(), steps);
+  const LayoutRun& reference = SingleRankReference(layout.model, steps);
+  ExpectSameTraining(run, reference, layout.name);
+  for (int s = 0; check_aux && s < steps; ++s) {
+    EXPECT_NEAR(run.aux_losses[s], reference.aux_losses[s], 1e-5 * reference.aux_losses[s])
+        << layout.name << " aux loss at step " << s;
+  }
+}
+
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference,
                         const std::string& label) {
   ASSERT_EQ(run.losses.size(), reference.losses.size()) << label;

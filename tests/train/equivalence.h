@@ -42,6 +42,20 @@ const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, 
 std::unique_ptr<parallel::ProcessGroups> MakeGroups(const config::ExperimentConfig& config,
                                                     const parallel::MpiCommunicator* world);
 
+// One case of an equivalence matrix: the layout (`overrides`) of a world size, and the model
+// settings it shares with its single-rank reference (`model`).
+struct LayoutCase {
+  const char* name;
+  int world;
+  std::vector<std::string> overrides;
+  std::vector<std::string> model;
+};
+
+// Skips unless the MPI world has case.world ranks; else trains the layout for `steps` steps over
+// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining), and with
+// `check_aux` the same aux loss per step too.
+void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false);
+
 // Loss per step within 1e-5 relative and every parameter of `run` within 1e-4 (absolute) of the
 // same-named one of `reference`.
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label);

@@ -4,8 +4,6 @@
 // LinUpper reweighting) 12 steps to the single-rank result: loss per step within 1e-5 relative,
 // every gathered parameter within 1e-4. Capacity mode with a capacity nothing exceeds (padded or
 // not) must equal dropless too.
-#include <mpi.h>
-
 #include "gtest/gtest.h"
 #include "tests/train/equivalence.h"
 
@@ -14,63 +12,47 @@ namespace {
 
 constexpr int kSteps = 12;
 
-struct Layout {
-  const char* name;
-  int world;
-  std::vector<std::string> overrides;
-  std::vector<std::string> model = {"model.moe.num_experts=8"};  // shared with the reference
-};
+LayoutCase Layout(const char* name, int world, std::vector<std::string> overrides,
+                  std::vector<std::string> model = {"model.moe.num_experts=8"}) {
+  return {name, world, std::move(overrides), std::move(model)};
+}
 
-class ExpertParallelEquivalence : public ::testing::TestWithParam<Layout> {};
+class ExpertParallelEquivalence : public ::testing::TestWithParam<LayoutCase> {};
 
 TEST_P(ExpertParallelEquivalence, MatchesTheSingleRankRun) {
-  const Layout& layout = GetParam();
-  int world = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
-  std::vector<std::string> overrides = layout.model;
-  overrides.insert(overrides.end(), layout.overrides.begin(), layout.overrides.end());
-  const config::ExperimentConfig config = EquivalenceConfig(overrides);
-  auto groups = MakeGroups(config, nullptr);
-  const LayoutRun run = TrainLayout(config, groups.get(), kSteps);
-  const LayoutRun& reference = SingleRankReference(layout.model, kSteps);
-  ExpectSameTraining(run, reference, layout.name);
-  for (int s = 0; s < kSteps; ++s) {
-    EXPECT_NEAR(run.aux_losses[s], reference.aux_losses[s], 1e-5 * reference.aux_losses[s])
-        << layout.name << " aux loss at step " << s;
-  }
+  ExpectLayoutMatchesOneRank(GetParam(), kSteps, /*check_aux=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Matrix, ExpertParallelEquivalence,
     ::testing::Values(
-        Layout{"Ep2", 2, {"parallel.ep=2"}},
-        Layout{"Tp2SpEp2Folded", 2,
-               {"parallel.tp=2", "parallel.sequence_parallel=true", "parallel.ep=2"}},
-        Layout{"Ep4", 4, {"parallel.ep=4"}},
-        Layout{"Etp2Ep2", 4, {"parallel.etp=2", "parallel.ep=2"}},
-        Layout{"Tp2Cp2SpEp4", 4,
+        Layout("Ep2", 2, {"parallel.ep=2"}),
+        Layout("Tp2SpEp2Folded", 2,
+               {"parallel.tp=2", "parallel.sequence_parallel=true", "parallel.ep=2"}),
+        Layout("Ep4", 4, {"parallel.ep=4"}),
+        Layout("Etp2Ep2", 4, {"parallel.etp=2", "parallel.ep=2"}),
+        Layout("Tp2Cp2SpEp4", 4,
                {"parallel.tp=2", "parallel.cp=2", "parallel.sequence_parallel=true",
-                "parallel.ep=4"}},
-        Layout{"Tp2Dp2Ep2Edp2", 4, {"parallel.tp=2", "parallel.dp=2", "parallel.ep=2"}},
-        Layout{"Cp2Dp2Ep4Zero1", 4,
-               {"parallel.cp=2", "parallel.dp=2", "parallel.ep=4", "parallel.zero1=true"}},
-        Layout{"Tp2SpDp2Etp2Ep2", 4,
+                "parallel.ep=4"}),
+        Layout("Tp2Dp2Ep2Edp2", 4, {"parallel.tp=2", "parallel.dp=2", "parallel.ep=2"}),
+        Layout("Cp2Dp2Ep4Zero1", 4,
+               {"parallel.cp=2", "parallel.dp=2", "parallel.ep=4", "parallel.zero1=true"}),
+        Layout("Tp2SpDp2Etp2Ep2", 4,
                {"parallel.tp=2", "parallel.sequence_parallel=true", "parallel.etp=2",
-                "parallel.ep=2"}},
-        Layout{"CapacityNeverReachedEqualsDropless", 4,
-               {"parallel.ep=4", "model.moe.capacity_factor=8"}},
-        Layout{"PaddedCapacityEqualsDropless", 4,
+                "parallel.ep=2"}),
+        Layout("CapacityNeverReachedEqualsDropless", 4,
+               {"parallel.ep=4", "model.moe.capacity_factor=8"}),
+        Layout("PaddedCapacityEqualsDropless", 4,
                {"parallel.etp=2", "parallel.ep=2", "model.moe.capacity_factor=8",
-                "model.moe.pad_to_capacity=true"}},
-        Layout{"Ep8",
+                "model.moe.pad_to_capacity=true"}),
+        Layout("Ep8",
                8,
                {"parallel.ep=8"},
-               {"model.moe.num_experts=8", "train.micro_batch_size=1"}},
-        Layout{"Tp2Cp2Dp2SpEtp2Ep4Zero1", 8,
+               {"model.moe.num_experts=8", "train.micro_batch_size=1"}),
+        Layout("Tp2Cp2Dp2SpEtp2Ep4Zero1", 8,
                {"parallel.tp=2", "parallel.cp=2", "parallel.dp=2",
                 "parallel.sequence_parallel=true", "parallel.etp=2", "parallel.ep=4",
-                "parallel.zero1=true"}}),
+                "parallel.zero1=true"})),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -3,8 +3,6 @@
 // expert, GQA, vocabulary 257 split unevenly, sequence aux loss, z-loss, LinUpper reweighting) for
 // 12 steps and must match the single-rank run: loss per step within 1e-5 relative, every gathered
 // parameter within 1e-4. Layouts change only the config's parallel section.
-#include <mpi.h>
-
 #include "gtest/gtest.h"
 #include "tests/train/equivalence.h"
 
@@ -13,46 +11,34 @@ namespace {
 
 constexpr int kSteps = 12;
 
-struct Layout {
-  const char* name;
-  int world;
-  std::vector<std::string> overrides;
-};
+LayoutCase Layout(const char* name, int world, std::vector<std::string> overrides,
+                  std::vector<std::string> model = {}) {
+  return {name, world, std::move(overrides), std::move(model)};
+}
 
-class ModelParallelEquivalence : public ::testing::TestWithParam<Layout> {};
+class ModelParallelEquivalence : public ::testing::TestWithParam<LayoutCase> {};
 
 TEST_P(ModelParallelEquivalence, MatchesTheSingleRankRun) {
-  const Layout& layout = GetParam();
-  int world = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
-  const config::ExperimentConfig config = EquivalenceConfig(layout.overrides);
-  auto groups = MakeGroups(config, nullptr);
-  ExpectSameTraining(TrainLayout(config, groups.get(), kSteps),
-                     SingleRankReference(config.model().tie_embeddings()
-                                             ? std::vector<std::string>{"model.tie_embeddings=true"}
-                                             : std::vector<std::string>{},
-                                         kSteps),
-                     layout.name);
+  ExpectLayoutMatchesOneRank(GetParam(), kSteps);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Matrix, ModelParallelEquivalence,
     ::testing::Values(
-        Layout{"Tp2", 2, {"parallel.tp=2"}},
-        Layout{"Tp2Sp", 2, {"parallel.tp=2", "parallel.sequence_parallel=true"}},
-        Layout{"Tp2SpTiedZero1", 2,
-               {"parallel.tp=2", "parallel.sequence_parallel=true", "model.tie_embeddings=true",
-                "parallel.zero1=true"}},
-        Layout{"Cp2", 2, {"parallel.cp=2"}},
-        Layout{"Tp4Sp", 4, {"parallel.tp=4", "parallel.sequence_parallel=true"}},
-        Layout{"Cp4", 4, {"parallel.cp=4"}},
-        Layout{"Tp2Cp2Sp", 4, {"parallel.tp=2", "parallel.cp=2", "parallel.sequence_parallel=true"}},
-        Layout{"Tp2Dp2", 4, {"parallel.tp=2", "parallel.dp=2"}},
-        Layout{"Cp2Dp2Zero1", 4, {"parallel.cp=2", "parallel.dp=2", "parallel.zero1=true"}},
-        Layout{"Tp2Cp2Dp2SpZero1", 8,
+        Layout("Tp2", 2, {"parallel.tp=2"}),
+        Layout("Tp2Sp", 2, {"parallel.tp=2", "parallel.sequence_parallel=true"}),
+        Layout("Tp2SpTiedZero1", 2,
+               {"parallel.tp=2", "parallel.sequence_parallel=true", "parallel.zero1=true"},
+               {"model.tie_embeddings=true"}),
+        Layout("Cp2", 2, {"parallel.cp=2"}),
+        Layout("Tp4Sp", 4, {"parallel.tp=4", "parallel.sequence_parallel=true"}),
+        Layout("Cp4", 4, {"parallel.cp=4"}),
+        Layout("Tp2Cp2Sp", 4, {"parallel.tp=2", "parallel.cp=2", "parallel.sequence_parallel=true"}),
+        Layout("Tp2Dp2", 4, {"parallel.tp=2", "parallel.dp=2"}),
+        Layout("Cp2Dp2Zero1", 4, {"parallel.cp=2", "parallel.dp=2", "parallel.zero1=true"}),
+        Layout("Tp2Cp2Dp2SpZero1", 8,
                {"parallel.tp=2", "parallel.cp=2", "parallel.dp=2",
-                "parallel.sequence_parallel=true", "parallel.zero1=true"}}),
+                "parallel.sequence_parallel=true", "parallel.zero1=true"})),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -14,53 +14,43 @@ namespace {
 
 constexpr int kSteps = 12;
 
-struct Layout {
-  const char* name;
-  int world;
-  std::vector<std::string> overrides;
-  std::vector<std::string> model = {"model.num_layers=4", "model.moe.num_experts=8"};
-};
+LayoutCase Layout(const char* name, int world, std::vector<std::string> overrides,
+                  std::vector<std::string> model = {"model.num_layers=4",
+                                                    "model.moe.num_experts=8"}) {
+  return {name, world, std::move(overrides), std::move(model)};
+}
 
-class PipelineEquivalence : public ::testing::TestWithParam<Layout> {};
+class PipelineEquivalence : public ::testing::TestWithParam<LayoutCase> {};
 
 TEST_P(PipelineEquivalence, MatchesTheSingleRankRun) {
-  const Layout& layout = GetParam();
-  int world = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
-  std::vector<std::string> overrides = layout.model;
-  overrides.insert(overrides.end(), layout.overrides.begin(), layout.overrides.end());
-  const config::ExperimentConfig config = EquivalenceConfig(overrides);
-  auto groups = MakeGroups(config, nullptr);
-  ExpectSameTraining(TrainLayout(config, groups.get(), kSteps),
-                     SingleRankReference(layout.model, kSteps), layout.name);
+  ExpectLayoutMatchesOneRank(GetParam(), kSteps);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Matrix, PipelineEquivalence,
     ::testing::Values(
-        Layout{"Pp2", 2, {"parallel.pp=2"}},
-        Layout{"Pp2Afab", 2, {"parallel.pp=2", "parallel.schedule=afab"}},
-        Layout{"Pp2Interleaved", 2, {"parallel.pp=2", "parallel.virtual_stages=2"}},
-        Layout{"Pp2FirstStageOneLayer", 2, {"parallel.pp=2", "parallel.first_stage_layers=1"}},
-        Layout{"Pp2Tied",
+        Layout("Pp2", 2, {"parallel.pp=2"}),
+        Layout("Pp2Afab", 2, {"parallel.pp=2", "parallel.schedule=afab"}),
+        Layout("Pp2Interleaved", 2, {"parallel.pp=2", "parallel.virtual_stages=2"}),
+        Layout("Pp2FirstStageOneLayer", 2, {"parallel.pp=2", "parallel.first_stage_layers=1"}),
+        Layout("Pp2Tied",
                2,
                {"parallel.pp=2"},
-               {"model.num_layers=4", "model.moe.num_experts=8", "model.tie_embeddings=true"}},
-        Layout{"Pp4", 4, {"parallel.pp=4"}},
-        Layout{"Pp2InterleavedTiedZero1Dp2",
+               {"model.num_layers=4", "model.moe.num_experts=8", "model.tie_embeddings=true"}),
+        Layout("Pp4", 4, {"parallel.pp=4"}),
+        Layout("Pp2InterleavedTiedZero1Dp2",
                4,
                {"parallel.pp=2", "parallel.virtual_stages=2", "parallel.zero1=true"},
-               {"model.num_layers=4", "model.moe.num_experts=8", "model.tie_embeddings=true"}},
-        Layout{"Pp2Dp2Tp2", 8, {"parallel.pp=2", "parallel.dp=2", "parallel.tp=2"}},
-        Layout{"Pp2Cp2Tp2Sp", 8,
+               {"model.num_layers=4", "model.moe.num_experts=8", "model.tie_embeddings=true"}),
+        Layout("Pp2Dp2Tp2", 8, {"parallel.pp=2", "parallel.dp=2", "parallel.tp=2"}),
+        Layout("Pp2Cp2Tp2Sp", 8,
                {"parallel.pp=2", "parallel.cp=2", "parallel.tp=2",
-                "parallel.sequence_parallel=true"}},
-        Layout{"Pp2Tp2Dp2FoldedEp4", 8,
-               {"parallel.pp=2", "parallel.tp=2", "parallel.dp=2", "parallel.ep=4"}},
-        Layout{"Pp2Cp2Tp2SpFoldedEtp2Ep2", 8,
+                "parallel.sequence_parallel=true"}),
+        Layout("Pp2Tp2Dp2FoldedEp4", 8,
+               {"parallel.pp=2", "parallel.tp=2", "parallel.dp=2", "parallel.ep=4"}),
+        Layout("Pp2Cp2Tp2SpFoldedEtp2Ep2", 8,
                {"parallel.pp=2", "parallel.cp=2", "parallel.tp=2",
-                "parallel.sequence_parallel=true", "parallel.etp=2", "parallel.ep=2"}}),
+                "parallel.sequence_parallel=true", "parallel.etp=2", "parallel.ep=2"})),
     [](const auto& info) { return std::string(info.param.name); });
 
 // PP2×DP2 with ZeRO-1 and Top-K EF21 compression against PP1×DP2 with the same compression (the
