@@ -16,7 +16,7 @@ struct ModelParallel {
   parallel::Communicator* cp = nullptr;
   parallel::Communicator* tp_cp = nullptr;  // the MoE aux loss counts the tokens of TP×CP
   bool sequence_parallel = false;
-  parallel::DispatchGroups experts;  // EP, ETP and ETP×EP: the MoE mesh
+  parallel::DispatchGroups experts = {};  // EP, ETP and ETP×EP: the MoE mesh
 
   int ep_size() const { return experts.ep_size(); }
   int ep_rank() const { return experts.ep_rank(); }

@@ -28,7 +28,7 @@ struct StepContext {
   // Called during Backward each time the parameters with ParameterSet indices [first, last) have
   // received their last gradient contribution of this backward (data parallelism starts reducing
   // their buckets while the rest of the backward runs). Unset: not called.
-  std::function<void(int64_t first, int64_t last)> grads_ready;
+  std::function<void(int64_t first, int64_t last)> grads_ready = nullptr;
   Stream& s() const { return *stream; }
 };
 

@@ -75,7 +75,7 @@ JsonLine& JsonLine::Add(absl::string_view key, const std::vector<std::vector<int
   body_ += "[";
   for (size_t i = 0; i < rows.size(); ++i) {
     if (i) body_ += ", ";
-    body_ += "[" + absl::StrJoin(rows[i], ", ") + "]";
+    absl::StrAppend(&body_, "[", absl::StrJoin(rows[i], ", "), "]");
   }
   body_ += "]";
   return *this;

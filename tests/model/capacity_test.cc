@@ -113,7 +113,9 @@ TEST(CapacityTest, TheMoeLayerCountsItsDrops) {
     EXPECT_GT(expected, 0);
     EXPECT_EQ(layer.dropped(), expected) << (pad ? "padded" : "unpadded");
     EXPECT_EQ(saved.plan.sorted.numel(), 32 - expected);
-    if (pad) EXPECT_EQ(saved.grouped.dim(0), 4 * 4);  // every expert's block is C rows
+    if (pad) {
+      EXPECT_EQ(saved.grouped.dim(0), 4 * 4);  // every expert's block is C rows
+    }
   }
 }
 

@@ -75,7 +75,9 @@ TEST_P(DecoderGradientTest, BackwardMatchesFiniteDifferences) {
   const ForwardStats& stats = *forward;
   ASSERT_EQ(stats.sample_losses.size(), 2u);
   EXPECT_EQ(stats.sample_tokens[0], 4);  // one ignored target
-  if (aux != AuxLossType::kNone) EXPECT_GT(stats.aux_loss_sum, 0.0);
+  if (aux != AuxLossType::kNone) {
+    EXPECT_GT(stats.aux_loss_sum, 0.0);
+  }
   ASSERT_OK(model.Backward(ctx, batch, saved, seeds));
 
   // f64 would be ideal; f32 forward with eps 1e-2 is accurate to ~1e-3 relative on these sizes.
