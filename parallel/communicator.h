@@ -91,6 +91,9 @@ class Communicator {
   virtual absl::StatusOr<std::unique_ptr<Work>> Barrier(const BarrierOptions& options) = 0;
 };
 
+// Callers pass nullptr for a group of one rank; both mean there is nothing to communicate.
+inline bool IsSingleRank(const Communicator* comm) { return comm == nullptr || comm->size() == 1; }
+
 // Runs `work` and waits for it: the blocking form most callers use.
 absl::Status WaitFor(absl::StatusOr<std::unique_ptr<Work>> work);
 

@@ -15,7 +15,7 @@ int GroupSize(const Communicator* comm) { return comm == nullptr ? 1 : comm->siz
 // Every member's `value` added in rank order (the same bits on every member); `value` alone
 // without a group. The f64 bits travel in an i64 tensor (an all-gather only moves bytes).
 absl::StatusOr<double> SumInRankOrder(Communicator* comm, double value) {
-  if (comm == nullptr || comm->size() == 1) return value;
+  if (IsSingleRank(comm)) return value;
   Tensor mine = Tensor::Empty({1}, DType::kI64);
   std::memcpy(mine.raw_data(), &value, sizeof(double));
   Tensor all = Tensor::Empty({comm->size()}, DType::kI64);
@@ -213,7 +213,7 @@ absl::Status GradSync::LaunchCompressed(GradBucket& bucket, Communicator* comm) 
 absl::Status GradSync::FinishBucket(GradBucket& bucket) {
   Communicator* comm = group_of(bucket.buffer);
   const Mode mode = static_cast<Mode>(bucket.mode);
-  if (comm == nullptr || comm->size() == 1 || mode == Mode::kPlain) {
+  if (IsSingleRank(comm) || mode == Mode::kPlain) {
     if (!options_.zero1) {
       bucket.shard = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
       bucket.shard_begin = bucket.begin;

@@ -13,8 +13,6 @@ namespace moefold::parallel {
 
 namespace {
 
-bool Trivial(const Communicator* tp) { return tp == nullptr || tp->size() == 1; }
-
 // ids (T) global -> ids local to [offset, offset + rows) clamped to a valid row, and whether each
 // was in range (rows outside it contribute nothing).
 std::vector<bool> LocalIds(const Tensor& ids, int64_t offset, int64_t rows, Tensor* local) {
@@ -38,7 +36,7 @@ void ZeroRows(const std::vector<bool>& keep, Tensor* t) {
 }  // namespace
 
 absl::Status TpGather(const Tensor& x, Communicator* tp, bool sequence_parallel, Tensor* full) {
-  if (!sequence_parallel || Trivial(tp)) {
+  if (!sequence_parallel || IsSingleRank(tp)) {
     *full = x;
     return absl::OkStatus();
   }
@@ -50,7 +48,7 @@ absl::Status TpGather(const Tensor& x, Communicator* tp, bool sequence_parallel,
 
 absl::Status TpReduce(const Tensor& partial, Communicator* tp, bool sequence_parallel,
                       Tensor* out) {
-  if (Trivial(tp)) {
+  if (IsSingleRank(tp)) {
     *out = partial;
     return absl::OkStatus();
   }

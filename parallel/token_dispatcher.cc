@@ -10,8 +10,6 @@
 namespace moefold::parallel {
 namespace {
 
-bool Trivial(const Communicator* comm) { return comm == nullptr || comm->size() == 1; }
-
 // Row r of a 2-D tensor as bytes.
 char* RowPtr(const Tensor& t, int64_t r) {
   return static_cast<char*>(t.raw_data()) + r * t.dim(1) * DTypeSize(t.dtype());
@@ -68,7 +66,7 @@ absl::StatusOr<DispatchPlan> BuildDispatchPlan(const std::vector<int64_t>& count
   mine.data<int64_t>()[1] = groups.ep_rank();
   std::copy(rows.begin(), rows.end(), mine.data<int64_t>() + 2);
   Tensor all = mine;
-  if (!Trivial(groups.etp_ep)) {
+  if (!IsSingleRank(groups.etp_ep)) {
     if (groups.etp_ep->size() != members) {
       return absl::InvalidArgumentError(absl::StrCat(
           "token dispatcher: the etp-ep group has ", groups.etp_ep->size(), " members, not etp ",
@@ -142,7 +140,7 @@ absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups, co
     }
   }
   Tensor received = padded;
-  if (!Trivial(groups.ep)) {
+  if (!IsSingleRank(groups.ep)) {
     received = Rows(Sum(plan.recv_rows), rows);
     MF_RETURN_IF_ERROR(WaitFor(
         groups.ep->AllToAllV(padded, plan.send_rows, &received, plan.recv_rows, {})));
@@ -151,7 +149,7 @@ absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups, co
     }
   }
   Tensor gathered = received;
-  if (!Trivial(groups.etp)) {
+  if (!IsSingleRank(groups.etp)) {
     const int etp = groups.etp_size();
     gathered = Rows(Sum(plan.etp_rows), rows);
     const std::vector<int64_t> mine(etp, received.dim(0));
@@ -175,7 +173,7 @@ absl::Status Combine(const DispatchPlan& plan, const DispatchGroups& groups, con
     std::memcpy(RowPtr(gathered, plan.regroup[r]), RowPtr(grouped, r), row_bytes);
   }
   Tensor received = gathered;
-  if (!Trivial(groups.etp)) {
+  if (!IsSingleRank(groups.etp)) {
     // Reduce-scatter-v: every ETP peer's block goes home, and the etp partial sums of this rank's
     // rows are added in ETP rank order (f32, deterministic).
     const int etp = groups.etp_size();
@@ -194,7 +192,7 @@ absl::Status Combine(const DispatchPlan& plan, const DispatchGroups& groups, con
     }
   }
   Tensor padded = received;
-  if (!Trivial(groups.ep)) {
+  if (!IsSingleRank(groups.ep)) {
     padded = Rows(Sum(plan.send_rows), grouped);
     MF_RETURN_IF_ERROR(WaitFor(
         groups.ep->AllToAllV(received, plan.recv_rows, &padded, plan.send_rows, {})));

@@ -11,8 +11,6 @@
 namespace moefold::model {
 namespace {
 
-bool Trivial(const parallel::Communicator* comm) { return comm == nullptr || comm->size() == 1; }
-
 // Token ids in [0, V) and targets in [-1, V): a bad id is an error, not a silent zero row of a
 // vocabulary-parallel lookup.
 absl::Status CheckIds(const MicroBatch& batch, int64_t vocab) {
@@ -151,7 +149,7 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
   Tensor token_losses = Tensor::Empty({t}, DType::kF32);
   saved->lse = Tensor::Empty({t}, DType::kF32);
   const Tensor targets = batch.targets.Reshape({t});
-  if (Trivial(mp_.tp)) {
+  if (parallel::IsSingleRank(mp_.tp)) {
     ops::CrossEntropyForward(saved->logits, targets, &token_losses, &saved->lse, ctx.s());
   } else {
     MF_RETURN_IF_ERROR(parallel::VocabParallelCrossEntropyForward(
@@ -174,7 +172,7 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     sums.data<float>()[i] = static_cast<float>(sum);
     sums.data<float>()[b + i] = static_cast<float>(count);
   }
-  if (!Trivial(mp_.cp)) MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.cp->AllReduce(&sums, {})));
+  if (!parallel::IsSingleRank(mp_.cp)) MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.cp->AllReduce(&sums, {})));
   saved->sample_tokens.clear();
   for (int64_t i = 0; i < b; ++i) {
     const float sum = sums.data<float>()[i];
@@ -233,7 +231,7 @@ absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const Micro
   }
   Tensor d_logits = Tensor::Empty(saved.logits.shape(), DType::kF32);
   const Tensor flat_targets = batch.targets.Reshape({t});
-  if (Trivial(mp_.tp)) {
+  if (parallel::IsSingleRank(mp_.tp)) {
     ops::CrossEntropyBackward(saved.logits, flat_targets, saved.lse, d_token_losses, &d_logits,
                               ctx.s());
   } else {

@@ -107,7 +107,7 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
       const int64_t u = (saved->first_row + i) / saved->unit_rows;
       for (int64_t j = 0; j < k; ++j) counts[u * e + ids[i * k + j]] += 1;
     }
-    if (mp_.tp_cp != nullptr && mp_.tp_cp->size() > 1) {
+    if (!parallel::IsSingleRank(mp_.tp_cp)) {
       MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.tp_cp->AllReduce(&saved->unit_counts, {})));
     }
     ForEachUnitSlice(saved->first_row, t, saved->unit_rows, [&](int64_t u, int64_t b, int64_t end) {

@@ -247,7 +247,7 @@ namespace {
 // Reduces values over `comm` (f32 on the wire); identity without a group.
 absl::Status ReduceOver(parallel::Communicator* comm, std::vector<float>* values,
                         parallel::ReduceOp op = parallel::ReduceOp::kSum) {
-  if (comm == nullptr || comm->size() == 1 || values->empty()) return absl::OkStatus();
+  if (parallel::IsSingleRank(comm) || values->empty()) return absl::OkStatus();
   Tensor t = Tensor::FromVector(*values, {static_cast<int64_t>(values->size())});
   MF_RETURN_IF_ERROR(parallel::WaitFor(comm->AllReduce(&t, {.op = op})));
   *values = t.ToVector();
