@@ -44,6 +44,7 @@ ExperimentConfig DefaultConfig() {
   moe->set_expert_bias_rate(1e-3f);  // DeepSeek-V3's bias update speed
   moe->set_drop_policy("probs");
   moe->set_pad_to_capacity(false);
+  moe->set_force_balanced_routing(false);
 
   ParallelConfig* p = c.mutable_parallel();
   p->set_tp(1);

@@ -35,6 +35,16 @@ void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& w
                         const TopKOptions& options, const Tensor& d_weights, Tensor* d_logits,
                         Stream& stream);
 
+// Forced-balanced routing, for benchmarks only (Megatron-Core's moe_router_force_load_balancing,
+// made exact and deterministic): row r, the (first_row + r)-th token of the aux unit's population,
+// goes to experts (g·k + j) mod E for j < k with g = first_row + r, each with weight 1/k. The k
+// experts of a row are distinct (k ≤ E consecutive residues), and over any T consecutive rows the
+// (token, choice) pairs per expert differ by at most one (equal when T·k divides by E). The
+// router's logits still run but the choice ignores them, so its weight gets no gradient from the
+// LM loss. ids (T, k) i32, weights (T, k) f32.
+void BalancedRouting(int64_t first_row, int num_experts, Tensor* ids, Tensor* weights,
+                     Stream& stream);
+
 // probs (T, E) = softmax over all experts of each row (used by the aux loss).
 void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
 // Its backward: d_logits (T, E) accumulated (+=) with p ⊙ (d_probs − ⟨d_probs, p⟩) per row.

@@ -25,6 +25,7 @@ struct MoeSpec {
   float capacity_factor = 0;  // 0 = dropless
   DropPolicy drop_policy = DropPolicy::kProbs;
   bool pad_to_capacity = false;  // every expert's block padded to C rows (static shapes)
+  bool force_balanced_routing = false;  // benchmarks: round-robin experts (ops::BalancedRouting)
 };
 
 struct ModelSpec {

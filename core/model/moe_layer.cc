@@ -89,7 +89,13 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   RoutingPlan& plan = saved->plan;
   plan.ids = Tensor::Empty({t, k}, DType::kI32);
   plan.weights = Tensor::Empty({t, k}, DType::kF32);
-  ops::RouterTopKForward(saved->logits, bias_, moe.topk, &plan.ids, &plan.weights, ctx.s());
+  if (moe.force_balanced_routing) {
+    // Rows are numbered from this rank's first routed row, so a TP rank's share continues where
+    // the previous one stopped and each rank's own tokens are balanced across the experts.
+    ops::BalancedRouting(saved->first_row, static_cast<int>(e), &plan.ids, &plan.weights, ctx.s());
+  } else {
+    ops::RouterTopKForward(saved->logits, bias_, moe.topk, &plan.ids, &plan.weights, ctx.s());
+  }
 
   if (moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
     saved->probs = Tensor::Empty({t, e}, DType::kF32);
@@ -214,8 +220,10 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
 
   // Router: gradients of the routing weights, the aux loss and the z-loss meet in d_logits.
   Tensor d_logits = Tensor::Zeros({t, e}, DType::kF32);
-  ops::RouterTopKBackward(saved.logits, plan.ids, plan.weights, moe.topk, d_weights, &d_logits,
-                          ctx.s());
+  if (!moe.force_balanced_routing) {  // forced weights are constants
+    ops::RouterTopKBackward(saved.logits, plan.ids, plan.weights, moe.topk, d_weights, &d_logits,
+                            ctx.s());
+  }
   if (saved.probs.defined() && saved.probs.numel() > 0 && seeds.aux_grad_scale != 0.0f) {
     ForEachUnitSlice(saved.first_row, t, saved.unit_rows, [&](int64_t u, int64_t b, int64_t end) {
       Tensor d_logits_unit = d_logits.Slice(b, end);

@@ -69,6 +69,7 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
   ms.drop_policy = moe.drop_policy() == "position" ? model::DropPolicy::kPosition
                                                    : model::DropPolicy::kProbs;
   ms.pad_to_capacity = moe.pad_to_capacity();
+  ms.force_balanced_routing = moe.force_balanced_routing();
   if (ms.expert_bias && ms.topk.score != ops::ScoreFunction::kSigmoid) {
     return absl::InvalidArgumentError(
         "model.moe.expert_bias needs score_function: sigmoid (DeepSeek-V3's aux-loss-free routing)");

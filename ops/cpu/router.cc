@@ -237,6 +237,25 @@ void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& w
   }
 }
 
+void BalancedRouting(int64_t first_row, int num_experts, Tensor* ids, Tensor* weights,
+                     Stream& stream) {
+  constexpr const char* kOp = "BalancedRouting";
+  MF_CHECK(ids != nullptr && weights != nullptr) << kOp << ": null output";
+  MF_RETURN_IF_GPU(*ids, kOp, cuda::BalancedRouting(first_row, num_experts, ids, weights, stream));
+  internal::CheckI32(*ids, kOp, "ids");
+  internal::CheckRank(*ids, 2, kOp, "ids");
+  const int64_t tokens = ids->dim(0), k = ids->dim(1);
+  MF_CHECK(first_row >= 0 && k >= 1 && k <= num_experts)
+      << kOp << ": first_row " << first_row << ", k " << k << ", E " << num_experts;
+  internal::CheckF32Out(weights, {tokens, k}, kOp, "weights");
+  for (int64_t r = 0; r < tokens; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      ids->data<int32_t>()[r * k + j] = static_cast<int32_t>(((first_row + r) * k + j) % num_experts);
+      weights->data<float>()[r * k + j] = 1.0f / static_cast<float>(k);
+    }
+  }
+}
+
 void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream) {
   MF_RETURN_IF_GPU(logits, "SoftmaxForward", cuda::SoftmaxForward(logits, probs, stream));
   CheckLogits(logits, "SoftmaxForward");

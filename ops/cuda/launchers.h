@@ -76,6 +76,8 @@ void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const To
 void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& weights,
                         const TopKOptions& options, const Tensor& d_weights, Tensor* d_logits,
                         Stream& stream);
+void BalancedRouting(int64_t first_row, int num_experts, Tensor* ids, Tensor* weights,
+                     Stream& stream);
 void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
 void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream);
 float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,

@@ -180,6 +180,15 @@ __global__ void TopKBackwardKernel(const float* logits, const int32_t* ids, cons
   }
 }
 
+__global__ void BalancedRoutingKernel(int64_t first_row, int experts, int64_t pairs, int k,
+                                      int32_t* ids, float* weights) {
+  const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (i >= pairs) return;
+  // Pair i is choice i % k of row i / k: expert ((first_row + i / k)·k + i % k) mod E.
+  ids[i] = static_cast<int32_t>((first_row * k + i) % experts);
+  weights[i] = 1.0f / static_cast<float>(k);
+}
+
 __global__ void SoftmaxForwardKernel(const float* logits, int64_t rows, int cols, float* probs) {
   const int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (t >= rows) return;
@@ -359,6 +368,25 @@ void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& w
   TopKBackwardKernel<<<Blocks(tokens), kThreads, 0, Native(stream)>>>(
       logits.data<float>(), ids.data<int32_t>(), d_weights.data<float>(), p, tokens,
       d_logits->data<float>());
+  MF_CUDA_CHECK_LAUNCH();
+}
+
+void BalancedRouting(int64_t first_row, int num_experts, Tensor* ids, Tensor* weights,
+                     Stream& stream) {
+  constexpr const char* kOp = "BalancedRouting";
+  const Device dev = ids->device();
+  CheckStream(stream, dev, kOp);
+  CheckRank(*ids, 2, kOp, "ids");
+  const int64_t tokens = ids->dim(0), k = ids->dim(1);
+  MF_CHECK(first_row >= 0 && k >= 1 && k <= num_experts)
+      << kOp << ": first_row " << first_row << ", k " << k << ", E " << num_experts;
+  CheckOut(ids, dev, DType::kI32, {tokens, k}, kOp, "ids");
+  CheckOut(weights, dev, DType::kF32, {tokens, k}, kOp, "weights");
+  const int64_t pairs = tokens * k;
+  if (pairs == 0) return;
+  BalancedRoutingKernel<<<Blocks(pairs), kThreads, 0, Native(stream)>>>(
+      first_row, num_experts, pairs, static_cast<int>(k), ids->data<int32_t>(),
+      weights->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

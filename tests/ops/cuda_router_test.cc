@@ -114,5 +114,16 @@ TEST(CudaRouterLossTest, SoftmaxAuxLossAndZLoss) {
   EXPECT_TRUE(ParityNear(d_gpu, d, DType::kF32));
 }
 
+TEST(CudaRouterTest, BalancedRoutingMatchesCpu) {
+  MF_REQUIRE_GPU();
+  const int64_t rows = 53, k = 8, experts = 64;
+  Tensor ids = Tensor::Zeros({rows, k}, DType::kI32), weights = Tensor::Zeros({rows, k}, DType::kF32);
+  BalancedRouting(1000, experts, &ids, &weights, CpuStream());
+  Tensor ids_gpu = Poisoned({rows, k}, DType::kI32), weights_gpu = Poisoned({rows, k}, DType::kF32);
+  BalancedRouting(1000, experts, &ids_gpu, &weights_gpu, GpuStream());
+  EXPECT_EQ(ids_gpu.ToVector(), ids.ToVector());
+  EXPECT_EQ(weights_gpu.ToVector(), weights.ToVector());
+}
+
 }  // namespace
 }  // namespace moefold::ops

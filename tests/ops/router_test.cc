@@ -207,6 +207,36 @@ TEST(ZLossTest, HandValueAndBackward) {
   EXPECT_TRUE(GradientMatches(Delta(d_logits, before), loss, &logits));
 }
 
+TEST(BalancedRoutingTest, RoundRobinDistinctAndBalanced) {
+  // Rows 5..10 of a population, k = 3 of E = 4: row g takes experts 3g, 3g+1, 3g+2 (mod 4).
+  const int64_t rows = 6, k = 3, experts = 4;
+  Tensor ids = Tensor::Zeros({rows, k}, DType::kI32);
+  Tensor weights = Tensor::Zeros({rows, k}, DType::kF32);
+  BalancedRouting(5, experts, &ids, &weights, CpuStream());
+  EXPECT_EQ(Ids(ids), (std::vector<int32_t>{3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0}));
+  for (float w : weights.ToVector()) EXPECT_FLOAT_EQ(w, 1.0f / 3);
+  std::vector<int> per_expert(experts, 0);
+  for (int32_t id : Ids(ids)) ++per_expert[id];
+  EXPECT_EQ(per_expert, (std::vector<int>{5, 4, 4, 5}));  // pairs 15..32 over 4: differ by ≤ 1
+
+  // 64 experts top-8 over 24 rows: every expert gets exactly 3 pairs and no row repeats one.
+  Tensor many = Tensor::Zeros({24, 8}, DType::kI32);
+  Tensor many_w = Tensor::Zeros({24, 8}, DType::kF32);
+  BalancedRouting(0, 64, &many, &many_w, CpuStream());
+  std::vector<int> counts(64, 0);
+  const std::vector<int32_t> all = Ids(many);
+  for (int64_t r = 0; r < 24; ++r) {
+    std::vector<bool> seen(64, false);
+    for (int64_t j = 0; j < 8; ++j) {
+      const int32_t id = all[r * 8 + j];
+      EXPECT_FALSE(seen[id]) << "row " << r << " repeats expert " << id;
+      seen[id] = true;
+      ++counts[id];
+    }
+  }
+  EXPECT_EQ(counts, std::vector<int>(64, 3));
+}
+
 TEST(RouterDeathTest, BiasRequiresSigmoid) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
   const Tensor logits = Tensor::Zeros({1, 4}, DType::kF32);

@@ -118,6 +118,22 @@ TEST(TrainerTest, LossFallsOnTheBuiltinCorpus) {
   for (const auto& r : results) EXPECT_FALSE(r.skipped);
 }
 
+TEST(TrainerTest, ForcedBalancedRoutingLoadsEveryExpertEqually) {
+  // 4 sequences × 16 tokens × top-2 = 128 pairs over 4 experts: 32 each, imbalance exactly 1.
+  auto forced = MakeTrainer(SmallConfig({"model.moe.force_balanced_routing=true"}));
+  auto real = MakeTrainer(SmallConfig({}));
+  for (int s = 0; s < 3; ++s) {
+    auto f = forced->Step(s);
+    auto r = real->Step(s);
+    ASSERT_TRUE(f.ok() && r.ok()) << f.status() << r.status();
+    ASSERT_EQ(f->expert_tokens.size(), 1u);  // one MoE layer
+    EXPECT_EQ(f->expert_tokens[0], (std::vector<int64_t>{32, 32, 32, 32})) << "step " << s;
+    EXPECT_EQ(f->expert_imbalance[0], 1.0);
+    EXPECT_TRUE(std::isfinite(f->loss));
+    EXPECT_NE(f->lm_loss, r->lm_loss);  // the routing really changed
+  }
+}
+
 TEST(TrainerTest, NonFiniteStepIsSkipped) {
   auto config = SmallConfig({});
   auto trainer = MakeTrainer(config);
