@@ -2,11 +2,8 @@
 #include "tools/bench/bench_util.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "core/philox.h"
 
 namespace moefold::bench {
@@ -48,23 +45,6 @@ Tensor RandomGpu(const Shape& shape, DType dtype, float stddev, uint64_t seed) {
     dst.CopyFrom(typed.Slice(0, len));
   }
   return out;
-}
-
-JsonLine::JsonLine(const std::string& bench) : text_(absl::StrCat("{\"bench\": \"", bench, "\"")) {}
-
-JsonLine& JsonLine::Add(const std::string& key, double value) {
-  absl::StrAppend(&text_, ", \"", key, "\": ", absl::StrFormat("%.6g", value));
-  return *this;
-}
-
-JsonLine& JsonLine::Add(const std::string& key, const std::string& value) {
-  absl::StrAppend(&text_, ", \"", key, "\": \"", value, "\"");
-  return *this;
-}
-
-void JsonLine::Print() {
-  std::printf("%s}\n", text_.c_str());
-  std::fflush(stdout);
 }
 
 }  // namespace moefold::bench

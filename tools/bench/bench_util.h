@@ -1,4 +1,4 @@
-// Helpers of the op benchmark: event-timed medians, random (never zero) device tensors, JSON lines.
+// Helpers of the op benchmark: event-timed medians and random (never zero) device tensors.
 #pragma once
 
 #include <functional>
@@ -6,6 +6,7 @@
 
 #include "core/stream.h"
 #include "core/tensor.h"
+#include "tools/bench/json_line.h"
 
 namespace moefold::bench {
 
@@ -16,17 +17,5 @@ double MedianMs(const std::function<void()>& fn, const Stream& stream, int warmu
 
 // A GPU tensor of `dtype` with N(0, stddev²) entries (a 1 Mi-element random block, repeated).
 Tensor RandomGpu(const Shape& shape, DType dtype, float stddev = 1.0f, uint64_t seed = 1);
-
-// One JSON object per line: {"bench": name, ...fields}. Fields are preformatted "key": value.
-class JsonLine {
- public:
-  explicit JsonLine(const std::string& bench);
-  JsonLine& Add(const std::string& key, double value);
-  JsonLine& Add(const std::string& key, const std::string& value);
-  void Print();
-
- private:
-  std::string text_;
-};
 
 }  // namespace moefold::bench

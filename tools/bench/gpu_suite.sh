@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU suite in one call: every GPU parity test (tests whose name has "cuda") and the op
-# benchmark, on a machine with a GPU. Output goes to $OUT (default gpu-suite-out/): tests.log,
-# summary.txt, op_bench.jsonl, device.txt. Binaries come from $BUNDLE (default gpu-bundle/, made by
+# The GPU suite in one call: every GPU parity test (tests whose name has "cuda"), the op
+# benchmark and the whole-step benchmark of configs/bench/*.yaml (balanced and real routing, the
+# micro-batches in $MICRO_BATCHES, default 1,2), on a machine with a GPU. Output goes to $OUT
+# (default gpu-suite-out/): tests.log, summary.txt, op_bench.jsonl, step_bench.jsonl, device.txt.
+# Binaries come from $BUNDLE (default gpu-bundle/, made by
 # make_gpu_bundle.sh, for a bare machine) or else from $BUILD_DIR (default build-cuda).
 #   bash tools/bench/make_gpu_bundle.sh             # here, where the project builds
 #   bash tools/bench/gpu_suite.sh                   # there (the device tool: carry gpu-bundle)
@@ -15,9 +17,9 @@ if [ -d "$bundle/bin" ]; then
   bins=("$bundle"/bin/*)
   export LD_LIBRARY_PATH="$PWD/$bundle/lib:${LD_LIBRARY_PATH:-}"
 else
-  mapfile -t bins < <(find "$build/tests" "$build/tools" -type f -perm -u+x \
+  mapfile -t bins < <(find "$build/tests" "$build/tools" "$build/bin" -type f -perm -u+x \
                         \( -name '*cuda*_test' -o -name 'core_caching_allocator_test' \
-                           -o -name op_bench \) | sort)
+                           -o -name op_bench -o -name step_bench \) | sort)
 fi
 # cuBLAS from the toolkit, or from the Python wheels when the toolkit has no copy on the path.
 for dir in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
@@ -39,7 +41,7 @@ done
 status=0
 for bin in "${bins[@]}"; do
   name=$(basename "$bin")
-  [ "$name" = op_bench ] && continue
+  case "$name" in op_bench|step_bench) continue ;; esac
   echo "=== $name" >> "$out/tests.log"
   timeout 300 "$bin" >> "$out/tests.log" 2>&1
   rc=$?
@@ -60,7 +62,21 @@ else
   echo "op_bench: not found" >> "$out/summary.txt"
   status=1
 fi
+step=""
+for bin in "${bins[@]}"; do [ "$(basename "$bin")" = step_bench ] && step=$bin; done
+: > "$out/step_bench.jsonl"
+if [ -n "$step" ]; then
+  for config in configs/bench/mixtral_mini.yaml configs/bench/finegrained_mini.yaml; do
+    timeout "${STEP_TIMEOUT:-240}" "$step" --config "$config" --micro-batches "${MICRO_BATCHES:-1,2}" \
+      --warmup 2 --steps "${STEPS:-5}" >> "$out/step_bench.jsonl" 2>> "$out/tests.log"
+    echo "step_bench $(basename "$config") rc=$?" >> "$out/summary.txt"
+  done
+else
+  echo "step_bench: not found" >> "$out/summary.txt"
+  status=1
+fi
 cat "$out/summary.txt"
+grep '"bench": "train_step_best"' "$out/step_bench.jsonl" 2>/dev/null
 grep -E '"bench": "(gemm_bf16_square|grouped_gemm_.*_vs_dense|attention_fwd_bwd)"' \
   "$out/op_bench.jsonl" 2>/dev/null
 exit $status

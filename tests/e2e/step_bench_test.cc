@@ -1,0 +1,106 @@
+// The whole-step benchmark end to end on the CPU (a tiny model): one JSON line per micro-batch and
+// routing mode, a best line per mode, MFU only when a peak is known, forced-balanced routing at
+// imbalance 1, and a micro-batch that does not divide the batch reported as an error line.
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::vector<std::string> lines;  // stdout only
+  std::string errors;
+};
+
+Result RunBench(const std::string& args) {
+  const std::string command = std::string(STEP_BENCH_BINARY) +
+                              " --config configs/tiny_moe.yaml --set data.cache_dir=build/test-data"
+                              " --set model.num_layers=2 --set model.hidden_size=64 "
+                              "--set train.seq_len=32 --warmup 1 --steps 2 " +
+                              args + " 2>/dev/null";
+  Result r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buffer[8192];
+  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) {
+    std::string line = buffer;
+    if (!line.empty() && line.back() == '\n') line.pop_back();
+    r.lines.push_back(line);
+  }
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// The value after "key": as text (up to the next comma or brace).
+std::string Field(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\": ");
+  if (at == std::string::npos) return "";
+  const size_t begin = at + key.size() + 4;
+  const size_t end = line.find_first_of(",}", begin);
+  return line.substr(begin, end - begin);
+}
+
+double Number(const std::string& line, const std::string& key) {
+  const std::string v = Field(line, key);
+  return v.empty() || v == "null" ? NAN : std::stod(v);
+}
+
+TEST(StepBenchTest, PrintsOneLinePerMicroBatchAndRoutingAndTheBest) {
+  const Result r = RunBench("--micro-batches 4,8 --peak-tflops 0.5");
+  ASSERT_EQ(r.exit_code, 0);
+  ASSERT_EQ(r.lines.size(), 6u);  // per mode: micro-batch 4, 8, best
+  for (size_t i : {0u, 1u, 3u, 4u}) {
+    const std::string& line = r.lines[i];
+    EXPECT_EQ(Field(line, "bench"), "\"train_step\"") << line;
+    EXPECT_EQ(Field(line, "device"), "\"cpu\"");
+    EXPECT_EQ(Number(line, "micro_batch"), i % 3 == 0 ? 4 : 8);
+    EXPECT_EQ(Number(line, "timed_steps"), 2);
+    EXPECT_GT(Number(line, "tokens_per_s"), 0);
+    EXPECT_NEAR(Number(line, "tokens_per_s") * Number(line, "step_s_median"),
+                Number(line, "tokens_per_step"), 1e-3 * Number(line, "tokens_per_step"));
+    EXPECT_NEAR(Number(line, "model_tflops"),
+                Number(line, "flops_per_token") * Number(line, "tokens_per_s") / 1e12,
+                1e-4 * Number(line, "model_tflops"));
+    EXPECT_NEAR(Number(line, "mfu"), Number(line, "model_tflops") / 0.5,
+                1e-4 * Number(line, "mfu"));
+    EXPECT_GT(Number(line, "peak_memory_bytes"), 0);
+    EXPECT_TRUE(std::isfinite(Number(line, "last_loss")));
+  }
+  EXPECT_EQ(Field(r.lines[0], "routing"), "\"balanced\"");
+  EXPECT_EQ(Number(r.lines[0], "expert_imbalance_mean"), 1.0) << r.lines[0];
+  EXPECT_EQ(Field(r.lines[3], "routing"), "\"real\"");
+  EXPECT_GT(Number(r.lines[3], "expert_imbalance_mean"), 1.0) << r.lines[3];
+  for (size_t i : {2u, 5u}) {
+    EXPECT_EQ(Field(r.lines[i], "bench"), "\"train_step_best\"");
+    const double best = Number(r.lines[i], "tokens_per_s");
+    EXPECT_EQ(best, std::max(Number(r.lines[i - 2], "tokens_per_s"),
+                             Number(r.lines[i - 1], "tokens_per_s")));
+  }
+}
+
+TEST(StepBenchTest, MfuIsNullOnTheCpuAndABadMicroBatchIsAnErrorLine) {
+  const Result r = RunBench("--micro-batches 3 --routing real");
+  EXPECT_EQ(r.exit_code, 1);
+  ASSERT_EQ(r.lines.size(), 1u);
+  EXPECT_NE(r.lines[0].find("\"error\": \"- train.global_batch_size 8 % (micro_batch_size 3"),
+            std::string::npos)
+      << r.lines[0];
+
+  const Result ok = RunBench("--routing real");
+  ASSERT_EQ(ok.exit_code, 0);
+  ASSERT_EQ(ok.lines.size(), 2u);
+  EXPECT_EQ(Field(ok.lines[0], "mfu"), "null");
+  EXPECT_EQ(Field(ok.lines[0], "peak_tflops"), "null");
+}
+
+TEST(StepBenchTest, BadArgumentsAreRefused) {
+  EXPECT_EQ(RunBench("--routing sideways").exit_code, 2);
+  EXPECT_EQ(RunBench("--steps 0").exit_code, 2);
+}
+
+}  // namespace

@@ -1,0 +1,241 @@
+// Whole-step training benchmark: for each micro-batch size and routing mode (forced-balanced and
+// real), build the trainer of a config, run warm-up steps, then time N optimizer steps and print
+// one JSON line with the median step time, tokens/s, model TFLOP/s, MFU (analytic FLOPs of
+// ALGORITHMS §8 over the device's dense peak) and peak memory; then one "train_step_best" line per
+// routing mode naming the fastest micro-batch. Nothing here asserts a time.
+//
+//   step_bench --config configs/bench/mixtral_mini.yaml --micro-batches 1,2,4 --steps 10
+//   step_bench --config configs/tiny_moe.yaml --set train.device=cpu --steps 3   (CPU smoke run)
+//
+// Each step is timed on the host around Trainer::Step, which returns after the step's loss and
+// statistics reached the host, so GPU work is included. MFU is reported only when a peak is known:
+// --peak-tflops, or 989 (H100/H200 SXM dense bf16) on a GPU; on the CPU it is null.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "configs/config_loader.h"
+#include "configs/validate.h"
+#include "core/allocator.h"
+#include "core/train/flops.h"
+#include "core/train/model_from_config.h"
+#include "core/train/trainer.h"
+#include "tools/bench/json_line.h"
+
+namespace moefold::bench {
+namespace {
+
+constexpr double kH100DenseBf16Tflops = 989.0;
+
+struct Options {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::vector<int> micro_batches;  // empty: the config's
+  std::vector<bool> balanced = {true, false};
+  int warmup = 2;
+  int steps = 5;
+  double peak_tflops = -1;  // < 0: by device
+};
+
+const char kUsage[] =
+    "usage: step_bench --config FILE [--set key=value]... [--micro-batches 1,2,4]\n"
+    "                  [--routing balanced,real] [--warmup N] [--steps N] [--peak-tflops X]\n";
+
+bool ParseInts(const std::string& text, std::vector<int>* out) {
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v) || v <= 0) return false;
+    out->push_back(v);
+  }
+  return !out->empty();
+}
+
+absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> absl::StatusOr<std::string> {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(arg + " needs a value\n" + kUsage);
+      return std::string(argv[++i]);
+    };
+    std::string v;
+    if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
+    MF_ASSIGN_OR_RETURN(v, value());
+    bool ok = true;
+    if (arg == "--config") {
+      o.config = v;
+    } else if (arg == "--set") {
+      o.overrides.push_back(v);
+    } else if (arg == "--micro-batches") {
+      ok = ParseInts(v, &o.micro_batches);
+    } else if (arg == "--routing") {
+      o.balanced.clear();
+      for (absl::string_view mode : absl::StrSplit(v, ',')) {
+        if (mode != "balanced" && mode != "real") ok = false;
+        o.balanced.push_back(mode == "balanced");
+      }
+    } else if (arg == "--warmup") {
+      ok = absl::SimpleAtoi(v, &o.warmup) && o.warmup >= 0;
+    } else if (arg == "--steps") {
+      ok = absl::SimpleAtoi(v, &o.steps) && o.steps >= 1;
+    } else if (arg == "--peak-tflops") {
+      ok = absl::SimpleAtod(v, &o.peak_tflops) && o.peak_tflops > 0;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown argument ", arg, "\n", kUsage));
+    }
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad value for ", arg, ": ", v));
+  }
+  if (o.config.empty()) return absl::InvalidArgumentError(absl::StrCat("--config is required\n", kUsage));
+  return o;
+}
+
+struct RunFigures {
+  int micro_batch = 0;
+  double step_s_median = 0, tokens_per_s = 0, mfu = 0;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// One (micro-batch, routing) configuration: a JSON line with its figures or with its error.
+absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanced) {
+  std::vector<std::string> overrides = o.overrides;
+  overrides.push_back(absl::StrCat("train.steps=", o.warmup + o.steps));
+  overrides.push_back(absl::StrCat("model.moe.force_balanced_routing=", balanced ? "true" : "false"));
+  overrides.push_back("logging.progress=never");
+  if (micro_batch > 0) overrides.push_back(absl::StrCat("train.micro_batch_size=", micro_batch));
+  {
+    // A short benchmark run may be shorter than the config's LR warm-up; the schedule does not
+    // change the step's cost, so the warm-up is cut to the run.
+    MF_ASSIGN_OR_RETURN(config::ExperimentConfig base, config::LoadConfigFile(o.config, overrides));
+    if (base.optimizer().warmup_steps() > o.warmup + o.steps) {
+      overrides.push_back(absl::StrCat("optimizer.warmup_steps=", o.warmup + o.steps));
+    }
+  }
+  MF_ASSIGN_OR_RETURN(config::ExperimentConfig config, config::LoadConfigFile(o.config, overrides));
+  MF_RETURN_IF_ERROR(config::Validate(config, 1));
+  MF_ASSIGN_OR_RETURN(model::ModelSpec spec, train::ModelSpecFromConfig(config));
+  const auto& train = config.train();
+  const bool gpu = train.device() == "cuda";
+  const Device device = gpu ? Device::Cuda(0) : Device::Cpu();
+  const double peak = o.peak_tflops > 0 ? o.peak_tflops : gpu ? kH100DenseBf16Tflops : 0;
+
+  // Peak memory of this run alone: the previous run's trainer has freed everything it held.
+  AllocatorFor(device).ResetPeak();
+  train::TrainerOptions options;
+  options.write_metrics = false;
+  options.print_progress = false;
+  MF_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
+                      train::Trainer::Create(config, options));
+  std::vector<double> times;
+  train::StepResult first, last;
+  double imbalance_sum = 0;
+  int64_t imbalance_n = 0;
+  for (int s = 0; s < o.warmup + o.steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    MF_ASSIGN_OR_RETURN(train::StepResult r, trainer->Step(s));
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s == 0) first = r;
+    last = r;
+    if (s < o.warmup) continue;
+    times.push_back(dt);
+    for (double x : r.expert_imbalance) imbalance_sum += x, ++imbalance_n;
+  }
+  // Read after the timed steps, so the high-water mark covers them.
+  const double peak_bytes = static_cast<double>(AllocatorFor(device).peak_bytes());
+
+  const double flops_per_token = train::TrainingFlopsPerToken(spec, train.seq_len());
+  const train::ParameterCounts params = train::CountParameters(spec);
+  const double tokens = static_cast<double>(train.global_batch_size()) * train.seq_len();
+  RunFigures f;
+  f.micro_batch = train.micro_batch_size();
+  f.step_s_median = Median(times);
+  f.tokens_per_s = tokens / f.step_s_median;
+  const double tflops = flops_per_token * f.tokens_per_s / 1e12;
+  f.mfu = peak > 0 ? tflops / peak : NAN;
+  JsonLine("train_step")
+      .Add("config", config.name())
+      .Add("device", gpu ? "cuda" : "cpu")
+      .Add("compute_dtype", config.precision().compute_dtype())
+      .Add("routing", balanced ? "balanced" : "real")
+      .Add("micro_batch", train.micro_batch_size())
+      .Add("global_batch", train.global_batch_size())
+      .Add("seq_len", train.seq_len())
+      .Add("warmup_steps", o.warmup)
+      .Add("timed_steps", o.steps)
+      .Add("step_s_median", f.step_s_median)
+      .Add("step_s_min", *std::min_element(times.begin(), times.end()))
+      .Add("step_s_max", *std::max_element(times.begin(), times.end()))
+      .Add("tokens_per_step", tokens)
+      .Add("tokens_per_s", f.tokens_per_s)
+      .Add("flops_per_token", flops_per_token)
+      .Add("model_tflops", tflops)
+      .Add("peak_tflops", peak > 0 ? peak : NAN)
+      .Add("mfu", f.mfu)
+      .Add("params_total", static_cast<double>(params.total))
+      .Add("params_active", static_cast<double>(params.active))
+      .Add("peak_memory_bytes", peak_bytes)
+      .Add("expert_imbalance_mean", imbalance_n > 0 ? imbalance_sum / imbalance_n : NAN)
+      .Add("first_loss", first.loss)
+      .Add("last_loss", last.loss)
+      .Print();
+  return f;
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Options> parsed = ParseArgs(argc, argv);
+  if (!parsed.ok()) {
+    const bool help = absl::IsCancelled(parsed.status());
+    std::fprintf(help ? stdout : stderr, "%s%s", help ? "" : "step_bench: ",
+                 std::string(parsed.status().message()).c_str());
+    if (!help) std::fprintf(stderr, "\n");
+    return help ? 0 : 2;
+  }
+  const Options& o = *parsed;
+  const std::vector<int> micro_batches = o.micro_batches.empty() ? std::vector<int>{0}
+                                                                 : o.micro_batches;
+  bool any_failed = false;
+  for (bool balanced : o.balanced) {
+    const std::string routing = balanced ? "balanced" : "real";
+    bool have_best = false;
+    RunFigures best;
+    for (int mb : micro_batches) {
+      absl::StatusOr<RunFigures> f = RunOne(o, mb, balanced);
+      if (!f.ok()) {
+        // A micro-batch that does not fit (memory, divisibility) is a figure too: say why.
+        JsonLine("train_step")
+            .Add("routing", routing)
+            .Add("micro_batch", mb)
+            .Add("error", std::string(f.status().message()))
+            .Print();
+        any_failed = true;
+        continue;
+      }
+      if (!have_best || f->tokens_per_s > best.tokens_per_s) best = *f;
+      have_best = true;
+    }
+    if (!have_best) continue;
+    JsonLine("train_step_best")
+        .Add("routing", routing)
+        .Add("micro_batch", best.micro_batch)
+        .Add("tokens_per_s", best.tokens_per_s)
+        .Add("step_s_median", best.step_s_median)
+        .Add("mfu", best.mfu)
+        .Print();
+  }
+  return any_failed ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace moefold::bench
+
+int main(int argc, char** argv) { return moefold::bench::Main(argc, argv); }
