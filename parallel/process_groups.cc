@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include "absl/strings/str_cat.h"
+#include "parallel/host_staged_communicator.h"
 #include "parallel/mpi_communicator.h"
 #ifdef MOEFOLD_HAVE_NCCL
 #include "parallel/nccl_communicator.h"
@@ -19,6 +20,9 @@ namespace {
 absl::StatusOr<std::unique_ptr<Communicator>> ForBackend(std::unique_ptr<MpiCommunicator> mpi,
                                                          const ProcessGroupsOptions& options) {
   if (options.backend == CommBackend::kMpi) return std::unique_ptr<Communicator>(std::move(mpi));
+  if (options.backend == CommBackend::kMpiHostStaged) {
+    return std::unique_ptr<Communicator>(new HostStagedCommunicator(std::move(mpi)));
+  }
 #ifdef MOEFOLD_HAVE_NCCL
   MF_ASSIGN_OR_RETURN(std::unique_ptr<NcclCommunicator> nccl,
                       NcclCommunicator::Create(*mpi, options.device));

@@ -21,6 +21,9 @@ class MpiCommunicator;
 enum class CommBackend {
   kMpi,   // CPU tensors (MpiCommunicator)
   kNccl,  // GPU tensors (NcclCommunicator); only in builds with CUDA and NCCL
+  // Tensors of any device over MPI, GPU ones staged through pinned host memory
+  // (HostStagedCommunicator): several ranks sharing one GPU, where NCCL cannot run.
+  kMpiHostStaged,
 };
 
 struct ProcessGroupsOptions {

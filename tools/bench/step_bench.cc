@@ -23,6 +23,7 @@
 #include "configs/config_loader.h"
 #include "configs/validate.h"
 #include "core/allocator.h"
+#include "core/cuda_runtime.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
 #include "core/train/trainer.h"
@@ -129,6 +130,9 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanc
   const Device device = gpu ? Device::Cuda(0) : Device::Cpu();
   const double peak = o.peak_tflops > 0 ? o.peak_tflops : gpu ? kH100DenseBf16Tflops : 0;
 
+  if (gpu && cuda::DeviceCount() == 0) {
+    return absl::FailedPreconditionError("train.device is cuda but this machine has no visible GPU");
+  }
   // Peak memory of this run alone: the previous run's trainer has freed everything it held.
   AllocatorFor(device).ResetPeak();
   train::TrainerOptions options;
