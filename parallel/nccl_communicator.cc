@@ -22,6 +22,7 @@ struct NcclNative {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   void* scratch = nullptr;  // 4 device bytes for the barrier's all-reduce
+  cudaEvent_t compute_done = nullptr;  // re-recorded before every op (Ready)
   int device = 0;
   bool aborted = false;  // after ncclCommAbort the handle is gone: no destroy, no further ops
 
@@ -29,6 +30,7 @@ struct NcclNative {
     cudaSetDevice(device);
     if (comm != nullptr && !aborted) ncclCommDestroy(comm);
     if (scratch != nullptr) cudaFree(scratch);
+    if (compute_done != nullptr) cudaEventDestroy(compute_done);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 };
@@ -155,6 +157,10 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
                        "cudaStreamCreateWithFlags");
   }
   if (local.ok()) local = CudaStatus(cudaMalloc(&n.scratch, 4), "cudaMalloc(barrier scratch)");
+  if (local.ok()) {
+    local = CudaStatus(cudaEventCreateWithFlags(&n.compute_done, cudaEventDisableTiming),
+                       "cudaEventCreateWithFlags");
+  }
   ncclUniqueId id{};
   if (local.ok() && c->rank_ == 0) local = NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId");
   MF_RETURN_IF_ERROR(MpiStatus(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap.native()),
@@ -186,7 +192,12 @@ absl::Status NcclCommunicator::Ready(absl::string_view what) const {
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": the NCCL communicator was aborted after a timeout; create a new one"));
   }
-  return CudaStatus(cudaSetDevice(device_), what);
+  MF_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), what));
+  // Every op is ordered after the work queued so far on the device's default stream, where the
+  // ops and the trainer compute, so a gradient bucket is reduced only once backward wrote it.
+  auto compute = static_cast<cudaStream_t>(DefaultStream(Device::Cuda(device_)).native());
+  MF_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(native_->compute_done, compute), what));
+  return CudaStatus(cudaStreamWaitEvent(native_->stream, native_->compute_done, 0), what);
 }
 
 absl::Status NcclCommunicator::WaitStream(const Stream& producer) {

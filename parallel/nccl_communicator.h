@@ -7,8 +7,9 @@
 // Unimplemented; data movement is byte-wise for every dtype. Built only with the CUDA backend and
 // NCCL.
 //
-// Ordering: the communicator's stream does not wait for other streams. Call WaitStream(producer)
-// before an op whose inputs another stream writes; outputs are ready for any stream after Wait().
+// Ordering: every op first waits for the work queued so far on the device's default stream
+// (DefaultStream(cuda:N), where the ops compute); for inputs written by another stream call
+// WaitStream(producer) first. Outputs are ready for any stream after Wait().
 #pragma once
 
 #include <memory>
@@ -62,7 +63,8 @@ class NcclCommunicator final : public Communicator {
 
  private:
   NcclCommunicator() = default;
-  // Checks the communicator was not aborted and makes `device_` current.
+  // Checks the communicator was not aborted, makes `device_` current and orders the next op after
+  // the default stream's work so far.
   absl::Status Ready(absl::string_view what) const;
   // Records the completion event of the op just enqueued.
   absl::StatusOr<std::unique_ptr<Work>> Finish(const std::string& what,

@@ -1,7 +1,8 @@
 // The NCCL communicator on a GPU (one rank): skips cleanly without one (CI compiles it). With a GPU
 // it bootstraps over MPI, refuses host tensors, bad roots/peers and fp8 sums with clear messages,
-// runs a barrier, and ProcessGroups builds every group on NCCL. Device tensors cannot be allocated
-// until core registers a CUDA allocator, so data-carrying collectives are not exercised here yet.
+// runs a barrier, and ProcessGroups builds every group on NCCL. Data-carrying ops on device tensors
+// (one member, so each is a copy or the identity) check the pointers, sizes and dtypes NCCL is
+// given, and that an op waits for the default stream's work before it reads its input.
 #include "gtest/gtest.h"
 #include "ops/device_query.h"
 #include "parallel/nccl_communicator.h"
@@ -40,6 +41,48 @@ TEST(NcclCommunicatorTest, OneRankBootstrapsRefusesBadCallsAndRunsABarrier) {
   EXPECT_EQ(comm.Send(empty_f32, 1, {}).status().code(), absl::StatusCode::kInvalidArgument);
   ASSERT_OK(WaitFor(comm.Barrier({})));
   ASSERT_OK(WaitFor(comm.Barrier({})));
+}
+
+TEST(NcclCommunicatorTest, OneRankDataOpsOnDeviceTensors) {
+  if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
+  MpiCommunicator world = MpiCommunicator::World("world");
+  if (world.size() != 1) GTEST_SKIP() << "one GPU holds one NCCL rank";
+  auto nccl = NcclCommunicator::Create(world, /*device=*/0);
+  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  NcclCommunicator& comm = **nccl;
+  const Device gpu = Device::Cuda(0);
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f, 4.0f, -0.5f, 6.0f};
+
+  // The input is written on the default stream just before the op: without the ordering the
+  // all-reduce could read the old zeros.
+  Tensor t = Tensor::Zeros({6}, DType::kF32, gpu);
+  t.CopyFromAsync(Tensor::FromVector(values, {6}), DefaultStream(gpu));
+  ASSERT_OK(WaitFor(comm.AllReduce(&t, {})));
+  EXPECT_EQ(t.ToVector(), values);
+  Tensor bf = Tensor::FromVector(values, {6}).To(DType::kBF16).To(gpu);
+  ASSERT_OK(WaitFor(comm.AllReduce(&bf, {.op = ReduceOp::kMax})));
+  EXPECT_EQ(bf.ToVector(), values);  // all exact in bf16
+  Tensor i64 = Tensor::Zeros({2}, DType::kI64);
+  i64.data<int64_t>()[1] = int64_t{1} << 40;
+  Tensor i64_gpu = i64.To(gpu);
+  ASSERT_OK(WaitFor(comm.AllReduce(&i64_gpu, {})));
+  EXPECT_EQ(i64_gpu.To(Device::Cpu()).data<int64_t>()[1], int64_t{1} << 40);
+
+  const Tensor in = Tensor::FromVector(values, {3, 2}).To(gpu);
+  Tensor out = Tensor::Zeros({3, 2}, DType::kF32, gpu);
+  ASSERT_OK(WaitFor(comm.ReduceScatter(in, &out, {})));
+  EXPECT_EQ(out.ToVector(), values);
+  out.SetZero();
+  ASSERT_OK(WaitFor(comm.AllGather(in, &out, {})));
+  EXPECT_EQ(out.ToVector(), values);
+  out.SetZero();
+  ASSERT_OK(WaitFor(comm.AllToAllV(in, {3}, &out, {3}, {})));
+  EXPECT_EQ(out.ToVector(), values);
+  Tensor empty_out = Tensor::Zeros({0, 2}, DType::kF32, gpu);
+  ASSERT_OK(WaitFor(comm.AllToAllV(in.Slice(0, 0), {0}, &empty_out, {0}, {})));  // nothing sent
+  Tensor b = in.Clone();
+  ASSERT_OK(WaitFor(comm.Broadcast(&b, {.root = 0})));
+  EXPECT_EQ(b.ToVector(), values);
 }
 
 TEST(NcclCommunicatorTest, ProcessGroupsOnNccl) {

@@ -24,6 +24,7 @@ else
   mapfile -t bins < <(find "$build/tests" "$build/tools" "$build/bin" -type f -perm -u+x \
                         \( -name '*cuda*_test' -o -name 'core_caching_allocator_test' \
                            -o -name 'parallel_host_staged_communicator_mpi_test' \
+                           -o -name 'parallel_nccl_communicator_mpi_test' \
                            -o -name op_bench -o -name step_bench \) | sort)
 fi
 # cuBLAS from the toolkit, or from the Python wheels when the toolkit has no copy on the path.
@@ -50,7 +51,9 @@ for bin in "${bins[@]}"; do
   echo "=== $name" >> "$out/tests.log"
   launch=()
   # Multi-rank GPU tests: two ranks sharing the one GPU (host-staged MPI).
-  case "$name" in *_mpi_test) launch=(mpirun --allow-run-as-root --oversubscribe -np 2) ;; esac
+  case "$name" in
+    parallel_host_staged_communicator_mpi_test) launch=(mpirun --allow-run-as-root --oversubscribe -np 2) ;;
+  esac
   timeout 300 "${launch[@]}" "$bin" >> "$out/tests.log" 2>&1
   rc=$?
   line=$(tac "$out/tests.log" | grep -m1 -E '^\[  (PASSED|FAILED) +\]' || echo "(no gtest summary)")

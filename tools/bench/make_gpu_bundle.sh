@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 build=${1:-build-cuda}
 bundle=${2:-gpu-bundle}
 targets=(core_cuda_runtime_test core_caching_allocator_test op_bench step_bench
-         parallel_host_staged_communicator_mpi_test)
+         parallel_host_staged_communicator_mpi_test parallel_nccl_communicator_mpi_test)
 for f in elementwise gemm grouped_gemm embedding norm rope attention router moe loss adamw; do
   targets+=("ops_cuda_${f}_test")
 done
