@@ -22,6 +22,7 @@ RankInfo InitRanks(int* argc, char*** argv) {
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &info.local_rank);
+  MPI_Comm_size(local, &info.local_size);
   MPI_Comm_free(&local);
   return info;
 }

@@ -9,7 +9,8 @@ namespace moefold::launch {
 struct RankInfo {
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;  // rank on this node (selects the GPU later)
+  int local_rank = 0;  // rank on this node (selects the GPU)
+  int local_size = 1;  // ranks on this node
   bool is_root() const { return rank == 0; }
 };
 

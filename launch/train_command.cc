@@ -15,6 +15,7 @@
 #include "launch/args.h"
 #include "launch/bootstrap.h"
 #include "launch/commands.h"
+#include "ops/device_query.h"
 #include "parallel/mapping.h"
 #include "parallel/process_groups.h"
 
@@ -92,7 +93,13 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
   std::unique_ptr<parallel::ProcessGroups> groups;
   train::TrainerOptions options;
   if (info.world_size > 1) {
-    auto created = parallel::ProcessGroups::Create(*mapping);
+    // GPU training: NCCL with a GPU per rank, host-staged MPI where ranks share one.
+    const bool gpu = config->train().device() == "cuda";
+    const int gpus = ops::CudaDeviceCount();
+    parallel::ProcessGroupsOptions group_options;
+    group_options.backend = parallel::ChooseCommBackend(gpu, info.local_size, gpus);
+    if (gpu && gpus > 0) group_options.device = parallel::DeviceForLocalRank(info.local_rank, gpus);
+    auto created = parallel::ProcessGroups::Create(*mapping, group_options);
     if (!created.ok()) return FailRank(info, "train", std::string(created.status().message()));
     groups = std::move(*created);
     options.groups = groups.get();

@@ -34,6 +34,16 @@ absl::StatusOr<std::unique_ptr<Communicator>> ForBackend(std::unique_ptr<MpiComm
 
 }  // namespace
 
+CommBackend ChooseCommBackend(bool gpu_tensors, int ranks_on_node, int gpus_on_node) {
+  if (!gpu_tensors) return CommBackend::kMpi;
+  return ranks_on_node <= gpus_on_node ? CommBackend::kNccl : CommBackend::kMpiHostStaged;
+}
+
+int DeviceForLocalRank(int local_rank, int gpus_on_node) {
+  MF_CHECK(gpus_on_node > 0 && local_rank >= 0) << local_rank << " of " << gpus_on_node << " GPUs";
+  return local_rank % gpus_on_node;
+}
+
 ProcessGroups::~ProcessGroups() = default;
 
 absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Create(

@@ -34,6 +34,13 @@ struct ProcessGroupsOptions {
   const MpiCommunicator* world = nullptr;
 };
 
+// The backend a job's groups use: MPI for CPU tensors; for GPU tensors NCCL when each rank of the
+// node has a GPU of its own, else MPI with host staging (several ranks share a GPU, which NCCL
+// cannot hold). `gpus_on_node` as ops::CudaDeviceCount().
+CommBackend ChooseCommBackend(bool gpu_tensors, int ranks_on_node, int gpus_on_node);
+// The GPU of a rank: local_rank modulo the node's GPUs (ranks share GPUs round-robin).
+int DeviceForLocalRank(int local_rank, int gpus_on_node);
+
 class ProcessGroups {
  public:
   // Collective over the world: every member must call it with the same mapping and options.
