@@ -216,10 +216,53 @@ Tensor Tensor::To(DType dtype) const {
   return t;
 }
 
+Tensor Tensor::To(DType dtype, const Stream& stream) const {
+  if (dtype == dtype_) return *this;
+  Tensor t = Empty(shape_, dtype, device());
+  t.ConvertFrom(*this, stream);
+  return t;
+}
+
+void Tensor::ConvertFrom(const Tensor& src, const Stream& stream) {
+  MF_CHECK(src.shape_ == shape_ && src.device() == device())
+      << "convert " << src.DebugString() << " into " << DebugString();
+  if (numel() == 0) return;
+  if (device().is_cpu()) {
+    if (src.dtype_ == dtype_) {
+      std::memmove(raw_data(), src.raw_data(), nbytes());
+      return;
+    }
+    std::vector<float> values = src.ToVector();
+    ConvertFromF32(values.data(), raw_data(), dtype_, values.size());
+    return;
+  }
+  MF_CHECK(stream.device() == device())
+      << "ConvertFrom into " << DebugString() << " on a stream of " << stream.device().ToString();
+  CheckOk(cuda::Convert(src.raw_data(), src.dtype_, raw_data(), dtype_,
+                        static_cast<size_t>(numel()), stream.native()),
+          "converting into", *this);
+}
+
 Tensor Tensor::To(const Device& device) const {
   if (device == this->device()) return *this;
   Tensor t = Empty(shape_, dtype_, device);
   t.CopyFrom(*this);
+  return t;
+}
+
+Tensor Tensor::To(const Device& device, const Stream& stream) const {
+  if (device == this->device()) return *this;
+  MF_CHECK(stream.device() == device || stream.device() == this->device())
+      << "copy of " << DebugString() << " to " << device.ToString() << " on a stream of "
+      << stream.device().ToString();
+  Tensor src = *this;
+  if (this->device().is_cpu()) {
+    src = EmptyPinned(shape_, dtype_);
+    if (nbytes() > 0) std::memcpy(src.raw_data(), raw_data(), nbytes());
+    src.RecordStream(stream);  // the pinned block returns to the pool after the copy ran
+  }
+  Tensor t = Empty(shape_, dtype_, device);
+  t.CopyFromAsync(src, stream);
   return t;
 }
 

@@ -90,7 +90,16 @@ class Tensor {
   void SetZero(const Stream& stream);              // enqueued on `stream` (CPU: at once)
   void Fill(float value);                          // floating dtypes (rounded to the dtype)
   Tensor To(DType dtype) const;                    // converted copy (RNE, saturating as in dtype.h)
+  // The same, enqueued on `stream` (a stream of this tensor's GPU; CPU: at once). Returns this
+  // tensor itself when it already has `dtype`.
+  Tensor To(DType dtype, const Stream& stream) const;
+  // this[i] = convert(src[i]): same shape and device, any two dtypes, on `stream` (CPU: at once).
+  void ConvertFrom(const Tensor& src, const Stream& stream);
   Tensor To(const Device& device) const;           // copy on `device` (itself if already there)
+  // A copy on the stream's device (itself if already there), enqueued on `stream` without waiting
+  // for it. A host source is first copied into pinned memory, so the caller may change or free it
+  // at once; a GPU source must stay alive until the stream has run the copy.
+  Tensor To(const Device& device, const Stream& stream) const;
   std::vector<float> ToVector() const;             // any dtype, as f32 (copied to the host first)
   // This tensor's memory is used by work on `stream`: it is reused only after that work is done.
   void RecordStream(const Stream& stream) const;
