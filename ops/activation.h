@@ -1,5 +1,6 @@
 // SwiGLU (Shazeer 2020): out = silu(gate) · up, silu(x) = x · sigmoid(x).
-// GPU: all tensors f32 or bf16 (one dtype), f32 math.
+// GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): all tensors f32 or bf16 (one dtype),
+// f32 math.
 #pragma once
 
 #include "core/stream.h"

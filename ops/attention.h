@@ -1,7 +1,8 @@
 // Causal grouped-query attention (the unfused reference; the GPU uses a fused kernel).
 // Query head h reads KV head h / (Hq / Hkv). scale is usually 1/sqrt(D).
-// GPU (by the tensors' device): q, k, v, out and the gradients f32 or bf16 (one dtype), lse f32;
-// bf16 with head dim 64/128 and S % 64 == 0 runs flash kernels, the rest row kernels.
+// GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): q, k, v, out and the gradients f32
+// or bf16 (one dtype), lse f32; bf16 with head dim 64/128 and S % 64 == 0 runs flash kernels, the
+// rest row kernels.
 #pragma once
 
 #include "core/stream.h"

@@ -1,5 +1,6 @@
 // Small element-wise ops the layers need between the big ones (residual adds, scaling).
-// GPU: f32 or bf16 (Axpy's src and dst each either), f32 math.
+// GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): f32 or bf16 (Axpy's src and dst each
+// either), f32 math.
 #pragma once
 
 #include "core/stream.h"

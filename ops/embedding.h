@@ -1,5 +1,6 @@
 // Token embedding lookup.
-// GPU: table and out f32 or bf16; d_table f32 (atomic adds: the order of f32 sums is not fixed).
+// GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): table and out f32 or bf16; d_table
+// f32 (atomic adds: the order of f32 sums is not fixed).
 #pragma once
 
 #include "core/stream.h"

@@ -1,6 +1,7 @@
 // Matrix multiply: the one entry point every linear layer uses.
-// CPU: OpenBLAS sgemm (f32). CUDA: cuBLASLt with f32 accumulation; a and b f32 or bf16, c f32 or
-// a's dtype (bf16 inputs with an f32 c accumulate weight gradients in f32).
+// CPU: OpenBLAS sgemm (bf16 emulated: ops/cpu/bf16_emulation.h). CUDA: cuBLASLt with f32
+// accumulation. Both: a and b f32 or bf16, c f32 or a's dtype (bf16 inputs with an f32 c
+// accumulate weight gradients in f32).
 #pragma once
 
 #include "core/stream.h"

@@ -1,6 +1,7 @@
-// Cross entropy per token; the model averages tokens per sample so reweighting sees per-sample losses.
-// GPU: logits and d_logits f32 or bf16 (d_logits may alias logits); losses and lse f32. The
-// softmax is never stored: forward reads each row once, backward writes the gradient directly.
+// Cross entropy per token; the model averages tokens per sample so reweighting sees per-sample
+// losses. GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): logits and d_logits f32 or
+// bf16 (d_logits may alias logits); losses and lse f32. The softmax is never stored: forward reads
+// each row once, backward writes the gradient directly.
 #pragma once
 
 #include "core/stream.h"

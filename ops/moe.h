@@ -1,7 +1,8 @@
 // Token permutation for MoE: group the (token, choice) pairs by expert so each expert sees a
 // contiguous block, and the exact reverse. Dropless: every pair is kept.
-// GPU: x, out, y and their gradients f32 or bf16; weights and d_weights f32; the same order and
-// counts as the CPU (a stable counting sort), sums in a fixed order.
+// GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): x, out, y and their gradients f32 or
+// bf16; weights and d_weights f32; the same order and counts as the CPU (a stable counting sort),
+// sums in a fixed order.
 #pragma once
 
 #include "core/stream.h"
@@ -10,7 +11,8 @@
 namespace moefold::ops {
 
 // ids (T, k) i32 in [0, E). sorted (T·k) i32: flat pair indices t·k + j in a stable expert-major
-// order (expert 0's pairs first, each expert's pairs in token order). counts (E) i32: pairs per expert.
+// order (expert 0's pairs first, each expert's pairs in token order). counts (E) i32: pairs per
+// expert.
 void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tensor* counts,
                         Stream& stream);
 

@@ -1,5 +1,6 @@
 // Reductions the step needs: squared norms for gradient clipping, amax for FP8 scaling.
-// GPU: SumOfSquares of f32 or bf16 (f64 partials in a fixed order); both wait for the stream.
+// GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): SumOfSquares of f32 or bf16 (f64
+// partials in a fixed order); both wait for the stream.
 #pragma once
 
 #include "core/stream.h"

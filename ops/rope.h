@@ -1,7 +1,8 @@
-// Rotary position embedding (Su et al. 2021) in the Hugging Face "rotate_half" layout used by Llama,
-// Mixtral and Qwen2: for head dim D, element i < D/2 pairs with i + D/2 and rotates by
-// angle = pos · theta^(-2i/D). Positions are global (context parallelism passes its chunk offsets).
-// GPU: x, y f32 or bf16; angles in f64 as on the CPU.
+// Rotary position embedding (Su et al. 2021) in the Hugging Face "rotate_half" layout used by
+// Llama, Mixtral and Qwen2: for head dim D, element i < D/2 pairs with i + D/2 and rotates by angle
+// = pos · theta^(-2i/D). Positions are global (context parallelism passes its chunk offsets). GPU
+// and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): x, y f32 or bf16; angles in f64 as on
+// the CPU.
 #pragma once
 
 #include "core/stream.h"

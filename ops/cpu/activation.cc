@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
@@ -22,6 +23,13 @@ void CheckPair(const Tensor& gate, const Tensor& up, const char* op) {
 
 void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream) {
   MF_RETURN_IF_GPU(gate, "SwiGluForward", cuda::SwiGluForward(gate, up, out, stream));
+  if (internal::AnyBf16({&gate, &up, out})) {
+    internal::Bf16Emulation emu("SwiGluForward");
+    emu.SameDType({&gate, &up, out}, {"gate", "up", "out"});
+    SwiGluForward(emu.In(gate), emu.In(up), emu.Out(out), stream);
+    emu.RoundBack();
+    return;
+  }
   CheckPair(gate, up, "SwiGluForward");
   internal::CheckF32Out(out, gate.shape(), "SwiGluForward", "out");
   const float* g = gate.data<float>();
@@ -35,6 +43,13 @@ void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, T
                     Tensor* d_up, Stream& stream) {
   MF_RETURN_IF_GPU(gate, "SwiGluBackward",
                    cuda::SwiGluBackward(gate, up, d_out, d_gate, d_up, stream));
+  if (internal::AnyBf16({&gate, &up, &d_out, d_gate, d_up})) {
+    internal::Bf16Emulation emu("SwiGluBackward");
+    emu.SameDType({&gate, &up, &d_out, d_gate, d_up}, {"gate", "up", "d_out", "d_gate", "d_up"});
+    SwiGluBackward(emu.In(gate), emu.In(up), emu.In(d_out), emu.Out(d_gate), emu.Out(d_up), stream);
+    emu.RoundBack();
+    return;
+  }
   CheckPair(gate, up, "SwiGluBackward");
   internal::CheckF32(d_out, "SwiGluBackward", "d_out");
   internal::CheckShape(d_out, gate.shape(), "SwiGluBackward", "d_out");

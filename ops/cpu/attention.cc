@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
@@ -47,6 +48,14 @@ double DotRow(const float* a, const float* b, int64_t n) {
 void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
                       Tensor* lse, Stream& stream) {
   MF_RETURN_IF_GPU(q, "AttentionForward", cuda::AttentionForward(q, k, v, scale, out, lse, stream));
+  if (internal::AnyBf16({&q, &k, &v, out})) {
+    internal::Bf16Emulation emu("AttentionForward");
+    emu.SameDType({&q, &k, &v, out}, {"q", "k", "v", "out"});
+    emu.IsF32(lse, "lse");
+    AttentionForward(emu.In(q), emu.In(k), emu.In(v), scale, emu.Out(out), lse, stream);
+    emu.RoundBack();
+    return;
+  }
   const Dims d = CheckQkv(q, k, v, "AttentionForward");
   internal::CheckF32Out(out, q.shape(), "AttentionForward", "out");
   internal::CheckF32Out(lse, {d.batch, d.q_heads, d.seq}, "AttentionForward", "lse");
@@ -94,6 +103,16 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
                        Tensor* d_k, Tensor* d_v, Stream& stream) {
   MF_RETURN_IF_GPU(q, "AttentionBackward",
                    cuda::AttentionBackward(q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream));
+  if (internal::AnyBf16({&q, &k, &v, &out, &d_out, d_q, d_k, d_v})) {
+    internal::Bf16Emulation emu("AttentionBackward");
+    emu.SameDType({&q, &k, &v, &out, &d_out, d_q, d_k, d_v},
+                  {"q", "k", "v", "out", "d_out", "d_q", "d_k", "d_v"});
+    emu.IsF32(&lse, "lse");
+    AttentionBackward(emu.In(q), emu.In(k), emu.In(v), emu.In(out), lse, emu.In(d_out), scale,
+                      emu.Out(d_q), emu.Out(d_k), emu.Out(d_v), stream);
+    emu.RoundBack();
+    return;
+  }
   const Dims d = CheckQkv(q, k, v, "AttentionBackward");
   internal::CheckF32(out, "AttentionBackward", "out");
   internal::CheckShape(out, q.shape(), "AttentionBackward", "out");

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
@@ -23,6 +24,13 @@ void CheckIds(const Tensor& ids, int64_t vocab, const char* op) {
 
 void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Stream& stream) {
   MF_RETURN_IF_GPU(table, "EmbeddingForward", cuda::EmbeddingForward(ids, table, out, stream));
+  if (internal::AnyBf16({&table, out})) {
+    internal::Bf16Emulation emu("EmbeddingForward");
+    emu.SameDType({&table, out}, {"table", "out"});
+    EmbeddingForward(ids, emu.In(table), emu.Out(out), stream);
+    emu.RoundBack();
+    return;
+  }
   internal::CheckF32(table, "EmbeddingForward", "table");
   internal::CheckRank(table, 2, "EmbeddingForward", "table");
   CheckIds(ids, table.dim(0), "EmbeddingForward");
@@ -40,6 +48,12 @@ void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table, 
   MF_RETURN_IF_GPU(d_out, "EmbeddingBackward",
                    cuda::EmbeddingBackward(ids, d_out, d_table, stream));
   MF_CHECK(d_table != nullptr) << "EmbeddingBackward: output d_table is null";
+  if (internal::AnyBf16({&d_out})) {
+    internal::Bf16Emulation emu("EmbeddingBackward");
+    emu.IsF32(d_table, "d_table");
+    EmbeddingBackward(ids, emu.In(d_out), d_table, stream);
+    return;
+  }
   internal::CheckF32(*d_table, "EmbeddingBackward", "d_table");
   internal::CheckRank(*d_table, 2, "EmbeddingBackward", "d_table");
   CheckIds(ids, d_table->dim(0), "EmbeddingBackward");

@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
@@ -19,6 +20,15 @@ void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float al
           Tensor* c, Stream& stream) {
   MF_RETURN_IF_GPU(a, "Gemm", cuda::Gemm(a, trans_a, b, trans_b, alpha, beta, c, stream));
   MF_CHECK(c != nullptr) << "Gemm: output c is null";
+  if (internal::AnyBf16({&a, &b, c})) {
+    // As cuBLASLt: a and b of one dtype, c f32 or theirs; f32 accumulation.
+    internal::Bf16Emulation emu("Gemm");
+    emu.SameDType({&a, &b}, {"a", "b"});
+    if (c->dtype() != DType::kF32) emu.SameDType({&a, c}, {"a", "c"});
+    Gemm(emu.In(a), trans_a, emu.In(b), trans_b, alpha, beta, emu.Out(c), stream);
+    emu.RoundBack();
+    return;
+  }
   CheckF32(a, "Gemm", "a");
   CheckF32(b, "Gemm", "b");
   CheckF32(*c, "Gemm", "c");
@@ -53,6 +63,15 @@ void LinearForward(const Tensor& x, const Tensor& w, Tensor* y, Stream& stream) 
 void LinearBiasForward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* y,
                        Stream& stream) {
   MF_RETURN_IF_GPU(x, "LinearBiasForward", cuda::LinearBiasForward(x, w, bias, y, stream));
+  MF_CHECK(y != nullptr) << "LinearBiasForward: output y is null";
+  if (internal::AnyBf16({&x, &w, &bias, y})) {
+    internal::Bf16Emulation emu("LinearBiasForward");
+    emu.SameDType({&x, &w}, {"x", "w"});
+    emu.SameDType({&bias, y}, {"bias", "y"});
+    LinearBiasForward(emu.In(x), emu.In(w), emu.In(bias), emu.Out(y), stream);
+    emu.RoundBack();
+    return;
+  }
   LinearForward(x, w, y, stream);
   CheckF32(bias, "LinearBiasForward", "bias");
   internal::CheckShape(bias, {y->dim(1)}, "LinearBiasForward", "bias");

@@ -3,6 +3,7 @@
 
 #include <atomic>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 #include "ops/gemm.h"
 
@@ -37,6 +38,8 @@ void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts
                           Stream& stream) {
   MF_RETURN_IF_GPU(x, "GroupedLinearForward", cuda::GroupedLinearForward(x, w, counts, y, stream));
   CheckGroupedShapes(x, w, counts);
+  // Each expert's slice goes through Gemm, which emulates bf16; the dtype rule is the GPU's.
+  internal::Bf16Emulation("GroupedLinearForward").SameDType({&x, &w, y}, {"x", "w", "y"});
   MF_CHECK(y->shape() == (Shape{x.dim(0), w.dim(1)})) << y->DebugString();
   int64_t row = 0;
   for (int64_t e = 0; e < w.dim(0); ++e) {
@@ -53,6 +56,8 @@ void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& count
   MF_RETURN_IF_GPU(x, "GroupedLinearBackward",
                    cuda::GroupedLinearBackward(x, w, counts, d_y, d_x, d_w, stream));
   CheckGroupedShapes(x, w, counts);
+  internal::Bf16Emulation("GroupedLinearBackward")
+      .SameDType({&x, &w, &d_y, d_x}, {"x", "w", "d_y", "d_x"});
   int64_t row = 0;
   for (int64_t e = 0; e < w.dim(0); ++e) {
     const int64_t n = counts.data<int32_t>()[e];

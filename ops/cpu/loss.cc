@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
@@ -34,6 +35,13 @@ void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* to
                          Tensor* lse, Stream& stream) {
   MF_RETURN_IF_GPU(logits, "CrossEntropyForward",
                    cuda::CrossEntropyForward(logits, targets, token_losses, lse, stream));
+  if (internal::AnyBf16({&logits})) {
+    internal::Bf16Emulation emu("CrossEntropyForward");
+    emu.IsF32(token_losses, "token_losses");
+    emu.IsF32(lse, "lse");
+    CrossEntropyForward(emu.In(logits), targets, token_losses, lse, stream);
+    return;
+  }
   CheckTargets(logits, targets, "CrossEntropyForward");
   const int64_t rows = logits.dim(0), vocab = logits.dim(1);
   internal::CheckF32Out(token_losses, {rows}, "CrossEntropyForward", "token_losses");
@@ -57,6 +65,13 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Ten
   MF_RETURN_IF_GPU(
       logits, "CrossEntropyBackward",
       cuda::CrossEntropyBackward(logits, targets, lse, d_token_losses, d_logits, stream));
+  if (internal::AnyBf16({&logits, d_logits})) {  // d_logits may alias logits: In() copies first
+    internal::Bf16Emulation emu("CrossEntropyBackward");
+    emu.SameDType({&logits, d_logits}, {"logits", "d_logits"});
+    CrossEntropyBackward(emu.In(logits), targets, lse, d_token_losses, emu.Out(d_logits), stream);
+    emu.RoundBack();
+    return;
+  }
   CheckTargets(logits, targets, "CrossEntropyBackward");
   const int64_t rows = logits.dim(0), vocab = logits.dim(1);
   internal::CheckF32(lse, "CrossEntropyBackward", "lse");

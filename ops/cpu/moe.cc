@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
@@ -59,6 +60,13 @@ void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tens
 void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& stream) {
   MF_RETURN_IF_GPU(x, "PermuteTokens", cuda::PermuteTokens(x, sorted, k, out, stream));
   constexpr const char* kOp = "PermuteTokens";
+  if (internal::AnyBf16({&x, out})) {
+    internal::Bf16Emulation emu(kOp);
+    emu.SameDType({&x, out}, {"x", "out"});
+    PermuteTokens(emu.In(x), sorted, k, emu.Out(out), stream);
+    emu.RoundBack();
+    return;
+  }
   internal::CheckF32(x, kOp, "x");
   internal::CheckRank(x, 2, kOp, "x");
   MF_CHECK_GT(k, 0) << kOp << ": k";
@@ -77,6 +85,13 @@ void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Ten
   MF_RETURN_IF_GPU(d_out, "PermuteTokensBackward",
                    cuda::PermuteTokensBackward(d_out, sorted, k, d_x, stream));
   constexpr const char* kOp = "PermuteTokensBackward";
+  if (internal::AnyBf16({&d_out, d_x})) {
+    internal::Bf16Emulation emu(kOp);
+    emu.SameDType({&d_out, d_x}, {"d_out", "d_x"});
+    PermuteTokensBackward(emu.In(d_out), sorted, k, emu.Out(d_x), stream);
+    emu.RoundBack();
+    return;
+  }
   internal::CheckF32(d_out, kOp, "d_out");
   internal::CheckRank(d_out, 2, kOp, "d_out");
   MF_CHECK_GT(k, 0) << kOp << ": k";
@@ -121,6 +136,14 @@ void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weight
                      Stream& stream) {
   MF_RETURN_IF_GPU(y, "UnpermuteTokens", cuda::UnpermuteTokens(y, sorted, weights, out, stream));
   constexpr const char* kOp = "UnpermuteTokens";
+  if (internal::AnyBf16({&y, out})) {
+    internal::Bf16Emulation emu(kOp);
+    emu.SameDType({&y, out}, {"y", "out"});
+    emu.IsF32(&weights, "weights");
+    UnpermuteTokens(emu.In(y), sorted, weights, emu.Out(out), stream);
+    emu.RoundBack();
+    return;
+  }
   const int64_t rows = sorted.numel();
   const auto [tokens, k, hidden] = CheckUnpermuteInputs(y, sorted, weights, kOp);
   internal::CheckF32Out(out, {tokens, hidden}, kOp, "out");
@@ -141,6 +164,16 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
       y, "UnpermuteTokensBackward",
       cuda::UnpermuteTokensBackward(d_out, y, sorted, weights, d_y, d_weights, stream));
   constexpr const char* kOp = "UnpermuteTokensBackward";
+  if (internal::AnyBf16({&d_out, &y, d_y})) {
+    internal::Bf16Emulation emu(kOp);
+    emu.SameDType({&d_out, &y, d_y}, {"d_out", "y", "d_y"});
+    emu.IsF32(&weights, "weights");
+    emu.IsF32(d_weights, "d_weights");
+    UnpermuteTokensBackward(emu.In(d_out), emu.In(y), sorted, weights, emu.Out(d_y), d_weights,
+                            stream);
+    emu.RoundBack();
+    return;
+  }
   const int64_t rows = sorted.numel();
   const auto [tokens, k, hidden] = CheckUnpermuteInputs(y, sorted, weights, kOp);
   internal::CheckF32(d_out, kOp, "d_out");

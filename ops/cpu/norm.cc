@@ -4,13 +4,23 @@
 
 #include <cmath>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
+#include "ops/elementwise.h"
 
 namespace moefold::ops {
 
 void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
                     Stream& stream) {
   MF_RETURN_IF_GPU(x, "RmsNormForward", cuda::RmsNormForward(x, w, eps, y, rstd, stream));
+  if (internal::AnyBf16({&x, &w, y})) {
+    internal::Bf16Emulation emu("RmsNormForward");
+    emu.SameDType({&x, &w, y}, {"x", "w", "y"});
+    emu.IsF32(rstd, "rstd");
+    RmsNormForward(emu.In(x), emu.In(w), eps, emu.Out(y), rstd, stream);
+    emu.RoundBack();
+    return;
+  }
   internal::CheckF32(x, "RmsNormForward", "x");
   internal::CheckRank(x, 2, "RmsNormForward", "x");
   const int64_t rows = x.dim(0), hidden = x.dim(1);
@@ -36,14 +46,9 @@ void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w,
                        Tensor* sum, Tensor* y, Tensor* rstd, Stream& stream) {
   MF_RETURN_IF_GPU(x, "AddRmsNormForward",
                    cuda::AddRmsNormForward(x, residual, w, eps, sum, y, rstd, stream));
-  internal::CheckF32(x, "AddRmsNormForward", "x");
-  internal::CheckF32(residual, "AddRmsNormForward", "residual");
-  internal::CheckShape(residual, x.shape(), "AddRmsNormForward", "residual");
-  internal::CheckF32Out(sum, x.shape(), "AddRmsNormForward", "sum");
-  const float* px = x.data<float>();
-  const float* pr = residual.data<float>();
-  float* ps = sum->data<float>();
-  for (int64_t i = 0; i < x.numel(); ++i) ps[i] = px[i] + pr[i];
+  // The sum is stored (rounded to its dtype, as on the GPU) before it is normalised; Add and
+  // RmsNormForward check the arguments (and emulate bf16).
+  Add(x, residual, sum, stream);
   RmsNormForward(*sum, w, eps, y, rstd, stream);
 }
 
@@ -52,6 +57,15 @@ void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w,
 void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
                      Tensor* d_x, Tensor* d_w, Stream& stream) {
   MF_RETURN_IF_GPU(x, "RmsNormBackward", cuda::RmsNormBackward(x, w, rstd, d_y, d_x, d_w, stream));
+  if (internal::AnyBf16({&x, &w, &d_y, d_x})) {
+    internal::Bf16Emulation emu("RmsNormBackward");
+    emu.SameDType({&x, &w, &d_y, d_x}, {"x", "w", "d_y", "d_x"});
+    emu.IsF32(&rstd, "rstd");
+    emu.IsF32(d_w, "d_w");
+    RmsNormBackward(emu.In(x), emu.In(w), rstd, emu.In(d_y), emu.Out(d_x), d_w, stream);
+    emu.RoundBack();
+    return;
+  }
   internal::CheckF32(x, "RmsNormBackward", "x");
   internal::CheckRank(x, 2, "RmsNormBackward", "x");
   const int64_t rows = x.dim(0), hidden = x.dim(1);

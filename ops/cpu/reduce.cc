@@ -12,8 +12,11 @@ namespace moefold::ops {
 
 double SumOfSquares(const Tensor& x, Stream& stream) {
   MF_RETURN_IF_GPU(x, "SumOfSquares", cuda::SumOfSquares(x, stream));
-  internal::CheckF32(x, "SumOfSquares", "x");
-  const float* p = x.data<float>();
+  internal::CheckCpu(x, "SumOfSquares", "x");
+  MF_CHECK(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16)
+      << "SumOfSquares: x must be f32 or bf16, got " << x.DebugString();
+  const Tensor wide = x.To(DType::kF32, stream);  // x itself when f32
+  const float* p = wide.data<float>();
   double sum = 0;
   for (int64_t i = 0; i < x.numel(); ++i) sum += static_cast<double>(p[i]) * p[i];
   return sum;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
@@ -13,6 +14,13 @@ namespace {
 // Rotates every (i, i + D/2) pair of src by `sign` · angle into dst (src may equal dst).
 void Rotate(const Tensor& src, const Tensor& positions, float theta, int sign, Tensor* dst,
             const char* op) {
+  if (internal::AnyBf16({&src, dst})) {
+    internal::Bf16Emulation emu(op);
+    emu.SameDType({&src, dst}, {"input", "output"});
+    Rotate(emu.In(src), positions, theta, sign, emu.Out(dst), op);
+    emu.RoundBack();
+    return;
+  }
   internal::CheckF32(src, op, "input");
   internal::CheckRank(src, 3, op, "input");
   const int64_t tokens = src.dim(0), heads = src.dim(1), dim = src.dim(2);
