@@ -14,8 +14,9 @@ ShardedAdamW::ShardedAdamW(parallel::GradSync* sync, const AdamWOptions& options
     parallel::Communicator* comm = sync->group_of(bucket.buffer);
     const int64_t n = comm == nullptr ? 1 : comm->size();
     const int64_t chunk = (bucket.end - bucket.begin) / n;
-    m_.push_back(Tensor::Zeros({chunk}, DType::kF32));
-    v_.push_back(Tensor::Zeros({chunk}, DType::kF32));
+    const Device device = sync->params()->flat_buffers()[bucket.buffer].values.device();
+    m_.push_back(Tensor::Zeros({chunk}, DType::kF32, device));
+    v_.push_back(Tensor::Zeros({chunk}, DType::kF32, device));
   }
 }
 

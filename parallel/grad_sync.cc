@@ -166,7 +166,7 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
   const bool topk = options_.ef21.compressor.kind == CompressorKind::kTopK;
   if (options_.zero1 && !(mode == Mode::kAnchor && topk)) {
     bucket.shard_begin = bucket.begin + comm->rank() * chunk;
-    bucket.shard = Tensor::Empty({chunk}, DType::kF32);
+    bucket.shard = Tensor::Empty({chunk}, DType::kF32, grads.device());
     MF_ASSIGN_OR_RETURN(bucket.work, comm->ReduceScatter(grads, &bucket.shard, {}));
     bytes_sent_ += (n - 1) * chunk * 4;
   } else {
@@ -309,7 +309,10 @@ absl::StatusOr<double> GradSync::GlobalSumOfSquares() {
     if (params_->flat_buffers()[b].reduction == GradReduction::kTiedCopy) continue;
     double local = 0;
     for (GradBucket& bucket : buckets_) {
-      if (bucket.buffer == b) local += ops::SumOfSquares(bucket.shard, CpuStream());
+      // On the buffers' device, in the order of the compute stream that wrote the gradients.
+      if (bucket.buffer == b) {
+        local += ops::SumOfSquares(bucket.shard, DefaultStream(bucket.shard.device()));
+      }
     }
     // Under ZeRO-1 each member of the reducing group owns other elements.
     if (options_.zero1) {

@@ -91,6 +91,16 @@ absl::Status CheckCuda(const Tensor& t, absl::string_view what) {
   return absl::OkStatus();
 }
 
+// A tensor NCCL cannot read: non-empty host memory, staged through the device.
+bool OnHost(const Tensor& t) { return t.numel() > 0 && t.device().is_cpu(); }
+
+// The Work of an op that has already completed (host-staged ops).
+class DoneWork final : public Work {
+ public:
+  absl::Status Wait() override { return absl::OkStatus(); }
+  bool IsCompleted() override { return true; }
+};
+
 class NcclWork final : public Work {
  public:
   NcclWork(cudaEvent_t event, std::shared_ptr<NcclNative> native, std::string what,
@@ -225,9 +235,31 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Finish(const std::string
   return std::unique_ptr<Work>(new NcclWork(event, native_, what, timeout, std::move(keep_alive)));
 }
 
+absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Staged(
+    const std::vector<Tensor>& inputs, const std::vector<Tensor*>& outputs,
+    const std::function<absl::StatusOr<std::unique_ptr<Work>>(const std::vector<Tensor>&,
+                                                              const std::vector<Tensor*>&)>& op) {
+  MF_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), Describe("host staging")));
+  const Device gpu = Device::Cuda(device_);
+  std::vector<Tensor> device_inputs, device_outputs;
+  for (const Tensor& t : inputs) device_inputs.push_back(t.To(gpu));
+  for (Tensor* t : outputs) device_outputs.push_back(t->To(gpu));
+  std::vector<Tensor*> output_ptrs;
+  for (Tensor& t : device_outputs) output_ptrs.push_back(&t);
+  MF_ASSIGN_OR_RETURN(std::unique_ptr<Work> work, op(device_inputs, output_ptrs));
+  MF_RETURN_IF_ERROR(work->Wait());
+  for (size_t i = 0; i < outputs.size(); ++i) outputs[i]->CopyFrom(device_outputs[i]);
+  return std::unique_ptr<Work>(new DoneWork());
+}
+
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllReduce(Tensor* tensor,
                                                                   const AllReduceOptions& options) {
   const std::string what = Describe("all_reduce");
+  if (OnHost(*tensor)) {
+    return Staged({}, {tensor}, [&](const std::vector<Tensor>&, const std::vector<Tensor*>& out) {
+      return AllReduce(out[0], options);
+    });
+  }
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
   MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclReduceType(tensor->dtype(), what));
   MF_RETURN_IF_ERROR(Ready(what));
@@ -241,6 +273,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllReduce(Tensor* tensor
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatter(
     const Tensor& input, Tensor* output, const ReduceScatterOptions& options) {
   const std::string what = Describe("reduce_scatter");
+  if (OnHost(input) && (OnHost(*output) || output->numel() == 0)) {
+    return Staged({input}, {output},
+                  [&](const std::vector<Tensor>& in, const std::vector<Tensor*>& out) {
+                    return ReduceScatter(in[0], out[0], options);
+                  });
+  }
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
   MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclReduceType(input.dtype(), what));
@@ -257,6 +295,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGather(const Tensor& 
                                                                   Tensor* output,
                                                                   const AllGatherOptions& options) {
   const std::string what = Describe("all_gather");
+  if (OnHost(*output) && (OnHost(input) || input.numel() == 0)) {
+    return Staged({input}, {output},
+                  [&](const std::vector<Tensor>& in, const std::vector<Tensor*>& out) {
+                    return AllGather(in[0], out[0], options);
+                  });
+  }
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
   MF_RETURN_IF_ERROR(CheckAllGather(input, *output, size_, what));
@@ -306,6 +350,11 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllToAllV(
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Broadcast(Tensor* tensor,
                                                                   const BroadcastOptions& options) {
   const std::string what = Describe(absl::StrCat("broadcast from ", options.root));
+  if (OnHost(*tensor)) {
+    return Staged({}, {tensor}, [&](const std::vector<Tensor>&, const std::vector<Tensor*>& out) {
+      return Broadcast(out[0], options);
+    });
+  }
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
   MF_RETURN_IF_ERROR(CheckMember(options.root, size_, "root", what));
   MF_RETURN_IF_ERROR(Ready(what));

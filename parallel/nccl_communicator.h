@@ -10,8 +10,14 @@
 // Ordering: every op first waits for the work queued so far on the device's default stream
 // (DefaultStream(cuda:N), where the ops compute); for inputs written by another stream call
 // WaitStream(producer) first. Outputs are ready for any stream after Wait().
+//
+// Host tensors: all-reduce, reduce-scatter, all-gather and broadcast also take CPU tensors (a GPU
+// step's small host statistics: losses, expert counts, norms). They are copied to the device,
+// reduced, waited for and copied back before the call returns (the Work is already complete);
+// all-to-all and point-to-point take GPU tensors only.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,6 +72,11 @@ class NcclCommunicator final : public Communicator {
   // Checks the communicator was not aborted, makes `device_` current and orders the next op after
   // the default stream's work so far.
   absl::Status Ready(absl::string_view what) const;
+  // Runs `op` on GPU copies of host `inputs` and `outputs`, waits, copies the outputs back.
+  absl::StatusOr<std::unique_ptr<Work>> Staged(
+      const std::vector<Tensor>& inputs, const std::vector<Tensor*>& outputs,
+      const std::function<absl::StatusOr<std::unique_ptr<Work>>(const std::vector<Tensor>&,
+                                                                const std::vector<Tensor*>&)>& op);
   // Records the completion event of the op just enqueued.
   absl::StatusOr<std::unique_ptr<Work>> Finish(const std::string& what,
                                                std::chrono::milliseconds timeout,

@@ -42,7 +42,7 @@ absl::Status TpGather(const Tensor& x, Communicator* tp, bool sequence_parallel,
   }
   Shape shape = x.shape();
   shape[0] *= tp->size();
-  *full = Tensor::Empty(shape, x.dtype());
+  *full = Tensor::Empty(shape, x.dtype(), x.device());
   return WaitFor(tp->AllGather(x, full, {}));
 }
 
@@ -65,7 +65,7 @@ absl::Status TpReduce(const Tensor& partial, Communicator* tp, bool sequence_par
   }
   Shape shape = partial.shape();
   shape[0] /= tp->size();
-  *out = Tensor::Empty(shape, partial.dtype());
+  *out = Tensor::Empty(shape, partial.dtype(), partial.device());
   return WaitFor(tp->ReduceScatter(partial, out, {}));
 }
 

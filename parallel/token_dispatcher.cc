@@ -123,9 +123,34 @@ absl::StatusOr<DispatchPlan> BuildDispatchPlan(const std::vector<int64_t>& count
   return plan;
 }
 
+namespace {
+
+// One rank holds every expert and nothing is padded: the permuted rows already are the grouped
+// rows (regroup is the identity), so Dispatch and Combine pass the tensor through.
+bool IsIdentity(const DispatchPlan& plan, const DispatchGroups& groups) {
+  return plan.pad_to == 0 && IsSingleRank(groups.ep) && IsSingleRank(groups.etp);
+}
+
+// The exchanges below move rows with host copies: GPU tensors take only the identity plan.
+absl::Status CheckHostRows(const Tensor& t, const char* what) {
+  if (t.numel() == 0 || t.device().is_cpu()) return absl::OkStatus();
+  return absl::UnimplementedError(
+      absl::StrCat("token dispatcher: ", what,
+                   " of GPU tensors needs ep = etp = 1 and no padding to capacity "
+                   "(the GPU exchange is not built yet); got ",
+                   t.DebugString()));
+}
+
+}  // namespace
+
 absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups, const Tensor& rows,
                       Tensor* grouped, int64_t* bytes) {
   MF_CHECK_EQ(rows.dim(0), plan.rows()) << "Dispatch: rows do not match the plan";
+  if (IsIdentity(plan, groups)) {
+    *grouped = rows;
+    return absl::OkStatus();
+  }
+  MF_RETURN_IF_ERROR(CheckHostRows(rows, "Dispatch"));
   const size_t row_bytes = RowBytes(rows);
   // Pad every expert's block to pad_to rows with zeros.
   Tensor padded = rows;
@@ -167,6 +192,11 @@ absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups, co
 absl::Status Combine(const DispatchPlan& plan, const DispatchGroups& groups, const Tensor& grouped,
                      Tensor* rows, int64_t* bytes) {
   MF_CHECK_EQ(grouped.dim(0), plan.grouped_rows()) << "Combine: rows do not match the plan";
+  if (IsIdentity(plan, groups)) {
+    *rows = grouped;
+    return absl::OkStatus();
+  }
+  MF_RETURN_IF_ERROR(CheckHostRows(grouped, "Combine"));
   const size_t row_bytes = RowBytes(grouped);
   Tensor gathered = Rows(plan.grouped_rows(), grouped);
   for (int64_t r = 0; r < plan.grouped_rows(); ++r) {

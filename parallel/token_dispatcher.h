@@ -62,10 +62,13 @@ absl::StatusOr<DispatchPlan> BuildDispatchPlan(const std::vector<int64_t>& count
                                                const DispatchGroups& groups);
 
 // rows (Σ counts, H) grouped by global expert -> *grouped (plan.grouped_rows(), H), local-expert
-// major (allocated here). `bytes` (optional) += bytes this rank sent to other ranks.
+// major (allocated here; with one rank and no padding the plan is the identity and *grouped is
+// `rows` itself, so neither may be changed while the other is read). `bytes` (optional) += bytes
+// this rank sent to other ranks. GPU tensors: the identity plan only (Unimplemented otherwise).
 absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups, const Tensor& rows,
                       Tensor* grouped, int64_t* bytes = nullptr);
-// grouped (plan.grouped_rows(), H) -> *rows (Σ counts, H): the ETP partial sums added, back home.
+// grouped (plan.grouped_rows(), H) -> *rows (Σ counts, H): the ETP partial sums added, back home
+// (`grouped` itself under the identity plan, as above).
 absl::Status Combine(const DispatchPlan& plan, const DispatchGroups& groups, const Tensor& grouped,
                      Tensor* rows, int64_t* bytes = nullptr);
 

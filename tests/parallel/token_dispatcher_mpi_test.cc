@@ -107,6 +107,9 @@ TEST_P(TokenDispatcherTest, DispatchThenCombineIsTheIdentityInValueAndGradient) 
   // "Experts": expert e scales its rows by (e + 1); each ETP rank contributes 1/etp of it.
   Tensor grouped;
   ASSERT_OK(Dispatch(*plan, r.dispatch, permuted, &grouped));
+  // The "experts" below scale in place; the identity plan (one rank, no padding) hands back
+  // `permuted` itself, which is read again later.
+  grouped = grouped.Clone();
   const int first_expert = r.dispatch.ep_rank() * (kExperts / l.ep);
   auto scale_by_expert = [&](Tensor* rows, bool inverse) {
     int64_t row = 0;
@@ -135,6 +138,7 @@ TEST_P(TokenDispatcherTest, DispatchThenCombineIsTheIdentityInValueAndGradient) 
   // The identity: undo the expert scale, unpermute with weights 1/k; then the gradient through
   // Combine's backward (Dispatch) and Dispatch's backward (Combine).
   ASSERT_OK(Dispatch(*plan, r.dispatch, permuted, &grouped));
+  grouped = grouped.Clone();
   scale_by_expert(&grouped, false);
   scale_by_expert(&grouped, true);
   // Now 1/etp² of each row: one factor etp back leaves the 1/etp share every ETP rank adds.
