@@ -97,6 +97,7 @@ Parameter* ParameterSet::Add(std::string name, const Shape& shape, GradReduction
   }
   p->value = Tensor::Zeros(local, DType::kF32);
   p->grad = Tensor::Zeros(local, DType::kF32);
+  p->compute = p->value;
   p->reduction = reduction;
   p->init_std = init_std;
   p->init_value = init_value;
@@ -138,16 +139,33 @@ void ParameterSet::ZeroGrads() {
   for (auto& p : params_) p->grad.SetZero();
 }
 
+void ParameterSet::ZeroGrads(const Stream& stream) {
+  if (!flat_.empty()) {
+    for (FlatBuffer& b : flat_) b.grads.SetZero(stream);
+    return;
+  }
+  for (auto& p : params_) p->grad.SetZero(stream);
+}
+
+void ParameterSet::RefreshCompute(const Stream& stream) {
+  for (FlatBuffer& b : flat_) {
+    if (b.compute.dtype() != DType::kF32) b.compute.ConvertFrom(b.values, stream);
+  }
+}
+
 int64_t ParameterSet::NumElements() const {
   int64_t n = 0;
   for (const auto& p : params_) n += p->value.numel();
   return n;
 }
 
-std::vector<FlatBuffer>& ParameterSet::Flatten(int64_t align, int64_t segment_align) {
+std::vector<FlatBuffer>& ParameterSet::Flatten(int64_t align, int64_t segment_align,
+                                               const Device& device, DType compute_dtype) {
   MF_CHECK(flat_.empty()) << "parameters are already flattened";
   MF_CHECK_GE(align, 1);
   MF_CHECK_GE(segment_align, 1);
+  MF_CHECK(compute_dtype == DType::kF32 || compute_dtype == DType::kBF16)
+      << "compute dtype " << DTypeName(compute_dtype) << " (f32 or bf16)";
   for (GradReduction reduction : kAllGradReductions) {
     FlatBuffer buffer;
     buffer.reduction = reduction;
@@ -159,20 +177,26 @@ std::vector<FlatBuffer>& ParameterSet::Flatten(int64_t align, int64_t segment_al
     }
     if (buffer.segments.empty()) continue;
     const int64_t padded = (buffer.used + align - 1) / align * align;
-    buffer.values = Tensor::Zeros({padded}, DType::kF32);
-    buffer.grads = Tensor::Zeros({padded}, DType::kF32);
+    buffer.values = Tensor::Zeros({padded}, DType::kF32, device);
+    buffer.grads = Tensor::Zeros({padded}, DType::kF32, device);
+    buffer.compute = compute_dtype == DType::kF32 ? buffer.values
+                                                  : Tensor::Zeros({padded}, compute_dtype, device);
     for (const FlatSegment& seg : buffer.segments) {
       Parameter* p = seg.param;
       const Shape shape = p->value.shape();
-      Tensor value = buffer.values.Slice(seg.offset, seg.offset + seg.numel).Reshape(shape);
-      Tensor grad = buffer.grads.Slice(seg.offset, seg.offset + seg.numel).Reshape(shape);
+      auto view = [&](const Tensor& flat) {
+        return flat.Slice(seg.offset, seg.offset + seg.numel).Reshape(shape);
+      };
+      Tensor value = view(buffer.values), grad = view(buffer.grads);
       value.CopyFrom(p->value);
       grad.CopyFrom(p->grad);
       p->value = value;
       p->grad = grad;
+      p->compute = view(buffer.compute);
     }
     flat_.push_back(std::move(buffer));
   }
+  RefreshCompute(DefaultStream(device));
   return flat_;
 }
 

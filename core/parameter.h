@@ -63,6 +63,9 @@ struct Parameter {
   std::string name;  // e.g. "model.layers.3.mlp.experts.gate_proj.weight" (stacked experts, see below)
   Tensor value;      // f32 master copy
   Tensor grad;       // f32, same shape; backward accumulates (+=), ZeroGrads() clears
+  // The weight the forward and backward passes read: `value` itself, or under bf16 compute its
+  // bf16 copy, refreshed from value by ParameterSet::RefreshCompute() after each update.
+  Tensor compute;
   Sharding sharding;
   GradReduction reduction = GradReduction::kDenseDataCp;
   bool weight_decay = true;  // false for norms
@@ -86,8 +89,9 @@ struct FlatSegment {
 // ZeRO-1 shards). Parameters' value/grad tensors become views into these buffers.
 struct FlatBuffer {
   GradReduction reduction;
-  Tensor values;  // (padded) f32
-  Tensor grads;   // (padded) f32
+  Tensor values;   // (padded) f32
+  Tensor grads;    // (padded) f32
+  Tensor compute;  // (padded) the compute dtype: `values` itself in f32, else its rounded copy
   std::vector<FlatSegment> segments;
   int64_t used = 0;  // end of the last segment (the rest, and any gaps, are zero padding)
 };
@@ -110,11 +114,21 @@ class ParameterSet {
   const std::vector<std::unique_ptr<Parameter>>& params() const { return params_; }
   Parameter* Find(absl::string_view name) const;  // nullptr if absent
   // Moves every parameter's value and grad into flat buffers (one per GradReduction that has
-  // parameters, in kAllGradReductions order), keeping their contents. Call once, after construction; views stay valid for the
-  // set's lifetime. align >= 1. Each parameter's segment starts at a multiple of segment_align
-  // (zero padding between), so blocks of that size never span two parameters: error-feedback
-  // compression then sees the same blocks whatever else shares the buffer (pipeline stages).
-  std::vector<FlatBuffer>& Flatten(int64_t align, int64_t segment_align = 1);
+  // parameters, in kAllGradReductions order), keeping their contents. Call once, after
+  // construction; views stay valid for the set's lifetime. align >= 1. Each parameter's segment
+  // starts at a multiple of segment_align (zero padding between), so blocks of that size never span
+  // two parameters: error-feedback compression then sees the same blocks whatever else shares the
+  // buffer (pipeline stages). The buffers live on `device` (values copied there); with a compute
+  // dtype other than f32 each gets a copy in that dtype (bf16: DESIGN §2's master weights in f32,
+  // compute in bf16) that parameters' `compute` views.
+  std::vector<FlatBuffer>& Flatten(int64_t align, int64_t segment_align = 1,
+                                   const Device& device = Device::Cpu(),
+                                   DType compute_dtype = DType::kF32);
+  // compute = value rounded to the compute dtype, on `stream` (no-op in f32, where they are the
+  // same memory). Call after every change of the values (optimizer step, load).
+  void RefreshCompute(const Stream& stream);
+  // Zeroes every gradient on `stream` (a GPU's default stream waits here with the other overload).
+  void ZeroGrads(const Stream& stream);
   std::vector<FlatBuffer>& flat_buffers() { return flat_; }
 
  private:

@@ -92,13 +92,14 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
   if (!mapping.ok()) return fail_all(std::string(mapping.status().message()));
   std::unique_ptr<parallel::ProcessGroups> groups;
   train::TrainerOptions options;
+  const bool gpu = config->train().device() == "cuda";
+  const int gpus = ops::CudaDeviceCount();
+  if (gpu && gpus > 0) options.cuda_device = parallel::DeviceForLocalRank(info.local_rank, gpus);
   if (info.world_size > 1) {
     // GPU training: NCCL with a GPU per rank, host-staged MPI where ranks share one.
-    const bool gpu = config->train().device() == "cuda";
-    const int gpus = ops::CudaDeviceCount();
     parallel::ProcessGroupsOptions group_options;
     group_options.backend = parallel::ChooseCommBackend(gpu, info.local_size, gpus);
-    if (gpu && gpus > 0) group_options.device = parallel::DeviceForLocalRank(info.local_rank, gpus);
+    group_options.device = options.cuda_device;
     auto created = parallel::ProcessGroups::Create(*mapping, group_options);
     if (!created.ok()) return FailRank(info, "train", std::string(created.status().message()));
     groups = std::move(*created);

@@ -47,30 +47,25 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   const int64_t hq = local_heads_, hkv = local_kv_heads_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   saved->x = x;
-  saved->x_norm = Tensor::Empty(x.shape(), DType::kF32);
-  saved->rstd = Tensor::Empty({x.dim(0)}, DType::kF32);
-  ops::RmsNormForward(x, norm_->value, spec_.norm_eps, &saved->x_norm, &saved->rstd, ctx.s());
+  saved->x_norm = ctx.Act(x.shape());
+  saved->rstd = ctx.F32({x.dim(0)});
+  ops::RmsNormForward(x, norm_->compute, spec_.norm_eps, &saved->x_norm, &saved->rstd, ctx.s());
   MF_RETURN_IF_ERROR(
       parallel::TpGather(saved->x_norm, mp_.tp, mp_.sequence_parallel, &saved->x_full));
 
-  saved->positions = Tensor::Empty({t}, DType::kI32);
-  for (int64_t i = 0; i < t; ++i) {
-    saved->positions.data<int32_t>()[i] = batch.positions.data<int32_t>()[i % s];
-  }
-  Tensor q = Tensor::Empty({t, hq * d}, DType::kF32);
-  Tensor k = Tensor::Empty({t, hkv * d}, DType::kF32);
-  Tensor v = Tensor::Empty({t, hkv * d}, DType::kF32);
-  ops::LinearForward(saved->x_full, wq_->value, &q, ctx.s());
-  ops::LinearForward(saved->x_full, wk_->value, &k, ctx.s());
-  ops::LinearForward(saved->x_full, wv_->value, &v, ctx.s());
+  const Tensor& positions = batch.on_device.row_positions;
+  Tensor q = ctx.Act({t, hq * d}), k = ctx.Act({t, hkv * d}), v = ctx.Act({t, hkv * d});
+  ops::LinearForward(saved->x_full, wq_->compute, &q, ctx.s());
+  ops::LinearForward(saved->x_full, wk_->compute, &k, ctx.s());
+  ops::LinearForward(saved->x_full, wv_->compute, &v, ctx.s());
   Tensor q3 = q.Reshape({t, hq, d}), k3 = k.Reshape({t, hkv, d});
-  ops::RopeForward(q3, saved->positions, spec_.rope_theta, &q3, ctx.s());
-  ops::RopeForward(k3, saved->positions, spec_.rope_theta, &k3, ctx.s());
+  ops::RopeForward(q3, positions, spec_.rope_theta, &q3, ctx.s());
+  ops::RopeForward(k3, positions, spec_.rope_theta, &k3, ctx.s());
   saved->q = q.Reshape({b, s, hq, d});
   saved->k = k.Reshape({b, s, hkv, d});
   saved->v = v.Reshape({b, s, hkv, d});
-  saved->out = Tensor::Empty({b, s, hq, d}, DType::kF32);
-  saved->lse = Tensor::Empty({b, hq, s}, DType::kF32);
+  saved->out = ctx.Act({b, s, hq, d});
+  saved->lse = ctx.F32({b, hq, s});
   if (mp_.cp_size() > 1) {
     MF_RETURN_IF_ERROR(parallel::RingAttentionForward(saved->q, saved->k, saved->v,
                                                       batch.positions, scale, *mp_.cp,
@@ -78,8 +73,8 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   } else {
     ops::AttentionForward(saved->q, saved->k, saved->v, scale, &saved->out, &saved->lse, ctx.s());
   }
-  Tensor partial = Tensor::Empty({t, spec_.hidden}, DType::kF32);
-  ops::LinearForward(saved->out.Reshape({t, hq * d}), wo_->value, &partial, ctx.s());
+  Tensor partial = ctx.Act({t, spec_.hidden});
+  ops::LinearForward(saved->out.Reshape({t, hq * d}), wo_->compute, &partial, ctx.s());
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
 }
 
@@ -90,13 +85,11 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   Tensor d_y_full;
   MF_RETURN_IF_ERROR(parallel::TpGather(d_y, mp_.tp, mp_.sequence_parallel, &d_y_full));
-  Tensor d_out = Tensor::Empty({t, hq * d}, DType::kF32);
-  ops::LinearBackward(saved.out.Reshape({t, hq * d}), wo_->value, d_y_full, &d_out, &wo_->grad,
+  Tensor d_out = ctx.Act({t, hq * d});
+  ops::LinearBackward(saved.out.Reshape({t, hq * d}), wo_->compute, d_y_full, &d_out, &wo_->grad,
                       ctx.s());
 
-  Tensor d_q = Tensor::Empty({b, s, hq, d}, DType::kF32);
-  Tensor d_k = Tensor::Empty({b, s, hkv, d}, DType::kF32);
-  Tensor d_v = Tensor::Empty({b, s, hkv, d}, DType::kF32);
+  Tensor d_q = ctx.Act({b, s, hq, d}), d_k = ctx.Act({b, s, hkv, d}), d_v = ctx.Act({b, s, hkv, d});
   if (mp_.cp_size() > 1) {
     MF_RETURN_IF_ERROR(parallel::RingAttentionBackward(
         saved.q, saved.k, saved.v, batch.positions, saved.out, saved.lse,
@@ -105,25 +98,26 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
     ops::AttentionBackward(saved.q, saved.k, saved.v, saved.out, saved.lse,
                            d_out.Reshape({b, s, hq, d}), scale, &d_q, &d_k, &d_v, ctx.s());
   }
+  const Tensor& positions = batch.on_device.row_positions;
   Tensor d_q3 = d_q.Reshape({t, hq, d}), d_k3 = d_k.Reshape({t, hkv, d});
-  ops::RopeBackward(d_q3, saved.positions, spec_.rope_theta, &d_q3, ctx.s());
-  ops::RopeBackward(d_k3, saved.positions, spec_.rope_theta, &d_k3, ctx.s());
+  ops::RopeBackward(d_q3, positions, spec_.rope_theta, &d_q3, ctx.s());
+  ops::RopeBackward(d_k3, positions, spec_.rope_theta, &d_k3, ctx.s());
 
-  // Each TP rank's heads give a partial d(x_full); TpReduce sums them (and splits along T under SP).
-  Tensor d_full = Tensor::Empty({t, spec_.hidden}, DType::kF32);
-  Tensor d_part = Tensor::Empty({t, spec_.hidden}, DType::kF32);
-  ops::LinearBackward(saved.x_full, wq_->value, d_q.Reshape({t, hq * d}), &d_full, &wq_->grad,
-                      ctx.s());
-  ops::LinearBackward(saved.x_full, wk_->value, d_k.Reshape({t, hkv * d}), &d_part, &wk_->grad,
-                      ctx.s());
-  ops::Add(d_full, d_part, &d_full, ctx.s());
-  ops::LinearBackward(saved.x_full, wv_->value, d_v.Reshape({t, hkv * d}), &d_part, &wv_->grad,
-                      ctx.s());
-  ops::Add(d_full, d_part, &d_full, ctx.s());
+  // Each TP rank's heads give a partial d(x_full); TpReduce sums them (and splits along T under
+  // SP). The three projections' input gradients accumulate in one GEMM chain (beta = 1).
+  Tensor d_full = ctx.Act({t, spec_.hidden});
+  const Tensor d_q2 = d_q.Reshape({t, hq * d}), d_k2 = d_k.Reshape({t, hkv * d});
+  const Tensor d_v2 = d_v.Reshape({t, hkv * d});
+  ops::Gemm(d_q2, false, wq_->compute, false, 1.0f, 0.0f, &d_full, ctx.s());
+  ops::Gemm(d_k2, false, wk_->compute, false, 1.0f, 1.0f, &d_full, ctx.s());
+  ops::Gemm(d_v2, false, wv_->compute, false, 1.0f, 1.0f, &d_full, ctx.s());
+  ops::LinearBackward(saved.x_full, wq_->compute, d_q2, nullptr, &wq_->grad, ctx.s());
+  ops::LinearBackward(saved.x_full, wk_->compute, d_k2, nullptr, &wk_->grad, ctx.s());
+  ops::LinearBackward(saved.x_full, wv_->compute, d_v2, nullptr, &wv_->grad, ctx.s());
   Tensor d_norm;
   MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, &d_norm));
-  Tensor d_in = Tensor::Empty(saved.x.shape(), DType::kF32);
-  ops::RmsNormBackward(saved.x, norm_->value, saved.rstd, d_norm, &d_in, &norm_->grad, ctx.s());
+  Tensor d_in = ctx.Act(saved.x.shape());
+  ops::RmsNormBackward(saved.x, norm_->compute, saved.rstd, d_norm, &d_in, &norm_->grad, ctx.s());
   ops::Add(*d_x, d_in, d_x, ctx.s());
   return absl::OkStatus();
 }

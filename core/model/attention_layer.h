@@ -24,14 +24,14 @@ class AttentionLayer {
     Tensor x_full;  // (T, H) the normalised input of every TP rank (x_norm itself without SP)
     Tensor q, k, v; // (B, S, Hq/tp | Hkv/tp, D), after RoPE for q and k
     Tensor out;     // (B, S, Hq/tp, D) attention output before Wo
-    Tensor lse;     // (B, Hq/tp, S)
-    Tensor positions;  // (T) i32
+    Tensor lse;     // (B, Hq/tp, S) f32
   };
 
   AttentionLayer(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix,
                  ParameterSet* params);
 
-  // x (T_x, H) f32 -> *y (T_x, H) f32 (allocated here). Status: a failed collective.
+  // x (T_x, H) in ctx.act_dtype -> *y (T_x, H) (allocated here). batch.on_device must be made
+  // (WithDeviceCopies). Status: a failed collective.
   absl::Status Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
                        Saved* saved, Tensor* y) const;
   // d_y (T_x, H) -> *d_x += ∂/∂x; parameter gradients accumulated.

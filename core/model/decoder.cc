@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ops/elementwise.h"
+#include "ops/embedding.h"
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "ops/norm.h"
@@ -93,9 +94,9 @@ std::vector<MoeLayer*> Decoder::moe_layers() {
   return layers;
 }
 
-absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const MicroBatch& batch,
-                                              Saved* saved, const Tensor* input,
-                                              Tensor* output) {
+absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const MicroBatch& host_batch,
+                                              Saved* saved, const Tensor* input, Tensor* output) {
+  const MicroBatch batch = WithDeviceCopies(host_batch, ctx.s());
   const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s;
   MF_RETURN_IF_ERROR(CheckIds(batch, spec_.vocab));
   const bool sp = mp_.sequence_parallel;
@@ -103,9 +104,7 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
   stats.tokens = t;
   Tensor x;
   if (stage_.embedding) {
-    MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingForward(
-        batch.tokens.Reshape({t}), embedding_->value, embedding_->sharding.tp_begin, mp_.tp, sp,
-        &x));
+    MF_RETURN_IF_ERROR(EmbeddingForward(ctx, batch, &x));
   } else {
     MF_CHECK(input != nullptr) << "a stage without the embedding needs the previous stage's output";
     x = *input;
@@ -117,19 +116,19 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     BlockSaved& bs = saved->blocks[l];
     Tensor attn;
     MF_RETURN_IF_ERROR(block.attention->Forward(ctx, batch, x, &bs.attention, &attn));
-    bs.h = Tensor::Empty(x.shape(), DType::kF32);
-    ops::Add(x, attn, &bs.h, ctx.s());
-    bs.ffn_in = Tensor::Empty(x.shape(), DType::kF32);
-    bs.ffn_rstd = Tensor::Empty({x.dim(0)}, DType::kF32);
-    ops::RmsNormForward(bs.h, block.ffn_norm->value, spec_.norm_eps, &bs.ffn_in, &bs.ffn_rstd,
-                        ctx.s());
+    // h = x + attention, and the FFN's input norm, in one pass.
+    bs.h = ctx.Act(x.shape());
+    bs.ffn_in = ctx.Act(x.shape());
+    bs.ffn_rstd = ctx.F32({x.dim(0)});
+    ops::AddRmsNormForward(x, attn, block.ffn_norm->compute, spec_.norm_eps, &bs.h, &bs.ffn_in,
+                           &bs.ffn_rstd, ctx.s());
     Tensor ffn;
     if (block.moe) {
       MF_RETURN_IF_ERROR(block.moe->Forward(ctx, batch, bs.ffn_in, &bs.moe, &ffn, &stats));
     } else {
       MF_RETURN_IF_ERROR(block.mlp->Forward(ctx, bs.ffn_in, &bs.mlp, &ffn));
     }
-    x = Tensor::Empty(bs.h.shape(), DType::kF32);
+    x = ctx.Act(bs.h.shape());
     ops::Add(bs.h, ffn, &x, ctx.s());
   }
   if (!stage_.head) {
@@ -139,27 +138,29 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
   }
 
   saved->final_in = x;
-  saved->final_norm = Tensor::Empty(x.shape(), DType::kF32);
-  saved->final_rstd = Tensor::Empty({x.dim(0)}, DType::kF32);
-  ops::RmsNormForward(x, final_norm_->value, spec_.norm_eps, &saved->final_norm,
+  saved->final_norm = ctx.Act(x.shape());
+  saved->final_rstd = ctx.F32({x.dim(0)});
+  ops::RmsNormForward(x, final_norm_->compute, spec_.norm_eps, &saved->final_norm,
                       &saved->final_rstd, ctx.s());
   MF_RETURN_IF_ERROR(parallel::TpGather(saved->final_norm, mp_.tp, sp, &saved->final_full));
-  saved->logits = Tensor::Empty({t, head_->value.dim(0)}, DType::kF32);
-  ops::LinearForward(saved->final_full, head_->value, &saved->logits, ctx.s());
-  Tensor token_losses = Tensor::Empty({t}, DType::kF32);
-  saved->lse = Tensor::Empty({t}, DType::kF32);
-  const Tensor targets = batch.targets.Reshape({t});
+  saved->logits = ctx.Act({t, head_->value.dim(0)});
+  ops::LinearForward(saved->final_full, head_->compute, &saved->logits, ctx.s());
+  Tensor token_losses = ctx.F32({t});
+  saved->lse = ctx.F32({t});
   if (parallel::IsSingleRank(mp_.tp)) {
+    const Tensor targets = batch.on_device.targets.Reshape({t});
     ops::CrossEntropyForward(saved->logits, targets, &token_losses, &saved->lse, ctx.s());
   } else {
     MF_RETURN_IF_ERROR(parallel::VocabParallelCrossEntropyForward(
-        saved->logits, targets, head_->sharding.tp_begin, *mp_.tp, &token_losses, &saved->lse));
+        saved->logits, batch.targets.Reshape({t}), head_->sharding.tp_begin, *mp_.tp, &token_losses,
+        &saved->lse));
   }
 
-  // Per-sample (Σ loss, count) of this rank's tokens; under CP the sequence's other chunks are on
-  // the other CP ranks.
+  // Per-sample (Σ loss, count) of this rank's tokens, on the host (the reweighting needs them
+  // before the backward); under CP the sequence's other chunks are on the other CP ranks.
+  const Tensor host_losses = token_losses.To(Device::Cpu());
   Tensor sums = Tensor::Zeros({2, b}, DType::kF32);  // row 0: Σ CE, row 1: tokens with a target
-  const float* losses = token_losses.data<float>();
+  const float* losses = host_losses.data<float>();
   const int32_t* target_ids = batch.targets.data<int32_t>();
   for (int64_t i = 0; i < b; ++i) {
     double sum = 0;
@@ -184,11 +185,24 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
   return stats;
 }
 
-absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
-                               const BackwardSeeds& seeds, const Tensor* d_output,
-                               Tensor* d_input) {
+absl::Status Decoder::EmbeddingForward(const StepContext& ctx, const MicroBatch& batch,
+                                       Tensor* x) const {
   const int64_t t = batch.batch() * batch.seq_len();
-  const bool sp = mp_.sequence_parallel;
+  if (!parallel::IsSingleRank(mp_.tp)) {
+    return parallel::VocabParallelEmbeddingForward(batch.tokens.Reshape({t}), embedding_->compute,
+                                                   embedding_->sharding.tp_begin, mp_.tp,
+                                                   mp_.sequence_parallel, x);
+  }
+  *x = ctx.Act({t, spec_.hidden});
+  ops::EmbeddingForward(batch.on_device.tokens.Reshape({t}), embedding_->compute, x, ctx.s());
+  return absl::OkStatus();
+}
+
+absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& host_batch,
+                               const Saved& saved, const BackwardSeeds& seeds,
+                               const Tensor* d_output, Tensor* d_input) {
+  const MicroBatch batch = WithDeviceCopies(host_batch, ctx.s());
+  const int64_t t = batch.batch() * batch.seq_len();
   Tensor d_x;
   if (stage_.head) {
     MF_ASSIGN_OR_RETURN(d_x, HeadBackward(ctx, batch, saved, seeds));
@@ -202,9 +216,13 @@ absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& batch, 
     *d_input = d_x;
     return absl::OkStatus();
   }
-  MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
-      batch.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp, sp,
-      &embedding_->grad));
+  if (parallel::IsSingleRank(mp_.tp)) {
+    ops::EmbeddingBackward(batch.on_device.tokens.Reshape({t}), d_x, &embedding_->grad, ctx.s());
+  } else {
+    MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
+        batch.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp,
+        mp_.sequence_parallel, &embedding_->grad));
+  }
   // Tied, the embedding is also the head: it is complete only now.
   if (ctx.grads_ready) ctx.grads_ready(embedding_param_, embedding_param_ + 1);
   return absl::OkStatus();
@@ -229,23 +247,22 @@ absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const Micro
       if (targets[j] >= 0) d_token_losses.data<float>()[j] = seed;
     }
   }
-  Tensor d_logits = Tensor::Empty(saved.logits.shape(), DType::kF32);
-  const Tensor flat_targets = batch.targets.Reshape({t});
+  Tensor d_logits = ctx.Act(saved.logits.shape());
   if (parallel::IsSingleRank(mp_.tp)) {
-    ops::CrossEntropyBackward(saved.logits, flat_targets, saved.lse, d_token_losses, &d_logits,
-                              ctx.s());
+    ops::CrossEntropyBackward(saved.logits, batch.on_device.targets.Reshape({t}), saved.lse,
+                              ctx.Upload(d_token_losses), &d_logits, ctx.s());
   } else {
-    parallel::VocabParallelCrossEntropyBackward(saved.logits, flat_targets,
-                                                head_->sharding.tp_begin, saved.lse,
-                                                d_token_losses, &d_logits);
+    parallel::VocabParallelCrossEntropyBackward(saved.logits, batch.targets.Reshape({t}),
+                                                head_->sharding.tp_begin, saved.lse, d_token_losses,
+                                                &d_logits);
   }
   // Each TP rank's vocabulary slice gives a partial gradient of the head's input.
-  Tensor d_full = Tensor::Empty(saved.final_full.shape(), DType::kF32);
-  ops::LinearBackward(saved.final_full, head_->value, d_logits, &d_full, &head_->grad, ctx.s());
+  Tensor d_full = ctx.Act(saved.final_full.shape());
+  ops::LinearBackward(saved.final_full, head_->compute, d_logits, &d_full, &head_->grad, ctx.s());
   Tensor d_norm;
   MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, sp, &d_norm));
-  Tensor d_x = Tensor::Empty(saved.final_in.shape(), DType::kF32);
-  ops::RmsNormBackward(saved.final_in, final_norm_->value, saved.final_rstd, d_norm, &d_x,
+  Tensor d_x = ctx.Act(saved.final_in.shape());
+  ops::RmsNormBackward(saved.final_in, final_norm_->compute, saved.final_rstd, d_norm, &d_x,
                        &final_norm_->grad, ctx.s());
   if (ctx.grads_ready) ctx.grads_ready(head_first_param_, head_last_param_);
   return d_x;
@@ -256,27 +273,29 @@ absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& b
                                      Tensor* d_x_io) const {
   Tensor& d_x = *d_x_io;
   const Shape rows = d_x.shape();
-  Tensor d_ffn_in = Tensor::Empty(rows, DType::kF32);
-  Tensor d_h_part = Tensor::Empty(rows, DType::kF32);
+  Tensor d_ffn_in = ctx.Act(rows);
+  Tensor d_h_part = ctx.Act(rows);
   for (size_t l = blocks_.size(); l-- > 0;) {
     const Block& block = blocks_[l];
     const BlockSaved& bs = saved.blocks[l];
     // x_out = h + FFN(norm(h)): d_h = d_x_out + norm'ᵀ · FFN'ᵀ · d_x_out.
-    d_ffn_in.SetZero();
+    d_ffn_in.SetZero(ctx.s());
     if (block.moe) {
       MF_RETURN_IF_ERROR(block.moe->Backward(ctx, bs.moe, d_x, seeds, &d_ffn_in));
     } else {
       MF_RETURN_IF_ERROR(block.mlp->Backward(ctx, bs.mlp, d_x, &d_ffn_in));
     }
-    ops::RmsNormBackward(bs.h, block.ffn_norm->value, bs.ffn_rstd, d_ffn_in, &d_h_part,
+    ops::RmsNormBackward(bs.h, block.ffn_norm->compute, bs.ffn_rstd, d_ffn_in, &d_h_part,
                          &block.ffn_norm->grad, ctx.s());
-    Tensor d_h = Tensor::Empty(rows, DType::kF32);
+    // h = x + Attn(x): d_x = d_h + Attn'ᵀ · d_h, where d_h = d_x_out + d_h_part. The attention
+    // layer reads d_h and adds its branch into a separate sum, so d_h itself stays intact.
+    Tensor d_h = ctx.Act(rows);
     ops::Add(d_x, d_h_part, &d_h, ctx.s());
-    // h = x + Attn(x): d_x = d_h + Attn'ᵀ · d_h (the attention layer adds its part into d_h).
-    const Tensor d_h_in = d_h.Clone();
-    MF_RETURN_IF_ERROR(block.attention->Backward(ctx, batch, bs.attention, d_h_in, &d_h));
+    Tensor d_in = ctx.Act(rows);
+    d_in.CopyFromAsync(d_h, ctx.s());
+    MF_RETURN_IF_ERROR(block.attention->Backward(ctx, batch, bs.attention, d_h, &d_in));
     if (ctx.grads_ready) ctx.grads_ready(block.first_param, block.last_param);
-    d_x = d_h;
+    d_x = d_in;
   }
   return absl::OkStatus();
 }

@@ -101,6 +101,8 @@ class Decoder {
   DecoderStage stage_;
   Parameter* embedding_ = nullptr;  // first stage
   Parameter* tied_copy_ = nullptr;
+  // x (B·S or its SP slice, H): the token embeddings (vocabulary-parallel under TP).
+  absl::Status EmbeddingForward(const StepContext& ctx, const MicroBatch& batch, Tensor* x) const;
   // The loss head's backward: d(final_in) from the seeds. And the blocks' backward, in reverse,
   // on the residual-stream gradient *d_x (replaced by the gradient of the stage's input).
   absl::StatusOr<Tensor> HeadBackward(const StepContext& ctx, const MicroBatch& batch,

@@ -28,14 +28,14 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
                                 Tensor* y) const {
   MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
   const int64_t t = saved->x.dim(0);
-  saved->gate = Tensor::Empty({t, local_ffn_}, DType::kF32);
-  saved->up = Tensor::Empty({t, local_ffn_}, DType::kF32);
-  saved->act = Tensor::Empty({t, local_ffn_}, DType::kF32);
-  ops::LinearForward(saved->x, gate_->value, &saved->gate, ctx.s());
-  ops::LinearForward(saved->x, up_->value, &saved->up, ctx.s());
+  saved->gate = ctx.Act({t, local_ffn_});
+  saved->up = ctx.Act({t, local_ffn_});
+  saved->act = ctx.Act({t, local_ffn_});
+  ops::LinearForward(saved->x, gate_->compute, &saved->gate, ctx.s());
+  ops::LinearForward(saved->x, up_->compute, &saved->up, ctx.s());
   ops::SwiGluForward(saved->gate, saved->up, &saved->act, ctx.s());
-  Tensor partial = Tensor::Empty({t, hidden_}, DType::kF32);
-  ops::LinearForward(saved->act, down_->value, &partial, ctx.s());
+  Tensor partial = ctx.Act({t, hidden_});
+  ops::LinearForward(saved->act, down_->compute, &partial, ctx.s());
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
 }
 
@@ -44,16 +44,16 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
   const int64_t t = saved.x.dim(0);
   Tensor d_y_full;
   MF_RETURN_IF_ERROR(parallel::TpGather(d_y, mp_.tp, mp_.sequence_parallel, &d_y_full));
-  Tensor d_act = Tensor::Empty({t, local_ffn_}, DType::kF32);
-  ops::LinearBackward(saved.act, down_->value, d_y_full, &d_act, &down_->grad, ctx.s());
-  Tensor d_gate = Tensor::Empty({t, local_ffn_}, DType::kF32);
-  Tensor d_up = Tensor::Empty({t, local_ffn_}, DType::kF32);
+  Tensor d_act = ctx.Act({t, local_ffn_});
+  ops::LinearBackward(saved.act, down_->compute, d_y_full, &d_act, &down_->grad, ctx.s());
+  Tensor d_gate = ctx.Act({t, local_ffn_}), d_up = ctx.Act({t, local_ffn_});
   ops::SwiGluBackward(saved.gate, saved.up, d_act, &d_gate, &d_up, ctx.s());
-  Tensor d_full = Tensor::Empty({t, hidden_}, DType::kF32);
-  Tensor d_part = Tensor::Empty({t, hidden_}, DType::kF32);
-  ops::LinearBackward(saved.x, gate_->value, d_gate, &d_full, &gate_->grad, ctx.s());
-  ops::LinearBackward(saved.x, up_->value, d_up, &d_part, &up_->grad, ctx.s());
-  ops::Add(d_full, d_part, &d_full, ctx.s());
+  // d(x) of both projections accumulates in one GEMM chain (beta = 1).
+  Tensor d_full = ctx.Act({t, hidden_});
+  ops::Gemm(d_gate, false, gate_->compute, false, 1.0f, 0.0f, &d_full, ctx.s());
+  ops::Gemm(d_up, false, up_->compute, false, 1.0f, 1.0f, &d_full, ctx.s());
+  ops::LinearBackward(saved.x, gate_->compute, d_gate, nullptr, &gate_->grad, ctx.s());
+  ops::LinearBackward(saved.x, up_->compute, d_up, nullptr, &up_->grad, ctx.s());
   Tensor d_in;
   MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, &d_in));
   ops::Add(*d_x, d_in, d_x, ctx.s());

@@ -83,22 +83,26 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   const Tensor& routed = saved->routed;
   const int64_t t = routed.dim(0), n = t * k;
 
-  // Router in f32 (ALGORITHMS §1).
-  saved->logits = Tensor::Empty({t, e}, DType::kF32);
-  ops::LinearForward(routed, router_->value, &saved->logits, ctx.s());
+  // Router in f32 (ALGORITHMS §1): an f32 copy of the rows against the f32 master weight.
+  saved->logits = ctx.F32({t, e});
+  ops::LinearForward(routed.To(DType::kF32, ctx.s()), router_->value, &saved->logits, ctx.s());
   RoutingPlan& plan = saved->plan;
-  plan.ids = Tensor::Empty({t, k}, DType::kI32);
-  plan.weights = Tensor::Empty({t, k}, DType::kF32);
+  plan.ids = ctx.I32({t, k});
+  plan.weights = ctx.F32({t, k});
   if (moe.force_balanced_routing) {
     // Rows are numbered from this rank's first routed row, so a TP rank's share continues where
     // the previous one stopped and each rank's own tokens are balanced across the experts.
     ops::BalancedRouting(saved->first_row, static_cast<int>(e), &plan.ids, &plan.weights, ctx.s());
   } else {
-    ops::RouterTopKForward(saved->logits, bias_, moe.topk, &plan.ids, &plan.weights, ctx.s());
+    const Tensor bias = bias_.defined() && bias_.numel() > 0 ? ctx.Upload(bias_) : Tensor();
+    ops::RouterTopKForward(saved->logits, bias, moe.topk, &plan.ids, &plan.weights, ctx.s());
   }
+  // The forward's one device-to-host copy (a wait on a GPU): the host plans from the choices.
+  plan.ids_host = plan.ids.To(Device::Cpu());
+  const int32_t* ids = plan.ids_host.data<int32_t>();
 
   if (moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
-    saved->probs = Tensor::Empty({t, e}, DType::kF32);
+    saved->probs = ctx.F32({t, e});
     ops::SoftmaxForward(saved->logits, &saved->probs, ctx.s());
     // One aux unit per micro-batch (batch-level) or per sequence (sequence-level); its expert
     // counts are summed over TP×CP, the ranks that hold the unit's other tokens.
@@ -106,16 +110,16 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     const int64_t units = per_batch ? 1 : batch.batch();
     saved->unit_rows = per_batch ? rows : batch.seq_len();
     saved->unit_tokens = saved->unit_rows * mp_.cp_size();
-    saved->unit_counts = Tensor::Zeros({units, e}, DType::kF32);
-    float* counts = saved->unit_counts.data<float>();
-    const int32_t* ids = plan.ids.data<int32_t>();
+    Tensor unit_counts = Tensor::Zeros({units, e}, DType::kF32);
+    float* counts = unit_counts.data<float>();
     for (int64_t i = 0; i < t; ++i) {
       const int64_t u = (saved->first_row + i) / saved->unit_rows;
       for (int64_t j = 0; j < k; ++j) counts[u * e + ids[i * k + j]] += 1;
     }
     if (!parallel::IsSingleRank(mp_.tp_cp)) {
-      MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.tp_cp->AllReduce(&saved->unit_counts, {})));
+      MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.tp_cp->AllReduce(&unit_counts, {})));
     }
+    saved->unit_counts = ctx.Upload(unit_counts);
     ForEachUnitSlice(saved->first_row, t, saved->unit_rows, [&](int64_t u, int64_t b, int64_t end) {
       stats->aux_loss_sum += ops::AuxLossForward(saved->probs.Slice(b, end),
                                                  saved->unit_counts.Slice(u, u + 1).Reshape({e}),
@@ -127,41 +131,47 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     stats->z_loss_sum += ops::ZLossForward(saved->logits, moe.z_coeff, /*total_tokens=*/1, ctx.s());
   }
 
-  for (int64_t i = 0; i < n; ++i) ++load_[plan.ids.data<int32_t>()[i]];
+  for (int64_t i = 0; i < n; ++i) ++load_[ids[i]];
   if (moe.capacity_factor > 0) {
     const int64_t capacity = ExpertCapacity(t, moe.top_k, moe.num_experts, moe.capacity_factor);
-    dropped_ += CapacityPermutation(plan.ids, plan.weights, moe.num_experts, capacity,
-                                    moe.drop_policy, &plan.sorted, &plan.counts);
+    Tensor sorted;
+    dropped_ += CapacityPermutation(plan.ids_host, plan.weights.To(Device::Cpu()), moe.num_experts,
+                                    capacity, moe.drop_policy, &sorted, &plan.counts);
+    plan.sorted = ctx.Upload(sorted);
     options.pad_to = moe.pad_to_capacity ? capacity : 0;
   } else {
-    plan.sorted = Tensor::Empty({n}, DType::kI32);
-    plan.counts = Tensor::Empty({e}, DType::kI32);
-    ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &plan.counts, ctx.s());
+    // The device sorts the pairs (a stable counting sort, the CPU's order); the host counts them.
+    plan.sorted = ctx.I32({n});
+    Tensor device_counts = ctx.I32({e});
+    ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &device_counts, ctx.s());
+    plan.counts = Tensor::Zeros({e}, DType::kI32);
+    for (int64_t i = 0; i < n; ++i) ++plan.counts.data<int32_t>()[ids[i]];
   }
   const std::vector<int64_t> counts(plan.counts.data<int32_t>(),
                                     plan.counts.data<int32_t>() + e);
   MF_ASSIGN_OR_RETURN(saved->dispatch,
                       parallel::BuildDispatchPlan(counts, options, mp_.experts));
   const int64_t kept = plan.sorted.numel();
-  Tensor permuted = Tensor::Empty({kept, h}, DType::kF32);
+  Tensor permuted = ctx.Act({kept, h});
   ops::PermuteTokens(routed, plan.sorted, moe.top_k, &permuted, ctx.s());
   MF_RETURN_IF_ERROR(
       parallel::Dispatch(saved->dispatch, mp_.experts, permuted, &saved->grouped, &dispatch_bytes_));
 
   // The local experts, one grouped GEMM per projection; under ETP each output is a partial sum.
+  // The counts stay on the host, so the grouped GEMM needs no wait.
   const int64_t local_rows = saved->grouped.dim(0), f_local = f / mp_.etp_size();
   const Tensor& local_counts = saved->dispatch.local_counts;
-  saved->gate = Tensor::Empty({local_rows, f_local}, DType::kF32);
-  saved->up = Tensor::Empty({local_rows, f_local}, DType::kF32);
-  saved->act = Tensor::Empty({local_rows, f_local}, DType::kF32);
-  Tensor expert_out = Tensor::Empty({local_rows, h}, DType::kF32);
-  ops::GroupedLinearForward(saved->grouped, gate_->value, local_counts, &saved->gate, ctx.s());
-  ops::GroupedLinearForward(saved->grouped, up_->value, local_counts, &saved->up, ctx.s());
+  saved->gate = ctx.Act({local_rows, f_local});
+  saved->up = ctx.Act({local_rows, f_local});
+  saved->act = ctx.Act({local_rows, f_local});
+  Tensor expert_out = ctx.Act({local_rows, h});
+  ops::GroupedLinearForward(saved->grouped, gate_->compute, local_counts, &saved->gate, ctx.s());
+  ops::GroupedLinearForward(saved->grouped, up_->compute, local_counts, &saved->up, ctx.s());
   ops::SwiGluForward(saved->gate, saved->up, &saved->act, ctx.s());
-  ops::GroupedLinearForward(saved->act, down_->value, local_counts, &expert_out, ctx.s());
+  ops::GroupedLinearForward(saved->act, down_->compute, local_counts, &expert_out, ctx.s());
   MF_RETURN_IF_ERROR(parallel::Combine(saved->dispatch, mp_.experts, expert_out, &saved->combined,
                                        &dispatch_bytes_));
-  Tensor routed_y = Tensor::Empty({t, h}, DType::kF32);
+  Tensor routed_y = ctx.Act({t, h});
   ops::UnpermuteTokens(saved->combined, plan.sorted, plan.weights, &routed_y, ctx.s());
   if (SplitsRows()) {
     MF_RETURN_IF_ERROR(parallel::TpGather(routed_y, mp_.tp, /*sequence_parallel=*/true, y));
@@ -192,34 +202,32 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   const int64_t kept = plan.sorted.numel(), local_rows = saved.grouped.dim(0);
   const int64_t f_local = f / mp_.etp_size();
   const Tensor& local_counts = saved.dispatch.local_counts;
-  Tensor d_combined = Tensor::Empty({kept, h}, DType::kF32);
-  Tensor d_weights = Tensor::Empty({t, k}, DType::kF32);
+  Tensor d_combined = ctx.Act({kept, h});
+  Tensor d_weights = ctx.F32({t, k});
   ops::UnpermuteTokensBackward(d_routed_y, saved.combined, plan.sorted, plan.weights, &d_combined,
                                &d_weights, ctx.s());
   Tensor d_expert_out;
   MF_RETURN_IF_ERROR(parallel::Dispatch(saved.dispatch, mp_.experts, d_combined, &d_expert_out,
                                         &dispatch_bytes_));
-  Tensor d_act = Tensor::Empty({local_rows, f_local}, DType::kF32);
-  ops::GroupedLinearBackward(saved.act, down_->value, local_counts, d_expert_out, &d_act,
+  Tensor d_act = ctx.Act({local_rows, f_local});
+  ops::GroupedLinearBackward(saved.act, down_->compute, local_counts, d_expert_out, &d_act,
                              &down_->grad, ctx.s());
-  Tensor d_gate = Tensor::Empty({local_rows, f_local}, DType::kF32);
-  Tensor d_up = Tensor::Empty({local_rows, f_local}, DType::kF32);
+  Tensor d_gate = ctx.Act({local_rows, f_local}), d_up = ctx.Act({local_rows, f_local});
   ops::SwiGluBackward(saved.gate, saved.up, d_act, &d_gate, &d_up, ctx.s());
-  Tensor d_grouped = Tensor::Empty({local_rows, h}, DType::kF32);
-  Tensor d_part = Tensor::Empty({local_rows, h}, DType::kF32);
-  ops::GroupedLinearBackward(saved.grouped, gate_->value, local_counts, d_gate, &d_grouped,
+  Tensor d_grouped = ctx.Act({local_rows, h}), d_part = ctx.Act({local_rows, h});
+  ops::GroupedLinearBackward(saved.grouped, gate_->compute, local_counts, d_gate, &d_grouped,
                              &gate_->grad, ctx.s());
-  ops::GroupedLinearBackward(saved.grouped, up_->value, local_counts, d_up, &d_part, &up_->grad,
+  ops::GroupedLinearBackward(saved.grouped, up_->compute, local_counts, d_up, &d_part, &up_->grad,
                              ctx.s());
   ops::Add(d_grouped, d_part, &d_grouped, ctx.s());
   Tensor d_permuted;
   MF_RETURN_IF_ERROR(parallel::Combine(saved.dispatch, mp_.experts, d_grouped, &d_permuted,
                                        &dispatch_bytes_));
-  Tensor d_routed = Tensor::Empty({t, h}, DType::kF32);
+  Tensor d_routed = ctx.Act({t, h});
   ops::PermuteTokensBackward(d_permuted, plan.sorted, moe.top_k, &d_routed, ctx.s());
 
-  // Router: gradients of the routing weights, the aux loss and the z-loss meet in d_logits.
-  Tensor d_logits = Tensor::Zeros({t, e}, DType::kF32);
+  // Router: gradients of the routing weights, the aux loss and the z-loss meet in d_logits (f32).
+  Tensor d_logits = ctx.Zeros({t, e}, DType::kF32);
   if (!moe.force_balanced_routing) {  // forced weights are constants
     ops::RouterTopKBackward(saved.logits, plan.ids, plan.weights, moe.topk, d_weights, &d_logits,
                             ctx.s());
@@ -236,10 +244,10 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
     ops::ZLossBackward(saved.logits, moe.z_coeff, /*total_tokens=*/1, seeds.z_grad_scale,
                        &d_logits, ctx.s());
   }
-  Tensor d_router_x = Tensor::Empty({t, h}, DType::kF32);
-  ops::LinearBackward(saved.routed, router_->value, d_logits, &d_router_x, &router_->grad,
-                      ctx.s());
-  ops::Add(d_routed, d_router_x, &d_routed, ctx.s());
+  Tensor d_router_x = ctx.F32({t, h});
+  ops::LinearBackward(saved.routed.To(DType::kF32, ctx.s()), router_->value, d_logits, &d_router_x,
+                      &router_->grad, ctx.s());
+  ops::Axpy(1.0f, d_router_x, &d_routed, ctx.s());  // f32 into the activation dtype
   if (SplitsRows()) {
     // Every TP rank needs the whole (replicated) input gradient: gather the shares.
     Tensor d_all;

@@ -24,11 +24,16 @@
 
 namespace moefold::model {
 
+// Device tensors live where the activations do; the host copies drive what the host decides
+// (dispatch sizes, the grouped GEMM's counts, aux counts, expert load), so they are the one
+// device-to-host copy of a forward.
 struct RoutingPlan {
-  Tensor ids;      // (T_r, K) i32 chosen experts (T_r: the rows this rank routes)
-  Tensor weights;  // (T_r, K) f32 routing weights
-  Tensor sorted;   // (N) i32 kept pair indices t·K + j in expert-major order (N = T_r·K dropless)
-  Tensor counts;   // (E) i32 kept pairs per expert
+  Tensor ids;       // (T_r, K) i32 chosen experts (T_r: the rows this rank routes), device
+  Tensor ids_host;  // (T_r, K) i32 the same on the host
+  Tensor weights;   // (T_r, K) f32 routing weights, device
+  Tensor sorted;  // (N) i32 kept pair indices t·K + j in expert-major order (N = T_r·K dropless),
+                  // device
+  Tensor counts;  // (E) i32 kept pairs per expert, host
 };
 
 class MoeLayer {
@@ -37,9 +42,9 @@ class MoeLayer {
     Tensor x;       // (T_x, H) layer input
     Tensor routed;  // (T_r, H) the rows routed here (x, or this TP rank's share of x)
     int64_t first_row = 0;  // index of routed's first row among the micro-batch's B·S rows
-    Tensor logits;  // (T_r, E)
-    Tensor probs;   // (T_r, E) full softmax, kept when the aux loss is on
-    Tensor unit_counts;     // (units, E) f32 expert counts of each aux unit over TP×CP
+    Tensor logits;          // (T_r, E) f32 (the router runs in f32 on an f32 copy of `routed`)
+    Tensor probs;           // (T_r, E) f32 full softmax, kept when the aux loss is on
+    Tensor unit_counts;     // (units, E) f32 expert counts of each aux unit over TP×CP, device
     int64_t unit_rows = 0;  // rows of one aux unit on this rank's CP chunk (S or B·S)
     int64_t unit_tokens = 0;  // tokens of one aux unit over the whole sequence
     RoutingPlan plan;
@@ -86,7 +91,7 @@ class MoeLayer {
   Parameter* up_;
   Parameter* down_;
   std::unique_ptr<SwiGluMlp> shared_;
-  Tensor bias_;  // (E) f32, selection only; undefined when expert_bias is off
+  Tensor bias_;  // (E) f32 on the host, selection only; undefined when expert_bias is off
   std::vector<int64_t> load_;
   int64_t dropped_ = 0;
   mutable int64_t dispatch_bytes_ = 0;  // a counter the (const) backward's exchanges add to

@@ -1,6 +1,7 @@
-// What one forward/backward of a micro-batch needs besides parameters: the stream, the batch, and how
-// the backward is seeded. Saved activations (the tape) live in each layer's `Saved` struct, which the
-// caller keeps per micro-batch in flight (the pipeline schedule decides how many).
+// What one forward/backward of a micro-batch needs besides parameters: the stream (and with it the
+// device), the activation dtype, the batch, and how the backward is seeded. Saved activations (the
+// tape) live in each layer's `Saved` struct, which the caller keeps per micro-batch in flight (the
+// pipeline schedule decides how many).
 #pragma once
 
 #include <cstdint>
@@ -12,24 +13,48 @@
 
 namespace moefold::model {
 
-// A micro-batch of B sequences of S tokens: tokens (B, S) i32 inputs, targets (B, S) i32 next tokens
-// (-1 = ignored), positions (S) i32 global positions (0..S-1 on one rank; context parallelism later
-// passes its chunks' offsets).
+// A micro-batch of B sequences of S tokens, on the host: tokens (B, S) i32 inputs, targets (B, S)
+// i32 next tokens (-1 = ignored), positions (S) i32 global positions (0..S-1 on one rank; context
+// parallelism passes its chunks' offsets). The kernels read the `on_device` copies
+// (WithDeviceCopies).
 struct MicroBatch {
   Tensor tokens;
   Tensor targets;
   Tensor positions;
+  struct DeviceCopies {
+    Tensor tokens;         // (B, S) i32
+    Tensor targets;        // (B, S) i32
+    Tensor row_positions;  // (B·S) i32: positions repeated for every sequence
+  };
+  DeviceCopies on_device;  // undefined until made
   int64_t batch() const { return tokens.dim(0); }
   int64_t seq_len() const { return tokens.dim(1); }
 };
 
+// `batch` with on_device made for the stream's device (uploaded on it, or views of the host
+// tensors on the CPU); already made ones are kept, so a trainer uploads once per micro-batch.
+MicroBatch WithDeviceCopies(const MicroBatch& batch, const Stream& stream);
+
 struct StepContext {
-  Stream* stream = nullptr;
+  Stream* stream = nullptr;  // the compute stream; its device is where the activations live
+  // Activations (x, q/k/v, gate/up, logits and their gradients) are f32 or bf16; statistics (rstd,
+  // lse, router logits and weights, losses) stay f32 and parameter gradients accumulate in f32
+  // (DESIGN §2).
+  DType act_dtype = DType::kF32;
   // Called during Backward each time the parameters with ParameterSet indices [first, last) have
   // received their last gradient contribution of this backward (data parallelism starts reducing
   // their buckets while the rest of the backward runs). Unset: not called.
   std::function<void(int64_t first, int64_t last)> grads_ready = nullptr;
   Stream& s() const { return *stream; }
+  const Device& device() const { return stream->device(); }
+  // Uninitialised tensors on the compute device: in the activation dtype, and f32 / i32 ones.
+  Tensor Act(const Shape& shape) const { return Tensor::Empty(shape, act_dtype, device()); }
+  Tensor F32(const Shape& shape) const { return Tensor::Empty(shape, DType::kF32, device()); }
+  Tensor I32(const Shape& shape) const { return Tensor::Empty(shape, DType::kI32, device()); }
+  // Zeros of `dtype` on the compute device, zeroed on the stream (no wait).
+  Tensor Zeros(const Shape& shape, DType dtype) const;
+  // A host tensor's copy on the compute device (itself on the CPU), enqueued on the stream.
+  Tensor Upload(const Tensor& host) const { return host.To(device(), s()); }
 };
 
 // Values the forward pass measured; sums, so the caller normalises over the whole global batch.

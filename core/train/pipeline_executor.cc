@@ -15,7 +15,8 @@ PipelineExecutor::PipelineExecutor(std::vector<model::Decoder*> chunks,
                                    Shape activation)
     : chunks_(std::move(chunks)), pp_(pp), kind_(kind), activation_(std::move(activation)) {}
 
-absl::Status PipelineExecutor::Run(const std::vector<model::MicroBatch>& batches,
+absl::Status PipelineExecutor::Run(const model::StepContext& base,
+                                   const std::vector<model::MicroBatch>& batches,
                                    const PipelineCallbacks& cb) {
   using Type = parallel::PipelineAction::Type;
   const int pp = pp_size(), chunks = static_cast<int>(chunks_.size());
@@ -43,7 +44,7 @@ absl::Status PipelineExecutor::Run(const std::vector<model::MicroBatch>& batches
     return absl::OkStatus();
   };
   auto receive = [&](int from_stage, int to_stage, int m, bool backward) -> absl::StatusOr<Tensor> {
-    Tensor t = Tensor::Empty(activation_, DType::kF32);
+    Tensor t = base.Act(activation_);
     MF_RETURN_IF_ERROR(Annotate(
         parallel::WaitFor(pp_->Recv(&t, rank_of(from_stage), {.tag = tag(m, to_stage, backward)})),
         absl::StrCat(backward ? "gradient" : "activation", " of micro-batch ", m,
@@ -56,7 +57,8 @@ absl::Status PipelineExecutor::Run(const std::vector<model::MicroBatch>& batches
     model::Decoder& chunk = *chunks_[a.chunk];
     const int s = a.chunk * pp + stage();
     const model::MicroBatch& batch = batches[a.micro];
-    model::StepContext ctx{&CpuStream()};
+    model::StepContext ctx = base;
+    ctx.grads_ready = nullptr;
     if (a.type == Type::kForward) {
       Tensor input, output;
       if (!chunk.stage().embedding) {

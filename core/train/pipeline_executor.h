@@ -36,9 +36,10 @@ class PipelineExecutor {
   PipelineExecutor(std::vector<model::Decoder*> chunks, parallel::Communicator* pp,
                    parallel::ScheduleKind kind, Shape activation);
 
-  // Runs the schedule over `batches` (one per micro-batch). Status: a failed collective or
-  // point-to-point exchange (naming the peer), a failing callback.
-  absl::Status Run(const std::vector<model::MicroBatch>& batches,
+  // Runs the schedule over `batches` (one per micro-batch) on base's stream and activation dtype
+  // (base.grads_ready is ignored: the callbacks' is set for each chunk's last backward). Status: a
+  // failed collective or point-to-point exchange (naming the peer), a failing callback.
+  absl::Status Run(const model::StepContext& base, const std::vector<model::MicroBatch>& batches,
                    const PipelineCallbacks& callbacks);
   const std::vector<parallel::PipelineAction>& last_schedule() const { return schedule_; }
 

@@ -10,14 +10,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "configs/validate.h"
 #include "core/allocator.h"
+#include "core/cuda_runtime.h"
 #include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
 #include "core/data/prep_data.h"
 #include "core/train/metrics.h"
 #include "core/train/model_from_config.h"
 #include "core/train/pipeline_executor.h"
-#include "configs/validate.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
@@ -94,6 +95,11 @@ struct Trainer::State {
   config::ExperimentConfig config;
   TrainerOptions options;
   RankGroups groups;
+  // Where the step runs: the CPU or this rank's GPU, its compute (default) stream, and the
+  // activation dtype (master weights, gradients and optimizer state stay f32).
+  Device device = Device::Cpu();
+  Stream* stream = &CpuStream();
+  DType act_dtype = DType::kF32;
   model::ModelSpec spec;
   ParameterSet params;
   std::vector<std::unique_ptr<model::Decoder>> chunks;  // this rank's model chunks (virtual stages)
@@ -133,6 +139,21 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   state->options = options;
   state->groups = groups;
   MF_ASSIGN_OR_RETURN(state->spec, ModelSpecFromConfig(config));
+  MF_ASSIGN_OR_RETURN(state->act_dtype, ParseDType(config.precision().compute_dtype()));
+  if (config.train().device() == "cuda") {
+    if (cuda::DeviceCount() <= options.cuda_device) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("train.device is cuda but ",
+                       cuda::BackendBuilt() ? ""
+                                            : "moefold was built without "
+                                              "the CUDA backend and ",
+                       "this process sees ", cuda::DeviceCount(), " GPU(s) (wanted GPU ",
+                       options.cuda_device, ")"));
+    }
+    MF_RETURN_IF_ERROR(cuda::SetDevice(options.cuda_device));
+    state->device = Device::Cuda(options.cuda_device);
+    state->stream = &DefaultStream(state->device);
+  }
 
   // Data: the configured Megatron dataset, or the built-in corpus prepared on first use.
   std::string prefix = config.data().path();
@@ -212,7 +233,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   // With compression every parameter starts a compressor block, so the blocks (and what Top-K or
   // a block scale sees) do not depend on which parameters share the buffer, e.g. per stage.
   const int64_t block = sync_options.ef21.enabled ? compression.block_size() : 1;
-  state->params.Flatten(parallel::GradSync::Alignment(groups.sync) * block, block);
+  state->params.Flatten(parallel::GradSync::Alignment(groups.sync) * block, block, state->device,
+                        state->act_dtype);
   state->sync = std::make_unique<parallel::GradSync>(&state->params, groups.sync, sync_options);
   if (sync_options.zero1) {
     state->sharded_optimizer = std::make_unique<optim::ShardedAdamW>(state->sync.get(), adam);
@@ -269,7 +291,8 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   StepResult result;
   result.step = step;
   result.lr = optim::LearningRate(st.schedule, step);
-  st.params.ZeroGrads();
+  Stream& stream = *st.stream;
+  st.params.ZeroGrads(stream);
   st.sync->BeginStep(step);
   st.reweighter->BeginStep(step);
   for (auto& chunk : st.chunks) {
@@ -315,6 +338,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
         targets[j] = sample_tokens[pos + 1];
       }
     }
+    batch = model::WithDeviceCopies(batch, stream);  // uploaded once, read by every layer
   }
 
   PipelineCallbacks callbacks;
@@ -356,7 +380,10 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
       mark(first, last);
     }
   };
-  MF_RETURN_IF_ERROR(st.pipeline->Run(batches, callbacks));
+  model::StepContext context;
+  context.stream = &stream;
+  context.act_dtype = st.act_dtype;
+  MF_RETURN_IF_ERROR(st.pipeline->Run(context, batches, callbacks));
   MF_RETURN_IF_ERROR(sync_status);
   if (st.tied_index >= 0) {
     Tensor& grad = st.params.params()[st.tied_index]->grad;
@@ -391,7 +418,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
                                           : static_cast<double>(sums[0]);
   st.reweighter->EndStep(z, mins[0], maxs[0]);
   std::vector<Tensor*> owned = st.sync->OwnedGrads();
-  optim::ScaleGrads(owned, static_cast<float>(1.0 / z));
+  optim::ScaleGrads(owned, static_cast<float>(1.0 / z), stream);
 
   if (sample_reduced) {
     weighted_sum = sums[1];
@@ -413,7 +440,9 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   MF_ASSIGN_OR_RETURN(const double sum_squares, st.sync->GlobalSumOfSquares());
   result.grad_norm = std::sqrt(sum_squares);
   const double clip = optim::ClipScale(result.grad_norm, st.config.optimizer().grad_clip());
-  if (clip != 1.0 && std::isfinite(clip)) optim::ScaleGrads(owned, static_cast<float>(clip));
+  if (clip != 1.0 && std::isfinite(clip)) {
+    optim::ScaleGrads(owned, static_cast<float>(clip), stream);
+  }
   result.tokens = global_batch * seq;
   result.grad_bytes_sent = st.sync->bytes_sent();
   result.grad_bytes_uncompressed = st.sync->uncompressed_bytes();
@@ -429,10 +458,11 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   if (!std::isfinite(result.grad_norm)) st.sync->ResetState();
   if (!result.skipped) {
     if (st.sharded_optimizer) {
-      MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(result.lr)));
+      MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(result.lr), stream));
     } else {
-      st.optimizer->Step(static_cast<float>(result.lr));
+      st.optimizer->Step(static_cast<float>(result.lr), stream);
     }
+    st.params.RefreshCompute(stream);  // the bf16 weights of the next forward
     st.loss_ema = st.ema_steps == 0 ? result.lm_loss : 0.9 * st.loss_ema + 0.1 * result.lm_loss;
     ++st.ema_steps;
   }
@@ -476,6 +506,9 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
       }
     }
   }
+  // The step ends when the device has finished its update, so step times include all its work.
+  stream.Synchronize();
+  result.device_peak_bytes = static_cast<int64_t>(AllocatorFor(st.device).peak_bytes());
   result.step_time_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
@@ -527,6 +560,7 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("tokens_dropped", r.tokens_dropped)
         .Add("dispatch_bytes", r.dispatch_bytes)
         .Add("host_peak_bytes", static_cast<int64_t>(CpuMemory().peak_bytes()))
+        .Add("device_peak_bytes", r.device_peak_bytes)
         .Add("grad_bytes_sent", r.grad_bytes_sent)
         .Add("grad_bytes_uncompressed", r.grad_bytes_uncompressed)
         .Add("skipped", r.skipped);

@@ -31,6 +31,7 @@ struct TrainerOptions {
   bool print_progress = true;
   bool live_progress = false;  // redraw one line (set when stdout is a terminal)
   int64_t fail_at_step = -1;   // fault injection for tests: this rank fails at that step
+  int cuda_device = 0;         // the GPU of this rank when train.device is cuda
 };
 
 // What one optimizer step measured.
@@ -54,6 +55,7 @@ struct StepResult {
   std::vector<std::vector<int64_t>> expert_tokens;  // per MoE layer: (token, choice) pairs per expert
   int64_t tokens_dropped = 0;  // pairs over capacity, all MoE layers and ranks
   int64_t dispatch_bytes = 0;  // bytes the token dispatchers of all ranks sent (forward + backward)
+  int64_t device_peak_bytes = 0;  // high-water mark of this rank's compute-device memory so far
 };
 
 struct TrainSummary {

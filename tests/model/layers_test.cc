@@ -45,7 +45,7 @@ MicroBatch Batch(int64_t b, int64_t s) {
   batch.targets = Tensor::Zeros({b, s}, DType::kI32);
   batch.positions = Tensor::Empty({s}, DType::kI32);
   for (int64_t i = 0; i < s; ++i) batch.positions.data<int32_t>()[i] = static_cast<int32_t>(i + 3);
-  return batch;
+  return WithDeviceCopies(batch, CpuStream());  // the layers read the kernels' copies
 }
 
 // Checks the analytic gradients d_x (given) and every parameter's grad against central differences

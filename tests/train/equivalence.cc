@@ -31,7 +31,8 @@ config::ExperimentConfig EquivalenceConfig(const std::vector<std::string>& overr
 }
 
 std::unique_ptr<parallel::ProcessGroups> MakeGroups(const config::ExperimentConfig& config,
-                                                    const parallel::MpiCommunicator* world) {
+                                                    const parallel::MpiCommunicator* world,
+                                                    parallel::CommBackend backend) {
   int size = 0;
   if (world != nullptr) {
     size = world->size();
@@ -43,7 +44,7 @@ std::unique_ptr<parallel::ProcessGroups> MakeGroups(const config::ExperimentConf
       size, {.tp = p.tp(), .cp = p.cp(), .dp = p.dp(), .pp = p.pp(), .etp = p.etp(), .ep = p.ep(),
              .order = p.order()});
   MF_CHECK(mapping.ok()) << mapping.status();
-  auto groups = parallel::ProcessGroups::Create(*mapping, {.world = world});
+  auto groups = parallel::ProcessGroups::Create(*mapping, {.backend = backend, .world = world});
   MF_CHECK(groups.ok()) << groups.status();
   return std::move(*groups);
 }

@@ -38,9 +38,10 @@ LayoutRun TrainLayout(const config::ExperimentConfig& config,
 const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, int steps);
 
 // The layout's ProcessGroups over `world` (MPI_COMM_WORLD's duplicate when null), sizes from the
-// config's parallel section.
-std::unique_ptr<parallel::ProcessGroups> MakeGroups(const config::ExperimentConfig& config,
-                                                    const parallel::MpiCommunicator* world);
+// config's parallel section, communicators of `backend` (on GPU 0 where it takes a device).
+std::unique_ptr<parallel::ProcessGroups> MakeGroups(
+    const config::ExperimentConfig& config, const parallel::MpiCommunicator* world,
+    parallel::CommBackend backend = parallel::CommBackend::kMpi);
 
 // One case of an equivalence matrix: the layout (`overrides`) of a world size, and the model
 // settings it shares with its single-rank reference (`model`).
