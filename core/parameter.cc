@@ -2,6 +2,9 @@
 #include "core/parameter.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/philox.h"
@@ -36,11 +39,20 @@ std::pair<int64_t, int64_t> ShardRange(int64_t n, int rank, int size) {
 
 namespace {
 
-// Fills `out` with std · N(0, 1) draws of rows [begin, end) of dimension `dim` of a tensor of
-// `global` shape whose element i is draw i of Philox(seed, subsequence) (dim -1: the whole tensor).
-// Each contiguous run of the slice starts its own stream at its global offset.
-void FillNormalSlice(uint64_t seed, uint64_t subsequence, const Shape& global, int dim,
-                     int64_t begin, int64_t end, float std, float* out) {
+// A contiguous run of normal draws: out[i] = std · draw (first + i) of Philox(seed, subsequence).
+struct NormalRun {
+  uint64_t seed, subsequence;
+  int64_t first;  // global element index of out[0]
+  int64_t count;
+  float std;
+  float* out;
+};
+
+// The runs of rows [begin, end) of dimension `dim` of a tensor of `global` shape whose element i is
+// draw i of Philox(seed, subsequence) (dim -1: the whole tensor), written contiguously to `out`.
+void AppendNormalSlice(uint64_t seed, uint64_t subsequence, const Shape& global, int dim,
+                       int64_t begin, int64_t end, float std, float* out,
+                       std::vector<NormalRun>* runs) {
   int64_t outer = 1, inner = 1, rows = 1;
   if (dim >= 0) {
     for (int i = 0; i < dim; ++i) outer *= global[i];
@@ -53,10 +65,36 @@ void FillNormalSlice(uint64_t seed, uint64_t subsequence, const Shape& global, i
   }
   const int64_t run = (end - begin) * inner;
   for (int64_t o = 0; o < outer; ++o) {
-    const int64_t first = (o * rows + begin) * inner;
-    PhiloxStream rng(seed, subsequence, 2 * static_cast<uint64_t>(first));
-    for (int64_t i = 0; i < run; ++i) *out++ = std * rng.Normal();
+    runs->push_back({seed, subsequence, (o * rows + begin) * inner, run, std, out});
+    out += run;
   }
+}
+
+// Fills every run, cut into pieces that threads take in turn. Each piece starts its stream at its
+// own offset (two outputs per draw), so the values do not depend on the cutting or the threads.
+void FillNormalRuns(const std::vector<NormalRun>& runs) {
+  constexpr int64_t kPiece = 1 << 20;
+  std::vector<NormalRun> pieces;
+  for (const NormalRun& r : runs) {
+    for (int64_t at = 0; at < r.count; at += kPiece) {
+      pieces.push_back({r.seed, r.subsequence, r.first + at, std::min(kPiece, r.count - at), r.std,
+                        r.out + at});
+    }
+  }
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < pieces.size(); i = next++) {
+      const NormalRun& p = pieces[i];
+      PhiloxStream rng(p.seed, p.subsequence, 2 * static_cast<uint64_t>(p.first));
+      for (int64_t j = 0; j < p.count; ++j) p.out[j] = p.std * rng.Normal();
+    }
+  };
+  const size_t threads = std::min<size_t>(
+      pieces.size(), std::max(1u, std::min(32u, std::thread::hardware_concurrency())));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
 }
 
 }  // namespace
@@ -107,6 +145,7 @@ Parameter* ParameterSet::Add(std::string name, const Shape& shape, GradReduction
 }
 
 void ParameterSet::Initialize(uint64_t seed) {
+  std::vector<NormalRun> runs;
   for (auto& p : params_) {
     float* v = p->value.data<float>();
     if (p->init_std == 0.0f) {
@@ -121,14 +160,15 @@ void ParameterSet::Initialize(uint64_t seed) {
       MF_CHECK(sh.tp_dim != 0) << p->name << ": the expert dimension cannot be TP-split";
       const int64_t per_expert = p->value.numel() / p->value.dim(0);
       for (int64_t e = 0; e < p->value.dim(0); ++e) {
-        FillNormalSlice(seed, HashName(p->ExpertName(sh.expert_offset + e)), per_expert_shape,
-                        sh.tp_dim - 1, sh.tp_begin, end, p->init_std, v + e * per_expert);
+        AppendNormalSlice(seed, HashName(p->ExpertName(sh.expert_offset + e)), per_expert_shape,
+                          sh.tp_dim - 1, sh.tp_begin, end, p->init_std, v + e * per_expert, &runs);
       }
       continue;
     }
-    FillNormalSlice(seed, HashName(p->name), sh.global_shape, sh.tp_dim, sh.tp_begin, end,
-                    p->init_std, v);
+    AppendNormalSlice(seed, HashName(p->name), sh.global_shape, sh.tp_dim, sh.tp_begin, end,
+                      p->init_std, v, &runs);
   }
+  FillNormalRuns(runs);
 }
 
 void ParameterSet::ZeroGrads() {

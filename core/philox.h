@@ -48,12 +48,16 @@ class PhiloxStream {
       : seed_(seed), subsequence_(subsequence), offset_(offset) {}
 
   MF_HOST_DEVICE uint32_t NextU32() {
+    // One Philox block gives four outputs: computed once, then read in turn.
     const uint64_t block = offset_ / 4;
-    const PhiloxBlock out = Philox4x32(
-        {static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-         static_cast<uint32_t>(subsequence_), static_cast<uint32_t>(subsequence_ >> 32)},
-        static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32));
-    return out[offset_++ % 4];
+    if (block != block_index_) {
+      block_ = Philox4x32(
+          {static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
+           static_cast<uint32_t>(subsequence_), static_cast<uint32_t>(subsequence_ >> 32)},
+          static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32));
+      block_index_ = block;
+    }
+    return block_[offset_++ % 4];
   }
   MF_HOST_DEVICE float Uniform() { return PhiloxUniform(NextU32()); }
   // Standard normal by Box-Muller on two consecutive outputs (the cosine branch only, so each call
@@ -69,6 +73,8 @@ class PhiloxStream {
   uint64_t seed_;
   uint64_t subsequence_;
   uint64_t offset_;
+  PhiloxBlock block_{};
+  uint64_t block_index_ = ~uint64_t{0};  // no block computed yet
 };
 
 }  // namespace moefold
