@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs the GPU parity tests, op_bench, step_bench and the shared libraries they need that a bare CUDA machine
+# Packs the GPU parity tests, op_bench, step_bench, the moefold binary and the shared libraries they need that a bare CUDA machine
 # may lack (abseil, OpenBLAS, ...; not glibc, libstdc++ or the CUDA libraries, which the GPU
 # machine's toolkit provides) into one folder, for gpu_suite.sh to run where nothing is installed.
 #   bash tools/bench/make_gpu_bundle.sh [BUILD_DIR=build-cuda] [BUNDLE=gpu-bundle]
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build-cuda}
 bundle=${2:-gpu-bundle}
-targets=(core_cuda_runtime_test core_caching_allocator_test op_bench step_bench
+targets=(core_cuda_runtime_test core_caching_allocator_test op_bench step_bench moefold
          parallel_host_staged_communicator_mpi_test parallel_nccl_communicator_mpi_test)
 for f in elementwise gemm grouped_gemm embedding norm rope attention router moe loss adamw; do
   targets+=("ops_cuda_${f}_test")
