@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -231,10 +232,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
                                           compression.rank_weights().end());
   }
   // With compression every parameter starts a compressor block, so the blocks (and what Top-K or
-  // a block scale sees) do not depend on which parameters share the buffer, e.g. per stage.
+  // a block scale sees) do not depend on which parameters share the buffer, e.g. per stage. Every
+  // parameter also starts 64 elements in (256 B of f32, 128 B of bf16): GEMM libraries and vector
+  // loads pick their fast paths only for aligned operands.
   const int64_t block = sync_options.ef21.enabled ? compression.block_size() : 1;
-  state->params.Flatten(parallel::GradSync::Alignment(groups.sync) * block, block, state->device,
-                        state->act_dtype);
+  state->params.Flatten(parallel::GradSync::Alignment(groups.sync) * block,
+                        std::lcm<int64_t>(block, 64), state->device, state->act_dtype);
   state->sync = std::make_unique<parallel::GradSync>(&state->params, groups.sync, sync_options);
   if (sync_options.zero1) {
     state->sharded_optimizer = std::make_unique<optim::ShardedAdamW>(state->sync.get(), adam);
