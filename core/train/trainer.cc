@@ -143,13 +143,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   MF_ASSIGN_OR_RETURN(state->act_dtype, ParseDType(config.precision().compute_dtype()));
   if (config.train().device() == "cuda") {
     if (cuda::DeviceCount() <= options.cuda_device) {
+      const char* build = cuda::BackendBuilt() ? "" : "moefold was built without CUDA and ";
       return absl::FailedPreconditionError(
-          absl::StrCat("train.device is cuda but ",
-                       cuda::BackendBuilt() ? ""
-                                            : "moefold was built without "
-                                              "the CUDA backend and ",
-                       "this process sees ", cuda::DeviceCount(), " GPU(s) (wanted GPU ",
-                       options.cuda_device, ")"));
+          absl::StrCat("train.device is cuda but ", build, "this process sees ",
+                       cuda::DeviceCount(), " GPU(s) (wanted GPU ", options.cuda_device, ")"));
     }
     MF_RETURN_IF_ERROR(cuda::SetDevice(options.cuda_device));
     state->device = Device::Cuda(options.cuda_device);
