@@ -96,11 +96,22 @@ TEST(StepBenchTest, MfuIsNullOnTheCpuAndABadMicroBatchIsAnErrorLine) {
   ASSERT_EQ(ok.lines.size(), 2u);
   EXPECT_EQ(Field(ok.lines[0], "mfu"), "null");
   EXPECT_EQ(Field(ok.lines[0], "peak_tflops"), "null");
+  EXPECT_EQ(Field(ok.lines[0], "grouped_gemm"), "\"loop\"");  // the default
+}
+
+TEST(StepBenchTest, NamesTheExpertGemmBackend) {
+  const Result r = RunBench("--routing balanced --grouped-gemm cublas_grouped");
+  ASSERT_EQ(r.exit_code, 0);
+  ASSERT_EQ(r.lines.size(), 2u);
+  for (const std::string& line : r.lines) {
+    EXPECT_EQ(Field(line, "grouped_gemm"), "\"cublas_grouped\"") << line;
+  }
 }
 
 TEST(StepBenchTest, BadArgumentsAreRefused) {
   EXPECT_EQ(RunBench("--routing sideways").exit_code, 2);
   EXPECT_EQ(RunBench("--steps 0").exit_code, 2);
+  EXPECT_EQ(RunBench("--grouped-gemm fastest").exit_code, 2);
 }
 
 }  // namespace

@@ -96,6 +96,11 @@ if [ -n "$step" ]; then
     rc=$?
     echo "step_bench $(basename "$config") rc=$rc" >> "$out/summary.txt"
     [ "$rc" -eq 0 ] || status=1
+    # The experts through one cuBLAS grouped-batched call instead of a loop, for the default's sake.
+    timeout "${STEP_TIMEOUT:-240}" "$step" --config "$config" --micro-batches 2 --routing balanced \
+      --grouped-gemm cublas_grouped --warmup 2 --steps "${STEPS:-5}" \
+      >> "$out/step_bench.jsonl" 2>> "$out/tests.log"
+    echo "step_bench $(basename "$config") cublas_grouped rc=$?" >> "$out/summary.txt"
   done
 else
   echo "step_bench: not found" >> "$out/summary.txt"

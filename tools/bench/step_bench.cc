@@ -27,6 +27,7 @@
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
 #include "core/train/trainer.h"
+#include "ops/grouped_gemm.h"
 #include "tools/bench/json_line.h"
 
 namespace moefold::bench {
@@ -42,11 +43,17 @@ struct Options {
   int warmup = 2;
   int steps = 5;
   double peak_tflops = -1;  // < 0: by device
+  ops::GroupedGemmBackend grouped_gemm = ops::GroupedGemmBackend::kLoop;
 };
+
+const char* GroupedGemmName(ops::GroupedGemmBackend backend) {
+  return backend == ops::GroupedGemmBackend::kLoop ? "loop" : "cublas_grouped";
+}
 
 const char kUsage[] =
     "usage: step_bench --config FILE [--set key=value]... [--micro-batches 1,2,4]\n"
-    "                  [--routing balanced,real] [--warmup N] [--steps N] [--peak-tflops X]\n";
+    "                  [--routing balanced,real] [--warmup N] [--steps N] [--peak-tflops X]\n"
+    "                  [--grouped-gemm loop|cublas_grouped]\n";
 
 bool ParseInts(const std::string& text, std::vector<int>* out) {
   for (absl::string_view part : absl::StrSplit(text, ',')) {
@@ -85,6 +92,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       ok = absl::SimpleAtoi(v, &o.warmup) && o.warmup >= 0;
     } else if (arg == "--steps") {
       ok = absl::SimpleAtoi(v, &o.steps) && o.steps >= 1;
+    } else if (arg == "--grouped-gemm") {
+      ok = v == "loop" || v == "cublas_grouped";
+      o.grouped_gemm = v == "loop" ? ops::GroupedGemmBackend::kLoop
+                                   : ops::GroupedGemmBackend::kCublasGrouped;
     } else if (arg == "--peak-tflops") {
       ok = absl::SimpleAtod(v, &o.peak_tflops) && o.peak_tflops > 0;
     } else {
@@ -171,6 +182,7 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanc
       .Add("device", gpu ? "cuda" : "cpu")
       .Add("compute_dtype", config.precision().compute_dtype())
       .Add("routing", balanced ? "balanced" : "real")
+      .Add("grouped_gemm", GroupedGemmName(o.grouped_gemm))
       .Add("micro_batch", train.micro_batch_size())
       .Add("global_batch", train.global_batch_size())
       .Add("seq_len", train.seq_len())
@@ -205,6 +217,7 @@ int Main(int argc, char** argv) {
     return help ? 0 : 2;
   }
   const Options& o = *parsed;
+  ops::SetGroupedGemmBackend(o.grouped_gemm);  // the GPU's expert GEMMs (the CPU always loops)
   const std::vector<int> micro_batches = o.micro_batches.empty() ? std::vector<int>{0}
                                                                  : o.micro_batches;
   bool any_failed = false;
@@ -230,6 +243,7 @@ int Main(int argc, char** argv) {
     if (!have_best) continue;
     JsonLine("train_step_best")
         .Add("routing", routing)
+        .Add("grouped_gemm", GroupedGemmName(o.grouped_gemm))
         .Add("micro_batch", best.micro_batch)
         .Add("tokens_per_s", best.tokens_per_s)
         .Add("step_s_median", best.step_s_median)
