@@ -35,6 +35,14 @@ class DeviceScope {
 };
 
 void* RecordMarker(void* stream) {
+#if CUDART_VERSION >= 12080
+  // cudaEventRecord fails when the event and the stream belong to different devices, so the event
+  // is created on the stream's device (the pinned pool is shared by every GPU's streams, and a
+  // block may be freed while another device is current).
+  int stream_device = 0;
+  MF_CUDA_CHECK(cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &stream_device));
+  DeviceScope scope(stream_device);
+#endif
   cudaEvent_t event;
   MF_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
   MF_CUDA_CHECK(cudaEventRecord(event, static_cast<cudaStream_t>(stream)));

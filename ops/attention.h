@@ -10,8 +10,8 @@
 
 namespace moefold::ops {
 
-// q (B, S, Hq, D), k and v (B, S, Hkv, D), Hq % Hkv == 0, all f32.
-// out (B, S, Hq, D) f32; lse (B, Hq, S) f32 = log-sum-exp of each query's scaled, masked scores,
+// q (B, S, Hq, D), k and v (B, S, Hkv, D), Hq % Hkv == 0, f32 or bf16 (one dtype).
+// out (B, S, Hq, D) in their dtype; lse (B, Hq, S) f32 = log-sum-exp of each query's scaled, masked scores,
 // saved so backward rebuilds the probabilities without storing them (flash-attention style).
 void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
                       Tensor* lse, Stream& stream);

@@ -55,6 +55,10 @@ bool HostStagedCommunicator::Stages(const Tensor& t) const {
 }
 
 Tensor HostStagedCommunicator::Staged(const Tensor& t, bool copy_in) const {
+  // An empty GPU tensor (e.g. the (0, d) output of an all-to-all-v that receives no rows) has
+  // nothing to copy, but the host-only backend refuses any non-CPU tensor, so it gets an empty host
+  // tensor of the same shape and dtype (Stages() is false: nothing is copied back).
+  if (t.numel() == 0 && !t.device().is_cpu()) return Tensor::Empty(t.shape(), t.dtype());
   if (!Stages(t)) return t;
   // Page-locked for GPU tensors (fast, and what cudaMemcpy wants); CPU tensors only in tests.
   Tensor host = t.device().is_cuda() ? Tensor::EmptyPinned(t.shape(), t.dtype())

@@ -2,6 +2,7 @@
 // where they apply (bf16, head dim 64/128, S % 64 == 0) and the row kernels otherwise.
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/check.h"

@@ -97,6 +97,11 @@ Registry::Plan MakePlan(cublasLtHandle_t lt, const GemmArgs& g, uint32_t align_a
     SetAttr(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
     const cudaDataType_t bias_type = CudaType(g.c_dtype);
     SetAttr(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
+    // cublasLtMatmulAlgoGetHeuristic reads the bias pointer's value to learn its alignment (it
+    // never dereferences it; cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER): set it before the
+    // query, or a NULL pointer looks perfectly aligned and the algorithm chosen may not accept the
+    // real one. align_bias in the cache key keeps plans of different bias alignments apart.
+    SetAttr(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias));
   }
   const cudaDataType_t ab = CudaType(g.ab_dtype), c = CudaType(g.c_dtype);
   const uint64_t a_rows = g.trans_b ? g.k : g.n, a_cols = g.trans_b ? g.n : g.k;
@@ -119,15 +124,21 @@ Registry::Plan MakePlan(cublasLtHandle_t lt, const GemmArgs& g, uint32_t align_a
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
   MF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
-  (void)align_bias;  // part of the cache key only: the bias has no alignment preference
+  (void)align_bias;  // in the cache key; the heuristic sees the bias pointer itself (above)
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  MF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, plan.op, plan.a, plan.b, plan.c, plan.c, pref,
-                                                 1, &result, &found));
+  // "No algorithm" comes back either as zero results or as CUBLAS_STATUS_NOT_SUPPORTED; both are
+  // reported with the whole problem (the plain status check would only name the call).
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      lt, plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  MF_CHECK(found > 0 && result.state == CUBLAS_STATUS_SUCCESS)
-      << "GEMM: cuBLASLt has no algorithm for m=" << g.m << " n=" << g.n << " k=" << g.k << " "
-      << DTypeName(g.ab_dtype) << "→" << DTypeName(g.c_dtype) << (g.bias ? " with bias" : "");
+  if (status != CUBLAS_STATUS_NOT_SUPPORTED) MF_CUBLAS_CHECK(status);
+  MF_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS)
+      << "GEMM: cuBLASLt has no algorithm for m=" << g.m << " n=" << g.n << " k=" << g.k
+      << " trans_a=" << g.trans_a << " trans_b=" << g.trans_b << " lda=" << g.lda
+      << " ldb=" << g.ldb << " ldc=" << g.ldc << " align a/b/c=" << align_a << "/" << align_b
+      << "/" << align_c << " " << DTypeName(g.ab_dtype) << "→" << DTypeName(g.c_dtype)
+      << (g.bias ? " with bias" : "");
   plan.algo = result.algo;
   return plan;
 }

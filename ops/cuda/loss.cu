@@ -41,7 +41,9 @@ __global__ void CrossEntropyForwardKernel(const T* logits, const int32_t* target
     if (x > m) {
       s = s * expf(m - x) + 1.0f;
       m = x;
-    } else {
+    } else if (x != -INFINITY) {
+      // A −inf logit adds exp(−inf) = 0; skipping it avoids exp(−inf − (−inf)) = NaN when it is
+      // the thread's first value (m still −inf). NaN logits still propagate.
       s += expf(x - m);
     }
   }

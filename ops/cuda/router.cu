@@ -2,6 +2,7 @@
 // lower id) and weights agree exactly with it; E and k are small, the work is T·E·k. Scalar losses
 // are per-token values summed in token order by one block (deterministic) and copied to the host.
 #include <cfloat>
+#include <cstdio>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
@@ -154,6 +155,14 @@ __global__ void TopKBackwardKernel(const float* logits, const int32_t* ids, cons
   const int32_t* id = ids + t * p.k;
   const float* g = d_weights + t * p.k;
   float* dl = d_logits + t * p.experts;
+  // The CPU reference rejects an id outside [0, E); here it would write out of bounds.
+  for (int j = 0; j < p.k; ++j) {
+    if (id[j] < 0 || id[j] >= p.experts) {
+      printf("moefold RouterTopKBackward: expert id %d (token %lld) outside [0, E=%d)\n", id[j],
+             static_cast<long long>(t), p.experts);
+      __trap();
+    }
+  }
   double u[256], h[256];
   const double c = p.scaling;
   if (p.score == static_cast<int>(ScoreFunction::kSoftmaxPost)) {

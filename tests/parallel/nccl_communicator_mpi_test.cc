@@ -1,5 +1,6 @@
 // The NCCL communicator on a GPU (one rank): skips cleanly without one (CI compiles it). With a GPU
-// it bootstraps over MPI, refuses host tensors, bad roots/peers and fp8 sums with clear messages,
+// it bootstraps over MPI, stages host tensors through the device for collectives and refuses them
+// for point-to-point, refuses bad roots/peers and fp8 sums with clear messages,
 // runs a barrier, and ProcessGroups builds every group on NCCL. Data-carrying ops on device tensors
 // (one member, so each is a copy or the identity) check the pointers, sizes and dtypes NCCL is
 // given, and that an op waits for the default stream's work before it reads its input.
@@ -23,10 +24,18 @@ TEST(NcclCommunicatorTest, OneRankBootstrapsRefusesBadCallsAndRunsABarrier) {
   EXPECT_EQ(comm.rank(), 0);
   EXPECT_EQ(comm.name(), "world");
   EXPECT_EQ(comm.world_ranks(), std::vector<int>{0});
-  Tensor host = Tensor::Zeros({4}, DType::kF32);
-  auto refused = comm.AllReduce(&host, {});
+  // Collectives stage host tensors (a GPU step's statistics) through the device; point-to-point
+  // refuses them by name.
+  Tensor host = Tensor::FromVector({1.5f, -2.0f, 3.0f, 0.25f}, {4});
+  ASSERT_OK(WaitFor(comm.AllReduce(&host, {})));
+  EXPECT_EQ(host.ToVector(), (std::vector<float>{1.5f, -2.0f, 3.0f, 0.25f}));
+  EXPECT_TRUE(host.device().is_cpu());
+  Tensor gathered = Tensor::Zeros({4}, DType::kF32);
+  ASSERT_OK(WaitFor(comm.AllGather(host, &gathered, {})));
+  EXPECT_EQ(gathered.ToVector(), host.ToVector());
+  auto refused = comm.Send(host, 0, {});
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("all_reduce on group 'world' (world ranks 0, NCCL)"),
+  EXPECT_NE(refused.status().message().find("send to 0 on group 'world' (world ranks 0, NCCL)"),
             absl::string_view::npos)
       << refused.status();
   EXPECT_NE(refused.status().message().find("takes GPU tensors"), absl::string_view::npos);
