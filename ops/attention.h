@@ -11,8 +11,9 @@
 namespace moefold::ops {
 
 // q (B, S, Hq, D), k and v (B, S, Hkv, D), Hq % Hkv == 0, f32 or bf16 (one dtype).
-// out (B, S, Hq, D) in their dtype; lse (B, Hq, S) f32 = log-sum-exp of each query's scaled, masked scores,
-// saved so backward rebuilds the probabilities without storing them (flash-attention style).
+// out (B, S, Hq, D) in their dtype; lse (B, Hq, S) f32 = log-sum-exp of each query's scaled, masked
+// scores, saved so backward rebuilds the probabilities without storing them (flash-attention
+// style).
 void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
                       Tensor* lse, Stream& stream);
 // d_q, d_k, d_v overwritten (same shapes as q, k, v).

@@ -1,9 +1,9 @@
 // The NCCL communicator on a GPU (one rank): skips cleanly without one (CI compiles it). With a GPU
 // it bootstraps over MPI, stages host tensors through the device for collectives and refuses them
-// for point-to-point, refuses bad roots/peers and fp8 sums with clear messages,
-// runs a barrier, and ProcessGroups builds every group on NCCL. Data-carrying ops on device tensors
-// (one member, so each is a copy or the identity) check the pointers, sizes and dtypes NCCL is
-// given, and that an op waits for the default stream's work before it reads its input.
+// for point-to-point, refuses bad roots/peers and fp8 sums with clear messages, runs a barrier, and
+// ProcessGroups builds every group on NCCL. Data-carrying ops on device tensors (one member, so
+// each is a copy or the identity) check the pointers, sizes and dtypes NCCL is given, and that an
+// op waits for the default stream's work before it reads its input.
 #include "gtest/gtest.h"
 #include "ops/device_query.h"
 #include "parallel/nccl_communicator.h"
