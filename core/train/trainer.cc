@@ -341,6 +341,11 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     batch = model::WithDeviceCopies(batch, stream);  // uploaded once, read by every layer
   }
 
+  auto seconds_since = [](std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  result.data_s = seconds_since(t0);
+  const auto model_start = std::chrono::steady_clock::now();
   PipelineCallbacks callbacks;
   callbacks.body_seeds.aux_grad_scale = static_cast<float>(z_ref / std::max<int64_t>(aux_units, 1));
   callbacks.body_seeds.z_grad_scale = static_cast<float>(z_ref / (global_batch * seq));
@@ -437,7 +442,10 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
                         : 0.0;
   result.z_loss = z_sum / static_cast<double>(global_batch * seq);
   result.loss = result.weighted_lm_loss + result.aux_loss + result.z_loss;
+  // The norm waits for the device: the forward, backward and gradient reductions are done here.
   MF_ASSIGN_OR_RETURN(const double sum_squares, st.sync->GlobalSumOfSquares());
+  result.model_s = seconds_since(model_start);
+  const auto update_start = std::chrono::steady_clock::now();
   result.grad_norm = std::sqrt(sum_squares);
   const double clip = optim::ClipScale(result.grad_norm, st.config.optimizer().grad_clip());
   if (clip != 1.0 && std::isfinite(clip)) {
@@ -509,8 +517,8 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   // The step ends when the device has finished its update, so step times include all its work.
   stream.Synchronize();
   result.device_peak_bytes = static_cast<int64_t>(AllocatorFor(st.device).peak_bytes());
-  result.step_time_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.update_s = seconds_since(update_start);
+  result.step_time_s = seconds_since(t0);
   return result;
 }
 
@@ -552,6 +560,9 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("tokens", summary.tokens)
         .Add("tokens_per_s", tokens_per_s)
         .Add("step_time_s", r.step_time_s)
+        .Add("data_s", r.data_s)
+        .Add("model_s", r.model_s)
+        .Add("update_s", r.update_s)
         .Add("model_tflops_per_s", summary.model_flops_per_token * tokens_per_s / 1e12)
         .Add("reweight_normaliser", r.normaliser)
         .Add("reweight_max_ratio", r.max_weight_ratio)

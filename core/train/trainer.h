@@ -49,6 +49,10 @@ struct StepResult {
   bool skipped = false;      // NaN/Inf or loss spike: no optimizer update
   int64_t tokens = 0;          // of the global batch
   double step_time_s = 0;
+  // Where the step's time went (host clock; each phase ends at a wait for the device): building
+  // the micro-batches; forward, backward and gradient reductions up to the global norm; clipping,
+  // the optimizer update and the end-of-step wait.
+  double data_s = 0, model_s = 0, update_s = 0;
   int64_t grad_bytes_sent = 0;          // by this rank in the gradient reductions
   int64_t grad_bytes_uncompressed = 0;  // what the uncompressed reduction would have sent
   std::vector<double> expert_imbalance;  // per MoE layer: max load / mean load

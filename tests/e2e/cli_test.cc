@@ -61,8 +61,9 @@ TEST(CliTest, QuickStartLossFallsClearlyOnTheBuiltinCorpus) {
   const auto lines = ReadLines(run_dir + "/metrics.jsonl");
   ASSERT_EQ(lines.size(), static_cast<size_t>(QUICKSTART_TEST_STEPS));
   for (const char* key : {"step", "loss", "lm_loss", "aux_loss", "grad_norm", "lr", "tokens",
-                          "tokens_per_s", "step_time_s", "expert_load_max_over_mean",
-                          "expert_tokens", "tokens_dropped", "dispatch_bytes", "skipped"}) {
+                          "tokens_per_s", "step_time_s", "data_s", "model_s", "update_s",
+                          "expert_load_max_over_mean", "expert_tokens", "tokens_dropped",
+                          "dispatch_bytes", "host_peak_bytes", "device_peak_bytes", "skipped"}) {
     EXPECT_NE(lines[0].find(std::string("\"") + key + "\""), std::string::npos) << key;
   }
   const double first = JsonNumber(lines.front(), "lm_loss");

@@ -69,6 +69,13 @@ TEST(StepBenchTest, PrintsOneLinePerMicroBatchAndRoutingAndTheBest) {
     EXPECT_NEAR(Number(line, "mfu"), Number(line, "model_tflops") / 0.5,
                 1e-4 * Number(line, "mfu"));
     EXPECT_GT(Number(line, "peak_memory_bytes"), 0);
+    // The phases (medians of each) account for the step, which also spends a little between them.
+    const double phases = Number(line, "data_s_median") + Number(line, "model_s_median") +
+                          Number(line, "update_s_median");
+    EXPECT_GT(Number(line, "model_s_median"), 0) << line;
+    EXPECT_GT(Number(line, "update_s_median"), 0) << line;
+    EXPECT_LE(phases, 1.1 * Number(line, "step_s_median")) << line;
+    EXPECT_GE(phases, 0.5 * Number(line, "step_s_median")) << line;
     EXPECT_TRUE(std::isfinite(Number(line, "last_loss")));
   }
   EXPECT_EQ(Field(r.lines[0], "routing"), "\"balanced\"");

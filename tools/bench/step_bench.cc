@@ -1,7 +1,8 @@
 // Whole-step training benchmark: for each micro-batch size and routing mode (forced-balanced and
 // real), build the trainer of a config, run warm-up steps, then time N optimizer steps and print
-// one JSON line with the median step time, tokens/s, model TFLOP/s, MFU (analytic FLOPs of
-// ALGORITHMS §8 over the device's dense peak) and peak memory; then one "train_step_best" line per
+// one JSON line with the median step time (and of its phases: data, forward + backward + gradient
+// reductions, update), tokens/s, model TFLOP/s, MFU (analytic FLOPs of ALGORITHMS §8 over the
+// device's dense peak) and peak memory; then one "train_step_best" line per
 // routing mode naming the fastest micro-batch. Nothing here asserts a time.
 //
 //   step_bench --config configs/bench/mixtral_mini.yaml --micro-batches 1,2,4 --steps 10
@@ -151,7 +152,7 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanc
   options.print_progress = false;
   MF_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
                       train::Trainer::Create(config, options));
-  std::vector<double> times;
+  std::vector<double> times, data_s, model_s, update_s;
   train::StepResult first, last;
   double imbalance_sum = 0;
   int64_t imbalance_n = 0;
@@ -163,6 +164,9 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanc
     last = r;
     if (s < o.warmup) continue;
     times.push_back(dt);
+    data_s.push_back(r.data_s);
+    model_s.push_back(r.model_s);
+    update_s.push_back(r.update_s);
     for (double x : r.expert_imbalance) imbalance_sum += x, ++imbalance_n;
   }
   // Read after the timed steps, so the high-water mark covers them.
@@ -191,6 +195,9 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanc
       .Add("step_s_median", f.step_s_median)
       .Add("step_s_min", *std::min_element(times.begin(), times.end()))
       .Add("step_s_max", *std::max_element(times.begin(), times.end()))
+      .Add("data_s_median", Median(data_s))
+      .Add("model_s_median", Median(model_s))
+      .Add("update_s_median", Median(update_s))
       .Add("tokens_per_step", tokens)
       .Add("tokens_per_s", f.tokens_per_s)
       .Add("flops_per_token", flops_per_token)
