@@ -5,13 +5,12 @@
 // on the CPU, and the step loop's GPU memory returns to the same level after every step.
 #include <cmath>
 
-#include "configs/config_loader.h"
-#include "configs/validate.h"
 #include "core/allocator.h"
 #include "core/train/trainer.h"
 #include "gtest/gtest.h"
 #include "tests/testing/cuda_testing.h"
 #include "tests/testing/testing.h"
+#include "tests/train/trainer_testing.h"
 
 namespace moefold::train {
 namespace {
@@ -22,10 +21,7 @@ config::ExperimentConfig TinyConfig(std::vector<std::string> overrides) {
   std::vector<std::string> all = {"train.steps=20", "optimizer.warmup_steps=5",
                                   "data.cache_dir=" + ::testing::TempDir() + "moefold-data"};
   all.insert(all.end(), overrides.begin(), overrides.end());
-  auto config = config::LoadConfigFile("configs/tiny_moe.yaml", all);
-  MF_CHECK(config.ok()) << config.status();
-  MF_CHECK(config::Validate(*config, 1).ok()) << config::Validate(*config, 1);
-  return *config;
+  return TinyMoeConfig(all);
 }
 
 struct TrainingRun {
@@ -34,18 +30,14 @@ struct TrainingRun {
 };
 
 TrainingRun Train(const config::ExperimentConfig& config, int steps) {
-  TrainerOptions options;
-  options.write_metrics = false;
-  options.print_progress = false;
-  auto trainer = Trainer::Create(config, options);
-  MF_CHECK(trainer.ok()) << trainer.status();
+  std::unique_ptr<Trainer> trainer = MakeQuietTrainer(config);
   TrainingRun run;
   for (int s = 0; s < steps; ++s) {
-    auto r = (*trainer)->Step(s);
+    auto r = trainer->Step(s);
     MF_CHECK(r.ok()) << "step " << s << ": " << r.status();
     run.steps.push_back(*r);
   }
-  for (const auto& p : (*trainer)->params().params()) run.params.push_back(p->value.ToVector());
+  for (const auto& p : trainer->params().params()) run.params.push_back(p->value.ToVector());
   return run;
 }
 
@@ -122,16 +114,12 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(CudaTrainerTest, StepMemoryReturnsToTheSameLevelAndIsReported) {
   MF_REQUIRE_GPU();
-  TrainerOptions options;
-  options.write_metrics = false;
-  options.print_progress = false;
-  auto trainer =
-      Trainer::Create(TinyConfig({"train.device=cuda", "precision.compute_dtype=bf16"}), options);
-  ASSERT_OK(trainer);
+  std::unique_ptr<Trainer> trainer =
+      MakeQuietTrainer(TinyConfig({"train.device=cuda", "precision.compute_dtype=bf16"}));
   Allocator& gpu = AllocatorFor(::moefold::testing::Gpu());
   size_t after_first = 0;
   for (int s = 0; s < 6; ++s) {
-    auto r = (*trainer)->Step(s);
+    auto r = trainer->Step(s);
     ASSERT_OK(r);
     EXPECT_GT(r->device_peak_bytes, 0);
     // Only parameters, gradients and optimizer state outlive a step.

@@ -4,12 +4,12 @@
 // refused by name.
 #include <cmath>
 
-#include "configs/config_loader.h"
 #include "configs/validate.h"
 #include "core/cuda_runtime.h"
 #include "core/train/trainer.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
+#include "tests/train/trainer_testing.h"
 
 namespace moefold::train {
 namespace {
@@ -35,9 +35,7 @@ config::ExperimentConfig LoadSmall(std::vector<std::string> overrides) {
                                   "optimizer.warmup_steps=2",
                                   "data.cache_dir=build/test-data"};
   all.insert(all.end(), overrides.begin(), overrides.end());
-  auto config = config::LoadConfigFile("configs/tiny_moe.yaml", all);
-  MF_CHECK(config.ok()) << config.status();
-  return *config;
+  return TinyMoeConfig(all, /*validate=*/false);
 }
 
 config::ExperimentConfig SmallConfig(std::vector<std::string> overrides) {
@@ -46,18 +44,9 @@ config::ExperimentConfig SmallConfig(std::vector<std::string> overrides) {
   return config;
 }
 
-std::unique_ptr<Trainer> MakeTrainer(const config::ExperimentConfig& config) {
-  TrainerOptions options;
-  options.write_metrics = false;
-  options.print_progress = false;
-  auto trainer = Trainer::Create(config, options);
-  MF_CHECK(trainer.ok()) << trainer.status();
-  return std::move(*trainer);
-}
-
 TEST(PrecisionTest, Bf16ActivationsTrackTheF32RunWithinBf16Tolerance) {
-  auto f32 = MakeTrainer(SmallConfig({}));
-  auto bf16 = MakeTrainer(SmallConfig({"precision.compute_dtype=bf16"}));
+  auto f32 = MakeQuietTrainer(SmallConfig({}));
+  auto bf16 = MakeQuietTrainer(SmallConfig({"precision.compute_dtype=bf16"}));
   double largest = 0;
   for (int s = 0; s < 20; ++s) {
     auto a = f32->Step(s);
@@ -73,7 +62,7 @@ TEST(PrecisionTest, Bf16ActivationsTrackTheF32RunWithinBf16Tolerance) {
 }
 
 TEST(PrecisionTest, Bf16WeightsAreTheRoundedMasterWeightsAfterEveryUpdate) {
-  auto trainer = MakeTrainer(SmallConfig({"precision.compute_dtype=bf16"}));
+  auto trainer = MakeQuietTrainer(SmallConfig({"precision.compute_dtype=bf16"}));
   for (int s = 0; s < 2; ++s) {
     ASSERT_OK(trainer->Step(s));
     for (const auto& p : trainer->params().params()) {
@@ -85,7 +74,7 @@ TEST(PrecisionTest, Bf16WeightsAreTheRoundedMasterWeightsAfterEveryUpdate) {
     }
   }
   // In f32 the compute weight is the master weight itself.
-  auto f32 = MakeTrainer(SmallConfig({}));
+  auto f32 = MakeQuietTrainer(SmallConfig({}));
   for (const auto& p : f32->params().params()) {
     EXPECT_EQ(p->compute.raw_data(), p->value.raw_data()) << p->name;
   }

@@ -5,10 +5,9 @@
 #include <cmath>
 #include <filesystem>
 
-#include "configs/config_loader.h"
-#include "configs/validate.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
+#include "tests/train/trainer_testing.h"
 
 namespace moefold::train {
 namespace {
@@ -23,19 +22,7 @@ config::ExperimentConfig SmallConfig(std::vector<std::string> overrides) {
       "train.seq_len=16",           "train.global_batch_size=4", "train.micro_batch_size=4",
       "train.steps=4",              "optimizer.warmup_steps=1", "data.cache_dir=build/test-data"};
   all.insert(all.end(), overrides.begin(), overrides.end());
-  auto config = config::LoadConfigFile("configs/tiny_moe.yaml", all);
-  MF_CHECK(config.ok()) << config.status();
-  MF_CHECK(config::Validate(*config, 1).ok()) << config::Validate(*config, 1);
-  return *config;
-}
-
-std::unique_ptr<Trainer> MakeTrainer(const config::ExperimentConfig& config) {
-  TrainerOptions options;
-  options.write_metrics = false;
-  options.print_progress = false;
-  auto trainer = Trainer::Create(config, options);
-  MF_CHECK(trainer.ok()) << trainer.status();
-  return std::move(*trainer);
+  return TinyMoeConfig(all);
 }
 
 std::vector<StepResult> RunSteps(Trainer& trainer, int steps) {
@@ -51,9 +38,9 @@ std::vector<StepResult> RunSteps(Trainer& trainer, int steps) {
 TEST(TrainerTest, UniformWeightsReproduceThePlainMeanBitForBit) {
   for (const std::string strategy : {"none", "linupper"}) {
     // linupper with warm-up covering every step and warmup_temperature 0 is uniform too.
-    auto trainer = MakeTrainer(SmallConfig({"reweighting.strategy=" + strategy,
-                                            "reweighting.warmup_steps=10",
-                                            "reweighting.warmup_temperature=0"}));
+    auto trainer = MakeQuietTrainer(
+        SmallConfig({"reweighting.strategy=" + strategy, "reweighting.warmup_steps=10",
+                     "reweighting.warmup_temperature=0"}));
     for (const StepResult& r : RunSteps(*trainer, 3)) {
       EXPECT_EQ(r.weighted_lm_loss, r.lm_loss) << strategy << " step " << r.step;
       EXPECT_EQ(r.normaliser, 4.0);
@@ -62,9 +49,9 @@ TEST(TrainerTest, UniformWeightsReproduceThePlainMeanBitForBit) {
 }
 
 TEST(TrainerTest, ReweightingChangesWeightsAfterTheFirstStep) {
-  auto trainer = MakeTrainer(SmallConfig({"reweighting.strategy=linupper",
-                                          "reweighting.temperature=0.2",
-                                          "reweighting.warmup_steps=0"}));
+  auto trainer =
+      MakeQuietTrainer(SmallConfig({"reweighting.strategy=linupper", "reweighting.temperature=0.2",
+                                    "reweighting.warmup_steps=0"}));
   const auto results = RunSteps(*trainer, 3);
   EXPECT_EQ(results[0].max_weight_ratio, 1.0);  // no previous range: uniform
   EXPECT_GT(results[2].max_weight_ratio, 1.01);
@@ -74,8 +61,8 @@ TEST(TrainerTest, ReweightingChangesWeightsAfterTheFirstStep) {
 
 void ExpectSameTraining(const config::ExperimentConfig& a_config,
                         const config::ExperimentConfig& b_config, int steps) {
-  auto a = MakeTrainer(a_config);
-  auto b = MakeTrainer(b_config);
+  auto a = MakeQuietTrainer(a_config);
+  auto b = MakeQuietTrainer(b_config);
   const auto ra = RunSteps(*a, steps);
   const auto rb = RunSteps(*b, steps);
   for (int s = 0; s < steps; ++s) {
@@ -103,15 +90,17 @@ TEST(TrainerTest, MicroBatchSizeDoesNotChangeReweightedTraining) {
 }
 
 TEST(TrainerTest, BatchLevelAuxLossDependsOnMicroBatchSizeByDefinition) {
-  auto one = MakeTrainer(SmallConfig({"model.moe.aux_loss_type=batch", "train.micro_batch_size=1"}));
-  auto four = MakeTrainer(SmallConfig({"model.moe.aux_loss_type=batch", "train.micro_batch_size=4"}));
+  auto one =
+      MakeQuietTrainer(SmallConfig({"model.moe.aux_loss_type=batch", "train.micro_batch_size=1"}));
+  auto four =
+      MakeQuietTrainer(SmallConfig({"model.moe.aux_loss_type=batch", "train.micro_batch_size=4"}));
   const double a = RunSteps(*one, 1)[0].aux_loss, b = RunSteps(*four, 1)[0].aux_loss;
   EXPECT_GT(a, 0);
   EXPECT_GT(std::fabs(a - b), 1e-6 * a);  // per micro-batch balance differs from global balance
 }
 
 TEST(TrainerTest, LossFallsOnTheBuiltinCorpus) {
-  auto trainer = MakeTrainer(SmallConfig({"train.steps=30", "optimizer.lr=0.01"}));
+  auto trainer = MakeQuietTrainer(SmallConfig({"train.steps=30", "optimizer.lr=0.01"}));
   const auto results = RunSteps(*trainer, 30);
   EXPECT_GT(results.front().lm_loss, 5.0);  // ≈ ln 257 at initialisation
   EXPECT_LT(results.back().lm_loss, results.front().lm_loss - 1.5);
@@ -120,8 +109,8 @@ TEST(TrainerTest, LossFallsOnTheBuiltinCorpus) {
 
 TEST(TrainerTest, ForcedBalancedRoutingLoadsEveryExpertEqually) {
   // 4 sequences × 16 tokens × top-2 = 128 pairs over 4 experts: 32 each, imbalance exactly 1.
-  auto forced = MakeTrainer(SmallConfig({"model.moe.force_balanced_routing=true"}));
-  auto real = MakeTrainer(SmallConfig({}));
+  auto forced = MakeQuietTrainer(SmallConfig({"model.moe.force_balanced_routing=true"}));
+  auto real = MakeQuietTrainer(SmallConfig({}));
   for (int s = 0; s < 3; ++s) {
     auto f = forced->Step(s);
     auto r = real->Step(s);
@@ -136,7 +125,7 @@ TEST(TrainerTest, ForcedBalancedRoutingLoadsEveryExpertEqually) {
 
 TEST(TrainerTest, NonFiniteStepIsSkipped) {
   auto config = SmallConfig({});
-  auto trainer = MakeTrainer(config);
+  auto trainer = MakeQuietTrainer(config);
   // Poison one weight: the loss turns NaN, the step must be skipped and the weights left alone.
   Parameter* head = trainer->params().Find("lm_head.weight");
   head->value.data<float>()[0] = NAN;
