@@ -98,8 +98,8 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     ops::RouterTopKForward(saved->logits, bias, moe.topk, &plan.ids, &plan.weights, ctx.s());
   }
   // The forward's one device-to-host copy (a wait on a GPU): the host plans from the choices.
-  plan.ids_host = plan.ids.To(Device::Cpu());
-  const int32_t* ids = plan.ids_host.data<int32_t>();
+  const Tensor ids_host = plan.ids.To(Device::Cpu());
+  const int32_t* ids = ids_host.data<int32_t>();
 
   if (moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
     saved->probs = ctx.F32({t, e});
@@ -135,7 +135,7 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   if (moe.capacity_factor > 0) {
     const int64_t capacity = ExpertCapacity(t, moe.top_k, moe.num_experts, moe.capacity_factor);
     Tensor sorted;
-    dropped_ += CapacityPermutation(plan.ids_host, plan.weights.To(Device::Cpu()), moe.num_experts,
+    dropped_ += CapacityPermutation(ids_host, plan.weights.To(Device::Cpu()), moe.num_experts,
                                     capacity, moe.drop_policy, &sorted, &plan.counts);
     plan.sorted = ctx.Upload(sorted);
     options.pad_to = moe.pad_to_capacity ? capacity : 0;

@@ -24,12 +24,10 @@
 
 namespace moefold::model {
 
-// Device tensors live where the activations do; the host copies drive what the host decides
-// (dispatch sizes, the grouped GEMM's counts, aux counts, expert load), so they are the one
-// device-to-host copy of a forward.
+// Device tensors live where the activations do; the counts stay on the host, where the forward
+// plans from one host copy of `ids` (dispatch sizes, the grouped GEMM's counts, aux counts, load).
 struct RoutingPlan {
   Tensor ids;       // (T_r, K) i32 chosen experts (T_r: the rows this rank routes), device
-  Tensor ids_host;  // (T_r, K) i32 the same on the host
   Tensor weights;   // (T_r, K) f32 routing weights, device
   Tensor sorted;  // (N) i32 kept pair indices t·K + j in expert-major order (N = T_r·K dropless),
                   // device
