@@ -171,14 +171,6 @@ void ParameterSet::Initialize(uint64_t seed) {
   FillNormalRuns(runs);
 }
 
-void ParameterSet::ZeroGrads() {
-  if (!flat_.empty()) {
-    for (FlatBuffer& b : flat_) b.grads.SetZero();
-    return;
-  }
-  for (auto& p : params_) p->grad.SetZero();
-}
-
 void ParameterSet::ZeroGrads(const Stream& stream) {
   if (!flat_.empty()) {
     for (FlatBuffer& b : flat_) b.grads.SetZero(stream);

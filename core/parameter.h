@@ -109,7 +109,6 @@ class ParameterSet {
   // FNV-1a hash of its name, offset 2i); stacked expert tensors draw each expert from its own name.
   // A shard therefore holds exactly its slice of the unsharded draw.
   void Initialize(uint64_t seed);
-  void ZeroGrads();
   int64_t NumElements() const;
   const std::vector<std::unique_ptr<Parameter>>& params() const { return params_; }
   Parameter* Find(absl::string_view name) const;  // nullptr if absent
@@ -127,7 +126,7 @@ class ParameterSet {
   // compute = value rounded to the compute dtype, on `stream` (no-op in f32, where they are the
   // same memory). Call after every change of the values (optimizer step, load).
   void RefreshCompute(const Stream& stream);
-  // Zeroes every gradient on `stream` (a GPU's default stream waits here with the other overload).
+  // Zeroes every gradient, enqueued on `stream` (a stream of the gradients' device; CPU: at once).
   void ZeroGrads(const Stream& stream);
   std::vector<FlatBuffer>& flat_buffers() { return flat_; }
 

@@ -97,7 +97,7 @@ TEST(ParameterSetTest, FlattenKeepsValuesAndMakesViewsIntoPaddedBuffers) {
   EXPECT_EQ(flat[0].grads.ToVector()[5], 7);
   flat[1].values.data<float>()[0] = 9;
   EXPECT_EQ(n->value.ToVector()[0], 9);
-  set.ZeroGrads();
+  set.ZeroGrads(CpuStream());
   EXPECT_EQ(a->grad.ToVector()[5], 0);
 }
 

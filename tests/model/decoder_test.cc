@@ -68,7 +68,7 @@ TEST_P(DecoderGradientTest, BackwardMatchesFiniteDifferences) {
   StepContext ctx{&CpuStream()};
   BackwardSeeds seeds{{0.7f, 1.3f}, 0.9f, 0.8f};
 
-  params.ZeroGrads();
+  params.ZeroGrads(CpuStream());
   Decoder::Saved saved;
   auto forward = model.Forward(ctx, batch, &saved);
   ASSERT_OK(forward);
