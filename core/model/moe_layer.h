@@ -77,6 +77,8 @@ class MoeLayer {
   // load summed over the ranks that route the global batch (so every rank keeps the same bias).
   void UpdateExpertBias(const std::vector<float>& global_load, float rate);
   const Tensor& expert_bias() const { return bias_; }
+  // Benchmarks switch between forced-balanced and real routing on one model.
+  void set_force_balanced_routing(bool balanced) { spec_.moe.force_balanced_routing = balanced; }
 
  private:
   // Under TP without sequence parallelism each TP rank routes only its share of the rows.

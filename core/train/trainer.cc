@@ -117,7 +117,35 @@ struct Trainer::State {
   MetricsWriter metrics;
   double loss_ema = 0;  // for the spike detector
   int64_t ema_steps = 0;
+  int64_t micro_batch = 1;  // train.micro_batch_size, or what SetMicroBatchSize chose
+
+  // Aux/z seeds are pre-multiplied by Z_ref = the global batch size (docs/DECISIONS.md).
+  double z_ref() const { return static_cast<double>(config.train().global_batch_size()); }
+  // Aux-loss units over the global batch: one per micro-batch or one per sequence.
+  int64_t aux_units() const {
+    const int64_t global_batch = config.train().global_batch_size();
+    return spec.moe.aux_type == model::AuxLossType::kBatch ? global_batch / micro_batch
+                                                           : global_batch;
+  }
+  bool microbatch_population() const {
+    return config.reweighting().population() == "microbatch";
+  }
+  // The pipeline executor for the current micro-batch size (the shape passed between stages).
+  absl::Status MakePipeline();
 };
+
+absl::Status Trainer::State::MakePipeline() {
+  std::string schedule = config.parallel().schedule();
+  if (schedule == "auto") schedule = chunks.size() > 1 ? "interleaved" : "1f1b";
+  MF_ASSIGN_OR_RETURN(const parallel::ScheduleKind kind, parallel::ParseScheduleKind(schedule));
+  const int64_t local_seq = config.train().seq_len() / groups.model.cp_size();
+  const int64_t rows = micro_batch * local_seq /
+                       (groups.model.sequence_parallel ? groups.model.tp_size() : 1);
+  std::vector<model::Decoder*> list;
+  for (auto& c : chunks) list.push_back(c.get());
+  pipeline = std::make_unique<PipelineExecutor>(list, groups.pp, kind, Shape{rows, spec.hidden});
+  return absl::OkStatus();
+}
 
 Trainer::Trainer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Trainer::~Trainer() = default;
@@ -192,19 +220,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     }
   }
   for (bool is_moe : state->spec.moe_layer) state->num_moe_layers += is_moe;
-  std::string schedule = config.parallel().schedule();
-  if (schedule == "auto") schedule = chunks > 1 ? "interleaved" : "1f1b";
-  MF_ASSIGN_OR_RETURN(const parallel::ScheduleKind kind, parallel::ParseScheduleKind(schedule));
-  const int64_t local_seq = train.seq_len() / groups.model.cp_size();
-  const int64_t rows = train.micro_batch_size() * local_seq /
-                       (groups.model.sequence_parallel ? groups.model.tp_size() : 1);
-  state->pipeline = std::make_unique<PipelineExecutor>(
-      [&] {
-        std::vector<model::Decoder*> list;
-        for (auto& c : state->chunks) list.push_back(c.get());
-        return list;
-      }(),
-      groups.pp, kind, Shape{rows, state->spec.hidden});
+  state->micro_batch = train.micro_batch_size();
+  MF_RETURN_IF_ERROR(state->MakePipeline());
   state->params.Initialize(train.seed());
 
   const auto& opt = config.optimizer();
@@ -276,43 +293,80 @@ absl::Status ReduceOver(parallel::Communicator* comm, std::vector<float>* values
   return absl::OkStatus();
 }
 
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 }  // namespace
 
-absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
-  State& st = *state_;
-  const auto& train = st.config.train();
-  const RankGroups& g = st.groups;
-  const auto t0 = std::chrono::steady_clock::now();
-  const int64_t global_batch = train.global_batch_size(), micro = train.micro_batch_size();
-  const int64_t seq = train.seq_len();
-  const int64_t local_batch = global_batch / g.dp_size, num_micro = local_batch / micro;
-  const model::MoeSpec& moe = st.spec.moe;
-
+// What one optimizer step carries from phase to phase.
+struct Trainer::StepWork {
   StepResult result;
-  result.step = step;
-  result.lr = optim::LearningRate(st.schedule, step);
-  Stream& stream = *st.stream;
-  st.params.ZeroGrads(stream);
+  std::chrono::steady_clock::time_point start, model_start, update_start;
+  std::vector<model::MicroBatch> batches;
+  // This rank's sums over its samples and MoE layers until ReduceStatistics makes them global.
+  double weighted_sum = 0, plain_sum = 0, aux_sum = 0, z_sum = 0;
+  float min_u = INFINITY, max_u = 0;
+  double z = 0;  // the reweighting normaliser Z of the step (ALGORITHMS §3.7)
+};
+
+absl::Status Trainer::SetMicroBatchSize(int64_t micro_batch) {
+  State& st = *state_;
+  const int64_t global_batch = st.config.train().global_batch_size();
+  if (micro_batch < 1 || global_batch % (micro_batch * st.groups.dp_size) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("micro-batch size ", micro_batch, " does not divide the global batch ",
+                     global_batch, " over dp ", st.groups.dp_size));
+  }
+  st.micro_batch = micro_batch;
+  return st.MakePipeline();
+}
+
+void Trainer::SetForceBalancedRouting(bool balanced) {
+  for (auto& chunk : state_->chunks) {
+    for (model::MoeLayer* layer : chunk->moe_layers()) layer->set_force_balanced_routing(balanced);
+  }
+  state_->spec.moe.force_balanced_routing = balanced;
+}
+
+absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
+  StepWork w;
+  BeginStep(step, &w);
+  MF_RETURN_IF_ERROR(GatherBatch(&w));
+  MF_RETURN_IF_ERROR(RunSchedule(&w));
+  MF_RETURN_IF_ERROR(FinishGradients());
+  MF_RETURN_IF_ERROR(ReduceStatistics(&w));
+  MF_RETURN_IF_ERROR(ClipGradients(&w));
+  CheckAnomalies(&w);
+  MF_RETURN_IF_ERROR(Update(&w));
+  MF_RETURN_IF_ERROR(RecordExpertLoad(&w));
+  EndStep(&w);
+  return w.result;
+}
+
+void Trainer::BeginStep(int64_t step, StepWork* w) {
+  State& st = *state_;
+  w->start = std::chrono::steady_clock::now();
+  w->result.step = step;
+  w->result.lr = optim::LearningRate(st.schedule, step);
+  st.params.ZeroGrads(*st.stream);
   st.sync->BeginStep(step);
   st.reweighter->BeginStep(step);
   for (auto& chunk : st.chunks) {
     for (model::MoeLayer* layer : chunk->moe_layers()) layer->ResetLoad();
   }
+}
 
-  // Aux/z seeds are pre-multiplied by Z_ref so that dividing the whole gradient by Z leaves them exact
-  // whenever Z = Z_ref (uniform weights). Units over the global batch: one aux term per micro-batch
-  // or per sequence.
-  const double z_ref = static_cast<double>(global_batch);
-  const int64_t aux_units =
-      moe.aux_type == model::AuxLossType::kBatch ? global_batch / micro : global_batch;
-  const bool microbatch_population = st.config.reweighting().population() == "microbatch";
-
-  double weighted_sum = 0, plain_sum = 0, aux_sum = 0, z_sum = 0;
-  float min_u = INFINITY, max_u = 0;
+absl::Status Trainer::GatherBatch(StepWork* w) {
+  State& st = *state_;
+  const RankGroups& g = st.groups;
+  const int64_t global_batch = st.config.train().global_batch_size(), micro = st.micro_batch;
+  const int64_t seq = st.config.train().seq_len();
+  const int64_t local_batch = global_batch / g.dp_size, num_micro = local_batch / micro;
   std::vector<int32_t> sample_tokens(seq + 1);
   // This DP rank's contiguous slice of the step's global batch: the same samples for any layout.
   const std::vector<int64_t> sample_ids =
-      data::GlobalBatchSampleIds(step, global_batch, st.samples->size());
+      data::GlobalBatchSampleIds(w->result.step, global_batch, st.samples->size());
   // This CP rank's chunks of every sequence (all of it without CP), at their global positions.
   const int cp = st.groups.model.cp_size();
   const Tensor positions = cp > 1 ? parallel::ContextParallelPositions(seq, cp, g.cp_rank)
@@ -321,9 +375,9 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     for (int64_t s = 0; s < seq; ++s) positions.data<int32_t>()[s] = static_cast<int32_t>(s);
   }
   const int64_t local_seq = positions.numel();
-  std::vector<model::MicroBatch> batches(num_micro);
+  w->batches.resize(num_micro);
   for (int64_t m = 0; m < num_micro; ++m) {
-    model::MicroBatch& batch = batches[m];
+    model::MicroBatch& batch = w->batches[m];
     batch.tokens = Tensor::Empty({micro, local_seq}, DType::kI32);
     batch.targets = Tensor::Empty({micro, local_seq}, DType::kI32);
     batch.positions = positions;
@@ -338,36 +392,46 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
         targets[j] = sample_tokens[pos + 1];
       }
     }
-    batch = model::WithDeviceCopies(batch, stream);  // uploaded once, read by every layer
+    batch = model::WithDeviceCopies(batch, *st.stream);  // uploaded once, read by every layer
   }
+  w->result.data_s = SecondsSince(w->start);
+  return absl::OkStatus();
+}
 
-  auto seconds_since = [](std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  };
-  result.data_s = seconds_since(t0);
-  const auto model_start = std::chrono::steady_clock::now();
+absl::Status Trainer::RunSchedule(StepWork* w) {
+  State& st = *state_;
+  const int64_t global_batch = st.config.train().global_batch_size();
+  const int64_t seq = st.config.train().seq_len();
+  const float micro = static_cast<float>(st.micro_batch);
+  w->model_start = std::chrono::steady_clock::now();
   PipelineCallbacks callbacks;
-  callbacks.body_seeds.aux_grad_scale = static_cast<float>(z_ref / std::max<int64_t>(aux_units, 1));
-  callbacks.body_seeds.z_grad_scale = static_cast<float>(z_ref / (global_batch * seq));
+  // Aux/z seeds are pre-multiplied by Z_ref so that dividing the whole gradient by Z leaves them
+  // exact whenever Z = Z_ref (uniform weights).
+  callbacks.body_seeds.aux_grad_scale =
+      static_cast<float>(st.z_ref() / std::max<int64_t>(st.aux_units(), 1));
+  callbacks.body_seeds.z_grad_scale = static_cast<float>(st.z_ref() / (global_batch * seq));
   callbacks.on_forward = [&](const model::ForwardStats& stats) {
-    aux_sum += stats.aux_loss_sum;
-    z_sum += stats.z_loss_sum;
+    w->aux_sum += stats.aux_loss_sum;
+    w->z_sum += stats.z_loss_sum;
   };
   callbacks.head_seeds = [&](int, const model::ForwardStats& stats) {
     model::BackwardSeeds seeds = callbacks.body_seeds;
-    if (microbatch_population) {
+    if (st.microbatch_population()) {
       // Reference semantics (Sow et al.): softmax weights within the micro-batch; scaled by the
       // micro-batch size so that Z = Σuᵢ = global batch, as in the global population.
-      const std::vector<float> w = st.reweighter->MicroBatchWeightsForStep(stats.sample_losses);
-      for (float wi : w) seeds.d_sample_loss.push_back(wi * static_cast<float>(micro));
+      for (float wi : st.reweighter->MicroBatchWeightsForStep(stats.sample_losses)) {
+        seeds.d_sample_loss.push_back(wi * micro);
+      }
     } else {
-      for (float loss : stats.sample_losses) seeds.d_sample_loss.push_back(st.reweighter->Weight(loss));
+      for (float loss : stats.sample_losses) {
+        seeds.d_sample_loss.push_back(st.reweighter->Weight(loss));
+      }
     }
     for (size_t i = 0; i < stats.sample_losses.size(); ++i) {
-      weighted_sum += static_cast<double>(seeds.d_sample_loss[i]) * stats.sample_losses[i];
-      plain_sum += stats.sample_losses[i];
-      min_u = std::min(min_u, seeds.d_sample_loss[i]);
-      max_u = std::max(max_u, seeds.d_sample_loss[i]);
+      w->weighted_sum += static_cast<double>(seeds.d_sample_loss[i]) * stats.sample_losses[i];
+      w->plain_sum += stats.sample_losses[i];
+      w->min_u = std::min(w->min_u, seeds.d_sample_loss[i]);
+      w->max_u = std::max(w->max_u, seeds.d_sample_loss[i]);
     }
     return seeds;
   };
@@ -386,26 +450,37 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     }
   };
   model::StepContext context;
-  context.stream = &stream;
+  context.stream = st.stream;
   context.act_dtype = st.act_dtype;
-  MF_RETURN_IF_ERROR(st.pipeline->Run(context, batches, callbacks));
-  MF_RETURN_IF_ERROR(sync_status);
+  MF_RETURN_IF_ERROR(st.pipeline->Run(context, w->batches, callbacks));
+  return sync_status;
+}
+
+absl::Status Trainer::FinishGradients() {
+  State& st = *state_;
   if (st.tied_index >= 0) {
     Tensor& grad = st.params.params()[st.tied_index]->grad;
-    MF_RETURN_IF_ERROR(Annotate(parallel::WaitFor(g.embedding->AllReduce(&grad, {})),
+    MF_RETURN_IF_ERROR(Annotate(parallel::WaitFor(st.groups.embedding->AllReduce(&grad, {})),
                                 "tied embedding gradient over the embedding group"));
     MF_RETURN_IF_ERROR(st.sync->MarkReady(st.tied_index, st.tied_index + 1));
   }
-  MF_RETURN_IF_ERROR(st.sync->Finish());
+  return st.sync->Finish();
+}
 
-  // Step statistics. Per-sample values (Z, the loss sums, the loss and weight ranges) are the same
-  // on every rank of a TP×CP group, so they add over DP; per-token ones (aux, z) add over TP×CP×DP.
-  std::vector<float> sums = {static_cast<float>(microbatch_population ? 0.0
-                                                                      : st.reweighter->LocalNormaliser()),
-                             static_cast<float>(weighted_sum), static_cast<float>(plain_sum)};
-  std::vector<float> token_sums = {static_cast<float>(aux_sum), static_cast<float>(z_sum)};
-  std::vector<float> mins = {st.reweighter->LocalMin(), min_u};
-  std::vector<float> maxs = {st.reweighter->LocalMax(), max_u};
+absl::Status Trainer::ReduceStatistics(StepWork* w) {
+  State& st = *state_;
+  const RankGroups& g = st.groups;
+  const int64_t global_batch = st.config.train().global_batch_size();
+  const int64_t seq = st.config.train().seq_len();
+  const bool microbatch_population = st.microbatch_population();
+  // Per-sample values (Z, the loss sums, the loss and weight ranges) are the same on every rank of
+  // a TP×CP group, so they add over DP; per-token ones (aux, z) add over TP×CP×DP.
+  std::vector<float> sums = {
+      static_cast<float>(microbatch_population ? 0.0 : st.reweighter->LocalNormaliser()),
+      static_cast<float>(w->weighted_sum), static_cast<float>(w->plain_sum)};
+  std::vector<float> token_sums = {static_cast<float>(w->aux_sum), static_cast<float>(w->z_sum)};
+  std::vector<float> mins = {st.reweighter->LocalMin(), w->min_u};
+  std::vector<float> maxs = {st.reweighter->LocalMax(), w->max_u};
   // Under PP only the last stage has per-sample values (the others add zeros and ±inf) and every
   // stage has its layers' aux and z parts: both reduce over the stages too.
   for (parallel::Communicator* comm : {g.dp, g.pp}) {
@@ -417,63 +492,85 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     MF_RETURN_IF_ERROR(ReduceOver(comm, &token_sums));
   }
   const bool sample_reduced = g.dp != nullptr || g.pp != nullptr;
-  // Deferred normalisation: one division of every gradient by Z (ALGORITHMS §3.7).
-  const double z = microbatch_population ? z_ref
-                   : !sample_reduced      ? st.reweighter->LocalNormaliser()
-                                          : static_cast<double>(sums[0]);
-  st.reweighter->EndStep(z, mins[0], maxs[0]);
-  std::vector<Tensor*> owned = st.sync->OwnedGrads();
-  optim::ScaleGrads(owned, static_cast<float>(1.0 / z), stream);
-
+  w->z = microbatch_population ? st.z_ref()
+         : !sample_reduced     ? st.reweighter->LocalNormaliser()
+                               : static_cast<double>(sums[0]);
+  st.reweighter->EndStep(w->z, mins[0], maxs[0]);
   if (sample_reduced) {
-    weighted_sum = sums[1];
-    plain_sum = sums[2];
+    w->weighted_sum = sums[1];
+    w->plain_sum = sums[2];
   }
   if (g.tp_cp_dp != nullptr || g.pp != nullptr) {
-    aux_sum = token_sums[0];
-    z_sum = token_sums[1];
+    w->aux_sum = token_sums[0];
+    w->z_sum = token_sums[1];
   }
-  result.normaliser = z;
-  result.max_weight_ratio = mins[1] > 0 ? maxs[1] / mins[1] : 0;
-  result.weighted_lm_loss = weighted_sum / z;
-  result.lm_loss = plain_sum / static_cast<double>(global_batch);
-  result.aux_loss = aux_units > 0 && moe.aux_type != model::AuxLossType::kNone
-                        ? aux_sum / static_cast<double>(aux_units)
-                        : 0.0;
-  result.z_loss = z_sum / static_cast<double>(global_batch * seq);
-  result.loss = result.weighted_lm_loss + result.aux_loss + result.z_loss;
+  StepResult& r = w->result;
+  const int64_t aux_units = st.aux_units();
+  r.normaliser = w->z;
+  r.max_weight_ratio = mins[1] > 0 ? maxs[1] / mins[1] : 0;
+  r.weighted_lm_loss = w->weighted_sum / w->z;
+  r.lm_loss = w->plain_sum / static_cast<double>(global_batch);
+  r.aux_loss = aux_units > 0 && st.spec.moe.aux_type != model::AuxLossType::kNone
+                   ? w->aux_sum / static_cast<double>(aux_units)
+                   : 0.0;
+  r.z_loss = w->z_sum / static_cast<double>(global_batch * seq);
+  r.loss = r.weighted_lm_loss + r.aux_loss + r.z_loss;
+  r.tokens = global_batch * seq;
+  // Deferred normalisation: one division of every gradient by Z (ALGORITHMS §3.7).
+  optim::ScaleGrads(st.sync->OwnedGrads(), static_cast<float>(1.0 / w->z), *st.stream);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::ClipGradients(StepWork* w) {
+  State& st = *state_;
+  StepResult& r = w->result;
   // The norm waits for the device: the forward, backward and gradient reductions are done here.
   MF_ASSIGN_OR_RETURN(const double sum_squares, st.sync->GlobalSumOfSquares());
-  result.model_s = seconds_since(model_start);
-  const auto update_start = std::chrono::steady_clock::now();
-  result.grad_norm = std::sqrt(sum_squares);
-  const double clip = optim::ClipScale(result.grad_norm, st.config.optimizer().grad_clip());
+  r.model_s = SecondsSince(w->model_start);
+  w->update_start = std::chrono::steady_clock::now();
+  r.grad_norm = std::sqrt(sum_squares);
+  const double clip = optim::ClipScale(r.grad_norm, st.config.optimizer().grad_clip());
   if (clip != 1.0 && std::isfinite(clip)) {
-    optim::ScaleGrads(owned, static_cast<float>(clip), stream);
+    optim::ScaleGrads(st.sync->OwnedGrads(), static_cast<float>(clip), *st.stream);
   }
-  result.tokens = global_batch * seq;
-  result.grad_bytes_sent = st.sync->bytes_sent();
-  result.grad_bytes_uncompressed = st.sync->uncompressed_bytes();
+  r.grad_bytes_sent = st.sync->bytes_sent();
+  r.grad_bytes_uncompressed = st.sync->uncompressed_bytes();
+  return absl::OkStatus();
+}
 
-  // Anomalies: a non-finite loss or norm, or a spike over the EMA, skips the update (logged). Every
-  // rank sees the same reduced values, so all ranks skip together.
-  const float spike = train.max_loss_spike();
-  const bool finite = std::isfinite(result.loss) && std::isfinite(result.grad_norm);
-  const bool spiked = spike > 0 && st.ema_steps >= 10 && result.lm_loss > spike * st.loss_ema;
-  result.skipped = !finite || spiked;
+void Trainer::CheckAnomalies(StepWork* w) {
+  State& st = *state_;
+  StepResult& r = w->result;
+  // A non-finite loss or norm, or a spike over the EMA, skips the update (logged). Every rank sees
+  // the same reduced values, so all ranks skip together.
+  const float spike = st.config.train().max_loss_spike();
+  const bool finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
+  const bool spiked = spike > 0 && st.ema_steps >= 10 && r.lm_loss > spike * st.loss_ema;
+  r.skipped = !finite || spiked;
   // A non-finite gradient has poisoned the error-feedback state: drop it so the next step anchors
   // (every rank sees the same reduced norm, so the group agrees).
-  if (!std::isfinite(result.grad_norm)) st.sync->ResetState();
-  if (!result.skipped) {
-    if (st.sharded_optimizer) {
-      MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(result.lr), stream));
-    } else {
-      st.optimizer->Step(static_cast<float>(result.lr), stream);
-    }
-    st.params.RefreshCompute(stream);  // the bf16 weights of the next forward
-    st.loss_ema = st.ema_steps == 0 ? result.lm_loss : 0.9 * st.loss_ema + 0.1 * result.lm_loss;
-    ++st.ema_steps;
+  if (!std::isfinite(r.grad_norm)) st.sync->ResetState();
+}
+
+absl::Status Trainer::Update(StepWork* w) {
+  State& st = *state_;
+  StepResult& r = w->result;
+  if (r.skipped) return absl::OkStatus();
+  if (st.sharded_optimizer) {
+    MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(r.lr), *st.stream));
+  } else {
+    st.optimizer->Step(static_cast<float>(r.lr), *st.stream);
   }
+  st.params.RefreshCompute(*st.stream);  // the bf16 weights of the next forward
+  st.loss_ema = st.ema_steps == 0 ? r.lm_loss : 0.9 * st.loss_ema + 0.1 * r.lm_loss;
+  ++st.ema_steps;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::RecordExpertLoad(StepWork* w) {
+  State& st = *state_;
+  const RankGroups& g = st.groups;
+  StepResult& r = w->result;
   // Expert counts of every MoE layer of the model: each rank fills its stage's layers, and the
   // counts add (exactly, i64) over the ranks that routed other tokens (TP×CP×DP) and over stages.
   const int64_t e = st.spec.moe.num_experts, width = e + 2;  // loads, dropped, dispatcher bytes
@@ -494,17 +591,17 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   }
   for (int l = 0; l < st.num_moe_layers; ++l) {
     const int64_t* c = counts.data<int64_t>() + l * width;
-    result.expert_tokens.emplace_back(c, c + e);
-    result.tokens_dropped += c[e];
-    result.dispatch_bytes += c[e + 1];
+    r.expert_tokens.emplace_back(c, c + e);
+    r.tokens_dropped += c[e];
+    r.dispatch_bytes += c[e + 1];
     double total = 0, max_load = 0;
     for (int64_t i = 0; i < e; ++i) {
       total += static_cast<double>(c[i]);
       max_load = std::max(max_load, static_cast<double>(c[i]));
     }
-    result.expert_imbalance.push_back(total > 0 ? max_load / (total / e) : 0);
+    r.expert_imbalance.push_back(total > 0 ? max_load / (total / e) : 0);
   }
-  if (moe.expert_bias && !result.skipped) {
+  if (st.spec.moe.expert_bias && !r.skipped) {
     for (auto& chunk : st.chunks) {
       int index = chunk->first_moe_index();
       for (model::MoeLayer* layer : chunk->moe_layers()) {
@@ -514,12 +611,16 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
       }
     }
   }
+  return absl::OkStatus();
+}
+
+void Trainer::EndStep(StepWork* w) {
+  State& st = *state_;
   // The step ends when the device has finished its update, so step times include all its work.
-  stream.Synchronize();
-  result.device_peak_bytes = static_cast<int64_t>(AllocatorFor(st.device).peak_bytes());
-  result.update_s = seconds_since(update_start);
-  result.step_time_s = seconds_since(t0);
-  return result;
+  st.stream->Synchronize();
+  w->result.device_peak_bytes = static_cast<int64_t>(AllocatorFor(st.device).peak_bytes());
+  w->result.update_s = SecondsSince(w->update_start);
+  w->result.step_time_s = SecondsSince(w->start);
 }
 
 absl::StatusOr<TrainSummary> Trainer::Run() {

@@ -88,9 +88,27 @@ class Trainer {
   ParameterSet& params();
   model::Decoder& model();
 
+  // Benchmarks reuse one trainer (its initialised, uploaded parameters) across settings that do
+  // not change the model: the micro-batch size (global_batch_size must divide by it × dp;
+  // InvalidArgument otherwise) and forced-balanced routing. Only between steps.
+  absl::Status SetMicroBatchSize(int64_t micro_batch);
+  void SetForceBalancedRouting(bool balanced);
+
  private:
   struct State;
+  struct StepWork;
   explicit Trainer(std::unique_ptr<State> state);
+  // The phases of Step, in order (DESIGN §6).
+  void BeginStep(int64_t step, StepWork* w);
+  absl::Status GatherBatch(StepWork* w);       // this rank's micro-batches, uploaded once
+  absl::Status RunSchedule(StepWork* w);       // forward, losses, reweighting seeds, backward
+  absl::Status FinishGradients();              // the data-parallel reductions complete
+  absl::Status ReduceStatistics(StepWork* w);  // losses and Z over the layout; gradients / Z
+  absl::Status ClipGradients(StepWork* w);     // the global norm and the clip factor
+  void CheckAnomalies(StepWork* w);            // non-finite or spiking: skip the update
+  absl::Status Update(StepWork* w);            // AdamW and the compute copies
+  absl::Status RecordExpertLoad(StepWork* w);  // expert counts, drops, bytes; the expert bias
+  void EndStep(StepWork* w);                   // waits for the device; times and memory
   std::unique_ptr<State> state_;
 };
 

@@ -94,7 +94,7 @@ TEST(StepBenchTest, MfuIsNullOnTheCpuAndABadMicroBatchIsAnErrorLine) {
   const Result r = RunBench("--micro-batches 3 --routing real");
   EXPECT_EQ(r.exit_code, 1);
   ASSERT_EQ(r.lines.size(), 1u);
-  EXPECT_NE(r.lines[0].find("\"error\": \"- train.global_batch_size 8 % (micro_batch_size 3"),
+  EXPECT_NE(r.lines[0].find("\"error\": \"micro-batch size 3 does not divide the global batch 8"),
             std::string::npos)
       << r.lines[0];
 

@@ -109,11 +109,15 @@ void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_
 }
 
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference,
-                        const std::string& label) {
+                        const std::string& label, const Tolerances& tol) {
   ASSERT_EQ(run.losses.size(), reference.losses.size()) << label;
+  ASSERT_EQ(run.grad_norms.size(), reference.grad_norms.size()) << label;
   for (size_t s = 0; s < reference.losses.size(); ++s) {
-    EXPECT_NEAR(run.losses[s], reference.losses[s], 1e-5 * std::fabs(reference.losses[s]))
-        << label << " step " << s;
+    EXPECT_NEAR(run.losses[s], reference.losses[s], tol.loss_rel * std::fabs(reference.losses[s]))
+        << label << " loss at step " << s;
+    EXPECT_NEAR(run.grad_norms[s], reference.grad_norms[s],
+                tol.grad_norm_rel * std::fabs(reference.grad_norms[s]))
+        << label << " gradient norm at step " << s;
   }
   ASSERT_FALSE(run.params.empty()) << label;
   double worst = 0;
@@ -130,7 +134,8 @@ void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference,
       }
     }
   }
-  EXPECT_LT(worst, 1e-4) << label << ": largest parameter difference (" << worst_param << ")";
+  EXPECT_LT(worst, tol.param_abs) << label << ": largest parameter difference (" << worst_param
+                                  << ")";
 }
 
 }  // namespace moefold::train

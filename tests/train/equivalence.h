@@ -57,8 +57,23 @@ struct LayoutCase {
 // `check_aux` the same aux loss per step too.
 void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false);
 
-// Loss per step within 1e-5 relative and every parameter of `run` within 1e-4 (absolute) of the
-// same-named one of `reference`.
-void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label);
+// How close two layouts of the same training must stay. In f32 only the order of the gradient sums
+// differs between layouts. In bf16 such an f32 difference occasionally flips the rounding of a
+// bf16 weight or activation, and those flips compound over steps, so the bounds are wider — still
+// far below what a mis-scaled or misrouted gradient does (a factor of 2 in a gradient moves its
+// norm by 100%).
+struct Tolerances {
+  double loss_rel = 1e-5;       // loss per step, relative
+  double grad_norm_rel = 1e-4;  // pre-clip gradient norm per step, relative
+  double param_abs = 1e-4;      // every parameter element at the end, absolute
+};
+inline constexpr Tolerances kF32Tolerances{};
+inline constexpr Tolerances kBf16Tolerances{.loss_rel = 3e-4, .grad_norm_rel = 3e-3,
+                                            .param_abs = 3e-3};
+
+// Loss and gradient norm per step, and every parameter of `run` against the same-named one of
+// `reference`, within `tol`.
+void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label,
+                        const Tolerances& tol = kF32Tolerances);
 
 }  // namespace moefold::train

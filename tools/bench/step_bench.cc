@@ -119,46 +119,63 @@ double Median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// One (micro-batch, routing) configuration: a JSON line with its figures or with its error.
-absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanced) {
+// The config with the benchmark's overrides, and the trainer built once from it: initialising and
+// uploading billions of parameters takes seconds, so every (routing, micro-batch) run reuses it.
+struct Bench {
+  config::ExperimentConfig config;
+  model::ModelSpec spec;
+  std::unique_ptr<train::Trainer> trainer;
+  bool gpu = false;
+  double peak_tflops = 0;
+  int64_t next_step = 0;  // steps continue across runs (the data and the LR schedule move on)
+};
+
+absl::StatusOr<Bench> MakeBench(const Options& o, int runs) {
   std::vector<std::string> overrides = o.overrides;
-  overrides.push_back(absl::StrCat("train.steps=", o.warmup + o.steps));
-  overrides.push_back(absl::StrCat("model.moe.force_balanced_routing=", balanced ? "true" : "false"));
+  const int steps = (o.warmup + o.steps) * runs;
+  overrides.push_back(absl::StrCat("train.steps=", steps));
   overrides.push_back("logging.progress=never");
-  if (micro_batch > 0) overrides.push_back(absl::StrCat("train.micro_batch_size=", micro_batch));
   {
     // A short benchmark run may be shorter than the config's LR warm-up; the schedule does not
     // change the step's cost, so the warm-up is cut to the run.
     MF_ASSIGN_OR_RETURN(config::ExperimentConfig base, config::LoadConfigFile(o.config, overrides));
-    if (base.optimizer().warmup_steps() > o.warmup + o.steps) {
-      overrides.push_back(absl::StrCat("optimizer.warmup_steps=", o.warmup + o.steps));
+    if (base.optimizer().warmup_steps() > steps) {
+      overrides.push_back(absl::StrCat("optimizer.warmup_steps=", steps));
     }
   }
-  MF_ASSIGN_OR_RETURN(config::ExperimentConfig config, config::LoadConfigFile(o.config, overrides));
-  MF_RETURN_IF_ERROR(config::Validate(config, 1));
-  MF_ASSIGN_OR_RETURN(model::ModelSpec spec, train::ModelSpecFromConfig(config));
-  const auto& train = config.train();
-  const bool gpu = train.device() == "cuda";
-  const Device device = gpu ? Device::Cuda(0) : Device::Cpu();
-  const double peak = o.peak_tflops > 0 ? o.peak_tflops : gpu ? kH100DenseBf16Tflops : 0;
-
-  if (gpu && cuda::DeviceCount() == 0) {
+  Bench b;
+  MF_ASSIGN_OR_RETURN(b.config, config::LoadConfigFile(o.config, overrides));
+  MF_RETURN_IF_ERROR(config::Validate(b.config, 1));
+  MF_ASSIGN_OR_RETURN(b.spec, train::ModelSpecFromConfig(b.config));
+  b.gpu = b.config.train().device() == "cuda";
+  b.peak_tflops = o.peak_tflops > 0 ? o.peak_tflops : b.gpu ? kH100DenseBf16Tflops : 0;
+  if (b.gpu && cuda::DeviceCount() == 0) {
     return absl::FailedPreconditionError("train.device is cuda but this machine has no visible GPU");
   }
-  // Peak memory of this run alone: the previous run's trainer has freed everything it held.
-  AllocatorFor(device).ResetPeak();
   train::TrainerOptions options;
   options.write_metrics = false;
   options.print_progress = false;
-  MF_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
-                      train::Trainer::Create(config, options));
+  MF_ASSIGN_OR_RETURN(b.trainer, train::Trainer::Create(b.config, options));
+  return b;
+}
+
+// One (micro-batch, routing) configuration on the shared trainer: a JSON line with its figures.
+absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, bool balanced) {
+  const auto& train = b.config.train();
+  const int64_t micro = micro_batch > 0 ? micro_batch : train.micro_batch_size();
+  MF_RETURN_IF_ERROR(b.trainer->SetMicroBatchSize(micro));
+  b.trainer->SetForceBalancedRouting(balanced);
+  const Device device = b.gpu ? Device::Cuda(0) : Device::Cpu();
+  // Peak memory of this run alone (parameters and optimizer state included): the previous run's
+  // activations have been freed.
+  AllocatorFor(device).ResetPeak();
   std::vector<double> times, data_s, model_s, update_s;
   train::StepResult first, last;
   double imbalance_sum = 0;
   int64_t imbalance_n = 0;
   for (int s = 0; s < o.warmup + o.steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
-    MF_ASSIGN_OR_RETURN(train::StepResult r, trainer->Step(s));
+    MF_ASSIGN_OR_RETURN(train::StepResult r, b.trainer->Step(b.next_step++));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s == 0) first = r;
     last = r;
@@ -172,22 +189,23 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, int micro_batch, bool balanc
   // Read after the timed steps, so the high-water mark covers them.
   const double peak_bytes = static_cast<double>(AllocatorFor(device).peak_bytes());
 
-  const double flops_per_token = train::TrainingFlopsPerToken(spec, train.seq_len());
-  const train::ParameterCounts params = train::CountParameters(spec);
+  const double flops_per_token = train::TrainingFlopsPerToken(b.spec, train.seq_len());
+  const train::ParameterCounts params = train::CountParameters(b.spec);
   const double tokens = static_cast<double>(train.global_batch_size()) * train.seq_len();
+  const double peak = b.peak_tflops;
   RunFigures f;
-  f.micro_batch = train.micro_batch_size();
+  f.micro_batch = static_cast<int>(micro);
   f.step_s_median = Median(times);
   f.tokens_per_s = tokens / f.step_s_median;
   const double tflops = flops_per_token * f.tokens_per_s / 1e12;
   f.mfu = peak > 0 ? tflops / peak : NAN;
   JsonLine("train_step")
-      .Add("config", config.name())
-      .Add("device", gpu ? "cuda" : "cpu")
-      .Add("compute_dtype", config.precision().compute_dtype())
+      .Add("config", b.config.name())
+      .Add("device", b.gpu ? "cuda" : "cpu")
+      .Add("compute_dtype", b.config.precision().compute_dtype())
       .Add("routing", balanced ? "balanced" : "real")
       .Add("grouped_gemm", GroupedGemmName(o.grouped_gemm))
-      .Add("micro_batch", train.micro_batch_size())
+      .Add("micro_batch", static_cast<double>(micro))
       .Add("global_batch", train.global_batch_size())
       .Add("seq_len", train.seq_len())
       .Add("warmup_steps", o.warmup)
@@ -227,13 +245,19 @@ int Main(int argc, char** argv) {
   ops::SetGroupedGemmBackend(o.grouped_gemm);  // the GPU's expert GEMMs (the CPU always loops)
   const std::vector<int> micro_batches = o.micro_batches.empty() ? std::vector<int>{0}
                                                                  : o.micro_batches;
+  absl::StatusOr<Bench> bench =
+      MakeBench(o, static_cast<int>(micro_batches.size() * o.balanced.size()));
+  if (!bench.ok()) {
+    JsonLine("train_step").Add("error", std::string(bench.status().message())).Print();
+    return 1;
+  }
   bool any_failed = false;
   for (bool balanced : o.balanced) {
     const std::string routing = balanced ? "balanced" : "real";
     bool have_best = false;
     RunFigures best;
     for (int mb : micro_batches) {
-      absl::StatusOr<RunFigures> f = RunOne(o, mb, balanced);
+      absl::StatusOr<RunFigures> f = RunOne(o, *bench, mb, balanced);
       if (!f.ok()) {
         // A micro-batch that does not fit (memory, divisibility) is a figure too: say why.
         JsonLine("train_step")
