@@ -246,9 +246,10 @@ for p in ("nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cudnn-cu13", "nvidia-n
 # Steps. Each line of the summary: name, status, seconds, detail.
 status=0
 rows=()
-record() {  # name status seconds detail
+rc=-
+record() {  # name status seconds detail (and the global rc of the step's command, or -)
   local line
-  line=$(printf '%-46s %-8s %5s s  %s' "$1" "$2" "$3" "$4")
+  line=$(printf '%-44s %-7s rc %-3s %4s s  %s' "$1" "$2" "$rc" "$3" "$4")
   rows+=("$line")
   echo "$line" >> "$summary"
   echo "$line"
@@ -266,6 +267,7 @@ selected() {
 # gate NAME CAP: 0 when the step should run now; else records why not. Sets `cap` (scaled).
 gate() {
   local name=$1
+  rc=-
   cap=$(scaled "$2")
   selected "$name" || return 1
   local t
@@ -484,8 +486,18 @@ step_bench_step "step_bench finegrained_mini" configs/bench/finegrained_mini.yam
 # d. What a user would run instead.
 hf_reference_step "hf_reference mixtral_mini" 150
 # e. The rest of the GPU tests, the quick-start run, then op_bench with the time left.
+# The whole training step against the CPU first, the multi-rank tests last.
+rank_of() {
+  case "$1" in
+    train_cuda_trainer_test) echo 0 ;; ops_*) echo 1 ;; core_*) echo 2 ;; *mpi_test) echo 4 ;; *) echo 3 ;;
+  esac
+}
+mapfile -t other_tests < <(for t in "${other_tests[@]}"; do echo "$(rank_of "$t") $t"; done |
+                             sort -k1,1n -k2,2 | cut -d' ' -f2)
 for t in "${other_tests[@]}"; do
-  case "$t" in train_*|parallel_*) gtest_step "$t" 120 ;; *) gtest_step "$t" 60 ;; esac
+  case "$t" in
+    train_*) gtest_step "$t" 90 ;; parallel_*) gtest_step "$t" 60 ;; *) gtest_step "$t" 45 ;;
+  esac
 done
 train_step "moefold train tiny_moe cuda bf16" 120
 op_bench_step "op_bench" 60 300
