@@ -22,13 +22,15 @@ absl::string_view GradReductionName(GradReduction reduction) {
   return "?";
 }
 
-std::string Parameter::ExpertName(int64_t expert) const {
-  const std::string marker = ".experts.";
-  const size_t at = name.find(marker);
-  MF_CHECK(at != std::string::npos) << name << " is not an expert tensor";
-  return absl::StrCat(name.substr(0, at + marker.size()), expert, ".",
-                      name.substr(at + marker.size()));
+std::string ExpertTensorName(absl::string_view stacked, int64_t expert) {
+  const absl::string_view marker = ".experts.";
+  const size_t at = stacked.find(marker);
+  MF_CHECK(at != absl::string_view::npos) << stacked << " is not an expert tensor";
+  return absl::StrCat(stacked.substr(0, at + marker.size()), expert, ".",
+                      stacked.substr(at + marker.size()));
 }
+
+std::string Parameter::ExpertName(int64_t expert) const { return ExpertTensorName(name, expert); }
 
 std::pair<int64_t, int64_t> ShardRange(int64_t n, int rank, int size) {
   MF_CHECK(size >= 1 && rank >= 0 && rank < size) << "shard " << rank << " of " << size;

@@ -137,4 +137,8 @@ class ParameterSet {
 
 uint64_t HashName(absl::string_view name);  // FNV-1a 64
 
+// The name of expert `expert`'s slice of the stacked expert tensor `stacked`:
+// ("model.layers.3.mlp.experts.gate_proj.weight", 5) -> "model.layers.3.mlp.experts.5.gate_proj.weight".
+std::string ExpertTensorName(absl::string_view stacked, int64_t expert);
+
 }  // namespace moefold
