@@ -70,7 +70,7 @@ __global__ void SwiGluForwardKernel(const T* gate, const T* up, T* out, int64_t 
 template <typename T, int N>
 __global__ void SwiGluBackwardKernel(const T* gate, const T* up, const T* d_out, T* d_gate, T* d_up,
                                      int64_t packs) {
-  ForEachPack(
+  ForEachPack<kPacksInFlightWide>(
       FirstThread(), packs, GridThreads(),
       [&](int64_t i) {
         return GateUpGrad<T, N>{LoadPack<N>(gate + i * N), LoadPack<N>(up + i * N),
@@ -113,7 +113,7 @@ template <typename T, int N, typename Index>
 __global__ void SwiGluFusedBackwardKernel(const T* gate_up, const T* d_out, T* d_gate_up,
                                           int64_t packs, int64_t f) {
   const Index row_packs = static_cast<Index>(f / N);
-  ForEachPack(
+  ForEachPack<kPacksInFlightWide>(
       FirstThread(), packs, GridThreads(),
       [&](int64_t i) {
         const T* g = gate_up + GateOffset<Index>(i, row_packs, f, N);

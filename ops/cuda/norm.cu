@@ -107,7 +107,7 @@ __global__ void RmsNormBackwardDxKernel(const T* x, const T* w, const float* rst
     const T* gr = d_y + row * hidden;
     T* dxr = d_x + row * hidden;
     float dot = 0.0f;
-    ForEachPack(
+    ForEachPack<kPacksInFlightWide>(
         Lane(), packs, 32,
         [&](int64_t i) {
           return Three<T, N>{LoadPack<N>(gr + i * N), LoadPack<N>(w + i * N),
@@ -120,7 +120,7 @@ __global__ void RmsNormBackwardDxKernel(const T* x, const T* w, const float* rst
     dot = WarpSum(dot);
     const float r = rstd[row];
     const float c = r * r * r * dot / static_cast<float>(hidden);
-    ForEachPack(
+    ForEachPack<kPacksInFlightWide>(
         Lane(), packs, 32,
         [&](int64_t i) {
           Four<T, N> in{LoadPack<N>(gr + i * N), LoadPack<N>(w + i * N), LoadPack<N>(xr + i * N)};

@@ -25,6 +25,7 @@ template <typename T>
 inline constexpr int kVecWidth = kVectorBytes / static_cast<int>(sizeof(T));
 // Packs each thread loads before it computes on any of them: independent loads in flight.
 inline constexpr int kPacksInFlight = 4;
+inline constexpr int kPacksInFlightWide = 2;  // for kernels loading three or more streams
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
@@ -42,23 +43,25 @@ __device__ __forceinline__ void StorePack(T* p, const Pack<T, N>& pack) {
 }
 
 // The pack loop every kernel here uses: pack indices begin, begin + stride, ... < packs, taken
-// kPacksInFlight at a time. `load(i)` (reads only) runs for all of them before `use(i, loaded)`
-// runs for any, so the loads are in flight together even where outputs may alias inputs (which
-// forbids the compiler to hoist a load above an earlier store). Each index is loaded and used by
-// the same thread, so an output may alias an input element for element.
-template <typename Load, typename Use>
+// kInFlight at a time. `load(i)` (reads only) runs for all of them before `use(i, loaded)` runs for
+// any, so the loads are in flight together even where outputs may alias inputs (which forbids the
+// compiler to hoist a load above an earlier store). Each index is loaded and used by the same
+// thread, so an output may alias an input element for element. Kernels that load three or more
+// streams take 2 at a time: the registers of 4 would cut the threads resident per multiprocessor
+// more than the extra loads help.
+template <int kInFlight = kPacksInFlight, typename Load, typename Use>
 __device__ __forceinline__ void ForEachPack(int64_t begin, int64_t packs, int64_t stride, Load load,
                                             Use use) {
   using Loaded = decltype(load(int64_t{0}));
-  for (int64_t base = begin; base < packs; base += stride * kPacksInFlight) {
-    Loaded in[kPacksInFlight];
+  for (int64_t base = begin; base < packs; base += stride * kInFlight) {
+    Loaded in[kInFlight];
 #pragma unroll
-    for (int u = 0; u < kPacksInFlight; ++u) {
+    for (int u = 0; u < kInFlight; ++u) {
       const int64_t i = base + u * stride;
       if (i < packs) in[u] = load(i);
     }
 #pragma unroll
-    for (int u = 0; u < kPacksInFlight; ++u) {
+    for (int u = 0; u < kInFlight; ++u) {
       const int64_t i = base + u * stride;
       if (i < packs) use(i, in[u]);
     }
