@@ -11,10 +11,11 @@
 namespace moefold::ops {
 
 // Expert ids must lie in [0, E), and `sorted` entries in [0, T·k). The CPU checks them before it
-// uses them and fails with the value and its position; the GPU does not wait for the host: a
-// kernel meeting a bad id or entry prints it (with token and choice for an expert id) and traps
-// (the stream and every later call on the device then fail). The callers check expert ids on
-// their host copies of the routing.
+// uses them and fails with the value and its position. The GPU does not wait for the host: a
+// kernel meeting a bad id or entry prints it (with token and choice for an expert id) and traps,
+// and the stream and every later call on the device then fail. On the GPU the ids come from the
+// router's kernels, in range by construction, so a bad one is a bug: it stops the device instead
+// of costing every call a host wait.
 
 // ids (T, k) i32 in [0, E). sorted (T·k) i32: flat pair indices t·k + j in a stable expert-major
 // order (expert 0's pairs first, each expert's pairs in token order). counts (E) i32: pairs per
