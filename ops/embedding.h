@@ -8,9 +8,14 @@
 
 namespace moefold::ops {
 
-// out[t] = table[ids[t]]. ids (T) i32 with 0 <= id < V (checked), table (V, H) f32, out (T, H) f32.
+// Ids must lie in [0, V). The CPU checks them all before it touches a row and fails with the id
+// and its position; the GPU does not wait for the host: a kernel meeting a bad id prints it with
+// its position and traps (the stream and every later call on the device then fail), so callers
+// check ids on their host copies first.
+
+// out[t] = table[ids[t]]. ids (T) i32, table (V, H) f32, out (T, H) f32.
 void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Stream& stream);
-// d_table[ids[t]] += d_out[t] (accumulated; repeated ids sum).
+// d_table[ids[t]] += d_out[t] (accumulated; repeated ids sum). d_out (T, H), d_table (V, H) f32.
 void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table, Stream& stream);
 
 }  // namespace moefold::ops

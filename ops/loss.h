@@ -17,4 +17,14 @@ void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* to
 void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                           const Tensor& d_token_losses, Tensor* d_logits, Stream& stream);
 
+// Per-sample loss sums on the loss's device (no host copy). token_losses (B·S) f32; targets (B, S)
+// or (B·S) i32, -1 = ignored; sums (2, B) f32 overwritten: sums[0][b] = Σ_s token_losses[b·S + s]
+// over the tokens of sample b with a target, sums[1][b] = their count. B is sums' second dim.
+void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* sums,
+                    Stream& stream);
+// total (1) f32 += Σ_b (count_b > 0 ? sum_b / count_b : 0) for sums (2, B) from SampleLossSums:
+// the sum of the per-sample mean losses, added in b order in f32 (identical on CPU and GPU), so a
+// step can accumulate its loss over micro-batches on the device.
+void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream);
+
 }  // namespace moefold::ops

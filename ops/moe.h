@@ -10,6 +10,13 @@
 
 namespace moefold::ops {
 
+// Expert ids must lie in [0, E), and `sorted` entries in [0, T·k). The CPU checks them before it
+// uses them and fails with the value and its position. The GPU does not wait for the host: a
+// kernel meeting a bad id or entry prints it (with token and choice for an expert id) and traps,
+// and the stream and every later call on the device then fail. On the GPU the ids come from the
+// router's kernels, in range by construction, so a bad one is a bug: it stops the device instead
+// of costing every call a host wait.
+
 // ids (T, k) i32 in [0, E). sorted (T·k) i32: flat pair indices t·k + j in a stable expert-major
 // order (expert 0's pairs first, each expert's pairs in token order). counts (E) i32: pairs per
 // expert.
@@ -31,5 +38,14 @@ void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weight
 // d_y[r] = w · d_out[t]; d_weights[t, j] = ⟨d_out[t], y[r]⟩. Both overwritten.
 void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
                              const Tensor& weights, Tensor* d_y, Tensor* d_weights, Stream& stream);
+
+// Expert load per unit of rows (e.g. per sample, for sequence-level balance statistics) without a
+// host copy: counts[u][e] = #pairs (t, j) with ids[t, j] == e and (first_row + t) / unit_rows == u.
+// ids (T, k) i32 in [0, E), its rows numbered from first_row >= 0 in a larger batch cut into units
+// of unit_rows > 0 rows; counts (U, E) f32, overwritten (integers, exact below 2^24). Every row
+// must fall in a unit of counts (checked on the host on both devices, from the shapes alone).
+// Integer counting: the result does not depend on any order.
+void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows, Tensor* counts,
+                         Stream& stream);
 
 }  // namespace moefold::ops

@@ -1,6 +1,6 @@
 // CPU reference of per-token cross entropy: loss = logsumexp(logits) − logits[target], computed
 // with the row max subtracted so large logits cannot overflow. Target −1 means "ignore": loss 0, no
-// grad.
+// grad. Also the per-sample sums of the token losses and the sum of the per-sample means.
 #include "ops/loss.h"
 
 #include <algorithm>
@@ -94,6 +94,59 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Ten
       dl[v] = static_cast<float>(g * (p - (v == target ? 1.0 : 0.0)));
     }
   }
+}
+
+void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* sums,
+                    Stream& stream) {
+  MF_RETURN_IF_GPU(token_losses, "SampleLossSums",
+                   cuda::SampleLossSums(token_losses, targets, sums, stream));
+  constexpr const char* kOp = "SampleLossSums";
+  internal::CheckF32(token_losses, kOp, "token_losses");
+  internal::CheckRank(token_losses, 1, kOp, "token_losses");
+  internal::CheckI32(targets, kOp, "targets");
+  MF_CHECK(sums != nullptr) << kOp << ": output sums is null";
+  internal::CheckF32(*sums, kOp, "sums");
+  internal::CheckRank(*sums, 2, kOp, "sums");
+  MF_CHECK_EQ(sums->dim(0), 2) << kOp << ": sums must be (2, B), got " << sums->DebugString();
+  const int64_t samples = sums->dim(1), n = token_losses.numel();
+  MF_CHECK(samples > 0 ? n % samples == 0 : n == 0)
+      << kOp << ": " << n << " token losses do not split into B=" << samples << " samples";
+  const int64_t seq = samples > 0 ? n / samples : 0;
+  MF_CHECK(targets.shape() == Shape{n} || targets.shape() == Shape({samples, seq}))
+      << kOp << ": targets must be (B·S) or (B, S) = (" << samples << ", " << seq << "), got "
+      << targets.DebugString();
+  const float* loss = token_losses.data<float>();
+  const int32_t* target = targets.data<int32_t>();
+  float* out = sums->data<float>();
+  for (int64_t b = 0; b < samples; ++b) {
+    double sum = 0;  // more accurate than the GPU's f32 block sum it checks
+    int64_t count = 0;
+    for (int64_t s = 0; s < seq; ++s) {
+      if (target[b * seq + s] == kIgnoreTarget) continue;
+      sum += loss[b * seq + s];
+      ++count;
+    }
+    out[b] = static_cast<float>(sum);
+    out[samples + b] = static_cast<float>(count);
+  }
+}
+
+void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream) {
+  MF_RETURN_IF_GPU(sums, "AccumulateSampleMeans", cuda::AccumulateSampleMeans(sums, total, stream));
+  constexpr const char* kOp = "AccumulateSampleMeans";
+  internal::CheckF32(sums, kOp, "sums");
+  internal::CheckRank(sums, 2, kOp, "sums");
+  MF_CHECK_EQ(sums.dim(0), 2) << kOp << ": sums must be (2, B), got " << sums.DebugString();
+  internal::CheckF32Out(total, {1}, kOp, "total");
+  const int64_t samples = sums.dim(1);
+  const float* s = sums.data<float>();
+  // f32 in b order, the same operations as the GPU's one thread: bit-identical results.
+  float mean_sum = 0.0f;
+  for (int64_t b = 0; b < samples; ++b) {
+    const float count = s[samples + b];
+    mean_sum += count > 0.0f ? s[b] / count : 0.0f;
+  }
+  total->data<float>()[0] += mean_sum;
 }
 
 }  // namespace moefold::ops

@@ -1,6 +1,7 @@
 // CPU reference of MoE token permutation: a stable counting sort of the (token, choice) pairs by
 // expert, the row gather into that order, and the weighted scatter-add back. Row r of the permuted
 // buffer holds pair sorted[r] = t·k + j; rows whose pair is absent (dropped) simply never appear.
+// Also the per-unit expert counts (integers, stored as f32).
 #include "ops/moe.h"
 
 #include <algorithm>
@@ -194,6 +195,39 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
     }
     d_weights->data<float>()[s[r]] = static_cast<float>(dot);
   }
+}
+
+void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows, Tensor* counts,
+                         Stream& stream) {
+  MF_RETURN_IF_GPU(ids, "CountExpertsPerUnit",
+                   cuda::CountExpertsPerUnit(ids, first_row, unit_rows, counts, stream));
+  constexpr const char* kOp = "CountExpertsPerUnit";
+  internal::CheckI32(ids, kOp, "ids");
+  internal::CheckRank(ids, 2, kOp, "ids");
+  MF_CHECK(counts != nullptr) << kOp << ": output counts is null";
+  internal::CheckF32(*counts, kOp, "counts");
+  internal::CheckRank(*counts, 2, kOp, "counts");
+  const int64_t tokens = ids.dim(0), k = ids.dim(1);
+  const int64_t units = counts->dim(0), experts = counts->dim(1);
+  MF_CHECK_GT(unit_rows, 0) << kOp << ": unit_rows";
+  MF_CHECK_GE(first_row, 0) << kOp << ": first_row";
+  MF_CHECK(tokens == 0 || (first_row + tokens - 1) / unit_rows < units)
+      << kOp << ": rows [" << first_row << ", " << first_row + tokens << ") reach unit "
+      << (first_row + tokens - 1) / unit_rows << " but counts has U=" << units << " units";
+  const int32_t* id = ids.data<int32_t>();
+  std::vector<int64_t> count(static_cast<size_t>(units * experts), 0);  // integers: exact
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t unit = (first_row + t) / unit_rows;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = id[t * k + j];
+      MF_CHECK(e >= 0 && e < experts)
+          << kOp << ": expert id " << e << " (token " << t << ", choice " << j
+          << ") out of range [0, E=" << experts << ")";
+      ++count[unit * experts + e];
+    }
+  }
+  float* out = counts->data<float>();
+  for (int64_t i = 0; i < units * experts; ++i) out[i] = static_cast<float>(count[i]);
 }
 
 }  // namespace moefold::ops

@@ -52,31 +52,33 @@ void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w,
   RmsNormForward(*sum, w, eps, y, rstd, stream);
 }
 
+namespace {
+
 // With r = rstd and g = d_y · w (element-wise):
 //   d_x = r·g − (r³/H)·x·⟨g, x⟩,   d_w += Σ_t d_y · x · r.
-void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
-                     Tensor* d_x, Tensor* d_w, Stream& stream) {
-  MF_RETURN_IF_GPU(x, "RmsNormBackward", cuda::RmsNormBackward(x, w, rstd, d_y, d_x, d_w, stream));
+// d_x is overwritten, or with `accumulate` added to (the f32 value added once).
+void Backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y, Tensor* d_x,
+              Tensor* d_w, bool accumulate, const char* op, Stream& stream) {
   if (internal::AnyBf16({&x, &w, &d_y, d_x})) {
-    internal::Bf16Emulation emu("RmsNormBackward");
+    internal::Bf16Emulation emu(op);
     emu.SameDType({&x, &w, &d_y, d_x}, {"x", "w", "d_y", "d_x"});
     emu.IsF32(&rstd, "rstd");
     emu.IsF32(d_w, "d_w");
-    RmsNormBackward(emu.In(x), emu.In(w), rstd, emu.In(d_y), emu.Out(d_x), d_w, stream);
+    Backward(emu.In(x), emu.In(w), rstd, emu.In(d_y), emu.Out(d_x), d_w, accumulate, op, stream);
     emu.RoundBack();
     return;
   }
-  internal::CheckF32(x, "RmsNormBackward", "x");
-  internal::CheckRank(x, 2, "RmsNormBackward", "x");
+  internal::CheckF32(x, op, "x");
+  internal::CheckRank(x, 2, op, "x");
   const int64_t rows = x.dim(0), hidden = x.dim(1);
-  internal::CheckF32(w, "RmsNormBackward", "w");
-  internal::CheckShape(w, {hidden}, "RmsNormBackward", "w");
-  internal::CheckF32(rstd, "RmsNormBackward", "rstd");
-  internal::CheckShape(rstd, {rows}, "RmsNormBackward", "rstd");
-  internal::CheckF32(d_y, "RmsNormBackward", "d_y");
-  internal::CheckShape(d_y, x.shape(), "RmsNormBackward", "d_y");
-  if (d_x != nullptr) internal::CheckF32Out(d_x, x.shape(), "RmsNormBackward", "d_x");
-  if (d_w != nullptr) internal::CheckF32Out(d_w, {hidden}, "RmsNormBackward", "d_w");
+  internal::CheckF32(w, op, "w");
+  internal::CheckShape(w, {hidden}, op, "w");
+  internal::CheckF32(rstd, op, "rstd");
+  internal::CheckShape(rstd, {rows}, op, "rstd");
+  internal::CheckF32(d_y, op, "d_y");
+  internal::CheckShape(d_y, x.shape(), op, "d_y");
+  if (d_x != nullptr) internal::CheckF32Out(d_x, x.shape(), op, "d_x");
+  if (d_w != nullptr) internal::CheckF32Out(d_w, {hidden}, op, "d_w");
   const float* px = x.data<float>();
   const float* pw = w.data<float>();
   const float* pr = rstd.data<float>();
@@ -91,7 +93,8 @@ void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const
       const double c = r * r * r * dot / hidden;
       float* dxt = d_x->data<float>() + t * hidden;
       for (int64_t h = 0; h < hidden; ++h) {
-        dxt[h] = static_cast<float>(r * gt[h] * pw[h] - c * xt[h]);
+        const float value = static_cast<float>(r * gt[h] * pw[h] - c * xt[h]);
+        dxt[h] = accumulate ? dxt[h] + value : value;
       }
     }
     if (d_w != nullptr) {
@@ -99,6 +102,21 @@ void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const
       for (int64_t h = 0; h < hidden; ++h) dw[h] += static_cast<float>(gt[h] * xt[h] * r);
     }
   }
+}
+
+}  // namespace
+
+void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
+                     Tensor* d_x, Tensor* d_w, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "RmsNormBackward", cuda::RmsNormBackward(x, w, rstd, d_y, d_x, d_w, stream));
+  Backward(x, w, rstd, d_y, d_x, d_w, /*accumulate=*/false, "RmsNormBackward", stream);
+}
+
+void RmsNormBackwardAccumulate(const Tensor& x, const Tensor& w, const Tensor& rstd,
+                               const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "RmsNormBackwardAccumulate",
+                   cuda::RmsNormBackwardAccumulate(x, w, rstd, d_y, d_x, d_w, stream));
+  Backward(x, w, rstd, d_y, d_x, d_w, /*accumulate=*/true, "RmsNormBackwardAccumulate", stream);
 }
 
 }  // namespace moefold::ops

@@ -22,6 +22,15 @@ double SumOfSquares(const Tensor& x, Stream& stream) {
   return sum;
 }
 
+void SumOfSquaresInto(const Tensor& x, Tensor* acc, Stream& stream) {
+  MF_RETURN_IF_GPU(x, "SumOfSquaresInto", cuda::SumOfSquaresInto(x, acc, stream));
+  MF_CHECK(acc != nullptr) << "SumOfSquaresInto: output acc is null";
+  internal::CheckCpu(*acc, "SumOfSquaresInto", "acc");
+  internal::CheckDType(*acc, DType::kI64, "SumOfSquaresInto", "acc");
+  internal::CheckShape(*acc, {1}, "SumOfSquaresInto", "acc");
+  *static_cast<double*>(acc->raw_data()) += SumOfSquares(x, stream);
+}
+
 float Amax(const Tensor& x, Stream& stream) {
   MF_RETURN_IF_GPU(x, "Amax", cuda::Amax(x, stream));
   internal::CheckCpu(x, "Amax", "x");

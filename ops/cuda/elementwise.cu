@@ -1,35 +1,77 @@
 // CUDA element-wise ops: residual add, axpy (mixed f32/bf16 source and destination), scale.
-// Outputs may alias inputs: each thread reads its element before writing it.
+// 16-byte packs when every pointer is aligned (the last n mod N elements by a scalar launch),
+// single elements otherwise; f32 math and one rounding per element either way. Outputs may alias
+// inputs: each element is read and then written by the same thread.
+#include <algorithm>
+
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-__global__ void AddKernel(const T* a, const T* b, T* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    out[i] = FromF32<T>(ToF32(a[i]) + ToF32(b[i]));
-  }
+__device__ __forceinline__ int64_t FirstThread() {
+  return blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+}
+__device__ __forceinline__ int64_t GridThreads() { return int64_t{gridDim.x} * blockDim.x; }
+
+template <typename T, int N>
+__global__ void AddKernel(const T* a, const T* b, T* out, int64_t packs) {
+  struct In {
+    Pack<T, N> a, b;
+  };
+  ForEachPack(
+      FirstThread(), packs, GridThreads(),
+      [&](int64_t i) {
+        return In{LoadPack<N>(a + i * N), LoadPack<N>(b + i * N)};
+      },
+      [&](int64_t i, const In& in) {
+        Pack<T, N> o;
+#pragma unroll
+        for (int e = 0; e < N; ++e) o.v[e] = FromF32<T>(ToF32(in.a.v[e]) + ToF32(in.b.v[e]));
+        StorePack<N>(out + i * N, o);
+      });
 }
 
-template <typename S, typename D>
-__global__ void AxpyKernel(float alpha, const S* src, D* dst, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    dst[i] = FromF32<D>(ToF32(dst[i]) + alpha * ToF32(src[i]));
-  }
+template <typename S, typename D, int N>
+__global__ void AxpyKernel(float alpha, const S* src, D* dst, int64_t packs) {
+  struct In {
+    Pack<S, N> src;
+    Pack<D, N> dst;
+  };
+  ForEachPack(
+      FirstThread(), packs, GridThreads(),
+      [&](int64_t i) {
+        return In{LoadPack<N>(src + i * N), LoadPack<N>(dst + i * N)};
+      },
+      [&](int64_t i, const In& in) {
+        Pack<D, N> o;
+#pragma unroll
+        for (int e = 0; e < N; ++e) {
+          o.v[e] = FromF32<D>(ToF32(in.dst.v[e]) + alpha * ToF32(in.src.v[e]));
+        }
+        StorePack<N>(dst + i * N, o);
+      });
 }
 
-template <typename T>
-__global__ void ScaleKernel(float alpha, T* x, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    x[i] = FromF32<T>(alpha * ToF32(x[i]));
-  }
+template <typename T, int N>
+__global__ void ScaleKernel(float alpha, T* x, int64_t packs) {
+  ForEachPack(
+      FirstThread(), packs, GridThreads(), [&](int64_t i) { return LoadPack<N>(x + i * N); },
+      [&](int64_t i, const Pack<T, N>& in) {
+        Pack<T, N> o;
+#pragma unroll
+        for (int e = 0; e < N; ++e) o.v[e] = FromF32<T>(alpha * ToF32(in.v[e]));
+        StorePack<N>(x + i * N, o);
+      });
+}
+
+// Blocks for `packs` packs: each thread takes kPacksInFlight per step.
+int FlatGrid(int64_t packs, const Stream& stream) {
+  return DeviceGrid(packs, int64_t{kThreads} * kPacksInFlight, kThreads, stream);
 }
 
 }  // namespace
@@ -45,10 +87,20 @@ void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream) {
   CheckOut(out, dev, a.dtype(), a.shape(), kOp, "out");
   const int64_t n = a.numel();
   if (n == 0) return;
-  MF_DISPATCH_FLOAT(a.dtype(), kOp, T,
-                    AddKernel<T><<<GridFor(n, kThreads), kThreads, 0, Native(stream)>>>(
-                        a.data<T>(), b.data<T>(), out->data<T>(), n));
-  MF_CUDA_CHECK_LAUNCH();
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(a.dtype(), kOp, T, {
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* po = out->data<T>();
+    ForBodyAndTail<kVecWidth<T>>(n, VectorAligned<T>({pa, pb, po}, 0),
+                                 [&](auto width, int64_t offset, int64_t count) {
+                                   constexpr int N = decltype(width)::value;
+                                   const int64_t packs = count / N;
+                                   AddKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(
+                                       pa + offset, pb + offset, po + offset, packs);
+                                   MF_CUDA_CHECK_LAUNCH();
+                                 });
+  });
 }
 
 void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream) {
@@ -62,12 +114,24 @@ void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream) {
       << kOp << ": src " << src.DebugString() << " vs dst " << dst->DebugString();
   const int64_t n = src.numel();
   if (n == 0) return;
-  const int grid = GridFor(n, kThreads);
-  MF_DISPATCH_FLOAT(src.dtype(), kOp, S,
-                    MF_DISPATCH_FLOAT(dst->dtype(), kOp, D,
-                                      AxpyKernel<S, D><<<grid, kThreads, 0, Native(stream)>>>(
-                                          alpha, src.data<S>(), dst->data<D>(), n)));
-  MF_CUDA_CHECK_LAUNCH();
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(
+      src.dtype(), kOp, S, MF_DISPATCH_FLOAT(dst->dtype(), kOp, D, {
+        // One pack holds the same element count on both sides: 16 bytes of the
+        // wider type (an f32 source and a bf16 destination move 16 and 8 bytes).
+        constexpr int kWidth = std::min(kVecWidth<S>, kVecWidth<D>);
+        const S* ps = src.data<S>();
+        D* pd = dst->data<D>();
+        const bool aligned = IsAligned(ps, int64_t{kWidth} * sizeof(S)) &&
+                             IsAligned(pd, int64_t{kWidth} * sizeof(D));
+        ForBodyAndTail<kWidth>(n, aligned, [&](auto width, int64_t offset, int64_t count) {
+          constexpr int N = decltype(width)::value;
+          const int64_t packs = count / N;
+          AxpyKernel<S, D, N>
+              <<<FlatGrid(packs, stream), kThreads, 0, s>>>(alpha, ps + offset, pd + offset, packs);
+          MF_CUDA_CHECK_LAUNCH();
+        });
+      }));
 }
 
 void Scale(float alpha, Tensor* x, Stream& stream) {
@@ -77,10 +141,17 @@ void Scale(float alpha, Tensor* x, Stream& stream) {
   CheckActivation(*x, x->device(), kOp, "x");
   const int64_t n = x->numel();
   if (n == 0) return;
-  MF_DISPATCH_FLOAT(x->dtype(), kOp, T,
-                    ScaleKernel<T><<<GridFor(n, kThreads), kThreads, 0, Native(stream)>>>(
-                        alpha, x->data<T>(), n));
-  MF_CUDA_CHECK_LAUNCH();
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(x->dtype(), kOp, T, {
+    T* px = x->data<T>();
+    ForBodyAndTail<kVecWidth<T>>(
+        n, VectorAligned<T>({px}, 0), [&](auto width, int64_t offset, int64_t count) {
+          constexpr int N = decltype(width)::value;
+          const int64_t packs = count / N;
+          ScaleKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(alpha, px + offset, packs);
+          MF_CUDA_CHECK_LAUNCH();
+        });
+  });
 }
 
 }  // namespace moefold::ops::cuda

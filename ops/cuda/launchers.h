@@ -42,6 +42,8 @@ void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w,
                        Tensor* sum, Tensor* y, Tensor* rstd, Stream& stream);
 void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
                      Tensor* d_x, Tensor* d_w, Stream& stream);
+void RmsNormBackwardAccumulate(const Tensor& x, const Tensor& w, const Tensor& rstd,
+                               const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream);
 
 // rope.cu
 void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream);
@@ -60,15 +62,19 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
 void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream);
 void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor* d_gate,
                     Tensor* d_up, Stream& stream);
+void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream);
+void SwiGluBackward(const Tensor& gate_up, const Tensor& d_out, Tensor* d_gate_up, Stream& stream);
 
 // elementwise.cu. Axpy: src and dst each f32 or bf16.
 void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream);
 void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream);
 void Scale(float alpha, Tensor* x, Stream& stream);
 
-// reduce.cu. These return host values: they wait for the stream.
+// reduce.cu. SumOfSquares and Amax return host values: they wait for the stream. SumOfSquaresInto
+// does not (acc stays on the GPU).
 double SumOfSquares(const Tensor& x, Stream& stream);
 float Amax(const Tensor& x, Stream& stream);
+void SumOfSquaresInto(const Tensor& x, Tensor* acc, Stream& stream);
 
 // router.cu (all f32).
 void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
@@ -98,12 +104,17 @@ void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weight
                      Stream& stream);
 void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
                              const Tensor& weights, Tensor* d_y, Tensor* d_weights, Stream& stream);
+void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows, Tensor* counts,
+                         Stream& stream);
 
 // loss.cu. logits and d_logits in the activation dtype (d_logits may alias logits).
 void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* token_losses,
                          Tensor* lse, Stream& stream);
 void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                           const Tensor& d_token_losses, Tensor* d_logits, Stream& stream);
+void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* sums,
+                    Stream& stream);
+void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream);
 
 // adamw.cu (f32 flat buffers).
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,

@@ -1,16 +1,20 @@
-// CUDA fused cross entropy: one block per token row reads the logits once with an online
-// max/sum (no f32 softmax is ever stored), writing the token loss and lse; backward writes
-// g·(softmax − onehot) in the logits' dtype, in place if d_logits aliases logits. A target outside
-// [-1, V) traps the kernel after printing it.
+// CUDA fused cross entropy: one block per token row (grid-stride over rows) reads the logits once
+// with an online max/sum (no f32 softmax is ever stored), writing the token loss and lse; backward
+// writes g·(softmax − onehot) in the logits' dtype, in place if d_logits aliases logits. Rows move
+// in 16-byte packs when pointers and V allow, single elements otherwise. A target outside [-1, V)
+// traps the kernel after printing it. Per-sample loss sums and their mean run on the device too
+// (fixed summation order), so the loss needs no host copy inside the step.
 #include <cstdio>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
 
 constexpr int kThreads = 512;
+constexpr int kSampleThreads = 256;
 constexpr int32_t kIgnoreTarget = -1;
 
 __device__ __forceinline__ void CheckTarget(int32_t target, int64_t vocab, int64_t row) {
@@ -29,69 +33,120 @@ __device__ __forceinline__ void Merge(float& m, float& s, float m2, float s2) {
   m = mm;
 }
 
-template <typename T>
-__global__ void CrossEntropyForwardKernel(const T* logits, const int32_t* targets, int64_t vocab,
-                                          float* token_losses, float* lse) {
+template <typename T, int N>
+__global__ void CrossEntropyForwardKernel(const T* logits, const int32_t* targets, int64_t rows,
+                                          int64_t vocab, float* token_losses, float* lse) {
   __shared__ float shared_m[32], shared_s[32];
-  const int64_t row = blockIdx.x;
-  const T* l = logits + row * vocab;
-  float m = -INFINITY, s = 0.0f;
-  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
-    const float x = ToF32(l[v]);
-    if (x > m) {
-      s = s * expf(m - x) + 1.0f;
-      m = x;
-    } else if (x != -INFINITY) {
-      // A −inf logit adds exp(−inf) = 0; skipping it avoids exp(−inf − (−inf)) = NaN when it is
-      // the thread's first value (m still −inf). NaN logits still propagate.
-      s += expf(x - m);
-    }
-  }
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, offset);
-    const float s2 = __shfl_xor_sync(0xffffffffu, s, offset);
-    Merge(m, s, m2, s2);
-  }
+  const int64_t packs = vocab / N;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) {
-    shared_m[warp] = m;
-    shared_s[warp] = s;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    const bool has = lane < static_cast<int>(blockDim.x / 32);
-    m = has ? shared_m[lane] : -INFINITY;
-    s = has ? shared_s[lane] : 0.0f;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* l = logits + row * vocab;
+    float m = -INFINITY, s = 0.0f;
+    ForEachPack(
+        threadIdx.x, packs, blockDim.x, [&](int64_t i) { return LoadPack<N>(l + i * N); },
+        [&](int64_t, const Pack<T, N>& p) {
+#pragma unroll
+          for (int e = 0; e < N; ++e) {
+            const float x = ToF32(p.v[e]);
+            if (x > m) {
+              s = s * expf(m - x) + 1.0f;
+              m = x;
+            } else if (x != -INFINITY) {
+              // A −inf logit adds exp(−inf) = 0; skipping it avoids exp(−inf − (−inf)) = NaN when
+              // it is the thread's first value (m still −inf). NaN logits still propagate.
+              s += expf(x - m);
+            }
+          }
+        });
     for (int offset = 16; offset > 0; offset >>= 1) {
       const float m2 = __shfl_xor_sync(0xffffffffu, m, offset);
       const float s2 = __shfl_xor_sync(0xffffffffu, s, offset);
       Merge(m, s, m2, s2);
     }
     if (lane == 0) {
-      const int32_t target = targets[row];
-      CheckTarget(target, vocab, row);
-      const float row_lse = m + logf(s);
-      lse[row] = row_lse;
-      token_losses[row] = target == kIgnoreTarget ? 0.0f : row_lse - ToF32(l[target]);
+      shared_m[warp] = m;
+      shared_s[warp] = s;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      const bool has = lane < static_cast<int>(blockDim.x / 32);
+      m = has ? shared_m[lane] : -INFINITY;
+      s = has ? shared_s[lane] : 0.0f;
+      for (int offset = 16; offset > 0; offset >>= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, m, offset);
+        const float s2 = __shfl_xor_sync(0xffffffffu, s, offset);
+        Merge(m, s, m2, s2);
+      }
+      if (lane == 0) {
+        const int32_t target = targets[row];
+        CheckTarget(target, vocab, row);
+        const float row_lse = m + logf(s);
+        lse[row] = row_lse;
+        token_losses[row] = target == kIgnoreTarget ? 0.0f : row_lse - ToF32(l[target]);
+      }
+    }
+    __syncthreads();  // warp 0 has read shared_m/shared_s before the next row rewrites them
+  }
+}
+
+template <typename T, int N>
+__global__ void CrossEntropyBackwardKernel(const T* logits, const int32_t* targets,
+                                           const float* lse, const float* d_losses, int64_t rows,
+                                           int64_t vocab, T* d_logits) {
+  const int64_t packs = vocab / N;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int32_t target = targets[row];
+    CheckTarget(target, vocab, row);
+    const float g = target == kIgnoreTarget ? 0.0f : d_losses[row];
+    const float row_lse = lse[row];
+    const T* l = logits + row * vocab;
+    T* d = d_logits + row * vocab;
+    ForEachPack(
+        threadIdx.x, packs, blockDim.x, [&](int64_t i) { return LoadPack<N>(l + i * N); },
+        [&](int64_t i, const Pack<T, N>& p) {
+          Pack<T, N> out;
+#pragma unroll
+          for (int e = 0; e < N; ++e) {
+            const int64_t v = i * N + e;
+            const float prob = expf(ToF32(p.v[e]) - row_lse);
+            out.v[e] = FromF32<T>(g * (prob - (v == target ? 1.0f : 0.0f)));
+          }
+          StorePack<N>(d + i * N, out);
+        });
+  }
+}
+
+// sums[0][b] = Σ_s losses of sample b's tokens with a target, sums[1][b] = their count; one block
+// per sample (grid-stride), f32 block sums in a fixed order.
+__global__ void SampleLossSumsKernel(const float* losses, const int32_t* targets, int64_t samples,
+                                     int64_t seq, float* sums) {
+  for (int64_t b = blockIdx.x; b < samples; b += gridDim.x) {
+    float sum = 0.0f;
+    int count = 0;
+    for (int64_t s = threadIdx.x; s < seq; s += blockDim.x) {
+      if (targets[b * seq + s] != kIgnoreTarget) {
+        sum += losses[b * seq + s];
+        ++count;
+      }
+    }
+    sum = BlockSum(sum);
+    count = BlockSum(count);
+    if (threadIdx.x == 0) {
+      sums[b] = sum;
+      sums[samples + b] = static_cast<float>(count);
     }
   }
 }
 
-template <typename T>
-__global__ void CrossEntropyBackwardKernel(const T* logits, const int32_t* targets,
-                                           const float* lse, const float* d_losses, int64_t vocab,
-                                           T* d_logits) {
-  const int64_t row = blockIdx.x;
-  const int32_t target = targets[row];
-  CheckTarget(target, vocab, row);
-  const float g = target == kIgnoreTarget ? 0.0f : d_losses[row];
-  const float row_lse = lse[row];
-  const T* l = logits + row * vocab;
-  T* d = d_logits + row * vocab;
-  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
-    const float p = expf(ToF32(l[v]) - row_lse);
-    d[v] = FromF32<T>(g * (p - (v == target ? 1.0f : 0.0f)));
+// total += Σ_b (count_b > 0 ? sum_b / count_b : 0), in b order by one thread: the same float
+// operations as the CPU reference, so the result is bit-identical.
+__global__ void AccumulateSampleMeansKernel(const float* sums, int64_t samples, float* total) {
+  float mean_sum = 0.0f;
+  for (int64_t b = 0; b < samples; ++b) {
+    const float count = sums[samples + b];
+    mean_sum += count > 0.0f ? sums[b] / count : 0.0f;
   }
+  *total += mean_sum;
 }
 
 void CheckTargets(const Tensor& logits, const Tensor& targets, const Stream& stream,
@@ -111,6 +166,8 @@ void CheckF32(const Tensor& t, const Shape& shape, const Device& dev, const char
   CheckShape(t, shape, op, name);
 }
 
+int RowGrid(int64_t rows, const Stream& stream) { return DeviceGrid(rows, 1, kThreads, stream); }
+
 }  // namespace
 
 void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* token_losses,
@@ -121,12 +178,20 @@ void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* to
   CheckOut(token_losses, logits.device(), DType::kF32, {rows}, kOp, "token_losses");
   CheckOut(lse, logits.device(), DType::kF32, {rows}, kOp, "lse");
   if (rows == 0) return;
-  MF_DISPATCH_FLOAT(logits.dtype(), kOp, T,
-                    CrossEntropyForwardKernel<T>
-                    <<<static_cast<unsigned>(rows), kThreads, 0, Native(stream)>>>(
-                        logits.data<T>(), targets.data<int32_t>(), vocab,
-                        token_losses->data<float>(), lse->data<float>()));
-  MF_CUDA_CHECK_LAUNCH();
+  const int grid = RowGrid(rows, stream);
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(logits.dtype(), kOp, T, {
+    const T* pl = logits.data<T>();
+    const int32_t* pt = targets.data<int32_t>();
+    if (VectorAligned<T>({pl}, vocab)) {
+      CrossEntropyForwardKernel<T, kVecWidth<T>><<<grid, kThreads, 0, s>>>(
+          pl, pt, rows, vocab, token_losses->data<float>(), lse->data<float>());
+    } else {
+      CrossEntropyForwardKernel<T, 1><<<grid, kThreads, 0, s>>>(
+          pl, pt, rows, vocab, token_losses->data<float>(), lse->data<float>());
+    }
+    MF_CUDA_CHECK_LAUNCH();
+  });
 }
 
 void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
@@ -138,11 +203,63 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Ten
   CheckF32(d_token_losses, {rows}, logits.device(), kOp, "d_token_losses");
   CheckOut(d_logits, logits.device(), logits.dtype(), logits.shape(), kOp, "d_logits");
   if (rows == 0) return;
-  MF_DISPATCH_FLOAT(logits.dtype(), kOp, T,
-                    CrossEntropyBackwardKernel<T>
-                    <<<static_cast<unsigned>(rows), kThreads, 0, Native(stream)>>>(
-                        logits.data<T>(), targets.data<int32_t>(), lse.data<float>(),
-                        d_token_losses.data<float>(), vocab, d_logits->data<T>()));
+  const int grid = RowGrid(rows, stream);
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(logits.dtype(), kOp, T, {
+    const T* pl = logits.data<T>();
+    T* pd = d_logits->data<T>();
+    const int32_t* pt = targets.data<int32_t>();
+    if (VectorAligned<T>({pl, pd}, vocab)) {
+      CrossEntropyBackwardKernel<T, kVecWidth<T>><<<grid, kThreads, 0, s>>>(
+          pl, pt, lse.data<float>(), d_token_losses.data<float>(), rows, vocab, pd);
+    } else {
+      CrossEntropyBackwardKernel<T, 1><<<grid, kThreads, 0, s>>>(
+          pl, pt, lse.data<float>(), d_token_losses.data<float>(), rows, vocab, pd);
+    }
+    MF_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* sums,
+                    Stream& stream) {
+  constexpr const char* kOp = "SampleLossSums";
+  const Device dev = token_losses.device();
+  CheckStream(stream, dev, kOp);
+  CheckOn(token_losses, dev, kOp, "token_losses");
+  CheckDType(token_losses, DType::kF32, kOp, "token_losses");
+  CheckRank(token_losses, 1, kOp, "token_losses");
+  CheckOn(targets, dev, kOp, "targets");
+  CheckDType(targets, DType::kI32, kOp, "targets");
+  MF_CHECK(sums != nullptr) << kOp << ": output sums is null";
+  CheckOn(*sums, dev, kOp, "sums");
+  CheckDType(*sums, DType::kF32, kOp, "sums");
+  CheckRank(*sums, 2, kOp, "sums");
+  MF_CHECK_EQ(sums->dim(0), 2) << kOp << ": sums must be (2, B), got " << sums->DebugString();
+  const int64_t samples = sums->dim(1), n = token_losses.numel();
+  MF_CHECK(samples > 0 ? n % samples == 0 : n == 0)
+      << kOp << ": " << n << " token losses do not split into B=" << samples << " samples";
+  const int64_t seq = samples > 0 ? n / samples : 0;
+  MF_CHECK(targets.shape() == Shape{n} || targets.shape() == Shape({samples, seq}))
+      << kOp << ": targets must be (B·S) or (B, S) = (" << samples << ", " << seq << "), got "
+      << targets.DebugString();
+  if (samples == 0) return;
+  SampleLossSumsKernel<<<DeviceGrid(samples, 1, kSampleThreads, stream), kSampleThreads, 0,
+                         Native(stream)>>>(token_losses.data<float>(), targets.data<int32_t>(),
+                                           samples, seq, sums->data<float>());
+  MF_CUDA_CHECK_LAUNCH();
+}
+
+void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream) {
+  constexpr const char* kOp = "AccumulateSampleMeans";
+  const Device dev = sums.device();
+  CheckStream(stream, dev, kOp);
+  CheckOn(sums, dev, kOp, "sums");
+  CheckDType(sums, DType::kF32, kOp, "sums");
+  CheckRank(sums, 2, kOp, "sums");
+  MF_CHECK_EQ(sums.dim(0), 2) << kOp << ": sums must be (2, B), got " << sums.DebugString();
+  CheckOut(total, dev, DType::kF32, {1}, kOp, "total");
+  AccumulateSampleMeansKernel<<<1, 1, 0, Native(stream)>>>(sums.data<float>(), sums.dim(1),
+                                                           total->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,17 +1,32 @@
 // CUDA MoE token permutation. ComputePermutation is a stable counting sort with one block per
 // expert (count, then an ordered block scan of the matches), so the order equals the CPU's exactly.
-// Permute/unpermute go through the inverse map pair → row, so every output row is a plain sum in
-// a fixed order (no atomics). An index outside its range traps the kernel after printing it.
+// Permute/unpermute go through the inverse map pair → row, one warp per row, so every output row
+// is a plain sum in a fixed order (no atomics); rows move in 16-byte packs when pointers and H
+// allow, single elements otherwise. CountExpertsPerUnit counts in integers (shared histograms). No
+// host waits: an index or expert id outside its range traps the kernel after printing it.
+#include <algorithm>
 #include <cstdio>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
 
 constexpr int kScanThreads = 1024;
-constexpr int kRowThreads = 256;
+constexpr int kRowWarps = 8;  // rows in flight per block, one per warp
+constexpr int kRowThreads = 32 * kRowWarps;
+constexpr int kIndexThreads = 256;
+constexpr int kCountThreads = 1024;
+constexpr int64_t kPairsPerCountBlock = 8192;  // CountExpertsPerUnit: pairs one block histograms
+constexpr int kMaxSharedBins = 12288;          // 48 KiB of i32 bins
+
+__device__ __forceinline__ int Lane() { return threadIdx.x % 32; }
+__device__ __forceinline__ int64_t FirstRow() {
+  return blockIdx.x * int64_t{kRowWarps} + threadIdx.x / 32;
+}
+__device__ __forceinline__ int64_t RowStride() { return int64_t{gridDim.x} * kRowWarps; }
 
 __device__ __forceinline__ void CheckIndex(int64_t value, int64_t bound, const char* what) {
   if (value < 0 || value >= bound) {
@@ -21,15 +36,25 @@ __device__ __forceinline__ void CheckIndex(int64_t value, int64_t bound, const c
   }
 }
 
-// counts[e] = #pairs with id e; first_bad = the smallest pair index whose id is out of range.
-__global__ void CountExperts(const int32_t* ids, int64_t pairs, int experts, int32_t* counts,
-                             int32_t* first_bad) {
+// Traps after printing an expert id outside [0, experts) with its token and choice.
+__device__ __forceinline__ void CheckExpert(int32_t id, int64_t pair, int k, int experts,
+                                            const char* op) {
+  if (id < 0 || id >= experts) {
+    printf("moefold %s: expert id %d (token %lld, choice %lld) out of range [0, E=%d)\n", op, id,
+           static_cast<long long>(pair / k), static_cast<long long>(pair % k), experts);
+    __trap();
+  }
+}
+
+// counts[e] = #pairs with id e. Block 0 also checks every id.
+__global__ void CountExperts(const int32_t* ids, int64_t pairs, int k, int experts,
+                             int32_t* counts) {
   const int e = blockIdx.x;
   int count = 0;
   for (int64_t p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int32_t id = ids[p];
     count += id == e;
-    if (e == 0 && (id < 0 || id >= experts)) atomicMin(first_bad, static_cast<int32_t>(p));
+    if (e == 0) CheckExpert(id, p, k, experts, "ComputePermutation");
   }
   count = BlockSum(count);
   if (threadIdx.x == 0) counts[e] = count;
@@ -78,51 +103,146 @@ __global__ void InvertSorted(const int32_t* sorted, int64_t rows, int64_t pairs,
   }
 }
 
-template <typename T>
+// out[r] = x[sorted[r] / k], one warp per row.
+template <typename T, int N>
 __global__ void PermuteKernel(const T* x, const int32_t* sorted, int k, int64_t tokens,
-                              int64_t hidden, T* out) {
-  const int64_t r = blockIdx.x;
-  const int64_t pair = sorted[r];
-  CheckIndex(pair, tokens * k, "PermuteTokens: sorted entry");
-  const T* src = x + (pair / k) * hidden;
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) out[r * hidden + h] = src[h];
+                              int64_t rows, int64_t hidden, T* out) {
+  const int64_t packs = hidden / N;
+  for (int64_t r = FirstRow(); r < rows; r += RowStride()) {
+    const int64_t pair = sorted[r];
+    CheckIndex(pair, tokens * k, "PermuteTokens: sorted entry");
+    const T* src = x + (pair / k) * hidden;
+    T* dst = out + r * hidden;
+    ForEachPack(
+        Lane(), packs, 32, [&](int64_t i) { return LoadPack<N>(src + i * N); },
+        [&](int64_t i, const Pack<T, N>& p) { StorePack<N>(dst + i * N, p); });
+  }
 }
 
 // out[t] = Σ_j w[t, j]·y[row(t, j)] (w = nullptr: weight 1), rows in choice order; no row adds 0.
-template <typename T>
+// One warp per token; each lane keeps kPacksInFlight packs of sums and, per choice, loads all of
+// them before adding.
+template <typename T, int N>
 __global__ void GatherSumKernel(const T* y, const int32_t* row_of_pair, const float* weights, int k,
-                                int64_t hidden, T* out) {
-  const int64_t t = blockIdx.x;
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
-    float acc = 0.0f;
-    for (int j = 0; j < k; ++j) {
-      const int32_t r = row_of_pair[t * k + j];
-      if (r < 0) continue;
-      const float w = weights != nullptr ? weights[t * k + j] : 1.0f;
-      acc += w * ToF32(y[static_cast<int64_t>(r) * hidden + h]);
+                                int64_t tokens, int64_t hidden, T* out) {
+  constexpr int kU = kPacksInFlight;
+  const int64_t packs = hidden / N;
+  for (int64_t t = FirstRow(); t < tokens; t += RowStride()) {
+    for (int64_t base = Lane(); base < packs; base += 32 * kU) {
+      float acc[kU][N];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+#pragma unroll
+        for (int e = 0; e < N; ++e) acc[u][e] = 0.0f;
+      }
+      for (int j = 0; j < k; ++j) {
+        const int32_t r = row_of_pair[t * k + j];
+        if (r < 0) continue;
+        const float w = weights != nullptr ? weights[t * k + j] : 1.0f;
+        const T* yr = y + static_cast<int64_t>(r) * hidden;
+        Pack<T, N> p[kU];
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const int64_t i = base + u * 32;
+          if (i < packs) p[u] = LoadPack<N>(yr + i * N);
+        }
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+#pragma unroll
+          for (int e = 0; e < N; ++e) acc[u][e] += w * ToF32(p[u].v[e]);
+        }
+      }
+      T* dst = out + t * hidden;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int64_t i = base + u * 32;
+        if (i >= packs) continue;
+        Pack<T, N> o;
+#pragma unroll
+        for (int e = 0; e < N; ++e) o.v[e] = FromF32<T>(acc[u][e]);
+        StorePack<N>(dst + i * N, o);
+      }
     }
-    out[t * hidden + h] = FromF32<T>(acc);
   }
 }
 
-// d_y[r] = w·d_out[t]; d_weights[pair] = ⟨d_out[t], y[r]⟩ (one block per row).
-template <typename T>
+// d_y[r] = w·d_out[t]; d_weights[pair] = ⟨d_out[t], y[r]⟩ (one warp per row).
+template <typename T, int N>
 __global__ void UnpermuteBackwardKernel(const T* d_out, const T* y, const int32_t* sorted,
-                                        const float* weights, int k, int64_t pairs, int64_t hidden,
-                                        T* d_y, float* d_weights) {
-  const int64_t r = blockIdx.x;
-  const int64_t pair = sorted[r];
-  CheckIndex(pair, pairs, "UnpermuteTokensBackward: sorted entry");
-  const float w = weights[pair];
-  const T* g = d_out + (pair / k) * hidden;
-  float dot = 0.0f;
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
-    const float gh = ToF32(g[h]);
-    dot += gh * ToF32(y[r * hidden + h]);
-    d_y[r * hidden + h] = FromF32<T>(w * gh);
+                                        const float* weights, int k, int64_t pairs, int64_t rows,
+                                        int64_t hidden, T* d_y, float* d_weights) {
+  struct In {
+    Pack<T, N> g, y;
+  };
+  const int64_t packs = hidden / N;
+  for (int64_t r = FirstRow(); r < rows; r += RowStride()) {
+    const int64_t pair = sorted[r];
+    CheckIndex(pair, pairs, "UnpermuteTokensBackward: sorted entry");
+    const float w = weights[pair];
+    const T* g = d_out + (pair / k) * hidden;
+    const T* yr = y + r * hidden;
+    T* dyr = d_y + r * hidden;
+    float dot = 0.0f;
+    ForEachPack(
+        Lane(), packs, 32,
+        [&](int64_t i) {
+          return In{LoadPack<N>(g + i * N), LoadPack<N>(yr + i * N)};
+        },
+        [&](int64_t i, const In& in) {
+          Pack<T, N> out;
+#pragma unroll
+          for (int e = 0; e < N; ++e) {
+            const float gh = ToF32(in.g.v[e]);
+            dot += gh * ToF32(in.y.v[e]);
+            out.v[e] = FromF32<T>(w * gh);
+          }
+          StorePack<N>(dyr + i * N, out);
+        });
+    dot = WarpSum(dot);
+    if (Lane() == 0) d_weights[pair] = dot;
   }
-  dot = BlockSum(dot);
-  if (threadIdx.x == 0) d_weights[pair] = dot;
+}
+
+// Block (u, split) histograms its share of unit u's pairs in shared memory. With one split per
+// unit the block writes counts[u] itself (f32); otherwise it adds its bins to the i32 `partial`
+// (integer atomics: the totals do not depend on their order) and CountsToF32 converts.
+template <bool kSingleSplit>
+__global__ void CountPerUnitKernel(const int32_t* ids, int64_t tokens, int k, int experts,
+                                   int64_t first_row, int64_t unit_rows, int32_t* partial,
+                                   float* counts) {
+  extern __shared__ int bins[];
+  const int64_t u = blockIdx.x;
+  for (int e = threadIdx.x; e < experts; e += blockDim.x) bins[e] = 0;
+  __syncthreads();
+  // Unit u holds the global rows [u·unit_rows, (u + 1)·unit_rows): local rows shifted by first_row.
+  const int64_t unit_begin = u * unit_rows - first_row, unit_end = unit_begin + unit_rows;
+  const int64_t row_begin = unit_begin > 0 ? unit_begin : 0;
+  const int64_t row_end = unit_end < tokens ? unit_end : tokens;
+  const int64_t pair_begin = row_begin * k;
+  const int64_t pair_end = row_end > row_begin ? row_end * k : pair_begin;
+  const int64_t per_split = (pair_end - pair_begin + gridDim.y - 1) / gridDim.y;
+  const int64_t begin = pair_begin + blockIdx.y * per_split;
+  const int64_t end = begin + per_split < pair_end ? begin + per_split : pair_end;
+  for (int64_t p = begin + threadIdx.x; p < end; p += blockDim.x) {
+    const int32_t id = ids[p];
+    CheckExpert(id, p, k, experts, "CountExpertsPerUnit");
+    atomicAdd(&bins[id], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+    if (kSingleSplit) {
+      counts[u * experts + e] = static_cast<float>(bins[e]);
+    } else if (bins[e] != 0) {
+      atomicAdd(&partial[u * experts + e], bins[e]);
+    }
+  }
+}
+
+__global__ void CountsToF32(const int32_t* partial, int64_t n, float* counts) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    counts[i] = static_cast<float>(partial[i]);
+  }
 }
 
 // The inverse permutation of `sorted` over `pairs` pair slots, as a scratch tensor.
@@ -132,7 +252,7 @@ Tensor RowOfPair(const Tensor& sorted, int64_t pairs, Stream& stream) {
       cudaMemsetAsync(row_of_pair.raw_data(), 0xff, row_of_pair.nbytes(), Native(stream)));
   const int64_t rows = sorted.numel();
   if (rows > 0) {
-    InvertSorted<<<GridFor(rows, kRowThreads), kRowThreads, 0, Native(stream)>>>(
+    InvertSorted<<<GridFor(rows, kIndexThreads), kIndexThreads, 0, Native(stream)>>>(
         sorted.data<int32_t>(), rows, pairs, row_of_pair.data<int32_t>());
     MF_CUDA_CHECK_LAUNCH();
   }
@@ -143,6 +263,10 @@ void CheckSorted(const Tensor& sorted, const Device& dev, const char* op) {
   CheckOn(sorted, dev, op, "sorted");
   CheckDType(sorted, DType::kI32, op, "sorted");
   CheckRank(sorted, 1, op, "sorted");
+}
+
+int RowGrid(int64_t rows, const Stream& stream) {
+  return DeviceGrid(rows, kRowWarps, kRowThreads, stream);
 }
 
 }  // namespace
@@ -160,21 +284,10 @@ void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tens
   CheckOut(sorted, dev, DType::kI32, {pairs}, kOp, "sorted");
   CheckOut(counts, dev, DType::kI32, {num_experts}, kOp, "counts");
   const cudaStream_t s = Native(stream);
-  Tensor flag = Scratch({1}, DType::kI32, stream);
-  const int32_t none = INT32_MAX;
-  MF_CUDA_CHECK(cudaMemcpyAsync(flag.raw_data(), &none, sizeof(none), cudaMemcpyHostToDevice, s));
-  CountExperts<<<num_experts, kScanThreads, 0, s>>>(ids.data<int32_t>(), pairs, num_experts,
-                                                    counts->data<int32_t>(), flag.data<int32_t>());
+  const int k = static_cast<int>(std::max<int64_t>(ids.dim(1), 1));
+  CountExperts<<<num_experts, kScanThreads, 0, s>>>(ids.data<int32_t>(), pairs, k, num_experts,
+                                                    counts->data<int32_t>());
   MF_CUDA_CHECK_LAUNCH();
-  int32_t bad = none;
-  MF_CUDA_CHECK(cudaMemcpyAsync(&bad, flag.raw_data(), sizeof(bad), cudaMemcpyDeviceToHost, s));
-  MF_CUDA_CHECK(cudaStreamSynchronize(s));
-  if (bad != none) {
-    int32_t id = 0;
-    MF_CUDA_CHECK(cudaMemcpy(&id, ids.data<int32_t>() + bad, sizeof(id), cudaMemcpyDeviceToHost));
-    MF_CHECK(false) << kOp << ": expert id " << id << " (token " << bad / ids.dim(1) << ", choice "
-                    << bad % ids.dim(1) << ") out of range [0, E=" << num_experts << ")";
-  }
   if (pairs == 0) return;
   PlaceExperts<<<num_experts, kScanThreads, 0, s>>>(
       ids.data<int32_t>(), pairs, counts->data<int32_t>(), sorted->data<int32_t>());
@@ -192,12 +305,41 @@ void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, St
   const int64_t rows = sorted.numel(), hidden = x.dim(1);
   CheckOut(out, dev, x.dtype(), {rows, hidden}, kOp, "out");
   if (rows == 0 || hidden == 0) return;
-  MF_DISPATCH_FLOAT(x.dtype(), kOp, T,
-                    PermuteKernel<T>
-                    <<<static_cast<unsigned>(rows), kRowThreads, 0, Native(stream)>>>(
-                        x.data<T>(), sorted.data<int32_t>(), k, x.dim(0), hidden, out->data<T>()));
+  const int grid = RowGrid(rows, stream);
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
+    const T* px = x.data<T>();
+    T* po = out->data<T>();
+    const int32_t* ps = sorted.data<int32_t>();
+    if (VectorAligned<T>({px, po}, hidden)) {
+      PermuteKernel<T, kVecWidth<T>>
+          <<<grid, kRowThreads, 0, s>>>(px, ps, k, x.dim(0), rows, hidden, po);
+    } else {
+      PermuteKernel<T, 1><<<grid, kRowThreads, 0, s>>>(px, ps, k, x.dim(0), rows, hidden, po);
+    }
+    MF_CUDA_CHECK_LAUNCH();
+  });
+}
+
+namespace {
+
+// out (tokens, H) = the weighted gather-sum of y's rows through row_of_pair.
+template <typename T>
+void LaunchGatherSum(const T* y, const int32_t* row_of_pair, const float* weights, int k,
+                     int64_t tokens, int64_t hidden, T* out, Stream& stream) {
+  const int grid = RowGrid(tokens, stream);
+  const cudaStream_t s = Native(stream);
+  if (VectorAligned<T>({y, out}, hidden)) {
+    GatherSumKernel<T, kVecWidth<T>>
+        <<<grid, kRowThreads, 0, s>>>(y, row_of_pair, weights, k, tokens, hidden, out);
+  } else {
+    GatherSumKernel<T, 1>
+        <<<grid, kRowThreads, 0, s>>>(y, row_of_pair, weights, k, tokens, hidden, out);
+  }
   MF_CUDA_CHECK_LAUNCH();
 }
+
+}  // namespace
 
 void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,
                            Stream& stream) {
@@ -216,11 +358,9 @@ void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Ten
   const int64_t tokens = d_x->dim(0);
   if (tokens == 0 || hidden == 0) return;
   Tensor row_of_pair = RowOfPair(sorted, tokens * k, stream);
-  MF_DISPATCH_FLOAT(
-      d_out.dtype(), kOp, T,
-      GatherSumKernel<T><<<static_cast<unsigned>(tokens), kRowThreads, 0, Native(stream)>>>(
-          d_out.data<T>(), row_of_pair.data<int32_t>(), nullptr, k, hidden, d_x->data<T>()));
-  MF_CUDA_CHECK_LAUNCH();
+  MF_DISPATCH_FLOAT(d_out.dtype(), kOp, T,
+                    LaunchGatherSum<T>(d_out.data<T>(), row_of_pair.data<int32_t>(), nullptr, k,
+                                       tokens, hidden, d_x->data<T>(), stream));
 }
 
 void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weights, Tensor* out,
@@ -239,12 +379,10 @@ void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weight
   CheckOut(out, dev, y.dtype(), {tokens, hidden}, kOp, "out");
   if (tokens == 0 || hidden == 0) return;
   Tensor row_of_pair = RowOfPair(sorted, tokens * k, stream);
-  MF_DISPATCH_FLOAT(y.dtype(), kOp, T,
-                    GatherSumKernel<T>
-                    <<<static_cast<unsigned>(tokens), kRowThreads, 0, Native(stream)>>>(
-                        y.data<T>(), row_of_pair.data<int32_t>(), weights.data<float>(),
-                        static_cast<int>(k), hidden, out->data<T>()));
-  MF_CUDA_CHECK_LAUNCH();
+  MF_DISPATCH_FLOAT(
+      y.dtype(), kOp, T,
+      LaunchGatherSum<T>(y.data<T>(), row_of_pair.data<int32_t>(), weights.data<float>(),
+                         static_cast<int>(k), tokens, hidden, out->data<T>(), stream));
 }
 
 void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor& sorted,
@@ -269,11 +407,77 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
   CheckOut(d_weights, dev, DType::kF32, weights.shape(), kOp, "d_weights");
   d_weights->SetZero(stream);  // a dropped pair has no row and so no gradient
   if (rows == 0) return;
-  MF_DISPATCH_FLOAT(
-      y.dtype(), kOp, T,
-      UnpermuteBackwardKernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, Native(stream)>>>(
-          d_out.data<T>(), y.data<T>(), sorted.data<int32_t>(), weights.data<float>(),
-          static_cast<int>(k), tokens * k, hidden, d_y->data<T>(), d_weights->data<float>()));
+  const int grid = RowGrid(rows, stream);
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(y.dtype(), kOp, T, {
+    const T* pg = d_out.data<T>();
+    const T* py = y.data<T>();
+    T* pdy = d_y->data<T>();
+    const int32_t* ps = sorted.data<int32_t>();
+    const float* pw = weights.data<float>();
+    float* pdw = d_weights->data<float>();
+    if (VectorAligned<T>({pg, py, pdy}, hidden)) {
+      UnpermuteBackwardKernel<T, kVecWidth<T>><<<grid, kRowThreads, 0, s>>>(
+          pg, py, ps, pw, static_cast<int>(k), tokens * k, rows, hidden, pdy, pdw);
+    } else {
+      UnpermuteBackwardKernel<T, 1><<<grid, kRowThreads, 0, s>>>(
+          pg, py, ps, pw, static_cast<int>(k), tokens * k, rows, hidden, pdy, pdw);
+    }
+    MF_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows, Tensor* counts,
+                         Stream& stream) {
+  constexpr const char* kOp = "CountExpertsPerUnit";
+  const Device dev = ids.device();
+  CheckStream(stream, dev, kOp);
+  CheckOn(ids, dev, kOp, "ids");
+  CheckDType(ids, DType::kI32, kOp, "ids");
+  CheckRank(ids, 2, kOp, "ids");
+  MF_CHECK(counts != nullptr) << kOp << ": output counts is null";
+  CheckOn(*counts, dev, kOp, "counts");
+  CheckDType(*counts, DType::kF32, kOp, "counts");
+  CheckRank(*counts, 2, kOp, "counts");
+  const int64_t tokens = ids.dim(0), k = ids.dim(1);
+  const int64_t units = counts->dim(0), experts = counts->dim(1);
+  MF_CHECK_GT(unit_rows, 0) << kOp << ": unit_rows";
+  MF_CHECK_GE(first_row, 0) << kOp << ": first_row";
+  MF_CHECK(tokens == 0 || (first_row + tokens - 1) / unit_rows < units)
+      << kOp << ": rows [" << first_row << ", " << first_row + tokens << ") reach unit "
+      << (first_row + tokens - 1) / unit_rows << " but counts has U=" << units << " units";
+  MF_CHECK(experts > 0 && experts <= kMaxSharedBins)
+      << kOp << ": counts needs 1 to " << kMaxSharedBins << " experts, got "
+      << counts->DebugString();
+  MF_CHECK(units <= int64_t{INT32_MAX}) << kOp << ": " << units << " units";
+  if (units == 0) return;
+  const cudaStream_t s = Native(stream);
+  if (tokens == 0 || k == 0) {  // no pairs: every count is 0 (all-zero bits are 0.0f)
+    MF_CUDA_CHECK(cudaMemsetAsync(counts->raw_data(), 0, counts->nbytes(), s));
+    return;
+  }
+  // Splits per unit: enough blocks that none histograms more than kPairsPerCountBlock pairs.
+  const int64_t unit_pairs = std::min(unit_rows, tokens) * k;
+  const int64_t splits =
+      std::min<int64_t>((unit_pairs + kPairsPerCountBlock - 1) / kPairsPerCountBlock, 65535);
+  const dim3 grid(static_cast<unsigned>(units), static_cast<unsigned>(splits));
+  const size_t shared = sizeof(int) * static_cast<size_t>(experts);
+  if (splits == 1) {
+    CountPerUnitKernel<true><<<grid, kCountThreads, shared, s>>>(
+        ids.data<int32_t>(), tokens, static_cast<int>(k), static_cast<int>(experts), first_row,
+        unit_rows, nullptr, counts->data<float>());
+    MF_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  Tensor partial = Scratch({units, experts}, DType::kI32, stream);
+  MF_CUDA_CHECK(cudaMemsetAsync(partial.raw_data(), 0, partial.nbytes(), s));
+  CountPerUnitKernel<false><<<grid, kCountThreads, shared, s>>>(
+      ids.data<int32_t>(), tokens, static_cast<int>(k), static_cast<int>(experts), first_row,
+      unit_rows, partial.data<int32_t>(), counts->data<float>());
+  MF_CUDA_CHECK_LAUNCH();
+  const int64_t n = units * experts;
+  CountsToF32<<<GridFor(n, kIndexThreads), kIndexThreads, 0, s>>>(partial.data<int32_t>(), n,
+                                                                  counts->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,75 +1,173 @@
-// CUDA RMSNorm: one block per row for the forward (plain and fused with the residual add) and for
-// d_x; d_w by column blocks summing fixed row chunks, then the chunks in order (deterministic,
-// no atomics). Sums in f32; the rounded residual sum is what gets normalised and saved.
+// CUDA RMSNorm: one warp per row for the forward (plain and fused with the residual add) and for
+// d_x (overwritten or accumulated); d_w by column packs summing fixed row chunks, then the chunks
+// in order (deterministic, no atomics). Rows move in 16-byte packs when pointers and H allow,
+// single elements otherwise. Sums in f32; the rounded residual sum is what gets normalised and
+// saved.
+#include <algorithm>
+
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kRowWarps = 8;  // rows in flight per block, one per warp
+constexpr int kRowThreads = 32 * kRowWarps;
 constexpr int kColumnThreads = 256;
-constexpr int kRowChunks = 64;  // d_w partial sums per column
+// d_w partial sums: chunks of about kChunkRows rows (at most kMaxChunks chunks), fixed by the shape
+// alone so the summation order does not depend on the device.
+constexpr int64_t kChunkRows = 32;
+constexpr int64_t kMaxChunks = 1024;
 
-// sum (if non-null) = x + residual, stored in T and then normalised: y = s·rstd·w.
-template <typename T>
+__device__ __forceinline__ int Lane() { return threadIdx.x % 32; }
+__device__ __forceinline__ int64_t FirstRow() {
+  return blockIdx.x * int64_t{kRowWarps} + threadIdx.x / 32;
+}
+__device__ __forceinline__ int64_t RowStride() { return int64_t{gridDim.x} * kRowWarps; }
+
+template <typename T, int N>
+struct Two {
+  Pack<T, N> a, b;
+};
+template <typename T, int N>
+struct Three {
+  Pack<T, N> a, b, c;
+};
+template <typename T, int N>
+struct Four {
+  Pack<T, N> a, b, c, d;
+};
+
+// sum (if residual is non-null) = x + residual, stored in T and then normalised: y = s·rstd·w.
+template <typename T, int N>
 __global__ void RmsNormForwardKernel(const T* x, const T* residual, const T* w, float eps,
-                                     int64_t hidden, T* sum, T* y, float* rstd) {
-  const int64_t row = blockIdx.x;
-  const T* xr = x + row * hidden;
-  float sq = 0.0f;
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
-    float v = ToF32(xr[h]);
-    if (residual != nullptr) {
-      const T s = FromF32<T>(v + ToF32(residual[row * hidden + h]));
-      sum[row * hidden + h] = s;
-      v = ToF32(s);
+                                     int64_t rows, int64_t hidden, T* sum, T* y, float* rstd) {
+  const int64_t packs = hidden / N;
+  for (int64_t row = FirstRow(); row < rows; row += RowStride()) {
+    const T* xr = x + row * hidden;
+    float sq = 0.0f;
+    if (residual == nullptr) {
+      ForEachPack(
+          Lane(), packs, 32, [&](int64_t i) { return LoadPack<N>(xr + i * N); },
+          [&](int64_t, const Pack<T, N>& p) {
+#pragma unroll
+            for (int e = 0; e < N; ++e) {
+              const float v = ToF32(p.v[e]);
+              sq += v * v;
+            }
+          });
+    } else {
+      const T* rr = residual + row * hidden;
+      T* sr = sum + row * hidden;
+      ForEachPack(
+          Lane(), packs, 32,
+          [&](int64_t i) {
+            return Two<T, N>{LoadPack<N>(xr + i * N), LoadPack<N>(rr + i * N)};
+          },
+          [&](int64_t i, const Two<T, N>& in) {
+            Pack<T, N> s;
+#pragma unroll
+            for (int e = 0; e < N; ++e) {
+              s.v[e] = FromF32<T>(ToF32(in.a.v[e]) + ToF32(in.b.v[e]));
+              const float v = ToF32(s.v[e]);
+              sq += v * v;
+            }
+            StorePack<N>(sr + i * N, s);
+          });
     }
-    sq += v * v;
-  }
-  const float r = 1.0f / sqrtf(BlockSum(sq) / static_cast<float>(hidden) + eps);
-  if (threadIdx.x == 0) rstd[row] = r;
-  // Re-read the normalised input: a thread sees its own writes of `sum`.
-  const T* src = residual != nullptr ? sum + row * hidden : xr;
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
-    y[row * hidden + h] = FromF32<T>(ToF32(src[h]) * r * ToF32(w[h]));
+    const float r = 1.0f / sqrtf(WarpSum(sq) / static_cast<float>(hidden) + eps);
+    if (Lane() == 0) rstd[row] = r;
+    // The second pass re-reads the normalised input (from L1/L2): a lane reads back exactly the
+    // packs of `sum` it wrote itself, so it sees its own writes.
+    const T* src = residual != nullptr ? sum + row * hidden : xr;
+    T* yr = y + row * hidden;
+    ForEachPack(
+        Lane(), packs, 32,
+        [&](int64_t i) {
+          return Two<T, N>{LoadPack<N>(src + i * N), LoadPack<N>(w + i * N)};
+        },
+        [&](int64_t i, const Two<T, N>& in) {
+          Pack<T, N> out;
+#pragma unroll
+          for (int e = 0; e < N; ++e)
+            out.v[e] = FromF32<T>(ToF32(in.a.v[e]) * r * ToF32(in.b.v[e]));
+          StorePack<N>(yr + i * N, out);
+        });
   }
 }
 
-// d_x = r·g·w − (r³/H)·x·⟨g·w, x⟩ per row.
-template <typename T>
+// d_x = r·g·w − (r³/H)·x·⟨g·w, x⟩ per row; with kAccumulate added to d_x in f32, rounded once.
+template <typename T, int N, bool kAccumulate>
 __global__ void RmsNormBackwardDxKernel(const T* x, const T* w, const float* rstd, const T* d_y,
-                                        int64_t hidden, T* d_x) {
-  const int64_t row = blockIdx.x;
-  const T* xr = x + row * hidden;
-  const T* gr = d_y + row * hidden;
-  float dot = 0.0f;
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
-    dot += ToF32(gr[h]) * ToF32(w[h]) * ToF32(xr[h]);
-  }
-  dot = BlockSum(dot);
-  const float r = rstd[row];
-  const float c = r * r * r * dot / static_cast<float>(hidden);
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
-    d_x[row * hidden + h] = FromF32<T>(r * ToF32(gr[h]) * ToF32(w[h]) - c * ToF32(xr[h]));
+                                        int64_t rows, int64_t hidden, T* d_x) {
+  const int64_t packs = hidden / N;
+  for (int64_t row = FirstRow(); row < rows; row += RowStride()) {
+    const T* xr = x + row * hidden;
+    const T* gr = d_y + row * hidden;
+    T* dxr = d_x + row * hidden;
+    float dot = 0.0f;
+    ForEachPack<kPacksInFlightWide>(
+        Lane(), packs, 32,
+        [&](int64_t i) {
+          return Three<T, N>{LoadPack<N>(gr + i * N), LoadPack<N>(w + i * N),
+                             LoadPack<N>(xr + i * N)};
+        },
+        [&](int64_t, const Three<T, N>& in) {
+#pragma unroll
+          for (int e = 0; e < N; ++e) dot += ToF32(in.a.v[e]) * ToF32(in.b.v[e]) * ToF32(in.c.v[e]);
+        });
+    dot = WarpSum(dot);
+    const float r = rstd[row];
+    const float c = r * r * r * dot / static_cast<float>(hidden);
+    ForEachPack<kPacksInFlightWide>(
+        Lane(), packs, 32,
+        [&](int64_t i) {
+          Four<T, N> in{LoadPack<N>(gr + i * N), LoadPack<N>(w + i * N), LoadPack<N>(xr + i * N)};
+          if (kAccumulate) in.d = LoadPack<N>(dxr + i * N);
+          return in;
+        },
+        [&](int64_t i, const Four<T, N>& in) {
+          Pack<T, N> out;
+#pragma unroll
+          for (int e = 0; e < N; ++e) {
+            const float value = r * ToF32(in.a.v[e]) * ToF32(in.b.v[e]) - c * ToF32(in.c.v[e]);
+            out.v[e] = FromF32<T>(kAccumulate ? ToF32(in.d.v[e]) + value : value);
+          }
+          StorePack<N>(dxr + i * N, out);
+        });
   }
 }
 
-// partial[chunk, h] = Σ over the chunk's rows of d_y·x·r.
-template <typename T>
+// partial[chunk, h] = Σ over the chunk's rows, in row order, of d_y·x·r; a thread owns one pack of
+// N columns.
+template <typename T, int N>
 __global__ void RmsNormBackwardDwPartial(const T* x, const float* rstd, const T* d_y, int64_t rows,
-                                         int64_t hidden, float* partial) {
-  const int64_t h = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (h >= hidden) return;
-  const int64_t chunk = blockIdx.y;
-  const int64_t per_chunk = (rows + gridDim.y - 1) / gridDim.y;
-  const int64_t begin = chunk * per_chunk;
+                                         int64_t hidden, int64_t per_chunk, float* partial) {
+  const int64_t column = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) * N;
+  if (column >= hidden) return;
+  const int64_t begin = blockIdx.y * per_chunk;
   const int64_t end = begin + per_chunk < rows ? begin + per_chunk : rows;
-  float sum = 0.0f;
-  for (int64_t t = begin; t < end; ++t) {
-    sum += ToF32(d_y[t * hidden + h]) * ToF32(x[t * hidden + h]) * rstd[t];
-  }
-  partial[chunk * hidden + h] = sum;
+  struct Row {
+    Pack<T, N> g, x;
+    float r;
+  };
+  float sum[N];
+#pragma unroll
+  for (int e = 0; e < N; ++e) sum[e] = 0.0f;
+  ForEachPack(
+      begin, end, 1,
+      [&](int64_t t) {
+        return Row{LoadPack<N>(d_y + t * hidden + column), LoadPack<N>(x + t * hidden + column),
+                   rstd[t]};
+      },
+      [&](int64_t, const Row& in) {
+#pragma unroll
+        for (int e = 0; e < N; ++e) sum[e] += ToF32(in.g.v[e]) * ToF32(in.x.v[e]) * in.r;
+      });
+  float* out = partial + blockIdx.y * hidden + column;
+#pragma unroll
+  for (int e = 0; e < N; ++e) out[e] = sum[e];
 }
 
 __global__ void AddChunks(const float* partial, int chunks, int64_t hidden, float* d_w) {
@@ -93,20 +191,110 @@ void CheckForward(const Tensor& x, const Tensor& w, const Tensor* y, const Tenso
   CheckOut(rstd, dev, DType::kF32, {x.dim(0)}, op, "rstd");
 }
 
+// The forward for both ops (residual and sum null for the plain norm).
+void LaunchForward(const Tensor& x, const Tensor* residual, const Tensor& w, float eps, Tensor* sum,
+                   Tensor* y, Tensor* rstd, Stream& stream, const char* op) {
+  const int64_t rows = x.dim(0), hidden = x.dim(1);
+  if (rows == 0) return;
+  const int grid = DeviceGrid(rows, kRowWarps, kRowThreads, stream);
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(x.dtype(), op, T, {
+    const T* px = x.data<T>();
+    const T* pr = residual != nullptr ? residual->data<T>() : nullptr;
+    T* ps = sum != nullptr ? sum->data<T>() : nullptr;
+    const T* pw = w.data<T>();
+    T* py = y->data<T>();
+    if (VectorAligned<T>({px, pr, ps, pw, py}, hidden)) {
+      RmsNormForwardKernel<T, kVecWidth<T>>
+          <<<grid, kRowThreads, 0, s>>>(px, pr, pw, eps, rows, hidden, ps, py, rstd->data<float>());
+    } else {
+      RmsNormForwardKernel<T, 1>
+          <<<grid, kRowThreads, 0, s>>>(px, pr, pw, eps, rows, hidden, ps, py, rstd->data<float>());
+    }
+    MF_CUDA_CHECK_LAUNCH();
+  });
+}
+
+template <typename T, int N>
+void LaunchDw(const T* x, const float* rstd, const T* d_y, int64_t rows, int64_t hidden, float* d_w,
+              Stream& stream) {
+  const int64_t chunks = std::min((rows + kChunkRows - 1) / kChunkRows, kMaxChunks);
+  const int64_t per_chunk = (rows + chunks - 1) / chunks;
+  Tensor partial = Scratch({chunks, hidden}, DType::kF32, stream);
+  const int64_t column_packs = hidden / N;
+  const dim3 grid(static_cast<unsigned>((column_packs + kColumnThreads - 1) / kColumnThreads),
+                  static_cast<unsigned>(chunks));
+  const cudaStream_t s = Native(stream);
+  RmsNormBackwardDwPartial<T, N><<<grid, kColumnThreads, 0, s>>>(x, rstd, d_y, rows, hidden,
+                                                                 per_chunk, partial.data<float>());
+  MF_CUDA_CHECK_LAUNCH();
+  AddChunks<<<static_cast<unsigned>((hidden + kColumnThreads - 1) / kColumnThreads), kColumnThreads,
+              0, s>>>(partial.data<float>(), static_cast<int>(chunks), hidden, d_w);
+  MF_CUDA_CHECK_LAUNCH();
+}
+
+void LaunchBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
+                    Tensor* d_x, Tensor* d_w, bool accumulate, Stream& stream, const char* op) {
+  const Device dev = x.device();
+  CheckStream(stream, dev, op);
+  CheckActivation(x, dev, op, "x");
+  CheckRank(x, 2, op, "x");
+  const int64_t rows = x.dim(0), hidden = x.dim(1);
+  CheckOn(w, dev, op, "w");
+  CheckDType(w, x.dtype(), op, "w");
+  CheckShape(w, {hidden}, op, "w");
+  CheckOn(rstd, dev, op, "rstd");
+  CheckDType(rstd, DType::kF32, op, "rstd");
+  CheckShape(rstd, {rows}, op, "rstd");
+  CheckOn(d_y, dev, op, "d_y");
+  CheckDType(d_y, x.dtype(), op, "d_y");
+  CheckShape(d_y, x.shape(), op, "d_y");
+  if (d_x != nullptr) CheckOut(d_x, dev, x.dtype(), x.shape(), op, "d_x");
+  if (d_w != nullptr) CheckOut(d_w, dev, DType::kF32, {hidden}, op, "d_w");
+  if (rows == 0 || hidden == 0) return;
+  const cudaStream_t s = Native(stream);
+  MF_DISPATCH_FLOAT(x.dtype(), op, T, {
+    const T* px = x.data<T>();
+    const T* pw = w.data<T>();
+    const T* pg = d_y.data<T>();
+    if (d_x != nullptr) {
+      T* pdx = d_x->data<T>();
+      const int grid = DeviceGrid(rows, kRowWarps, kRowThreads, stream);
+      const bool vector = VectorAligned<T>({px, pw, pg, pdx}, hidden);
+      constexpr int kVec = kVecWidth<T>;
+      if (vector && accumulate) {
+        RmsNormBackwardDxKernel<T, kVec, true>
+            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
+      } else if (vector) {
+        RmsNormBackwardDxKernel<T, kVec, false>
+            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
+      } else if (accumulate) {
+        RmsNormBackwardDxKernel<T, 1, true>
+            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
+      } else {
+        RmsNormBackwardDxKernel<T, 1, false>
+            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
+      }
+      MF_CUDA_CHECK_LAUNCH();
+    }
+    if (d_w != nullptr) {
+      if (VectorAligned<T>({px, pg}, hidden)) {
+        LaunchDw<T, kVecWidth<T>>(px, rstd.data<float>(), pg, rows, hidden, d_w->data<float>(),
+                                  stream);
+      } else {
+        LaunchDw<T, 1>(px, rstd.data<float>(), pg, rows, hidden, d_w->data<float>(), stream);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
                     Stream& stream) {
   constexpr const char* kOp = "RmsNormForward";
   CheckForward(x, w, y, rstd, stream, kOp);
-  const int64_t rows = x.dim(0), hidden = x.dim(1);
-  if (rows == 0) return;
-  MF_DISPATCH_FLOAT(x.dtype(), kOp, T,
-                    RmsNormForwardKernel<T>
-                    <<<static_cast<unsigned>(rows), kThreads, 0, Native(stream)>>>(
-                        x.data<T>(), nullptr, w.data<T>(), eps, hidden, nullptr, y->data<T>(),
-                        rstd->data<float>()));
-  MF_CUDA_CHECK_LAUNCH();
+  LaunchForward(x, nullptr, w, eps, nullptr, y, rstd, stream, kOp);
 }
 
 void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
@@ -117,58 +305,18 @@ void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w,
   CheckDType(residual, x.dtype(), kOp, "residual");
   CheckShape(residual, x.shape(), kOp, "residual");
   CheckOut(sum, x.device(), x.dtype(), x.shape(), kOp, "sum");
-  const int64_t rows = x.dim(0), hidden = x.dim(1);
-  if (rows == 0) return;
-  MF_DISPATCH_FLOAT(x.dtype(), kOp, T,
-                    RmsNormForwardKernel<T>
-                    <<<static_cast<unsigned>(rows), kThreads, 0, Native(stream)>>>(
-                        x.data<T>(), residual.data<T>(), w.data<T>(), eps, hidden, sum->data<T>(),
-                        y->data<T>(), rstd->data<float>()));
-  MF_CUDA_CHECK_LAUNCH();
+  LaunchForward(x, &residual, w, eps, sum, y, rstd, stream, kOp);
 }
 
 void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
                      Tensor* d_x, Tensor* d_w, Stream& stream) {
-  constexpr const char* kOp = "RmsNormBackward";
-  const Device dev = x.device();
-  CheckStream(stream, dev, kOp);
-  CheckActivation(x, dev, kOp, "x");
-  CheckRank(x, 2, kOp, "x");
-  const int64_t rows = x.dim(0), hidden = x.dim(1);
-  CheckOn(w, dev, kOp, "w");
-  CheckDType(w, x.dtype(), kOp, "w");
-  CheckShape(w, {hidden}, kOp, "w");
-  CheckOn(rstd, dev, kOp, "rstd");
-  CheckDType(rstd, DType::kF32, kOp, "rstd");
-  CheckShape(rstd, {rows}, kOp, "rstd");
-  CheckOn(d_y, dev, kOp, "d_y");
-  CheckDType(d_y, x.dtype(), kOp, "d_y");
-  CheckShape(d_y, x.shape(), kOp, "d_y");
-  if (d_x != nullptr) CheckOut(d_x, dev, x.dtype(), x.shape(), kOp, "d_x");
-  if (d_w != nullptr) CheckOut(d_w, dev, DType::kF32, {hidden}, kOp, "d_w");
-  if (rows == 0 || hidden == 0) return;
-  const cudaStream_t s = Native(stream);
-  if (d_x != nullptr) {
-    MF_DISPATCH_FLOAT(
-        x.dtype(), kOp, T,
-        RmsNormBackwardDxKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
-            x.data<T>(), w.data<T>(), rstd.data<float>(), d_y.data<T>(), hidden, d_x->data<T>()));
-    MF_CUDA_CHECK_LAUNCH();
-  }
-  if (d_w != nullptr) {
-    const int chunks = static_cast<int>(rows < kRowChunks ? rows : kRowChunks);
-    Tensor partial = Scratch({chunks, hidden}, DType::kF32, stream);
-    const dim3 grid(static_cast<unsigned>((hidden + kColumnThreads - 1) / kColumnThreads),
-                    static_cast<unsigned>(chunks));
-    MF_DISPATCH_FLOAT(
-        x.dtype(), kOp, T,
-        RmsNormBackwardDwPartial<T><<<grid, kColumnThreads, 0, s>>>(
-            x.data<T>(), rstd.data<float>(), d_y.data<T>(), rows, hidden, partial.data<float>()));
-    MF_CUDA_CHECK_LAUNCH();
-    AddChunks<<<grid.x, kColumnThreads, 0, s>>>(partial.data<float>(), chunks, hidden,
-                                                d_w->data<float>());
-    MF_CUDA_CHECK_LAUNCH();
-  }
+  LaunchBackward(x, w, rstd, d_y, d_x, d_w, /*accumulate=*/false, stream, "RmsNormBackward");
+}
+
+void RmsNormBackwardAccumulate(const Tensor& x, const Tensor& w, const Tensor& rstd,
+                               const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream) {
+  LaunchBackward(x, w, rstd, d_y, d_x, d_w, /*accumulate=*/true, stream,
+                 "RmsNormBackwardAccumulate");
 }
 
 }  // namespace moefold::ops::cuda

@@ -1,12 +1,22 @@
 // GPU parity of the embedding gather and its scatter-add backward (repeated ids, f32 d_table)
-// against the CPU reference (skips without a GPU).
+// against the CPU reference, at hidden sizes on and off the 16-byte packs and at unaligned views,
+// and the trap on a bad id (skips without a GPU).
+#include <utility>
+#include <vector>
+
 #include "ops/embedding.h"
+#include "tests/ops/cuda_layouts.h"
 #include "tests/testing/cuda_testing.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::ops {
 namespace {
 
+using ::moefold::ops::testing::kAligned;
+using ::moefold::ops::testing::kUnaligned;
+using ::moefold::ops::testing::PoisonedAt;
+using ::moefold::ops::testing::SameValues;
+using ::moefold::ops::testing::ToGpuAt;
 using ::moefold::testing::DTypeName;
 using ::moefold::testing::Gpu;
 using ::moefold::testing::GpuStream;
@@ -41,15 +51,57 @@ TEST_P(CudaEmbeddingTest, ForwardAndBackward) {
   EXPECT_TRUE(ParityNear(d_table_gpu, d_table, DType::kF32));
 }
 
-TEST(CudaEmbeddingDeathTest, OutOfRangeIdNamesItsPosition) {
+TEST_P(CudaEmbeddingTest, PackAndScalarPathsAtOddShapes) {
+  MF_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const int64_t vocab = 37;
+  for (const auto& [tokens, hidden] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 2048}, {7, 2048}, {7, 2050}, {7, 1}, {300, 64}}) {
+    SCOPED_TRACE(::testing::Message() << tokens << "×" << hidden);
+    const Tensor ids = RandomInts({tokens}, 6, vocab);
+    const Tensor table = RoundedTo(RandomNormal({vocab, hidden}, 7), dt);
+    Tensor out = Tensor::Zeros({tokens, hidden}, DType::kF32);
+    EmbeddingForward(ids, table, &out, CpuStream());
+    const Tensor d_out = RoundedTo(RandomNormal({tokens, hidden}, 8), dt);
+    const Tensor d_table0 = RandomNormal({vocab, hidden}, 9);
+    Tensor d_table = d_table0.Clone();
+    EmbeddingBackward(ids, d_out, &d_table, CpuStream());
+    for (int64_t offset : {kAligned, kUnaligned}) {
+      SCOPED_TRACE(offset);
+      const Tensor ids_gpu = ToGpuAt(ids, DType::kI32, offset);
+      Tensor out_gpu = PoisonedAt({tokens, hidden}, dt, offset);
+      EmbeddingForward(ids_gpu, ToGpuAt(table, dt, offset), &out_gpu, GpuStream());
+      EXPECT_TRUE(SameValues(out_gpu, ToGpu(out, dt))) << "a gather is exact";
+      Tensor d_table_gpu = ToGpuAt(d_table0, DType::kF32, offset);
+      EmbeddingBackward(ids_gpu, ToGpuAt(d_out, dt, offset), &d_table_gpu, GpuStream());
+      EXPECT_TRUE(ParityNear(d_table_gpu, d_table, DType::kF32));
+    }
+  }
+}
+
+// A bad id traps the kernel; no host wait happens inside the op. The printed id and position go to
+// the device's printf buffer (stdout), which a trapped context does not reliably flush, so the
+// test asserts the failure the next synchronisation reports.
+TEST(CudaEmbeddingDeathTest, OutOfRangeIdTrapsTheKernel) {
   MF_REQUIRE_GPU();
   // A fresh process for the death: a forked child cannot use the parent's CUDA context.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   const Tensor table = RandomNormal({10, 4}, 5).To(Gpu());
   const Tensor ids = Tensor::FromVectorI32({1, 2, 10, 3}, {4}).To(Gpu());
   Tensor out = Tensor::Empty({4, 4}, DType::kF32, Gpu());
-  EXPECT_DEATH(EmbeddingForward(ids, table, &out, GpuStream()),
-               "token id 10 at position 2 is out of range");
+  EXPECT_DEATH(
+      {
+        EmbeddingForward(ids, table, &out, GpuStream());
+        GpuStream().Synchronize();
+      },
+      "failed at");
+  Tensor d_table = Tensor::Zeros({10, 4}, DType::kF32, Gpu());
+  EXPECT_DEATH(
+      {
+        EmbeddingBackward(ids, out, &d_table, GpuStream());
+        GpuStream().Synchronize();
+      },
+      "failed at");
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaEmbeddingTest, ::testing::Values(DType::kF32, DType::kBF16),

@@ -1,15 +1,24 @@
 // GPU parity of MoE token permutation: the stable counting sort (identical order and counts),
-// permute/unpermute and their backwards, dropless and with dropped pairs, against the CPU
-// reference (skips without a GPU).
+// permute/unpermute and their backwards, dropless and with dropped pairs, at hidden sizes on and
+// off the 16-byte packs and at unaligned views, the per-unit expert counts, and the traps on bad
+// ids, against the CPU reference (skips without a GPU).
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "ops/moe.h"
+#include "tests/ops/cuda_layouts.h"
 #include "tests/testing/cuda_testing.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::ops {
 namespace {
 
+using ::moefold::ops::testing::kAligned;
+using ::moefold::ops::testing::kUnaligned;
+using ::moefold::ops::testing::PoisonedAt;
+using ::moefold::ops::testing::SameValues;
+using ::moefold::ops::testing::ToGpuAt;
 using ::moefold::testing::DTypeName;
 using ::moefold::testing::Gpu;
 using ::moefold::testing::GpuStream;
@@ -36,15 +45,52 @@ TEST(CudaPermutationTest, StableCountingSortMatchesTheCpuExactly) {
   }
 }
 
-TEST(CudaPermutationDeathTest, OutOfRangeExpertIdIsNamed) {
+// A bad expert id traps the kernel; no host wait happens inside the op. The printed id goes to the
+// device's printf buffer (stdout), which a trapped context does not reliably flush, so the test
+// asserts the failure the next synchronisation reports.
+TEST(CudaPermutationDeathTest, OutOfRangeExpertIdTrapsTheKernel) {
   MF_REQUIRE_GPU();
   // A fresh process for the death: a forked child cannot use the parent's CUDA context.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   const Tensor ids = Tensor::FromVectorI32({0, 1, 2, 9}, {2, 2}).To(Gpu());
   Tensor sorted = Tensor::Empty({4}, DType::kI32, Gpu());
   Tensor counts = Tensor::Empty({4}, DType::kI32, Gpu());
-  EXPECT_DEATH(ComputePermutation(ids, 4, &sorted, &counts, GpuStream()),
-               "expert id 9 \\(token 1, choice 1\\) out of range");
+  EXPECT_DEATH(
+      {
+        ComputePermutation(ids, 4, &sorted, &counts, GpuStream());
+        GpuStream().Synchronize();
+      },
+      "failed at");
+  Tensor unit_counts = Tensor::Empty({1, 4}, DType::kF32, Gpu());
+  EXPECT_DEATH(
+      {
+        CountExpertsPerUnit(ids, 0, 2, &unit_counts, GpuStream());
+        GpuStream().Synchronize();
+      },
+      "failed at");
+}
+
+TEST(CudaCountExpertsPerUnitTest, MatchesTheCpuExactly) {
+  MF_REQUIRE_GPU();
+  // (tokens, k, experts, first_row, unit_rows, units): one unit; several; an offset slice of a
+  // larger batch with empty leading units; units of more than one block's pairs (split path).
+  for (const auto& [tokens, k, experts, first_row, unit_rows, units] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>{
+           {37, 2, 8, 0, 37, 1},
+           {64, 8, 64, 0, 16, 4},
+           {50, 3, 5, 70, 20, 7},
+           {9000, 4, 64, 0, 4500, 2},
+           {20000, 8, 160, 100, 30000, 1},
+           {1, 1, 3, 5, 2, 3}}) {
+    SCOPED_TRACE(::testing::Message() << tokens << "×" << k << " E=" << experts << " from "
+                                      << first_row << " by " << unit_rows);
+    const Tensor ids = RandomInts({tokens, k}, 8, static_cast<int32_t>(experts));
+    Tensor counts = Tensor::Zeros({units, experts}, DType::kF32);
+    CountExpertsPerUnit(ids, first_row, unit_rows, &counts, CpuStream());
+    Tensor counts_gpu = Poisoned({units, experts}, DType::kF32);
+    CountExpertsPerUnit(ids.To(Gpu()), first_row, unit_rows, &counts_gpu, GpuStream());
+    EXPECT_EQ(counts_gpu.ToVector(), counts.ToVector());
+  }
 }
 
 class CudaPermuteTest : public ::testing::TestWithParam<DType> {};
@@ -100,6 +146,63 @@ TEST_P(CudaPermuteTest, PermuteUnpermuteAndBackwards) {
                             &d_weights_gpu, GpuStream());
     EXPECT_TRUE(ParityNear(d_y_gpu, d_y, dt));
     EXPECT_TRUE(ParityNear(d_weights_gpu, d_weights, dt));
+  }
+}
+
+TEST_P(CudaPermuteTest, PackAndScalarPathsAtOddShapes) {
+  MF_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const int k = 2, experts = 3;
+  for (const auto& [tokens, hidden] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 2048}, {7, 2048}, {7, 2050}, {7, 1}, {40, 72}}) {
+    SCOPED_TRACE(::testing::Message() << tokens << "×" << hidden);
+    const Tensor ids = RandomInts({tokens, k}, 9, experts);
+    Tensor sorted = Tensor::Zeros({tokens * k}, DType::kI32);
+    Tensor counts = Tensor::Zeros({experts}, DType::kI32);
+    ComputePermutation(ids, experts, &sorted, &counts, CpuStream());
+    const int64_t rows = sorted.numel();
+    const Tensor x = RoundedTo(RandomNormal({tokens, hidden}, 10), dt);
+    const Tensor y = RoundedTo(RandomNormal({rows, hidden}, 11), dt);
+    const Tensor weights = RandomNormal({tokens, k}, 12);
+    const Tensor d_rows = RoundedTo(RandomNormal({rows, hidden}, 13), dt);
+    const Tensor d_tokens = RoundedTo(RandomNormal({tokens, hidden}, 14), dt);
+    Tensor out = Tensor::Zeros({rows, hidden}, DType::kF32);
+    PermuteTokens(x, sorted, k, &out, CpuStream());
+    Tensor d_x = Tensor::Zeros({tokens, hidden}, DType::kF32);
+    PermuteTokensBackward(d_rows, sorted, k, &d_x, CpuStream());
+    Tensor combined = Tensor::Zeros({tokens, hidden}, DType::kF32);
+    UnpermuteTokens(y, sorted, weights, &combined, CpuStream());
+    Tensor d_y = Tensor::Zeros({rows, hidden}, DType::kF32);
+    Tensor d_weights = Tensor::Zeros({tokens, k}, DType::kF32);
+    UnpermuteTokensBackward(d_tokens, y, sorted, weights, &d_y, &d_weights, CpuStream());
+
+    Tensor combined_at[2], d_x_at[2], d_y_at[2];
+    for (int64_t offset : {kAligned, kUnaligned}) {
+      SCOPED_TRACE(offset);
+      const Tensor sorted_gpu = ToGpuAt(sorted, DType::kI32, offset);
+      const Tensor weights_gpu = ToGpuAt(weights, DType::kF32, offset);
+      const Tensor y_gpu = ToGpuAt(y, dt, offset);
+      Tensor out_gpu = PoisonedAt({rows, hidden}, dt, offset);
+      PermuteTokens(ToGpuAt(x, dt, offset), sorted_gpu, k, &out_gpu, GpuStream());
+      EXPECT_TRUE(SameValues(out_gpu, ToGpu(out, dt))) << "a gather is exact";
+      d_x_at[offset] = PoisonedAt({tokens, hidden}, dt, offset);
+      PermuteTokensBackward(ToGpuAt(d_rows, dt, offset), sorted_gpu, k, &d_x_at[offset],
+                            GpuStream());
+      EXPECT_TRUE(ParityNear(d_x_at[offset], d_x, dt));
+      combined_at[offset] = PoisonedAt({tokens, hidden}, dt, offset);
+      UnpermuteTokens(y_gpu, sorted_gpu, weights_gpu, &combined_at[offset], GpuStream());
+      EXPECT_TRUE(ParityNear(combined_at[offset], combined, dt));
+      d_y_at[offset] = PoisonedAt({rows, hidden}, dt, offset);
+      Tensor d_weights_gpu = PoisonedAt({tokens, k}, DType::kF32, offset);
+      UnpermuteTokensBackward(ToGpuAt(d_tokens, dt, offset), y_gpu, sorted_gpu, weights_gpu,
+                              &d_y_at[offset], &d_weights_gpu, GpuStream());
+      EXPECT_TRUE(ParityNear(d_y_at[offset], d_y, dt));
+      EXPECT_TRUE(ParityNear(d_weights_gpu, d_weights, dt));
+    }
+    // The gather-sums and d_y are per element (a fixed choice order): both paths agree exactly.
+    EXPECT_TRUE(SameValues(d_x_at[kAligned], d_x_at[kUnaligned]));
+    EXPECT_TRUE(SameValues(combined_at[kAligned], combined_at[kUnaligned]));
+    EXPECT_TRUE(SameValues(d_y_at[kAligned], d_y_at[kUnaligned]));
   }
 }
 

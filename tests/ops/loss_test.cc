@@ -1,8 +1,10 @@
 // Tests of cross entropy: hand values, ignored targets, stability with huge logits, the range
-// check, and a finite-difference check of the backward with an ignored row.
+// check, a finite-difference check of the backward with an ignored row, and the per-sample sums
+// and means.
 #include "ops/loss.h"
 
 #include <cmath>
+#include <vector>
 
 #include "tests/ops/grad_check.h"
 #include "tests/testing/testing.h"
@@ -56,6 +58,38 @@ TEST(CrossEntropyDeathTest, TargetOutOfRangeNamesTargetAndVocab) {
   EXPECT_DEATH(Forward(logits, Tensor::FromVectorI32({0, 5}, {2})),
                "target 5 at row 1 is out of range \\[0, V=4\\)");
   EXPECT_DEATH(Forward(logits, Tensor::FromVectorI32({-2, 0}, {2})), "target -2 at row 0");
+}
+
+TEST(SampleLossTest, SumsCountsAndMeans) {
+  // B = 3 samples of S = 3 tokens; sample 2 has no target at all.
+  const Tensor losses = Tensor::FromVector({1, 2, 4, 0.5f, 9, 1.5f, 7, 7, 7}, {9});
+  const Tensor targets = Tensor::FromVectorI32({5, 0, 1, 2, -1, 3, -1, -1, -1}, {3, 3});
+  Tensor sums = RandomNormal({2, 3}, 1);  // overwritten
+  SampleLossSums(losses, targets, &sums, CpuStream());
+  EXPECT_TENSOR_NEAR(sums, Tensor::FromVector({7, 2, 0, 3, 2, 0}, {2, 3}), 0, 0);
+  // Flat targets give the same sums.
+  Tensor flat_sums = Tensor::Zeros({2, 3}, DType::kF32);
+  SampleLossSums(losses, targets.Reshape({9}), &flat_sums, CpuStream());
+  EXPECT_TENSOR_NEAR(flat_sums, sums, 0, 0);
+
+  Tensor total = Tensor::FromVector({0.25f}, {1});
+  AccumulateSampleMeans(sums, &total, CpuStream());  // 0.25 + 7/3 + 2/2 + 0
+  EXPECT_EQ(total.data<float>()[0], 0.25f + (7.0f / 3.0f + 1.0f));
+  AccumulateSampleMeans(sums, &total, CpuStream());  // accumulates
+  EXPECT_FLOAT_EQ(total.data<float>()[0], 0.25f + 2 * (7.0f / 3.0f + 1.0f));
+}
+
+TEST(SampleLossDeathTest, ShapesMustSplitIntoSamples) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
+  const Tensor losses = Tensor::Zeros({9}, DType::kF32);
+  Tensor sums = Tensor::Zeros({2, 2}, DType::kF32);
+  EXPECT_DEATH(SampleLossSums(losses, Tensor::FromVectorI32(std::vector<int32_t>(9, 0), {9}), &sums,
+                              CpuStream()),
+               "9 token losses do not split into B=2 samples");
+  Tensor sums3 = Tensor::Zeros({2, 3}, DType::kF32);
+  EXPECT_DEATH(SampleLossSums(losses, Tensor::FromVectorI32(std::vector<int32_t>(9, 0), {9, 1}),
+                              &sums3, CpuStream()),
+               "targets must be");
 }
 
 }  // namespace

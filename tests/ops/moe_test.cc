@@ -1,5 +1,6 @@
 // Tests of MoE token permutation: a hand-sorted example, the Permute → Unpermute round trip,
-// dropped pairs, and finite-difference checks of both backwards (d_x, d_y, d_weights).
+// dropped pairs, finite-difference checks of both backwards (d_x, d_y, d_weights), and the
+// per-unit expert counts.
 #include "ops/moe.h"
 
 #include <vector>
@@ -109,6 +110,37 @@ TEST(PermutationDeathTest, ExpertIdOutOfRange) {
   Tensor sorted = Tensor::Zeros({2}, DType::kI32), counts = Tensor::Zeros({4}, DType::kI32);
   EXPECT_DEATH(ComputePermutation(ids, 4, &sorted, &counts, CpuStream()),
                "expert id 4 \\(token 0, choice 1\\) out of range");
+}
+
+TEST(CountExpertsPerUnitTest, HandExample) {
+  // Local tokens 0..3 are global rows 3..6; units of 2 rows: tokens go to units 1, 2, 2, 3.
+  const Tensor ids = Tensor::FromVectorI32({0, 1, 1, 1, 2, 0, 1, 2}, {4, 2});
+  Tensor counts = RandomNormal({4, 3}, 1);  // overwritten, unit 0 included
+  CountExpertsPerUnit(ids, /*first_row=*/3, /*unit_rows=*/2, &counts, CpuStream());
+  EXPECT_TENSOR_NEAR(counts, Tensor::FromVector({0, 0, 0, 1, 1, 0, 1, 2, 1, 0, 1, 1}, {4, 3}), 0,
+                     0);
+}
+
+TEST(CountExpertsPerUnitTest, OneUnitIsTheExpertHistogram) {
+  const Tensor ids = RandomInts({50, 3}, 2, 7);
+  Tensor counts = Tensor::Zeros({1, 7}, DType::kF32);
+  CountExpertsPerUnit(ids, 0, 50, &counts, CpuStream());
+  const Permutation p = Compute(ids, 7);
+  for (int e = 0; e < 7; ++e) {
+    EXPECT_EQ(counts.data<float>()[e], static_cast<float>(p.counts.data<int32_t>()[e])) << e;
+  }
+}
+
+TEST(CountExpertsPerUnitDeathTest, RowsOutsideTheUnitsAndBadIds) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
+  const Tensor ids = Tensor::FromVectorI32({0, 1, 1, 1, 2, 0, 1, 2}, {4, 2});
+  Tensor counts = Tensor::Zeros({3, 3}, DType::kF32);
+  EXPECT_DEATH(CountExpertsPerUnit(ids, 3, 2, &counts, CpuStream()),
+               "rows \\[3, 7\\) reach unit 3 but counts has U=3 units");
+  EXPECT_DEATH(CountExpertsPerUnit(ids, -1, 2, &counts, CpuStream()), "first_row");
+  const Tensor bad = Tensor::FromVectorI32({0, 1, 3, 1}, {2, 2});
+  EXPECT_DEATH(CountExpertsPerUnit(bad, 0, 2, &counts, CpuStream()),
+               "expert id 3 \\(token 1, choice 0\\) out of range \\[0, E=3\\)");
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// Tests of RMSNorm: a hand value and finite-difference checks of d_x and the accumulated d_w.
+// Tests of RMSNorm: a hand value, finite-difference checks of d_x and the accumulated d_w, and the
+// backward that adds d_x into an existing gradient.
 #include "ops/norm.h"
 
 #include <cmath>
@@ -61,6 +62,53 @@ TEST(RmsNormTest, FusedResidualAddNormalisesTheSum) {
   RmsNormForward(expected_sum, w, 1e-5f, &y_ref, &rstd_ref, CpuStream());
   EXPECT_TENSOR_NEAR(y, y_ref, 0, 0);
   EXPECT_TENSOR_NEAR(rstd, rstd_ref, 0, 0);
+}
+
+TEST(RmsNormTest, BackwardAccumulateAddsToDxAndMatchesFiniteDifferences) {
+  const int64_t t = 3, h = 5;
+  const float eps = 1e-5f;
+  Tensor x = RandomNormal({t, h}, 9);
+  Tensor w = RandomNormal({h}, 10);
+  const Tensor cot = RandomNormal({t, h}, 11);
+  Tensor y = Tensor::Zeros({t, h}, DType::kF32);
+  Tensor rstd = Tensor::Zeros({t}, DType::kF32);
+  auto loss = [&] {
+    RmsNormForward(x, w, eps, &y, &rstd, CpuStream());
+    return Dot(y, cot);
+  };
+  loss();
+  const Tensor d_x_before = RandomNormal({t, h}, 12), d_w_before = RandomNormal({h}, 13);
+  Tensor d_x = d_x_before.Clone(), d_w = d_w_before.Clone();
+  RmsNormBackwardAccumulate(x, w, rstd, cot, &d_x, &d_w, CpuStream());
+  EXPECT_TRUE(GradientMatches(Delta(d_x, d_x_before), loss, &x));
+  EXPECT_TRUE(GradientMatches(Delta(d_w, d_w_before), loss, &w));
+
+  // The added value is exactly RmsNormBackward's d_x, added in f32; d_w accumulates the same way.
+  Tensor d_x_plain = Tensor::Zeros({t, h}, DType::kF32), d_w_plain = d_w_before.Clone();
+  RmsNormBackward(x, w, rstd, cot, &d_x_plain, &d_w_plain, CpuStream());
+  for (int64_t i = 0; i < t * h; ++i) {
+    EXPECT_EQ(d_x.data<float>()[i], d_x_before.data<float>()[i] + d_x_plain.data<float>()[i]);
+  }
+  EXPECT_TENSOR_NEAR(d_w, d_w_plain, 0, 0);
+}
+
+TEST(RmsNormTest, BackwardAccumulateInBf16RoundsTheSumOnce) {
+  const int64_t t = 2, h = 8;
+  const Tensor x = RandomNormal({t, h}, 14).To(DType::kBF16);
+  const Tensor w = RandomNormal({h}, 15).To(DType::kBF16);
+  const Tensor d_y = RandomNormal({t, h}, 16).To(DType::kBF16);
+  const Tensor d_x0 = RandomNormal({t, h}, 17, 10.0f).To(DType::kBF16);
+  Tensor rstd = Tensor::Zeros({t}, DType::kF32), y = Tensor::Zeros({t, h}, DType::kBF16);
+  RmsNormForward(x, w, 1e-5f, &y, &rstd, CpuStream());
+  Tensor d_x = d_x0.Clone();
+  RmsNormBackwardAccumulate(x, w, rstd, d_y, &d_x, nullptr, CpuStream());
+  // f32 reference: the f32 gradient plus the widened old value, rounded to bf16 once.
+  Tensor grad = Tensor::Zeros({t, h}, DType::kF32);
+  RmsNormBackward(x.To(DType::kF32), w.To(DType::kF32), rstd, d_y.To(DType::kF32), &grad, nullptr,
+                  CpuStream());
+  Tensor expected = d_x0.To(DType::kF32);
+  for (int64_t i = 0; i < t * h; ++i) expected.data<float>()[i] += grad.data<float>()[i];
+  EXPECT_TENSOR_NEAR(d_x.To(DType::kF32), expected.To(DType::kBF16).To(DType::kF32), 0, 0);
 }
 
 }  // namespace

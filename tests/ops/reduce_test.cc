@@ -1,4 +1,4 @@
-// Tests of SumOfSquares and Amax (f32 and bf16 inputs, NaN propagation).
+// Tests of SumOfSquares, SumOfSquaresInto and Amax (f32 and bf16 inputs, NaN propagation).
 #include "ops/reduce.h"
 
 #include <cmath>
@@ -19,6 +19,14 @@ TEST(ReduceTest, SumOfSquaresAccumulatesInDouble) {
   Tensor x = Tensor::Empty({n}, DType::kF32);
   x.Fill(1.0f);
   EXPECT_DOUBLE_EQ(SumOfSquares(x, CpuStream()), static_cast<double>(n));
+}
+
+TEST(ReduceTest, SumOfSquaresIntoAccumulatesAnF64) {
+  Tensor acc = Tensor::Zeros({1}, DType::kI64);  // one f64
+  *static_cast<double*>(acc.raw_data()) = 0.5;
+  SumOfSquaresInto(Tensor::FromVector({1, -2, 3}, {3}), &acc, CpuStream());
+  SumOfSquaresInto(Tensor::FromVector({0.5f, 2}, {2}).To(DType::kBF16), &acc, CpuStream());
+  EXPECT_DOUBLE_EQ(*static_cast<const double*>(acc.raw_data()), 0.5 + 14.0 + 4.25);
 }
 
 TEST(ReduceTest, AmaxOfF32AndBf16) {
