@@ -43,10 +43,18 @@ void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w,
 void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& d_y,
                      Tensor* d_x, Tensor* d_w, Stream& stream);
 
-// rope.cu
+// rope.cu. table (P, D/2, 2) f32; positions outside [0, P) trap the kernel.
 void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream);
 void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
                   Stream& stream);
+void RopeForward(const Tensor& x, const Tensor& positions, const Tensor& table, Tensor* y,
+                 Stream& stream);
+void RopeBackward(const Tensor& d_y, const Tensor& positions, const Tensor& table, Tensor* d_x,
+                  Stream& stream);
+void QkvRopeForward(const Tensor& qkv, const Tensor& positions, const Tensor& table, Tensor* q,
+                    Tensor* k, Tensor* v, Stream& stream);
+void QkvRopeBackward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
+                     const Tensor& positions, const Tensor& table, Tensor* d_qkv, Stream& stream);
 
 // attention.cc: the flash kernels (attention_flash.cu) for bf16 with head dim 64 or 128 and
 // S % 64 == 0; the row kernels (attention_rows.cu) otherwise (f32, other shapes).
