@@ -78,7 +78,12 @@ void Scale(float alpha, Tensor* x, Stream& stream);
 double SumOfSquares(const Tensor& x, Stream& stream);
 float Amax(const Tensor& x, Stream& stream);
 
-// router.cu (all f32).
+// router_logits.cu: x f32 or bf16, everything else f32.
+void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Stream& stream);
+void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logits, Tensor* d_x,
+                          Tensor* d_w, Stream& stream);
+
+// router.cu (all f32). The loss_sum overloads accumulate on the device without waiting.
 void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
                        Tensor* ids, Tensor* weights, Stream& stream);
 void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& weights,
@@ -90,9 +95,13 @@ void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
 void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream);
 float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, Stream& stream);
+void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                    float coeff, Tensor* loss_sum, Stream& stream);
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream);
 float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream);
+void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
+                  Stream& stream);
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,
                    Tensor* d_logits, Stream& stream);
 
