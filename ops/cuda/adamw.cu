@@ -2,8 +2,9 @@
 // bf16 compute copy in the flat step), with the bias corrections computed on the host exactly as
 // the CPU reference (f64, then f32). Every element goes through one update function written with
 // round-to-nearest intrinsics (no FMA contraction), so the per-parameter and the flat kernels give
-// the same bits for the same scaled gradient. The gradient scale and the clip factor are device
-// scalars: nothing here waits for the host.
+// the same bits for the same scaled gradient, and the CPU reference's bits (IEEE f32 operations in
+// the same order). The gradient scale and the clip factor are device scalars: nothing here waits
+// for the host.
 #include <cmath>
 #include <cstdint>
 #include <utility>

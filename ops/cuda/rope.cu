@@ -2,8 +2,9 @@
 // per (token, head, pair), angles in f64 as in the CPU reference (pos·inv_freq loses bits in f32
 // at long positions). The table overloads and the fused QKV split: one thread per 16-byte chunk of
 // a head's first half and the matching chunk of its second half, factors read from the f32 table
-// (L1/L2-resident: a token's row is shared by all its heads). Each thread reads its elements before
-// writing them, so y may alias x. A position outside the table traps the kernel (no host wait).
+// (L1/L2-resident: a token's row is shared by all its heads), f32 math without contraction (the
+// CPU's bits). Each thread reads its elements before writing them, so y may alias x. A position
+// outside the table traps the kernel (no host wait).
 #include <cstdio>
 #include <utility>
 
@@ -50,15 +51,15 @@ __device__ __forceinline__ int64_t TablePosition(const int32_t* positions, int64
 }
 
 // Rotates kVec pairs (x1[j], x2[j]) by the factors cs[2j] = cos, cs[2j + 1] = sin (sin negated
-// for sign −1), exactly as the CPU's RotateRow. cs is 16-byte aligned for kVec > 1.
+// for sign −1), operation by operation as the CPU's RotateRow (round-to-nearest intrinsics: no
+// FMA contraction), so the table overloads give the CPU's bits. cs is 16-byte aligned for kVec > 1.
 template <int kVec>
 __device__ __forceinline__ void RotatePairs(const float* cs, float sign, float (&x1)[kVec],
                                             float (&x2)[kVec]) {
   float f[2 * kVec];
   if constexpr (kVec == 1) {
-    const float2 pair = *reinterpret_cast<const float2*>(cs);
-    f[0] = pair.x;
-    f[1] = pair.y;
+    f[0] = cs[0];
+    f[1] = cs[1];
   } else {
 #pragma unroll
     for (int q = 0; q < kVec / 2; ++q) {
@@ -73,8 +74,8 @@ __device__ __forceinline__ void RotatePairs(const float* cs, float sign, float (
   for (int j = 0; j < kVec; ++j) {
     const float c = f[2 * j], s = sign * f[2 * j + 1];
     const float a = x1[j], b = x2[j];
-    x1[j] = a * c - b * s;
-    x2[j] = b * c + a * s;
+    x1[j] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    x2[j] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
   }
 }
 
