@@ -1,7 +1,14 @@
-// AdamW (Loshchilov & Hutter 2019) over flat f32 buffers, as PyTorch's torch.optim.AdamW:
+// AdamW (Loshchilov & Hutter 2019) over flat f32 buffers, as PyTorch's torch.optim.AdamW
+// (decoupled decay, applied first):
 //   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
-//   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps) + lr · wd · p   (decoupled decay, applied first)
-// GPU: one fused pass over the four f32 buffers.
+//   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps) + lr · wd · p
+// GPU: one fused pass over the four f32 buffers. The flat step also scales the gradient by a
+// device scalar (the deferred normaliser and the clip factor, made by GradScaleFromSumSquares),
+// skips the decay on ranges (norms) and writes the bf16 compute copy, so an optimizer update is one
+// pass per flat buffer and needs no host value but the learning rate.
+//
+//   GradScaleFromSumSquares(sum_squares, 1.0f / z, max_norm, &scale, stream);
+//   AdamWFlatStep(options, b.grads, scale, ranges, &b.values, &m, &v, &b.compute, stream);
 #pragma once
 
 #include <cstdint>
@@ -23,5 +30,29 @@ struct AdamWOptions {
 // param, m, v updated in place; grad read. All f32 with the same element count.
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
                Stream& stream);
+
+// AdamWStep on g = grad · grad_scale[0] (one f32 multiply per element) over a whole flat buffer:
+// elements inside a no-decay range get weight decay 0, the others options.weight_decay. The result
+// is bit-identical to AdamWStep on the scaled gradient, range by range, on the CPU.
+//   grad, param, m, v (N) f32 (any shapes of N elements); param, m, v updated in place.
+//   grad_scale (1) f32 on the same device (read there: no host wait).
+//   no_decay_ranges (R, 2) i64 on the same device: [begin, end) element ranges, sorted, disjoint,
+//     within [0, N]; R may be 0. The CPU checks them; the GPU trusts them (build them once on the
+//     host, check there, upload).
+//   compute (N) bf16, or null or undefined: when given, overwritten with the updated param rounded
+//     to bf16 (RNE) in the same pass, so no separate conversion is needed.
+void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
+                   const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
+                   Tensor* compute, Stream& stream);
+
+// The factor every gradient is multiplied by in AdamWFlatStep, computed where the sum lives:
+//   norm = sqrt(sum_squares)·inv_z;  scale = f32(inv_z · ClipScale(norm, max_norm))  (f64 math)
+// with optim::ClipScale's rules: ClipScale = max_norm / (norm + 1e-6) when norm > max_norm, else 1;
+// 1 as well when max_norm ≤ 0 (clipping off) or norm is NaN/Inf (the anomaly policy skips the
+// step; the gradients are not destroyed). sum_squares (1) holds an f64 (Σ g² of the gradients
+// before the division by Z) in an 8-byte element (moefold has no f64 dtype: an i64 tensor carries
+// its bits); scale (1) f32 overwritten. Both on the same device; no host wait.
+void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
+                             Stream& stream);
 
 }  // namespace moefold::ops

@@ -1,6 +1,7 @@
-// MoE router math (Megatron-Core conventions, ALGORITHMS §1): score functions with top-k selection,
-// the load-balancing auxiliary loss and the z-loss. Logits are f32 (T, E).
-// GPU: all f32, one thread per token in f64, so ids are identical to the CPU's.
+// MoE router math (Megatron-Core conventions): the router's logits in f32 from bf16 or f32 rows,
+// score functions with top-k selection, the load-balancing auxiliary loss and the z-loss. Logits
+// are f32 (T, E). GPU: the logits by a tiled f32 kernel that reads the rows in their own dtype; the
+// rest one thread per token in f64, so ids are identical to the CPU's. Sums are in a fixed order.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,15 @@
 #include "core/tensor.h"
 
 namespace moefold::ops {
+
+// logits (T, E) f32 = x · wᵀ with f32 math: x (T, H) f32 or bf16 (the routed rows, read in their
+// own dtype: no f32 copy), w (E, H) f32 (the router's master weight). logits overwritten.
+void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Stream& stream);
+// d_x (T, H) in x's dtype, accumulated: d_x += d_logits · w (f32 math, rounded once into d_x);
+// d_w (E, H) f32 accumulated: d_w += d_logitsᵀ · x. d_logits (T, E) f32. Either output may be
+// null (skipped). Deterministic on the GPU: every sum has a fixed order (no atomics).
+void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logits, Tensor* d_x,
+                          Tensor* d_w, Stream& stream);
 
 enum class ScoreFunction {
   kSoftmaxPost,  // top-k on raw logits, softmax over the k chosen (weights sum to 1); default
@@ -53,15 +63,22 @@ void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logit
 // Load-balancing loss = coeff · E · Σᵢ fᵢ·Pᵢ, fᵢ = counts[i] / (total_tokens · k),
 // Pᵢ = Σ_t probs[t, i] / total_tokens. probs (T_local, E) f32; counts (E) f32 (already summed over
 // the token population, e.g. the TP×CP group); total_tokens = size of that population.
-// Returns the loss contribution of these probs (the local part of Σ_t).
+// Returns the loss contribution of these probs (the local part of Σ_t); waits for a GPU stream.
 float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, Stream& stream);
+// The same value accumulated on the tensors' device without a host wait: loss_sum (1) f32
+// += the value the float overload returns (the same f64 sum in token order, rounded once).
+void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                    float coeff, Tensor* loss_sum, Stream& stream);
 // d_logits (T_local, E) accumulated (+=) with d_loss · ∂loss/∂logits through the softmax.
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream);
 
 // z-loss = coeff · Σ_t logsumexp(logits_t)² / total_tokens (the local part of the mean).
 float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream);
+// The same value accumulated on the device: loss_sum (1) f32 += ZLossForward(...), no host wait.
+void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
+                  Stream& stream);
 // d_logits accumulated (+=).
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,
                    Tensor* d_logits, Stream& stream);

@@ -4,6 +4,7 @@
 // Weight decay follows each element's parameter (norms excluded), as the unsharded AdamW.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -21,6 +22,11 @@ class ShardedAdamW {
   // After GradSync::Finish() and any scaling of the owned grads: one AdamW step on the owned
   // elements, then the all-gather of parameters.
   absl::Status Step(float lr, Stream& stream = CpuStream());
+  // The same with every owned gradient multiplied by grad_scale[0] first ((1) f32 on the
+  // parameters' device: 1/Z × the clip factor, see ops::GradScaleFromSumSquares), as one
+  // ops::AdamWFlatStep per bucket shard (padding between segments included: it holds zeros and
+  // stays zero). The compute copy is not written: refresh it after the all-gather.
+  absl::Status Step(float lr, const Tensor& grad_scale, Stream& stream);
 
   int64_t step_count() const { return step_count_; }
   int64_t state_bytes() const;  // m and v held by this rank
@@ -28,8 +34,14 @@ class ShardedAdamW {
  private:
   parallel::GradSync* sync_;
   AdamWOptions options_;
+  // Launches the all-gather of bucket i's updated shard (input copies kept in `inputs`).
+  absl::Status Gather(size_t i, std::vector<std::unique_ptr<parallel::Work>>* gathers,
+                      std::vector<Tensor>* inputs);
+
   std::vector<Tensor> m_;  // per bucket, shaped like its shard
   std::vector<Tensor> v_;
+  std::vector<int64_t> shard_begins_;  // per bucket: flat-buffer offset of this rank's chunk
+  std::vector<Tensor> no_decay_;       // per bucket: (R, 2) i64 ranges of its chunk, on its device
   int64_t step_count_ = 0;
 };
 

@@ -1,6 +1,6 @@
-// CPU reference of the MoE router math (ALGORITHMS §1, Megatron-Core conventions): score functions,
-// top-k selection (optionally group-limited), the weights' backward, softmax, aux loss and z-loss.
-// Invariant: selection is deterministic — ties go to the lower expert (or group) id.
+// CPU reference of the MoE router math (Megatron-Core conventions): the logits GEMM, score
+// functions, top-k selection (optionally group-limited), the weights' backward, softmax, aux loss
+// and z-loss. Invariant: selection is deterministic — ties go to the lower expert (or group) id.
 #include "ops/router.h"
 
 #include <algorithm>
@@ -8,7 +8,9 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
+#include "ops/gemm.h"
 
 namespace moefold::ops {
 namespace {
@@ -108,6 +110,59 @@ void NormalizationBackward(const std::vector<double>& u, const float* g, bool no
 }
 
 }  // namespace
+
+namespace {
+
+// x (T, H) f32 or bf16 and w (E, H) f32 on the CPU; returns x as f32 (itself or a widened copy).
+Tensor CheckRouterInputs(const Tensor& x, const Tensor& w, const char* op) {
+  internal::CheckCpu(x, op, "x");
+  MF_CHECK(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16)
+      << op << ": x must be f32 or bf16, got " << x.DebugString();
+  internal::CheckRank(x, 2, op, "x");
+  internal::CheckF32(w, op, "w");
+  internal::CheckRank(w, 2, op, "w");
+  MF_CHECK_EQ(w.dim(1), x.dim(1)) << op << ": w " << w.DebugString() << " vs x " << x.DebugString();
+  return x.dtype() == DType::kF32 ? x : x.To(DType::kF32);
+}
+
+}  // namespace
+
+// The f32 GEMM of the CPU (sgemm) on the widened rows: the numbers of an f32 Linear on an f32 copy.
+void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Stream& stream) {
+  constexpr const char* kOp = "RouterLogitsForward";
+  MF_RETURN_IF_GPU(x, kOp, cuda::RouterLogitsForward(x, w, logits, stream));
+  const Tensor x_f32 = CheckRouterInputs(x, w, kOp);
+  internal::CheckF32Out(logits, {x.dim(0), w.dim(0)}, kOp, "logits");
+  Gemm(x_f32, false, w, true, 1.0f, 0.0f, logits, stream);
+}
+
+// d_x: the product in f32, then one add into the (widened) d_x and one rounding back.
+void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logits, Tensor* d_x,
+                          Tensor* d_w, Stream& stream) {
+  constexpr const char* kOp = "RouterLogitsBackward";
+  MF_RETURN_IF_GPU(x, kOp, cuda::RouterLogitsBackward(x, w, d_logits, d_x, d_w, stream));
+  const Tensor x_f32 = CheckRouterInputs(x, w, kOp);
+  const int64_t tokens = x.dim(0), hidden = x.dim(1), experts = w.dim(0);
+  internal::CheckF32(d_logits, kOp, "d_logits");
+  internal::CheckShape(d_logits, {tokens, experts}, kOp, "d_logits");
+  if (d_x != nullptr) {
+    internal::CheckCpu(*d_x, kOp, "d_x");
+    internal::CheckDType(*d_x, x.dtype(), kOp, "d_x");
+    internal::CheckShape(*d_x, x.shape(), kOp, "d_x");
+    Tensor product = Tensor::Empty({tokens, hidden}, DType::kF32);
+    Gemm(d_logits, false, w, false, 1.0f, 0.0f, &product, stream);
+    internal::Bf16Emulation emu(kOp);
+    Tensor* acc = emu.Out(d_x);
+    float* out = acc->data<float>();
+    const float* add = product.data<float>();
+    for (int64_t i = 0; i < tokens * hidden; ++i) out[i] += add[i];
+    emu.RoundBack();
+  }
+  if (d_w != nullptr) {
+    internal::CheckF32Out(d_w, w.shape(), kOp, "d_w");
+    Gemm(d_logits, true, x_f32, false, 1.0f, 1.0f, d_w, stream);
+  }
+}
 
 void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
                        Tensor* ids, Tensor* weights, Stream& stream) {
@@ -324,6 +379,15 @@ float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_to
   return static_cast<float>(loss);
 }
 
+void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                    float coeff, Tensor* loss_sum, Stream& stream) {
+  constexpr const char* kOp = "AuxLossForward";
+  MF_RETURN_IF_GPU(probs, kOp,
+                   cuda::AuxLossForward(probs, counts, total_tokens, k, coeff, loss_sum, stream));
+  internal::CheckF32Out(loss_sum, {1}, kOp, "loss_sum");
+  loss_sum->data<float>()[0] += AuxLossForward(probs, counts, total_tokens, k, coeff, stream);
+}
+
 // Counts are a constant (selection is not differentiable); the gradient flows through the softmax:
 // d_logits[t, e] += d_loss · p_e · (a_e − Σ_i p_i a_i).
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
@@ -355,6 +419,14 @@ float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stre
     sum += lse * lse;
   }
   return static_cast<float>(coeff * sum / total_tokens);
+}
+
+void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
+                  Stream& stream) {
+  constexpr const char* kOp = "ZLossForward";
+  MF_RETURN_IF_GPU(logits, kOp, cuda::ZLossForward(logits, coeff, total_tokens, loss_sum, stream));
+  internal::CheckF32Out(loss_sum, {1}, kOp, "loss_sum");
+  loss_sum->data<float>()[0] += ZLossForward(logits, coeff, total_tokens, stream);
 }
 
 // ∂(lse²)/∂l_e = 2·lse·softmax(l)_e.

@@ -1,33 +1,157 @@
-// CUDA AdamW over flat f32 buffers: one fused pass reading g, p, m, v and writing p, m, v, with the
-// bias corrections computed on the host exactly as the CPU reference (f64, then f32).
+// CUDA AdamW over flat f32 buffers: one fused pass reading g, p, m, v and writing p, m, v (and the
+// bf16 compute copy in the flat step), with the bias corrections computed on the host exactly as
+// the CPU reference (f64, then f32). Every element goes through one update function written with
+// round-to-nearest intrinsics (no FMA contraction), so the per-parameter and the flat kernels give
+// the same bits for the same scaled gradient, and the CPU reference's bits (IEEE f32 operations in
+// the same order). The gradient scale and the clip factor are device scalars: nothing here waits
+// for the host.
 #include <cmath>
+#include <cstdint>
+#include <utility>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
+#include "ops/cuda/packed.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int64_t kMaxStagedRanges = 1024;  // no-decay ranges staged in shared memory (16 KiB)
 
 struct AdamWScalars {
-  float step_size, bias_correction2_sqrt, decay, beta1, beta2, eps;
+  float step_size, bias_correction2_sqrt, decay, no_decay, beta1, beta2, eps;
 };
+
+// The CPU reference's Update, one IEEE operation at a time.
+__device__ __forceinline__ void Update(const AdamWScalars& c, float decay, float g, float* p,
+                                       float* m, float* v) {
+  const float param = __fmul_rn(*p, decay);
+  const float mi = __fadd_rn(__fmul_rn(c.beta1, *m), __fmul_rn(__fsub_rn(1.0f, c.beta1), g));
+  const float vi =
+      __fadd_rn(__fmul_rn(c.beta2, *v), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, c.beta2), g), g));
+  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), c.bias_correction2_sqrt), c.eps);
+  *p = __fsub_rn(param, __fdiv_rn(__fmul_rn(c.step_size, mi), denom));
+  *m = mi;
+  *v = vi;
+}
 
 __global__ void AdamWKernel(AdamWScalars c, const float* g, float* p, float* m, float* v,
                             int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const float grad = g[i];
-    float param = p[i] * c.decay;
-    const float mi = c.beta1 * m[i] + (1.0f - c.beta1) * grad;
-    const float vi = c.beta2 * v[i] + (1.0f - c.beta2) * grad * grad;
-    const float denom = sqrtf(vi) / c.bias_correction2_sqrt + c.eps;
-    param -= c.step_size * mi / denom;
-    p[i] = param;
-    m[i] = mi;
-    v[i] = vi;
+    Update(c, c.decay, g[i], p + i, m + i, v + i);
   }
+}
+
+// The first of the sorted, disjoint ranges [begin, end) (pairs in `ranges`) that ends after i.
+__device__ __forceinline__ int64_t FirstEndingAfter(const int64_t* ranges, int64_t count,
+                                                    int64_t i) {
+  int64_t lo = 0, hi = count;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (ranges[2 * mid + 1] <= i) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Item = kVec consecutive elements (16-byte loads for kVec = 4; the tail of n element by element).
+template <int kVec>
+__global__ void AdamWFlatKernel(AdamWScalars c, const float* g, const float* grad_scale,
+                                const int64_t* ranges, int64_t num_ranges, float* p, float* m,
+                                float* v, bf16* compute, int64_t n) {
+  extern __shared__ int64_t staged[];
+  if (num_ranges <= kMaxStagedRanges) {
+    for (int64_t i = threadIdx.x; i < 2 * num_ranges; i += blockDim.x) staged[i] = ranges[i];
+    __syncthreads();
+    ranges = staged;
+  }
+  const float scale = *grad_scale;
+  const int64_t items = (n + kVec - 1) / kVec;
+  for (int64_t q = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; q < items;
+       q += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i0 = q * kVec;
+    int64_t r = FirstEndingAfter(ranges, num_ranges, i0);
+    // The decay of element i (advancing r: elements come in increasing order).
+    auto decay_of = [&](int64_t i) {
+      while (r < num_ranges && ranges[2 * r + 1] <= i) ++r;
+      return r < num_ranges && ranges[2 * r] <= i ? c.no_decay : c.decay;
+    };
+    if constexpr (kVec > 1) {
+      if (i0 + kVec <= n) {
+        float gv[kVec], pv[kVec], mv[kVec], vv[kVec];
+        LoadPacked<float, kVec>(g + i0, gv);
+        LoadPacked<float, kVec>(p + i0, pv);
+        LoadPacked<float, kVec>(m + i0, mv);
+        LoadPacked<float, kVec>(v + i0, vv);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          Update(c, decay_of(i0 + j), __fmul_rn(gv[j], scale), pv + j, mv + j, vv + j);
+        }
+        StorePacked<float, kVec>(p + i0, pv);
+        StorePacked<float, kVec>(m + i0, mv);
+        StorePacked<float, kVec>(v + i0, vv);
+        if (compute != nullptr) {  // kVec bf16 in packed pairs (8-byte aligned for kVec = 4)
+#pragma unroll
+          for (int j = 0; j < kVec; j += 2) {
+            reinterpret_cast<__nv_bfloat162*>(compute + i0)[j / 2] =
+                __floats2bfloat162_rn(pv[j], pv[j + 1]);
+          }
+        }
+        continue;
+      }
+    }
+    for (int64_t i = i0; i < i0 + kVec && i < n; ++i) {
+      Update(c, decay_of(i), __fmul_rn(g[i], scale), p + i, m + i, v + i);
+      if (compute != nullptr) compute[i] = __float2bfloat16_rn(p[i]);
+    }
+  }
+}
+
+__global__ void GradScaleKernel(const double* sum_squares, double inv_z, double max_norm,
+                                float* scale) {
+  const double norm = sqrt(*sum_squares) * inv_z;
+  const double clip =
+      !(max_norm > 0.0) || !isfinite(norm) || norm <= max_norm ? 1.0 : max_norm / (norm + 1e-6);
+  *scale = static_cast<float>(inv_z * clip);
+}
+
+AdamWScalars ScalarsOf(const AdamWOptions& options, const char* op) {
+  MF_CHECK_GE(options.step, 1) << op << ": step is 1-based";
+  const double step = static_cast<double>(options.step);
+  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(options.beta1), step);
+  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(options.beta2), step);
+  return AdamWScalars{static_cast<float>(options.lr / bias_correction1),
+                      static_cast<float>(std::sqrt(bias_correction2)),
+                      1.0f - options.lr * options.weight_decay,
+                      1.0f - options.lr * 0.0f,
+                      options.beta1,
+                      options.beta2,
+                      options.eps};
+}
+
+// grad, param, m, v: f32 on param's device (the stream's), with the same element count.
+int64_t CheckState(const Tensor& grad, const Tensor* param, const Tensor* m, const Tensor* v,
+                   const Stream& stream, const char* op) {
+  MF_CHECK(param != nullptr && m != nullptr && v != nullptr) << op << ": null state tensor";
+  const Device dev = param->device();
+  CheckStream(stream, dev, op);
+  for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&grad, "grad"},
+                                {param, "param"},
+                                {m, "m"},
+                                {v, "v"}}) {
+    CheckOn(*t, dev, op, name);
+    CheckDType(*t, DType::kF32, op, name);
+  }
+  const int64_t n = param->numel();
+  MF_CHECK(grad.numel() == n && m->numel() == n && v->numel() == n)
+      << op << ": element counts differ: param " << param->DebugString() << ", grad "
+      << grad.DebugString() << ", m " << m->DebugString() << ", v " << v->DebugString();
+  return n;
 }
 
 }  // namespace
@@ -35,33 +159,64 @@ __global__ void AdamWKernel(AdamWScalars c, const float* g, float* p, float* m, 
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
                Stream& stream) {
   constexpr const char* kOp = "AdamWStep";
-  MF_CHECK(param != nullptr && m != nullptr && v != nullptr) << kOp << ": null state tensor";
-  const Device dev = param->device();
-  CheckStream(stream, dev, kOp);
-  for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&grad, "grad"},
-                                {param, "param"},
-                                {m, "m"},
-                                {v, "v"}}) {
-    CheckOn(*t, dev, kOp, name);
-    CheckDType(*t, DType::kF32, kOp, name);
-  }
-  const int64_t n = param->numel();
-  MF_CHECK(grad.numel() == n && m->numel() == n && v->numel() == n)
-      << kOp << ": element counts differ: param " << param->DebugString() << ", grad "
-      << grad.DebugString() << ", m " << m->DebugString() << ", v " << v->DebugString();
-  MF_CHECK_GE(options.step, 1) << kOp << ": step is 1-based";
-  const double step = static_cast<double>(options.step);
-  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(options.beta1), step);
-  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(options.beta2), step);
-  const AdamWScalars c{static_cast<float>(options.lr / bias_correction1),
-                       static_cast<float>(std::sqrt(bias_correction2)),
-                       1.0f - options.lr * options.weight_decay,
-                       options.beta1,
-                       options.beta2,
-                       options.eps};
+  const int64_t n = CheckState(grad, param, m, v, stream, kOp);
+  const AdamWScalars c = ScalarsOf(options, kOp);
   if (n == 0) return;
   AdamWKernel<<<GridFor(n, kThreads), kThreads, 0, Native(stream)>>>(
       c, grad.data<float>(), param->data<float>(), m->data<float>(), v->data<float>(), n);
+  MF_CUDA_CHECK_LAUNCH();
+}
+
+void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
+                   const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
+                   Tensor* compute, Stream& stream) {
+  constexpr const char* kOp = "AdamWFlatStep";
+  const int64_t n = CheckState(grad, param, m, v, stream, kOp);
+  const Device dev = param->device();
+  CheckOn(grad_scale, dev, kOp, "grad_scale");
+  CheckDType(grad_scale, DType::kF32, kOp, "grad_scale");
+  CheckShape(grad_scale, {1}, kOp, "grad_scale");
+  CheckOn(no_decay_ranges, dev, kOp, "no_decay_ranges");
+  CheckDType(no_decay_ranges, DType::kI64, kOp, "no_decay_ranges");
+  CheckRank(no_decay_ranges, 2, kOp, "no_decay_ranges");
+  MF_CHECK_EQ(no_decay_ranges.dim(1), 2) << kOp << ": " << no_decay_ranges.DebugString();
+  const bool write_compute = compute != nullptr && compute->defined();
+  if (write_compute) {
+    CheckOn(*compute, dev, kOp, "compute");
+    CheckDType(*compute, DType::kBF16, kOp, "compute");
+    MF_CHECK_EQ(compute->numel(), n) << kOp << ": compute " << compute->DebugString();
+  }
+  const AdamWScalars c = ScalarsOf(options, kOp);
+  if (n == 0) return;
+  const int64_t num_ranges = no_decay_ranges.dim(0);
+  const size_t shared = num_ranges <= kMaxStagedRanges ? 16 * num_ranges : 0;
+  bf16* out = write_compute ? static_cast<bf16*>(compute->raw_data()) : nullptr;
+  const bool vec = IsAligned16({&grad, param, m, v}) && reinterpret_cast<uintptr_t>(out) % 8 == 0;
+  const int64_t* ranges = no_decay_ranges.data<int64_t>();
+  if (vec) {
+    AdamWFlatKernel<4><<<GridFor((n + 3) / 4, kThreads), kThreads, shared, Native(stream)>>>(
+        c, grad.data<float>(), grad_scale.data<float>(), ranges, num_ranges, param->data<float>(),
+        m->data<float>(), v->data<float>(), out, n);
+  } else {
+    AdamWFlatKernel<1><<<GridFor(n, kThreads), kThreads, shared, Native(stream)>>>(
+        c, grad.data<float>(), grad_scale.data<float>(), ranges, num_ranges, param->data<float>(),
+        m->data<float>(), v->data<float>(), out, n);
+  }
+  MF_CUDA_CHECK_LAUNCH();
+}
+
+void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
+                             Stream& stream) {
+  constexpr const char* kOp = "GradScaleFromSumSquares";
+  const Device dev = sum_squares.device();
+  CheckStream(stream, dev, kOp);
+  CheckOn(sum_squares, dev, kOp, "sum_squares");
+  MF_CHECK(DTypeSize(sum_squares.dtype()) == 8 && sum_squares.numel() == 1)
+      << kOp << ": sum_squares must be one 8-byte element holding an f64, got "
+      << sum_squares.DebugString();
+  CheckOut(scale, dev, DType::kF32, {1}, kOp, "scale");
+  GradScaleKernel<<<1, 1, 0, Native(stream)>>>(static_cast<const double*>(sum_squares.raw_data()),
+                                               inv_z, max_norm, scale->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

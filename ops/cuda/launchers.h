@@ -45,10 +45,18 @@ void RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const
 void RmsNormBackwardAccumulate(const Tensor& x, const Tensor& w, const Tensor& rstd,
                                const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream);
 
-// rope.cu
+// rope.cu. table (P, D/2, 2) f32; positions outside [0, P) trap the kernel.
 void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream);
 void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
                   Stream& stream);
+void RopeForward(const Tensor& x, const Tensor& positions, const Tensor& table, Tensor* y,
+                 Stream& stream);
+void RopeBackward(const Tensor& d_y, const Tensor& positions, const Tensor& table, Tensor* d_x,
+                  Stream& stream);
+void QkvRopeForward(const Tensor& qkv, const Tensor& positions, const Tensor& table, Tensor* q,
+                    Tensor* k, Tensor* v, Stream& stream);
+void QkvRopeBackward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
+                     const Tensor& positions, const Tensor& table, Tensor* d_qkv, Stream& stream);
 
 // attention.cc: the flash kernels (attention_flash.cu) for bf16 with head dim 64 or 128 and
 // S % 64 == 0; the row kernels (attention_rows.cu) otherwise (f32, other shapes).
@@ -76,7 +84,12 @@ double SumOfSquares(const Tensor& x, Stream& stream);
 float Amax(const Tensor& x, Stream& stream);
 void SumOfSquaresInto(const Tensor& x, Tensor* acc, Stream& stream);
 
-// router.cu (all f32).
+// router_logits.cu: x f32 or bf16, everything else f32.
+void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Stream& stream);
+void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logits, Tensor* d_x,
+                          Tensor* d_w, Stream& stream);
+
+// router.cu (all f32). The loss_sum overloads accumulate on the device without waiting.
 void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
                        Tensor* ids, Tensor* weights, Stream& stream);
 void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& weights,
@@ -88,9 +101,13 @@ void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
 void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream);
 float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, Stream& stream);
+void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                    float coeff, Tensor* loss_sum, Stream& stream);
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream);
 float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream);
+void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
+                  Stream& stream);
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,
                    Tensor* d_logits, Stream& stream);
 
@@ -116,8 +133,13 @@ void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* s
                     Stream& stream);
 void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream);
 
-// adamw.cu (f32 flat buffers).
+// adamw.cu: f32 flat buffers, compute bf16, no_decay_ranges i64, sum_squares an f64 in 8 bytes.
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
                Stream& stream);
+void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
+                   const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
+                   Tensor* compute, Stream& stream);
+void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
+                             Stream& stream);
 
 }  // namespace moefold::ops::cuda

@@ -1,6 +1,8 @@
 // CUDA router math: one thread per token, in f64 like the CPU reference, so selection (ties to the
 // lower id) and weights agree exactly with it; E and k are small, the work is T·E·k. Scalar losses
-// are per-token values summed in token order by one block (deterministic) and copied to the host.
+// are per-token values summed by one block in a fixed order (deterministic) and added to a device
+// accumulator; only the float-returning overloads copy it to the host (and wait). A bad expert id
+// traps the kernel instead of waiting for a check.
 #include <cfloat>
 #include <cstdio>
 
@@ -272,25 +274,36 @@ __global__ void ZLossBackwardKernel(const float* logits, int64_t rows, int exper
   }
 }
 
-__global__ void SumInOrder(const double* values, int64_t n, double* out) {
+// *out += f32(mul · Σ values / div), the sum in a fixed order: the float overloads' expression.
+__global__ void AccumulateSum(const double* values, int64_t n, double mul, double div, float* out) {
   double sum = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += values[i];
   sum = BlockSum(sum);
-  if (threadIdx.x == 0) *out = sum;
+  if (threadIdx.x == 0) *out += static_cast<float>(mul * sum / div);
 }
 
-// Σ of per-row values written by `launch` into a scratch vector, on the host.
+// loss_sum += f32(mul · Σ_rows v / div) with the per-row values v written by `launch` into a
+// scratch vector: two kernels on the stream, no wait.
 template <typename Launch>
-double SumRows(int64_t rows, Stream& stream, Launch launch) {
-  if (rows == 0) return 0.0;
-  Tensor scratch = Scratch({rows + 1}, DType::kI64, stream);  // f64 storage
+void AccumulateRows(int64_t rows, double mul, double div, Tensor* loss_sum, Stream& stream,
+                    Launch launch) {
+  if (rows == 0) return;
+  Tensor scratch = Scratch({rows}, DType::kI64, stream);  // f64 storage
   double* values = static_cast<double*>(scratch.raw_data());
   launch(values);
   MF_CUDA_CHECK_LAUNCH();
-  SumInOrder<<<1, 256, 0, Native(stream)>>>(values, rows, values + rows);
+  AccumulateSum<<<1, 256, 0, Native(stream)>>>(values, rows, mul, div, loss_sum->data<float>());
   MF_CUDA_CHECK_LAUNCH();
-  double result = 0;
-  MF_CUDA_CHECK(cudaMemcpyAsync(&result, values + rows, sizeof(double), cudaMemcpyDeviceToHost,
+}
+
+// A float-returning loss: accumulated into a zeroed device scalar, copied back (the one wait).
+template <typename Accumulate>
+float ToHost(Stream& stream, Accumulate accumulate) {
+  Tensor sum = Scratch({1}, DType::kF32, stream);
+  sum.SetZero(stream);
+  accumulate(&sum);
+  float result = 0;
+  MF_CUDA_CHECK(cudaMemcpyAsync(&result, sum.raw_data(), sizeof(float), cudaMemcpyDeviceToHost,
                                 Native(stream)));
   MF_CUDA_CHECK(cudaStreamSynchronize(Native(stream)));
   return result;
@@ -437,16 +450,26 @@ void CheckAux(const Tensor& probs, const Tensor& counts, int64_t total_tokens, i
 
 }  // namespace
 
-float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
-                     float coeff, Stream& stream) {
-  CheckAux(probs, counts, total_tokens, k, stream, "AuxLossForward");
+void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                    float coeff, Tensor* loss_sum, Stream& stream) {
+  constexpr const char* kOp = "AuxLossForward";
+  CheckAux(probs, counts, total_tokens, k, stream, kOp);
+  CheckOut(loss_sum, probs.device(), DType::kF32, {1}, kOp, "loss_sum");
   const int64_t rows = probs.dim(0);
   const int experts = static_cast<int>(probs.dim(1));
-  return static_cast<float>(SumRows(rows, stream, [&](double* values) {
+  AccumulateRows(rows, 1.0, 1.0, loss_sum, stream, [&](double* values) {
     AuxLossRows<<<Blocks(rows), kThreads, 0, Native(stream)>>>(
         probs.data<float>(), counts.data<float>(), rows, experts, static_cast<double>(total_tokens),
         k, coeff, values);
-  }));
+  });
+}
+
+float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
+                     float coeff, Stream& stream) {
+  CheckAux(probs, counts, total_tokens, k, stream, "AuxLossForward");
+  return ToHost(stream, [&](Tensor* sum) {
+    AuxLossForward(probs, counts, total_tokens, k, coeff, sum, stream);
+  });
 }
 
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
@@ -462,16 +485,25 @@ void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_to
   MF_CUDA_CHECK_LAUNCH();
 }
 
-float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream) {
-  CheckLogits(logits, stream, "ZLossForward");
-  MF_CHECK_GT(total_tokens, 0) << "ZLossForward: total_tokens";
+void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
+                  Stream& stream) {
+  constexpr const char* kOp = "ZLossForward";
+  CheckLogits(logits, stream, kOp);
+  MF_CHECK_GT(total_tokens, 0) << kOp << ": total_tokens";
+  CheckOut(loss_sum, logits.device(), DType::kF32, {1}, kOp, "loss_sum");
   const int64_t rows = logits.dim(0);
   const int experts = static_cast<int>(logits.dim(1));
-  const double sum = SumRows(rows, stream, [&](double* values) {
-    ZLossRows<<<Blocks(rows), kThreads, 0, Native(stream)>>>(logits.data<float>(), rows, experts,
-                                                             values);
-  });
-  return static_cast<float>(coeff * sum / total_tokens);
+  AccumulateRows(rows, coeff, static_cast<double>(total_tokens), loss_sum, stream,
+                 [&](double* values) {
+                   ZLossRows<<<Blocks(rows), kThreads, 0, Native(stream)>>>(logits.data<float>(),
+                                                                            rows, experts, values);
+                 });
+}
+
+float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream) {
+  CheckLogits(logits, stream, "ZLossForward");
+  return ToHost(stream,
+                [&](Tensor* sum) { ZLossForward(logits, coeff, total_tokens, sum, stream); });
 }
 
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,

@@ -1,8 +1,12 @@
-// GPU parity of the router math: top-k selection (identical ids) and weights for every score
-// function, group-limited routing and the expert bias, their backward, softmax, aux and z losses,
-// against the CPU reference (skips without a GPU).
+// GPU parity of the router math: the logits GEMM and its backward (bf16 and f32 rows, vector and
+// scalar paths, odd sizes, several token ranges), top-k selection (identical ids) and weights for
+// every score function, group-limited routing and the expert bias, their backward, softmax, aux and
+// z losses (host and device-accumulated), against the CPU reference (skips without a GPU).
+#include <cmath>
 #include <string>
+#include <tuple>
 
+#include "absl/strings/str_cat.h"
 #include "ops/router.h"
 #include "tests/testing/cuda_testing.h"
 #include "tests/testing/testing.h"
@@ -15,6 +19,53 @@ using ::moefold::testing::GpuStream;
 using ::moefold::testing::ParityNear;
 using ::moefold::testing::Poisoned;
 using ::moefold::testing::RandomNormal;
+using ::moefold::testing::RoundedTo;
+using ::moefold::testing::ToGpu;
+
+// (T, H, E, x dtype): H = 2048 takes the 16-byte path, 2050 and 12 the scalar one (bf16);
+// E = 8, 64, 200 use 1, 4 and 8 columns per thread; T = 1000 splits the weight gradient's sum.
+using LogitsCase = std::tuple<int64_t, int64_t, int64_t, DType>;
+
+class CudaRouterLogitsTest : public ::testing::TestWithParam<LogitsCase> {};
+
+TEST_P(CudaRouterLogitsTest, ForwardAndBackwardMatchTheCpu) {
+  MF_REQUIRE_GPU();
+  const auto [tokens, hidden, experts, dt] = GetParam();
+  const Tensor x = RoundedTo(RandomNormal({tokens, hidden}, 21), dt);
+  const Tensor w = RandomNormal({experts, hidden}, 22, 0.05f);
+  Tensor logits = Tensor::Zeros({tokens, experts}, DType::kF32);
+  RouterLogitsForward(x, w, &logits, CpuStream());
+  const Tensor x_gpu = ToGpu(x, dt), w_gpu = w.To(Gpu());
+  Tensor logits_gpu = Poisoned({tokens, experts}, DType::kF32);
+  RouterLogitsForward(x_gpu, w_gpu, &logits_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(logits_gpu, logits, DType::kF32));  // same inputs, f32 math
+
+  const Tensor d_logits = RandomNormal({tokens, experts}, 23);
+  const Tensor d_x0 = RoundedTo(RandomNormal({tokens, hidden}, 24), dt);
+  const Tensor d_w0 = RandomNormal({experts, hidden}, 25);
+  Tensor d_x = d_x0.To(dt), d_w = d_w0.Clone();
+  RouterLogitsBackward(x, w, d_logits, &d_x, &d_w, CpuStream());
+  Tensor d_x_gpu = ToGpu(d_x0, dt), d_w_gpu = d_w0.To(Gpu());
+  RouterLogitsBackward(x_gpu, w_gpu, d_logits.To(Gpu()), &d_x_gpu, &d_w_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(d_x_gpu, d_x.To(DType::kF32), dt));
+  EXPECT_TRUE(ParityNear(d_w_gpu, d_w, DType::kF32));
+
+  // Deterministic: a second run gives the same bits.
+  Tensor again = d_w0.To(Gpu());
+  RouterLogitsBackward(x_gpu, w_gpu, d_logits.To(Gpu()), nullptr, &again, GpuStream());
+  EXPECT_EQ(again.ToVector(), d_w_gpu.ToVector());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaRouterLogitsTest,
+    ::testing::Values(LogitsCase{300, 2048, 64, DType::kBF16},
+                      LogitsCase{300, 2048, 64, DType::kF32}, LogitsCase{7, 2050, 8, DType::kBF16},
+                      LogitsCase{7, 2050, 8, DType::kF32}, LogitsCase{1000, 256, 200, DType::kBF16},
+                      LogitsCase{1, 12, 3, DType::kBF16}, LogitsCase{33, 64, 20, DType::kF32}),
+    [](const ::testing::TestParamInfo<LogitsCase>& info) {
+      return absl::StrCat("T", std::get<0>(info.param), "_H", std::get<1>(info.param), "_E",
+                          std::get<2>(info.param), "_", DTypeName(std::get<3>(info.param)));
+    });
 
 struct RouterCase {
   std::string name;
@@ -107,6 +158,17 @@ TEST(CudaRouterLossTest, SoftmaxAuxLossAndZLoss) {
 
   const float z = ZLossForward(logits, 1e-3f, 96, CpuStream());
   EXPECT_NEAR(ZLossForward(logits_gpu, 1e-3f, 96, GpuStream()), z, 1e-5 * std::fabs(z));
+
+  // The device-accumulated overloads: += the float value, on the device.
+  Tensor sums = Tensor::FromVector({0.25f}, {1}).To(Gpu());
+  AuxLossForward(probs.To(Gpu()), counts.To(Gpu()), 96, 2, 0.01f, &sums, GpuStream());
+  EXPECT_EQ(sums.ToVector()[0], 0.25f + aux_gpu);
+  Tensor z_sum = Tensor::Zeros({1}, DType::kF32, Gpu());
+  ZLossForward(logits_gpu, 1e-3f, 96, &z_sum, GpuStream());
+  ZLossForward(logits_gpu, 1e-3f, 96, &z_sum, GpuStream());
+  const float z_gpu = ZLossForward(logits_gpu, 1e-3f, 96, GpuStream());
+  EXPECT_EQ(z_sum.ToVector()[0], z_gpu + z_gpu);
+  EXPECT_NEAR(z_gpu, z, 1e-5 * std::fabs(z));
   d = d0.Clone();
   d_gpu = d0.To(Gpu());
   ZLossBackward(logits, 1e-3f, 96, 2.0f, &d, CpuStream());

@@ -1,8 +1,11 @@
 // Tests of RoPE: identity at position 0, hand-computed rotations, norm preservation per pair, the
-// inverse, in-place use, and a finite-difference check of the backward.
+// inverse, in-place use, and a finite-difference check of the backward; the (cos, sin) table and
+// the table overloads (the theta ones bit for bit), and the fused QKV split with RoPE.
 #include "ops/rope.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "tests/ops/grad_check.h"
 #include "tests/testing/testing.h"
@@ -14,6 +17,7 @@ using ::moefold::ops::testing::GradientMatches;
 using ::moefold::testing::Dot;
 using ::moefold::testing::RandomInts;
 using ::moefold::testing::RandomNormal;
+using ::moefold::testing::TensorNear;
 
 constexpr float kTheta = 10000.0f;
 
@@ -77,6 +81,160 @@ TEST(RopeTest, BackwardMatchesFiniteDifferences) {
   Tensor d_x = Tensor::Zeros(x.shape(), DType::kF32);
   RopeBackward(cot, pos, kTheta, &d_x, CpuStream());
   EXPECT_TRUE(GradientMatches(d_x, loss, &x));
+}
+
+TEST(RopeTableTest, HandValues) {
+  // D = 4: pair 0 turns by pos·1, pair 1 by pos·theta^(-1/2) = pos/100; f64, rounded once.
+  const Tensor table = RopeTable(3, 4, kTheta);
+  ASSERT_EQ(table.shape(), (Shape{3, 2, 2}));
+  const float* t = table.data<float>();
+  for (int p = 0; p < 3; ++p) {
+    EXPECT_EQ(t[p * 4 + 0], static_cast<float>(std::cos(p * 1.0)));
+    EXPECT_EQ(t[p * 4 + 1], static_cast<float>(std::sin(p * 1.0)));
+    EXPECT_EQ(t[p * 4 + 2], static_cast<float>(std::cos(p * std::pow(10000.0, -0.5))));
+    EXPECT_EQ(t[p * 4 + 3], static_cast<float>(std::sin(p * std::pow(10000.0, -0.5))));
+  }
+}
+
+class RopeTableOverloadTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(RopeTableOverloadTest, BitIdenticalToTheTheta) {
+  const DType dt = GetParam();
+  const Shape shape{5, 3, 16};
+  const Tensor x = RandomNormal(shape, 7).To(dt);
+  const Tensor pos = Tensor::FromVectorI32({0, 1, 4095, 65535, 31}, {5});
+  const Tensor table = RopeTable(65536, 16, 500000.0f);
+  Tensor y_theta = Tensor::Zeros(shape, dt), y_table = Tensor::Zeros(shape, dt);
+  RopeForward(x, pos, 500000.0f, &y_theta, CpuStream());
+  RopeForward(x, pos, table, &y_table, CpuStream());
+  EXPECT_EQ(y_table.ToVector(), y_theta.ToVector());
+  RopeBackward(x, pos, 500000.0f, &y_theta, CpuStream());
+  Tensor in_place = x.Clone();
+  RopeBackward(in_place, pos, table, &in_place, CpuStream());
+  EXPECT_EQ(in_place.ToVector(), y_theta.ToVector());
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, RopeTableOverloadTest,
+                         ::testing::Values(DType::kF32, DType::kBF16),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
+
+// The fused layout with G = 2 groups of r = 3 query heads, D = 8, T = 4.
+constexpr int64_t kT = 4, kG = 2, kR = 3, kD = 8;
+
+// q, k, v from the fused rows by hand (no RoPE): the reference split.
+void SplitByHand(const Tensor& qkv, Tensor* q, Tensor* k, Tensor* v) {
+  const float* in = qkv.data<float>();
+  for (int64_t t = 0; t < kT; ++t) {
+    for (int64_t g = 0; g < kG; ++g) {
+      for (int64_t j = 0; j < kR + 2; ++j) {
+        const float* row = in + ((t * kG + g) * (kR + 2) + j) * kD;
+        float* out = j < kR    ? q->data<float>() + ((t * kG + g) * kR + j) * kD
+                     : j == kR ? k->data<float>() + (t * kG + g) * kD
+                               : v->data<float>() + (t * kG + g) * kD;
+        std::copy(row, row + kD, out);
+      }
+    }
+  }
+}
+
+TEST(QkvRopeTest, ForwardIsTheGroupedSplitThenRope) {
+  const Tensor qkv = RandomNormal({kT, kG * (kR + 2) * kD}, 11);
+  const Tensor pos = Tensor::FromVectorI32({0, 3, 100, 7}, {kT});
+  const Tensor table = RopeTable(128, kD, kTheta);
+  Tensor q = Tensor::Zeros({kT, kG * kR, kD}, DType::kF32);
+  Tensor k = Tensor::Zeros({kT, kG, kD}, DType::kF32), v = Tensor::Zeros({kT, kG, kD}, DType::kF32);
+  QkvRopeForward(qkv, pos, table, &q, &k, &v, CpuStream());
+
+  Tensor q_ref = q.Clone(), k_ref = k.Clone(), v_ref = v.Clone();
+  SplitByHand(qkv, &q_ref, &k_ref, &v_ref);
+  // Token 0 sits at position 0: no rotation at all.
+  EXPECT_EQ(q.Slice(0, 1).ToVector(), q_ref.Slice(0, 1).ToVector());
+  EXPECT_EQ(k.Slice(0, 1).ToVector(), k_ref.Slice(0, 1).ToVector());
+  RopeForward(q_ref, pos, table, &q_ref, CpuStream());
+  RopeForward(k_ref, pos, table, &k_ref, CpuStream());
+  EXPECT_EQ(q.ToVector(), q_ref.ToVector());
+  EXPECT_EQ(k.ToVector(), k_ref.ToVector());
+  EXPECT_EQ(v.ToVector(), v_ref.ToVector());  // values copied untouched
+}
+
+TEST(QkvRopeTest, BackwardInvertsForward) {
+  const Tensor qkv = RandomNormal({kT, kG * (kR + 2) * kD}, 12);
+  const Tensor pos = Tensor::FromVectorI32({9, 3, 100, 7}, {kT});
+  const Tensor table = RopeTable(128, kD, kTheta);
+  Tensor q = Tensor::Zeros({kT, kG * kR, kD}, DType::kF32);
+  Tensor k = Tensor::Zeros({kT, kG, kD}, DType::kF32), v = Tensor::Zeros({kT, kG, kD}, DType::kF32);
+  QkvRopeForward(qkv, pos, table, &q, &k, &v, CpuStream());
+  Tensor back = Tensor::Zeros({kT, kG * (kR + 2) * kD}, DType::kF32);
+  back.Fill(7.0f);
+  QkvRopeBackward(q, k, v, pos, table, &back, CpuStream());  // overwrites every element
+  EXPECT_TENSOR_NEAR(back, qkv, 1e-5, 1e-6);
+}
+
+TEST(QkvRopeTest, BackwardMatchesFiniteDifferences) {
+  Tensor qkv = RandomNormal({kT, kG * (kR + 2) * kD}, 13);
+  const Tensor pos = Tensor::FromVectorI32({1, 30, 2, 77}, {kT});
+  const Tensor table = RopeTable(128, kD, kTheta);
+  const Tensor cq = RandomNormal({kT, kG * kR, kD}, 14), ck = RandomNormal({kT, kG, kD}, 15),
+               cv = RandomNormal({kT, kG, kD}, 16);
+  Tensor q = Tensor::Zeros(cq.shape(), DType::kF32);
+  Tensor k = Tensor::Zeros(ck.shape(), DType::kF32), v = Tensor::Zeros(cv.shape(), DType::kF32);
+  auto loss = [&] {
+    QkvRopeForward(qkv, pos, table, &q, &k, &v, CpuStream());
+    return Dot(q, cq) + Dot(k, ck) + Dot(v, cv);
+  };
+  Tensor d_qkv = Tensor::Zeros(qkv.shape(), DType::kF32);
+  QkvRopeBackward(cq, ck, cv, pos, table, &d_qkv, CpuStream());
+  EXPECT_TRUE(GradientMatches(d_qkv, loss, &qkv));
+}
+
+TEST(QkvRopeTest, Bf16RoundsTheF32ResultOnce) {
+  const Tensor qkv = RandomNormal({kT, kG * (kR + 2) * kD}, 17).To(DType::kBF16);
+  const Tensor pos = Tensor::FromVectorI32({5, 6, 7, 8}, {kT});
+  const Tensor table = RopeTable(16, kD, kTheta);
+  Tensor q = Tensor::Zeros({kT, kG * kR, kD}, DType::kBF16);
+  Tensor k = Tensor::Zeros({kT, kG, kD}, DType::kBF16),
+         v = Tensor::Zeros({kT, kG, kD}, DType::kBF16);
+  QkvRopeForward(qkv, pos, table, &q, &k, &v, CpuStream());
+  Tensor qf = Tensor::Zeros(q.shape(), DType::kF32);
+  Tensor kf = Tensor::Zeros(k.shape(), DType::kF32), vf = Tensor::Zeros(v.shape(), DType::kF32);
+  QkvRopeForward(qkv.To(DType::kF32), pos, table, &qf, &kf, &vf, CpuStream());
+  EXPECT_EQ(q.ToVector(), qf.To(DType::kBF16).ToVector());
+  EXPECT_EQ(k.ToVector(), kf.To(DType::kBF16).ToVector());
+  EXPECT_EQ(v.ToVector(), vf.To(DType::kBF16).ToVector());
+
+  Tensor d_qkv = Tensor::Zeros(qkv.shape(), DType::kBF16);
+  QkvRopeBackward(q, k, v, pos, table, &d_qkv, CpuStream());
+  Tensor d_qkv_f = Tensor::Zeros(qkv.shape(), DType::kF32);
+  QkvRopeBackward(q.To(DType::kF32), k.To(DType::kF32), v.To(DType::kF32), pos, table, &d_qkv_f,
+                  CpuStream());
+  EXPECT_EQ(d_qkv.ToVector(), d_qkv_f.To(DType::kBF16).ToVector());
+}
+
+TEST(RopeDeathTest, PositionOutsideTheTableIsRejected) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const Tensor table = RopeTable(8, 4, kTheta);
+  const Tensor x = Tensor::Zeros({1, 1, 4}, DType::kF32);
+  Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
+  EXPECT_DEATH(RopeForward(x, Tensor::FromVectorI32({8}, {1}), table, &y, CpuStream()),
+               "position 8 outside the table");
+  EXPECT_DEATH(
+      RopeForward(x, Tensor::FromVectorI32({0}, {1}), RopeTable(8, 6, kTheta), &y, CpuStream()),
+      "table must be");
+}
+
+TEST(QkvRopeDeathTest, ShapesAreChecked) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const Tensor table = RopeTable(8, 4, kTheta);
+  const Tensor pos = Tensor::FromVectorI32({0}, {1});
+  Tensor k = Tensor::Zeros({1, 2, 4}, DType::kF32), v = Tensor::Zeros({1, 2, 4}, DType::kF32);
+  Tensor q = Tensor::Zeros({1, 3, 4}, DType::kF32);  // 3 query heads do not split over G = 2
+  const Tensor qkv = Tensor::Zeros({1, 2 * 4 * 4}, DType::kF32);
+  EXPECT_DEATH(QkvRopeForward(qkv, pos, table, &q, &k, &v, CpuStream()), "q must be");
+  Tensor q4 = Tensor::Zeros({1, 4, 4}, DType::kF32);
+  const Tensor wrong = Tensor::Zeros({1, 2 * 4 * 4 + 4}, DType::kF32);
+  EXPECT_DEATH(QkvRopeForward(wrong, pos, table, &q4, &k, &v, CpuStream()), "qkv must have shape");
 }
 
 TEST(RopeDeathTest, OddHeadDimIsRejected) {

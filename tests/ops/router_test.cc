@@ -1,10 +1,14 @@
-// Tests of the router: top-k hand examples per score function (ties, bias, group-limited routing),
-// finite-difference checks of RouterTopKBackward, softmax, aux loss and z-loss (all accumulate).
+// Tests of the router: the logits GEMM (hand values, bf16 rows, finite differences, equal to an
+// f32 Linear on an f32 copy), top-k hand examples per score function (ties, bias, group-limited
+// routing), finite-difference checks of RouterTopKBackward, softmax, aux loss and z-loss (all
+// accumulate; the device-accumulated overloads add the float ones' values).
 #include "ops/router.h"
 
 #include <cmath>
 #include <vector>
 
+#include "ops/elementwise.h"
+#include "ops/gemm.h"
 #include "tests/ops/grad_check.h"
 #include "tests/testing/testing.h"
 
@@ -29,6 +33,69 @@ Routed Route(const Tensor& logits, const TopKOptions& o, const Tensor& bias = Te
 
 std::vector<int32_t> Ids(const Tensor& t) {
   return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+}
+
+TEST(RouterLogitsTest, HandValues) {
+  const Tensor x = Tensor::FromVector({1, 2, 3, -1, 0, 2}, {2, 3});
+  const Tensor w = Tensor::FromVector({1, 0, 0, 0.5f, 0.5f, 0.5f}, {2, 3});
+  Tensor logits = Tensor::Zeros({2, 2}, DType::kF32);
+  logits.Fill(9.0f);  // overwritten
+  RouterLogitsForward(x, w, &logits, CpuStream());
+  EXPECT_EQ(logits.ToVector(), (std::vector<float>{1, 3, -1, 0.5f}));
+}
+
+// The numbers of the previous router path: an f32 Linear on an f32 copy of the rows; the input
+// gradient through an f32 product added into d_x (Axpy), the weight gradient accumulated.
+TEST(RouterLogitsTest, SameBitsAsAnF32LinearOnAnF32Copy) {
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    const Tensor x = RandomNormal({7, 24}, 30).To(dt);
+    const Tensor w = RandomNormal({5, 24}, 31, 0.1f);
+    const Tensor x_f32 = x.To(DType::kF32);
+    Tensor logits = Tensor::Zeros({7, 5}, DType::kF32), expected = logits.Clone();
+    RouterLogitsForward(x, w, &logits, CpuStream());
+    LinearForward(x_f32, w, &expected, CpuStream());
+    EXPECT_EQ(logits.ToVector(), expected.ToVector()) << DTypeName(dt);
+
+    const Tensor d_logits = RandomNormal({7, 5}, 32);
+    Tensor d_x = RandomNormal({7, 24}, 33).To(dt), d_w = RandomNormal({5, 24}, 34);
+    Tensor d_x_ref = d_x.Clone(), d_w_ref = d_w.Clone();
+    RouterLogitsBackward(x, w, d_logits, &d_x, &d_w, CpuStream());
+    Tensor product = Tensor::Zeros({7, 24}, DType::kF32);
+    LinearBackward(x_f32, w, d_logits, &product, &d_w_ref, CpuStream());
+    Axpy(1.0f, product, &d_x_ref, CpuStream());
+    EXPECT_EQ(d_x.ToVector(), d_x_ref.ToVector()) << DTypeName(dt);
+    EXPECT_EQ(d_w.ToVector(), d_w_ref.ToVector()) << DTypeName(dt);
+  }
+}
+
+TEST(RouterLogitsTest, BackwardAccumulatesAndMatchesFiniteDifferences) {
+  Tensor x = RandomNormal({6, 10}, 35);
+  Tensor w = RandomNormal({4, 10}, 36, 0.5f);
+  const Tensor cot = RandomNormal({6, 4}, 37);
+  Tensor logits = Tensor::Zeros({6, 4}, DType::kF32);
+  auto loss = [&] {
+    RouterLogitsForward(x, w, &logits, CpuStream());
+    return Dot(logits, cot);
+  };
+  const Tensor d_x0 = RandomNormal(x.shape(), 38), d_w0 = RandomNormal(w.shape(), 39);
+  Tensor d_x = d_x0.Clone(), d_w = d_w0.Clone();
+  RouterLogitsBackward(x, w, cot, &d_x, &d_w, CpuStream());
+  EXPECT_TRUE(GradientMatches(Delta(d_x, d_x0), loss, &x));
+  EXPECT_TRUE(GradientMatches(Delta(d_w, d_w0), loss, &w));
+  // Either output may be skipped.
+  Tensor only_w = d_w0.Clone();
+  RouterLogitsBackward(x, w, cot, nullptr, &only_w, CpuStream());
+  EXPECT_EQ(only_w.ToVector(), d_w.ToVector());
+}
+
+TEST(RouterLogitsDeathTest, DTypesAreChecked) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
+  const Tensor x = Tensor::Zeros({2, 4}, DType::kBF16);
+  const Tensor w = Tensor::Zeros({3, 4}, DType::kF32);
+  Tensor logits = Tensor::Zeros({2, 3}, DType::kF32);
+  EXPECT_DEATH(RouterLogitsForward(x, w.To(DType::kBF16), &logits, CpuStream()), "w must be f32");
+  Tensor d_x = Tensor::Zeros({2, 4}, DType::kF32);  // not x's dtype
+  EXPECT_DEATH(RouterLogitsBackward(x, w, logits, &d_x, nullptr, CpuStream()), "d_x must be bf16");
 }
 
 TEST(RouterTopKTest, SoftmaxPostHandExampleWithTie) {
@@ -173,6 +240,21 @@ TEST(AuxLossTest, HandValues) {
   Tensor even = Tensor::Empty({4}, DType::kF32);
   even.Fill(4.0f);
   EXPECT_NEAR(AuxLossForward(uniform, even, 8, 2, 0.01f, CpuStream()), 0.01, 1e-8);
+}
+
+TEST(AuxLossTest, DeviceOverloadsAddTheFloatValues) {
+  const Tensor probs = Tensor::FromVector({0.25f, 0.75f, 0.5f, 0.5f}, {2, 2});
+  const Tensor counts = Tensor::FromVector({3, 1}, {2});
+  Tensor sum = Tensor::FromVector({0.5f}, {1});
+  AuxLossForward(probs, counts, 2, 2, 0.1f, &sum, CpuStream());
+  AuxLossForward(probs, counts, 2, 2, 0.1f, &sum, CpuStream());
+  const float aux = AuxLossForward(probs, counts, 2, 2, 0.1f, CpuStream());
+  EXPECT_EQ(sum.ToVector()[0], (0.5f + aux) + aux);
+
+  const Tensor logits = RandomNormal({3, 4}, 92, 2.0f);
+  Tensor z_sum = Tensor::FromVector({-1.0f}, {1});
+  ZLossForward(logits, 0.1f, 5, &z_sum, CpuStream());
+  EXPECT_EQ(z_sum.ToVector()[0], -1.0f + ZLossForward(logits, 0.1f, 5, CpuStream()));
 }
 
 TEST(AuxLossTest, BackwardMatchesFiniteDifferencesThroughSoftmax) {

@@ -1,9 +1,15 @@
 // Tests of AdamW over a ParameterSet: hand-computed steps, no decay for weight_decay=false
-// parameters, the step count driving bias correction, and the m/v state accessors.
+// parameters, the step count driving bias correction, and the m/v state accessors; flat mode equal
+// bit for bit to the per-parameter optimizer (with norms, gaps, a bf16 compute copy), its no-decay
+// ranges, checkpoint views, and ZeRO-1's scaled step equal to its per-segment step.
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <memory>
+#include <vector>
 
+#include "optim/zero1_adamw.h"
+#include "parallel/grad_sync.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::optim {
@@ -130,6 +136,172 @@ TEST_F(AdamWOverSetTest, RestoredStateContinuesIdentically) {
   b.Step(0.01f);
   EXPECT_EQ(cw->value.ToVector(), w_->value.ToVector());
   EXPECT_EQ(cn->value.ToVector(), norm_->value.ToVector());
+}
+
+// A small model: two dense weights and a norm in one reduction group, a router and a norm in
+// another (weight_decay false for the norms), values drawn from the same seed in every copy.
+std::unique_ptr<ParameterSet> SmallModel() {
+  auto set = std::make_unique<ParameterSet>();
+  set->Add("model.layers.0.self_attn.q_proj.weight", {3, 5}, GradReduction::kDenseDataCp, 0.5f);
+  set->Add("model.layers.0.input_layernorm.weight", {5}, GradReduction::kDenseDataCp, 0.0f,
+           /*weight_decay=*/false, /*init_value=*/1.0f);
+  set->Add("model.layers.0.mlp.gate.weight", {2, 5}, GradReduction::kDenseDataCpTp, 0.5f);
+  set->Add("model.layers.0.post_attention_layernorm.weight", {5}, GradReduction::kDenseDataCpTp,
+           0.0f, /*weight_decay=*/false, /*init_value=*/1.0f);
+  set->Add("model.layers.0.self_attn.o_proj.weight", {5, 3}, GradReduction::kDenseDataCp, 0.5f);
+  set->Initialize(7);
+  return set;
+}
+
+// Fills every gradient with fresh normals for `step`.
+void FillGrads(ParameterSet* set, int64_t step) {
+  uint64_t seed = 100 * static_cast<uint64_t>(step);
+  for (const auto& p : set->params())
+    p->grad.CopyFrom(testing::RandomNormal(p->grad.shape(), ++seed));
+}
+
+TEST(NoDecayRangesTest, SegmentsOfNormsRelativeToTheRange) {
+  auto set = SmallModel();
+  std::vector<FlatBuffer>& buffers = set->Flatten(/*align=*/8, /*segment_align=*/4);
+  // Buffer 0 (DP×CP): q_proj [0, 15), norm [16, 21), o_proj [24, 39).
+  const FlatBuffer& dense = buffers[0];
+  EXPECT_EQ(NoDecayRanges(dense, 0, dense.values.numel()).ToVector(), (std::vector<float>{16, 21}));
+  EXPECT_EQ(NoDecayRanges(dense, 18, 30).ToVector(), (std::vector<float>{0, 3}));
+  EXPECT_EQ(NoDecayRanges(dense, 21, 40).numel(), 0);
+  // Buffer 1 (TP×DP×CP): router [0, 10), norm [12, 17).
+  EXPECT_EQ(NoDecayRanges(buffers[1], 0, 24).ToVector(), (std::vector<float>{12, 17}));
+}
+
+TEST(FlatAdamWTest, EqualsThePerParameterOptimizerBitForBit) {
+  auto flat_set = SmallModel();
+  auto plain_set = SmallModel();
+  flat_set->Flatten(/*align=*/8, /*segment_align=*/4);  // gaps between segments, padding at the end
+  const AdamWOptions options{.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+  AdamW flat(flat_set.get(), options), plain(plain_set.get(), options);
+  ASSERT_TRUE(flat.flat());
+  ASSERT_FALSE(plain.flat());
+  const float scale = 0.3f;
+  const Tensor grad_scale = Tensor::FromVector({scale}, {1});
+  for (int64_t step = 1; step <= 3; ++step) {
+    FillGrads(flat_set.get(), step);
+    FillGrads(plain_set.get(), step);
+    for (const auto& p : plain_set->params()) {
+      for (int64_t i = 0; i < p->grad.numel(); ++i) p->grad.data<float>()[i] *= scale;
+    }
+    flat.Step(0.01f, grad_scale, CpuStream());
+    plain.Step(0.01f);
+  }
+  EXPECT_EQ(flat.step_count(), 3);
+  for (size_t i = 0; i < plain_set->params().size(); ++i) {
+    EXPECT_EQ(flat_set->params()[i]->value.ToVector(), plain_set->params()[i]->value.ToVector())
+        << plain_set->params()[i]->name;
+    EXPECT_EQ(flat.m(i).ToVector(), plain.m(i).ToVector());
+    EXPECT_EQ(flat.v(i).ToVector(), plain.v(i).ToVector());
+    EXPECT_EQ(flat.m(i).shape(), plain.m(i).shape());
+  }
+  // Gaps and padding hold zeros and stay zero.
+  for (const FlatBuffer& b : flat_set->flat_buffers()) {
+    for (int64_t i = b.used; i < b.values.numel(); ++i) EXPECT_EQ(b.values.data<float>()[i], 0.0f);
+  }
+}
+
+TEST(FlatAdamWTest, WritesTheBf16ComputeCopyAndKeepsTheOldStep) {
+  auto set = SmallModel();
+  auto reference = SmallModel();
+  set->Flatten(8, 4, Device::Cpu(), DType::kBF16);
+  reference->Flatten(8, 4, Device::Cpu(), DType::kBF16);
+  const AdamWOptions options{.weight_decay = 0.1f};
+  AdamW flat(set.get(), options), old(reference.get(), options);
+  const Tensor one = Tensor::FromVector({1.0f}, {1});
+  for (int64_t step = 1; step <= 2; ++step) {
+    FillGrads(set.get(), step);
+    FillGrads(reference.get(), step);
+    flat.Step(0.02f, one, CpuStream());
+    old.Step(0.02f);  // the per-parameter path over the flat views, then a separate conversion
+    reference->RefreshCompute(CpuStream());
+  }
+  for (size_t b = 0; b < set->flat_buffers().size(); ++b) {
+    const FlatBuffer& mine = set->flat_buffers()[b];
+    const FlatBuffer& theirs = reference->flat_buffers()[b];
+    EXPECT_EQ(mine.values.ToVector(), theirs.values.ToVector());
+    EXPECT_EQ(mine.compute.ToVector(), theirs.compute.ToVector());
+    EXPECT_EQ(mine.compute.ToVector(), mine.values.To(DType::kBF16).ToVector());
+  }
+}
+
+TEST(FlatAdamWTest, CheckpointViewsRestoreTheFlatState) {
+  auto a_set = SmallModel();
+  auto b_set = SmallModel();
+  a_set->Flatten(8, 4);
+  b_set->Flatten(8, 4);
+  const AdamWOptions options{.weight_decay = 0.1f};
+  AdamW a(a_set.get(), options), b(b_set.get(), options);
+  const Tensor half = Tensor::FromVector({0.5f}, {1});
+  FillGrads(a_set.get(), 1);
+  a.Step(0.01f, half, CpuStream());
+  // Restore parameters and moments into b through the per-parameter views, then step both.
+  b.set_step_count(a.step_count());
+  for (int64_t i = 0; i < a.num_params(); ++i) {
+    b_set->params()[i]->value.CopyFrom(a_set->params()[i]->value);
+    b.m(i).CopyFrom(a.m(i));
+    b.v(i).CopyFrom(a.v(i));
+  }
+  FillGrads(a_set.get(), 2);
+  FillGrads(b_set.get(), 2);
+  a.Step(0.01f, half, CpuStream());
+  b.Step(0.01f, half, CpuStream());
+  for (int64_t i = 0; i < a.num_params(); ++i) {
+    EXPECT_EQ(b_set->params()[i]->value.ToVector(), a_set->params()[i]->value.ToVector());
+  }
+}
+
+TEST(FlatAdamWTest, ScaledStepWithoutFlatBuffersMatchesTheOldStep) {
+  auto set = SmallModel();
+  auto reference = SmallModel();
+  const AdamWOptions options{.weight_decay = 0.1f};
+  AdamW scaled(set.get(), options), old(reference.get(), options);
+  FillGrads(set.get(), 1);
+  FillGrads(reference.get(), 1);
+  for (const auto& p : reference->params()) {
+    for (int64_t i = 0; i < p->grad.numel(); ++i) p->grad.data<float>()[i] *= 4.0f;
+  }
+  scaled.Step(0.05f, Tensor::FromVector({4.0f}, {1}), CpuStream());
+  old.Step(0.05f);
+  for (size_t i = 0; i < set->params().size(); ++i) {
+    EXPECT_EQ(set->params()[i]->value.ToVector(), reference->params()[i]->value.ToVector());
+  }
+}
+
+TEST(ShardedAdamWTest, ScaledStepEqualsTheSegmentStep) {
+  auto set = SmallModel();
+  auto reference = SmallModel();
+  const parallel::GradSyncGroups groups;  // one rank: each bucket's shard is the whole bucket
+  set->Flatten(parallel::GradSync::Alignment(groups), 4);
+  reference->Flatten(parallel::GradSync::Alignment(groups), 4);
+  parallel::GradSyncOptions sync_options;
+  sync_options.zero1 = true;
+  sync_options.bucket_elements = 16;  // several buckets
+  parallel::GradSync sync(set.get(), groups, sync_options);
+  parallel::GradSync reference_sync(reference.get(), groups, sync_options);
+  const AdamWOptions options{.weight_decay = 0.1f};
+  ShardedAdamW opt(&sync, options), reference_opt(&reference_sync, options);
+  for (int64_t step = 1; step <= 2; ++step) {
+    FillGrads(set.get(), step);
+    FillGrads(reference.get(), step);
+    for (parallel::GradSync* s : {&sync, &reference_sync}) {
+      s->BeginStep(step);
+      ASSERT_OK(s->Finish());
+    }
+    for (Tensor* g : reference_sync.OwnedGrads()) {
+      for (int64_t i = 0; i < g->numel(); ++i) g->data<float>()[i] *= 0.25f;
+    }
+    ASSERT_OK(opt.Step(0.01f, Tensor::FromVector({0.25f}, {1}), CpuStream()));
+    ASSERT_OK(reference_opt.Step(0.01f));
+  }
+  for (size_t i = 0; i < set->params().size(); ++i) {
+    EXPECT_EQ(set->params()[i]->value.ToVector(), reference->params()[i]->value.ToVector())
+        << set->params()[i]->name;
+  }
 }
 
 TEST(AdamWDeathTest, ParametersAddedAfterCreationAreRejected) {
