@@ -1,6 +1,6 @@
 // Grouped linear layer for MoE experts: rows of x are grouped by expert (counts[e] consecutive rows
-// for expert e) and each group is multiplied by its own weight. This is the interface the GPU's grouped
-// GEMM implements; the CPU reference loops over experts.
+// for expert e) and each group is multiplied by its own weight. This is the interface the GPU's
+// grouped GEMM implements; the CPU reference loops over experts.
 //
 //   SetGroupedGemmBackend(GroupedGemmBackend::kAuto);            // the default
 //   GroupedLinearForward(x, w, counts, &y, stream);              // one launch on the GPU

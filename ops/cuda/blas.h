@@ -49,9 +49,11 @@ void LtMatmul(const GemmArgs& args, const Stream& stream);
 // workspace, holding the handles' lock (one handle per device is shared by every stream).
 void WithBlasHandle(const Stream& stream, const std::function<void(void* handle)>& fn);
 
-// How many plans the cache keeps, and how many exact shapes each plan remembers as checked.
+// How many plans the cache keeps, and how many exact shapes each plan remembers as checked (enough
+// for every count of a bucket up to 8192 rows, so an expert's counts are checked once per run; a
+// plan that meets more forgets them all and checks again).
 inline constexpr int64_t kMaxGemmPlans = 512;
-inline constexpr int64_t kMaxCheckedShapesPerPlan = 64;
+inline constexpr int64_t kMaxCheckedShapesPerPlan = 256;
 
 // The bucket (its largest member) of a row count n ≥ 1, the rule of the plan key: powers of two
 // up to 128 (small GEMMs change kernels with every doubling), then multiples of 128 up to 8192

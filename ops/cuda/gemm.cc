@@ -162,10 +162,10 @@ ExactShape ShapeOf(const GemmArgs& g) {
 std::string Describe(const GemmArgs& g, const PlanKey& key) {
   std::ostringstream s;
   s << "m=" << g.m << " n=" << g.n << " k=" << g.k << " batch=" << g.batch
-    << " trans_a=" << g.trans_a << " trans_b=" << g.trans_b << " lda=" << g.lda
-    << " ldb=" << g.ldb << " ldc=" << g.ldc << " align a/b/c=" << key.align_a << "/"
-    << key.align_b << "/" << key.align_c << " " << DTypeName(g.ab_dtype) << "→"
-    << DTypeName(g.c_dtype) << (g.bias ? " with bias" : "");
+    << " trans_a=" << g.trans_a << " trans_b=" << g.trans_b << " lda=" << g.lda << " ldb=" << g.ldb
+    << " ldc=" << g.ldc << " align a/b/c=" << key.align_a << "/" << key.align_b << "/"
+    << key.align_c << " " << DTypeName(g.ab_dtype) << "→" << DTypeName(g.c_dtype)
+    << (g.bias ? " with bias" : "");
   return s.str();
 }
 
@@ -206,8 +206,7 @@ bool QueryHeuristic(Registry& r, cublasLtHandle_t lt, Plan& plan, Layouts& layou
 // value to learn its alignment (it never dereferences it; cublasLt.h,
 // CUBLASLT_MATMUL_DESC_BIAS_POINTER): it is set before the query, or a NULL pointer would look
 // perfectly aligned.
-void InitPlan(Registry& r, cublasLtHandle_t lt, const GemmArgs& g, const PlanKey& key,
-              Plan& plan) {
+void InitPlan(Registry& r, cublasLtHandle_t lt, const GemmArgs& g, const PlanKey& key, Plan& plan) {
   MF_CUBLAS_CHECK(cublasLtMatmulDescInit(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;

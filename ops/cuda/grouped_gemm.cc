@@ -142,8 +142,8 @@ enum class Launch { kLoop, kGrouped, kBatched };
 
 // The launch for one projection's problems under `backend` (grouped_gemm.h): every backend falls
 // back to the loop where its call does not apply.
-Launch Choose(GroupedGemmBackend backend, bool equal_counts,
-              const std::vector<GemmArgs>& problems, const Stream& stream) {
+Launch Choose(GroupedGemmBackend backend, bool equal_counts, const std::vector<GemmArgs>& problems,
+              const Stream& stream) {
   switch (backend) {
     case GroupedGemmBackend::kLoop:
       return Launch::kLoop;

@@ -88,8 +88,9 @@ TEST_P(CudaGroupedGemmTest, ForwardDxAndDwMatchTheCpuLoop) {
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
   for (DType dt : {DType::kF32, DType::kBF16}) {
-    for (GroupedGemmBackend b : {GroupedGemmBackend::kAuto, GroupedGemmBackend::kLoop,
-                                 GroupedGemmBackend::kCublasGrouped, GroupedGemmBackend::kBatched}) {
+    for (GroupedGemmBackend b :
+         {GroupedGemmBackend::kAuto, GroupedGemmBackend::kLoop, GroupedGemmBackend::kCublasGrouped,
+          GroupedGemmBackend::kBatched}) {
       for (const Counts& counts : {kEqual, kSkewed}) cases.push_back(Case{dt, b, counts});
     }
     // Counts still on the GPU (copied back first).

@@ -159,12 +159,13 @@ void BenchGroupedGemm(Runner& r, const std::string& label, int64_t rows, int64_t
         if (backend == ops::GroupedGemmBackend::kBatched && !balanced) continue;
         ops::SetGroupedGemmBackend(backend);
         const char* name = ops::GroupedGemmBackendName(backend);
-        r.Run(absl::StrCat(prefix, "_", name, balanced ? "_balanced" : "_skewed"), grouped_shape,
-              flops, 0, [&] { pass.grouped(counts); },
-              [&](JsonLine& line, double ms) {
-                line.Add("backend", name).Add("counts", balanced ? "balanced" : "skewed");
-                if (dense_ms > 0) line.Add("ratio_of_dense_rate", dense_ms / ms);
-              });
+        r.Run(
+            absl::StrCat(prefix, "_", name, balanced ? "_balanced" : "_skewed"), grouped_shape,
+            flops, 0, [&] { pass.grouped(counts); },
+            [&](JsonLine& line, double ms) {
+              line.Add("backend", name).Add("counts", balanced ? "balanced" : "skewed");
+              if (dense_ms > 0) line.Add("ratio_of_dense_rate", dense_ms / ms);
+            });
       }
     }
   }
