@@ -159,12 +159,14 @@ Launch Choose(GroupedGemmBackend backend, bool equal_counts, const std::vector<G
   return Launch::kLoop;
 }
 
-// Runs one projection's per-expert problems (experts with rows only). Problems with an empty inner
-// dimension (k = 0: y = 0, or a weight gradient that adds nothing) never reach the grouped call.
+// Runs one projection's per-expert problems (experts with rows only). Problems without outputs
+// are dropped, and those with an empty inner dimension (k = 0: y = 0) go through LtMatmul alone:
+// neither reaches the batched or the grouped call.
 void Run(const std::vector<GemmArgs>& problems, bool equal_counts, const Stream& stream) {
   if (problems.empty()) return;
   std::vector<GemmArgs> nonempty;
   for (const GemmArgs& g : problems) {
+    if (g.m == 0 || g.n == 0) continue;
     if (g.k == 0) {
       LtMatmul(g, stream);
     } else {
