@@ -10,8 +10,10 @@
 namespace moefold::ops {
 
 // C = alpha · op(A) · op(B) + beta · C, with op(X) = Xᵀ when trans_x.
-// a: (M, K), or (K, M) if trans_a; b: (K, N), or (N, K) if trans_b; c: (M, N). All f32, rank 2.
-// beta = 1 accumulates into C (used by backward passes); beta = 0 ignores C's old contents.
+// a: (M, K), or (K, M) if trans_a; b: (K, N), or (N, K) if trans_b; c: (M, N); all rank 2.
+// a and b f32 or bf16 (one dtype), c f32 or theirs. beta = 1 accumulates into C (used by backward
+// passes); beta = 0 ignores C's old contents. On the GPU the algorithm is chosen once per bucket
+// of row counts (ops/cuda/blas.h), so a GEMM whose M changes every call costs no new search.
 void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float alpha, float beta,
           Tensor* c, Stream& stream);
 

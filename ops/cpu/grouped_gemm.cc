@@ -3,6 +3,7 @@
 
 #include <atomic>
 
+#include "absl/strings/str_cat.h"
 #include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 #include "ops/gemm.h"
@@ -11,7 +12,7 @@ namespace moefold::ops {
 namespace {
 
 std::atomic<GroupedGemmBackend>& Backend() {
-  static std::atomic<GroupedGemmBackend> backend{GroupedGemmBackend::kLoop};
+  static std::atomic<GroupedGemmBackend> backend{GroupedGemmBackend::kAuto};
   return backend;
 }
 
@@ -33,6 +34,29 @@ Tensor ExpertWeight(const Tensor& w, int64_t e) {
 
 void SetGroupedGemmBackend(GroupedGemmBackend backend) { Backend().store(backend); }
 GroupedGemmBackend GetGroupedGemmBackend() { return Backend().load(); }
+
+const char* GroupedGemmBackendName(GroupedGemmBackend backend) {
+  switch (backend) {
+    case GroupedGemmBackend::kAuto:
+      return "auto";
+    case GroupedGemmBackend::kLoop:
+      return "loop";
+    case GroupedGemmBackend::kCublasGrouped:
+      return "cublas_grouped";
+    case GroupedGemmBackend::kBatched:
+      return "batched";
+  }
+  return "?";
+}
+
+absl::StatusOr<GroupedGemmBackend> ParseGroupedGemmBackend(absl::string_view name) {
+  for (GroupedGemmBackend b : {GroupedGemmBackend::kAuto, GroupedGemmBackend::kLoop,
+                               GroupedGemmBackend::kCublasGrouped, GroupedGemmBackend::kBatched}) {
+    if (name == GroupedGemmBackendName(b)) return b;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown grouped GEMM backend \"", name,
+                                                 "\" (auto, loop, cublas_grouped or batched)"));
+}
 
 void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts, Tensor* y,
                           Stream& stream) {

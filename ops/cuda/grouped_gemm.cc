@@ -1,6 +1,7 @@
-// The experts' GEMMs on the GPU: either one cuBLASLt matmul per expert with rows, or all experts in
-// one cublasGemmGroupedBatchedEx call (one group per expert, pointer arrays uploaded per call).
-// Expert counts are read on the host: the row offsets decide the pointers.
+// The experts' GEMMs on the GPU, one launch per projection where the libraries allow it: equal
+// counts run as one strided-batched cuBLASLt matmul, unequal ones as one
+// cublasGemmGroupedBatchedEx call (one group per expert with rows) or as one cuBLASLt matmul per
+// expert. Expert counts are read on the host: the row offsets decide the pointers.
 #include "ops/grouped_gemm.h"
 
 #include <cublas_v2.h>
@@ -31,9 +32,53 @@ std::vector<int32_t> HostCounts(const Tensor& counts, int64_t experts, int64_t r
   return n;
 }
 
+// Every expert has the same, non-zero number of rows (forced-balanced routing, padded capacity).
+bool EqualCounts(const std::vector<int32_t>& n) {
+  if (n.empty() || n[0] == 0) return false;
+  for (int32_t c : n) {
+    if (c != n[0]) return false;
+  }
+  return true;
+}
+
 cudaDataType_t CudaType(DType dtype) { return dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
-// Runs the problems (one per expert) in one grouped cuBLAS call; they share dtypes and betas.
+bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// cublasGemmGroupedBatchedEx takes these problems: its type table has no mixed output (bf16
+// inputs with an f32 C, how weight gradients accumulate, is not among its combinations), sizes are
+// int, and we ask for the 16-byte alignment of every matrix and row that its tensor-core kernels
+// assume rather than find out on the GPU.
+bool GroupedCallTakes(const std::vector<GemmArgs>& problems) {
+  for (const GemmArgs& g : problems) {
+    const size_t ab = DTypeSize(g.ab_dtype), c = DTypeSize(g.c_dtype);
+    if (g.c_dtype != g.ab_dtype) return false;
+    if (g.m > INT32_MAX || g.n > INT32_MAX || g.k > INT32_MAX) return false;
+    if (g.lda > INT32_MAX || g.ldb > INT32_MAX || g.ldc > INT32_MAX) return false;
+    if (!Aligned16(g.a) || !Aligned16(g.b) || !Aligned16(g.c)) return false;
+    if ((g.lda * ab) % 16 != 0 || (g.ldb * ab) % 16 != 0 || (g.ldc * c) % 16 != 0) return false;
+  }
+  return true;
+}
+
+// Whether the experts' GEMMs, one after the other, keep the GPU busy: the average problem has at
+// least half a wave of 128×128 output tiles (one per two SMs). cuBLAS's grouped-batched kernels
+// are built on warp-level MMA rather than the warpgroup MMA of the dense Hopper kernels, so they
+// pay off where the loop would leave SMs idle (many small experts), not where each expert is a
+// full-size GEMM. The line falls between the benchmark models on an H100 (132 SMs): mixtral_mini's
+// experts have ≥ 128 tiles, finegrained_mini's ≤ 64; op_bench times every backend to move it.
+bool LoopFillsGpu(const std::vector<GemmArgs>& problems, const Stream& stream) {
+  if (problems.empty()) return true;
+  int sms = 0;
+  MF_CUDA_CHECK(
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, stream.device().index));
+  double tiles = 0;
+  for (const GemmArgs& g : problems) tiles += double((g.m + 127) / 128) * double((g.n + 127) / 128);
+  return 2.0 * tiles / static_cast<double>(problems.size()) >= sms;
+}
+
+// All problems in one cublasGemmGroupedBatchedEx call, one group per problem (they share dtypes).
+// The device pointer arrays are written into pinned memory and copied on the stream: no host wait.
 void GroupedCall(const std::vector<GemmArgs>& problems, const Stream& stream) {
   const int groups = static_cast<int>(problems.size());
   if (groups == 0) return;
@@ -41,11 +86,12 @@ void GroupedCall(const std::vector<GemmArgs>& problems, const Stream& stream) {
   std::vector<int> m(groups), n(groups), k(groups), lda(groups), ldb(groups), ldc(groups),
       size(groups, 1);
   std::vector<float> alpha(groups), beta(groups);
-  std::vector<const void*> pointers(3 * groups);
+  Tensor staging = Tensor::EmptyPinned({3 * static_cast<int64_t>(groups)}, DType::kI64);
+  int64_t* pointers = staging.data<int64_t>();
   for (int i = 0; i < groups; ++i) {
     const GemmArgs& g = problems[i];
-    MF_CHECK(g.k > 0 && g.m <= INT32_MAX && g.n <= INT32_MAX && g.k <= INT32_MAX)
-        << "grouped GEMM: problem sizes must be positive and fit in int";
+    MF_CHECK(g.m > 0 && g.n > 0 && g.k > 0 && g.batch == 1)
+        << "grouped GEMM: problem " << i << " is empty or batched";
     // Column-major: Cᵀ (n×m) = op(B)ᵀ (n×k) · op(A)ᵀ (k×m).
     trans_a[i] = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     trans_b[i] = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -57,31 +103,87 @@ void GroupedCall(const std::vector<GemmArgs>& problems, const Stream& stream) {
     ldc[i] = static_cast<int>(g.ldc);
     alpha[i] = g.alpha;
     beta[i] = g.beta;
-    pointers[i] = g.b;
-    pointers[groups + i] = g.a;
-    pointers[2 * groups + i] = g.c;
+    pointers[i] = reinterpret_cast<intptr_t>(g.b);
+    pointers[groups + i] = reinterpret_cast<intptr_t>(g.a);
+    pointers[2 * groups + i] = reinterpret_cast<intptr_t>(g.c);
   }
-  // The pointer arrays live in device memory (a pageable source is staged before the call returns).
-  Tensor device_pointers = Scratch({3 * groups}, DType::kI64, stream);
-  const cudaStream_t s = static_cast<cudaStream_t>(stream.native());
-  MF_CUDA_CHECK(cudaMemcpyAsync(device_pointers.raw_data(), pointers.data(),
-                                pointers.size() * sizeof(void*), cudaMemcpyHostToDevice, s));
-  auto* table = static_cast<void**>(device_pointers.raw_data());
+  Tensor table = Scratch(staging.shape(), DType::kI64, stream);
+  table.CopyFromAsync(staging, stream);
+  staging.RecordStream(stream);  // the pinned block returns to the pool once the copy has run
+  auto* device_pointers = static_cast<void**>(table.raw_data());
   const cudaDataType_t ab = CudaType(problems[0].ab_dtype), c = CudaType(problems[0].c_dtype);
-  auto handle = static_cast<cublasHandle_t>(BlasHandleFor(stream));
-  MF_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
-      handle, trans_a.data(), trans_b.data(), m.data(), n.data(), k.data(), alpha.data(),
-      const_cast<const void* const*>(table), ab, lda.data(),
-      const_cast<const void* const*>(table + groups), ab, ldb.data(), beta.data(),
-      table + 2 * groups, c, ldc.data(), groups, size.data(), CUBLAS_COMPUTE_32F));
+  WithBlasHandle(stream, [&](void* handle) {
+    MF_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
+        static_cast<cublasHandle_t>(handle), trans_a.data(), trans_b.data(), m.data(), n.data(),
+        k.data(), alpha.data(), const_cast<const void* const*>(device_pointers), ab, lda.data(),
+        const_cast<const void* const*>(device_pointers + groups), ab, ldb.data(), beta.data(),
+        device_pointers + 2 * groups, c, ldc.data(), groups, size.data(), CUBLAS_COMPUTE_32F));
+  });
 }
 
-void Run(const std::vector<GemmArgs>& problems, const Stream& stream) {
+// The per-expert problems of equal counts as one strided-batched problem: the experts' matrices
+// are equally spaced, so expert e's pointers are the first expert's plus e strides.
+GemmArgs Batched(const std::vector<GemmArgs>& problems) {
+  GemmArgs g = problems[0];
+  g.batch = static_cast<int64_t>(problems.size());
+  if (g.batch == 1) return g;
+  const GemmArgs& next = problems[1];
+  auto stride = [](const void* first, const void* second, DType dtype) {
+    const auto bytes = static_cast<const char*>(second) - static_cast<const char*>(first);
+    return static_cast<int64_t>(bytes) / static_cast<int64_t>(DTypeSize(dtype));
+  };
+  g.stride_a = stride(g.a, next.a, g.ab_dtype);
+  g.stride_b = stride(g.b, next.b, g.ab_dtype);
+  g.stride_c = stride(g.c, next.c, g.c_dtype);
+  return g;
+}
+
+enum class Launch { kLoop, kGrouped, kBatched };
+
+// The launch for one projection's problems under `backend` (grouped_gemm.h): every backend falls
+// back to the loop where its call does not apply.
+Launch Choose(GroupedGemmBackend backend, bool equal_counts, const std::vector<GemmArgs>& problems,
+              const Stream& stream) {
+  switch (backend) {
+    case GroupedGemmBackend::kLoop:
+      return Launch::kLoop;
+    case GroupedGemmBackend::kBatched:
+      return equal_counts ? Launch::kBatched : Launch::kLoop;
+    case GroupedGemmBackend::kCublasGrouped:
+      return GroupedCallTakes(problems) ? Launch::kGrouped : Launch::kLoop;
+    case GroupedGemmBackend::kAuto:
+      if (equal_counts) return Launch::kBatched;
+      if (GroupedCallTakes(problems) && !LoopFillsGpu(problems, stream)) return Launch::kGrouped;
+      return Launch::kLoop;
+  }
+  return Launch::kLoop;
+}
+
+// Runs one projection's per-expert problems (experts with rows only). Problems without outputs
+// are dropped, and those with an empty inner dimension (k = 0: y = 0) go through LtMatmul alone:
+// neither reaches the batched or the grouped call.
+void Run(const std::vector<GemmArgs>& problems, bool equal_counts, const Stream& stream) {
   if (problems.empty()) return;
-  const bool grouped = GetGroupedGemmBackend() == GroupedGemmBackend::kCublasGrouped &&
-                       problems[0].ab_dtype == problems[0].c_dtype;
-  if (grouped) return GroupedCall(problems, stream);
-  for (const GemmArgs& g : problems) LtMatmul(g, stream);
+  std::vector<GemmArgs> nonempty;
+  for (const GemmArgs& g : problems) {
+    if (g.m == 0 || g.n == 0) continue;
+    if (g.k == 0) {
+      LtMatmul(g, stream);
+    } else {
+      nonempty.push_back(g);
+    }
+  }
+  if (nonempty.empty()) return;
+  equal_counts = equal_counts && nonempty.size() == problems.size();
+  switch (Choose(GetGroupedGemmBackend(), equal_counts, nonempty, stream)) {
+    case Launch::kBatched:
+      return LtMatmul(Batched(nonempty), stream);
+    case Launch::kGrouped:
+      return GroupedCall(nonempty, stream);
+    case Launch::kLoop:
+      for (const GemmArgs& g : nonempty) LtMatmul(g, stream);
+      return;
+  }
 }
 
 struct Dims {
@@ -100,11 +202,11 @@ Dims CheckGrouped(const Tensor& x, const Tensor& w, const Stream& stream, const 
   return Dims{w.dim(0), w.dim(1), w.dim(2), x.dim(0)};
 }
 
-const char* Row(const Tensor& t, int64_t row) {
-  return static_cast<const char*>(t.raw_data()) + row * t.dim(1) * DTypeSize(t.dtype());
+char* Row(const Tensor& t, int64_t row) {
+  return static_cast<char*>(t.raw_data()) + row * t.dim(1) * DTypeSize(t.dtype());
 }
-const char* Expert(const Tensor& w, int64_t e) {
-  return static_cast<const char*>(w.raw_data()) + e * w.dim(1) * w.dim(2) * DTypeSize(w.dtype());
+char* Expert(const Tensor& w, int64_t e) {
+  return static_cast<char*>(w.raw_data()) + e * w.dim(1) * w.dim(2) * DTypeSize(w.dtype());
 }
 
 }  // namespace
@@ -128,13 +230,13 @@ void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts
     g.lda = d.in;
     g.b = Expert(w, e);
     g.ldb = d.in;
-    g.c = const_cast<char*>(Row(*y, row));
+    g.c = Row(*y, row);
     g.ldc = d.out;
     g.ab_dtype = g.c_dtype = x.dtype();
     problems.push_back(g);
     row += n[e];
   }
-  Run(problems, stream);
+  Run(problems, EqualCounts(n), stream);
 }
 
 void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& counts,
@@ -154,6 +256,7 @@ void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& count
   std::vector<GemmArgs> dx_problems, dw_problems;
   int64_t row = 0;
   for (int64_t e = 0; e < d.experts; ++e) {
+    // An expert without rows has no d_x rows, and its weight gradient adds nothing.
     if (n[e] == 0) continue;
     if (d_x != nullptr) {
       GemmArgs g;  // d_x_e = d_y_e · W_e
@@ -164,7 +267,7 @@ void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& count
       g.lda = d.out;
       g.b = Expert(w, e);
       g.ldb = d.in;
-      g.c = const_cast<char*>(Row(*d_x, row));
+      g.c = Row(*d_x, row);
       g.ldc = d.in;
       g.ab_dtype = g.c_dtype = x.dtype();
       dx_problems.push_back(g);
@@ -179,7 +282,7 @@ void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& count
       g.lda = d.out;
       g.b = Row(x, row);
       g.ldb = d.in;
-      g.c = const_cast<char*>(Expert(*d_w, e));
+      g.c = Expert(*d_w, e);
       g.ldc = d.in;
       g.ab_dtype = x.dtype();
       g.c_dtype = d_w->dtype();
@@ -188,8 +291,9 @@ void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& count
     }
     row += n[e];
   }
-  Run(dx_problems, stream);
-  Run(dw_problems, stream);
+  const bool equal = EqualCounts(n);
+  Run(dx_problems, equal, stream);
+  Run(dw_problems, equal, stream);
 }
 
 }  // namespace moefold::ops::cuda

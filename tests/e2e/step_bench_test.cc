@@ -103,15 +103,17 @@ TEST(StepBenchTest, MfuIsNullOnTheCpuAndABadMicroBatchIsAnErrorLine) {
   ASSERT_EQ(ok.lines.size(), 2u);
   EXPECT_EQ(Field(ok.lines[0], "mfu"), "null");
   EXPECT_EQ(Field(ok.lines[0], "peak_tflops"), "null");
-  EXPECT_EQ(Field(ok.lines[0], "grouped_gemm"), "\"loop\"");  // the default
+  EXPECT_EQ(Field(ok.lines[0], "grouped_gemm"), "\"auto\"");  // the default
 }
 
 TEST(StepBenchTest, NamesTheExpertGemmBackend) {
-  const Result r = RunBench("--routing balanced --grouped-gemm cublas_grouped");
-  ASSERT_EQ(r.exit_code, 0);
-  ASSERT_EQ(r.lines.size(), 2u);
-  for (const std::string& line : r.lines) {
-    EXPECT_EQ(Field(line, "grouped_gemm"), "\"cublas_grouped\"") << line;
+  for (const std::string name : {"cublas_grouped", "batched"}) {
+    const Result r = RunBench("--routing balanced --grouped-gemm " + name);
+    ASSERT_EQ(r.exit_code, 0) << name;
+    ASSERT_EQ(r.lines.size(), 2u) << name;
+    for (const std::string& line : r.lines) {
+      EXPECT_EQ(Field(line, "grouped_gemm"), "\"" + name + "\"") << line;
+    }
   }
 }
 

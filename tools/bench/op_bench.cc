@@ -1,5 +1,6 @@
 // Op-level GPU benchmark: JSON lines with the median of N event-timed runs after warm-up for the
-// dense bf16 GEMM, the expert grouped GEMM at the dense GEMM's total FLOPs (and the ratio),
+// dense bf16 GEMM, the expert grouped GEMM (forward, d_x, d_w; every backend, balanced and skewed
+// counts) at the dense GEMM's total FLOPs with the ratio of rates in each line,
 // causal attention forward+backward at S 4096 / head dim 128, and every other op at the
 // mixtral_mini shapes (H 2048, 16/4 heads, 8 experts top-2, F_e 2816, V 32000, S 4096).
 //   op_bench [--reps N] [--only SUBSTRING]      (needs a GPU; nothing here asserts a time)
@@ -55,15 +56,18 @@ class Runner {
     return options_.only.empty() || name.find(options_.only) != std::string::npos;
   }
 
-  // Times fn and prints its line; flops and bytes (0 = not reported) give TFLOP/s and GB/s.
+  // Times fn and prints its line; flops and bytes (0 = not reported) give TFLOP/s and GB/s;
+  // `extra` adds fields that depend on the median (ms).
   double Run(const std::string& name, const std::string& shape, double flops, double bytes,
-             const std::function<void()>& fn) {
+             const std::function<void()>& fn,
+             const std::function<void(JsonLine&, double ms)>& extra = nullptr) {
     if (!Wants(name)) return 0.0;
     const double ms = MedianMs(fn, stream(), 3, options_.reps);
     JsonLine line(name);
     line.Add("shape", shape).Add("median_ms", ms).Add("reps", options_.reps);
     if (flops > 0) line.Add("tflops", flops / (ms * 1e-3) / 1e12);
     if (bytes > 0) line.Add("gbps", bytes / (ms * 1e-3) / 1e9);
+    if (extra) extra(line, ms);
     line.Print();
     return ms;
   }
@@ -83,7 +87,8 @@ void BenchDenseGemm(Runner& r) {
            {4096, 3072, 2048, "qkv_proj"},
            {4096, 2048, 2048, "out_proj"},
            {4096, 32000, 2048, "lm_head"},
-           {8192, 2816, 2048, "expert_up_as_dense"}}) {
+           {8192, 2816, 2048, "expert_up_as_dense"},
+           {8192, 5632, 2048, "expert_gate_up_as_dense"}}) {
     const Tensor a = RandomGpu({m, k}, kBf16, 1.0f, 1);
     const Tensor w = RandomGpu({n, k}, kBf16, 1.0f, 2);
     Tensor c = Tensor::Empty({m, n}, kBf16, Device::Cuda(0));
@@ -106,32 +111,65 @@ Tensor Counts(int64_t rows, int64_t experts, bool balanced) {
   return Tensor::FromVectorI32(n, {experts});
 }
 
-// The expert GEMMs (forward of one projection) against one dense GEMM with the same FLOPs.
+// One expert projection (x (rows, in) → (rows, out), w (E, out, in)) in each pass — forward,
+// d_x and the f32-accumulated d_w — against one dense GEMM of the same FLOPs (one (out, in)
+// weight over all rows), for balanced and skewed counts under every backend. Each grouped line
+// carries ratio_of_dense_rate (dense time / grouped time at equal FLOPs). The batched backend runs
+// only balanced counts (on others it is the loop).
 void BenchGroupedGemm(Runner& r, const std::string& label, int64_t rows, int64_t experts,
                       int64_t out, int64_t in) {
+  const Device gpu = Device::Cuda(0);
   const double flops = 2.0 * rows * out * in;
   const Tensor x = RandomGpu({rows, in}, kBf16, 1.0f, 3);
   const Tensor w = RandomGpu({experts, out, in}, kBf16, 1.0f, 4);
   const Tensor w_dense = RandomGpu({out, in}, kBf16, 1.0f, 5);
-  Tensor y = Tensor::Empty({rows, out}, kBf16, Device::Cuda(0));
-  const double dense_ms =
-      r.Run(absl::StrCat("grouped_gemm_dense_reference_", label), Dims({rows, out, in}), flops, 0,
-            [&] { ops::LinearForward(x, w_dense, &y, r.stream()); });
-  for (bool balanced : {true, false}) {
-    const Tensor counts = Counts(rows, experts, balanced);
-    for (auto [backend, name] : {std::pair{ops::GroupedGemmBackend::kLoop, "loop"},
-                                 std::pair{ops::GroupedGemmBackend::kCublasGrouped, "grouped"}}) {
-      ops::SetGroupedGemmBackend(backend);
-      const std::string bench =
-          absl::StrCat("grouped_gemm_", label, "_", name, balanced ? "_balanced" : "_skewed");
-      const double ms = r.Run(bench, Dims({experts, rows, out, in}), flops, 0,
-                              [&] { ops::GroupedLinearForward(x, w, counts, &y, r.stream()); });
-      if (ms > 0 && dense_ms > 0) {
-        JsonLine(bench + "_vs_dense").Add("ratio_of_dense_rate", dense_ms / ms).Print();
+  const Tensor d_y = RandomGpu({rows, out}, kBf16, 1.0f, 6);
+  Tensor y = Tensor::Empty({rows, out}, kBf16, gpu), d_x = Tensor::Empty({rows, in}, kBf16, gpu);
+  Tensor d_w = Tensor::Zeros({experts, out, in}, kF32, gpu);
+  Tensor d_w_dense = Tensor::Zeros({out, in}, kF32, gpu);
+  const std::string dense_shape = Dims({rows, out, in});
+  const std::string grouped_shape = Dims({experts, rows, out, in});
+  struct Pass {
+    const char* name;
+    std::function<void()> dense;
+    std::function<void(const Tensor& counts)> grouped;
+  };
+  const Pass passes[] = {
+      {"fwd", [&] { ops::LinearForward(x, w_dense, &y, r.stream()); },
+       [&](const Tensor& counts) { ops::GroupedLinearForward(x, w, counts, &y, r.stream()); }},
+      {"dx", [&] { ops::LinearBackward(x, w_dense, d_y, &d_x, nullptr, r.stream()); },
+       [&](const Tensor& counts) {
+         ops::GroupedLinearBackward(x, w, counts, d_y, &d_x, nullptr, r.stream());
+       }},
+      {"dw", [&] { ops::LinearBackward(x, w_dense, d_y, nullptr, &d_w_dense, r.stream()); },
+       [&](const Tensor& counts) {
+         ops::GroupedLinearBackward(x, w, counts, d_y, nullptr, &d_w, r.stream());
+       }},
+  };
+  const ops::GroupedGemmBackend saved = ops::GetGroupedGemmBackend();
+  for (const Pass& pass : passes) {
+    const std::string prefix = absl::StrCat("grouped_gemm_", label, "_", pass.name);
+    const double dense_ms =
+        r.Run(absl::StrCat(prefix, "_dense_reference"), dense_shape, flops, 0, pass.dense);
+    for (bool balanced : {true, false}) {
+      const Tensor counts = Counts(rows, experts, balanced);
+      for (ops::GroupedGemmBackend backend :
+           {ops::GroupedGemmBackend::kAuto, ops::GroupedGemmBackend::kLoop,
+            ops::GroupedGemmBackend::kCublasGrouped, ops::GroupedGemmBackend::kBatched}) {
+        if (backend == ops::GroupedGemmBackend::kBatched && !balanced) continue;
+        ops::SetGroupedGemmBackend(backend);
+        const char* name = ops::GroupedGemmBackendName(backend);
+        r.Run(
+            absl::StrCat(prefix, "_", name, balanced ? "_balanced" : "_skewed"), grouped_shape,
+            flops, 0, [&] { pass.grouped(counts); },
+            [&](JsonLine& line, double ms) {
+              line.Add("backend", name).Add("counts", balanced ? "balanced" : "skewed");
+              if (dense_ms > 0) line.Add("ratio_of_dense_rate", dense_ms / ms);
+            });
       }
     }
   }
-  ops::SetGroupedGemmBackend(ops::GroupedGemmBackend::kLoop);
+  ops::SetGroupedGemmBackend(saved);
 }
 
 void BenchAttention(Runner& r, const Model& m) {
@@ -303,10 +341,12 @@ int main(int argc, char** argv) {
   Runner runner(options);
   const Model model;
   BenchDenseGemm(runner);
-  // mixtral_mini: 8 experts top-2 (8192 rows); finegrained_mini: 64 experts top-8 (32768 rows).
-  BenchGroupedGemm(runner, "mixtral_up", model.tokens * 2, 8, model.expert_ffn, model.hidden);
+  // mixtral_mini: 8 experts top-2 (8192 rows), F_e 2816; finegrained_mini: 64 experts top-8
+  // (32768 rows), F_e 512. Gate and up fused into one (E, 2·F_e, H) weight, then down.
+  BenchGroupedGemm(runner, "mixtral_gate_up", model.tokens * 2, 8, 2 * model.expert_ffn,
+                   model.hidden);
   BenchGroupedGemm(runner, "mixtral_down", model.tokens * 2, 8, model.hidden, model.expert_ffn);
-  BenchGroupedGemm(runner, "finegrained_up", model.tokens * 8, 64, 512, model.hidden);
+  BenchGroupedGemm(runner, "finegrained_gate_up", model.tokens * 8, 64, 2 * 512, model.hidden);
   BenchGroupedGemm(runner, "finegrained_down", model.tokens * 8, 64, model.hidden, 512);
   BenchAttention(runner, model);
   BenchMemoryBound(runner, model);

@@ -44,17 +44,13 @@ struct Options {
   int warmup = 2;
   int steps = 5;
   double peak_tflops = -1;  // < 0: by device
-  ops::GroupedGemmBackend grouped_gemm = ops::GroupedGemmBackend::kLoop;
+  ops::GroupedGemmBackend grouped_gemm = ops::GroupedGemmBackend::kAuto;
 };
-
-const char* GroupedGemmName(ops::GroupedGemmBackend backend) {
-  return backend == ops::GroupedGemmBackend::kLoop ? "loop" : "cublas_grouped";
-}
 
 const char kUsage[] =
     "usage: step_bench --config FILE [--set key=value]... [--micro-batches 1,2,4]\n"
     "                  [--routing balanced,real] [--warmup N] [--steps N] [--peak-tflops X]\n"
-    "                  [--grouped-gemm loop|cublas_grouped]\n";
+    "                  [--grouped-gemm auto|loop|cublas_grouped|batched]\n";
 
 bool ParseInts(const std::string& text, std::vector<int>* out) {
   for (absl::string_view part : absl::StrSplit(text, ',')) {
@@ -94,9 +90,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     } else if (arg == "--steps") {
       ok = absl::SimpleAtoi(v, &o.steps) && o.steps >= 1;
     } else if (arg == "--grouped-gemm") {
-      ok = v == "loop" || v == "cublas_grouped";
-      o.grouped_gemm = v == "loop" ? ops::GroupedGemmBackend::kLoop
-                                   : ops::GroupedGemmBackend::kCublasGrouped;
+      MF_ASSIGN_OR_RETURN(o.grouped_gemm, ops::ParseGroupedGemmBackend(v));
     } else if (arg == "--peak-tflops") {
       ok = absl::SimpleAtod(v, &o.peak_tflops) && o.peak_tflops > 0;
     } else {
@@ -204,7 +198,7 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
       .Add("device", b.gpu ? "cuda" : "cpu")
       .Add("compute_dtype", b.config.precision().compute_dtype())
       .Add("routing", balanced ? "balanced" : "real")
-      .Add("grouped_gemm", GroupedGemmName(o.grouped_gemm))
+      .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
       .Add("micro_batch", static_cast<double>(micro))
       .Add("global_batch", train.global_batch_size())
       .Add("seq_len", train.seq_len())
@@ -274,7 +268,7 @@ int Main(int argc, char** argv) {
     if (!have_best) continue;
     JsonLine("train_step_best")
         .Add("routing", routing)
-        .Add("grouped_gemm", GroupedGemmName(o.grouped_gemm))
+        .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
         .Add("micro_batch", best.micro_batch)
         .Add("tokens_per_s", best.tokens_per_s)
         .Add("step_s_median", best.step_s_median)
