@@ -109,6 +109,23 @@ __device__ __forceinline__ void MultiplyStage(const float* a, const float* b, in
   }
 }
 
+// Calls store(m, n, value) for each output of this thread's tile (rows m0 + 4·ty + i, columns
+// n0 + tx + 16·j) that lies inside rows × cols.
+template <int kTn, typename Store>
+__device__ __forceinline__ void ForEachOutput(int64_t m0, int64_t n0, int64_t rows, int64_t cols,
+                                              const float (&acc)[4][kTn], Store store) {
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t m = m0 + 4 * ty + i;
+#pragma unroll
+    for (int j = 0; j < kTn; ++j) {
+      const int64_t n = n0 + tx + 16 * j;
+      if (m < rows && n < cols) store(m, n, acc[i][j]);
+    }
+  }
+}
+
 // The partial logits over hidden range z = blockIdx.z: out[z][t][e] = Σ_{h in range z} x[t][h] ·
 // w[e][h] (with one range, out is the logits themselves). Grid (T/64, E/(16·kTn), ranges).
 template <typename T, bool kVec, int kTn>
@@ -128,17 +145,9 @@ __global__ void __launch_bounds__(kThreads)
     MultiplyStage<kTn>(a, b, StageDepth(k0, end), acc);
     __syncthreads();
   }
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   out += int64_t{blockIdx.z} * tokens * experts;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + 4 * ty + i;
-#pragma unroll
-    for (int j = 0; j < kTn; ++j) {
-      const int64_t n = n0 + tx + 16 * j;
-      if (m < tokens && n < experts) out[m * experts + n] = acc[i][j];
-    }
-  }
+  ForEachOutput<kTn>(m0, n0, tokens, experts, acc,
+                     [&](int64_t m, int64_t n, float value) { out[m * experts + n] = value; });
 }
 
 // logits[i] = Σ_z partial[z][i], z in increasing order.
@@ -168,19 +177,10 @@ __global__ void __launch_bounds__(kThreads)
     MultiplyStage<kTn>(a, b, StageDepth(k0, experts), acc);
     __syncthreads();
   }
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + 4 * ty + i;
-#pragma unroll
-    for (int j = 0; j < kTn; ++j) {
-      const int64_t n = n0 + tx + 16 * j;
-      if (m < tokens && n < hidden) {
-        T* out = d_x + m * hidden + n;
-        *out = FromF32<T>(ToF32(*out) + acc[i][j]);
-      }
-    }
-  }
+  ForEachOutput<kTn>(m0, n0, tokens, hidden, acc, [&](int64_t m, int64_t n, float value) {
+    T* out = d_x + m * hidden + n;
+    *out = FromF32<T>(ToF32(*out) + value);
+  });
 }
 
 // The weight gradient's partial sums over token range z = blockIdx.z: partial[z][h][e] =
@@ -203,17 +203,9 @@ __global__ void __launch_bounds__(kThreads)
     MultiplyStage<kTn>(a, b, StageDepth(k0, end), acc);
     __syncthreads();
   }
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   float* out = partial + int64_t{blockIdx.z} * hidden * experts;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + 4 * ty + i;
-#pragma unroll
-    for (int j = 0; j < kTn; ++j) {
-      const int64_t n = n0 + tx + 16 * j;
-      if (m < hidden && n < experts) out[m * experts + n] = acc[i][j];
-    }
-  }
+  ForEachOutput<kTn>(m0, n0, hidden, experts, acc,
+                     [&](int64_t m, int64_t n, float value) { out[m * experts + n] = value; });
 }
 
 // d_w[e][h] += Σ_z partial[z][h][e], z in increasing order (reads coalesced along e).
