@@ -9,6 +9,17 @@
 
 namespace moefold::optim {
 
+ops::AdamWOptions StepOptions(const AdamWOptions& options, float lr, int64_t step) {
+  ops::AdamWOptions step_options;
+  step_options.lr = lr;
+  step_options.beta1 = options.beta1;
+  step_options.beta2 = options.beta2;
+  step_options.eps = options.eps;
+  step_options.weight_decay = options.weight_decay;
+  step_options.step = step;
+  return step_options;
+}
+
 Tensor NoDecayRanges(const FlatBuffer& buffer, int64_t begin, int64_t end) {
   MF_CHECK(0 <= begin && begin <= end) << "NoDecayRanges: [" << begin << ", " << end << ")";
   std::vector<int64_t> bounds;  // begin0, end0, begin1, end1, ...
@@ -61,22 +72,11 @@ AdamW::AdamW(ParameterSet* params, const AdamWOptions& options) : set_(params), 
   }
 }
 
-ops::AdamWOptions AdamW::StepOptions(float lr) const {
-  ops::AdamWOptions step_options;
-  step_options.lr = lr;
-  step_options.beta1 = options_.beta1;
-  step_options.beta2 = options_.beta2;
-  step_options.eps = options_.eps;
-  step_options.weight_decay = options_.weight_decay;
-  step_options.step = step_count_;
-  return step_options;
-}
-
 void AdamW::Step(float lr, Stream& stream) {
   MF_CHECK_EQ(set_->params().size(), params_.size())
       << "AdamW: parameters were added to the set after the optimizer was created";
   ++step_count_;
-  ops::AdamWOptions step_options = StepOptions(lr);
+  ops::AdamWOptions step_options = StepOptions(options_, lr, step_count_);
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter* p = params_[i];
     step_options.weight_decay = p->weight_decay ? options_.weight_decay : 0.0f;
@@ -88,7 +88,7 @@ void AdamW::Step(float lr, const Tensor& grad_scale, Stream& stream) {
   MF_CHECK_EQ(set_->params().size(), params_.size())
       << "AdamW: parameters were added to the set after the optimizer was created";
   ++step_count_;
-  ops::AdamWOptions step_options = StepOptions(lr);
+  ops::AdamWOptions step_options = StepOptions(options_, lr, step_count_);
   if (flat()) {
     std::vector<FlatBuffer>& buffers = set_->flat_buffers();
     MF_CHECK_EQ(buffers.size(), flat_.size()) << "AdamW: the set's flat buffers changed";

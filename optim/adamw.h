@@ -26,6 +26,10 @@ struct AdamWOptions {
   float weight_decay = 0.0f;  // decoupled (p *= 1 − lr·wd), only for Parameter::weight_decay
 };
 
+// The ops::AdamWStep options of one step: lr, the (1-based) step count and the optimizer's β, eps
+// and weight decay.
+ops::AdamWOptions StepOptions(const AdamWOptions& options, float lr, int64_t step);
+
 // The elements of flat-buffer range [begin, end) that get no weight decay (segments of parameters
 // with weight_decay == false), as (R, 2) i64 [first, last) ranges relative to `begin`, sorted,
 // disjoint, adjacent ones merged; a CPU tensor for ops::AdamWFlatStep (upload it once).
@@ -72,8 +76,6 @@ class AdamW {
   struct FlatState {
     Tensor m, v, no_decay_ranges;
   };
-
-  ops::AdamWOptions StepOptions(float lr) const;  // for the step count just taken
 
   ParameterSet* set_;
   AdamWOptions options_;

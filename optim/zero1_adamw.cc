@@ -60,13 +60,8 @@ absl::Status ShardedAdamW::Step(float lr, Stream& stream) {
     for (const FlatSegment& seg : buffer.segments) {
       const int64_t a = std::max(lo, seg.offset), b = std::min(hi, seg.offset + seg.numel);
       if (a >= b) continue;
-      ops::AdamWOptions o;
-      o.lr = lr;
-      o.beta1 = options_.beta1;
-      o.beta2 = options_.beta2;
-      o.eps = options_.eps;
+      ops::AdamWOptions o = StepOptions(options_, lr, step_count_);
       o.weight_decay = seg.param->weight_decay ? options_.weight_decay : 0.0f;
-      o.step = step_count_;
       Tensor param = buffer.values.Slice(a, b);
       Tensor m = m_[i].Slice(a - lo, b - lo), v = v_[i].Slice(a - lo, b - lo);
       ops::AdamWStep(o, bucket.shard.Slice(a - lo, b - lo), &param, &m, &v, stream);
@@ -79,13 +74,7 @@ absl::Status ShardedAdamW::Step(float lr, Stream& stream) {
 
 absl::Status ShardedAdamW::Step(float lr, const Tensor& grad_scale, Stream& stream) {
   ++step_count_;
-  ops::AdamWOptions o;
-  o.lr = lr;
-  o.beta1 = options_.beta1;
-  o.beta2 = options_.beta2;
-  o.eps = options_.eps;
-  o.weight_decay = options_.weight_decay;
-  o.step = step_count_;
+  const ops::AdamWOptions o = StepOptions(options_, lr, step_count_);
   auto& buffers = sync_->params()->flat_buffers();
   auto& buckets = sync_->buckets();
   std::vector<std::unique_ptr<parallel::Work>> gathers;

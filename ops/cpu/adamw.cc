@@ -8,32 +8,16 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "ops/cpu/adamw_scalars.h"
 #include "ops/cpu/check.h"
 
 namespace moefold::ops {
 namespace {
 
-struct Scalars {
-  float step_size, bias_correction2_sqrt, decay, no_decay, beta1, beta2, eps;
-};
-
-Scalars ScalarsOf(const AdamWOptions& options, const char* op) {
-  MF_CHECK_GE(options.step, 1) << op << ": step is 1-based";
-  const double step = static_cast<double>(options.step);
-  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(options.beta1), step);
-  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(options.beta2), step);
-  // no_decay is what a weight_decay of 0 gives (1 unless lr is not finite).
-  return Scalars{static_cast<float>(options.lr / bias_correction1),
-                 static_cast<float>(std::sqrt(bias_correction2)),
-                 1.0f - options.lr * options.weight_decay,
-                 1.0f - options.lr * 0.0f,
-                 options.beta1,
-                 options.beta2,
-                 options.eps};
-}
+using internal::AdamWScalars;
 
 // One element of the update, p *= decay first.
-inline void Update(const Scalars& c, float decay, float g, float* p, float* m, float* v) {
+inline void Update(const AdamWScalars& c, float decay, float g, float* p, float* m, float* v) {
   *p *= decay;
   *m = c.beta1 * *m + (1.0f - c.beta1) * g;
   *v = c.beta2 * *v + (1.0f - c.beta2) * g * g;
@@ -67,12 +51,30 @@ double F64Of(const Tensor& t, const char* op, const char* name) {
 
 }  // namespace
 
+namespace internal {
+
+AdamWScalars AdamWScalarsOf(const AdamWOptions& options, const char* op) {
+  MF_CHECK_GE(options.step, 1) << op << ": step is 1-based";
+  const double step = static_cast<double>(options.step);
+  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(options.beta1), step);
+  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(options.beta2), step);
+  return AdamWScalars{static_cast<float>(options.lr / bias_correction1),
+                      static_cast<float>(std::sqrt(bias_correction2)),
+                      1.0f - options.lr * options.weight_decay,
+                      1.0f - options.lr * 0.0f,
+                      options.beta1,
+                      options.beta2,
+                      options.eps};
+}
+
+}  // namespace internal
+
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
                Stream& stream) {
   MF_RETURN_IF_GPU(grad, "AdamWStep", cuda::AdamWStep(options, grad, param, m, v, stream));
   constexpr const char* kOp = "AdamWStep";
   CheckState(grad, param, m, v, kOp);
-  const Scalars c = ScalarsOf(options, kOp);
+  const AdamWScalars c = internal::AdamWScalarsOf(options, kOp);
   const float* g = grad.data<float>();
   float* p = param->data<float>();
   float* pm = m->data<float>();
@@ -110,7 +112,7 @@ void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor
     internal::CheckDType(*compute, DType::kBF16, kOp, "compute");
     MF_CHECK_EQ(compute->numel(), n) << kOp << ": compute " << compute->DebugString();
   }
-  const Scalars c = ScalarsOf(options, kOp);
+  const AdamWScalars c = internal::AdamWScalarsOf(options, kOp);
   const float scale = grad_scale.data<float>()[0];
   const float* g = grad.data<float>();
   float* p = param->data<float>();

@@ -128,12 +128,38 @@ struct QkvLayout {
   }
 
   // The row of fused head j (< r + 2) of group g of token t in q (j < r), k (j = r) or v.
-  template <typename F>
-  F* SplitRow(F* q, F* k, F* v, int64_t t, int64_t g, int64_t j) const {
-    if (j < r) return q + ((t * groups + g) * r + j) * dim;
-    return (j == r ? k : v) + (t * groups + g) * dim;
+  float* SplitRow(const Tensor& q, const Tensor& k, const Tensor& v, int64_t t, int64_t g,
+                  int64_t j) const {
+    if (j < r) return q.data<float>() + ((t * groups + g) * r + j) * dim;
+    return (j == r ? k : v).data<float>() + (t * groups + g) * dim;
   }
 };
+
+// Forward: fused rows -> q, k, v rotated by +angle (v copied); backward: d_q, d_k, d_v -> fused
+// rows rotated by −angle. Shapes checked by the caller (QkvLayout).
+void QkvRows(const QkvLayout& l, const Tensor& positions, const Tensor& table, bool forward,
+             const Tensor& fused, const Tensor& q, const Tensor& k, const Tensor& v,
+             const char* op) {
+  CheckPositions(positions, l.tokens, op);
+  Factors factors(&table, l.dim, op);
+  const int64_t heads = l.groups * (l.r + 2);
+  for (int64_t t = 0; t < l.tokens; ++t) {
+    const float* cs = factors.Row(positions.data<int32_t>()[t]);
+    for (int64_t g = 0; g < l.groups; ++g) {
+      for (int64_t j = 0; j < l.r + 2; ++j) {
+        float* fused_row = fused.data<float>() + (t * heads + g * (l.r + 2) + j) * l.dim;
+        float* split_row = l.SplitRow(q, k, v, t, g, j);
+        const float* in = forward ? fused_row : split_row;
+        float* out = forward ? split_row : fused_row;
+        if (j <= l.r) {  // queries and the key rotate, the value is copied
+          RotateRow(in, cs, l.dim / 2, forward ? 1.0f : -1.0f, out);
+        } else {
+          std::copy(in, in + l.dim, out);
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -192,23 +218,7 @@ void QkvRopeForward(const Tensor& qkv, const Tensor& positions, const Tensor& ta
     return;
   }
   const QkvLayout l(qkv, *q, *k, *v, "qkv", kOp);
-  CheckPositions(positions, l.tokens, kOp);
-  Factors factors(&table, l.dim, kOp);
-  const int64_t heads = l.groups * (l.r + 2);
-  for (int64_t t = 0; t < l.tokens; ++t) {
-    const float* cs = factors.Row(positions.data<int32_t>()[t]);
-    for (int64_t g = 0; g < l.groups; ++g) {
-      for (int64_t j = 0; j < l.r + 2; ++j) {
-        const float* in = qkv.data<float>() + (t * heads + g * (l.r + 2) + j) * l.dim;
-        float* out = l.SplitRow(q->data<float>(), k->data<float>(), v->data<float>(), t, g, j);
-        if (j <= l.r) {
-          RotateRow(in, cs, l.dim / 2, 1.0f, out);
-        } else {
-          std::copy(in, in + l.dim, out);
-        }
-      }
-    }
-  }
+  QkvRows(l, positions, table, /*forward=*/true, qkv, *q, *k, *v, kOp);
 }
 
 void QkvRopeBackward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
@@ -225,24 +235,7 @@ void QkvRopeBackward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
     return;
   }
   const QkvLayout l(*d_qkv, d_q, d_k, d_v, "d_qkv", kOp);
-  CheckPositions(positions, l.tokens, kOp);
-  Factors factors(&table, l.dim, kOp);
-  const int64_t heads = l.groups * (l.r + 2);
-  for (int64_t t = 0; t < l.tokens; ++t) {
-    const float* cs = factors.Row(positions.data<int32_t>()[t]);
-    for (int64_t g = 0; g < l.groups; ++g) {
-      for (int64_t j = 0; j < l.r + 2; ++j) {
-        const float* in =
-            l.SplitRow(d_q.data<float>(), d_k.data<float>(), d_v.data<float>(), t, g, j);
-        float* out = d_qkv->data<float>() + (t * heads + g * (l.r + 2) + j) * l.dim;
-        if (j <= l.r) {
-          RotateRow(in, cs, l.dim / 2, -1.0f, out);
-        } else {
-          std::copy(in, in + l.dim, out);
-        }
-      }
-    }
-  }
+  QkvRows(l, positions, table, /*forward=*/false, *d_qkv, d_q, d_k, d_v, kOp);
 }
 
 }  // namespace moefold::ops

@@ -1,6 +1,6 @@
 // CUDA AdamW over flat f32 buffers: one fused pass reading g, p, m, v and writing p, m, v (and the
-// bf16 compute copy in the flat step), with the bias corrections computed on the host exactly as
-// the CPU reference (f64, then f32). Every element goes through one update function written with
+// bf16 compute copy in the flat step), with the CPU reference's per-step scalars
+// (ops/cpu/adamw_scalars.h). Every element goes through one update function written with
 // round-to-nearest intrinsics (no FMA contraction), so the per-parameter and the flat kernels give
 // the same bits for the same scaled gradient, and the CPU reference's bits (IEEE f32 operations in
 // the same order). The gradient scale and the clip factor are device scalars: nothing here waits
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "ops/cpu/adamw_scalars.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
 #include "ops/cuda/packed.cuh"
@@ -19,9 +20,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxStagedRanges = 1024;  // no-decay ranges staged in shared memory (16 KiB)
 
-struct AdamWScalars {
-  float step_size, bias_correction2_sqrt, decay, no_decay, beta1, beta2, eps;
-};
+using internal::AdamWScalars;
 
 // The CPU reference's Update, one IEEE operation at a time.
 __device__ __forceinline__ void Update(const AdamWScalars& c, float decay, float g, float* p,
@@ -120,20 +119,6 @@ __global__ void GradScaleKernel(const double* sum_squares, double inv_z, double 
   *scale = static_cast<float>(inv_z * clip);
 }
 
-AdamWScalars ScalarsOf(const AdamWOptions& options, const char* op) {
-  MF_CHECK_GE(options.step, 1) << op << ": step is 1-based";
-  const double step = static_cast<double>(options.step);
-  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(options.beta1), step);
-  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(options.beta2), step);
-  return AdamWScalars{static_cast<float>(options.lr / bias_correction1),
-                      static_cast<float>(std::sqrt(bias_correction2)),
-                      1.0f - options.lr * options.weight_decay,
-                      1.0f - options.lr * 0.0f,
-                      options.beta1,
-                      options.beta2,
-                      options.eps};
-}
-
 // grad, param, m, v: f32 on param's device (the stream's), with the same element count.
 int64_t CheckState(const Tensor& grad, const Tensor* param, const Tensor* m, const Tensor* v,
                    const Stream& stream, const char* op) {
@@ -160,7 +145,7 @@ void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, T
                Stream& stream) {
   constexpr const char* kOp = "AdamWStep";
   const int64_t n = CheckState(grad, param, m, v, stream, kOp);
-  const AdamWScalars c = ScalarsOf(options, kOp);
+  const AdamWScalars c = internal::AdamWScalarsOf(options, kOp);
   if (n == 0) return;
   AdamWKernel<<<GridFor(n, kThreads), kThreads, 0, Native(stream)>>>(
       c, grad.data<float>(), param->data<float>(), m->data<float>(), v->data<float>(), n);
@@ -186,7 +171,7 @@ void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor
     CheckDType(*compute, DType::kBF16, kOp, "compute");
     MF_CHECK_EQ(compute->numel(), n) << kOp << ": compute " << compute->DebugString();
   }
-  const AdamWScalars c = ScalarsOf(options, kOp);
+  const AdamWScalars c = internal::AdamWScalarsOf(options, kOp);
   if (n == 0) return;
   const int64_t num_ranges = no_decay_ranges.dim(0);
   const size_t shared = num_ranges <= kMaxStagedRanges ? 16 * num_ranges : 0;

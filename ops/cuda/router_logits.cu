@@ -1,8 +1,9 @@
 // CUDA router logits and their backward: tiled f32 GEMMs on the CUDA cores that read the routed
 // rows in their own dtype (bf16 or f32) with 16-byte loads, so no f32 copy of x is made. Each
-// output is one thread's sequential f32 sum in k order (deterministic); the weight gradient, a sum
-// over all T tokens, is cut into a fixed number of token ranges whose partial sums one more kernel
-// adds in range order (no atomics). Shapes decide everything, so results do not depend on the GPU.
+// output is one thread's sequential f32 sum in k order (deterministic); a long sum (the weight
+// gradient's over all T tokens, the logits' over H when there are few tokens) is cut into a fixed
+// number of ranges whose partial sums one more kernel adds in range order (no atomics). Shapes
+// decide everything, so results do not depend on the GPU.
 //
 // A block computes a 64 × (16·kTn) tile of C with 256 threads (16 × 16): thread (ty, tx) owns rows
 // 4·ty .. 4·ty+3 and columns tx + 16·j. Each step stages 32 values of K of both operands in
@@ -108,22 +109,11 @@ __device__ __forceinline__ void MultiplyStage(const float* a, const float* b, in
   }
 }
 
-// logits (T, E) = x (T, H) · w (E, H)ᵀ. Grid (T/64, E/(16·kTn)).
-template <typename T, bool kVec, int kTn>
-__global__ void __launch_bounds__(kThreads)
-    LogitsKernel(const T* x, const float* w, int64_t tokens, int64_t hidden, int64_t experts,
-                 float* logits) {
-  __shared__ __align__(16) float a[kBk * kLdA];
-  __shared__ __align__(16) float b[kBk * kLdB<kTn>];
-  const int64_t m0 = int64_t{blockIdx.x} * kBm, n0 = int64_t{blockIdx.y} * 16 * kTn;
-  float acc[4][kTn] = {};
-  for (int64_t k0 = 0; k0 < hidden; k0 += kBk) {
-    StageTransposed<T, kVec ? kPack<T> : 1>(x, tokens, hidden, m0, k0, kBm, a, kLdA);
-    StageTransposed<float, kVec ? 4 : 1>(w, experts, hidden, n0, k0, 16 * kTn, b, kLdB<kTn>);
-    __syncthreads();
-    MultiplyStage<kTn>(a, b, StageDepth(k0, hidden), acc);
-    __syncthreads();
-  }
+// Calls store(m, n, value) for each output of this thread's tile (rows m0 + 4·ty + i, columns
+// n0 + tx + 16·j) that lies inside rows × cols.
+template <int kTn, typename Store>
+__device__ __forceinline__ void ForEachOutput(int64_t m0, int64_t n0, int64_t rows, int64_t cols,
+                                              const float (&acc)[4][kTn], Store store) {
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -131,12 +121,46 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < kTn; ++j) {
       const int64_t n = n0 + tx + 16 * j;
-      if (m < tokens && n < experts) logits[m * experts + n] = acc[i][j];
+      if (m < rows && n < cols) store(m, n, acc[i][j]);
     }
   }
 }
 
-// d_x (T, H) += d_logits (T, E) · w (E, H), one rounding into T. Grid (T/64, H/64).
+// The partial logits over hidden range z = blockIdx.z: out[z][t][e] = Σ_{h in range z} x[t][h] ·
+// w[e][h] (with one range, out is the logits themselves). Grid (T/64, E/(16·kTn), ranges).
+template <typename T, bool kVec, int kTn>
+__global__ void __launch_bounds__(kThreads)
+    LogitsKernel(const T* x, const float* w, int64_t tokens, int64_t hidden, int64_t experts,
+                 int64_t range, float* out) {
+  __shared__ __align__(16) float a[kBk * kLdA];
+  __shared__ __align__(16) float b[kBk * kLdB<kTn>];
+  const int64_t m0 = int64_t{blockIdx.x} * kBm, n0 = int64_t{blockIdx.y} * 16 * kTn;
+  const int64_t begin = int64_t{blockIdx.z} * range;
+  const int64_t end = begin + range < hidden ? begin + range : hidden;
+  float acc[4][kTn] = {};
+  for (int64_t k0 = begin; k0 < end; k0 += kBk) {
+    StageTransposed<T, kVec ? kPack<T> : 1>(x, tokens, hidden, m0, k0, kBm, a, kLdA);
+    StageTransposed<float, kVec ? 4 : 1>(w, experts, hidden, n0, k0, 16 * kTn, b, kLdB<kTn>);
+    __syncthreads();
+    MultiplyStage<kTn>(a, b, StageDepth(k0, end), acc);
+    __syncthreads();
+  }
+  out += int64_t{blockIdx.z} * tokens * experts;
+  ForEachOutput<kTn>(m0, n0, tokens, experts, acc,
+                     [&](int64_t m, int64_t n, float value) { out[m * experts + n] = value; });
+}
+
+// logits[i] = Σ_z partial[z][i], z in increasing order.
+__global__ void SumPartialsKernel(const float* partial, int64_t ranges, int64_t n, float* logits) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float sum = 0.0f;
+    for (int64_t z = 0; z < ranges; ++z) sum += partial[z * n + i];
+    logits[i] = sum;
+  }
+}
+
+// d_x (T, H) += d_logits (T, E) · w (E, H), rounded once into d_x's dtype. Grid (T/64, H/64).
 template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreads)
     InputGradKernel(const float* d_logits, const float* w, int64_t tokens, int64_t hidden,
@@ -153,19 +177,10 @@ __global__ void __launch_bounds__(kThreads)
     MultiplyStage<kTn>(a, b, StageDepth(k0, experts), acc);
     __syncthreads();
   }
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + 4 * ty + i;
-#pragma unroll
-    for (int j = 0; j < kTn; ++j) {
-      const int64_t n = n0 + tx + 16 * j;
-      if (m < tokens && n < hidden) {
-        T* out = d_x + m * hidden + n;
-        *out = FromF32<T>(ToF32(*out) + acc[i][j]);
-      }
-    }
-  }
+  ForEachOutput<kTn>(m0, n0, tokens, hidden, acc, [&](int64_t m, int64_t n, float value) {
+    T* out = d_x + m * hidden + n;
+    *out = FromF32<T>(ToF32(*out) + value);
+  });
 }
 
 // The weight gradient's partial sums over token range z = blockIdx.z: partial[z][h][e] =
@@ -188,17 +203,9 @@ __global__ void __launch_bounds__(kThreads)
     MultiplyStage<kTn>(a, b, StageDepth(k0, end), acc);
     __syncthreads();
   }
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   float* out = partial + int64_t{blockIdx.z} * hidden * experts;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + 4 * ty + i;
-#pragma unroll
-    for (int j = 0; j < kTn; ++j) {
-      const int64_t n = n0 + tx + 16 * j;
-      if (m < hidden && n < experts) out[m * experts + n] = acc[i][j];
-    }
-  }
+  ForEachOutput<kTn>(m0, n0, hidden, experts, acc,
+                     [&](int64_t m, int64_t n, float value) { out[m * experts + n] = value; });
 }
 
 // d_w[e][h] += Σ_z partial[z][h][e], z in increasing order (reads coalesced along e).
@@ -240,6 +247,19 @@ void WithColumns(int tn, Launch launch) {
 
 unsigned Tiles(int64_t n, int64_t tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
 
+// How a sum over k terms is cut when `tiles` blocks alone would leave the GPU idle: `ranges`
+// consecutive ranges of `range` terms (a whole number of stages), enough for about kTargetBlocks
+// blocks. A function of the shapes only, so the summation order is the same on every GPU.
+struct KSplit {
+  int64_t range, ranges;
+};
+KSplit SplitK(int64_t k, int64_t tiles) {
+  const int64_t stages = (k + kBk - 1) / kBk;
+  const int64_t wanted = std::clamp<int64_t>((kTargetBlocks + tiles - 1) / tiles, 1, stages);
+  const int64_t range = (stages + wanted - 1) / wanted * kBk;
+  return KSplit{range, (k + range - 1) / range};
+}
+
 // x (T, H) f32 or bf16 and w (E, H) f32 on the stream's GPU.
 void CheckInputs(const Tensor& x, const Tensor& w, const Stream& stream, const char* op) {
   const Device dev = x.device();
@@ -262,21 +282,33 @@ void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Strea
   CheckOut(logits, x.device(), DType::kF32, {tokens, experts}, kOp, "logits");
   if (tokens == 0 || experts == 0) return;
   const int tn = ColumnsPerThread(experts);
+  // Few tokens give few tiles: the hidden dimension is then split too (summed in order after).
+  const KSplit split =
+      SplitK(std::max<int64_t>(hidden, 1), int64_t{Tiles(tokens, kBm)} * Tiles(experts, 16 * tn));
+  Tensor partial;
+  if (split.ranges > 1) partial = Scratch({split.ranges * tokens * experts}, DType::kF32, stream);
+  float* out = split.ranges > 1 ? partial.data<float>() : logits->data<float>();
   MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
     const bool vec = hidden % kPack<T> == 0 && IsAligned16({&x, &w});
     WithColumns(tn, [&](auto columns) {
       constexpr int kTn = decltype(columns)::value;
-      const dim3 grid(Tiles(tokens, kBm), Tiles(experts, 16 * kTn));
+      const dim3 grid(Tiles(tokens, kBm), Tiles(experts, 16 * kTn),
+                      static_cast<unsigned>(split.ranges));
       if (vec) {
         LogitsKernel<T, true, kTn><<<grid, kThreads, 0, Native(stream)>>>(
-            x.data<T>(), w.data<float>(), tokens, hidden, experts, logits->data<float>());
+            x.data<T>(), w.data<float>(), tokens, hidden, experts, split.range, out);
       } else {
         LogitsKernel<T, false, kTn><<<grid, kThreads, 0, Native(stream)>>>(
-            x.data<T>(), w.data<float>(), tokens, hidden, experts, logits->data<float>());
+            x.data<T>(), w.data<float>(), tokens, hidden, experts, split.range, out);
       }
     });
   });
   MF_CUDA_CHECK_LAUNCH();
+  if (split.ranges > 1) {
+    SumPartialsKernel<<<GridFor(tokens * experts, kThreads), kThreads, 0, Native(stream)>>>(
+        out, split.ranges, tokens * experts, logits->data<float>());
+    MF_CUDA_CHECK_LAUNCH();
+  }
 }
 
 void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logits, Tensor* d_x,
@@ -310,12 +342,8 @@ void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logi
 
   if (d_w != nullptr) {
     const int tn = ColumnsPerThread(experts);
-    const int64_t tiles = int64_t{Tiles(hidden, kBm)} * Tiles(experts, 16 * tn);
-    // Token ranges: enough blocks to fill the GPU, each range a whole number of K stages.
-    const int64_t stages = (tokens + kBk - 1) / kBk;
-    const int64_t wanted = std::clamp<int64_t>((kTargetBlocks + tiles - 1) / tiles, 1, stages);
-    const int64_t range = (stages + wanted - 1) / wanted * kBk;
-    const int64_t ranges = (tokens + range - 1) / range;
+    const KSplit split = SplitK(tokens, int64_t{Tiles(hidden, kBm)} * Tiles(experts, 16 * tn));
+    const int64_t range = split.range, ranges = split.ranges;
     Tensor partial = Scratch({ranges * hidden * experts}, DType::kF32, stream);
     MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
       const bool vec = hidden % kPack<T> == 0 && experts % 4 == 0 && IsAligned16({&x, &d_logits});
