@@ -131,8 +131,9 @@ inline DeviceShape ShapeOf(const Stream& stream) {
 }
 
 // Blocks of `threads` for a grid-stride loop over `items` work items, `per_block` of them per block
-// and step: enough to cover them, but no more than the device holds at once (a second wave would
-// only add a tail). At least 1.
+// and step: enough to cover them, but no more than the device's thread slots hold at once (a
+// second wave would only add a tail; where registers allow fewer resident blocks, the extra ones
+// wait and the loop stays correct). At least 1.
 inline int DeviceGrid(int64_t items, int64_t per_block, int threads, const Stream& stream) {
   const DeviceShape shape = ShapeOf(stream);
   const int64_t resident =
