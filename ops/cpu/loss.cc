@@ -98,14 +98,10 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Ten
 
 void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* sums,
                     Stream& stream) {
-  MF_RETURN_IF_GPU(token_losses, "SampleLossSums",
-                   cuda::SampleLossSums(token_losses, targets, sums, stream));
   constexpr const char* kOp = "SampleLossSums";
-  internal::CheckF32(token_losses, kOp, "token_losses");
-  internal::CheckRank(token_losses, 1, kOp, "token_losses");
-  internal::CheckI32(targets, kOp, "targets");
+  // Shapes are host values: checked here, for both devices.
   MF_CHECK(sums != nullptr) << kOp << ": output sums is null";
-  internal::CheckF32(*sums, kOp, "sums");
+  internal::CheckRank(token_losses, 1, kOp, "token_losses");
   internal::CheckRank(*sums, 2, kOp, "sums");
   MF_CHECK_EQ(sums->dim(0), 2) << kOp << ": sums must be (2, B), got " << sums->DebugString();
   const int64_t samples = sums->dim(1), n = token_losses.numel();
@@ -115,6 +111,10 @@ void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* s
   MF_CHECK(targets.shape() == Shape{n} || targets.shape() == Shape({samples, seq}))
       << kOp << ": targets must be (B·S) or (B, S) = (" << samples << ", " << seq << "), got "
       << targets.DebugString();
+  MF_RETURN_IF_GPU(token_losses, kOp, cuda::SampleLossSums(token_losses, targets, sums, stream));
+  internal::CheckF32(token_losses, kOp, "token_losses");
+  internal::CheckI32(targets, kOp, "targets");
+  internal::CheckF32(*sums, kOp, "sums");
   const float* loss = token_losses.data<float>();
   const int32_t* target = targets.data<int32_t>();
   float* out = sums->data<float>();

@@ -199,13 +199,10 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
 
 void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows, Tensor* counts,
                          Stream& stream) {
-  MF_RETURN_IF_GPU(ids, "CountExpertsPerUnit",
-                   cuda::CountExpertsPerUnit(ids, first_row, unit_rows, counts, stream));
   constexpr const char* kOp = "CountExpertsPerUnit";
-  internal::CheckI32(ids, kOp, "ids");
-  internal::CheckRank(ids, 2, kOp, "ids");
+  // Shapes and the unit range are host values: checked here, for both devices.
   MF_CHECK(counts != nullptr) << kOp << ": output counts is null";
-  internal::CheckF32(*counts, kOp, "counts");
+  internal::CheckRank(ids, 2, kOp, "ids");
   internal::CheckRank(*counts, 2, kOp, "counts");
   const int64_t tokens = ids.dim(0), k = ids.dim(1);
   const int64_t units = counts->dim(0), experts = counts->dim(1);
@@ -214,6 +211,9 @@ void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows
   MF_CHECK(tokens == 0 || (first_row + tokens - 1) / unit_rows < units)
       << kOp << ": rows [" << first_row << ", " << first_row + tokens << ") reach unit "
       << (first_row + tokens - 1) / unit_rows << " but counts has U=" << units << " units";
+  MF_RETURN_IF_GPU(ids, kOp, cuda::CountExpertsPerUnit(ids, first_row, unit_rows, counts, stream));
+  internal::CheckI32(ids, kOp, "ids");
+  internal::CheckF32(*counts, kOp, "counts");
   const int32_t* id = ids.data<int32_t>();
   std::vector<int64_t> count(static_cast<size_t>(units * experts), 0);  // integers: exact
   for (int64_t t = 0; t < tokens; ++t) {

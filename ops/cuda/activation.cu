@@ -158,8 +158,7 @@ int64_t CheckGateUp(const Tensor& gate_up, const Stream& stream, const char* op)
 template <typename T, typename Launch>
 void LaunchFused(std::initializer_list<const void*> pointers, int64_t t, int64_t f,
                  const Launch& launch) {
-  const bool vector = VectorAligned<T>(pointers, f);
-  const auto by_index = [&](auto width) {
+  WithPackWidth<T>(pointers, f, [&](auto width) {
     constexpr int N = decltype(width)::value;
     const int64_t packs = t * f / N;
     if (packs <= int64_t{UINT32_MAX}) {
@@ -167,12 +166,7 @@ void LaunchFused(std::initializer_list<const void*> pointers, int64_t t, int64_t
     } else {
       launch(width, uint64_t{0}, packs);
     }
-  };
-  if (vector) {
-    by_index(std::integral_constant<int, kVecWidth<T>>{});
-  } else {
-    by_index(std::integral_constant<int, 1>{});
-  }
+  });
 }
 
 }  // namespace

@@ -86,14 +86,11 @@ void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Strea
   MF_DISPATCH_FLOAT(table.dtype(), kOp, T, {
     const T* pt = table.data<T>();
     T* po = out->data<T>();
-    if (VectorAligned<T>({pt, po}, hidden)) {
-      GatherRows<T, kVecWidth<T>>
+    WithPackWidth<T>({pt, po}, hidden, [&](auto width) {
+      GatherRows<T, decltype(width)::value>
           <<<grid, kThreads, 0, s>>>(ids.data<int32_t>(), pt, tokens, vocab, hidden, po);
-    } else {
-      GatherRows<T, 1>
-          <<<grid, kThreads, 0, s>>>(ids.data<int32_t>(), pt, tokens, vocab, hidden, po);
-    }
-    MF_CUDA_CHECK_LAUNCH();
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -115,14 +112,11 @@ void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table, 
   MF_DISPATCH_FLOAT(d_out.dtype(), kOp, T, {
     const T* pg = d_out.data<T>();
     float* pt = d_table->data<float>();
-    if (VectorAligned<T>({pg}, hidden)) {
-      ScatterAddRows<T, kVecWidth<T>>
+    WithPackWidth<T>({pg}, hidden, [&](auto width) {
+      ScatterAddRows<T, decltype(width)::value>
           <<<grid, kThreads, 0, s>>>(ids.data<int32_t>(), pg, tokens, vocab, hidden, pt);
-    } else {
-      ScatterAddRows<T, 1>
-          <<<grid, kThreads, 0, s>>>(ids.data<int32_t>(), pg, tokens, vocab, hidden, pt);
-    }
-    MF_CUDA_CHECK_LAUNCH();
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
 }
 

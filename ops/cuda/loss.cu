@@ -183,14 +183,11 @@ void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* to
   MF_DISPATCH_FLOAT(logits.dtype(), kOp, T, {
     const T* pl = logits.data<T>();
     const int32_t* pt = targets.data<int32_t>();
-    if (VectorAligned<T>({pl}, vocab)) {
-      CrossEntropyForwardKernel<T, kVecWidth<T>><<<grid, kThreads, 0, s>>>(
+    WithPackWidth<T>({pl}, vocab, [&](auto width) {
+      CrossEntropyForwardKernel<T, decltype(width)::value><<<grid, kThreads, 0, s>>>(
           pl, pt, rows, vocab, token_losses->data<float>(), lse->data<float>());
-    } else {
-      CrossEntropyForwardKernel<T, 1><<<grid, kThreads, 0, s>>>(
-          pl, pt, rows, vocab, token_losses->data<float>(), lse->data<float>());
-    }
-    MF_CUDA_CHECK_LAUNCH();
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -209,14 +206,11 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Ten
     const T* pl = logits.data<T>();
     T* pd = d_logits->data<T>();
     const int32_t* pt = targets.data<int32_t>();
-    if (VectorAligned<T>({pl, pd}, vocab)) {
-      CrossEntropyBackwardKernel<T, kVecWidth<T>><<<grid, kThreads, 0, s>>>(
+    WithPackWidth<T>({pl, pd}, vocab, [&](auto width) {
+      CrossEntropyBackwardKernel<T, decltype(width)::value><<<grid, kThreads, 0, s>>>(
           pl, pt, lse.data<float>(), d_token_losses.data<float>(), rows, vocab, pd);
-    } else {
-      CrossEntropyBackwardKernel<T, 1><<<grid, kThreads, 0, s>>>(
-          pl, pt, lse.data<float>(), d_token_losses.data<float>(), rows, vocab, pd);
-    }
-    MF_CUDA_CHECK_LAUNCH();
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -225,23 +219,14 @@ void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* s
   constexpr const char* kOp = "SampleLossSums";
   const Device dev = token_losses.device();
   CheckStream(stream, dev, kOp);
+  // Shapes were checked by the public op (ops/cpu/loss.cc).
   CheckOn(token_losses, dev, kOp, "token_losses");
   CheckDType(token_losses, DType::kF32, kOp, "token_losses");
-  CheckRank(token_losses, 1, kOp, "token_losses");
   CheckOn(targets, dev, kOp, "targets");
   CheckDType(targets, DType::kI32, kOp, "targets");
-  MF_CHECK(sums != nullptr) << kOp << ": output sums is null";
   CheckOn(*sums, dev, kOp, "sums");
   CheckDType(*sums, DType::kF32, kOp, "sums");
-  CheckRank(*sums, 2, kOp, "sums");
-  MF_CHECK_EQ(sums->dim(0), 2) << kOp << ": sums must be (2, B), got " << sums->DebugString();
-  const int64_t samples = sums->dim(1), n = token_losses.numel();
-  MF_CHECK(samples > 0 ? n % samples == 0 : n == 0)
-      << kOp << ": " << n << " token losses do not split into B=" << samples << " samples";
-  const int64_t seq = samples > 0 ? n / samples : 0;
-  MF_CHECK(targets.shape() == Shape{n} || targets.shape() == Shape({samples, seq}))
-      << kOp << ": targets must be (B·S) or (B, S) = (" << samples << ", " << seq << "), got "
-      << targets.DebugString();
+  const int64_t samples = sums->dim(1), seq = samples > 0 ? token_losses.numel() / samples : 0;
   if (samples == 0) return;
   SampleLossSumsKernel<<<DeviceGrid(samples, 1, kSampleThreads, stream), kSampleThreads, 0,
                          Native(stream)>>>(token_losses.data<float>(), targets.data<int32_t>(),

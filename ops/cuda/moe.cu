@@ -311,13 +311,11 @@ void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, St
     const T* px = x.data<T>();
     T* po = out->data<T>();
     const int32_t* ps = sorted.data<int32_t>();
-    if (VectorAligned<T>({px, po}, hidden)) {
-      PermuteKernel<T, kVecWidth<T>>
+    WithPackWidth<T>({px, po}, hidden, [&](auto width) {
+      PermuteKernel<T, decltype(width)::value>
           <<<grid, kRowThreads, 0, s>>>(px, ps, k, x.dim(0), rows, hidden, po);
-    } else {
-      PermuteKernel<T, 1><<<grid, kRowThreads, 0, s>>>(px, ps, k, x.dim(0), rows, hidden, po);
-    }
-    MF_CUDA_CHECK_LAUNCH();
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -329,14 +327,11 @@ void LaunchGatherSum(const T* y, const int32_t* row_of_pair, const float* weight
                      int64_t tokens, int64_t hidden, T* out, Stream& stream) {
   const int grid = RowGrid(tokens, stream);
   const cudaStream_t s = Native(stream);
-  if (VectorAligned<T>({y, out}, hidden)) {
-    GatherSumKernel<T, kVecWidth<T>>
+  WithPackWidth<T>({y, out}, hidden, [&](auto width) {
+    GatherSumKernel<T, decltype(width)::value>
         <<<grid, kRowThreads, 0, s>>>(y, row_of_pair, weights, k, tokens, hidden, out);
-  } else {
-    GatherSumKernel<T, 1>
-        <<<grid, kRowThreads, 0, s>>>(y, row_of_pair, weights, k, tokens, hidden, out);
-  }
-  MF_CUDA_CHECK_LAUNCH();
+    MF_CUDA_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace
@@ -416,14 +411,11 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
     const int32_t* ps = sorted.data<int32_t>();
     const float* pw = weights.data<float>();
     float* pdw = d_weights->data<float>();
-    if (VectorAligned<T>({pg, py, pdy}, hidden)) {
-      UnpermuteBackwardKernel<T, kVecWidth<T>><<<grid, kRowThreads, 0, s>>>(
+    WithPackWidth<T>({pg, py, pdy}, hidden, [&](auto width) {
+      UnpermuteBackwardKernel<T, decltype(width)::value><<<grid, kRowThreads, 0, s>>>(
           pg, py, ps, pw, static_cast<int>(k), tokens * k, rows, hidden, pdy, pdw);
-    } else {
-      UnpermuteBackwardKernel<T, 1><<<grid, kRowThreads, 0, s>>>(
-          pg, py, ps, pw, static_cast<int>(k), tokens * k, rows, hidden, pdy, pdw);
-    }
-    MF_CUDA_CHECK_LAUNCH();
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -432,20 +424,13 @@ void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows
   constexpr const char* kOp = "CountExpertsPerUnit";
   const Device dev = ids.device();
   CheckStream(stream, dev, kOp);
+  // Shapes, ranks and the unit range were checked by the public op (ops/cpu/moe.cc).
   CheckOn(ids, dev, kOp, "ids");
   CheckDType(ids, DType::kI32, kOp, "ids");
-  CheckRank(ids, 2, kOp, "ids");
-  MF_CHECK(counts != nullptr) << kOp << ": output counts is null";
   CheckOn(*counts, dev, kOp, "counts");
   CheckDType(*counts, DType::kF32, kOp, "counts");
-  CheckRank(*counts, 2, kOp, "counts");
   const int64_t tokens = ids.dim(0), k = ids.dim(1);
   const int64_t units = counts->dim(0), experts = counts->dim(1);
-  MF_CHECK_GT(unit_rows, 0) << kOp << ": unit_rows";
-  MF_CHECK_GE(first_row, 0) << kOp << ": first_row";
-  MF_CHECK(tokens == 0 || (first_row + tokens - 1) / unit_rows < units)
-      << kOp << ": rows [" << first_row << ", " << first_row + tokens << ") reach unit "
-      << (first_row + tokens - 1) / unit_rows << " but counts has U=" << units << " units";
   MF_CHECK(experts > 0 && experts <= kMaxSharedBins)
       << kOp << ": counts needs 1 to " << kMaxSharedBins << " experts, got "
       << counts->DebugString();

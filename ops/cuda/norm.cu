@@ -204,14 +204,11 @@ void LaunchForward(const Tensor& x, const Tensor* residual, const Tensor& w, flo
     T* ps = sum != nullptr ? sum->data<T>() : nullptr;
     const T* pw = w.data<T>();
     T* py = y->data<T>();
-    if (VectorAligned<T>({px, pr, ps, pw, py}, hidden)) {
-      RmsNormForwardKernel<T, kVecWidth<T>>
+    WithPackWidth<T>({px, pr, ps, pw, py}, hidden, [&](auto width) {
+      RmsNormForwardKernel<T, decltype(width)::value>
           <<<grid, kRowThreads, 0, s>>>(px, pr, pw, eps, rows, hidden, ps, py, rstd->data<float>());
-    } else {
-      RmsNormForwardKernel<T, 1>
-          <<<grid, kRowThreads, 0, s>>>(px, pr, pw, eps, rows, hidden, ps, py, rstd->data<float>());
-    }
-    MF_CUDA_CHECK_LAUNCH();
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
 }
 
@@ -260,30 +257,23 @@ void LaunchBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const 
     if (d_x != nullptr) {
       T* pdx = d_x->data<T>();
       const int grid = DeviceGrid(rows, kRowWarps, kRowThreads, stream);
-      const bool vector = VectorAligned<T>({px, pw, pg, pdx}, hidden);
-      constexpr int kVec = kVecWidth<T>;
-      if (vector && accumulate) {
-        RmsNormBackwardDxKernel<T, kVec, true>
-            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
-      } else if (vector) {
-        RmsNormBackwardDxKernel<T, kVec, false>
-            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
-      } else if (accumulate) {
-        RmsNormBackwardDxKernel<T, 1, true>
-            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
-      } else {
-        RmsNormBackwardDxKernel<T, 1, false>
-            <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
-      }
-      MF_CUDA_CHECK_LAUNCH();
+      WithPackWidth<T>({px, pw, pg, pdx}, hidden, [&](auto width) {
+        constexpr int N = decltype(width)::value;
+        if (accumulate) {
+          RmsNormBackwardDxKernel<T, N, true>
+              <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
+        } else {
+          RmsNormBackwardDxKernel<T, N, false>
+              <<<grid, kRowThreads, 0, s>>>(px, pw, rstd.data<float>(), pg, rows, hidden, pdx);
+        }
+        MF_CUDA_CHECK_LAUNCH();
+      });
     }
     if (d_w != nullptr) {
-      if (VectorAligned<T>({px, pg}, hidden)) {
-        LaunchDw<T, kVecWidth<T>>(px, rstd.data<float>(), pg, rows, hidden, d_w->data<float>(),
-                                  stream);
-      } else {
-        LaunchDw<T, 1>(px, rstd.data<float>(), pg, rows, hidden, d_w->data<float>(), stream);
-      }
+      WithPackWidth<T>({px, pg}, hidden, [&](auto width) {
+        LaunchDw<T, decltype(width)::value>(px, rstd.data<float>(), pg, rows, hidden,
+                                            d_w->data<float>(), stream);
+      });
     }
   });
 }

@@ -106,30 +106,26 @@ int LaunchSumSquares(const Tensor& x, double* partials, int max_blocks, Stream& 
   int blocks = 0;
   MF_DISPATCH_FLOAT(x.dtype(), op, T, {
     const T* px = x.data<T>();
-    const bool vector = VectorAligned<T>({px}, 0);
-    const int width = vector ? kVecWidth<T> : 1;
-    blocks = ReduceGrid(n, width, stream);
-    MF_CHECK_LE(blocks, max_blocks);
-    if (vector) {
-      SumSquaresPartials<T, kVecWidth<T>><<<blocks, kThreads, 0, Native(stream)>>>(px, n, partials);
-    } else {
-      SumSquaresPartials<T, 1><<<blocks, kThreads, 0, Native(stream)>>>(px, n, partials);
-    }
-    MF_CUDA_CHECK_LAUNCH();
+    WithPackWidth<T>({px}, 0, [&](auto width) {
+      constexpr int N = decltype(width)::value;
+      blocks = ReduceGrid(n, N, stream);
+      MF_CHECK_LE(blocks, max_blocks);
+      SumSquaresPartials<T, N><<<blocks, kThreads, 0, Native(stream)>>>(px, n, partials);
+      MF_CUDA_CHECK_LAUNCH();
+    });
   });
   return blocks;
 }
 
 template <typename T>
 int LaunchAmax(const T* x, int64_t n, float* partials, Stream& stream) {
-  const bool vector = VectorAligned<T>({x}, 0);
-  const int blocks = ReduceGrid(n, vector ? kVecWidth<T> : 1, stream);
-  if (vector) {
-    AmaxPartials<T, kVecWidth<T>><<<blocks, kThreads, 0, Native(stream)>>>(x, n, partials);
-  } else {
-    AmaxPartials<T, 1><<<blocks, kThreads, 0, Native(stream)>>>(x, n, partials);
-  }
-  MF_CUDA_CHECK_LAUNCH();
+  int blocks = 0;
+  WithPackWidth<T>({x}, 0, [&](auto width) {
+    constexpr int N = decltype(width)::value;
+    blocks = ReduceGrid(n, N, stream);
+    AmaxPartials<T, N><<<blocks, kThreads, 0, Native(stream)>>>(x, n, partials);
+    MF_CUDA_CHECK_LAUNCH();
+  });
   return blocks;
 }
 

@@ -86,6 +86,18 @@ bool VectorAligned(std::initializer_list<const void*> pointers, int64_t row) {
   return true;
 }
 
+// Calls launch(width) once, width a std::integral_constant<int, N> for the kernel's template
+// argument: N = kVecWidth<T> when the pointers and rows allow 16-byte packs (VectorAligned), else
+// 1, the scalar fallback.
+template <typename T, typename Launch>
+void WithPackWidth(std::initializer_list<const void*> pointers, int64_t row, const Launch& launch) {
+  if (VectorAligned<T>(pointers, row)) {
+    launch(std::integral_constant<int, kVecWidth<T>>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
+
 // A flat run of n elements: the first n − n mod N as packs of N when `aligned`, the rest (all of
 // them when not aligned) as single elements. Calls launch(width, offset, count) once or twice, with
 // width a std::integral_constant<int, N or 1> for the kernel's template argument.
@@ -119,8 +131,9 @@ inline DeviceShape ShapeOf(const Stream& stream) {
 }
 
 // Blocks of `threads` for a grid-stride loop over `items` work items, `per_block` of them per block
-// and step: enough to cover them, but no more than the device holds at once (a second wave would
-// only add a tail). At least 1.
+// and step: enough to cover them, but no more than the device's thread slots hold at once (a
+// second wave would only add a tail; where registers allow fewer resident blocks, the extra ones
+// wait and the loop stays correct). At least 1.
 inline int DeviceGrid(int64_t items, int64_t per_block, int threads, const Stream& stream) {
   const DeviceShape shape = ShapeOf(stream);
   const int64_t resident =

@@ -166,11 +166,14 @@ TEST_P(CudaElementwiseTest, PackAndScalarPathsAgreeAtOddSizes) {
   }
 }
 
+// (T, F) for SwiGLU: F = 2050 and 7 leave rows (and the fused up half) off 16-byte boundaries.
+const std::vector<std::pair<int64_t, int64_t>> kSwiGluShapes{
+    {1, 1}, {7, 2048}, {7, 2050}, {1, 7}, {33, 704}};
+
 TEST_P(CudaElementwiseTest, SwiGluPackAndScalarPathsAgree) {
   MF_REQUIRE_GPU();
   const DType dt = GetParam();
-  for (const auto& [rows, f] :
-       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 2048}, {7, 2050}, {1, 7}, {33, 704}}) {
+  for (const auto& [rows, f] : kSwiGluShapes) {
     SCOPED_TRACE(::testing::Message() << rows << "×" << f);
     const Shape shape{rows, f};
     const Tensor gate = RoundedTo(RandomNormal(shape, 14, 3.0f), dt);
@@ -213,9 +216,7 @@ Tensor Fuse(const Tensor& gate, const Tensor& up) {
 TEST_P(CudaElementwiseTest, FusedSwiGluMatchesCpuAndTheTwoTensorKernels) {
   MF_REQUIRE_GPU();
   const DType dt = GetParam();
-  // F = 2050 and 7 leave the up half of each row off a 16-byte boundary: scalar path.
-  for (const auto& [rows, f] :
-       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 2048}, {7, 2050}, {1, 7}, {33, 704}}) {
+  for (const auto& [rows, f] : kSwiGluShapes) {
     SCOPED_TRACE(::testing::Message() << rows << "×" << f);
     const Shape shape{rows, f};
     const Tensor gate = RoundedTo(RandomNormal(shape, 17, 3.0f), dt);
