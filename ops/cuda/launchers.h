@@ -10,7 +10,10 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "core/stream.h"
 #include "core/tensor.h"
 #include "ops/adamw.h"
@@ -48,13 +51,17 @@ void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* 
 void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
                   Stream& stream);
 
-// attention.cc: the flash kernels (attention_flash.cu) for bf16 with head dim 64 or 128 and
-// S % 64 == 0; the row kernels (attention_rows.cu) otherwise (f32, other shapes).
+// attention.cc: cuDNN's fused SDPA (attention_cudnn.cc) for bf16 with head dim 64 or 128, else
+// the flash kernels (attention_flash.cu) for bf16 with head dim 64 or 128 and S % 64 == 0, else the
+// row kernels (attention_rows.cu), as GetAttentionBackend() selects.
 void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
                       Tensor* lse, Stream& stream);
 void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                        const Tensor& lse, const Tensor& d_out, float scale, Tensor* d_q,
                        Tensor* d_k, Tensor* d_v, Stream& stream);
+absl::Status CudnnAttentionAvailable(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                     int64_t head_dim, DType dtype, const Device& device);
+absl::StatusOr<std::string> CudnnVersion();
 
 // activation.cu
 void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream);

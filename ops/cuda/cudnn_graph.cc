@@ -1,0 +1,348 @@
+// The cuDNN backend graph builder (see cudnn_graph.h). Every descriptor is finalised where it is
+// made, so a wrong attribute fails at the step that set it, not later inside the heuristics.
+#include "ops/cuda/cudnn_graph.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace moefold::ops::cuda {
+
+absl::StatusOr<CudnnDescriptor> CudnnDescriptor::Create(const CudnnLibrary& lib,
+                                                        cudnnBackendDescriptorType_t type) {
+  CudnnDescriptor d;
+  MF_CUDNN_RETURN_IF_ERROR(lib, cudnnBackendCreateDescriptor(type, &d.desc_));
+  d.lib_ = &lib;
+  return d;
+}
+
+CudnnDescriptor::CudnnDescriptor(CudnnDescriptor&& other) noexcept
+    : lib_(std::exchange(other.lib_, nullptr)), desc_(std::exchange(other.desc_, nullptr)) {}
+
+CudnnDescriptor& CudnnDescriptor::operator=(CudnnDescriptor&& other) noexcept {
+  if (this != &other) {
+    if (desc_ != nullptr) lib_->cudnnBackendDestroyDescriptor(desc_);
+    lib_ = std::exchange(other.lib_, nullptr);
+    desc_ = std::exchange(other.desc_, nullptr);
+  }
+  return *this;
+}
+
+CudnnDescriptor::~CudnnDescriptor() {
+  if (desc_ != nullptr) lib_->cudnnBackendDestroyDescriptor(desc_);
+}
+
+namespace {
+
+absl::Status Annotated(const absl::Status& s, const std::string& what) {
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
+}
+
+}  // namespace
+
+bool CudnnGraph::Ok(const absl::Status& s, const std::string& what) {
+  if (s.ok()) return true;
+  if (status_.ok()) status_ = Annotated(s, what);
+  return false;
+}
+
+absl::Status CudnnGraph::Set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
+                             cudnnBackendAttributeType_t type, int64_t count,
+                             const void* values) const {
+  return Annotated(MF_CUDNN_STATUS_(*lib_, cudnnBackendSetAttribute(d, name, type, count, values)),
+                   absl::StrCat("attribute ", static_cast<int>(name)));
+}
+
+absl::Status CudnnGraph::MakeTensor(int64_t uid, cudnnDataType_t type, const CudnnDims& dims,
+                                    const CudnnDims& strides, bool is_virtual, bool by_value) {
+  if (tensors_.count(uid) != 0) return absl::InternalError(absl::StrCat("uid ", uid, " reused"));
+  MF_ASSIGN_OR_RETURN(CudnnDescriptor t,
+                      CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_TENSOR_DESCRIPTOR));
+  const int64_t alignment = 16;  // the tensor-core engines need it (callers check pointers)
+  MF_RETURN_IF_ERROR(Set(t.get(), CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type));
+  MF_RETURN_IF_ERROR(Set(t.get(), CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims.data()));
+  MF_RETURN_IF_ERROR(Set(t.get(), CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides.data()));
+  MF_RETURN_IF_ERROR(Set(t.get(), CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
+  MF_RETURN_IF_ERROR(
+      Set(t.get(), CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment));
+  MF_RETURN_IF_ERROR(
+      Set(t.get(), CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
+  MF_RETURN_IF_ERROR(Set(t.get(), CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value));
+  MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(t.get()));
+  tensors_.emplace(uid, std::move(t));
+  return absl::OkStatus();
+}
+
+int64_t CudnnGraph::Tensor(const char* name, int64_t uid, cudnnDataType_t type,
+                           const CudnnDims& dims, const CudnnDims& strides) {
+  if (status_.ok()) {
+    Ok(MakeTensor(uid, type, dims, strides, false, false), absl::StrCat("tensor ", name));
+  }
+  return uid;
+}
+
+int64_t CudnnGraph::Scalar(const char* name, int64_t uid) {
+  if (status_.ok()) {
+    Ok(MakeTensor(uid, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true),
+       absl::StrCat("scalar ", name));
+  }
+  return uid;
+}
+
+int64_t CudnnGraph::Virtual(const char* name, cudnnDataType_t type, const CudnnDims& dims,
+                            const CudnnDims& strides) {
+  const int64_t uid = next_virtual_uid_++;
+  if (status_.ok()) {
+    Ok(MakeTensor(uid, type, dims, strides, true, false), absl::StrCat("virtual tensor ", name));
+  }
+  return uid;
+}
+
+cudnnBackendDescriptor_t CudnnGraph::TensorDesc(int64_t uid, const char* op) {
+  const auto it = tensors_.find(uid);
+  if (it != tensors_.end()) return it->second.get();
+  Ok(absl::InternalError(absl::StrCat("no tensor with uid ", uid)), op);
+  return nullptr;
+}
+
+void CudnnGraph::AddOperation(const std::string& what, absl::StatusOr<CudnnDescriptor> op) {
+  if (Ok(op.status(), what)) operations_.push_back(*std::move(op));
+}
+
+void CudnnGraph::Matmul(const char* name, int64_t a, int64_t b, int64_t c) {
+  if (!status_.ok()) return;
+  cudnnBackendDescriptor_t da = TensorDesc(a, name), db = TensorDesc(b, name),
+                           dc = TensorDesc(c, name);
+  if (!status_.ok()) return;
+  auto build = [&]() -> absl::StatusOr<CudnnDescriptor> {
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor desc,
+                        CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_MATMUL_DESCRIPTOR));
+    const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+    MF_RETURN_IF_ERROR(
+        Set(desc.get(), CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute));
+    MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(desc.get()));
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor op,
+                        CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR));
+    const cudnnBackendDescriptor_t raw = desc.get();
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &da));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &db));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dc));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw));
+    MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(op.get()));
+    parts_.push_back(std::move(desc));
+    return op;
+  };
+  AddOperation(absl::StrCat("matmul ", name), build());
+}
+
+void CudnnGraph::Pointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,
+                           int64_t x, int64_t b, int64_t t, int64_t y) {
+  AddPointwise(name, mode, compute, x, b, t, y, -1);
+}
+
+void CudnnGraph::GenIndex(const char* name, int64_t axis, int64_t x, int64_t y) {
+  AddPointwise(name, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_FLOAT, x, -1, -1, y, axis);
+}
+
+void CudnnGraph::AddPointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,
+                              int64_t x, int64_t b, int64_t t, int64_t y, int64_t axis) {
+  if (!status_.ok()) return;
+  cudnnBackendDescriptor_t dx = TensorDesc(x, name), dy = TensorDesc(y, name);
+  cudnnBackendDescriptor_t db = b >= 0 ? TensorDesc(b, name) : nullptr;
+  cudnnBackendDescriptor_t dt = t >= 0 ? TensorDesc(t, name) : nullptr;
+  if (!status_.ok()) return;
+  auto build = [&]() -> absl::StatusOr<CudnnDescriptor> {
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor desc,
+                        CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_POINTWISE_DESCRIPTOR));
+    MF_RETURN_IF_ERROR(
+        Set(desc.get(), CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
+    MF_RETURN_IF_ERROR(
+        Set(desc.get(), CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &compute));
+    if (axis >= 0) {
+      MF_RETURN_IF_ERROR(Set(desc.get(), CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis));
+    }
+    MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(desc.get()));
+    MF_ASSIGN_OR_RETURN(
+        CudnnDescriptor op,
+        CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR));
+    const cudnnBackendDescriptor_t raw = desc.get();
+    MF_RETURN_IF_ERROR(Set(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR,
+                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx));
+    if (db != nullptr) {
+      MF_RETURN_IF_ERROR(Set(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_BDESC,
+                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &db));
+    }
+    if (dt != nullptr) {
+      MF_RETURN_IF_ERROR(Set(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_TDESC,
+                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dt));
+    }
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy));
+    const float one = 1.0f;  // y = op(1·x, 1·b): no blending
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one));
+    MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(op.get()));
+    parts_.push_back(std::move(desc));
+    return op;
+  };
+  AddOperation(absl::StrCat("pointwise ", name), build());
+}
+
+void CudnnGraph::Reduction(const char* name, cudnnReduceTensorOp_t reduce, int64_t x, int64_t y) {
+  if (!status_.ok()) return;
+  cudnnBackendDescriptor_t dx = TensorDesc(x, name), dy = TensorDesc(y, name);
+  if (!status_.ok()) return;
+  auto build = [&]() -> absl::StatusOr<CudnnDescriptor> {
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor desc,
+                        CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_REDUCTION_DESCRIPTOR));
+    const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+    MF_RETURN_IF_ERROR(
+        Set(desc.get(), CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute));
+    MF_RETURN_IF_ERROR(Set(desc.get(), CUDNN_ATTR_REDUCTION_OPERATOR,
+                           CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &reduce));
+    MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(desc.get()));
+    MF_ASSIGN_OR_RETURN(
+        CudnnDescriptor op,
+        CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR));
+    const cudnnBackendDescriptor_t raw = desc.get();
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy));
+    MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(op.get()));
+    parts_.push_back(std::move(desc));
+    return op;
+  };
+  AddOperation(absl::StrCat("reduction ", name), build());
+}
+
+void CudnnGraph::Reshape(const char* name, int64_t x, int64_t y) {
+  if (!status_.ok()) return;
+  cudnnBackendDescriptor_t dx = TensorDesc(x, name), dy = TensorDesc(y, name);
+  if (!status_.ok()) return;
+  auto build = [&]() -> absl::StatusOr<CudnnDescriptor> {
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor op,
+                        CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx));
+    MF_RETURN_IF_ERROR(
+        Set(op.get(), CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy));
+    MF_CUDNN_RETURN_IF_ERROR(*lib_, cudnnBackendFinalize(op.get()));
+    return op;
+  };
+  AddOperation(absl::StrCat("reshape ", name), build());
+}
+
+absl::StatusOr<CudnnPlan> CudnnGraph::Build(cudnnHandle_t handle) && {
+  if (!status_.ok()) return status_;
+  const CudnnLibrary& lib = *lib_;
+  CudnnPlan plan;
+  std::vector<cudnnBackendDescriptor_t> ops;
+  for (const CudnnDescriptor& op : operations_) ops.push_back(op.get());
+
+  MF_ASSIGN_OR_RETURN(CudnnDescriptor graph,
+                      CudnnDescriptor::Create(lib, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR));
+  MF_RETURN_IF_ERROR(Set(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                         static_cast<int64_t>(ops.size()), ops.data()));
+  // Deprecated in cuDNN 9.19's header (a device-properties descriptor may replace it there) but
+  // required by earlier 9.x, and still honoured.
+  MF_RETURN_IF_ERROR(
+      Set(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+  MF_RETURN_IF_ERROR(Annotated(MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(graph.get())),
+                               absl::StrCat("operation graph of ", ops.size(), " operations")));
+  const cudnnBackendDescriptor_t raw_graph = graph.get();
+
+  MF_ASSIGN_OR_RETURN(CudnnDescriptor heuristics,
+                      CudnnDescriptor::Create(lib, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR));
+  const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+  MF_RETURN_IF_ERROR(Set(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                         CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw_graph));
+  MF_RETURN_IF_ERROR(
+      Set(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
+  MF_RETURN_IF_ERROR(Annotated(MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(heuristics.get())),
+                               "engine heuristics"));
+  int64_t count = 0;
+  MF_CUDNN_RETURN_IF_ERROR(
+      lib, cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
+  if (count <= 0) {
+    return absl::UnimplementedError("cuDNN's heuristics offer no engine for this operation graph");
+  }
+  std::vector<CudnnDescriptor> configs;
+  std::vector<cudnnBackendDescriptor_t> raw_configs;
+  for (int64_t i = 0; i < count; ++i) {
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor c,
+                        CudnnDescriptor::Create(lib, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+    raw_configs.push_back(c.get());
+    configs.push_back(std::move(c));
+  }
+  int64_t returned = 0;
+  MF_CUDNN_RETURN_IF_ERROR(lib,
+                           cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned,
+                                                    raw_configs.data()));
+
+  absl::Status first_failure;
+  for (int64_t i = 0; i < returned && i < count; ++i) {
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor candidate,
+                        CudnnDescriptor::Create(lib, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR));
+    MF_RETURN_IF_ERROR(
+        Set(candidate.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+    MF_RETURN_IF_ERROR(Set(candidate.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw_configs[i]));
+    const absl::Status finalized = MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(candidate.get()));
+    if (!finalized.ok()) {
+      if (first_failure.ok()) first_failure = finalized;
+      continue;
+    }
+    int64_t got = 0;
+    MF_CUDNN_RETURN_IF_ERROR(
+        lib, cudnnBackendGetAttribute(candidate.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                      CUDNN_TYPE_INT64, 1, &got, &plan.workspace_bytes));
+    plan.plan = std::move(candidate);
+    for (auto& [uid, t] : tensors_) plan.parts.push_back(std::move(t));
+    for (CudnnDescriptor& d : parts_) plan.parts.push_back(std::move(d));
+    for (CudnnDescriptor& d : operations_) plan.parts.push_back(std::move(d));
+    plan.parts.push_back(std::move(graph));
+    plan.parts.push_back(std::move(heuristics));
+    for (CudnnDescriptor& d : configs) plan.parts.push_back(std::move(d));
+    return plan;
+  }
+  return Annotated(
+      first_failure.ok() ? absl::UnimplementedError("no engine config returned") : first_failure,
+      absl::StrCat("none of ", returned, " engine configs makes a plan; the first"));
+}
+
+absl::Status CudnnExecute(const CudnnLibrary& lib, cudnnHandle_t handle, const CudnnPlan& plan,
+                          const std::vector<int64_t>& uids, const std::vector<void*>& pointers,
+                          void* workspace) {
+  MF_CHECK_EQ(uids.size(), pointers.size());
+  MF_ASSIGN_OR_RETURN(CudnnDescriptor pack,
+                      CudnnDescriptor::Create(lib, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR));
+  const auto n = static_cast<int64_t>(uids.size());
+  MF_CUDNN_RETURN_IF_ERROR(lib,
+                           cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                                                    CUDNN_TYPE_INT64, n, uids.data()));
+  MF_CUDNN_RETURN_IF_ERROR(
+      lib, cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+                                    CUDNN_TYPE_VOID_PTR, n, pointers.data()));
+  MF_CUDNN_RETURN_IF_ERROR(lib,
+                           cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                                                    CUDNN_TYPE_VOID_PTR, 1, &workspace));
+  MF_CUDNN_RETURN_IF_ERROR(lib, cudnnBackendFinalize(pack.get()));
+  MF_CUDNN_RETURN_IF_ERROR(lib, cudnnBackendExecute(handle, plan.plan.get(), pack.get()));
+  return absl::OkStatus();
+}
+
+}  // namespace moefold::ops::cuda
