@@ -4,6 +4,8 @@
 // (B, H, S, D) views with strides; K (and V in the backward) enter transposed, (B, Hkv, D, S), and
 // GQA is the head dimension of K/V dividing that of Q. Intermediates are f32 except the
 // probabilities and score gradients that feed a second matmul (the input dtype), as cuDNN asks.
+// A plan is built from the graph as the current frontend writes it and, should cuDNN refuse that,
+// from the form its frontend wrote up to 1.8 (cuDNN 9.0 to 9.6 era).
 #include "ops/cuda/attention_cudnn.h"
 
 #include <cuda_runtime.h>
@@ -47,11 +49,15 @@ struct Shapes {
   int64_t b, s, hq, hkv, dim;
 };
 
-// The value masked scores take. cuDNN before 9.10 expects the most negative finite float there
-// (its frontend does the same); later versions take -inf.
-float MaskValue(int64_t version) {
-  return version < 91000 ? std::numeric_limits<float>::lowest()
-                         : -std::numeric_limits<float>::infinity();
+// The two ways cuDNN's frontend has written the causal graphs. kCurrent (frontend 1.10 on): index
+// generation computed in f32, the backward masks after subtracting lse, masked scores -inf from
+// cuDNN 9.10 on. kEarlier (up to 1.8): index generation in i32, the backward masks before
+// subtracting lse, masked scores the most negative finite float.
+enum class GraphForm { kCurrent, kEarlier };
+
+float MaskValue(GraphForm form, int64_t version) {
+  return form == GraphForm::kCurrent && version >= 91000 ? -std::numeric_limits<float>::infinity()
+                                                         : std::numeric_limits<float>::lowest();
 }
 
 // Versions and shapes the installed cuDNN is known to refuse or get wrong (its frontend's list).
@@ -71,11 +77,13 @@ absl::Status VersionTakes(int64_t version, const AttentionDims& d, bool backward
 
 // Scores with the causal mask: key j > query i takes the mask value (top-left diagonal, S_q =
 // S_kv). Returns the masked scores.
-int64_t CausalMask(CudnnGraph& g, const Shapes& x, int64_t scores) {
+int64_t CausalMask(CudnnGraph& g, const Shapes& x, GraphForm form, int64_t scores) {
+  const cudnnDataType_t index_math =
+      form == GraphForm::kCurrent ? CUDNN_DATA_FLOAT : CUDNN_DATA_INT32;
   const int64_t row = g.Virtual("row index", CUDNN_DATA_INT32, x.Scores(), x.ScoreStrides());
-  g.GenIndex("row index", 2, scores, row);
+  g.GenIndex("row index", 2, index_math, scores, row);
   const int64_t col = g.Virtual("column index", CUDNN_DATA_INT32, x.Scores(), x.ScoreStrides());
-  g.GenIndex("column index", 3, scores, col);
+  g.GenIndex("column index", 3, index_math, scores, col);
   const int64_t keep = g.Virtual("row >= column", CUDNN_DATA_BOOLEAN, x.Scores(), x.ScoreStrides());
   g.Pointwise("row >= column", CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, -1, keep);
   const int64_t masked = g.Virtual("masked scores", CUDNN_DATA_FLOAT, x.Scores(), x.ScoreStrides());
@@ -85,7 +93,7 @@ int64_t CausalMask(CudnnGraph& g, const Shapes& x, int64_t scores) {
 }
 
 // out = softmax(mask(scale·Q·Kᵀ))·V and lse = max + log Σ exp, row by row.
-void BuildForward(CudnnGraph& g, const Shapes& x, cudnnDataType_t io) {
+void BuildForward(CudnnGraph& g, const Shapes& x, GraphForm form, cudnnDataType_t io) {
   constexpr cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
   g.Tensor("q", kQ, io, x.Heads(x.hq), x.Bshd(x.hq));
   g.Tensor("k (transposed)", kK, io, x.Transposed(), x.TransposedStrides());
@@ -99,7 +107,7 @@ void BuildForward(CudnnGraph& g, const Shapes& x, cudnnDataType_t io) {
   g.Matmul("q·kᵀ", kQ, kK, s);
   const int64_t scaled = g.Virtual("scaled scores", f32, x.Scores(), x.ScoreStrides());
   g.Pointwise("scale", CUDNN_POINTWISE_MUL, f32, s, kScale, -1, scaled);
-  const int64_t masked = CausalMask(g, x, scaled);
+  const int64_t masked = CausalMask(g, x, form, scaled);
   const int64_t max = g.Virtual("row max", f32, x.Rows(), x.RowStrides());
   g.Reduction("row max", CUDNN_REDUCE_TENSOR_MAX, masked, max);
   const int64_t shifted = g.Virtual("scores - max", f32, x.Scores(), x.ScoreStrides());
@@ -120,7 +128,7 @@ void BuildForward(CudnnGraph& g, const Shapes& x, cudnnDataType_t io) {
 // Attention backward from the saved lse: P = exp(mask(scale·Q·Kᵀ) − lse), δ = Σ_d dO∘O,
 // dS = scale·P∘(dO·Vᵀ − δ), dV = Pᵀ·dO, dK = dSᵀ·Q (both summed over each KV head's query heads),
 // dQ = dS·K through an f32 accumulator in memory (zeroed by the caller).
-void BuildBackward(CudnnGraph& g, const Shapes& x, cudnnDataType_t io) {
+void BuildBackward(CudnnGraph& g, const Shapes& x, GraphForm form, cudnnDataType_t io) {
   constexpr cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
   g.Tensor("q", kQ, io, x.Heads(x.hq), x.Bshd(x.hq));
   g.Tensor("k (transposed)", kK, io, x.Transposed(), x.TransposedStrides());
@@ -148,11 +156,12 @@ void BuildBackward(CudnnGraph& g, const Shapes& x, cudnnDataType_t io) {
 
   const int64_t s = g.Virtual("q·kᵀ", f32, x.Scores(), x.ScoreStrides());
   g.Matmul("q·kᵀ", kQ, kK, s);
-  const int64_t scaled = g.Virtual("scaled scores", f32, x.Scores(), x.ScoreStrides());
-  g.Pointwise("scale", CUDNN_POINTWISE_MUL, f32, s, kScale, -1, scaled);
+  int64_t logits = g.Virtual("scaled scores", f32, x.Scores(), x.ScoreStrides());
+  g.Pointwise("scale", CUDNN_POINTWISE_MUL, f32, s, kScale, -1, logits);
+  if (form == GraphForm::kEarlier) logits = CausalMask(g, x, form, logits);
   const int64_t shifted = g.Virtual("scores - lse", f32, x.Scores(), x.ScoreStrides());
-  g.Pointwise("scores - lse", CUDNN_POINTWISE_SUB, f32, scaled, kStats, -1, shifted);
-  const int64_t masked = CausalMask(g, x, shifted);
+  g.Pointwise("scores - lse", CUDNN_POINTWISE_SUB, f32, logits, kStats, -1, shifted);
+  const int64_t masked = form == GraphForm::kCurrent ? CausalMask(g, x, form, shifted) : shifted;
   const int64_t p = g.Virtual("probabilities", f32, x.Scores(), x.ScoreStrides());
   g.Pointwise("exp", CUDNN_POINTWISE_EXP, f32, masked, -1, -1, p);
 
@@ -191,14 +200,20 @@ void BuildBackward(CudnnGraph& g, const Shapes& x, cudnnDataType_t io) {
   g.Pointwise("d_q", CUDNN_POINTWISE_IDENTITY, f32, kDQAccum, -1, -1, kDQ);
 }
 
-void BuildGraph(CudnnGraph& g, const AttentionDims& d, bool backward) {
+void BuildGraph(CudnnGraph& g, const AttentionDims& d, GraphForm form, bool backward) {
   const Shapes x(d);
   if (backward) {
-    BuildBackward(g, x, CUDNN_DATA_BFLOAT16);
+    BuildBackward(g, x, form, CUDNN_DATA_BFLOAT16);
   } else {
-    BuildForward(g, x, CUDNN_DATA_BFLOAT16);
+    BuildForward(g, x, form, CUDNN_DATA_BFLOAT16);
   }
 }
+
+// A plan and the mask value its graph form expects at execution.
+struct SdpaPlan {
+  CudnnPlan plan;
+  float mask_value = 0.0f;
+};
 
 std::string Problem(const CudnnLibrary& lib, const AttentionDims& d, bool backward) {
   return absl::StrCat("cuDNN ", CudnnVersionString(lib.version), " SDPA ",
@@ -211,7 +226,7 @@ struct Registry {
   std::mutex mutex;
   std::map<int, absl::StatusOr<cudnnHandle_t>> handles;
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, int>;
-  std::map<Key, absl::StatusOr<CudnnPlan>> plans;
+  std::map<Key, absl::StatusOr<SdpaPlan>> plans;
 };
 
 Registry& GetRegistry() {
@@ -238,13 +253,13 @@ Registry::Key KeyOf(const AttentionDims& d, DType dtype, bool backward, int devi
 }
 
 // The plan of a problem on `device`, which must be the calling thread's current device.
-absl::StatusOr<const CudnnPlan*> PlanLocked(Registry& r, const CudnnLibrary& lib,
-                                            const AttentionDims& d, DType dtype, bool backward,
-                                            int device) {
+absl::StatusOr<const SdpaPlan*> PlanLocked(Registry& r, const CudnnLibrary& lib,
+                                           const AttentionDims& d, DType dtype, bool backward,
+                                           int device) {
   const Registry::Key key = KeyOf(d, dtype, backward, device);
   auto it = r.plans.find(key);
   if (it == r.plans.end()) {
-    absl::StatusOr<CudnnPlan> plan = [&]() -> absl::StatusOr<CudnnPlan> {
+    absl::StatusOr<SdpaPlan> plan = [&]() -> absl::StatusOr<SdpaPlan> {
       if (!CudnnAttentionSupports(d, dtype)) {
         return absl::UnimplementedError(
             absl::StrCat("the cuDNN graphs take bf16 with head dim 64 or 128, got ",
@@ -252,9 +267,15 @@ absl::StatusOr<const CudnnPlan*> PlanLocked(Registry& r, const CudnnLibrary& lib
       }
       MF_RETURN_IF_ERROR(VersionTakes(lib.version, d, backward));
       MF_ASSIGN_OR_RETURN(cudnnHandle_t handle, HandleLocked(r, lib, device));
-      CudnnGraph g(lib);
-      BuildGraph(g, d, backward);
-      return std::move(g).Build(handle);
+      absl::Status first;
+      for (const GraphForm form : {GraphForm::kCurrent, GraphForm::kEarlier}) {
+        CudnnGraph g(lib);
+        BuildGraph(g, d, form, backward);
+        absl::StatusOr<CudnnPlan> built = std::move(g).Build(handle);
+        if (built.ok()) return SdpaPlan{*std::move(built), MaskValue(form, lib.version)};
+        if (first.ok()) first = built.status();
+      }
+      return first;  // the current form's reason
     }();
     if (!plan.ok()) {
       plan = absl::Status(plan.status().code(),
@@ -269,8 +290,9 @@ absl::StatusOr<const CudnnPlan*> PlanLocked(Registry& r, const CudnnLibrary& lib
 // Sets the handle's stream and runs the plan of `key` with `uids`/`pointers` and a workspace of its
 // size. A failure replaces the plan by the error: the problem is not tried on cuDNN again.
 absl::Status RunLocked(Registry& r, const CudnnLibrary& lib, const Registry::Key& key,
-                       const CudnnPlan& plan, const std::vector<int64_t>& uids,
+                       const SdpaPlan& sdpa, const std::vector<int64_t>& uids,
                        const std::vector<void*>& pointers, const Stream& stream) {
+  const CudnnPlan& plan = sdpa.plan;
   absl::Status status = [&]() -> absl::Status {
     MF_ASSIGN_OR_RETURN(cudnnHandle_t handle, HandleLocked(r, lib, stream.device().index));
     MF_CUDNN_RETURN_IF_ERROR(lib,
@@ -283,7 +305,7 @@ absl::Status RunLocked(Registry& r, const CudnnLibrary& lib, const Registry::Key
   if (!status.ok()) {
     status = absl::Status(status.code(), absl::StrCat("cuDNN ", CudnnVersionString(lib.version),
                                                       " SDPA execution: ", status.message()));
-    r.plans.insert_or_assign(key, status);  // `plan` dies here; it is not used after
+    r.plans.insert_or_assign(key, status);  // `sdpa` dies here; it is not used after
   }
   return status;
 }
@@ -317,8 +339,8 @@ absl::Status CudnnAttentionForward(const AttentionDims& d, const Tensor& q, cons
   Registry& r = GetRegistry();
   std::lock_guard<std::mutex> lock(r.mutex);
   const int device = stream.device().index;
-  MF_ASSIGN_OR_RETURN(const CudnnPlan* plan, PlanLocked(r, *lib, d, q.dtype(), false, device));
-  float scale_value = scale, mask_value = MaskValue(lib->version);
+  MF_ASSIGN_OR_RETURN(const SdpaPlan* plan, PlanLocked(r, *lib, d, q.dtype(), false, device));
+  float scale_value = scale, mask_value = plan->mask_value;
   return RunLocked(r, *lib, KeyOf(d, q.dtype(), false, device), *plan,
                    {kQ, kK, kV, kO, kStats, kScale, kMaskValue},
                    {q.raw_data(), k.raw_data(), v.raw_data(), out->raw_data(), lse->raw_data(),
@@ -334,13 +356,13 @@ absl::Status CudnnAttentionBackward(const AttentionDims& d, const Tensor& q, con
   Registry& r = GetRegistry();
   std::lock_guard<std::mutex> lock(r.mutex);
   const int device = stream.device().index;
-  MF_ASSIGN_OR_RETURN(const CudnnPlan* plan, PlanLocked(r, *lib, d, q.dtype(), true, device));
+  MF_ASSIGN_OR_RETURN(const SdpaPlan* plan, PlanLocked(r, *lib, d, q.dtype(), true, device));
   // The engine adds into the dQ accumulator; its frontend zeroes it before 9.6 and leaves it to
   // the engine after. Zeroing always costs one memset and holds for every version.
   Tensor softmax_sum = Scratch({d.batch * d.q_heads * d.seq}, DType::kF32, stream);
   Tensor d_q_accum = Scratch({d.batch * d.q_heads * d.seq * d.head_dim}, DType::kF32, stream);
   d_q_accum.SetZero(stream);
-  float scale_value = scale, mask_value = MaskValue(lib->version), one = 1.0f;
+  float scale_value = scale, mask_value = plan->mask_value, one = 1.0f;
   return RunLocked(
       r, *lib, KeyOf(d, q.dtype(), true, device), *plan,
       {kQ, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kScale, kMaskValue, kOne, kSoftmaxSum, kDQAccum},
@@ -360,9 +382,12 @@ absl::Status CudnnAttentionCheckGraph(const AttentionDims& d, DType dtype, bool 
   if (!CudnnAttentionSupports(d, dtype)) {
     return absl::UnimplementedError("not a problem the cuDNN graphs take");
   }
-  CudnnGraph g(*lib);
-  BuildGraph(g, d, backward);
-  return g.status();
+  for (const GraphForm form : {GraphForm::kCurrent, GraphForm::kEarlier}) {
+    CudnnGraph g(*lib);
+    BuildGraph(g, d, form, backward);
+    MF_RETURN_IF_ERROR(g.status());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace moefold::ops::cuda

@@ -40,8 +40,9 @@ absl::Status CudnnAttentionBackward(const AttentionDims& d, const Tensor& q, con
 // cuDNN's runtime version ("9.19.0"), or why it cannot be loaded.
 absl::StatusOr<std::string> CudnnRuntimeVersion();
 
-// Builds (and finalises) every tensor and operation descriptor of the graph without a GPU or a
-// handle: a check that the graph is well formed for the installed cuDNN (tests).
+// Builds (and finalises) every tensor and operation descriptor of the graph, in each form it may
+// take, without a GPU or a handle: a check that the graphs are well formed for the installed cuDNN
+// (tests).
 absl::Status CudnnAttentionCheckGraph(const AttentionDims& d, DType dtype, bool backward);
 
 }  // namespace moefold::ops::cuda

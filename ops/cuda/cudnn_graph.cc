@@ -145,8 +145,9 @@ void CudnnGraph::Pointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDat
   AddPointwise(name, mode, compute, x, b, t, y, -1);
 }
 
-void CudnnGraph::GenIndex(const char* name, int64_t axis, int64_t x, int64_t y) {
-  AddPointwise(name, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_FLOAT, x, -1, -1, y, axis);
+void CudnnGraph::GenIndex(const char* name, int64_t axis, cudnnDataType_t compute, int64_t x,
+                          int64_t y) {
+  AddPointwise(name, CUDNN_POINTWISE_GEN_INDEX, compute, x, -1, -1, y, axis);
 }
 
 void CudnnGraph::AddPointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,

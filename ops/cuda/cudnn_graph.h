@@ -71,8 +71,8 @@ class CudnnGraph {
   // `compute`; b or t of -1 = absent.
   void Pointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute, int64_t x,
                  int64_t b, int64_t t, int64_t y);
-  // y = the index of each element of x along `axis` (GEN_INDEX), computed in f32.
-  void GenIndex(const char* name, int64_t axis, int64_t x, int64_t y);
+  // y = the index of each element of x along `axis` (GEN_INDEX), computed in `compute`.
+  void GenIndex(const char* name, int64_t axis, cudnnDataType_t compute, int64_t x, int64_t y);
   // y = op over the dimensions where y has extent 1 (or a divisor: grouped heads), f32.
   void Reduction(const char* name, cudnnReduceTensorOp_t op, int64_t x, int64_t y);
   // y = x seen with y's dimensions and strides (no data movement).
