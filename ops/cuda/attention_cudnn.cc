@@ -125,6 +125,23 @@ void BuildForward(CudnnGraph& g, const Shapes& x, GraphForm form, cudnnDataType_
   g.Matmul("p·v", p, kV, kO);
 }
 
+// A K or V gradient: out = scoresᵀ·rhs per query head, summed over each KV head's group of query
+// heads. The transposed scores are a view in the input dtype (the matmul's operand).
+void KvGradient(CudnnGraph& g, const Shapes& x, cudnnDataType_t io, absl::string_view name,
+                int64_t scores, int64_t rhs, int64_t out) {
+  const int64_t transposed =
+      g.Virtual(absl::StrCat(name, ": scoresᵀ"), io, x.Scores(), x.ScoreStridesTransposed());
+  g.Reshape(absl::StrCat(name, ": scoresᵀ"), scores, transposed);
+  if (x.hq == x.hkv) {
+    g.Matmul(name, transposed, rhs, out);
+    return;
+  }
+  const int64_t per_head =
+      g.Virtual(absl::StrCat(name, " per query head"), io, x.Heads(x.hq), x.PackedStrides());
+  g.Matmul(name, transposed, rhs, per_head);
+  g.Reduction(absl::StrCat(name, ": sum over the group"), CUDNN_REDUCE_TENSOR_ADD, per_head, out);
+}
+
 // Attention backward from the saved lse: P = exp(mask(scale·Q·Kᵀ) − lse), δ = Σ_d dO∘O,
 // dS = scale·P∘(dO·Vᵀ − δ), dV = Pᵀ·dO, dK = dSᵀ·Q (both summed over each KV head's query heads),
 // dQ = dS·K through an f32 accumulator in memory (zeroed by the caller).
@@ -144,14 +161,14 @@ void BuildBackward(CudnnGraph& g, const Shapes& x, GraphForm form, cudnnDataType
   g.Scalar("scale", kScale);
   g.Scalar("mask value", kMaskValue);
   g.Scalar("one", kOne);
-  const bool grouped = x.hq != x.hkv;
 
-  // δ = Σ_d dO∘O, written to memory: the engine reads it per query tile.
+  // δ = Σ_d dO∘O goes to memory (a scratch tensor), as in the graph cuDNN's frontend emits.
   const int64_t product = g.Virtual("d_out·out", f32, x.Heads(x.hq), x.Bshd(x.hq));
   g.Pointwise("d_out·out", CUDNN_POINTWISE_MUL, f32, kDO, kO, -1, product);
   const int64_t row_sum = g.Virtual("Σ d_out·out", f32, x.Rows(), x.RowStrides());
   g.Reduction("Σ d_out·out", CUDNN_REDUCE_TENSOR_ADD, product, row_sum);
-  // ·1: where dropout would scale; the engines match the graph with this step in it.
+  // ·1 where dropout would scale δ: the frontend emits this step even without dropout, so it is
+  // the form the engines are known to take.
   g.Pointwise("softmax sum", CUDNN_POINTWISE_MUL, f32, row_sum, kOne, -1, kSoftmaxSum);
 
   const int64_t s = g.Virtual("q·kᵀ", f32, x.Scores(), x.ScoreStrides());
@@ -165,15 +182,7 @@ void BuildBackward(CudnnGraph& g, const Shapes& x, GraphForm form, cudnnDataType
   const int64_t p = g.Virtual("probabilities", f32, x.Scores(), x.ScoreStrides());
   g.Pointwise("exp", CUDNN_POINTWISE_EXP, f32, masked, -1, -1, p);
 
-  const int64_t p_t = g.Virtual("pᵀ", io, x.Scores(), x.ScoreStridesTransposed());
-  g.Reshape("pᵀ", p, p_t);
-  if (grouped) {
-    const int64_t d_v_heads = g.Virtual("d_v per query head", io, x.Heads(x.hq), x.PackedStrides());
-    g.Matmul("pᵀ·d_out", p_t, kDO, d_v_heads);
-    g.Reduction("d_v over the group", CUDNN_REDUCE_TENSOR_ADD, d_v_heads, kDV);
-  } else {
-    g.Matmul("pᵀ·d_out", p_t, kDO, kDV);
-  }
+  KvGradient(g, x, io, "d_v = pᵀ·d_out", p, kDO, kDV);
 
   const int64_t d_p = g.Virtual("d_out·vᵀ", f32, x.Scores(), x.ScoreStrides());
   g.Matmul("d_out·vᵀ", kDO, kV, d_p);
@@ -184,15 +193,7 @@ void BuildBackward(CudnnGraph& g, const Shapes& x, GraphForm form, cudnnDataType
   const int64_t d_s = g.Virtual("d_s", f32, x.Scores(), x.ScoreStrides());
   g.Pointwise("d_s", CUDNN_POINTWISE_MUL, f32, d_s_unscaled, kScale, -1, d_s);
 
-  const int64_t d_s_t = g.Virtual("d_sᵀ", io, x.Scores(), x.ScoreStridesTransposed());
-  g.Reshape("d_sᵀ", d_s, d_s_t);
-  if (grouped) {
-    const int64_t d_k_heads = g.Virtual("d_k per query head", io, x.Heads(x.hq), x.PackedStrides());
-    g.Matmul("d_sᵀ·q", d_s_t, kQ, d_k_heads);
-    g.Reduction("d_k over the group", CUDNN_REDUCE_TENSOR_ADD, d_k_heads, kDK);
-  } else {
-    g.Matmul("d_sᵀ·q", d_s_t, kQ, kDK);
-  }
+  KvGradient(g, x, io, "d_k = d_sᵀ·q", d_s, kQ, kDK);
 
   const int64_t k = g.Virtual("k", f32, x.Heads(x.hkv), x.Bshd(x.hkv));
   g.Reshape("k", kK, k);

@@ -34,14 +34,14 @@ CudnnDescriptor::~CudnnDescriptor() {
 
 namespace {
 
-absl::Status Annotated(const absl::Status& s, const std::string& what) {
+absl::Status Annotated(const absl::Status& s, absl::string_view what) {
   if (s.ok()) return s;
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
 }  // namespace
 
-bool CudnnGraph::Ok(const absl::Status& s, const std::string& what) {
+bool CudnnGraph::Ok(const absl::Status& s, absl::string_view what) {
   if (s.ok()) return true;
   if (status_.ok()) status_ = Annotated(s, what);
   return false;
@@ -74,7 +74,7 @@ absl::Status CudnnGraph::MakeTensor(int64_t uid, cudnnDataType_t type, const Cud
   return absl::OkStatus();
 }
 
-int64_t CudnnGraph::Tensor(const char* name, int64_t uid, cudnnDataType_t type,
+int64_t CudnnGraph::Tensor(absl::string_view name, int64_t uid, cudnnDataType_t type,
                            const CudnnDims& dims, const CudnnDims& strides) {
   if (status_.ok()) {
     Ok(MakeTensor(uid, type, dims, strides, false, false), absl::StrCat("tensor ", name));
@@ -82,7 +82,7 @@ int64_t CudnnGraph::Tensor(const char* name, int64_t uid, cudnnDataType_t type,
   return uid;
 }
 
-int64_t CudnnGraph::Scalar(const char* name, int64_t uid) {
+int64_t CudnnGraph::Scalar(absl::string_view name, int64_t uid) {
   if (status_.ok()) {
     Ok(MakeTensor(uid, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true),
        absl::StrCat("scalar ", name));
@@ -90,7 +90,7 @@ int64_t CudnnGraph::Scalar(const char* name, int64_t uid) {
   return uid;
 }
 
-int64_t CudnnGraph::Virtual(const char* name, cudnnDataType_t type, const CudnnDims& dims,
+int64_t CudnnGraph::Virtual(absl::string_view name, cudnnDataType_t type, const CudnnDims& dims,
                             const CudnnDims& strides) {
   const int64_t uid = next_virtual_uid_++;
   if (status_.ok()) {
@@ -99,7 +99,7 @@ int64_t CudnnGraph::Virtual(const char* name, cudnnDataType_t type, const CudnnD
   return uid;
 }
 
-cudnnBackendDescriptor_t CudnnGraph::TensorDesc(int64_t uid, const char* op) {
+cudnnBackendDescriptor_t CudnnGraph::TensorDesc(int64_t uid, absl::string_view op) {
   const auto it = tensors_.find(uid);
   if (it != tensors_.end()) return it->second.get();
   Ok(absl::InternalError(absl::StrCat("no tensor with uid ", uid)), op);
@@ -110,7 +110,7 @@ void CudnnGraph::AddOperation(const std::string& what, absl::StatusOr<CudnnDescr
   if (Ok(op.status(), what)) operations_.push_back(*std::move(op));
 }
 
-void CudnnGraph::Matmul(const char* name, int64_t a, int64_t b, int64_t c) {
+void CudnnGraph::Matmul(absl::string_view name, int64_t a, int64_t b, int64_t c) {
   if (!status_.ok()) return;
   cudnnBackendDescriptor_t da = TensorDesc(a, name), db = TensorDesc(b, name),
                            dc = TensorDesc(c, name);
@@ -140,18 +140,19 @@ void CudnnGraph::Matmul(const char* name, int64_t a, int64_t b, int64_t c) {
   AddOperation(absl::StrCat("matmul ", name), build());
 }
 
-void CudnnGraph::Pointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,
-                           int64_t x, int64_t b, int64_t t, int64_t y) {
+void CudnnGraph::Pointwise(absl::string_view name, cudnnPointwiseMode_t mode,
+                           cudnnDataType_t compute, int64_t x, int64_t b, int64_t t, int64_t y) {
   AddPointwise(name, mode, compute, x, b, t, y, -1);
 }
 
-void CudnnGraph::GenIndex(const char* name, int64_t axis, cudnnDataType_t compute, int64_t x,
+void CudnnGraph::GenIndex(absl::string_view name, int64_t axis, cudnnDataType_t compute, int64_t x,
                           int64_t y) {
   AddPointwise(name, CUDNN_POINTWISE_GEN_INDEX, compute, x, -1, -1, y, axis);
 }
 
-void CudnnGraph::AddPointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,
-                              int64_t x, int64_t b, int64_t t, int64_t y, int64_t axis) {
+void CudnnGraph::AddPointwise(absl::string_view name, cudnnPointwiseMode_t mode,
+                              cudnnDataType_t compute, int64_t x, int64_t b, int64_t t, int64_t y,
+                              int64_t axis) {
   if (!status_.ok()) return;
   cudnnBackendDescriptor_t dx = TensorDesc(x, name), dy = TensorDesc(y, name);
   cudnnBackendDescriptor_t db = b >= 0 ? TensorDesc(b, name) : nullptr;
@@ -198,7 +199,8 @@ void CudnnGraph::AddPointwise(const char* name, cudnnPointwiseMode_t mode, cudnn
   AddOperation(absl::StrCat("pointwise ", name), build());
 }
 
-void CudnnGraph::Reduction(const char* name, cudnnReduceTensorOp_t reduce, int64_t x, int64_t y) {
+void CudnnGraph::Reduction(absl::string_view name, cudnnReduceTensorOp_t reduce, int64_t x,
+                           int64_t y) {
   if (!status_.ok()) return;
   cudnnBackendDescriptor_t dx = TensorDesc(x, name), dy = TensorDesc(y, name);
   if (!status_.ok()) return;
@@ -228,7 +230,7 @@ void CudnnGraph::Reduction(const char* name, cudnnReduceTensorOp_t reduce, int64
   AddOperation(absl::StrCat("reduction ", name), build());
 }
 
-void CudnnGraph::Reshape(const char* name, int64_t x, int64_t y) {
+void CudnnGraph::Reshape(absl::string_view name, int64_t x, int64_t y) {
   if (!status_.ok()) return;
   cudnnBackendDescriptor_t dx = TensorDesc(x, name), dy = TensorDesc(y, name);
   if (!status_.ok()) return;

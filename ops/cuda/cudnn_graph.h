@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "ops/cuda/cudnn_library.h"
 
 namespace moefold::ops::cuda {
@@ -56,27 +57,28 @@ class CudnnGraph {
 
   // A tensor in memory, bound by `uid` in the variant pack. Every tensor claims 16-byte
   // alignment: callers check their pointers. Returns `uid`.
-  int64_t Tensor(const char* name, int64_t uid, cudnnDataType_t type, const CudnnDims& dims,
+  int64_t Tensor(absl::string_view name, int64_t uid, cudnnDataType_t type, const CudnnDims& dims,
                  const CudnnDims& strides);
   // An f32 scalar passed by value: the variant pack points at a host float. Returns `uid`.
-  int64_t Scalar(const char* name, int64_t uid);
+  int64_t Scalar(absl::string_view name, int64_t uid);
   // An intermediate that never reaches memory; returns its fresh uid (from 1 << 20 up).
-  int64_t Virtual(const char* name, cudnnDataType_t type, const CudnnDims& dims,
+  int64_t Virtual(absl::string_view name, cudnnDataType_t type, const CudnnDims& dims,
                   const CudnnDims& strides);
 
   // c = a·b over the last two dimensions, batched over the first two (a head dimension of b may
   // be a divisor of a's: grouped heads), f32 accumulation.
-  void Matmul(const char* name, int64_t a, int64_t b, int64_t c);
+  void Matmul(absl::string_view name, int64_t a, int64_t b, int64_t c);
   // y = mode(x), mode(x, b) or mode(x, b, t) elementwise with broadcasting, computed in
   // `compute`; b or t of -1 = absent.
-  void Pointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute, int64_t x,
-                 int64_t b, int64_t t, int64_t y);
+  void Pointwise(absl::string_view name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,
+                 int64_t x, int64_t b, int64_t t, int64_t y);
   // y = the index of each element of x along `axis` (GEN_INDEX), computed in `compute`.
-  void GenIndex(const char* name, int64_t axis, cudnnDataType_t compute, int64_t x, int64_t y);
+  void GenIndex(absl::string_view name, int64_t axis, cudnnDataType_t compute, int64_t x,
+                int64_t y);
   // y = op over the dimensions where y has extent 1 (or a divisor: grouped heads), f32.
-  void Reduction(const char* name, cudnnReduceTensorOp_t op, int64_t x, int64_t y);
+  void Reduction(absl::string_view name, cudnnReduceTensorOp_t op, int64_t x, int64_t y);
   // y = x seen with y's dimensions and strides (no data movement).
-  void Reshape(const char* name, int64_t x, int64_t y);
+  void Reshape(absl::string_view name, int64_t x, int64_t y);
 
   const absl::Status& status() const { return status_; }
 
@@ -87,17 +89,17 @@ class CudnnGraph {
 
  private:
   // Records `s` (with `what` in front) as the sticky failure; true when s is OK.
-  bool Ok(const absl::Status& s, const std::string& what);
+  bool Ok(const absl::Status& s, absl::string_view what);
   absl::Status Set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
                    cudnnBackendAttributeType_t type, int64_t count, const void* values) const;
   absl::Status MakeTensor(int64_t uid, cudnnDataType_t type, const CudnnDims& dims,
                           const CudnnDims& strides, bool is_virtual, bool by_value);
   // The descriptor of tensor `uid`, or null (recorded as a failure) when none was added.
-  cudnnBackendDescriptor_t TensorDesc(int64_t uid, const char* op);
+  cudnnBackendDescriptor_t TensorDesc(int64_t uid, absl::string_view op);
   void AddOperation(const std::string& what, absl::StatusOr<CudnnDescriptor> op);
   // Pointwise and GenIndex; `axis` < 0: none.
-  void AddPointwise(const char* name, cudnnPointwiseMode_t mode, cudnnDataType_t compute, int64_t x,
-                    int64_t b, int64_t t, int64_t y, int64_t axis);
+  void AddPointwise(absl::string_view name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,
+                    int64_t x, int64_t b, int64_t t, int64_t y, int64_t axis);
 
   const CudnnLibrary* lib_;
   absl::Status status_;
