@@ -1,8 +1,7 @@
 // Causal GQA attention on the GPU: argument checks as the CPU reference, then the backend that
-// SetAttentionBackend selects. kAuto: cuDNN's fused SDPA where its graphs take the call (bf16, head
-// dim 64/128), else the flash kernels where they apply (bf16, head dim 64/128, S % 64 == 0), else
-// the row kernels; a cuDNN failure prints one line per reason and the call (and every later call
-// that fails the same way) runs our kernels.
+// SetAttentionBackend selects. kAuto: cuDNN's fused SDPA where its graphs take the call, else the
+// flash kernels where they apply, else the row kernels; a cuDNN failure prints one line per reason
+// and that call, like every later one cuDNN has failed for, runs our kernels.
 #include "ops/attention.h"
 
 #include <cstdint>
