@@ -391,4 +391,20 @@ absl::Status CudnnAttentionCheckGraph(const AttentionDims& d, DType dtype, bool 
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int64_t>> CudnnAttentionSupportedConfigs(
+    const AttentionDims& d, DType dtype, bool backward, const std::string& device_json) {
+  MF_ASSIGN_OR_RETURN(const CudnnLibrary* lib, LoadCudnn());
+  if (!CudnnAttentionSupports(d, dtype)) {
+    return absl::UnimplementedError("not a problem the cuDNN graphs take");
+  }
+  std::vector<int64_t> counts;
+  for (const GraphForm form : {GraphForm::kCurrent, GraphForm::kEarlier}) {
+    CudnnGraph g(*lib);
+    BuildGraph(g, d, form, backward);
+    MF_ASSIGN_OR_RETURN(const int64_t n, std::move(g).SupportedConfigsFor(device_json));
+    counts.push_back(n);
+  }
+  return counts;
+}
+
 }  // namespace moefold::ops::cuda

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,5 +45,12 @@ absl::StatusOr<std::string> CudnnRuntimeVersion();
 // take, without a GPU or a handle: a check that the graphs are well formed for the installed cuDNN
 // (tests).
 absl::Status CudnnAttentionCheckGraph(const AttentionDims& d, DType dtype, bool backward);
+
+// Without a GPU: for each form the graph may take (the current one first), how many engine
+// configs of the installed cuDNN pass their support checks on the device `device_json` describes
+// (CudnnGraph::SupportedConfigsFor: cuDNN >= 9.11 and libcuda, the driver or its stub). Tests.
+absl::StatusOr<std::vector<int64_t>> CudnnAttentionSupportedConfigs(const AttentionDims& d,
+                                                                    DType dtype, bool backward,
+                                                                    const std::string& device_json);
 
 }  // namespace moefold::ops::cuda

@@ -30,4 +30,9 @@ absl::StatusOr<std::string> CudnnRuntimeVersion() { return NotBuilt(); }
 
 absl::Status CudnnAttentionCheckGraph(const AttentionDims&, DType, bool) { return NotBuilt(); }
 
+absl::StatusOr<std::vector<int64_t>> CudnnAttentionSupportedConfigs(const AttentionDims&, DType,
+                                                                    bool, const std::string&) {
+  return NotBuilt();
+}
+
 }  // namespace moefold::ops::cuda

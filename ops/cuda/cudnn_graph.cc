@@ -2,6 +2,7 @@
 // made, so a wrong attribute fails at the step that set it, not later inside the heuristics.
 #include "ops/cuda/cudnn_graph.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -247,68 +248,96 @@ void CudnnGraph::Reshape(absl::string_view name, int64_t x, int64_t y) {
   AddOperation(absl::StrCat("reshape ", name), build());
 }
 
-absl::StatusOr<CudnnPlan> CudnnGraph::Build(cudnnHandle_t handle) && {
+// The operation graph, the heuristics over it and their engine configs (those that pass cuDNN's
+// support checks), for `handle`'s GPU or for the device `device` describes.
+struct CudnnGraph::Candidates {
+  CudnnDescriptor device, graph, heuristics;
+  std::vector<CudnnDescriptor> configs;
+};
+
+absl::StatusOr<CudnnGraph::Candidates> CudnnGraph::Heuristics(cudnnHandle_t handle,
+                                                              CudnnDescriptor device) {
   if (!status_.ok()) return status_;
   const CudnnLibrary& lib = *lib_;
-  CudnnPlan plan;
+  Candidates c;
+  c.device = std::move(device);
   std::vector<cudnnBackendDescriptor_t> ops;
   for (const CudnnDescriptor& op : operations_) ops.push_back(op.get());
-
-  MF_ASSIGN_OR_RETURN(CudnnDescriptor graph,
+  MF_ASSIGN_OR_RETURN(c.graph,
                       CudnnDescriptor::Create(lib, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR));
-  MF_RETURN_IF_ERROR(Set(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                         static_cast<int64_t>(ops.size()), ops.data()));
+  MF_RETURN_IF_ERROR(Set(c.graph.get(), CUDNN_ATTR_OPERATIONGRAPH_OPS,
+                         CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops.size()),
+                         ops.data()));
   // Deprecated in cuDNN 9.19's header (a device-properties descriptor may replace it there) but
   // required by earlier 9.x, and still honoured.
-  MF_RETURN_IF_ERROR(
-      Set(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
-  MF_RETURN_IF_ERROR(Annotated(MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(graph.get())),
+  if (handle != nullptr) {
+    MF_RETURN_IF_ERROR(
+        Set(c.graph.get(), CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+  }
+  MF_RETURN_IF_ERROR(Annotated(MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(c.graph.get())),
                                absl::StrCat("operation graph of ", ops.size(), " operations")));
-  const cudnnBackendDescriptor_t raw_graph = graph.get();
+  const cudnnBackendDescriptor_t raw_graph = c.graph.get();
+  const cudnnBackendDescriptor_t raw_device = c.device.get();
 
-  MF_ASSIGN_OR_RETURN(CudnnDescriptor heuristics,
+  MF_ASSIGN_OR_RETURN(c.heuristics,
                       CudnnDescriptor::Create(lib, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR));
   const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-  MF_RETURN_IF_ERROR(Set(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+  MF_RETURN_IF_ERROR(Set(c.heuristics.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw_graph));
   MF_RETURN_IF_ERROR(
-      Set(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
-  MF_RETURN_IF_ERROR(Annotated(MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(heuristics.get())),
+      Set(c.heuristics.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
+  if (raw_device != nullptr) {
+    MF_RETURN_IF_ERROR(Set(c.heuristics.get(), CUDNN_ATTR_ENGINEHEUR_DEVICEPROP,
+                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw_device));
+  }
+  MF_RETURN_IF_ERROR(Annotated(MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(c.heuristics.get())),
                                "engine heuristics"));
   int64_t count = 0;
   MF_CUDNN_RETURN_IF_ERROR(
-      lib, cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+      lib, cudnnBackendGetAttribute(c.heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
-  if (count <= 0) {
-    return absl::UnimplementedError("cuDNN's heuristics offer no engine for this operation graph");
-  }
-  std::vector<CudnnDescriptor> configs;
   std::vector<cudnnBackendDescriptor_t> raw_configs;
   for (int64_t i = 0; i < count; ++i) {
-    MF_ASSIGN_OR_RETURN(CudnnDescriptor c,
+    MF_ASSIGN_OR_RETURN(CudnnDescriptor config,
                         CudnnDescriptor::Create(lib, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
-    raw_configs.push_back(c.get());
-    configs.push_back(std::move(c));
+    raw_configs.push_back(config.get());
+    c.configs.push_back(std::move(config));
   }
   int64_t returned = 0;
-  MF_CUDNN_RETURN_IF_ERROR(lib,
-                           cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned,
-                                                    raw_configs.data()));
+  if (count > 0) {
+    MF_CUDNN_RETURN_IF_ERROR(
+        lib, cudnnBackendGetAttribute(c.heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned,
+                                      raw_configs.data()));
+  }
+  // Only the first `returned` passed the engines' support checks.
+  c.configs.resize(static_cast<size_t>(std::clamp<int64_t>(returned, 0, count)));
+  return c;
+}
 
+absl::StatusOr<CudnnPlan> CudnnGraph::Build(cudnnHandle_t handle) && {
+  MF_ASSIGN_OR_RETURN(Candidates c, Heuristics(handle, CudnnDescriptor()));
+  const CudnnLibrary& lib = *lib_;
+  if (c.configs.empty()) {
+    return absl::UnimplementedError(
+        "no engine config of cuDNN's heuristics supports this operation graph (run with "
+        "CUDNN_LOGLEVEL_DBG=2 CUDNN_LOGDEST_DBG=stderr for cuDNN's reasons)");
+  }
   absl::Status first_failure;
-  for (int64_t i = 0; i < returned && i < count; ++i) {
+  for (const CudnnDescriptor& config : c.configs) {
+    const cudnnBackendDescriptor_t raw_config = config.get();
     MF_ASSIGN_OR_RETURN(CudnnDescriptor candidate,
                         CudnnDescriptor::Create(lib, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR));
     MF_RETURN_IF_ERROR(
         Set(candidate.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
     MF_RETURN_IF_ERROR(Set(candidate.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw_configs[i]));
+                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw_config));
     const absl::Status finalized = MF_CUDNN_STATUS_(lib, cudnnBackendFinalize(candidate.get()));
     if (!finalized.ok()) {
       if (first_failure.ok()) first_failure = finalized;
       continue;
     }
+    CudnnPlan plan;
     int64_t got = 0;
     MF_CUDNN_RETURN_IF_ERROR(
         lib, cudnnBackendGetAttribute(candidate.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
@@ -317,14 +346,26 @@ absl::StatusOr<CudnnPlan> CudnnGraph::Build(cudnnHandle_t handle) && {
     for (auto& [uid, t] : tensors_) plan.parts.push_back(std::move(t));
     for (CudnnDescriptor& d : parts_) plan.parts.push_back(std::move(d));
     for (CudnnDescriptor& d : operations_) plan.parts.push_back(std::move(d));
-    plan.parts.push_back(std::move(graph));
-    plan.parts.push_back(std::move(heuristics));
-    for (CudnnDescriptor& d : configs) plan.parts.push_back(std::move(d));
+    plan.parts.push_back(std::move(c.graph));
+    plan.parts.push_back(std::move(c.heuristics));
+    for (CudnnDescriptor& d : c.configs) plan.parts.push_back(std::move(d));
     return plan;
   }
-  return Annotated(
-      first_failure.ok() ? absl::UnimplementedError("no engine config returned") : first_failure,
-      absl::StrCat("none of ", returned, " engine configs makes a plan; the first"));
+  return Annotated(first_failure, absl::StrCat("none of ", c.configs.size(),
+                                               " engine configs makes a plan; the first"));
+}
+
+absl::StatusOr<int64_t> CudnnGraph::SupportedConfigsFor(const std::string& device_json) && {
+  if (!status_.ok()) return status_;
+  MF_ASSIGN_OR_RETURN(CudnnDescriptor device,
+                      CudnnDescriptor::Create(*lib_, CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR));
+  // The JSON text with its terminating NUL (cuDNN parses a C string).
+  MF_RETURN_IF_ERROR(Set(device.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                         static_cast<int64_t>(device_json.size() + 1), device_json.c_str()));
+  MF_RETURN_IF_ERROR(
+      Annotated(MF_CUDNN_STATUS_(*lib_, cudnnBackendFinalize(device.get())), "device properties"));
+  MF_ASSIGN_OR_RETURN(Candidates c, Heuristics(nullptr, std::move(device)));
+  return static_cast<int64_t>(c.configs.size());
 }
 
 absl::Status CudnnExecute(const CudnnLibrary& lib, cudnnHandle_t handle, const CudnnPlan& plan,

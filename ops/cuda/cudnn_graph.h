@@ -86,6 +86,11 @@ class CudnnGraph {
   // first config that finalises. Any failure (including an earlier sticky one) is returned with
   // the step and cuDNN's own message.
   absl::StatusOr<CudnnPlan> Build(cudnnHandle_t handle) &&;
+  // Without a GPU: how many engine configs the heuristics offer, and the engines' support checks
+  // pass, for the device `device_json` describes (the JSON form of a DEVICEPROP descriptor; cuDNN
+  // >= 9.11). The checks need libcuda (the driver, or the toolkit's stub where there is none).
+  // Tests use it to learn whether cuDNN takes a graph on a GPU they lack.
+  absl::StatusOr<int64_t> SupportedConfigsFor(const std::string& device_json) &&;
 
  private:
   // Records `s` (with `what` in front) as the sticky failure; true when s is OK.
@@ -97,6 +102,10 @@ class CudnnGraph {
   // The descriptor of tensor `uid`, or null (recorded as a failure) when none was added.
   cudnnBackendDescriptor_t TensorDesc(int64_t uid, absl::string_view op);
   void AddOperation(const std::string& what, absl::StatusOr<CudnnDescriptor> op);
+  struct Candidates;
+  // The operation graph on `handle` or for the (finalised) device properties `device` (exactly one
+  // is set), and the engine configs of its heuristics that pass the engines' support checks.
+  absl::StatusOr<Candidates> Heuristics(cudnnHandle_t handle, CudnnDescriptor device);
   // Pointwise and GenIndex; `axis` < 0: none.
   void AddPointwise(absl::string_view name, cudnnPointwiseMode_t mode, cudnnDataType_t compute,
                     int64_t x, int64_t b, int64_t t, int64_t y, int64_t axis);

@@ -1,10 +1,13 @@
-// The cuDNN loader, its status translation and the SDPA graphs' descriptors, checked without a
-// GPU: every tensor and operation descriptor of the forward and backward graphs must finalise in
-// the installed cuDNN (only the operation graph and the plan need a GPU). Skips where no cuDNN 9
-// library can be opened.
+// The cuDNN loader, its status translation and the SDPA graphs, checked without a GPU: every
+// tensor and operation descriptor of the forward and backward graphs finalises in the installed
+// cuDNN, and cuDNN's engines pass their support checks for them on an H100 described to cuDNN
+// (deviceless heuristics). Skips where no cuDNN 9 library can be opened.
 #include "ops/cuda/cudnn_graph.h"
 
+#include <dlfcn.h>
+
 #include <string>
+#include <vector>
 
 #include "ops/cuda/attention_cudnn.h"
 #include "ops/cuda/cudnn_library.h"
@@ -90,6 +93,45 @@ TEST_P(CudnnAttentionGraphTest, ForwardDescriptorsFinalise) {
 TEST_P(CudnnAttentionGraphTest, BackwardDescriptorsFinalise) {
   MF_REQUIRE_CUDNN();
   EXPECT_OK(CudnnAttentionCheckGraph(GetParam().dims, DType::kBF16, /*backward=*/true));
+}
+
+// An H100 SXM (sm_90) in the JSON form of cuDNN's device-properties descriptor (cuDNN 9.19's keys).
+constexpr char kH100[] = R"({"maxGridSize": [2147483647, 65535, 65535],
+  "maxBlockSize": [1024, 1024, 64], "regsPerBlock": 65536, "multiProcessorCount": 132,
+  "warpSize": 32, "maxSharedMemoryPerBlock": 49152, "maxSharedMemoryPerBlockOptin": 232448,
+  "reservedSharedMemoryPerBlock": 1024, "maxRegistersPerSM": 65536, "maxCtasPerSM": 32,
+  "maxThreadsPerBlock": 1024, "maxThreadsPerSM": 2048, "pciDeviceId": 8960, "isTccDriver": 0,
+  "supportCoopLaunch": 1, "totalGlobalMem": 85045231616, "smClockRateKHz": 1980000,
+  "memClockRateKHz": 2619000, "l2CacheSize": 52428800, "cudaDeviceId": 0, "deviceVer": 900,
+  "driverVer": 13000, "deviceName": "NVIDIA H100 80GB HBM3"})";
+
+// cuDNN's engine checks open libcuda. Without a driver the toolkit's stub stands in: its soname is
+// libcuda.so.1, so cuDNN's own dlopen finds the copy loaded here.
+bool LibcudaLoaded() {
+  if (dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL) != nullptr) return true;
+#ifdef MOEFOLD_CUDA_STUB_LIBCUDA
+  return dlopen(MOEFOLD_CUDA_STUB_LIBCUDA, RTLD_NOW | RTLD_GLOBAL) != nullptr;
+#else
+  return false;
+#endif
+}
+
+TEST_P(CudnnAttentionGraphTest, EnginesTakeBothDirectionsOnH100) {
+  MF_REQUIRE_CUDNN();
+  if (LoadCudnn().value()->version < 91100) GTEST_SKIP() << "deviceless checks need cuDNN 9.11";
+  if (!LibcudaLoaded()) GTEST_SKIP() << "no libcuda (driver or toolkit stub) to open";
+  for (const bool backward : {false, true}) {
+    const absl::StatusOr<std::vector<int64_t>> configs =
+        CudnnAttentionSupportedConfigs(GetParam().dims, DType::kBF16, backward, kH100);
+    if (!configs.ok() &&
+        configs.status().message().find("device properties") != std::string::npos) {
+      GTEST_SKIP() << "this cuDNN reads other device-property keys: " << configs.status();
+    }
+    ASSERT_OK(configs.status());
+    ASSERT_EQ(configs->size(), 2u);
+    EXPECT_GT((*configs)[0], 0) << (backward ? "backward" : "forward") << ", current form";
+    EXPECT_GT((*configs)[1], 0) << (backward ? "backward" : "forward") << ", earlier form";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudnnAttentionGraphTest,
