@@ -38,13 +38,15 @@ done
 for dir in $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in ("cublas", "cuda_runtime")))' 2>/dev/null); do
   [ -d "$dir" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$dir"
 done
-# cuDNN, which attention opens at run time (dlopen), wherever the Python wheels put it (without it
-# attention runs our kernels and the cuDNN parity tests fail).
-if ! ldconfig -p 2>/dev/null | grep -q 'libcudnn\.so\.9 '; then
-  for dir in $(python3 -c 'import glob, os, nvidia; print(" ".join(sorted({os.path.dirname(f) for p in nvidia.__path__ for f in glob.glob(os.path.join(p, "**", "libcudnn.so.9"), recursive=True)})))' 2>/dev/null); do
+# cuDNN, which attention opens at run time (dlopen), and NVRTC, which cuDNN's runtime-compiled
+# engines open, wherever the Python wheels put them when the loader does not know them (without
+# them attention runs our kernels and the cuDNN parity tests fail).
+for lib in libcudnn.so.9 libnvrtc.so.13; do
+  ldconfig -p 2>/dev/null | grep -q "$lib " && continue
+  for dir in $(python3 -c 'import glob, os, sys, nvidia; print(" ".join(sorted({os.path.dirname(f) for p in nvidia.__path__ for f in glob.glob(os.path.join(p, "**", sys.argv[1]), recursive=True)})))' "$lib" 2>/dev/null); do
     export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$dir"
   done
-fi
+done
 
 {
   date -u +%Y-%m-%dT%H:%M:%SZ
