@@ -1,13 +1,16 @@
 // CPU reference of causal grouped-query attention: out = softmax(scale·QKᵀ + causal mask) · V per
 // (batch, query head), query head h reading KV head h / (Hq/Hkv). The log-sum-exp of each row is
-// saved so backward rebuilds the probabilities exactly (as flash attention does).
+// saved so backward rebuilds the probabilities exactly (as flash attention does). Also home of the
+// process-wide GPU backend choice and the cuDNN queries (dispatched to ops/cuda).
 #include "ops/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
 
@@ -164,6 +167,42 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
     pdk[i] = static_cast<float>(dk[i]);
     pdv[i] = static_cast<float>(dv[i]);
   }
+}
+
+namespace {
+
+std::atomic<AttentionBackend>& Backend() {
+  static std::atomic<AttentionBackend> backend{AttentionBackend::kAuto};
+  return backend;
+}
+
+}  // namespace
+
+void SetAttentionBackend(AttentionBackend backend) { Backend().store(backend); }
+AttentionBackend GetAttentionBackend() { return Backend().load(); }
+
+absl::Status CudnnAttentionAvailable(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                     int64_t head_dim, DType dtype, const Device& device) {
+#ifdef MOEFOLD_HAVE_CUDA
+  if (device.is_cuda()) {
+    return cuda::CudnnAttentionAvailable(batch, seq, q_heads, kv_heads, head_dim, dtype, device);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("cuDNN SDPA runs on a GPU, not on ", device.ToString()));
+#else
+  static_cast<void>(batch + seq + q_heads + kv_heads + head_dim);
+  static_cast<void>(dtype);
+  return absl::UnavailableError(absl::StrCat("cuDNN SDPA on ", device.ToString(),
+                                             ": moefold was built without the CUDA backend"));
+#endif
+}
+
+absl::StatusOr<std::string> CudnnVersion() {
+#ifdef MOEFOLD_HAVE_CUDA
+  return cuda::CudnnVersion();
+#else
+  return absl::UnavailableError("moefold was built without the CUDA backend");
+#endif
 }
 
 }  // namespace moefold::ops

@@ -1,9 +1,18 @@
-// Causal GQA attention on the GPU: argument checks as the CPU reference, then the flash kernels
-// where they apply (bf16, head dim 64/128, S % 64 == 0) and the row kernels otherwise.
+// Causal GQA attention on the GPU: argument checks as the CPU reference, then the backend that
+// SetAttentionBackend selects. kAuto: cuDNN's fused SDPA where its graphs take the call, else the
+// flash kernels where they apply, else the row kernels; a cuDNN failure prints one line per reason
+// and that call, like every later one cuDNN has failed for, runs our kernels.
+#include "ops/attention.h"
+
 #include <cstdint>
+#include <cstdio>
 #include <initializer_list>
+#include <mutex>
+#include <set>
+#include <string>
 #include <utility>
 
+#include "ops/cuda/attention_cudnn.h"
 #include "ops/cuda/attention_kernels.h"
 #include "ops/cuda/check.h"
 #include "ops/cuda/launchers.h"
@@ -33,14 +42,46 @@ AttentionDims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, const 
   return d;
 }
 
-// The flash kernels move 16-byte vectors: every tensor they touch must start 16-byte aligned
-// (views made by Slice may not).
-bool UseFlash(const AttentionDims& d, std::initializer_list<const Tensor*> tensors) {
-  if (!FlashAttentionSupports(d, (*tensors.begin())->dtype())) return false;
+// The flash kernels move 16-byte vectors and cuDNN's tensors claim 16-byte alignment: every tensor
+// must start 16-byte aligned (views made by Slice may not).
+bool Aligned(std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors) {
     if (reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
   }
   return true;
+}
+
+bool UseFlash(AttentionBackend backend, const AttentionDims& d,
+              std::initializer_list<const Tensor*> tensors) {
+  return backend != AttentionBackend::kRows &&
+         FlashAttentionSupports(d, (*tensors.begin())->dtype()) && Aligned(tensors);
+}
+
+// Whether the call goes to cuDNN: always under kCudnn (where a refusal is an error), under kAuto
+// when the problem is one its graphs take.
+bool TryCudnn(AttentionBackend backend, const AttentionDims& d, DType dtype,
+              std::initializer_list<const Tensor*> tensors, const char* op) {
+  if (backend == AttentionBackend::kCudnn) {
+    MF_CHECK(Aligned(tensors)) << op << ": cuDNN SDPA (requested) needs 16-byte aligned tensors";
+    return true;
+  }
+  return backend == AttentionBackend::kAuto && CudnnAttentionSupports(d, dtype) && Aligned(tensors);
+}
+
+// The outcome of a cuDNN call: true when it ran. A failure aborts under kCudnn; under kAuto it is
+// reported once per distinct reason and the caller runs our kernels.
+bool CudnnRan(const absl::Status& status, AttentionBackend backend, bool flash, const char* op) {
+  if (status.ok()) return true;
+  MF_CHECK(backend != AttentionBackend::kCudnn)
+      << op << ": cuDNN SDPA was requested and failed: " << status.message();
+  static std::mutex mutex;
+  static std::set<std::string>* reported = new std::set<std::string>();
+  std::lock_guard<std::mutex> lock(mutex);
+  if (reported->insert(std::string(status.message())).second) {
+    std::fprintf(stderr, "attention: cuDNN SDPA unavailable (%s); using the %s kernels\n",
+                 std::string(status.message()).c_str(), flash ? "flash" : "row");
+  }
+  return false;
 }
 
 }  // namespace
@@ -52,7 +93,13 @@ void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float s
   CheckOut(out, q.device(), q.dtype(), q.shape(), kOp, "out");
   CheckOut(lse, q.device(), DType::kF32, {d.batch, d.q_heads, d.seq}, kOp, "lse");
   if (d.batch * d.seq * d.q_heads == 0) return;
-  if (UseFlash(d, {&q, &k, &v, out})) {
+  const AttentionBackend backend = GetAttentionBackend();
+  const bool flash = UseFlash(backend, d, {&q, &k, &v, out});
+  if (TryCudnn(backend, d, q.dtype(), {&q, &k, &v, out, lse}, kOp) &&
+      CudnnRan(CudnnAttentionForward(d, q, k, v, scale, out, lse, stream), backend, flash, kOp)) {
+    return;
+  }
+  if (flash) {
     FlashAttentionForward(d, q, k, v, scale, out, lse, stream);
   } else {
     RowAttentionForward(d, q, k, v, scale, out, lse, stream);
@@ -77,11 +124,27 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   CheckOut(d_k, q.device(), q.dtype(), k.shape(), kOp, "d_k");
   CheckOut(d_v, q.device(), q.dtype(), v.shape(), kOp, "d_v");
   if (d.batch * d.seq * d.q_heads == 0) return;
-  if (UseFlash(d, {&q, &k, &v, &out, &d_out, d_q, d_k, d_v})) {
+  const AttentionBackend backend = GetAttentionBackend();
+  const bool flash = UseFlash(backend, d, {&q, &k, &v, &out, &d_out, d_q, d_k, d_v});
+  if (TryCudnn(backend, d, q.dtype(), {&q, &k, &v, &out, &lse, &d_out, d_q, d_k, d_v}, kOp) &&
+      CudnnRan(CudnnAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream),
+               backend, flash, kOp)) {
+    return;
+  }
+  if (flash) {
     FlashAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
   } else {
     RowAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
   }
 }
+
+absl::Status CudnnAttentionAvailable(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                     int64_t head_dim, DType dtype, const Device& device) {
+  const AttentionDims d{batch, seq, q_heads, kv_heads, head_dim};
+  MF_RETURN_IF_ERROR(CudnnAttentionPrepare(d, dtype, false, device.index));
+  return CudnnAttentionPrepare(d, dtype, true, device.index);
+}
+
+absl::StatusOr<std::string> CudnnVersion() { return CudnnRuntimeVersion(); }
 
 }  // namespace moefold::ops::cuda

@@ -10,7 +10,10 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "core/stream.h"
 #include "core/tensor.h"
 #include "ops/adamw.h"
@@ -58,13 +61,17 @@ void QkvRopeForward(const Tensor& qkv, const Tensor& positions, const Tensor& ta
 void QkvRopeBackward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
                      const Tensor& positions, const Tensor& table, Tensor* d_qkv, Stream& stream);
 
-// attention.cc: the flash kernels (attention_flash.cu) for bf16 with head dim 64 or 128 and
-// S % 64 == 0; the row kernels (attention_rows.cu) otherwise (f32, other shapes).
+// attention.cc: cuDNN's fused SDPA (attention_cudnn.cc) for bf16 with head dim 64 or 128, else
+// the flash kernels (attention_flash.cu) for bf16 with head dim 64 or 128 and S % 64 == 0, else the
+// row kernels (attention_rows.cu), as GetAttentionBackend() selects.
 void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor* out,
                       Tensor* lse, Stream& stream);
 void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                        const Tensor& lse, const Tensor& d_out, float scale, Tensor* d_q,
                        Tensor* d_k, Tensor* d_v, Stream& stream);
+absl::Status CudnnAttentionAvailable(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                     int64_t head_dim, DType dtype, const Device& device);
+absl::StatusOr<std::string> CudnnVersion();
 
 // activation.cu
 void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream);

@@ -1,7 +1,10 @@
 // GPU parity of causal GQA attention forward (out, lse) and backward (d_q, d_k, d_v) against the
-// unfused CPU reference: the flash kernels (bf16, head dim 64 and 128, S % 64 == 0) and the row
-// kernels (f32, other shapes) (skips without a GPU).
+// unfused CPU reference for each GPU backend: cuDNN's fused SDPA (bf16, head dim 64 and 128), the
+// flash kernels (bf16, head dim 64 and 128, S % 64 == 0) and the row kernels (f32, other shapes),
+// plus cuDNN against the flash kernels on the same inputs. The parity tests skip without a GPU; on
+// a GPU a cuDNN that cannot build its plans fails them (the backend is forced, never a fallback).
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "ops/attention.h"
@@ -11,18 +14,75 @@
 namespace moefold::ops {
 namespace {
 
+using ::moefold::testing::Gpu;
 using ::moefold::testing::GpuStream;
 using ::moefold::testing::ParityNear;
 using ::moefold::testing::Poisoned;
 using ::moefold::testing::RandomNormal;
 using ::moefold::testing::RoundedTo;
 using ::moefold::testing::ToGpu;
+using ::moefold::testing::ToHostF32;
+
+// Selects a GPU attention backend for one test and restores the previous one.
+class BackendScope {
+ public:
+  explicit BackendScope(AttentionBackend backend) : saved_(GetAttentionBackend()) {
+    SetAttentionBackend(backend);
+  }
+  ~BackendScope() { SetAttentionBackend(saved_); }
+  BackendScope(const BackendScope&) = delete;
+  BackendScope& operator=(const BackendScope&) = delete;
+
+ private:
+  AttentionBackend saved_;
+};
 
 struct AttentionCase {
   std::string name;
   DType dtype;
   int64_t batch, seq, q_heads, kv_heads, dim;
+  AttentionBackend backend;
+  // cuDNN <= 9.15.0 declines the backward of S % 128 != 0 (ops/cuda/attention_cudnn.cc): then the
+  // case runs under kAuto, which must fall back to our kernels for what cuDNN declines.
+  bool cudnn_may_decline = false;
 };
+
+// The problem's tensors: bf16-rounded random inputs on the host and the GPU.
+struct Problem {
+  explicit Problem(const AttentionCase& c)
+      : q_shape{c.batch, c.seq, c.q_heads, c.dim},
+        kv_shape{c.batch, c.seq, c.kv_heads, c.dim},
+        lse_shape{c.batch, c.q_heads, c.seq},
+        scale(1.0f / std::sqrt(static_cast<float>(c.dim))),
+        q(RoundedTo(RandomNormal(q_shape, 1), c.dtype)),
+        k(RoundedTo(RandomNormal(kv_shape, 2), c.dtype)),
+        v(RoundedTo(RandomNormal(kv_shape, 3), c.dtype)),
+        d_out(RoundedTo(RandomNormal(q_shape, 4), c.dtype)),
+        q_gpu(ToGpu(q, c.dtype)),
+        k_gpu(ToGpu(k, c.dtype)),
+        v_gpu(ToGpu(v, c.dtype)),
+        d_out_gpu(ToGpu(d_out, c.dtype)) {}
+  Shape q_shape, kv_shape, lse_shape;
+  float scale;
+  Tensor q, k, v, d_out;
+  Tensor q_gpu, k_gpu, v_gpu, d_out_gpu;
+};
+
+// GPU results of one backend, every output poisoned first.
+struct GpuResult {
+  Tensor out, lse, d_q, d_k, d_v;
+};
+
+GpuResult RunGpu(const Problem& p, DType dt, AttentionBackend backend) {
+  BackendScope scope(backend);
+  GpuResult r{Poisoned(p.q_shape, dt), Poisoned(p.lse_shape, DType::kF32), Poisoned(p.q_shape, dt),
+              Poisoned(p.kv_shape, dt), Poisoned(p.kv_shape, dt)};
+  AttentionForward(p.q_gpu, p.k_gpu, p.v_gpu, p.scale, &r.out, &r.lse, GpuStream());
+  AttentionBackward(p.q_gpu, p.k_gpu, p.v_gpu, r.out, r.lse, p.d_out_gpu, p.scale, &r.d_q, &r.d_k,
+                    &r.d_v, GpuStream());
+  GpuStream().Synchronize();
+  return r;
+}
 
 class CudaAttentionTest : public ::testing::TestWithParam<AttentionCase> {};
 
@@ -30,45 +90,121 @@ TEST_P(CudaAttentionTest, ForwardAndBackwardMatchTheReference) {
   MF_REQUIRE_GPU();
   const AttentionCase& c = GetParam();
   const DType dt = c.dtype;
-  const Shape q_shape{c.batch, c.seq, c.q_heads, c.dim},
-      kv_shape{c.batch, c.seq, c.kv_heads, c.dim};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.dim));
-  const Tensor q = RoundedTo(RandomNormal(q_shape, 1), dt);
-  const Tensor k = RoundedTo(RandomNormal(kv_shape, 2), dt);
-  const Tensor v = RoundedTo(RandomNormal(kv_shape, 3), dt);
-  const Tensor d_out = RoundedTo(RandomNormal(q_shape, 4), dt);
-  const Shape lse_shape{c.batch, c.q_heads, c.seq};
+  AttentionBackend backend = c.backend;
+  if (backend == AttentionBackend::kCudnn) {
+    const absl::Status available =
+        CudnnAttentionAvailable(c.batch, c.seq, c.q_heads, c.kv_heads, c.dim, dt, Gpu());
+    if (c.cudnn_may_decline && available.code() == absl::StatusCode::kUnimplemented) {
+      std::printf("cuDNN declines (%s); checking kAuto's fallback\n",
+                  std::string(available.message()).c_str());
+      backend = AttentionBackend::kAuto;
+    } else {
+      ASSERT_OK(available);
+    }
+  }
+  const Problem p(c);
 
-  Tensor out = Tensor::Zeros(q_shape, DType::kF32), lse = Tensor::Zeros(lse_shape, DType::kF32);
-  AttentionForward(q, k, v, scale, &out, &lse, CpuStream());
-  const Tensor q_gpu = ToGpu(q, dt), k_gpu = ToGpu(k, dt), v_gpu = ToGpu(v, dt);
-  Tensor out_gpu = Poisoned(q_shape, dt), lse_gpu = Poisoned(lse_shape, DType::kF32);
-  AttentionForward(q_gpu, k_gpu, v_gpu, scale, &out_gpu, &lse_gpu, GpuStream());
-  EXPECT_TRUE(ParityNear(out_gpu, out, dt)) << "out";
-  EXPECT_TRUE(ParityNear(lse_gpu, lse, dt)) << "lse";
+  Tensor out = Tensor::Zeros(p.q_shape, DType::kF32), lse = Tensor::Zeros(p.lse_shape, DType::kF32);
+  AttentionForward(p.q, p.k, p.v, p.scale, &out, &lse, CpuStream());
+  const GpuResult g = RunGpu(p, dt, backend);
+  EXPECT_TRUE(ParityNear(g.out, out, dt)) << "out";
+  EXPECT_TRUE(ParityNear(g.lse, lse, dt)) << "lse";
 
   // Backward from each side's own forward results (the GPU saves bf16 out).
-  Tensor d_q = Tensor::Zeros(q_shape, DType::kF32), d_k = Tensor::Zeros(kv_shape, DType::kF32);
-  Tensor d_v = Tensor::Zeros(kv_shape, DType::kF32);
-  AttentionBackward(q, k, v, out, lse, d_out, scale, &d_q, &d_k, &d_v, CpuStream());
-  Tensor d_q_gpu = Poisoned(q_shape, dt), d_k_gpu = Poisoned(kv_shape, dt);
-  Tensor d_v_gpu = Poisoned(kv_shape, dt);
-  AttentionBackward(q_gpu, k_gpu, v_gpu, out_gpu, lse_gpu, ToGpu(d_out, dt), scale, &d_q_gpu,
-                    &d_k_gpu, &d_v_gpu, GpuStream());
-  EXPECT_TRUE(ParityNear(d_q_gpu, d_q, dt)) << "d_q";
-  EXPECT_TRUE(ParityNear(d_k_gpu, d_k, dt)) << "d_k";
-  EXPECT_TRUE(ParityNear(d_v_gpu, d_v, dt)) << "d_v";
+  Tensor d_q = Tensor::Zeros(p.q_shape, DType::kF32), d_k = Tensor::Zeros(p.kv_shape, DType::kF32);
+  Tensor d_v = Tensor::Zeros(p.kv_shape, DType::kF32);
+  AttentionBackward(p.q, p.k, p.v, out, lse, p.d_out, p.scale, &d_q, &d_k, &d_v, CpuStream());
+  EXPECT_TRUE(ParityNear(g.d_q, d_q, dt)) << "d_q";
+  EXPECT_TRUE(ParityNear(g.d_k, d_k, dt)) << "d_k";
+  EXPECT_TRUE(ParityNear(g.d_v, d_v, dt)) << "d_v";
 }
+
+constexpr DType kBf16 = DType::kBF16;
+constexpr DType kF32 = DType::kF32;
+constexpr AttentionBackend kCudnn = AttentionBackend::kCudnn;
+constexpr AttentionBackend kFlash = AttentionBackend::kFlash;
+constexpr AttentionBackend kRows = AttentionBackend::kRows;
+constexpr AttentionBackend kAuto = AttentionBackend::kAuto;
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaAttentionTest,
-    ::testing::Values(AttentionCase{"flash_d64_gqa", DType::kBF16, 2, 128, 4, 2, 64},
-                      AttentionCase{"flash_d128_mqa", DType::kBF16, 1, 192, 4, 1, 128},
-                      AttentionCase{"flash_d128_mha", DType::kBF16, 1, 64, 2, 2, 128},
-                      AttentionCase{"rows_f32_d64", DType::kF32, 2, 64, 4, 2, 64},
-                      AttentionCase{"rows_f32_odd", DType::kF32, 1, 37, 6, 3, 40},
-                      AttentionCase{"rows_bf16_odd", DType::kBF16, 2, 50, 4, 4, 32}),
+    ::testing::Values(AttentionCase{"cudnn_d64_gqa", kBf16, 2, 128, 4, 2, 64, kCudnn},
+                      AttentionCase{"cudnn_d128_gqa", kBf16, 1, 256, 8, 2, 128, kCudnn},
+                      AttentionCase{"cudnn_d128_mha", kBf16, 1, 128, 2, 2, 128, kCudnn},
+                      AttentionCase{"cudnn_d64_mqa_s192", kBf16, 1, 192, 4, 1, 64, kCudnn, true},
+                      AttentionCase{"cudnn_d128_s100", kBf16, 2, 100, 4, 2, 128, kCudnn, true},
+                      AttentionCase{"auto_d128_gqa", kBf16, 1, 256, 4, 2, 128, kAuto},
+                      AttentionCase{"flash_d64_gqa", kBf16, 2, 128, 4, 2, 64, kFlash},
+                      AttentionCase{"flash_d128_mqa", kBf16, 1, 192, 4, 1, 128, kFlash},
+                      AttentionCase{"flash_d128_mha", kBf16, 1, 64, 2, 2, 128, kFlash},
+                      AttentionCase{"rows_f32_d64", kF32, 2, 64, 4, 2, 64, kRows},
+                      AttentionCase{"rows_f32_odd", kF32, 1, 37, 6, 3, 40, kRows},
+                      AttentionCase{"rows_bf16_odd", kBf16, 2, 50, 4, 4, 32, kRows},
+                      AttentionCase{"rows_bf16_d128", kBf16, 1, 128, 4, 2, 128, kRows}),
     [](const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; });
+
+// cuDNN and the flash kernels on the same inputs; the backward of both starts from the flash
+// forward's out and lse, so it compares the backward alone.
+class CudnnVersusFlashTest : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(CudnnVersusFlashTest, AgreeOnTheSameInputs) {
+  MF_REQUIRE_GPU();
+  const AttentionCase& c = GetParam();
+  ASSERT_OK(CudnnAttentionAvailable(c.batch, c.seq, c.q_heads, c.kv_heads, c.dim, c.dtype, Gpu()));
+  const Problem p(c);
+  const GpuResult flash = RunGpu(p, c.dtype, kFlash);
+  BackendScope scope(kCudnn);
+  Tensor out = Poisoned(p.q_shape, c.dtype), lse = Poisoned(p.lse_shape, kF32);
+  AttentionForward(p.q_gpu, p.k_gpu, p.v_gpu, p.scale, &out, &lse, GpuStream());
+  EXPECT_TRUE(ParityNear(out, ToHostF32(flash.out), c.dtype)) << "out";
+  EXPECT_TRUE(ParityNear(lse, ToHostF32(flash.lse), c.dtype)) << "lse";
+  Tensor d_q = Poisoned(p.q_shape, c.dtype), d_k = Poisoned(p.kv_shape, c.dtype);
+  Tensor d_v = Poisoned(p.kv_shape, c.dtype);
+  AttentionBackward(p.q_gpu, p.k_gpu, p.v_gpu, flash.out, flash.lse, p.d_out_gpu, p.scale, &d_q,
+                    &d_k, &d_v, GpuStream());
+  EXPECT_TRUE(ParityNear(d_q, ToHostF32(flash.d_q), c.dtype)) << "d_q";
+  EXPECT_TRUE(ParityNear(d_k, ToHostF32(flash.d_k), c.dtype)) << "d_k";
+  EXPECT_TRUE(ParityNear(d_v, ToHostF32(flash.d_v), c.dtype)) << "d_v";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudnnVersusFlashTest,
+    ::testing::Values(AttentionCase{"d64_gqa", kBf16, 1, 256, 8, 2, 64, kCudnn},
+                      AttentionCase{"d128_mqa", kBf16, 2, 128, 4, 1, 128, kCudnn}),
+    [](const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; });
+
+// Without a GPU: the selector, and the cuDNN queries' answers.
+TEST(AttentionBackendTest, SelectorKeepsTheChoice) {
+  const AttentionBackend saved = GetAttentionBackend();
+  EXPECT_EQ(saved, kAuto);  // the default
+  for (AttentionBackend b : {kCudnn, kFlash, kRows, kAuto}) {
+    SetAttentionBackend(b);
+    EXPECT_EQ(GetAttentionBackend(), b);
+  }
+  SetAttentionBackend(saved);
+}
+
+TEST(AttentionBackendTest, CudnnIsNotAvailableOnTheCpu) {
+  const absl::Status s = CudnnAttentionAvailable(1, 128, 4, 2, 64, kBf16, Device::Cpu());
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("cpu"), std::string::npos) << s;
+}
+
+TEST(AttentionBackendTest, CudnnVersionIsReportedOrExplained) {
+  const absl::StatusOr<std::string> version = CudnnVersion();
+  if (version.ok()) {
+    EXPECT_EQ(version->rfind("9.", 0), 0u) << *version;
+  } else {
+    EXPECT_EQ(version.status().code(), absl::StatusCode::kUnavailable) << version.status();
+    EXPECT_FALSE(version.status().message().empty());
+  }
+}
+
+TEST(AttentionBackendTest, CudnnRefusesWithoutGpu) {
+  if (::moefold::cuda::DeviceCount() > 0) GTEST_SKIP() << "a GPU is present";
+  const absl::Status s = CudnnAttentionAvailable(1, 128, 4, 2, 64, kBf16, Gpu());
+  EXPECT_FALSE(s.ok()) << "cuDNN plans need a GPU";
+}
 
 }  // namespace
 }  // namespace moefold::ops

@@ -1,8 +1,9 @@
 // Op-level GPU benchmark: JSON lines with the median of N event-timed runs after warm-up for the
 // dense bf16 GEMM, the expert grouped GEMM (forward, d_x, d_w; every backend, balanced and skewed
-// counts) at the dense GEMM's total FLOPs with the ratio of rates in each line,
-// causal attention forward+backward at S 4096 / head dim 128, and every other op at the
-// mixtral_mini shapes (H 2048, 16/4 heads, 8 experts top-2, F_e 2816, V 32000, S 4096).
+// counts) at the dense GEMM's total FLOPs with the ratio of rates in each line, causal attention
+// forward+backward at S 4096 / head dim 128 on cuDNN (when it loads) and on the flash kernels
+// ("backend" in the line), and every other op at the mixtral_mini shapes (H 2048, 16/4 heads,
+// 8 experts top-2, F_e 2816, V 32000, S 4096).
 //   op_bench [--reps N] [--only SUBSTRING]      (needs a GPU; nothing here asserts a time)
 #include <cuda_runtime.h>
 
@@ -57,13 +58,15 @@ class Runner {
   }
 
   // Times fn and prints its line; flops and bytes (0 = not reported) give TFLOP/s and GB/s;
-  // `extra` adds fields that depend on the median (ms).
+  // `backend`, when given, names the implementation that ran; `extra` adds fields that depend on
+  // the median (ms).
   double Run(const std::string& name, const std::string& shape, double flops, double bytes,
-             const std::function<void()>& fn,
+             const std::function<void()>& fn, const std::string& backend = "",
              const std::function<void(JsonLine&, double ms)>& extra = nullptr) {
     if (!Wants(name)) return 0.0;
     const double ms = MedianMs(fn, stream(), 3, options_.reps);
     JsonLine line(name);
+    if (!backend.empty()) line.Add("backend", backend);
     line.Add("shape", shape).Add("median_ms", ms).Add("reps", options_.reps);
     if (flops > 0) line.Add("tflops", flops / (ms * 1e-3) / 1e12);
     if (bytes > 0) line.Add("gbps", bytes / (ms * 1e-3) / 1e9);
@@ -161,9 +164,9 @@ void BenchGroupedGemm(Runner& r, const std::string& label, int64_t rows, int64_t
         const char* name = ops::GroupedGemmBackendName(backend);
         r.Run(
             absl::StrCat(prefix, "_", name, balanced ? "_balanced" : "_skewed"), grouped_shape,
-            flops, 0, [&] { pass.grouped(counts); },
+            flops, 0, [&] { pass.grouped(counts); }, name,
             [&](JsonLine& line, double ms) {
-              line.Add("backend", name).Add("counts", balanced ? "balanced" : "skewed");
+              line.Add("counts", balanced ? "balanced" : "skewed");
               if (dense_ms > 0) line.Add("ratio_of_dense_rate", dense_ms / ms);
             });
       }
@@ -172,7 +175,12 @@ void BenchGroupedGemm(Runner& r, const std::string& label, int64_t rows, int64_t
   ops::SetGroupedGemmBackend(saved);
 }
 
+// Each GPU attention backend that can run the shape (cuDNN when it loads and builds its plans,
+// the flash kernels), one line per direction and backend, then back to kAuto.
 void BenchAttention(Runner& r, const Model& m) {
+  if (!r.Wants("attention_fwd") && !r.Wants("attention_bwd") && !r.Wants("attention_fwd_bwd")) {
+    return;
+  }
   const int64_t b = 1, s = m.tokens, hq = m.heads, hkv = m.kv_heads, d = m.head_dim;
   const Tensor q = RandomGpu({b, s, hq, d}, kBf16, 1.0f, 6);
   const Tensor k = RandomGpu({b, s, hkv, d}, kBf16, 1.0f, 7);
@@ -186,16 +194,35 @@ void BenchAttention(Runner& r, const Model& m) {
   // Causal: half of the 2 forward matmuls (4·S²·D per head); backward is 2.5× the forward.
   const double fwd_flops = 2.0 * b * hq * s * s * d;
   const std::string shape = Dims({b, s, hq, hkv, d});
-  r.Run("attention_fwd", shape, fwd_flops, 0,
-        [&] { ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream()); });
-  ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream());
-  r.Run("attention_bwd", shape, 2.5 * fwd_flops, 0, [&] {
-    ops::AttentionBackward(q, k, v, out, lse, d_out, scale, &d_q, &d_k, &d_v, r.stream());
-  });
-  r.Run("attention_fwd_bwd", shape, 3.5 * fwd_flops, 0, [&] {
+  const absl::StatusOr<std::string> version = ops::CudnnVersion();
+  const absl::Status cudnn = ops::CudnnAttentionAvailable(b, s, hq, hkv, d, kBf16, gpu);
+  JsonLine("attention_cudnn")
+      .Add("version", version.ok() ? *version : "")
+      .Add("available", cudnn.ok() ? "yes" : std::string(cudnn.message()))
+      .Print();
+  for (const auto& [backend, name] : {std::pair{ops::AttentionBackend::kCudnn, "cudnn"},
+                                      std::pair{ops::AttentionBackend::kFlash, "flash"}}) {
+    if (backend == ops::AttentionBackend::kCudnn && !cudnn.ok()) continue;
+    ops::SetAttentionBackend(backend);
+    r.Run(
+        "attention_fwd", shape, fwd_flops, 0,
+        [&] { ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream()); }, name);
     ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream());
-    ops::AttentionBackward(q, k, v, out, lse, d_out, scale, &d_q, &d_k, &d_v, r.stream());
-  });
+    r.Run(
+        "attention_bwd", shape, 2.5 * fwd_flops, 0,
+        [&] {
+          ops::AttentionBackward(q, k, v, out, lse, d_out, scale, &d_q, &d_k, &d_v, r.stream());
+        },
+        name);
+    r.Run(
+        "attention_fwd_bwd", shape, 3.5 * fwd_flops, 0,
+        [&] {
+          ops::AttentionForward(q, k, v, scale, &out, &lse, r.stream());
+          ops::AttentionBackward(q, k, v, out, lse, d_out, scale, &d_q, &d_k, &d_v, r.stream());
+        },
+        name);
+  }
+  ops::SetAttentionBackend(ops::AttentionBackend::kAuto);
 }
 
 void BenchMemoryBound(Runner& r, const Model& m) {
