@@ -349,6 +349,12 @@ void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
   OneOf(p, "data.tokenizer", c.data().tokenizer(), {"byte"});
   Positive(p, "logging.log_every", c.logging().log_every());
   OneOf(p, "logging.progress", c.logging().progress(), {"auto", "always", "never"});
+  for (int32_t step : c.logging().profile_steps()) {
+    if (step < 0 || step >= c.train().steps()) {
+      p->push_back(absl::StrCat("logging.profile_steps: step ", step, " is not in [0, train.steps ",
+                                c.train().steps(), ")"));
+    }
+  }
   NonNegative(p, "checkpoint.every (0 = never)", c.checkpoint().every());
 }
 

@@ -303,22 +303,33 @@ std::vector<Tensor*> GradSync::OwnedGrads() {
 }
 
 absl::StatusOr<double> GradSync::GlobalSumOfSquares() {
-  double total = 0;
-  for (int b = 0; b < static_cast<int>(params_->flat_buffers().size()); ++b) {
+  std::vector<FlatBuffer>& buffers = params_->flat_buffers();
+  const int64_t n = static_cast<int64_t>(buffers.size());
+  if (n == 0) return SumInRankOrder(groups_.pp, 0.0);
+  // One partial per buffer (f64 bits in i64), accumulated on the gradients' device in the order of
+  // the compute stream that wrote them, bucket by bucket.
+  const Device device = buffers[0].grads.device();
+  Stream& stream = DefaultStream(device);
+  Tensor partials = Tensor::Empty({n}, DType::kI64, device);
+  partials.SetZero(stream);
+  for (GradBucket& bucket : buckets_) {
     // The tied embedding's last-stage copy equals the first stage's, which counts.
-    if (params_->flat_buffers()[b].reduction == GradReduction::kTiedCopy) continue;
-    double local = 0;
-    for (GradBucket& bucket : buckets_) {
-      // On the buffers' device, in the order of the compute stream that wrote the gradients.
-      if (bucket.buffer == b) {
-        local += ops::SumOfSquares(bucket.shard, DefaultStream(bucket.shard.device()));
-      }
-    }
+    if (buffers[bucket.buffer].reduction == GradReduction::kTiedCopy) continue;
+    Tensor slot = partials.Slice(bucket.buffer, bucket.buffer + 1);
+    ops::SumOfSquaresInto(bucket.shard, &slot, stream);
+  }
+  const Tensor host = partials.To(Device::Cpu());
+  double total = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    const GradReduction reduction = buffers[b].reduction;
+    if (reduction == GradReduction::kTiedCopy) continue;
+    double local;
+    std::memcpy(&local, static_cast<const char*>(host.raw_data()) + b * sizeof(double),
+                sizeof(double));
     // Under ZeRO-1 each member of the reducing group owns other elements.
     if (options_.zero1) {
-      MF_ASSIGN_OR_RETURN(local, SumInRankOrder(group_of(b), local));
+      MF_ASSIGN_OR_RETURN(local, SumInRankOrder(group_of(static_cast<int>(b)), local));
     }
-    const GradReduction reduction = params_->flat_buffers()[b].reduction;
     Communicator* differs = reduction == GradReduction::kDenseDataCp ? groups_.tp
                             : reduction == GradReduction::kExpertData ? groups_.etp_ep
                                                                       : nullptr;

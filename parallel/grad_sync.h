@@ -103,7 +103,9 @@ class GradSync {
   std::vector<Tensor*> OwnedGrads();
   // Σ g² over the whole (global) gradient, each element counted once: each buffer's sum over its
   // reducing group (under ZeRO-1), then over the group its shards differ in, then over stages, each
-  // time adding the members' partial sums in rank order, so every rank gets the same bits.
+  // time adding the members' partial sums in rank order, so every rank gets the same bits. The
+  // buffers' partial sums accumulate on the gradients' device and come to the host in one copy
+  // (the only wait); the exchanges between ranks move those host scalars.
   absl::StatusOr<double> GlobalSumOfSquares();
 
   bool zero1() const { return options_.zero1; }

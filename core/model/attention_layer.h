@@ -1,8 +1,9 @@
-// Pre-norm causal grouped-query attention sub-layer: y = Wo · Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n),
-// n = RMSNorm(x). Under tensor parallelism Wq/Wk/Wv are column-parallel (each TP rank holds whole
-// query and KV heads) and Wo row-parallel; under context parallelism attention is a ring over the
-// CP group on global positions. The residual add is the caller's; Backward adds this branch's d_x
-// into *d_x.
+// Pre-norm causal grouped-query attention sub-layer: y = Wo · Attn(RoPE(q), RoPE(k), v) with
+// (q, k, v) = W_qkv·n in one GEMM, n = RMSNorm(x). W_qkv holds, per KV head, its query heads, its
+// key and its value (core/model/hf_layout.h); one fused pass splits the GEMM output into q, k, v
+// and rotates q and k. Under tensor parallelism W_qkv is column-parallel over whole KV-head groups
+// and Wo row-parallel; under context parallelism attention is a ring over the CP group on global
+// positions. The residual add is the caller's; Backward adds this branch's d_x into *d_x.
 #pragma once
 
 #include <string>
@@ -10,6 +11,7 @@
 #include "absl/status/status.h"
 #include "core/model/model_parallel.h"
 #include "core/model/model_spec.h"
+#include "core/model/rope_tables.h"
 #include "core/model/step_context.h"
 #include "core/parameter.h"
 
@@ -22,19 +24,21 @@ class AttentionLayer {
     Tensor x_norm;  // (T_x, H)
     Tensor rstd;    // (T_x)
     Tensor x_full;  // (T, H) the normalised input of every TP rank (x_norm itself without SP)
-    Tensor q, k, v; // (B, S, Hq/tp | Hkv/tp, D), after RoPE for q and k
+    Tensor q, k, v; // (B, S, Hq/tp | Hkv/tp, D) contiguous, after RoPE for q and k
     Tensor out;     // (B, S, Hq/tp, D) attention output before Wo
     Tensor lse;     // (B, Hq/tp, S) f32
   };
 
+  // rope: the decoder's shared cos/sin table (not owned; outlives the layer).
   AttentionLayer(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix,
-                 ParameterSet* params);
+                 ParameterSet* params, RopeTables* rope);
 
   // x (T_x, H) in ctx.act_dtype -> *y (T_x, H) (allocated here). batch.on_device must be made
   // (WithDeviceCopies). Status: a failed collective.
   absl::Status Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
                        Saved* saved, Tensor* y) const;
-  // d_y (T_x, H) -> *d_x += ∂/∂x; parameter gradients accumulated.
+  // d_y (T_x, H) -> *d_x += ∂/∂x; parameter gradients accumulated. d_x may be d_y itself (the
+  // residual stream's gradient): d_y is read before d_x is written.
   absl::Status Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
                         const Tensor& d_y, Tensor* d_x) const;
 
@@ -42,11 +46,13 @@ class AttentionLayer {
   ModelSpec spec_;
   ModelParallel mp_;
   int64_t local_heads_, local_kv_heads_;
+  RopeTables* rope_;
   Parameter* norm_;
-  Parameter* wq_;
-  Parameter* wk_;
-  Parameter* wv_;
+  Parameter* wqkv_;  // (G, (r+2)·D, H): G KV heads of r query heads each
   Parameter* wo_;
+  // This rank's W_qkv as the GEMM's (G_local·(r+2)·D, H) matrix.
+  Tensor QkvMatrix() const;
+  int64_t QkvWidth() const { return local_heads_ * spec_.head_dim + 2 * local_kv_heads_ * spec_.head_dim; }
 };
 
 }  // namespace moefold::model

@@ -7,6 +7,7 @@
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "ops/norm.h"
+#include "core/profiler.h"
 #include "parallel/tensor_parallel.h"
 
 namespace moefold::model {
@@ -41,6 +42,7 @@ Decoder::Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* p
       << "stage layers [" << stage_.first_layer << ", " << stage_.last_layer << ") of "
       << spec.num_layers;
   const int64_t h = spec.hidden;
+  rope_ = std::make_unique<RopeTables>(spec.head_dim, spec.rope_theta);
   // Vocabulary-parallel; the vocabulary need not divide by TP (ShardRange: the last shards are
   // shorter, e.g. 257 bytes over TP 2 = 129 + 128 rows).
   if (stage_.embedding) {
@@ -52,7 +54,7 @@ Decoder::Decoder(const ModelSpec& spec, const ModelParallel& mp, ParameterSet* p
     const std::string prefix = absl::StrCat("model.layers.", l);
     Block block;
     block.first_param = static_cast<int64_t>(params->params().size());
-    block.attention = std::make_unique<AttentionLayer>(spec, mp, prefix, params);
+    block.attention = std::make_unique<AttentionLayer>(spec, mp, prefix, params, rope_.get());
     block.ffn_norm = params->Add(prefix + ".post_attention_layernorm.weight", {h},
                                  mp.NormReduction(), 0.0f, false, 1.0f);
     if (spec.moe_layer[l]) {
@@ -97,13 +99,13 @@ std::vector<MoeLayer*> Decoder::moe_layers() {
 absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const MicroBatch& host_batch,
                                               Saved* saved, const Tensor* input, Tensor* output) {
   const MicroBatch batch = WithDeviceCopies(host_batch, ctx.s());
-  const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s;
+  // Token ids are checked here, on the host copies, so the embedding kernel needs no wait.
   MF_RETURN_IF_ERROR(CheckIds(batch, spec_.vocab));
-  const bool sp = mp_.sequence_parallel;
   ForwardStats stats;
-  stats.tokens = t;
+  stats.tokens = batch.batch() * batch.seq_len();
   Tensor x;
   if (stage_.embedding) {
+    auto timed = ctx.Profile(OpFamily::kEmbedding);
     MF_RETURN_IF_ERROR(EmbeddingForward(ctx, batch, &x));
   } else {
     MF_CHECK(input != nullptr) << "a stage without the embedding needs the previous stage's output";
@@ -114,21 +116,28 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& block = blocks_[l];
     BlockSaved& bs = saved->blocks[l];
+    StepContext lctx = ctx;
+    lctx.layer = stage_.first_layer + static_cast<int>(l);
+    NvtxRange range("layer forward");
     Tensor attn;
-    MF_RETURN_IF_ERROR(block.attention->Forward(ctx, batch, x, &bs.attention, &attn));
+    MF_RETURN_IF_ERROR(block.attention->Forward(lctx, batch, x, &bs.attention, &attn));
     // h = x + attention, and the FFN's input norm, in one pass.
     bs.h = ctx.Act(x.shape());
     bs.ffn_in = ctx.Act(x.shape());
     bs.ffn_rstd = ctx.F32({x.dim(0)});
-    ops::AddRmsNormForward(x, attn, block.ffn_norm->compute, spec_.norm_eps, &bs.h, &bs.ffn_in,
-                           &bs.ffn_rstd, ctx.s());
+    {
+      auto timed = lctx.Profile(OpFamily::kNorm);
+      ops::AddRmsNormForward(x, attn, block.ffn_norm->compute, spec_.norm_eps, &bs.h, &bs.ffn_in,
+                             &bs.ffn_rstd, ctx.s());
+    }
     Tensor ffn;
     if (block.moe) {
-      MF_RETURN_IF_ERROR(block.moe->Forward(ctx, batch, bs.ffn_in, &bs.moe, &ffn, &stats));
+      MF_RETURN_IF_ERROR(block.moe->Forward(lctx, batch, bs.ffn_in, &bs.moe, &ffn, &stats));
     } else {
-      MF_RETURN_IF_ERROR(block.mlp->Forward(ctx, bs.ffn_in, &bs.mlp, &ffn));
+      MF_RETURN_IF_ERROR(block.mlp->Forward(lctx, bs.ffn_in, &bs.mlp, &ffn));
     }
     x = ctx.Act(bs.h.shape());
+    auto timed = lctx.Profile(OpFamily::kOther);
     ops::Add(bs.h, ffn, &x, ctx.s());
   }
   if (!stage_.head) {
@@ -136,53 +145,95 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     *output = x;
     return stats;
   }
+  MF_RETURN_IF_ERROR(HeadForward(ctx, batch, x, saved, &stats));
+  return stats;
+}
 
+absl::Status Decoder::HeadForward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
+                                  Saved* saved, ForwardStats* stats) const {
+  const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s;
+  NvtxRange range("head forward");
   saved->final_in = x;
   saved->final_norm = ctx.Act(x.shape());
   saved->final_rstd = ctx.F32({x.dim(0)});
-  ops::RmsNormForward(x, final_norm_->compute, spec_.norm_eps, &saved->final_norm,
-                      &saved->final_rstd, ctx.s());
-  MF_RETURN_IF_ERROR(parallel::TpGather(saved->final_norm, mp_.tp, sp, &saved->final_full));
+  {
+    auto timed = ctx.Profile(OpFamily::kNorm);
+    ops::RmsNormForward(x, final_norm_->compute, spec_.norm_eps, &saved->final_norm,
+                        &saved->final_rstd, ctx.s());
+  }
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(
+        parallel::TpGather(saved->final_norm, mp_.tp, mp_.sequence_parallel, &saved->final_full));
+  }
   saved->logits = ctx.Act({t, head_->value.dim(0)});
-  ops::LinearForward(saved->final_full, head_->compute, &saved->logits, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::LinearForward(saved->final_full, head_->compute, &saved->logits, ctx.s());
+  }
   Tensor token_losses = ctx.F32({t});
   saved->lse = ctx.F32({t});
-  if (parallel::IsSingleRank(mp_.tp)) {
-    const Tensor targets = batch.on_device.targets.Reshape({t});
-    ops::CrossEntropyForward(saved->logits, targets, &token_losses, &saved->lse, ctx.s());
-  } else {
-    MF_RETURN_IF_ERROR(parallel::VocabParallelCrossEntropyForward(
-        saved->logits, batch.targets.Reshape({t}), head_->sharding.tp_begin, *mp_.tp, &token_losses,
-        &saved->lse));
+  {
+    auto timed = ctx.Profile(OpFamily::kLoss);
+    if (parallel::IsSingleRank(mp_.tp)) {
+      const Tensor targets = batch.on_device.targets.Reshape({t});
+      ops::CrossEntropyForward(saved->logits, targets, &token_losses, &saved->lse, ctx.s());
+    } else {
+      MF_RETURN_IF_ERROR(parallel::VocabParallelCrossEntropyForward(
+          saved->logits, batch.targets.Reshape({t}), head_->sharding.tp_begin, *mp_.tp,
+          &token_losses, &saved->lse));
+    }
   }
 
-  // Per-sample (Σ loss, count) of this rank's tokens, on the host (the reweighting needs them
-  // before the backward); under CP the sequence's other chunks are on the other CP ranks.
-  const Tensor host_losses = token_losses.To(Device::Cpu());
-  Tensor sums = Tensor::Zeros({2, b}, DType::kF32);  // row 0: Σ CE, row 1: tokens with a target
-  const float* losses = host_losses.data<float>();
-  const int32_t* target_ids = batch.targets.data<int32_t>();
-  for (int64_t i = 0; i < b; ++i) {
-    double sum = 0;
-    int64_t count = 0;
-    for (int64_t j = i * s; j < (i + 1) * s; ++j) {
-      if (target_ids[j] < 0) continue;
-      sum += losses[j];
-      ++count;
+  // Per-sample (Σ loss, count) of this rank's tokens; under CP the sequence's other chunks are on
+  // the other CP ranks. Row 0: Σ CE, row 1: tokens with a target.
+  const bool cp = !parallel::IsSingleRank(mp_.cp);
+  Tensor sums;
+  if (ctx.sample_losses_on_host) {
+    // The reweighting needs the losses before the backward: a copy to the host (a wait).
+    const Tensor host_losses = token_losses.To(Device::Cpu());
+    sums = Tensor::Zeros({2, b}, DType::kF32);
+    const float* losses = host_losses.data<float>();
+    const int32_t* target_ids = batch.targets.data<int32_t>();
+    for (int64_t i = 0; i < b; ++i) {
+      double sum = 0;
+      int64_t count = 0;
+      for (int64_t j = i * s; j < (i + 1) * s; ++j) {
+        if (target_ids[j] < 0) continue;
+        sum += losses[j];
+        ++count;
+      }
+      sums.data<float>()[i] = static_cast<float>(sum);
+      sums.data<float>()[b + i] = static_cast<float>(count);
     }
-    sums.data<float>()[i] = static_cast<float>(sum);
-    sums.data<float>()[b + i] = static_cast<float>(count);
+    if (cp) MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.cp->AllReduce(&sums, {})));
+  } else {
+    // The losses stay on the device: their per-sample means add to the step's device sum, and the
+    // host counts the targets itself (it has them).
+    {
+      auto timed = ctx.Profile(OpFamily::kLoss);
+      Tensor device_sums = ctx.F32({2, b});
+      ops::SampleLossSums(token_losses, batch.on_device.targets, &device_sums, ctx.s());
+      if (cp) MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.cp->AllReduce(&device_sums, {})));
+      Tensor total = ctx.DeviceSumSlot(kSampleLossSum);
+      ops::AccumulateSampleMeans(device_sums, &total, ctx.s());
+    }
+    sums = Tensor::Zeros({2, b}, DType::kF32);
+    const int32_t* target_ids = batch.targets.data<int32_t>();
+    for (int64_t j = 0; j < t; ++j) sums.data<float>()[b + j / s] += target_ids[j] >= 0 ? 1 : 0;
+    if (cp) MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.cp->AllReduce(&sums, {})));
   }
-  if (!parallel::IsSingleRank(mp_.cp)) MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.cp->AllReduce(&sums, {})));
   saved->sample_tokens.clear();
   for (int64_t i = 0; i < b; ++i) {
     const float sum = sums.data<float>()[i];
     const auto count = static_cast<int64_t>(sums.data<float>()[b + i]);
-    stats.sample_losses.push_back(count > 0 ? sum / static_cast<float>(count) : 0.0f);
-    stats.sample_tokens.push_back(count);
+    if (ctx.sample_losses_on_host) {
+      stats->sample_losses.push_back(count > 0 ? sum / static_cast<float>(count) : 0.0f);
+    }
+    stats->sample_tokens.push_back(count);
     saved->sample_tokens.push_back(count);
   }
-  return stats;
+  return absl::OkStatus();
 }
 
 absl::Status Decoder::EmbeddingForward(const StepContext& ctx, const MicroBatch& batch,
@@ -216,12 +267,16 @@ absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& host_ba
     *d_input = d_x;
     return absl::OkStatus();
   }
-  if (parallel::IsSingleRank(mp_.tp)) {
-    ops::EmbeddingBackward(batch.on_device.tokens.Reshape({t}), d_x, &embedding_->grad, ctx.s());
-  } else {
-    MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
-        batch.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp,
-        mp_.sequence_parallel, &embedding_->grad));
+  {
+    auto timed = ctx.Profile(OpFamily::kEmbedding);
+    if (parallel::IsSingleRank(mp_.tp)) {
+      ops::EmbeddingBackward(batch.on_device.tokens.Reshape({t}), d_x, &embedding_->grad,
+                             ctx.s());
+    } else {
+      MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
+          batch.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp,
+          mp_.sequence_parallel, &embedding_->grad));
+    }
   }
   // Tied, the embedding is also the head: it is complete only now.
   if (ctx.grads_ready) ctx.grads_ready(embedding_param_, embedding_param_ + 1);
@@ -234,6 +289,7 @@ absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const Micro
   const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s;
   const bool sp = mp_.sequence_parallel;
   MF_CHECK_EQ(static_cast<int64_t>(seeds.d_sample_loss.size()), b);
+  NvtxRange range("head backward");
 
   // ℓ_b = Σ_valid CE / count_b (count over the whole sequence), so each valid token of sequence b
   // gets d_sample_loss[b] / count_b.
@@ -248,22 +304,35 @@ absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const Micro
     }
   }
   Tensor d_logits = ctx.Act(saved.logits.shape());
-  if (parallel::IsSingleRank(mp_.tp)) {
-    ops::CrossEntropyBackward(saved.logits, batch.on_device.targets.Reshape({t}), saved.lse,
-                              ctx.Upload(d_token_losses), &d_logits, ctx.s());
-  } else {
-    parallel::VocabParallelCrossEntropyBackward(saved.logits, batch.targets.Reshape({t}),
-                                                head_->sharding.tp_begin, saved.lse, d_token_losses,
-                                                &d_logits);
+  {
+    auto timed = ctx.Profile(OpFamily::kLoss);
+    if (parallel::IsSingleRank(mp_.tp)) {
+      ops::CrossEntropyBackward(saved.logits, batch.on_device.targets.Reshape({t}), saved.lse,
+                                ctx.Upload(d_token_losses), &d_logits, ctx.s());
+    } else {
+      parallel::VocabParallelCrossEntropyBackward(saved.logits, batch.targets.Reshape({t}),
+                                                  head_->sharding.tp_begin, saved.lse,
+                                                  d_token_losses, &d_logits);
+    }
   }
   // Each TP rank's vocabulary slice gives a partial gradient of the head's input.
   Tensor d_full = ctx.Act(saved.final_full.shape());
-  ops::LinearBackward(saved.final_full, head_->compute, d_logits, &d_full, &head_->grad, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::LinearBackward(saved.final_full, head_->compute, d_logits, &d_full, &head_->grad,
+                        ctx.s());
+  }
   Tensor d_norm;
-  MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, sp, &d_norm));
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, sp, &d_norm));
+  }
   Tensor d_x = ctx.Act(saved.final_in.shape());
-  ops::RmsNormBackward(saved.final_in, final_norm_->compute, saved.final_rstd, d_norm, &d_x,
-                       &final_norm_->grad, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kNorm);
+    ops::RmsNormBackward(saved.final_in, final_norm_->compute, saved.final_rstd, d_norm, &d_x,
+                         &final_norm_->grad, ctx.s());
+  }
   if (ctx.grads_ready) ctx.grads_ready(head_first_param_, head_last_param_);
   return d_x;
 }
@@ -271,31 +340,31 @@ absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const Micro
 absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& batch,
                                      const Saved& saved, const BackwardSeeds& seeds,
                                      Tensor* d_x_io) const {
+  // *d_x_io is the residual stream's gradient; every branch adds its input gradient into it in
+  // place (the norms' backward accumulates), so the stream is never copied or re-added.
   Tensor& d_x = *d_x_io;
-  const Shape rows = d_x.shape();
-  Tensor d_ffn_in = ctx.Act(rows);
-  Tensor d_h_part = ctx.Act(rows);
   for (size_t l = blocks_.size(); l-- > 0;) {
     const Block& block = blocks_[l];
     const BlockSaved& bs = saved.blocks[l];
-    // x_out = h + FFN(norm(h)): d_h = d_x_out + norm'ᵀ · FFN'ᵀ · d_x_out.
-    d_ffn_in.SetZero(ctx.s());
+    StepContext lctx = ctx;
+    lctx.layer = stage_.first_layer + static_cast<int>(l);
+    NvtxRange range("layer backward");
+    // x_out = h + FFN(norm(h)): d_h = d_x_out + norm'ᵀ · FFN'ᵀ · d_x_out, accumulated into d_x.
+    Tensor d_ffn_in;
     if (block.moe) {
-      MF_RETURN_IF_ERROR(block.moe->Backward(ctx, bs.moe, d_x, seeds, &d_ffn_in));
+      MF_RETURN_IF_ERROR(block.moe->Backward(lctx, bs.moe, d_x, seeds, &d_ffn_in));
     } else {
-      MF_RETURN_IF_ERROR(block.mlp->Backward(ctx, bs.mlp, d_x, &d_ffn_in));
+      MF_RETURN_IF_ERROR(block.mlp->Backward(lctx, bs.mlp, d_x, &d_ffn_in));
     }
-    ops::RmsNormBackward(bs.h, block.ffn_norm->compute, bs.ffn_rstd, d_ffn_in, &d_h_part,
-                         &block.ffn_norm->grad, ctx.s());
-    // h = x + Attn(x): d_x = d_h + Attn'ᵀ · d_h, where d_h = d_x_out + d_h_part. The attention
-    // layer reads d_h and adds its branch into a separate sum, so d_h itself stays intact.
-    Tensor d_h = ctx.Act(rows);
-    ops::Add(d_x, d_h_part, &d_h, ctx.s());
-    Tensor d_in = ctx.Act(rows);
-    d_in.CopyFromAsync(d_h, ctx.s());
-    MF_RETURN_IF_ERROR(block.attention->Backward(ctx, batch, bs.attention, d_h, &d_in));
+    {
+      auto timed = lctx.Profile(OpFamily::kNorm);
+      ops::RmsNormBackwardAccumulate(bs.h, block.ffn_norm->compute, bs.ffn_rstd, d_ffn_in, &d_x,
+                                     &block.ffn_norm->grad, ctx.s());
+    }
+    // h = x + Attn(x): d_x = d_h + Attn'ᵀ · d_h; the attention layer reads d_h before adding its
+    // branch into the same tensor.
+    MF_RETURN_IF_ERROR(block.attention->Backward(lctx, batch, bs.attention, d_x, &d_x));
     if (ctx.grads_ready) ctx.grads_ready(block.first_param, block.last_param);
-    d_x = d_in;
   }
   return absl::OkStatus();
 }

@@ -1,7 +1,8 @@
 // The llama-style MoE decoder (DESIGN §4): embedding → L × [x + Attn(norm(x)); h + FFN(norm(h))]
 // with FFN a SwiGLU MLP or an MoE layer → final RMSNorm → LM head → per-token cross entropy, averaged
-// per sequence. Forward returns per-sample losses (for reweighting) and aux/z loss sums; Backward is
-// seeded explicitly (BackwardSeeds) and accumulates into every Parameter's grad.
+// per sequence. Forward returns per-sample losses (for reweighting) or adds their sum to the step's
+// device sums, with the aux/z loss sums; Backward is seeded explicitly (BackwardSeeds) and
+// accumulates into every Parameter's grad.
 // Parallel layouts (ModelParallel) change only what each rank holds: the embedding and the head
 // are vocabulary-parallel, the residual stream is split along the sequence under SP, a micro-batch
 // holds this rank's CP chunks of each sequence, and per-sample losses are reduced over CP so every
@@ -107,9 +108,14 @@ class Decoder {
   // on the residual-stream gradient *d_x (replaced by the gradient of the stage's input).
   absl::StatusOr<Tensor> HeadBackward(const StepContext& ctx, const MicroBatch& batch,
                                       const Saved& saved, const BackwardSeeds& seeds) const;
+  // The head's forward from the final norm's input: logits, per-token losses and the per-sample
+  // losses (on the host, or added to ctx's device sums).
+  absl::Status HeadForward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
+                           Saved* saved, ForwardStats* stats) const;
   absl::Status BlocksBackward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
                               const BackwardSeeds& seeds, Tensor* d_x) const;
 
+  std::unique_ptr<RopeTables> rope_;  // the attention layers' shared cos/sin table
   std::vector<Block> blocks_;
   Parameter* final_norm_ = nullptr;  // last stage
   Parameter* head_ = nullptr;        // == embedding_ (or tied_copy_) when tied

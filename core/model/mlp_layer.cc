@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "ops/activation.h"
-#include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "parallel/tensor_parallel.h"
 
@@ -16,26 +15,41 @@ SwiGluMlp::SwiGluMlp(const ModelSpec& spec, const ModelParallel& mp, const std::
   MF_CHECK_EQ(ffn % mp.tp_size(), 0) << prefix << ": FFN " << ffn << " over tp " << mp.tp_size();
   local_ffn_ = ffn / mp.tp_size();
   const float out_std = spec.init_std / std::sqrt(2.0f * spec.num_layers);
-  gate_ = params->Add(prefix + ".gate_proj.weight", {ffn, hidden_}, GradReduction::kDenseDataCp,
-                      spec.init_std, true, 0.0f, mp.Split(0));
-  up_ = params->Add(prefix + ".up_proj.weight", {ffn, hidden_}, GradReduction::kDenseDataCp,
-                    spec.init_std, true, 0.0f, mp.Split(0));
+  // Split along F (dimension 1): a rank's slice is its gate rows followed by its up rows, one
+  // contiguous (2·F/tp, H) matrix.
+  gate_up_ = params->Add(prefix + ".gate_up_proj.weight", {2, ffn, hidden_},
+                         GradReduction::kDenseDataCp, spec.init_std, true, 0.0f, mp.Split(1));
   down_ = params->Add(prefix + ".down_proj.weight", {hidden_, ffn}, GradReduction::kDenseDataCp,
                       out_std, true, 0.0f, mp.Split(1));
 }
 
+Tensor SwiGluMlp::GateUpMatrix() const {
+  return gate_up_->compute.Reshape({2 * local_ffn_, hidden_});
+}
+
 absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* saved,
                                 Tensor* y) const {
-  MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
+  }
   const int64_t t = saved->x.dim(0);
-  saved->gate = ctx.Act({t, local_ffn_});
-  saved->up = ctx.Act({t, local_ffn_});
+  saved->gate_up = ctx.Act({t, 2 * local_ffn_});
   saved->act = ctx.Act({t, local_ffn_});
-  ops::LinearForward(saved->x, gate_->compute, &saved->gate, ctx.s());
-  ops::LinearForward(saved->x, up_->compute, &saved->up, ctx.s());
-  ops::SwiGluForward(saved->gate, saved->up, &saved->act, ctx.s());
   Tensor partial = ctx.Act({t, hidden_});
-  ops::LinearForward(saved->act, down_->compute, &partial, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::LinearForward(saved->x, GateUpMatrix(), &saved->gate_up, ctx.s());
+  }
+  {
+    auto timed = ctx.Profile(OpFamily::kActivation);
+    ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
+  }
+  {
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::LinearForward(saved->act, down_->compute, &partial, ctx.s());
+  }
+  auto timed = ctx.Profile(OpFamily::kCommunication);
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
 }
 
@@ -43,21 +57,29 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
                                  Tensor* d_x) const {
   const int64_t t = saved.x.dim(0);
   Tensor d_y_full;
-  MF_RETURN_IF_ERROR(parallel::TpGather(d_y, mp_.tp, mp_.sequence_parallel, &d_y_full));
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::TpGather(d_y, mp_.tp, mp_.sequence_parallel, &d_y_full));
+  }
   Tensor d_act = ctx.Act({t, local_ffn_});
-  ops::LinearBackward(saved.act, down_->compute, d_y_full, &d_act, &down_->grad, ctx.s());
-  Tensor d_gate = ctx.Act({t, local_ffn_}), d_up = ctx.Act({t, local_ffn_});
-  ops::SwiGluBackward(saved.gate, saved.up, d_act, &d_gate, &d_up, ctx.s());
-  // d(x) of both projections accumulates in one GEMM chain (beta = 1).
+  {
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::LinearBackward(saved.act, down_->compute, d_y_full, &d_act, &down_->grad, ctx.s());
+  }
+  Tensor d_gate_up = ctx.Act({t, 2 * local_ffn_});
+  {
+    auto timed = ctx.Profile(OpFamily::kActivation);
+    ops::SwiGluBackward(saved.gate_up, d_act, &d_gate_up, ctx.s());
+  }
+  // One GEMM for the input gradient of both projections, one for their weight gradient.
   Tensor d_full = ctx.Act({t, hidden_});
-  ops::Gemm(d_gate, false, gate_->compute, false, 1.0f, 0.0f, &d_full, ctx.s());
-  ops::Gemm(d_up, false, up_->compute, false, 1.0f, 1.0f, &d_full, ctx.s());
-  ops::LinearBackward(saved.x, gate_->compute, d_gate, nullptr, &gate_->grad, ctx.s());
-  ops::LinearBackward(saved.x, up_->compute, d_up, nullptr, &up_->grad, ctx.s());
-  Tensor d_in;
-  MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, &d_in));
-  ops::Add(*d_x, d_in, d_x, ctx.s());
-  return absl::OkStatus();
+  {
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    Tensor d_w = gate_up_->grad.Reshape({2 * local_ffn_, hidden_});
+    ops::LinearBackward(saved.x, GateUpMatrix(), d_gate_up, &d_full, &d_w, ctx.s());
+  }
+  auto timed = ctx.Profile(OpFamily::kCommunication);
+  return parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, d_x);
 }
 
 }  // namespace moefold::model

@@ -1,6 +1,7 @@
-// SwiGLU MLP on already-normalised input: y = W_down · (silu(W_gate·x) ⊙ W_up·x). Used for dense
-// layers and for MoE shared experts. Under tensor parallelism W_gate/W_up are column-parallel and
-// W_down row-parallel (each TP rank holds F/tp of the FFN). Backward adds its d_x into *d_x.
+// SwiGLU MLP on already-normalised input: y = W_down · (silu(g) ⊙ u) with [g | u] = W_gate_up·x in
+// one GEMM. Used for dense layers and for MoE shared experts. Under tensor parallelism W_gate_up
+// is column-parallel (each TP rank holds F/tp gate rows and the matching F/tp up rows) and W_down
+// row-parallel. Backward writes the input gradient to *d_x.
 #pragma once
 
 #include <string>
@@ -16,28 +17,29 @@ namespace moefold::model {
 class SwiGluMlp {
  public:
   struct Saved {
-    Tensor x;     // (T, H) the input of every TP rank (x itself without sequence parallelism)
-    Tensor gate;  // (T, F/tp)
-    Tensor up;    // (T, F/tp)
-    Tensor act;   // (T, F/tp)
+    Tensor x;        // (T, H) the input of every TP rank (x itself without sequence parallelism)
+    Tensor gate_up;  // (T, 2·F/tp): gate in columns [0, F/tp), up in [F/tp, 2·F/tp)
+    Tensor act;      // (T, F/tp) silu(gate) ⊙ up
   };
 
-  // Parameters "<prefix>.gate_proj.weight" (F, H), "<prefix>.up_proj.weight" (F, H),
-  // "<prefix>.down_proj.weight" (H, F), F = ffn (global); F % tp == 0 (Validate checks).
+  // Parameters "<prefix>.gate_up_proj.weight" (2, F, H) ([0] gate, [1] up; core/model/hf_layout.h)
+  // and "<prefix>.down_proj.weight" (H, F), F = ffn (global); F % tp == 0 (Validate checks).
   SwiGluMlp(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix, int64_t ffn,
             ParameterSet* params);
 
   // x (T_x, H) -> *y (T_x, H) (allocated here); T_x = T/tp under sequence parallelism.
   absl::Status Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y) const;
+  // d_y (T_x, H) -> *d_x (T_x, H), allocated here (overwritten); parameter gradients accumulated.
   absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
                         Tensor* d_x) const;
 
  private:
+  Tensor GateUpMatrix() const;  // this rank's W_gate_up as the GEMM's (2·F/tp, H) matrix
+
   int64_t hidden_;
   int64_t local_ffn_;
   ModelParallel mp_;
-  Parameter* gate_;
-  Parameter* up_;
+  Parameter* gate_up_;
   Parameter* down_;
 };
 

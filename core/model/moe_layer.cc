@@ -46,10 +46,10 @@ MoeLayer::MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::st
   // Replicated across TP, and every TP rank routes other tokens: its gradient sums over TP.
   router_ = params->Add(prefix + ".gate.weight", {e, h}, GradReduction::kDenseDataCpTp,
                         spec.init_std);
-  gate_ = params->Add(prefix + ".experts.gate_proj.weight", {e, f, h}, GradReduction::kExpertData,
-                      spec.init_std, true, 0.0f, etp_split(1), mine);
-  up_ = params->Add(prefix + ".experts.up_proj.weight", {e, f, h}, GradReduction::kExpertData,
-                    spec.init_std, true, 0.0f, etp_split(1), mine);
+  // ETP splits F (dimension 2): an expert's slice is its gate rows, then its up rows.
+  gate_up_ = params->Add(prefix + ".experts.gate_up_proj.weight", {e, 2, f, h},
+                         GradReduction::kExpertData, spec.init_std, true, 0.0f, etp_split(2),
+                         mine);
   down_ = params->Add(prefix + ".experts.down_proj.weight", {e, h, f}, GradReduction::kExpertData,
                       out_std, true, 0.0f, etp_split(2), mine);
   if (spec.moe.num_shared_experts > 0) {
@@ -59,6 +59,10 @@ MoeLayer::MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::st
     shared_ = std::make_unique<SwiGluMlp>(spec, mp, prefix + ".shared_experts", shared_ffn, params);
   }
   if (spec.moe.expert_bias) bias_ = Tensor::Zeros({e}, DType::kF32);
+}
+
+Tensor MoeLayer::GateUpExperts(const Tensor& t) const {
+  return t.Reshape({t.dim(0), 2 * t.dim(2), t.dim(3)});
 }
 
 absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
@@ -83,25 +87,27 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   const Tensor& routed = saved->routed;
   const int64_t t = routed.dim(0), n = t * k;
 
-  // Router in f32 (ALGORITHMS §1): an f32 copy of the rows against the f32 master weight.
-  saved->logits = ctx.F32({t, e});
-  ops::LinearForward(routed.To(DType::kF32, ctx.s()), router_->value, &saved->logits, ctx.s());
+  // Router in f32 math on the rows as they are (ALGORITHMS §1) against the f32 master weight.
   RoutingPlan& plan = saved->plan;
+  saved->logits = ctx.F32({t, e});
   plan.ids = ctx.I32({t, k});
   plan.weights = ctx.F32({t, k});
-  if (moe.force_balanced_routing) {
-    // Rows are numbered from this rank's first routed row, so a TP rank's share continues where
-    // the previous one stopped and each rank's own tokens are balanced across the experts.
-    ops::BalancedRouting(saved->first_row, static_cast<int>(e), &plan.ids, &plan.weights, ctx.s());
-  } else {
-    const Tensor bias = bias_.defined() && bias_.numel() > 0 ? ctx.Upload(bias_) : Tensor();
-    ops::RouterTopKForward(saved->logits, bias, moe.topk, &plan.ids, &plan.weights, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kRouter);
+    ops::RouterLogitsForward(routed, router_->value, &saved->logits, ctx.s());
+    if (moe.force_balanced_routing) {
+      // Rows are numbered from this rank's first routed row, so a TP rank's share continues where
+      // the previous one stopped and each rank's own tokens are balanced across the experts.
+      ops::BalancedRouting(saved->first_row, static_cast<int>(e), &plan.ids, &plan.weights,
+                           ctx.s());
+    } else {
+      const Tensor bias = bias_.defined() && bias_.numel() > 0 ? ctx.Upload(bias_) : Tensor();
+      ops::RouterTopKForward(saved->logits, bias, moe.topk, &plan.ids, &plan.weights, ctx.s());
+    }
   }
-  // The forward's one device-to-host copy (a wait on a GPU): the host plans from the choices.
-  const Tensor ids_host = plan.ids.To(Device::Cpu());
-  const int32_t* ids = ids_host.data<int32_t>();
 
   if (moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
+    auto timed = ctx.Profile(OpFamily::kRouter);
     saved->probs = ctx.F32({t, e});
     ops::SoftmaxForward(saved->logits, &saved->probs, ctx.s());
     // One aux unit per micro-batch (batch-level) or per sequence (sequence-level); its expert
@@ -110,29 +116,30 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     const int64_t units = per_batch ? 1 : batch.batch();
     saved->unit_rows = per_batch ? rows : batch.seq_len();
     saved->unit_tokens = saved->unit_rows * mp_.cp_size();
-    Tensor unit_counts = Tensor::Zeros({units, e}, DType::kF32);
-    float* counts = unit_counts.data<float>();
-    for (int64_t i = 0; i < t; ++i) {
-      const int64_t u = (saved->first_row + i) / saved->unit_rows;
-      for (int64_t j = 0; j < k; ++j) counts[u * e + ids[i * k + j]] += 1;
-    }
+    saved->unit_counts = ctx.F32({units, e});
+    ops::CountExpertsPerUnit(plan.ids, saved->first_row, saved->unit_rows, &saved->unit_counts,
+                             ctx.s());
     if (!parallel::IsSingleRank(mp_.tp_cp)) {
-      MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.tp_cp->AllReduce(&unit_counts, {})));
+      MF_RETURN_IF_ERROR(parallel::WaitFor(mp_.tp_cp->AllReduce(&saved->unit_counts, {})));
     }
-    saved->unit_counts = ctx.Upload(unit_counts);
+    Tensor aux_sum = ctx.DeviceSumSlot(kAuxLossSum);
     ForEachUnitSlice(saved->first_row, t, saved->unit_rows, [&](int64_t u, int64_t b, int64_t end) {
-      stats->aux_loss_sum += ops::AuxLossForward(saved->probs.Slice(b, end),
-                                                 saved->unit_counts.Slice(u, u + 1).Reshape({e}),
-                                                 saved->unit_tokens, k, moe.aux_coeff, ctx.s());
+      ops::AuxLossForward(saved->probs.Slice(b, end),
+                          saved->unit_counts.Slice(u, u + 1).Reshape({e}), saved->unit_tokens, k,
+                          moe.aux_coeff, &aux_sum, ctx.s());
     });
     stats->aux_units += units;
   }
   if (moe.z_coeff > 0) {
-    stats->z_loss_sum += ops::ZLossForward(saved->logits, moe.z_coeff, /*total_tokens=*/1, ctx.s());
+    auto timed = ctx.Profile(OpFamily::kRouter);
+    Tensor z_sum = ctx.DeviceSumSlot(kZLossSum);
+    ops::ZLossForward(saved->logits, moe.z_coeff, /*total_tokens=*/1, &z_sum, ctx.s());
   }
 
-  for (int64_t i = 0; i < n; ++i) ++load_[ids[i]];
   if (moe.capacity_factor > 0) {
+    // Capacity planning is host code: it copies the choices and weights (a wait).
+    const Tensor ids_host = plan.ids.To(Device::Cpu());
+    for (int64_t i = 0; i < n; ++i) ++load_[ids_host.data<int32_t>()[i]];
     const int64_t capacity = ExpertCapacity(t, moe.top_k, moe.num_experts, moe.capacity_factor);
     Tensor sorted;
     dropped_ += CapacityPermutation(ids_host, plan.weights.To(Device::Cpu()), moe.num_experts,
@@ -140,12 +147,16 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     plan.sorted = ctx.Upload(sorted);
     options.pad_to = moe.pad_to_capacity ? capacity : 0;
   } else {
-    // The device sorts the pairs (a stable counting sort, the CPU's order); the host counts them.
+    // The device sorts the pairs (a stable counting sort); the forward's one device-to-host copy
+    // brings their per-expert counts, which the dispatch plan and the grouped GEMMs need.
     plan.sorted = ctx.I32({n});
     Tensor device_counts = ctx.I32({e});
-    ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &device_counts, ctx.s());
-    plan.counts = Tensor::Zeros({e}, DType::kI32);
-    for (int64_t i = 0; i < n; ++i) ++plan.counts.data<int32_t>()[ids[i]];
+    {
+      auto timed = ctx.Profile(OpFamily::kPermute);
+      ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &device_counts, ctx.s());
+    }
+    plan.counts = device_counts.To(Device::Cpu());
+    for (int64_t i = 0; i < e; ++i) load_[i] += plan.counts.data<int32_t>()[i];
   }
   const std::vector<int64_t> counts(plan.counts.data<int32_t>(),
                                     plan.counts.data<int32_t>() + e);
@@ -153,27 +164,48 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
                       parallel::BuildDispatchPlan(counts, options, mp_.experts));
   const int64_t kept = plan.sorted.numel();
   Tensor permuted = ctx.Act({kept, h});
-  ops::PermuteTokens(routed, plan.sorted, moe.top_k, &permuted, ctx.s());
-  MF_RETURN_IF_ERROR(
-      parallel::Dispatch(saved->dispatch, mp_.experts, permuted, &saved->grouped, &dispatch_bytes_));
+  {
+    auto timed = ctx.Profile(OpFamily::kPermute);
+    ops::PermuteTokens(routed, plan.sorted, moe.top_k, &permuted, ctx.s());
+  }
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::Dispatch(saved->dispatch, mp_.experts, permuted,
+                                          &saved->grouped, &dispatch_bytes_));
+  }
 
-  // The local experts, one grouped GEMM per projection; under ETP each output is a partial sum.
-  // The counts stay on the host, so the grouped GEMM needs no wait.
+  // The local experts, one grouped GEMM per projection (gate and up fused); under ETP each output
+  // is a partial sum.
   const int64_t local_rows = saved->grouped.dim(0), f_local = f / mp_.etp_size();
   const Tensor& local_counts = saved->dispatch.local_counts;
-  saved->gate = ctx.Act({local_rows, f_local});
-  saved->up = ctx.Act({local_rows, f_local});
+  saved->gate_up = ctx.Act({local_rows, 2 * f_local});
   saved->act = ctx.Act({local_rows, f_local});
   Tensor expert_out = ctx.Act({local_rows, h});
-  ops::GroupedLinearForward(saved->grouped, gate_->compute, local_counts, &saved->gate, ctx.s());
-  ops::GroupedLinearForward(saved->grouped, up_->compute, local_counts, &saved->up, ctx.s());
-  ops::SwiGluForward(saved->gate, saved->up, &saved->act, ctx.s());
-  ops::GroupedLinearForward(saved->act, down_->compute, local_counts, &expert_out, ctx.s());
-  MF_RETURN_IF_ERROR(parallel::Combine(saved->dispatch, mp_.experts, expert_out, &saved->combined,
-                                       &dispatch_bytes_));
+  {
+    auto timed = ctx.Profile(OpFamily::kExpertGemm);
+    ops::GroupedLinearForward(saved->grouped, GateUpExperts(gate_up_->compute), local_counts,
+                              &saved->gate_up, ctx.s());
+  }
+  {
+    auto timed = ctx.Profile(OpFamily::kActivation);
+    ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
+  }
+  {
+    auto timed = ctx.Profile(OpFamily::kExpertGemm);
+    ops::GroupedLinearForward(saved->act, down_->compute, local_counts, &expert_out, ctx.s());
+  }
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::Combine(saved->dispatch, mp_.experts, expert_out,
+                                         &saved->combined, &dispatch_bytes_));
+  }
   Tensor routed_y = ctx.Act({t, h});
-  ops::UnpermuteTokens(saved->combined, plan.sorted, plan.weights, &routed_y, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kPermute);
+    ops::UnpermuteTokens(saved->combined, plan.sorted, plan.weights, &routed_y, ctx.s());
+  }
   if (SplitsRows()) {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(parallel::TpGather(routed_y, mp_.tp, /*sequence_parallel=*/true, y));
   } else {
     *y = routed_y;
@@ -182,6 +214,7 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   if (shared_) {
     Tensor shared_y;
     MF_RETURN_IF_ERROR(shared_->Forward(ctx, x, &saved->shared, &shared_y));
+    auto timed = ctx.Profile(OpFamily::kOther);
     ops::Add(*y, shared_y, y, ctx.s());
   }
   return absl::OkStatus();
@@ -194,7 +227,6 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   const int64_t t = saved.routed.dim(0), h = spec_.hidden, e = moe.num_experts, k = moe.top_k;
   const int64_t f = moe.expert_ffn;
 
-  if (shared_) MF_RETURN_IF_ERROR(shared_->Backward(ctx, saved.shared, d_y, d_x));
   // Without SP the gradient of the layer output is replicated across TP: take this rank's rows.
   const Tensor d_routed_y = SplitsRows() ? d_y.Slice(saved.first_row, saved.first_row + t) : d_y;
 
@@ -204,57 +236,85 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   const Tensor& local_counts = saved.dispatch.local_counts;
   Tensor d_combined = ctx.Act({kept, h});
   Tensor d_weights = ctx.F32({t, k});
-  ops::UnpermuteTokensBackward(d_routed_y, saved.combined, plan.sorted, plan.weights, &d_combined,
-                               &d_weights, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kPermute);
+    ops::UnpermuteTokensBackward(d_routed_y, saved.combined, plan.sorted, plan.weights,
+                                 &d_combined, &d_weights, ctx.s());
+  }
   Tensor d_expert_out;
-  MF_RETURN_IF_ERROR(parallel::Dispatch(saved.dispatch, mp_.experts, d_combined, &d_expert_out,
-                                        &dispatch_bytes_));
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::Dispatch(saved.dispatch, mp_.experts, d_combined, &d_expert_out,
+                                          &dispatch_bytes_));
+  }
   Tensor d_act = ctx.Act({local_rows, f_local});
-  ops::GroupedLinearBackward(saved.act, down_->compute, local_counts, d_expert_out, &d_act,
-                             &down_->grad, ctx.s());
-  Tensor d_gate = ctx.Act({local_rows, f_local}), d_up = ctx.Act({local_rows, f_local});
-  ops::SwiGluBackward(saved.gate, saved.up, d_act, &d_gate, &d_up, ctx.s());
-  Tensor d_grouped = ctx.Act({local_rows, h}), d_part = ctx.Act({local_rows, h});
-  ops::GroupedLinearBackward(saved.grouped, gate_->compute, local_counts, d_gate, &d_grouped,
-                             &gate_->grad, ctx.s());
-  ops::GroupedLinearBackward(saved.grouped, up_->compute, local_counts, d_up, &d_part, &up_->grad,
-                             ctx.s());
-  ops::Add(d_grouped, d_part, &d_grouped, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kExpertGemm);
+    ops::GroupedLinearBackward(saved.act, down_->compute, local_counts, d_expert_out, &d_act,
+                               &down_->grad, ctx.s());
+  }
+  Tensor d_gate_up = ctx.Act({local_rows, 2 * f_local});
+  {
+    auto timed = ctx.Profile(OpFamily::kActivation);
+    ops::SwiGluBackward(saved.gate_up, d_act, &d_gate_up, ctx.s());
+  }
+  Tensor d_grouped = ctx.Act({local_rows, h});
+  {
+    auto timed = ctx.Profile(OpFamily::kExpertGemm);
+    Tensor d_w = GateUpExperts(gate_up_->grad);
+    ops::GroupedLinearBackward(saved.grouped, GateUpExperts(gate_up_->compute), local_counts,
+                               d_gate_up, &d_grouped, &d_w, ctx.s());
+  }
   Tensor d_permuted;
-  MF_RETURN_IF_ERROR(parallel::Combine(saved.dispatch, mp_.experts, d_grouped, &d_permuted,
-                                       &dispatch_bytes_));
+  {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::Combine(saved.dispatch, mp_.experts, d_grouped, &d_permuted,
+                                         &dispatch_bytes_));
+  }
   Tensor d_routed = ctx.Act({t, h});
-  ops::PermuteTokensBackward(d_permuted, plan.sorted, moe.top_k, &d_routed, ctx.s());
+  {
+    auto timed = ctx.Profile(OpFamily::kPermute);
+    ops::PermuteTokensBackward(d_permuted, plan.sorted, moe.top_k, &d_routed, ctx.s());
+  }
 
-  // Router: gradients of the routing weights, the aux loss and the z-loss meet in d_logits (f32).
-  Tensor d_logits = ctx.Zeros({t, e}, DType::kF32);
-  if (!moe.force_balanced_routing) {  // forced weights are constants
-    ops::RouterTopKBackward(saved.logits, plan.ids, plan.weights, moe.topk, d_weights, &d_logits,
-                            ctx.s());
+  {
+    // Router: gradients of the routing weights, the aux loss and the z-loss meet in d_logits
+    // (f32); the router's input gradient accumulates into d_routed.
+    auto timed = ctx.Profile(OpFamily::kRouter);
+    Tensor d_logits = ctx.Zeros({t, e}, DType::kF32);
+    if (!moe.force_balanced_routing) {  // forced weights are constants
+      ops::RouterTopKBackward(saved.logits, plan.ids, plan.weights, moe.topk, d_weights,
+                              &d_logits, ctx.s());
+    }
+    if (saved.probs.defined() && saved.probs.numel() > 0 && seeds.aux_grad_scale != 0.0f) {
+      ForEachUnitSlice(saved.first_row, t, saved.unit_rows,
+                       [&](int64_t u, int64_t b, int64_t end) {
+                         Tensor d_logits_unit = d_logits.Slice(b, end);
+                         ops::AuxLossBackward(saved.probs.Slice(b, end),
+                                              saved.unit_counts.Slice(u, u + 1).Reshape({e}),
+                                              saved.unit_tokens, k, moe.aux_coeff,
+                                              seeds.aux_grad_scale, &d_logits_unit, ctx.s());
+                       });
+    }
+    if (moe.z_coeff > 0 && seeds.z_grad_scale != 0.0f) {
+      ops::ZLossBackward(saved.logits, moe.z_coeff, /*total_tokens=*/1, seeds.z_grad_scale,
+                         &d_logits, ctx.s());
+    }
+    ops::RouterLogitsBackward(saved.routed, router_->value, d_logits, &d_routed, &router_->grad,
+                              ctx.s());
   }
-  if (saved.probs.defined() && saved.probs.numel() > 0 && seeds.aux_grad_scale != 0.0f) {
-    ForEachUnitSlice(saved.first_row, t, saved.unit_rows, [&](int64_t u, int64_t b, int64_t end) {
-      Tensor d_logits_unit = d_logits.Slice(b, end);
-      ops::AuxLossBackward(saved.probs.Slice(b, end),
-                           saved.unit_counts.Slice(u, u + 1).Reshape({e}), saved.unit_tokens, k,
-                           moe.aux_coeff, seeds.aux_grad_scale, &d_logits_unit, ctx.s());
-    });
-  }
-  if (moe.z_coeff > 0 && seeds.z_grad_scale != 0.0f) {
-    ops::ZLossBackward(saved.logits, moe.z_coeff, /*total_tokens=*/1, seeds.z_grad_scale,
-                       &d_logits, ctx.s());
-  }
-  Tensor d_router_x = ctx.F32({t, h});
-  ops::LinearBackward(saved.routed.To(DType::kF32, ctx.s()), router_->value, d_logits, &d_router_x,
-                      &router_->grad, ctx.s());
-  ops::Axpy(1.0f, d_router_x, &d_routed, ctx.s());  // f32 into the activation dtype
   if (SplitsRows()) {
     // Every TP rank needs the whole (replicated) input gradient: gather the shares.
-    Tensor d_all;
-    MF_RETURN_IF_ERROR(parallel::TpGather(d_routed, mp_.tp, /*sequence_parallel=*/true, &d_all));
-    ops::Add(*d_x, d_all, d_x, ctx.s());
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::TpGather(d_routed, mp_.tp, /*sequence_parallel=*/true, d_x));
   } else {
-    ops::Add(*d_x, d_routed, d_x, ctx.s());
+    *d_x = d_routed;
+  }
+  if (shared_) {
+    Tensor d_shared;
+    MF_RETURN_IF_ERROR(shared_->Backward(ctx, saved.shared, d_y, &d_shared));
+    auto timed = ctx.Profile(OpFamily::kOther);
+    ops::Add(*d_x, d_shared, d_x, ctx.s());
   }
   return absl::OkStatus();
 }

@@ -1,13 +1,18 @@
 // Mixture-of-Experts FFN on normalised input, on the MoE mesh (ETP × EP × EDP):
 //   logits = x·W_gᵀ → top-k (ids, weights) → [capacity drop] → permute rows by expert →
-//   Dispatch (all-to-all over EP, all-gather over ETP) → grouped SwiGLU of the local experts (each
-//   ETP rank holds F_e/etp of every expert's FFN) → Combine (reduce-scatter over ETP, all-to-all
-//   home) → unpermute with the routing weights (sums the k outputs) → + shared experts.
+//   Dispatch (all-to-all over EP, all-gather over ETP) → grouped SwiGLU of the local experts (one
+//   fused gate/up GEMM, each ETP rank holding F_e/etp of every expert's FFN) → Combine
+//   (reduce-scatter over ETP, all-to-all home) → unpermute with the routing weights (sums the k
+//   outputs) → + shared experts.
 // Routing works on the tokens this rank holds after attention: its sequence-parallel slice, or,
 // under TP without SP (where every TP rank holds every token), its 1/tp share of the rows, whose
 // outputs are then all-gathered over TP, so no token is routed twice. The aux loss counts experts
 // over the TP×CP group, so it covers whole sequences (or the whole micro-batch) whatever the
 // layout. Forward records an explicit RoutingPlan; Backward replays it and never re-routes.
+// The forward's one device-to-host copy is the per-expert pair counts (dropless: the device sorts
+// the pairs; the dispatcher and the grouped GEMMs need the counts on the host); the aux-loss
+// counts and the aux and z losses stay on the device. Capacity mode plans drops on the host from
+// copies of the choices and weights.
 #pragma once
 
 #include <memory>
@@ -24,8 +29,8 @@
 
 namespace moefold::model {
 
-// Device tensors live where the activations do; the counts stay on the host, where the forward
-// plans from one host copy of `ids` (dispatch sizes, the grouped GEMM's counts, aux counts, load).
+// Device tensors live where the activations do; the counts are on the host, where the forward
+// plans the dispatch and the grouped GEMMs from them.
 struct RoutingPlan {
   Tensor ids;       // (T_r, K) i32 chosen experts (T_r: the rows this rank routes), device
   Tensor weights;   // (T_r, K) f32 routing weights, device
@@ -48,22 +53,24 @@ class MoeLayer {
     RoutingPlan plan;
     parallel::DispatchPlan dispatch;
     Tensor grouped;           // (N_l, H) the rows of the local experts, local-expert major
-    Tensor gate, up, act;     // (N_l, F_e/etp)
+    Tensor gate_up;           // (N_l, 2·F_e/etp): gate columns, then up columns
+    Tensor act;               // (N_l, F_e/etp)
     Tensor combined;          // (N, H) this rank's expert outputs before weighting (N kept pairs)
     SwiGluMlp::Saved shared;  // when shared experts exist
   };
 
   // Parameters: "<prefix>.gate.weight" (E, H) router; stacked experts
-  // "<prefix>.experts.{gate,up}_proj.weight" (E, F_e, H) and "<prefix>.experts.down_proj.weight"
+  // "<prefix>.experts.gate_up_proj.weight" (E, 2, F_e, H) and "<prefix>.experts.down_proj.weight"
   // (E, H, F_e), of which this rank holds experts [ep_rank·E/ep, (ep_rank+1)·E/ep) and its ETP
   // slice of F_e; "<prefix>.shared_experts.*" when num_shared_experts > 0.
   MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix,
            ParameterSet* params);
 
   // x (T_x, H) -> *y (T_x, H) (allocated here); adds this rank's part of the aux and z losses to
-  // *stats (sums over the TP×CP×DP group give the whole).
+  // ctx's device sums and its aux units to *stats (sums over the TP×CP×DP group give the whole).
   absl::Status Forward(const StepContext& ctx, const MicroBatch& batch, const Tensor& x,
                        Saved* saved, Tensor* y, ForwardStats* stats);
+  // d_y (T_x, H) -> *d_x (T_x, H), allocated here (overwritten); parameter gradients accumulated.
   absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
                         const BackwardSeeds& seeds, Tensor* d_x) const;
 
@@ -86,9 +93,11 @@ class MoeLayer {
 
   ModelSpec spec_;
   ModelParallel mp_;
+  // This rank's experts' fused gate/up weight as the grouped GEMM's (E_l, 2·F_e/etp, H).
+  Tensor GateUpExperts(const Tensor& t) const;
+
   Parameter* router_;
-  Parameter* gate_;
-  Parameter* up_;
+  Parameter* gate_up_;
   Parameter* down_;
   std::unique_ptr<SwiGluMlp> shared_;
   Tensor bias_;  // (E) f32 on the host, selection only; undefined when expert_bias is off

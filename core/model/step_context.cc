@@ -24,4 +24,10 @@ Tensor StepContext::Zeros(const Shape& shape, DType dtype) const {
   return t;
 }
 
+Tensor StepContext::DeviceSumSlot(DeviceSum which) const {
+  MF_CHECK(device_sums.defined() && device_sums.numel() == kNumDeviceSums)
+      << "StepContext::device_sums is not set (ResetDeviceSums)";
+  return device_sums.Slice(which, which + 1);
+}
+
 }  // namespace moefold::model

@@ -8,6 +8,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/profiler.h"
 #include "core/stream.h"
 #include "core/tensor.h"
 
@@ -35,6 +36,15 @@ struct MicroBatch {
 // tensors on the CPU); already made ones are kept, so a trainer uploads once per micro-batch.
 MicroBatch WithDeviceCopies(const MicroBatch& batch, const Stream& stream);
 
+// Sums a forward pass adds up on the compute device; the trainer reads them once per step, so
+// no layer waits for the device to learn a loss.
+enum DeviceSum : int {
+  kAuxLossSum = 0,     // Σ over MoE layers and aux units of the aux loss
+  kZLossSum = 1,       // Σ over MoE layers and tokens of z_coeff · lse²
+  kSampleLossSum = 2,  // Σ over sequences of their mean token cross entropy (when not on the host)
+  kNumDeviceSums = 3,
+};
+
 struct StepContext {
   Stream* stream = nullptr;  // the compute stream; its device is where the activations live
   // Activations (x, q/k/v, gate/up, logits and their gradients) are f32 or bf16; statistics (rstd,
@@ -45,6 +55,16 @@ struct StepContext {
   // received their last gradient contribution of this backward (data parallelism starts reducing
   // their buckets while the rest of the backward runs). Unset: not called.
   std::function<void(int64_t first, int64_t last)> grads_ready = nullptr;
+  // (kNumDeviceSums) f32 on the compute device that forward passes add to (ResetDeviceSums makes
+  // it); required by every forward.
+  Tensor device_sums = Tensor();
+  // Whether the head copies each micro-batch's per-sample losses to the host (ForwardStats::
+  // sample_losses; a wait): the reweighting needs them before the backward. Otherwise their sum
+  // goes to device_sums[kSampleLossSum] and the backward is seeded uniformly.
+  bool sample_losses_on_host = true;
+  // Op-family timing of profiled steps (core/profiler.h); null = off.
+  Profiler* profiler = nullptr;
+  int layer = -1;  // the decoder layer running (set by the decoder per block), for the profile
   Stream& s() const { return *stream; }
   const Device& device() const { return stream->device(); }
   // Uninitialised tensors on the compute device: in the activation dtype, and f32 / i32 ones.
@@ -55,15 +75,23 @@ struct StepContext {
   Tensor Zeros(const Shape& shape, DType dtype) const;
   // A host tensor's copy on the compute device (itself on the CPU), enqueued on the stream.
   Tensor Upload(const Tensor& host) const { return host.To(device(), s()); }
+  // device_sums zeroed (a new tensor), and the one-element view of one of them.
+  void ResetDeviceSums() { device_sums = Zeros({kNumDeviceSums}, DType::kF32); }
+  Tensor DeviceSumSlot(DeviceSum which) const;
+  // Times the enclosing block as `family` of the current layer when profiling (a no-op otherwise);
+  // keep the result alive: `auto timed = ctx.Profile(OpFamily::kGemm);`.
+  [[nodiscard]] ProfileScope Profile(OpFamily family) const {
+    return ProfileScope(profiler, family, s(), layer);
+  }
 };
 
-// Values the forward pass measured; sums, so the caller normalises over the whole global batch.
+// Values the forward pass measured on the host; sums, so the caller normalises over the whole
+// global batch. The loss sums are in StepContext::device_sums.
 struct ForwardStats {
-  std::vector<float> sample_losses;  // (B) mean token cross entropy of each sequence (detached)
+  // (B) mean token cross entropy of each sequence (detached), when sample_losses_on_host.
+  std::vector<float> sample_losses;
   std::vector<int64_t> sample_tokens;  // (B) tokens with a target in each sequence
-  double aux_loss_sum = 0;   // Σ over MoE layers and aux units (micro-batch or sequence) of the aux loss
   int64_t aux_units = 0;     // 1 per micro-batch (batch-level) or B (sequence-level); 0 when off
-  double z_loss_sum = 0;     // Σ over MoE layers and tokens of z_coeff · lse²
   int64_t tokens = 0;        // B·S
 };
 

@@ -83,14 +83,32 @@ JsonLine& JsonLine::Add(absl::string_view key, const std::vector<std::vector<int
 
 MetricsWriter::~MetricsWriter() { Close(); }
 
-absl::Status MetricsWriter::Open(const std::string& run_dir) {
+JsonLine ProfileLine(int64_t step, const StepProfile& profile) {
+  JsonLine line;
+  line.Add("step", step).Add("step_ms", profile.step_ms).Add("unattributed_ms",
+                                                             profile.unattributed_ms);
+  for (int f = 0; f < kNumOpFamilies; ++f) {
+    const std::string name(OpFamilyName(static_cast<OpFamily>(f)));
+    line.Add(name + "_ms", profile.family_ms[f]).Add(name + "_calls", profile.calls[f]);
+    std::vector<double> layers;
+    for (const auto& [key, ms] : profile.family_layer_ms) {
+      if (key.first != f || key.second < 0) continue;
+      if (static_cast<int>(layers.size()) <= key.second) layers.resize(key.second + 1, 0.0);
+      layers[key.second] += ms;
+    }
+    if (!layers.empty()) line.Add(name + "_layer_ms", layers);
+  }
+  return line;
+}
+
+absl::Status MetricsWriter::Open(const std::string& run_dir, const std::string& file) {
   std::error_code ec;
   std::filesystem::create_directories(run_dir, ec);
   if (ec) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot create run directory ", run_dir, ": ", ec.message()));
   }
-  const std::string path = run_dir + "/metrics.jsonl";
+  const std::string path = run_dir + "/" + file;
   file_ = std::fopen(path.c_str(), "w");
   if (file_ == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("cannot write ", path));

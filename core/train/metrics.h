@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/profiler.h"
 #include "absl/strings/string_view.h"
 
 namespace moefold::train {
@@ -33,11 +34,17 @@ class JsonLine {
 
 std::string JsonEscape(absl::string_view s);
 
+// One profiled step as a JSON line: step, step_ms, unattributed_ms (GPU idle or unscoped), and per
+// op family "<family>_ms", "<family>_calls" and "<family>_layer_ms" (ms per decoder layer, index =
+// layer; only families timed inside layers).
+JsonLine ProfileLine(int64_t step, const StepProfile& profile);
+
 class MetricsWriter {
  public:
   ~MetricsWriter();
-  // Creates RUN_DIR (and parents) and truncates RUN_DIR/metrics.jsonl.
-  absl::Status Open(const std::string& run_dir);
+  // Creates RUN_DIR (and parents) and truncates RUN_DIR/FILE.
+  absl::Status Open(const std::string& run_dir, const std::string& file = "metrics.jsonl");
+  bool is_open() const { return file_ != nullptr; }
   void Write(const JsonLine& line);  // appends and flushes, so a crash keeps every finished step
   void Close();
 

@@ -68,7 +68,6 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
       MF_ASSIGN_OR_RETURN(const model::ForwardStats stats,
                           chunk.Forward(ctx, batch, &sv, chunk.stage().embedding ? nullptr : &input,
                                         chunk.stage().head ? nullptr : &output));
-      if (cb.on_forward) cb.on_forward(stats);
       if (chunk.stage().head) {
         MF_ASSIGN_OR_RETURN(model::BackwardSeeds head, cb.head_seeds(a.micro, stats));
         seeds[{a.chunk, a.micro}] = std::move(head);

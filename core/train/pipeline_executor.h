@@ -21,8 +21,6 @@ struct PipelineCallbacks {
   // After the head chunk's forward of micro-batch m: the seeds of its backward (d_sample_loss
   // from the reweighting; the aux/z scales).
   std::function<absl::StatusOr<model::BackwardSeeds>(int m, const model::ForwardStats&)> head_seeds;
-  // After every chunk's forward (aux and z sums of its MoE layers).
-  std::function<void(const model::ForwardStats&)> on_forward;
   // The aux/z scales for chunks without the head.
   model::BackwardSeeds body_seeds;
   // Called during each chunk's last backward of the step (ParameterSet index ranges).

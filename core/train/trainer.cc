@@ -118,6 +118,14 @@ struct Trainer::State {
   double loss_ema = 0;  // for the spike detector
   int64_t ema_steps = 0;
   int64_t micro_batch = 1;  // train.micro_batch_size, or what SetMicroBatchSize chose
+  std::unique_ptr<Profiler> profiler;  // made for the first profiled step
+  bool profile_all = false;            // SetProfiling
+  bool profiling = false;              // the current step is profiled
+  MetricsWriter profile_file;          // RUN_DIR/profile.jsonl (rank 0)
+  std::vector<StepProfile> profiles;   // of this run, for the closing table
+
+  Tensor Upload(const Tensor& host) const { return host.To(device, *stream); }
+  Profiler* profiler_if_profiling() const { return profiling ? profiler.get() : nullptr; }
 
   // Aux/z seeds are pre-multiplied by Z_ref = the global batch size (docs/DECISIONS.md).
   double z_ref() const { return static_cast<double>(config.train().global_batch_size()); }
@@ -304,10 +312,14 @@ struct Trainer::StepWork {
   StepResult result;
   std::chrono::steady_clock::time_point start, model_start, update_start;
   std::vector<model::MicroBatch> batches;
+  // The forward passes' loss sums on the device (model::DeviceSum), read once in ReduceStatistics.
+  Tensor device_sums;
   // This rank's sums over its samples and MoE layers until ReduceStatistics makes them global.
   double weighted_sum = 0, plain_sum = 0, aux_sum = 0, z_sum = 0;
   float min_u = INFINITY, max_u = 0;
+  int64_t samples = 0;  // sequences whose loss this rank's head computed
   double z = 0;  // the reweighting normaliser Z of the step (ALGORITHMS §3.7)
+  float grad_scale = 1;  // 1/Z × the clip factor, applied by the optimizer
 };
 
 absl::Status Trainer::SetMicroBatchSize(int64_t micro_batch) {
@@ -331,7 +343,7 @@ void Trainer::SetForceBalancedRouting(bool balanced) {
 
 absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   StepWork w;
-  BeginStep(step, &w);
+  MF_RETURN_IF_ERROR(BeginStep(step, &w));
   MF_RETURN_IF_ERROR(GatherBatch(&w));
   MF_RETURN_IF_ERROR(RunSchedule(&w));
   MF_RETURN_IF_ERROR(FinishGradients());
@@ -340,21 +352,33 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   CheckAnomalies(&w);
   MF_RETURN_IF_ERROR(Update(&w));
   MF_RETURN_IF_ERROR(RecordExpertLoad(&w));
-  EndStep(&w);
+  MF_RETURN_IF_ERROR(EndStep(&w));
   return w.result;
 }
 
-void Trainer::BeginStep(int64_t step, StepWork* w) {
+void Trainer::SetProfiling(bool on) { state_->profile_all = on; }
+
+absl::Status Trainer::BeginStep(int64_t step, StepWork* w) {
   State& st = *state_;
   w->start = std::chrono::steady_clock::now();
   w->result.step = step;
   w->result.lr = optim::LearningRate(st.schedule, step);
+  const auto& listed = st.config.logging().profile_steps();
+  st.profiling = st.profile_all || std::find(listed.begin(), listed.end(), step) != listed.end();
+  if (st.profiling) {
+    if (st.profiler == nullptr) {
+      MF_ASSIGN_OR_RETURN(st.profiler, Profiler::Create(st.device));
+    }
+    MF_RETURN_IF_ERROR(st.profiler->BeginStep(*st.stream));
+  }
+  ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
   st.params.ZeroGrads(*st.stream);
   st.sync->BeginStep(step);
   st.reweighter->BeginStep(step);
   for (auto& chunk : st.chunks) {
     for (model::MoeLayer* layer : chunk->moe_layers()) layer->ResetLoad();
   }
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::GatherBatch(StepWork* w) {
@@ -404,18 +428,30 @@ absl::Status Trainer::RunSchedule(StepWork* w) {
   const int64_t seq = st.config.train().seq_len();
   const float micro = static_cast<float>(st.micro_batch);
   w->model_start = std::chrono::steady_clock::now();
+  model::StepContext context;
+  context.stream = st.stream;
+  context.act_dtype = st.act_dtype;
+  context.ResetDeviceSums();
+  context.profiler = st.profiler_if_profiling();
+  // Only a reweighting that weighs samples by their loss needs the losses on the host before the
+  // backward; otherwise every sample's seed is 1 and the losses stay on the device.
+  context.sample_losses_on_host = st.reweighter->options().strategy != optim::Strategy::kNone;
+  w->device_sums = context.device_sums;
   PipelineCallbacks callbacks;
   // Aux/z seeds are pre-multiplied by Z_ref so that dividing the whole gradient by Z leaves them
   // exact whenever Z = Z_ref (uniform weights).
   callbacks.body_seeds.aux_grad_scale =
       static_cast<float>(st.z_ref() / std::max<int64_t>(st.aux_units(), 1));
   callbacks.body_seeds.z_grad_scale = static_cast<float>(st.z_ref() / (global_batch * seq));
-  callbacks.on_forward = [&](const model::ForwardStats& stats) {
-    w->aux_sum += stats.aux_loss_sum;
-    w->z_sum += stats.z_loss_sum;
-  };
   callbacks.head_seeds = [&](int, const model::ForwardStats& stats) {
     model::BackwardSeeds seeds = callbacks.body_seeds;
+    w->samples += static_cast<int64_t>(stats.sample_tokens.size());
+    if (!context.sample_losses_on_host) {
+      seeds.d_sample_loss.assign(stats.sample_tokens.size(), 1.0f);
+      w->min_u = std::min(w->min_u, 1.0f);
+      w->max_u = std::max(w->max_u, 1.0f);
+      return seeds;
+    }
     if (st.microbatch_population()) {
       // Reference semantics (Sow et al.): softmax weights within the micro-batch; scaled by the
       // micro-batch size so that Z = Σuᵢ = global batch, as in the global population.
@@ -449,15 +485,14 @@ absl::Status Trainer::RunSchedule(StepWork* w) {
       mark(first, last);
     }
   };
-  model::StepContext context;
-  context.stream = st.stream;
-  context.act_dtype = st.act_dtype;
   MF_RETURN_IF_ERROR(st.pipeline->Run(context, w->batches, callbacks));
   return sync_status;
 }
 
 absl::Status Trainer::FinishGradients() {
   State& st = *state_;
+  NvtxRange range("gradient reductions");
+  ProfileScope timed(st.profiler_if_profiling(), OpFamily::kCommunication, *st.stream);
   if (st.tied_index >= 0) {
     Tensor& grad = st.params.params()[st.tied_index]->grad;
     MF_RETURN_IF_ERROR(Annotate(parallel::WaitFor(st.groups.embedding->AllReduce(&grad, {})),
@@ -473,11 +508,21 @@ absl::Status Trainer::ReduceStatistics(StepWork* w) {
   const int64_t global_batch = st.config.train().global_batch_size();
   const int64_t seq = st.config.train().seq_len();
   const bool microbatch_population = st.microbatch_population();
+  // The step's one read of the forward passes' device sums (a wait: the backward is done).
+  const std::vector<float> device = w->device_sums.ToVector();
+  w->aux_sum = device[model::kAuxLossSum];
+  w->z_sum = device[model::kZLossSum];
+  const bool uniform = st.reweighter->options().strategy == optim::Strategy::kNone;
+  if (uniform) {
+    // Every seed was 1: the weighted and the plain loss sums agree, and Z counts the samples.
+    w->weighted_sum = w->plain_sum = device[model::kSampleLossSum];
+  }
+  const double local_z = uniform ? static_cast<double>(w->samples)
+                                 : st.reweighter->LocalNormaliser();
   // Per-sample values (Z, the loss sums, the loss and weight ranges) are the same on every rank of
   // a TP×CP group, so they add over DP; per-token ones (aux, z) add over TP×CP×DP.
-  std::vector<float> sums = {
-      static_cast<float>(microbatch_population ? 0.0 : st.reweighter->LocalNormaliser()),
-      static_cast<float>(w->weighted_sum), static_cast<float>(w->plain_sum)};
+  std::vector<float> sums = {static_cast<float>(microbatch_population ? 0.0 : local_z),
+                             static_cast<float>(w->weighted_sum), static_cast<float>(w->plain_sum)};
   std::vector<float> token_sums = {static_cast<float>(w->aux_sum), static_cast<float>(w->z_sum)};
   std::vector<float> mins = {st.reweighter->LocalMin(), w->min_u};
   std::vector<float> maxs = {st.reweighter->LocalMax(), w->max_u};
@@ -493,7 +538,7 @@ absl::Status Trainer::ReduceStatistics(StepWork* w) {
   }
   const bool sample_reduced = g.dp != nullptr || g.pp != nullptr;
   w->z = microbatch_population ? st.z_ref()
-         : !sample_reduced     ? st.reweighter->LocalNormaliser()
+         : !sample_reduced     ? local_z
                                : static_cast<double>(sums[0]);
   st.reweighter->EndStep(w->z, mins[0], maxs[0]);
   if (sample_reduced) {
@@ -516,23 +561,26 @@ absl::Status Trainer::ReduceStatistics(StepWork* w) {
   r.z_loss = w->z_sum / static_cast<double>(global_batch * seq);
   r.loss = r.weighted_lm_loss + r.aux_loss + r.z_loss;
   r.tokens = global_batch * seq;
-  // Deferred normalisation: one division of every gradient by Z (ALGORITHMS §3.7).
-  optim::ScaleGrads(st.sync->OwnedGrads(), static_cast<float>(1.0 / w->z), *st.stream);
   return absl::OkStatus();
 }
 
 absl::Status Trainer::ClipGradients(StepWork* w) {
   State& st = *state_;
   StepResult& r = w->result;
-  // The norm waits for the device: the forward, backward and gradient reductions are done here.
-  MF_ASSIGN_OR_RETURN(const double sum_squares, st.sync->GlobalSumOfSquares());
+  // Σ g² of the summed (not yet normalised) gradients: one reduction on the device, one copy.
+  double sum_squares = 0;
+  {
+    ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
+    MF_ASSIGN_OR_RETURN(sum_squares, st.sync->GlobalSumOfSquares());
+  }
   r.model_s = SecondsSince(w->model_start);
   w->update_start = std::chrono::steady_clock::now();
-  r.grad_norm = std::sqrt(sum_squares);
+  // The deferred normalisation (ALGORITHMS §3.7) and the clipping are one factor that the
+  // optimizer applies as it reads each gradient: no pass over the gradients of their own.
+  const double inv_z = 1.0 / w->z;
+  r.grad_norm = std::sqrt(sum_squares) * inv_z;
   const double clip = optim::ClipScale(r.grad_norm, st.config.optimizer().grad_clip());
-  if (clip != 1.0 && std::isfinite(clip)) {
-    optim::ScaleGrads(st.sync->OwnedGrads(), static_cast<float>(clip), *st.stream);
-  }
+  w->grad_scale = static_cast<float>(inv_z * clip);
   r.grad_bytes_sent = st.sync->bytes_sent();
   r.grad_bytes_uncompressed = st.sync->uncompressed_bytes();
   return absl::OkStatus();
@@ -556,12 +604,17 @@ absl::Status Trainer::Update(StepWork* w) {
   State& st = *state_;
   StepResult& r = w->result;
   if (r.skipped) return absl::OkStatus();
+  NvtxRange range("optimizer");
+  ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
+  // The factor travels to the device as a scalar the optimizer kernels read (an upload, no wait).
+  const Tensor scale = st.Upload(Tensor::FromVector({w->grad_scale}, {1}));
   if (st.sharded_optimizer) {
-    MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(r.lr), *st.stream));
+    MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(r.lr), scale, *st.stream));
+    st.params.RefreshCompute(*st.stream);  // the bf16 weights of the next forward
   } else {
-    st.optimizer->Step(static_cast<float>(r.lr), *st.stream);
+    // One fused pass per flat buffer, which also writes the bf16 weights of the next forward.
+    st.optimizer->Step(static_cast<float>(r.lr), scale, *st.stream);
   }
-  st.params.RefreshCompute(*st.stream);  // the bf16 weights of the next forward
   st.loss_ema = st.ema_steps == 0 ? r.lm_loss : 0.9 * st.loss_ema + 0.1 * r.lm_loss;
   ++st.ema_steps;
   return absl::OkStatus();
@@ -614,13 +667,18 @@ absl::Status Trainer::RecordExpertLoad(StepWork* w) {
   return absl::OkStatus();
 }
 
-void Trainer::EndStep(StepWork* w) {
+absl::Status Trainer::EndStep(StepWork* w) {
   State& st = *state_;
   // The step ends when the device has finished its update, so step times include all its work.
   st.stream->Synchronize();
   w->result.device_peak_bytes = static_cast<int64_t>(AllocatorFor(st.device).peak_bytes());
   w->result.update_s = SecondsSince(w->update_start);
   w->result.step_time_s = SecondsSince(w->start);
+  if (st.profiling) {
+    MF_ASSIGN_OR_RETURN(w->result.profile, st.profiler->EndStep(*st.stream));
+    st.profiling = false;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TrainSummary> Trainer::Run() {
@@ -677,6 +735,15 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("grad_bytes_uncompressed", r.grad_bytes_uncompressed)
         .Add("skipped", r.skipped);
     st.metrics.Write(line);
+    if (r.profile) {
+      st.profiles.push_back(*r.profile);
+      if (st.metrics.is_open()) {
+        if (!st.profile_file.is_open()) {
+          MF_RETURN_IF_ERROR(st.profile_file.Open(st.options.run_dir, "profile.jsonl"));
+        }
+        st.profile_file.Write(ProfileLine(step, *r.profile));
+      }
+    }
     if (r.skipped) {
       std::fprintf(stderr, "step %lld skipped: loss %g grad_norm %g\n",
                    static_cast<long long>(step), r.loss, r.grad_norm);
@@ -689,7 +756,13 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
   double sum = 0;
   for (double v : recent) sum += v;
   summary.final_loss = recent.empty() ? 0 : sum / recent.size();
+  if (!st.profiles.empty()) {
+    summary.profiled_steps = static_cast<int64_t>(st.profiles.size());
+    summary.profile_table =
+        FormatProfileTable(SumProfiles(st.profiles), static_cast<int>(st.profiles.size()));
+  }
   st.metrics.Close();
+  st.profile_file.Close();
   return summary;
 }
 
@@ -704,7 +777,11 @@ std::string FormatSummary(const TrainSummary& s) {
       "  metrics          %s/metrics.jsonl\n",
       s.steps, s.skipped_steps, s.params.total / 1e6, s.params.active / 1e6, s.first_loss,
       s.final_loss, s.tokens, FormatDuration(s.wall_s), s.tokens_per_s, s.model_flops_per_token,
-      s.model_flops_per_token * s.tokens_per_s / 1e12, s.run_dir);
+      s.model_flops_per_token * s.tokens_per_s / 1e12, s.run_dir) +
+         (s.profile_table.empty()
+              ? std::string()
+              : absl::StrFormat("── profile: %d step(s), per step ──\n%s", s.profiled_steps,
+                                s.profile_table));
 }
 
 }  // namespace moefold::train

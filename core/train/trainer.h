@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "configs/moefold.pb.h"
 #include "core/model/decoder.h"
 #include "core/parameter.h"
+#include "core/profiler.h"
 #include "core/train/flops.h"
 #include "parallel/communicator.h"
 #include "parallel/process_groups.h"
@@ -60,6 +62,7 @@ struct StepResult {
   int64_t tokens_dropped = 0;  // pairs over capacity, all MoE layers and ranks
   int64_t dispatch_bytes = 0;  // bytes the token dispatchers of all ranks sent (forward + backward)
   int64_t device_peak_bytes = 0;  // high-water mark of this rank's compute-device memory so far
+  std::optional<StepProfile> profile;  // op-family times, for profiled steps
 };
 
 struct TrainSummary {
@@ -73,6 +76,8 @@ struct TrainSummary {
   double model_flops_per_token = 0;
   ParameterCounts params;
   std::string run_dir;
+  int64_t profiled_steps = 0;
+  std::string profile_table;  // FormatProfileTable of the profiled steps (empty: none)
 };
 
 class Trainer {
@@ -93,13 +98,16 @@ class Trainer {
   // InvalidArgument otherwise) and forced-balanced routing. Only between steps.
   absl::Status SetMicroBatchSize(int64_t micro_batch);
   void SetForceBalancedRouting(bool balanced);
+  // Profiles every following step (StepResult::profile) until switched off, besides the config's
+  // logging.profile_steps. Profiling adds events around every op family: time other steps.
+  void SetProfiling(bool on);
 
  private:
   struct State;
   struct StepWork;
   explicit Trainer(std::unique_ptr<State> state);
   // The phases of Step, in order (DESIGN §6).
-  void BeginStep(int64_t step, StepWork* w);
+  absl::Status BeginStep(int64_t step, StepWork* w);  // also starts a profiled step
   absl::Status GatherBatch(StepWork* w);       // this rank's micro-batches, uploaded once
   absl::Status RunSchedule(StepWork* w);       // forward, losses, reweighting seeds, backward
   absl::Status FinishGradients();              // the data-parallel reductions complete
@@ -108,7 +116,7 @@ class Trainer {
   void CheckAnomalies(StepWork* w);            // non-finite or spiking: skip the update
   absl::Status Update(StepWork* w);            // AdamW and the compute copies
   absl::Status RecordExpertLoad(StepWork* w);  // expert counts, drops, bytes; the expert bias
-  void EndStep(StepWork* w);                   // waits for the device; times and memory
+  absl::Status EndStep(StepWork* w);           // waits for the device; times, memory, profile
   std::unique_ptr<State> state_;
 };
 

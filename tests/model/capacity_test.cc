@@ -104,6 +104,7 @@ TEST(CapacityTest, TheMoeLayerCountsItsDrops) {
     batch.positions = Tensor::Zeros({8}, DType::kI32);
     const Tensor x = testing::RandomNormal({16, 8}, 3);
     StepContext ctx{&CpuStream()};
+    ctx.ResetDeviceSums();
     MoeLayer::Saved saved;
     ForwardStats stats;
     Tensor y;

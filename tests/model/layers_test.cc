@@ -75,7 +75,8 @@ void ExpectGradientsMatch(const std::function<double()>& loss, Tensor* x, const 
 TEST(LayerGradientTest, Attention) {
   const ModelSpec spec = Spec();
   ParameterSet params;
-  AttentionLayer layer(spec, {}, "l", &params);
+  RopeTables rope(spec.head_dim, spec.rope_theta);
+  AttentionLayer layer(spec, {}, "l", &params, &rope);
   params.Initialize(1);
   const MicroBatch batch = Batch(2, 5);
   StepContext ctx{&CpuStream()};
@@ -127,21 +128,25 @@ TEST(LayerGradientTest, MoeWithAuxZLossAndSharedExperts) {
   Tensor x = RandomNormal({8, 8}, 8);
   const Tensor c = RandomNormal({8, 8}, 9);
   const BackwardSeeds seeds{{}, 0.7f, 0.9f};
+  // The aux and z losses are added up in the context's device sums.
   auto loss = [&]() {
     MoeLayer::Saved saved;
     ForwardStats stats;
     Tensor y = Tensor::Empty({8, 8}, DType::kF32);
+    ctx.ResetDeviceSums();
     MF_CHECK(moe.Forward(ctx, batch, x, &saved, &y, &stats).ok());
-    return Dot(y, c) + seeds.aux_grad_scale * stats.aux_loss_sum +
-           seeds.z_grad_scale * stats.z_loss_sum;
+    const std::vector<float> sums = ctx.device_sums.ToVector();
+    return Dot(y, c) + seeds.aux_grad_scale * sums[kAuxLossSum] +
+           seeds.z_grad_scale * sums[kZLossSum];
   };
   MoeLayer::Saved saved;
   ForwardStats stats;
   Tensor y = Tensor::Empty({8, 8}, DType::kF32);
+  ctx.ResetDeviceSums();
   ASSERT_OK(moe.Forward(ctx, batch, x, &saved, &y, &stats));
   EXPECT_EQ(stats.aux_units, 2);  // sequence-level: one term per sequence
-  EXPECT_GT(stats.aux_loss_sum, 0.0);
-  EXPECT_GT(stats.z_loss_sum, 0.0);
+  EXPECT_GT(ctx.device_sums.ToVector()[kAuxLossSum], 0.0);
+  EXPECT_GT(ctx.device_sums.ToVector()[kZLossSum], 0.0);
   Tensor d_x = Tensor::Zeros({8, 8}, DType::kF32);
   ASSERT_OK(moe.Backward(ctx, saved, c, seeds, &d_x));
   ExpectGradientsMatch(loss, &x, d_x, &params);

@@ -58,13 +58,15 @@ struct LayoutCase {
 void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false);
 
 // How close two layouts of the same training must stay. In f32 only the order of the gradient sums
-// differs between layouts. In bf16 such an f32 difference occasionally flips the rounding of a
+// differs between layouts; a gradient spike amplifies that (PP2×TP2 on the tiny model: the norm
+// jumps from 1.4 to 4.9 at step 8 and differs by 7e-4 relative there, while the losses agree to
+// 1e-6), hence 1e-3 for the norm. In bf16 such an f32 difference occasionally flips the rounding of a
 // bf16 weight or activation, and those flips compound over steps, so the bounds are wider — still
 // far below what a mis-scaled or misrouted gradient does (a factor of 2 in a gradient moves its
 // norm by 100%).
 struct Tolerances {
   double loss_rel = 1e-5;       // loss per step, relative
-  double grad_norm_rel = 1e-4;  // pre-clip gradient norm per step, relative
+  double grad_norm_rel = 1e-3;  // pre-clip gradient norm per step, relative
   double param_abs = 1e-4;      // every parameter element at the end, absolute
 };
 inline constexpr Tolerances kF32Tolerances{};

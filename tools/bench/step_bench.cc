@@ -25,6 +25,7 @@
 #include "configs/validate.h"
 #include "core/allocator.h"
 #include "core/cuda_runtime.h"
+#include "core/profiler.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
 #include "core/train/trainer.h"
@@ -43,6 +44,7 @@ struct Options {
   std::vector<bool> balanced = {true, false};
   int warmup = 2;
   int steps = 5;
+  int profile_steps = 0;  // --profile [N]: N extra steps timed per op family after the timed ones
   double peak_tflops = -1;  // < 0: by device
   ops::GroupedGemmBackend grouped_gemm = ops::GroupedGemmBackend::kAuto;
 };
@@ -50,7 +52,8 @@ struct Options {
 const char kUsage[] =
     "usage: step_bench --config FILE [--set key=value]... [--micro-batches 1,2,4]\n"
     "                  [--routing balanced,real] [--warmup N] [--steps N] [--peak-tflops X]\n"
-    "                  [--grouped-gemm auto|loop|cublas_grouped|batched]\n";
+    "                  [--grouped-gemm auto|loop|cublas_grouped|batched] [--profile]\n"
+    "                  [--profile-steps N]\n";
 
 bool ParseInts(const std::string& text, std::vector<int>* out) {
   for (absl::string_view part : absl::StrSplit(text, ',')) {
@@ -71,6 +74,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     };
     std::string v;
     if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
+    if (arg == "--profile") {  // takes no value
+      o.profile_steps = std::max(o.profile_steps, 1);
+      continue;
+    }
     MF_ASSIGN_OR_RETURN(v, value());
     bool ok = true;
     if (arg == "--config") {
@@ -87,6 +94,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       }
     } else if (arg == "--warmup") {
       ok = absl::SimpleAtoi(v, &o.warmup) && o.warmup >= 0;
+    } else if (arg == "--profile-steps") {
+      ok = absl::SimpleAtoi(v, &o.profile_steps) && o.profile_steps >= 0;
     } else if (arg == "--steps") {
       ok = absl::SimpleAtoi(v, &o.steps) && o.steps >= 1;
     } else if (arg == "--grouped-gemm") {
@@ -126,7 +135,7 @@ struct Bench {
 
 absl::StatusOr<Bench> MakeBench(const Options& o, int runs) {
   std::vector<std::string> overrides = o.overrides;
-  const int steps = (o.warmup + o.steps) * runs;
+  const int steps = (o.warmup + o.steps + o.profile_steps) * runs;
   overrides.push_back(absl::StrCat("train.steps=", steps));
   overrides.push_back("logging.progress=never");
   {
@@ -151,6 +160,44 @@ absl::StatusOr<Bench> MakeBench(const Options& o, int runs) {
   options.print_progress = false;
   MF_ASSIGN_OR_RETURN(b.trainer, train::Trainer::Create(b.config, options));
   return b;
+}
+
+// The op-family profile of one run: an "op_profile" JSON line per family (ms per step, share of
+// the step, calls per step, ms per layer), one for the unattributed rest (the GPU idle, or work
+// outside every scope), and the table on stderr.
+void PrintProfile(const Bench& b, int64_t micro, bool balanced,
+                  const std::vector<StepProfile>& profiles, double step_flops) {
+  const StepProfile sum = SumProfiles(profiles);
+  const double n = static_cast<double>(profiles.size()), step_ms = sum.step_ms / n;
+  auto line = [&](const std::string& family, double ms, double calls) {
+    JsonLine("op_profile")
+        .Add("config", b.config.name())
+        .Add("routing", balanced ? "balanced" : "real")
+        .Add("micro_batch", static_cast<double>(micro))
+        .Add("profiled_steps", n)
+        .Add("family", family)
+        .Add("ms_per_step", ms)
+        .Add("share", step_ms > 0 ? ms / step_ms : NAN)
+        .Add("calls_per_step", calls)
+        .Print();
+  };
+  for (int f = 0; f < kNumOpFamilies; ++f) {
+    line(std::string(OpFamilyName(static_cast<OpFamily>(f))), sum.family_ms[f] / n,
+         static_cast<double>(sum.calls[f]) / n);
+  }
+  line("unattributed", sum.unattributed_ms / n, 0);
+  JsonLine("op_profile")
+      .Add("config", b.config.name())
+      .Add("routing", balanced ? "balanced" : "real")
+      .Add("micro_batch", static_cast<double>(micro))
+      .Add("family", "step")
+      .Add("ms_per_step", step_ms)
+      .Add("model_tflops", step_ms > 0 ? step_flops / (step_ms * 1e-3) / 1e12 : NAN)
+      .Print();
+  std::fprintf(stderr, "op profile: %s, %s routing, micro-batch %lld, %d step(s)\n%s",
+               b.config.name().c_str(), balanced ? "balanced" : "real",
+               static_cast<long long>(micro), static_cast<int>(n),
+               FormatProfileTable(sum, static_cast<int>(n)).c_str());
 }
 
 // One (micro-batch, routing) configuration on the shared trainer: a JSON line with its figures.
@@ -182,6 +229,18 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
   }
   // Read after the timed steps, so the high-water mark covers them.
   const double peak_bytes = static_cast<double>(AllocatorFor(device).peak_bytes());
+  // Profiled steps come after the timed ones: their events must not slow the figures above.
+  std::vector<StepProfile> profiles;
+  b.trainer->SetProfiling(true);
+  for (int s = 0; s < o.profile_steps; ++s) {
+    absl::StatusOr<train::StepResult> r = b.trainer->Step(b.next_step++);
+    if (!r.ok()) {
+      b.trainer->SetProfiling(false);
+      return r.status();
+    }
+    if (r->profile) profiles.push_back(*r->profile);
+  }
+  b.trainer->SetProfiling(false);
 
   const double flops_per_token = train::TrainingFlopsPerToken(b.spec, train.seq_len());
   const train::ParameterCounts params = train::CountParameters(b.spec);
@@ -223,6 +282,7 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
       .Add("first_loss", first.loss)
       .Add("last_loss", last.loss)
       .Print();
+  if (!profiles.empty()) PrintProfile(b, micro, balanced, profiles, flops_per_token * tokens);
   return f;
 }
 
