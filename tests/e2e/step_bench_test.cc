@@ -117,6 +117,36 @@ TEST(StepBenchTest, NamesTheExpertGemmBackend) {
   }
 }
 
+// --profile adds, after each run's line, one "op_profile" line per op family, one for the
+// unattributed rest and one for the whole step; the families and the rest add up to the step.
+TEST(StepBenchTest, ProfileAddsOpFamilyLinesThatSumToTheStep) {
+  const Result r = RunBench("--routing real --profile-steps 2");
+  ASSERT_EQ(r.exit_code, 0);
+  double sum = 0, step = 0;
+  int families = 0;
+  for (const std::string& line : r.lines) {
+    if (Field(line, "bench") != "\"op_profile\"") continue;
+    EXPECT_EQ(Field(line, "routing"), "\"real\"") << line;
+    if (Field(line, "family") == "\"step\"") {
+      step = Number(line, "ms_per_step");
+      EXPECT_GT(Number(line, "model_tflops"), 0) << line;
+      continue;
+    }
+    EXPECT_EQ(Number(line, "profiled_steps"), 2) << line;
+    EXPECT_GE(Number(line, "ms_per_step"), 0) << line;
+    sum += Number(line, "ms_per_step");
+    ++families;
+    const std::string family = Field(line, "family");
+    if (family == "\"attention\"" || family == "\"expert_gemm\"" || family == "\"router\"") {
+      EXPECT_GT(Number(line, "ms_per_step"), 0) << line;
+      EXPECT_GT(Number(line, "calls_per_step"), 0) << line;
+    }
+  }
+  EXPECT_EQ(families, 13);  // 12 op families and the unattributed rest
+  ASSERT_GT(step, 0);
+  EXPECT_NEAR(sum, step, 1e-6 * step);
+}
+
 TEST(StepBenchTest, BadArgumentsAreRefused) {
   EXPECT_EQ(RunBench("--routing sideways").exit_code, 2);
   EXPECT_EQ(RunBench("--steps 0").exit_code, 2);

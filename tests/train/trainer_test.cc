@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
@@ -121,6 +122,51 @@ TEST(TrainerTest, ForcedBalancedRoutingLoadsEveryExpertEqually) {
     EXPECT_TRUE(std::isfinite(f->loss));
     EXPECT_NE(f->lm_loss, r->lm_loss);  // the routing really changed
   }
+}
+
+// logging.profile_steps times exactly those steps per op family: the families and the unattributed
+// rest add up to the step, the model's op families all appear, and the run writes profile.jsonl
+// and a table after its summary.
+TEST(TrainerTest, ProfiledStepsAreTimedPerOpFamily) {
+  const std::string run_dir = "build/test-runs/profile";
+  std::filesystem::remove_all(run_dir);
+  config::ExperimentConfig config = SmallConfig({"logging.profile_steps=1,3"});
+  TrainerOptions options;
+  options.run_dir = run_dir;
+  options.print_progress = false;
+  auto trainer = Trainer::Create(config, options);
+  ASSERT_OK(trainer);
+  for (int s = 0; s < 4; ++s) {
+    auto r = (*trainer)->Step(s);
+    ASSERT_OK(r);
+    EXPECT_EQ(r->profile.has_value(), s == 1 || s == 3) << "step " << s;
+    if (!r->profile) continue;
+    double sum = r->profile->unattributed_ms;
+    for (double ms : r->profile->family_ms) sum += ms;
+    EXPECT_NEAR(sum, r->profile->step_ms, 1e-6 * r->profile->step_ms);
+    for (OpFamily f : {OpFamily::kAttention, OpFamily::kGemm, OpFamily::kExpertGemm,
+                       OpFamily::kRouter, OpFamily::kPermute, OpFamily::kNorm,
+                       OpFamily::kActivation, OpFamily::kLoss, OpFamily::kOptimizer}) {
+      EXPECT_GT(r->profile->calls[static_cast<int>(f)], 0) << OpFamilyName(f);
+    }
+    // Attention is timed in both layers of the small model.
+    EXPECT_GT(r->profile->family_layer_ms.count({static_cast<int>(OpFamily::kAttention), 1}), 0u);
+  }
+
+  TrainerOptions write;
+  write.run_dir = run_dir;
+  write.print_progress = false;
+  auto writer = Trainer::Create(SmallConfig({"logging.profile_steps=2"}), write);
+  ASSERT_OK(writer);
+  auto summary = (*writer)->Run();
+  ASSERT_OK(summary);
+  EXPECT_EQ(summary->profiled_steps, 1);
+  EXPECT_NE(FormatSummary(*summary).find("expert_gemm"), std::string::npos);
+  std::ifstream file(run_dir + "/profile.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(file, line));
+  EXPECT_EQ(line.rfind("{\"step\": 2, \"step_ms\": ", 0), 0u) << line;
+  EXPECT_FALSE(std::getline(file, line));
 }
 
 TEST(TrainerTest, NonFiniteStepIsSkipped) {
