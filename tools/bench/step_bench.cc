@@ -3,7 +3,10 @@
 // one JSON line with the median step time (and of its phases: data, forward + backward + gradient
 // reductions, update), tokens/s, model TFLOP/s, MFU (analytic FLOPs of ALGORITHMS §8 over the
 // device's dense peak) and peak memory; then one "train_step_best" line per
-// routing mode naming the fastest micro-batch. Nothing here asserts a time.
+// routing mode naming the fastest micro-batch. The trainer is built once per config and reused
+// across micro-batches and routings. With --profile (--profile-steps N), N extra steps after each
+// run's timed ones are profiled per op family: "op_profile" lines and a table on stderr. Nothing
+// here asserts a time.
 //
 //   step_bench --config configs/bench/mixtral_mini.yaml --micro-batches 1,2,4 --steps 10
 //   step_bench --config configs/tiny_moe.yaml --set train.device=cpu --steps 3   (CPU smoke run)
