@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -82,6 +83,7 @@ class DeviceMemory final : public RawMemory {
   void DestroyEvent(void* event) override { cudaEventDestroy(static_cast<cudaEvent_t>(event)); }
   void Synchronize() override {
     DeviceScope scope(device_);
+    CountHostWait();
     MF_CUDA_CHECK(cudaDeviceSynchronize());
   }
   Device device() const override { return Device::Cuda(device_); }
@@ -107,7 +109,10 @@ class PinnedMemory final : public RawMemory {
   void* RecordEvent(void* stream) override { return RecordMarker(stream); }
   bool EventDone(void* event) override { return MarkerDone(event); }
   void DestroyEvent(void* event) override { cudaEventDestroy(static_cast<cudaEvent_t>(event)); }
-  void Synchronize() override { MF_CUDA_CHECK(cudaDeviceSynchronize()); }
+  void Synchronize() override {
+    CountHostWait();
+    MF_CUDA_CHECK(cudaDeviceSynchronize());
+  }
   Device device() const override { return Device::Cpu(); }
   std::string name() const override { return "pinned host memory"; }
 };
@@ -157,7 +162,15 @@ void StreamDestroy(void* stream) {
   if (stream != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(stream));
 }
 
+namespace {
+std::atomic<int64_t> host_waits{0};
+}  // namespace
+
+int64_t HostWaits() { return host_waits.load(); }
+void CountHostWait() { ++host_waits; }
+
 absl::Status StreamSynchronize(void* stream) {
+  CountHostWait();
   MF_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
   return absl::OkStatus();
 }
@@ -187,6 +200,7 @@ absl::Status EventRecord(void* event, void* stream) {
 }
 
 absl::Status EventSynchronize(void* event) {
+  CountHostWait();
   MF_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
   return absl::OkStatus();
 }
@@ -237,7 +251,10 @@ absl::Status Memcpy(void* dst, const void* src, size_t bytes, void* stream, bool
   if (bytes == 0) return absl::OkStatus();
   const auto s = static_cast<cudaStream_t>(stream);
   MF_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
-  if (synchronous) MF_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  if (synchronous) {
+    CountHostWait();
+    MF_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  }
   return absl::OkStatus();
 }
 

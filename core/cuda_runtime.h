@@ -16,6 +16,14 @@ namespace moefold::cuda {
 bool BackendBuilt();  // true when moefold was compiled with the CUDA backend
 int DeviceCount();    // visible GPUs; 0 without the backend, a driver or a GPU (never an error)
 
+// Times the host has waited for a device since the process started: stream and event
+// synchronisations, synchronous copies and device-wide synchronisations (the caching allocator
+// emptying its cache), also those inside ops that return a host value. Tests use it to check that
+// a training step waits only where it must; 0 without the backend.
+int64_t HostWaits();
+// Counts one host wait (for code that synchronises through the CUDA API directly).
+void CountHostWait();
+
 absl::Status SetDevice(int device);
 absl::StatusOr<int> CurrentDevice();
 

@@ -16,6 +16,8 @@ absl::Status NotBuilt(const char* what) {
 
 bool BackendBuilt() { return false; }
 int DeviceCount() { return 0; }
+int64_t HostWaits() { return 0; }
+void CountHostWait() {}
 absl::Status SetDevice(int) { return NotBuilt("SetDevice"); }
 absl::StatusOr<int> CurrentDevice() { return NotBuilt("CurrentDevice"); }
 absl::StatusOr<void*> StreamCreate(int) { return NotBuilt("StreamCreate"); }

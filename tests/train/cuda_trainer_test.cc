@@ -2,10 +2,13 @@
 // cuda:0 matches the CPU f32 run: in f32 within f32 tolerance, in bf16 (issue 7's parity test)
 // within bf16 tolerance at every step. The MoE variants (capacity drops, sequence aux loss with
 // z-loss and a shared expert, sigmoid routing with expert bias, forced balance) train on the GPU as
-// on the CPU, and the step loop's GPU memory returns to the same level after every step.
+// on the CPU, the step loop's GPU memory returns to the same level after every step, and a steady
+// step waits for the device only where it must.
 #include <cmath>
 
+#include "configs/validate.h"
 #include "core/allocator.h"
+#include "core/cuda_runtime.h"
 #include "core/train/trainer.h"
 #include "gtest/gtest.h"
 #include "tests/testing/cuda_testing.h"
@@ -128,6 +131,27 @@ TEST(CudaTrainerTest, StepMemoryReturnsToTheSameLevelAndIsReported) {
     } else if (s > 1) {
       EXPECT_EQ(gpu.current_bytes(), after_first) << "step " << s;
     }
+  }
+}
+
+// The host waits for the device only where docs/DECISIONS.md says ("What the host reads from the
+// device during a step"): one copy of the expert counts per MoE layer, the loss sums and the norm's
+// partials after the backward, and the end of the step. Nothing else in a steady step.
+TEST(CudaTrainerTest, TheStepWaitsForTheDeviceOnlyWhereDocumented) {
+  MF_REQUIRE_GPU();
+  const config::ExperimentConfig config =
+      TinyConfig({"train.device=cuda", "precision.compute_dtype=bf16"});
+  std::unique_ptr<Trainer> trainer = MakeQuietTrainer(config);
+  // Warm-up: plans, workspaces and the caching allocator settle.
+  for (int s = 0; s < 3; ++s) ASSERT_OK(trainer->Step(s));
+  const int moe_layers = config::CountMoeLayers(config);
+  ASSERT_GT(moe_layers, 0);
+  for (int s = 3; s < 5; ++s) {
+    const int64_t before = cuda::HostWaits();
+    ASSERT_OK(trainer->Step(s));
+    EXPECT_EQ(cuda::HostWaits() - before, moe_layers + 3)
+        << "step " << s << ": " << moe_layers << " expert-count copies, the loss sums, the norm "
+        << "partials and the end of the step are expected";
   }
 }
 
