@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ops/activation.h"
+#include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "parallel/tensor_parallel.h"
 
@@ -27,8 +28,8 @@ Tensor SwiGluMlp::GateUpMatrix() const {
   return gate_up_->compute.Reshape({2 * local_ffn_, hidden_});
 }
 
-absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* saved,
-                                Tensor* y) const {
+absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y,
+                                bool accumulate) const {
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
@@ -36,7 +37,6 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
   const int64_t t = saved->x.dim(0);
   saved->gate_up = ctx.Act({t, 2 * local_ffn_});
   saved->act = ctx.Act({t, local_ffn_});
-  Tensor partial = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
     ops::LinearForward(saved->x, GateUpMatrix(), &saved->gate_up, ctx.s());
@@ -45,16 +45,27 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
     auto timed = ctx.Profile(OpFamily::kActivation);
     ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
   }
+  if (accumulate && parallel::IsSingleRank(mp_.tp)) {
+    // y += act · W_downᵀ in the GEMM itself.
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::Gemm(saved->act, false, down_->compute, true, 1.0f, 1.0f, y, ctx.s());
+    return absl::OkStatus();
+  }
+  Tensor partial = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
     ops::LinearForward(saved->act, down_->compute, &partial, ctx.s());
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
-  return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
+  if (!accumulate) return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
+  Tensor reduced;
+  MF_RETURN_IF_ERROR(parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, &reduced));
+  ops::Add(*y, reduced, y, ctx.s());
+  return absl::OkStatus();
 }
 
 absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
-                                 Tensor* d_x) const {
+                                 Tensor* d_x, bool accumulate) const {
   const int64_t t = saved.x.dim(0);
   Tensor d_y_full;
   {
@@ -72,14 +83,25 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
     ops::SwiGluBackward(saved.gate_up, d_act, &d_gate_up, ctx.s());
   }
   // One GEMM for the input gradient of both projections, one for their weight gradient.
+  Tensor d_w = gate_up_->grad.Reshape({2 * local_ffn_, hidden_});
+  if (accumulate && parallel::IsSingleRank(mp_.tp)) {
+    // d_x += d_gate_up · W_gate_up in the GEMM itself.
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::Gemm(d_gate_up, false, GateUpMatrix(), false, 1.0f, 1.0f, d_x, ctx.s());
+    ops::LinearBackward(saved.x, GateUpMatrix(), d_gate_up, nullptr, &d_w, ctx.s());
+    return absl::OkStatus();
+  }
   Tensor d_full = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    Tensor d_w = gate_up_->grad.Reshape({2 * local_ffn_, hidden_});
     ops::LinearBackward(saved.x, GateUpMatrix(), d_gate_up, &d_full, &d_w, ctx.s());
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
-  return parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, d_x);
+  if (!accumulate) return parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, d_x);
+  Tensor reduced;
+  MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, &reduced));
+  ops::Add(*d_x, reduced, d_x, ctx.s());
+  return absl::OkStatus();
 }
 
 }  // namespace moefold::model

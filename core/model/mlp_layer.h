@@ -27,11 +27,15 @@ class SwiGluMlp {
   SwiGluMlp(const ModelSpec& spec, const ModelParallel& mp, const std::string& prefix, int64_t ffn,
             ParameterSet* params);
 
-  // x (T_x, H) -> *y (T_x, H) (allocated here); T_x = T/tp under sequence parallelism.
-  absl::Status Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y) const;
-  // d_y (T_x, H) -> *d_x (T_x, H), allocated here (overwritten); parameter gradients accumulated.
-  absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
-                        Tensor* d_x) const;
+  // x (T_x, H) -> *y (T_x, H); T_x = T/tp under sequence parallelism. With `accumulate` the
+  // output is added to an existing *y (MoE shared experts join the routed output; without TP the
+  // down projection's GEMM adds it, beta = 1), else *y is allocated here.
+  absl::Status Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y,
+                       bool accumulate = false) const;
+  // d_y (T_x, H) -> *d_x (T_x, H), allocated here (overwritten), or with `accumulate` added to an
+  // existing *d_x (without TP by the input-gradient GEMM itself); parameter gradients accumulated.
+  absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y, Tensor* d_x,
+                        bool accumulate = false) const;
 
  private:
   Tensor GateUpMatrix() const;  // this rank's W_gate_up as the GEMM's (2·F/tp, H) matrix

@@ -211,12 +211,8 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     *y = routed_y;
   }
 
-  if (shared_) {
-    Tensor shared_y;
-    MF_RETURN_IF_ERROR(shared_->Forward(ctx, x, &saved->shared, &shared_y));
-    auto timed = ctx.Profile(OpFamily::kOther);
-    ops::Add(*y, shared_y, y, ctx.s());
-  }
+  // The shared experts add their output to the routed one (in their down projection's GEMM).
+  if (shared_) MF_RETURN_IF_ERROR(shared_->Forward(ctx, x, &saved->shared, y, /*accumulate=*/true));
   return absl::OkStatus();
 }
 
@@ -310,11 +306,9 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   } else {
     *d_x = d_routed;
   }
+  // The shared experts' input gradient adds into the routed one (in their GEMM).
   if (shared_) {
-    Tensor d_shared;
-    MF_RETURN_IF_ERROR(shared_->Backward(ctx, saved.shared, d_y, &d_shared));
-    auto timed = ctx.Profile(OpFamily::kOther);
-    ops::Add(*d_x, d_shared, d_x, ctx.s());
+    MF_RETURN_IF_ERROR(shared_->Backward(ctx, saved.shared, d_y, d_x, /*accumulate=*/true));
   }
   return absl::OkStatus();
 }

@@ -144,7 +144,7 @@ TEST(StepBenchTest, ProfileAddsOpFamilyLinesThatSumToTheStep) {
   }
   EXPECT_EQ(families, 13);  // 12 op families and the unattributed rest
   ASSERT_GT(step, 0);
-  EXPECT_NEAR(sum, step, 1e-6 * step);
+  EXPECT_NEAR(sum, step, 1e-4 * step);  // the lines print 6 significant digits
 }
 
 TEST(StepBenchTest, BadArgumentsAreRefused) {
