@@ -12,6 +12,7 @@ packages=(
   libprotobuf-dev protobuf-compiler     # config schema
   libabsl-dev                           # Status/StatusOr, strings
   libyaml-cpp-dev                       # YAML experiment files
+  nlohmann-json3-dev                    # JSON lines (metrics, profiles, benchmarks)
   libopenblas-dev                       # CPU GEMM reference
   libgtest-dev libgmock-dev             # tests
   libbenchmark-dev                      # tools/bench

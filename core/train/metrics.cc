@@ -10,77 +10,6 @@
 
 namespace moefold::train {
 
-std::string JsonEscape(absl::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", static_cast<int>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
-
-void JsonLine::Key(absl::string_view key) {
-  if (!body_.empty()) body_ += ", ";
-  absl::StrAppend(&body_, "\"", JsonEscape(key), "\": ");
-}
-
-JsonLine& JsonLine::Add(absl::string_view key, double value) {
-  Key(key);
-  body_ += std::isfinite(value) ? absl::StrFormat("%.9g", value) : std::string("null");
-  return *this;
-}
-
-JsonLine& JsonLine::Add(absl::string_view key, int64_t value) {
-  Key(key);
-  absl::StrAppend(&body_, value);
-  return *this;
-}
-
-JsonLine& JsonLine::Add(absl::string_view key, bool value) {
-  Key(key);
-  body_ += value ? "true" : "false";
-  return *this;
-}
-
-JsonLine& JsonLine::Add(absl::string_view key, absl::string_view value) {
-  Key(key);
-  absl::StrAppend(&body_, "\"", JsonEscape(value), "\"");
-  return *this;
-}
-
-JsonLine& JsonLine::Add(absl::string_view key, const std::vector<double>& values) {
-  Key(key);
-  body_ += "[";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i) body_ += ", ";
-    body_ += std::isfinite(values[i]) ? absl::StrFormat("%.6g", values[i]) : std::string("null");
-  }
-  body_ += "]";
-  return *this;
-}
-
-JsonLine& JsonLine::Add(absl::string_view key, const std::vector<std::vector<int64_t>>& rows) {
-  Key(key);
-  body_ += "[";
-  for (size_t i = 0; i < rows.size(); ++i) {
-    if (i) body_ += ", ";
-    absl::StrAppend(&body_, "[", absl::StrJoin(rows[i], ", "), "]");
-  }
-  body_ += "]";
-  return *this;
-}
-
 MetricsWriter::~MetricsWriter() { Close(); }
 
 JsonLine ProfileLine(int64_t step, const StepProfile& profile) {
@@ -117,10 +46,7 @@ absl::Status MetricsWriter::Open(const std::string& run_dir, const std::string& 
 }
 
 void MetricsWriter::Write(const JsonLine& line) {
-  if (file_ == nullptr) return;
-  std::fputs(line.str().c_str(), file_);
-  std::fputc('\n', file_);
-  std::fflush(file_);
+  if (file_ != nullptr) line.Print(file_);
 }
 
 void MetricsWriter::Close() {

@@ -8,31 +8,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "core/profiler.h"
 #include "absl/strings/string_view.h"
+#include "core/json_line.h"
+#include "core/profiler.h"
 
 namespace moefold::train {
 
-// Builds one flat JSON object; keys keep insertion order. Non-finite numbers are written as null
-// (JSON has no NaN) so a diverged step still yields parseable metrics.
-class JsonLine {
- public:
-  JsonLine& Add(absl::string_view key, double value);
-  JsonLine& Add(absl::string_view key, int64_t value);
-  JsonLine& Add(absl::string_view key, int value) { return Add(key, static_cast<int64_t>(value)); }
-  JsonLine& Add(absl::string_view key, bool value);
-  JsonLine& Add(absl::string_view key, absl::string_view value);
-  JsonLine& Add(absl::string_view key, const char* value) { return Add(key, absl::string_view(value)); }
-  JsonLine& Add(absl::string_view key, const std::vector<double>& values);
-  JsonLine& Add(absl::string_view key, const std::vector<std::vector<int64_t>>& rows);
-  std::string str() const { return "{" + body_ + "}"; }
-
- private:
-  void Key(absl::string_view key);
-  std::string body_;
-};
-
-std::string JsonEscape(absl::string_view s);
 
 // One profiled step as a JSON line: step, step_ms, unattributed_ms (GPU idle or unscoped), and per
 // op family "<family>_ms", "<family>_calls" and "<family>_layer_ms" (ms per decoder layer, index =
