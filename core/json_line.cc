@@ -57,6 +57,11 @@ JsonLine& JsonLine::Add(absl::string_view key, const std::vector<std::vector<int
   return *this;
 }
 
+JsonLine& JsonLine::Add(absl::string_view key, const JsonLine& object) {
+  (*json_)[std::string(key)] = *object.json_;
+  return *this;
+}
+
 namespace {
 
 // The library's compact form without spaces; these lines keep ", " between elements and ": " after

@@ -38,6 +38,7 @@ class JsonLine {
   }
   JsonLine& Add(absl::string_view key, const std::vector<double>& values);
   JsonLine& Add(absl::string_view key, const std::vector<std::vector<int64_t>>& rows);
+  JsonLine& Add(absl::string_view key, const JsonLine& object);  // a nested object
 
   // The object on one line, fields separated by ", " and keys from values by ": ".
   std::string Dump() const;

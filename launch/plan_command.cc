@@ -63,9 +63,9 @@ int PlanCommand(const std::vector<std::string>& args) {
   auto memory = train::EstimateMemory(*config, *mapping, rank);
   if (!memory.ok()) return Fail("plan", std::string(memory.status().message()));
   if (parsed->Has("json")) {
-    std::string json = parallel::MappingToJson(*mapping);
-    json.insert(json.rfind('}'), ", \"memory\": " + train::MemoryEstimateJson(*memory));
-    std::printf("%s\n", json.c_str());
+    JsonLine json = parallel::MappingToJson(*mapping);
+    json.Add("memory", train::MemoryEstimateJson(*memory));
+    json.Print();
     return 0;
   }
   std::printf("%s\n%s\n%s", parallel::FormatMeshTables(*mapping).c_str(),

@@ -50,26 +50,24 @@ std::string FormatRankGroups(const Mapping& m, int rank) {
   return out;
 }
 
-std::string MappingToJson(const Mapping& m) {
+JsonLine MappingToJson(const Mapping& m) {
   const ParallelSizes& s = m.sizes();
-  std::string out = absl::StrFormat(
-      "{\"world\": %d, \"order\": \"%s\", \"sizes\": {\"tp\": %d, \"cp\": %d, \"dp\": %d, "
-      "\"pp\": %d, \"etp\": %d, \"ep\": %d, \"edp\": %d}",
-      m.world_size(), s.order, s.tp, s.cp, s.dp, s.pp, s.etp, s.ep, m.edp());
+  JsonLine sizes;
+  sizes.Add("tp", s.tp).Add("cp", s.cp).Add("dp", s.dp).Add("pp", s.pp).Add("etp", s.etp);
+  sizes.Add("ep", s.ep).Add("edp", m.edp());
+  JsonLine json;
+  json.Add("world", m.world_size()).Add("order", s.order).Add("sizes", sizes);
   for (bool moe : {false, true}) {
-    absl::StrAppend(&out, ", \"", moe ? "moe" : "attention", "\": {");
-    bool first = true;
+    JsonLine groups;
     for (GroupKind kind : kAllGroupKinds) {
       if (IsMoeGroup(kind) != moe) continue;
-      std::vector<std::string> lists;
-      for (const auto& g : m.Groups(kind)) lists.push_back(RankList(g));
-      absl::StrAppend(&out, first ? "" : ", ", "\"", GroupKindName(kind), "\": [",
-                      absl::StrJoin(lists, ","), "]");
-      first = false;
+      std::vector<std::vector<int64_t>> lists;
+      for (const auto& g : m.Groups(kind)) lists.emplace_back(g.begin(), g.end());
+      groups.Add(GroupKindName(kind), lists);
     }
-    out += "}";
+    json.Add(moe ? "moe" : "attention", groups);
   }
-  return out + "}";
+  return json;
 }
 
 }  // namespace moefold::parallel

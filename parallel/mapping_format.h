@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "core/json_line.h"
+
 #include "parallel/mapping.h"
 
 namespace moefold::parallel {
@@ -12,7 +14,7 @@ namespace moefold::parallel {
 std::string FormatMeshTables(const Mapping& mapping);
 // Every group of `rank`: kind, members, purpose.
 std::string FormatRankGroups(const Mapping& mapping, int rank);
-// {"world": W, "sizes": {...}, "attention": {"tp": [[0,1],...], ...}, "moe": {...}}
-std::string MappingToJson(const Mapping& mapping);
+// {"world": W, "order": ..., "sizes": {...}, "attention": {"tp": [[0, 1], ...], ...}, "moe": {...}}
+JsonLine MappingToJson(const Mapping& mapping);
 
 }  // namespace moefold::parallel

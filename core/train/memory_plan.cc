@@ -115,15 +115,20 @@ std::string FormatMemoryEstimate(const MemoryEstimate& m) {
       GiB(m.activation_bytes), GiB(m.total_bytes), m.bubble_fraction);
 }
 
-std::string MemoryEstimateJson(const MemoryEstimate& m) {
-  return absl::StrFormat(
-      "{\"stage\": %d, \"parameters\": %d, \"parameter_bytes\": %d, \"gradient_bytes\": %d, "
-      "\"optimizer_bytes\": %d, \"activation_bytes_per_micro\": %d, \"in_flight\": %d, "
-      "\"activation_bytes\": %d, \"total_bytes\": %d, \"bubble_fraction\": %.6g, "
-      "\"schedule\": \"%s\"}",
-      m.stage, m.parameters, m.parameter_bytes, m.gradient_bytes, m.optimizer_bytes,
-      m.activation_bytes_per_micro, m.in_flight, m.activation_bytes, m.total_bytes,
-      m.bubble_fraction, m.schedule);
+JsonLine MemoryEstimateJson(const MemoryEstimate& m) {
+  JsonLine json;
+  json.Add("stage", m.stage)
+      .Add("parameters", m.parameters)
+      .Add("parameter_bytes", m.parameter_bytes)
+      .Add("gradient_bytes", m.gradient_bytes)
+      .Add("optimizer_bytes", m.optimizer_bytes)
+      .Add("activation_bytes_per_micro", m.activation_bytes_per_micro)
+      .Add("in_flight", m.in_flight)
+      .Add("activation_bytes", m.activation_bytes)
+      .Add("total_bytes", m.total_bytes)
+      .Add("bubble_fraction", m.bubble_fraction)
+      .Add("schedule", m.schedule);
+  return json;
 }
 
 }  // namespace moefold::train

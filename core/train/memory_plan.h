@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/json_line.h"
+
 #include "absl/status/statusor.h"
 #include "configs/moefold.pb.h"
 #include "parallel/mapping.h"
@@ -32,6 +34,6 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
                                               const parallel::Mapping& mapping, int rank);
 
 std::string FormatMemoryEstimate(const MemoryEstimate& m);  // a few lines for `moefold plan`
-std::string MemoryEstimateJson(const MemoryEstimate& m);   // one JSON object
+JsonLine MemoryEstimateJson(const MemoryEstimate& m);      // one JSON object
 
 }  // namespace moefold::train

@@ -156,7 +156,7 @@ TEST(CliTest, PlanPrintsBothMeshesAndJson) {
   EXPECT_NE(r.output.find("pipeline bubble fraction: 0.500"), std::string::npos) << r.output;
   r = RunMoefold("plan --config configs/tiny_moe.yaml --world 4 --json --set parallel.ep=2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("\"ep\": [[0,1],[2,3]]"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"ep\": [[0, 1], [2, 3]]"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"memory\": {\"stage\": 0"), std::string::npos) << r.output;
   r = RunMoefold("plan --config configs/tiny_moe.yaml --world 12 --set parallel.tp=8");
   EXPECT_NE(r.exit_code, 0);

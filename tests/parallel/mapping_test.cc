@@ -369,14 +369,14 @@ TEST(MappingFormatTest, TablesGroupsAndJson) {
   const std::string groups = FormatRankGroups(m, 3);
   EXPECT_NE(groups.find("dp-cp"), std::string::npos);
   EXPECT_NE(groups.find("[1,3]"), std::string::npos) << groups;
-  const std::string json = MappingToJson(m);
-  EXPECT_NE(json.find("\"tp\": [[0,1],[2,3]]"), std::string::npos) << json;
-  EXPECT_NE(json.find("\"ep\": [[0,1],[2,3]]"), std::string::npos) << json;
-  EXPECT_NE(json.find("\"edp\": [[0,2],[1,3]]"), std::string::npos) << json;
+  const std::string json = MappingToJson(m).Dump();
+  EXPECT_NE(json.find("\"tp\": [[0, 1], [2, 3]]"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"ep\": [[0, 1], [2, 3]]"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"edp\": [[0, 2], [1, 3]]"), std::string::npos) << json;
   EXPECT_EQ(json.rfind("{\"world\": 4, \"order\": \"tp-cp-ep-dp-pp\", \"sizes\": {\"tp\": 2", 0),
             0u)
       << json;
-  EXPECT_NE(json.find("\"embedding\": [[0],[1],[2],[3]]"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"embedding\": [[0], [1], [2], [3]]"), std::string::npos) << json;
   EXPECT_LT(json.find("\"attention\": {"), json.find("\"moe\": {")) << json;
   EXPECT_EQ(json.back(), '}');
 }
