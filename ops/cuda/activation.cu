@@ -1,9 +1,7 @@
-// CUDA SwiGLU: out = silu(g)·u forward; d_up = d·silu(g), d_gate = d·u·σ(g)·(1 + g·(1 − σ(g))),
-// on separate gate and up tensors or on one fused (T, 2F) gate_up tensor. f32 math with expf (not
-// __expf) so f32 parity holds; 16-byte packs when pointers and rows allow, single elements
-// otherwise, with the same per-element arithmetic. d_out may alias d_gate or d_up (two-tensor
-// form); d_gate_up may alias gate_up (fused form): every element is read before the same thread
-// writes it.
+// CUDA SwiGLU on the fused (T, 2F) gate_up tensor: out = silu(g)·u forward; d_up = d·silu(g),
+// d_gate = d·u·σ(g)·(1 + g·(1 − σ(g))). f32 math with expf (not __expf) so f32 parity holds;
+// 16-byte packs when pointers and rows allow, single elements otherwise, with the same per-element
+// arithmetic. d_gate_up may alias gate_up: every element is read before the same thread writes it.
 #include <cstdint>
 
 #include "ops/cuda/common.cuh"
@@ -55,35 +53,6 @@ struct GateUpGrad {
   Pack<T, N> gate, up, d_out;
 };
 
-template <typename T, int N>
-__global__ void SwiGluForwardKernel(const T* gate, const T* up, T* out, int64_t packs) {
-  ForEachPack(
-      FirstThread(), packs, GridThreads(),
-      [&](int64_t i) {
-        return GateUp<T, N>{LoadPack<N>(gate + i * N), LoadPack<N>(up + i * N)};
-      },
-      [&](int64_t i, const GateUp<T, N>& in) {
-        StorePack<N>(out + i * N, ForwardPack(in.gate, in.up));
-      });
-}
-
-template <typename T, int N>
-__global__ void SwiGluBackwardKernel(const T* gate, const T* up, const T* d_out, T* d_gate, T* d_up,
-                                     int64_t packs) {
-  ForEachPack<kPacksInFlightWide>(
-      FirstThread(), packs, GridThreads(),
-      [&](int64_t i) {
-        return GateUpGrad<T, N>{LoadPack<N>(gate + i * N), LoadPack<N>(up + i * N),
-                                LoadPack<N>(d_out + i * N)};
-      },
-      [&](int64_t i, const GateUpGrad<T, N>& in) {
-        Pack<T, N> dg, du;
-        BackwardPack(in.gate, in.up, in.d_out, &dg, &du);
-        StorePack<N>(d_up + i * N, du);
-        StorePack<N>(d_gate + i * N, dg);
-      });
-}
-
 // The fused layout: pack i of out (T, F) is row t = i / (F/N), column pack c = i mod (F/N); its
 // gate is at gate_up[t, c·N] and its up at gate_up[t, F + c·N]. Index is uint32_t when every pack
 // index fits (a 32-bit division is several times cheaper than a 64-bit one), else uint64_t.
@@ -132,15 +101,6 @@ int FlatGrid(int64_t packs, const Stream& stream) {
   return DeviceGrid(packs, int64_t{kThreads} * kPacksInFlight, kThreads, stream);
 }
 
-void CheckPair(const Tensor& gate, const Tensor& up, const Stream& stream, const char* op) {
-  CheckStream(stream, gate.device(), op);
-  CheckActivation(gate, gate.device(), op, "gate");
-  CheckRank(gate, 2, op, "gate");
-  CheckOn(up, gate.device(), op, "up");
-  CheckDType(up, gate.dtype(), op, "up");
-  CheckShape(up, gate.shape(), op, "up");
-}
-
 // gate_up (T, 2F) on the stream's GPU; returns F.
 int64_t CheckGateUp(const Tensor& gate_up, const Stream& stream, const char* op) {
   CheckStream(stream, gate_up.device(), op);
@@ -170,58 +130,6 @@ void LaunchFused(std::initializer_list<const void*> pointers, int64_t t, int64_t
 }
 
 }  // namespace
-
-void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream) {
-  constexpr const char* kOp = "SwiGluForward";
-  CheckPair(gate, up, stream, kOp);
-  CheckOut(out, gate.device(), gate.dtype(), gate.shape(), kOp, "out");
-  const int64_t n = gate.numel();
-  if (n == 0) return;
-  const cudaStream_t s = Native(stream);
-  MF_DISPATCH_FLOAT(gate.dtype(), kOp, T, {
-    const T* pg = gate.data<T>();
-    const T* pu = up.data<T>();
-    T* po = out->data<T>();
-    ForBodyAndTail<kVecWidth<T>>(
-        n, VectorAligned<T>({pg, pu, po}, 0), [&](auto width, int64_t offset, int64_t count) {
-          constexpr int N = decltype(width)::value;
-          const int64_t packs = count / N;
-          SwiGluForwardKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(
-              pg + offset, pu + offset, po + offset, packs);
-          MF_CUDA_CHECK_LAUNCH();
-        });
-  });
-}
-
-void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor* d_gate,
-                    Tensor* d_up, Stream& stream) {
-  constexpr const char* kOp = "SwiGluBackward";
-  CheckPair(gate, up, stream, kOp);
-  CheckOn(d_out, gate.device(), kOp, "d_out");
-  CheckDType(d_out, gate.dtype(), kOp, "d_out");
-  CheckShape(d_out, gate.shape(), kOp, "d_out");
-  CheckOut(d_gate, gate.device(), gate.dtype(), gate.shape(), kOp, "d_gate");
-  CheckOut(d_up, gate.device(), gate.dtype(), gate.shape(), kOp, "d_up");
-  const int64_t n = gate.numel();
-  if (n == 0) return;
-  const cudaStream_t s = Native(stream);
-  MF_DISPATCH_FLOAT(gate.dtype(), kOp, T, {
-    const T* pg = gate.data<T>();
-    const T* pu = up.data<T>();
-    const T* pd = d_out.data<T>();
-    T* pdg = d_gate->data<T>();
-    T* pdu = d_up->data<T>();
-    ForBodyAndTail<kVecWidth<T>>(
-        n, VectorAligned<T>({pg, pu, pd, pdg, pdu}, 0),
-        [&](auto width, int64_t offset, int64_t count) {
-          constexpr int N = decltype(width)::value;
-          const int64_t packs = count / N;
-          SwiGluBackwardKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(
-              pg + offset, pu + offset, pd + offset, pdg + offset, pdu + offset, packs);
-          MF_CUDA_CHECK_LAUNCH();
-        });
-  });
-}
 
 void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream) {
   constexpr const char* kOp = "SwiGluForward";

@@ -74,15 +74,11 @@ absl::Status CudnnAttentionAvailable(int64_t batch, int64_t seq, int64_t q_heads
 absl::StatusOr<std::string> CudnnVersion();
 
 // activation.cu
-void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream);
-void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor* d_gate,
-                    Tensor* d_up, Stream& stream);
 void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream);
 void SwiGluBackward(const Tensor& gate_up, const Tensor& d_out, Tensor* d_gate_up, Stream& stream);
 
-// elementwise.cu. Axpy: src and dst each f32 or bf16.
+// elementwise.cu
 void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream);
-void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream);
 void Scale(float alpha, Tensor* x, Stream& stream);
 
 // reduce.cu. SumOfSquares and Amax return host values: they wait for the stream. SumOfSquaresInto

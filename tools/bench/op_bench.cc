@@ -244,26 +244,35 @@ void BenchMemoryBound(Runner& r, const Model& m) {
           [&] { ops::RmsNormBackward(x, w, rstd, d_y, &d_x, &d_w, r.stream()); });
     r.Run("residual_add", th, 0, 3 * row_bytes, [&] { ops::Add(x, res, &sum, r.stream()); });
   }
-  {  // RoPE on q and k.
-    const Tensor q = RandomGpu({t, m.heads, m.head_dim}, kBf16, 1.0f, 14);
-    Tensor y = Tensor::Empty(q.shape(), kBf16, gpu);
+  {  // The fused QKV projection split into q, k, v with RoPE on q and k, and its backward.
+    const int64_t groups = m.kv_heads, per_group = m.heads / m.kv_heads, d = m.head_dim;
+    const Tensor qkv = RandomGpu({t, groups * (per_group + 2) * d}, kBf16, 1.0f, 14);
+    Tensor q = Tensor::Empty({t, m.heads, d}, kBf16, gpu);
+    Tensor k = Tensor::Empty({t, groups, d}, kBf16, gpu), v = Tensor::Empty(k.shape(), kBf16, gpu);
+    Tensor d_qkv = Tensor::Empty(qkv.shape(), kBf16, gpu);
     std::vector<int32_t> pos(t);
     for (int64_t i = 0; i < t; ++i) pos[i] = static_cast<int32_t>(i);
     const Tensor positions = Tensor::FromVectorI32(pos, {t}).To(gpu);
-    r.Run("rope_fwd_q", Dims({t, m.heads, m.head_dim}), 0, 4.0 * q.numel(),
-          [&] { ops::RopeForward(q, positions, 10000.0f, &y, r.stream()); });
+    const Tensor table = ops::RopeTable(t, d, 10000.0f).To(gpu);
+    // qkv read and q, k, v written in bf16; each token's position and f32 table row read once.
+    const double bytes = 4.0 * qkv.numel() + t * (4.0 + 4.0 * d);
+    const std::string shape = Dims({t, groups, per_group + 2, d});
+    r.Run("qkv_rope_fwd", shape, 0, bytes,
+          [&] { ops::QkvRopeForward(qkv, positions, table, &q, &k, &v, r.stream()); });
+    r.Run("qkv_rope_bwd", shape, 0, bytes,
+          [&] { ops::QkvRopeBackward(q, k, v, positions, table, &d_qkv, r.stream()); });
   }
-  {  // SwiGLU over the routed rows.
-    const Shape shape{pairs, m.expert_ffn};
-    const Tensor gate = RandomGpu(shape, kBf16, 1.0f, 15), up = RandomGpu(shape, kBf16, 1.0f, 16);
-    const Tensor d_out = RandomGpu(shape, kBf16, 1.0f, 17);
-    Tensor out = Tensor::Empty(shape, kBf16, gpu), d_gate = Tensor::Empty(shape, kBf16, gpu);
-    Tensor d_up = Tensor::Empty(shape, kBf16, gpu);
-    const double n = static_cast<double>(pairs) * m.expert_ffn;
-    r.Run("swiglu_fwd", Dims({pairs, m.expert_ffn}), 0, 6 * n,
-          [&] { ops::SwiGluForward(gate, up, &out, r.stream()); });
-    r.Run("swiglu_bwd", Dims({pairs, m.expert_ffn}), 0, 10 * n,
-          [&] { ops::SwiGluBackward(gate, up, d_out, &d_gate, &d_up, r.stream()); });
+  {  // SwiGLU over the routed rows of the fused gate/up projection (T·k, 2F).
+    const int64_t f = m.expert_ffn;
+    const Tensor gate_up = RandomGpu({pairs, 2 * f}, kBf16, 1.0f, 15);
+    const Tensor d_out = RandomGpu({pairs, f}, kBf16, 1.0f, 17);
+    Tensor out = Tensor::Empty({pairs, f}, kBf16, gpu);
+    const double n = static_cast<double>(pairs) * f;
+    r.Run("swiglu_fwd", Dims({pairs, 2 * f}), 0, 6 * n,
+          [&] { ops::SwiGluForward(gate_up, &out, r.stream()); });
+    Tensor d_gate_up = Tensor::Empty(gate_up.shape(), kBf16, gpu);
+    r.Run("swiglu_bwd", Dims({pairs, 2 * f}), 0, 10 * n,
+          [&] { ops::SwiGluBackward(gate_up, d_out, &d_gate_up, r.stream()); });
   }
   {  // Router, permutation, combine.
     const Tensor logits = RandomGpu({t, m.experts}, kF32, 1.0f, 18);
