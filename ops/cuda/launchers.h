@@ -49,9 +49,6 @@ void RmsNormBackwardAccumulate(const Tensor& x, const Tensor& w, const Tensor& r
                                const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream);
 
 // rope.cu. table (P, D/2, 2) f32; positions outside [0, P) trap the kernel.
-void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream);
-void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
-                  Stream& stream);
 void RopeForward(const Tensor& x, const Tensor& positions, const Tensor& table, Tensor* y,
                  Stream& stream);
 void RopeBackward(const Tensor& d_y, const Tensor& positions, const Tensor& table, Tensor* d_x,
