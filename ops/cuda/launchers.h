@@ -89,7 +89,7 @@ void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Strea
 void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logits, Tensor* d_x,
                           Tensor* d_w, Stream& stream);
 
-// router.cu (all f32). The loss_sum overloads accumulate on the device without waiting.
+// router.cu (all f32). The losses accumulate into loss_sum on the device without waiting.
 void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
                        Tensor* ids, Tensor* weights, Stream& stream);
 void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& weights,
@@ -99,13 +99,10 @@ void BalancedRouting(int64_t first_row, int num_experts, Tensor* ids, Tensor* we
                      Stream& stream);
 void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
 void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream);
-float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
-                     float coeff, Stream& stream);
 void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                     float coeff, Tensor* loss_sum, Stream& stream);
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream);
-float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream);
 void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
                   Stream& stream);
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,
