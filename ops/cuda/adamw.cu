@@ -3,9 +3,7 @@
 // (ops/cpu/adamw_scalars.h). Every element goes through one update function written with
 // round-to-nearest intrinsics (no FMA contraction), so the per-parameter and the flat kernels give
 // the same bits for the same scaled gradient, and the CPU reference's bits (IEEE f32 operations in
-// the same order). The gradient scale and the clip factor are device scalars: nothing here waits
-// for the host.
-#include <cmath>
+// the same order). The gradient scale is a device scalar: nothing here waits for the host.
 #include <cstdint>
 #include <utility>
 
@@ -111,14 +109,6 @@ __global__ void AdamWFlatKernel(AdamWScalars c, const float* g, const float* gra
   }
 }
 
-__global__ void GradScaleKernel(const double* sum_squares, double inv_z, double max_norm,
-                                float* scale) {
-  const double norm = sqrt(*sum_squares) * inv_z;
-  const double clip =
-      !(max_norm > 0.0) || !isfinite(norm) || norm <= max_norm ? 1.0 : max_norm / (norm + 1e-6);
-  *scale = static_cast<float>(inv_z * clip);
-}
-
 // grad, param, m, v: f32 on param's device (the stream's), with the same element count.
 int64_t CheckState(const Tensor& grad, const Tensor* param, const Tensor* m, const Tensor* v,
                    const Stream& stream, const char* op) {
@@ -187,21 +177,6 @@ void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor
         c, grad.data<float>(), grad_scale.data<float>(), ranges, num_ranges, param->data<float>(),
         m->data<float>(), v->data<float>(), out, n);
   }
-  MF_CUDA_CHECK_LAUNCH();
-}
-
-void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
-                             Stream& stream) {
-  constexpr const char* kOp = "GradScaleFromSumSquares";
-  const Device dev = sum_squares.device();
-  CheckStream(stream, dev, kOp);
-  CheckOn(sum_squares, dev, kOp, "sum_squares");
-  MF_CHECK(DTypeSize(sum_squares.dtype()) == 8 && sum_squares.numel() == 1)
-      << kOp << ": sum_squares must be one 8-byte element holding an f64, got "
-      << sum_squares.DebugString();
-  CheckOut(scale, dev, DType::kF32, {1}, kOp, "scale");
-  GradScaleKernel<<<1, 1, 0, Native(stream)>>>(static_cast<const double*>(sum_squares.raw_data()),
-                                               inv_z, max_norm, scale->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

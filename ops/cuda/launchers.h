@@ -130,13 +130,11 @@ void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* s
                     Stream& stream);
 void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream);
 
-// adamw.cu: f32 flat buffers, compute bf16, no_decay_ranges i64, sum_squares an f64 in 8 bytes.
+// adamw.cu: f32 flat buffers, compute bf16, no_decay_ranges i64.
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
                Stream& stream);
 void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
                    const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
                    Tensor* compute, Stream& stream);
-void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
-                             Stream& stream);
 
 }  // namespace moefold::ops::cuda
