@@ -15,11 +15,6 @@ constexpr int kThreads = 256;
 
 __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-__device__ __forceinline__ int64_t FirstThread() {
-  return blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-}
-__device__ __forceinline__ int64_t GridThreads() { return int64_t{gridDim.x} * blockDim.x; }
-
 template <typename T, int N>
 __device__ __forceinline__ Pack<T, N> ForwardPack(const Pack<T, N>& gate, const Pack<T, N>& up) {
   Pack<T, N> out;
@@ -97,10 +92,6 @@ __global__ void SwiGluFusedBackwardKernel(const T* gate_up, const T* d_out, T* d
       });
 }
 
-int FlatGrid(int64_t packs, const Stream& stream) {
-  return DeviceGrid(packs, int64_t{kThreads} * kPacksInFlight, kThreads, stream);
-}
-
 // gate_up (T, 2F) on the stream's GPU; returns F.
 int64_t CheckGateUp(const Tensor& gate_up, const Stream& stream, const char* op) {
   CheckStream(stream, gate_up.device(), op);
@@ -145,7 +136,7 @@ void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream) {
       constexpr int N = decltype(width)::value;
       using Index = decltype(index);
       SwiGluFusedForwardKernel<T, N, Index>
-          <<<FlatGrid(packs, stream), kThreads, 0, s>>>(pgu, po, packs, f);
+          <<<PackGrid(packs, kThreads, stream), kThreads, 0, s>>>(pgu, po, packs, f);
       MF_CUDA_CHECK_LAUNCH();
     });
   });
@@ -169,7 +160,7 @@ void SwiGluBackward(const Tensor& gate_up, const Tensor& d_out, Tensor* d_gate_u
       constexpr int N = decltype(width)::value;
       using Index = decltype(index);
       SwiGluFusedBackwardKernel<T, N, Index>
-          <<<FlatGrid(packs, stream), kThreads, 0, s>>>(pgu, pd, pdgu, packs, f);
+          <<<PackGrid(packs, kThreads, stream), kThreads, 0, s>>>(pgu, pd, pdgu, packs, f);
       MF_CUDA_CHECK_LAUNCH();
     });
   });

@@ -46,7 +46,7 @@ AttentionDims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, const 
 // must start 16-byte aligned (views made by Slice may not).
 bool Aligned(std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors) {
-    if (reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
+    if (!IsAligned(t->raw_data(), 16)) return false;
   }
   return true;
 }

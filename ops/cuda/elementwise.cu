@@ -11,11 +11,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ int64_t FirstThread() {
-  return blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-}
-__device__ __forceinline__ int64_t GridThreads() { return int64_t{gridDim.x} * blockDim.x; }
-
 template <typename T, int N>
 __global__ void AddKernel(const T* a, const T* b, T* out, int64_t packs) {
   struct In {
@@ -46,11 +41,6 @@ __global__ void ScaleKernel(float alpha, T* x, int64_t packs) {
       });
 }
 
-// Blocks for `packs` packs: each thread takes kPacksInFlight per step.
-int FlatGrid(int64_t packs, const Stream& stream) {
-  return DeviceGrid(packs, int64_t{kThreads} * kPacksInFlight, kThreads, stream);
-}
-
 }  // namespace
 
 void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream) {
@@ -73,8 +63,9 @@ void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream) {
                                  [&](auto width, int64_t offset, int64_t count) {
                                    constexpr int N = decltype(width)::value;
                                    const int64_t packs = count / N;
-                                   AddKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(
-                                       pa + offset, pb + offset, po + offset, packs);
+                                   AddKernel<T, N>
+                                       <<<PackGrid(packs, kThreads, stream), kThreads, 0, s>>>(
+                                           pa + offset, pb + offset, po + offset, packs);
                                    MF_CUDA_CHECK_LAUNCH();
                                  });
   });
@@ -94,7 +85,8 @@ void Scale(float alpha, Tensor* x, Stream& stream) {
         n, VectorAligned<T>({px}, 0), [&](auto width, int64_t offset, int64_t count) {
           constexpr int N = decltype(width)::value;
           const int64_t packs = count / N;
-          ScaleKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(alpha, px + offset, packs);
+          ScaleKernel<T, N>
+              <<<PackGrid(packs, kThreads, stream), kThreads, 0, s>>>(alpha, px + offset, packs);
           MF_CUDA_CHECK_LAUNCH();
         });
   });

@@ -252,8 +252,9 @@ Tensor RowOfPair(const Tensor& sorted, int64_t pairs, Stream& stream) {
       cudaMemsetAsync(row_of_pair.raw_data(), 0xff, row_of_pair.nbytes(), Native(stream)));
   const int64_t rows = sorted.numel();
   if (rows > 0) {
-    InvertSorted<<<GridFor(rows, kIndexThreads), kIndexThreads, 0, Native(stream)>>>(
-        sorted.data<int32_t>(), rows, pairs, row_of_pair.data<int32_t>());
+    InvertSorted<<<DeviceGrid(rows, kIndexThreads, kIndexThreads, stream), kIndexThreads, 0,
+                   Native(stream)>>>(sorted.data<int32_t>(), rows, pairs,
+                                     row_of_pair.data<int32_t>());
     MF_CUDA_CHECK_LAUNCH();
   }
   return row_of_pair;
@@ -461,8 +462,8 @@ void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows
       unit_rows, partial.data<int32_t>(), counts->data<float>());
   MF_CUDA_CHECK_LAUNCH();
   const int64_t n = units * experts;
-  CountsToF32<<<GridFor(n, kIndexThreads), kIndexThreads, 0, s>>>(partial.data<int32_t>(), n,
-                                                                  counts->data<float>());
+  CountsToF32<<<DeviceGrid(n, kIndexThreads, kIndexThreads, stream), kIndexThreads, 0, s>>>(
+      partial.data<int32_t>(), n, counts->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

@@ -8,7 +8,7 @@
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
-#include "ops/cuda/packed.cuh"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
@@ -72,11 +72,11 @@ __global__ void RopeTableKernel(const T* in, const int32_t* positions, const flo
     const int64_t pos = TablePosition(positions, t, table_rows);
     const int64_t base = (t * heads + n) * 2 * half;
     float x1[kVec], x2[kVec];
-    LoadPacked<T, kVec>(in + base + i0, x1);
-    LoadPacked<T, kVec>(in + base + half + i0, x2);
+    PackToF32(LoadPack<kVec>(in + base + i0), x1);
+    PackToF32(LoadPack<kVec>(in + base + half + i0), x2);
     RotatePairs<kVec>(table + (pos * half + i0) * 2, sign, x1, x2);
-    StorePacked<T, kVec>(out + base + i0, x1);
-    StorePacked<T, kVec>(out + base + half + i0, x2);
+    StorePack<kVec>(out + base + i0, PackFromF32<T>(x1));
+    StorePack<kVec>(out + base + half + i0, PackFromF32<T>(x2));
   }
 }
 
@@ -103,14 +103,14 @@ __global__ void QkvRopeKernel(T* fused, T* q, T* k, T* v, const int32_t* positio
     const T* src = kForward ? fused_row : split_row;
     T* dst = kForward ? split_row : fused_row;
     float x1[kVec], x2[kVec];
-    LoadPacked<T, kVec>(src + i0, x1);
-    LoadPacked<T, kVec>(src + half + i0, x2);
+    PackToF32(LoadPack<kVec>(src + i0), x1);
+    PackToF32(LoadPack<kVec>(src + half + i0), x2);
     if (j <= r) {  // queries and the key rotate, the value is copied
       const int64_t pos = TablePosition(positions, t, table_rows);
       RotatePairs<kVec>(table + (pos * half + i0) * 2, kForward ? 1.0f : -1.0f, x1, x2);
     }
-    StorePacked<T, kVec>(dst + i0, x1);
-    StorePacked<T, kVec>(dst + half + i0, x2);
+    StorePack<kVec>(dst + i0, PackFromF32<T>(x1));
+    StorePack<kVec>(dst + half + i0, PackFromF32<T>(x2));
   }
 }
 
@@ -134,9 +134,10 @@ void LaunchRopeTable(const Tensor& src, const Tensor& positions, const Tensor& t
   const int64_t tokens = src.dim(0);
   const int heads = static_cast<int>(src.dim(1)), half = static_cast<int>(src.dim(2) / 2);
   const int64_t items = tokens * heads * (half / kVec);
-  RopeTableKernel<T, kVec><<<GridFor(items, kThreads), kThreads, 0, Native(stream)>>>(
-      src.data<T>(), positions.data<int32_t>(), table.data<float>(), table.dim(0), sign, tokens,
-      heads, half, dst->data<T>());
+  RopeTableKernel<T, kVec>
+      <<<DeviceGrid(items, kThreads, kThreads, stream), kThreads, 0, Native(stream)>>>(
+          src.data<T>(), positions.data<int32_t>(), table.data<float>(), table.dim(0), sign, tokens,
+          heads, half, dst->data<T>());
 }
 
 void RotateWithTable(const Tensor& src, const Tensor& positions, const Tensor& table, float sign,
@@ -153,11 +154,9 @@ void RotateWithTable(const Tensor& src, const Tensor& positions, const Tensor& t
   CheckOut(dst, dev, src.dtype(), src.shape(), op, "output");
   if (tokens * heads * dim == 0) return;
   MF_DISPATCH_FLOAT(src.dtype(), op, T, {
-    if ((dim / 2) % kPack<T> == 0 && IsAligned16({&src, dst, &table})) {
-      LaunchRopeTable<T, kPack<T>>(src, positions, table, sign, dst, stream);
-    } else {
-      LaunchRopeTable<T, 1>(src, positions, table, sign, dst, stream);
-    }
+    WithPackWidth<T>({src.raw_data(), dst->raw_data(), table.raw_data()}, dim / 2, [&](auto width) {
+      LaunchRopeTable<T, decltype(width)::value>(src, positions, table, sign, dst, stream);
+    });
   });
   MF_CUDA_CHECK_LAUNCH();
 }
@@ -201,10 +200,11 @@ void LaunchQkv(const QkvShape& s, const Tensor& fused, const Tensor& q, const Te
                const Tensor& v, const Tensor& positions, const Tensor& table, Stream& stream) {
   const int half = static_cast<int>(s.dim / 2);
   const int64_t items = s.tokens * s.groups * (s.r + 2) * (half / kVec);
-  QkvRopeKernel<T, kVec, kForward><<<GridFor(items, kThreads), kThreads, 0, Native(stream)>>>(
-      fused.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), positions.data<int32_t>(),
-      table.data<float>(), table.dim(0), s.tokens, static_cast<int>(s.groups),
-      static_cast<int>(s.r), half);
+  QkvRopeKernel<T, kVec, kForward>
+      <<<DeviceGrid(items, kThreads, kThreads, stream), kThreads, 0, Native(stream)>>>(
+          fused.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), positions.data<int32_t>(),
+          table.data<float>(), table.dim(0), s.tokens, static_cast<int>(s.groups),
+          static_cast<int>(s.r), half);
 }
 
 template <bool kForward>
@@ -212,11 +212,11 @@ void Qkv(const QkvShape& s, const Tensor& fused, const Tensor& q, const Tensor& 
          const Tensor& positions, const Tensor& table, Stream& stream, const char* op) {
   if (s.tokens * s.groups * s.dim == 0) return;
   MF_DISPATCH_FLOAT(fused.dtype(), op, T, {
-    if ((s.dim / 2) % kPack<T> == 0 && IsAligned16({&fused, &q, &k, &v, &table})) {
-      LaunchQkv<T, kPack<T>, kForward>(s, fused, q, k, v, positions, table, stream);
-    } else {
-      LaunchQkv<T, 1, kForward>(s, fused, q, k, v, positions, table, stream);
-    }
+    WithPackWidth<T>({fused.raw_data(), q.raw_data(), k.raw_data(), v.raw_data(), table.raw_data()},
+                     s.dim / 2, [&](auto width) {
+                       LaunchQkv<T, decltype(width)::value, kForward>(s, fused, q, k, v, positions,
+                                                                      table, stream);
+                     });
   });
   MF_CUDA_CHECK_LAUNCH();
 }
