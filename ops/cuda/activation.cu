@@ -146,9 +146,7 @@ void SwiGluBackward(const Tensor& gate_up, const Tensor& d_out, Tensor* d_gate_u
   constexpr const char* kOp = "SwiGluBackward";
   const int64_t f = CheckGateUp(gate_up, stream, kOp);
   const int64_t t = gate_up.dim(0);
-  CheckOn(d_out, gate_up.device(), kOp, "d_out");
-  CheckDType(d_out, gate_up.dtype(), kOp, "d_out");
-  CheckShape(d_out, {t, f}, kOp, "d_out");
+  CheckIn(d_out, gate_up.device(), gate_up.dtype(), {t, f}, kOp, "d_out");
   CheckOut(d_gate_up, gate_up.device(), gate_up.dtype(), gate_up.shape(), kOp, "d_gate_up");
   if (t == 0 || f == 0) return;
   const cudaStream_t s = Native(stream);

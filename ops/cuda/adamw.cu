@@ -141,9 +141,7 @@ void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor
   constexpr const char* kOp = "AdamWFlatStep";
   const int64_t n = CheckState(grad, param, m, v, stream, kOp);
   const Device dev = param->device();
-  CheckOn(grad_scale, dev, kOp, "grad_scale");
-  CheckDType(grad_scale, DType::kF32, kOp, "grad_scale");
-  CheckShape(grad_scale, {1}, kOp, "grad_scale");
+  CheckIn(grad_scale, dev, DType::kF32, {1}, kOp, "grad_scale");
   CheckOn(no_decay_ranges, dev, kOp, "no_decay_ranges");
   CheckDType(no_decay_ranges, DType::kI64, kOp, "no_decay_ranges");
   CheckRank(no_decay_ranges, 2, kOp, "no_decay_ranges");

@@ -46,13 +46,19 @@ inline void CheckRank(const Tensor& t, int rank, const char* op, const char* nam
   MF_CHECK_EQ(t.rank(), rank) << op << ": " << name << " " << t.DebugString();
 }
 
+// Checks an input on `device` with `dtype` and `shape`.
+inline void CheckIn(const Tensor& t, const Device& device, DType dtype, const Shape& shape,
+                    const char* op, const char* name) {
+  CheckOn(t, device, op, name);
+  CheckDType(t, dtype, op, name);
+  CheckShape(t, shape, op, name);
+}
+
 // Checks a non-null output on `device` with `dtype` and `shape`.
 inline void CheckOut(const Tensor* t, const Device& device, DType dtype, const Shape& shape,
                      const char* op, const char* name) {
   MF_CHECK(t != nullptr) << op << ": output " << name << " is null";
-  CheckOn(*t, device, op, name);
-  CheckDType(*t, dtype, op, name);
-  CheckShape(*t, shape, op, name);
+  CheckIn(*t, device, dtype, shape, op, name);
 }
 
 // Whether `p` is a multiple of `bytes` (a power of two): views made by Slice may start anywhere.

@@ -48,9 +48,7 @@ void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream) {
   const Device dev = a.device();
   CheckStream(stream, dev, kOp);
   CheckActivation(a, dev, kOp, "a");
-  CheckOn(b, dev, kOp, "b");
-  CheckDType(b, a.dtype(), kOp, "b");
-  CheckShape(b, a.shape(), kOp, "b");
+  CheckIn(b, dev, a.dtype(), a.shape(), kOp, "b");
   CheckOut(out, dev, a.dtype(), a.shape(), kOp, "out");
   const int64_t n = a.numel();
   if (n == 0) return;

@@ -241,9 +241,7 @@ void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& count
                            const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream) {
   constexpr const char* kOp = "GroupedLinearBackward";
   const Dims d = CheckGrouped(x, w, stream, kOp);
-  CheckOn(d_y, x.device(), kOp, "d_y");
-  CheckDType(d_y, x.dtype(), kOp, "d_y");
-  CheckShape(d_y, {d.rows, d.out}, kOp, "d_y");
+  CheckIn(d_y, x.device(), x.dtype(), {d.rows, d.out}, kOp, "d_y");
   if (d_x != nullptr) CheckOut(d_x, x.device(), x.dtype(), x.shape(), kOp, "d_x");
   if (d_w != nullptr) {
     MF_CHECK(d_w->dtype() == DType::kF32 || d_w->dtype() == x.dtype())

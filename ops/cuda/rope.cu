@@ -115,9 +115,7 @@ __global__ void QkvRopeKernel(T* fused, T* q, T* k, T* v, const int32_t* positio
 }
 
 void CheckPositions(const Tensor& positions, const Device& dev, int64_t tokens, const char* op) {
-  CheckOn(positions, dev, op, "positions");
-  CheckDType(positions, DType::kI32, op, "positions");
-  CheckShape(positions, {tokens}, op, "positions");
+  CheckIn(positions, dev, DType::kI32, {tokens}, op, "positions");
 }
 
 void CheckTable(const Tensor& table, const Device& dev, int64_t dim, const char* op) {

@@ -365,9 +365,7 @@ void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& w
   const Device dev = logits.device();
   const int64_t tokens = logits.dim(0), experts = logits.dim(1);
   const RouterParams p = Params(options, experts, false, kOp);
-  CheckOn(ids, dev, kOp, "ids");
-  CheckDType(ids, DType::kI32, kOp, "ids");
-  CheckShape(ids, {tokens, options.k}, kOp, "ids");
+  CheckIn(ids, dev, DType::kI32, {tokens, options.k}, kOp, "ids");
   CheckF32(weights, dev, kOp, "weights");
   CheckShape(weights, {tokens, options.k}, kOp, "weights");
   CheckF32(d_weights, dev, kOp, "d_weights");

@@ -322,9 +322,7 @@ void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logi
   CheckInputs(x, w, stream, kOp);
   const Device dev = x.device();
   const int64_t tokens = x.dim(0), hidden = x.dim(1), experts = w.dim(0);
-  CheckOn(d_logits, dev, kOp, "d_logits");
-  CheckDType(d_logits, DType::kF32, kOp, "d_logits");
-  CheckShape(d_logits, {tokens, experts}, kOp, "d_logits");
+  CheckIn(d_logits, dev, DType::kF32, {tokens, experts}, kOp, "d_logits");
   if (d_x != nullptr) CheckOut(d_x, dev, x.dtype(), x.shape(), kOp, "d_x");
   if (d_w != nullptr) CheckOut(d_w, dev, DType::kF32, w.shape(), kOp, "d_w");
   if (tokens == 0 || hidden == 0 || experts == 0) return;
