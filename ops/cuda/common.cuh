@@ -1,4 +1,4 @@
-// Device-side helpers shared by the CUDA kernels (internal to ops/cuda): bf16/f32 load and store,
+// Device-side helpers shared by the CUDA kernels (internal to ops/cuda): conversions to and from f32,
 // warp and block reductions, grid-stride indices and device-sized grids, the dtype switch and the
 // launch check.
 #pragma once
@@ -42,12 +42,6 @@ __device__ __forceinline__ T WarpSum(T v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
-__device__ __forceinline__ float WarpMax(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  return v;
-}
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 template <typename T>
@@ -61,17 +55,6 @@ __device__ T BlockSum(T v) {
   const int warps = blockDim.x / 32;
   T total = lane < warps ? partial[lane] : T(0);
   return WarpSum(total);
-}
-
-__device__ __forceinline__ float BlockMax(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = WarpMax(v);
-  __syncthreads();
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  const int warps = blockDim.x / 32;
-  return WarpMax(lane < warps ? partial[lane] : -INFINITY);
 }
 
 inline cudaStream_t Native(const Stream& stream) {
