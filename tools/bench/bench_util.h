@@ -6,7 +6,7 @@
 
 #include "core/stream.h"
 #include "core/tensor.h"
-#include "tools/bench/json_line.h"
+#include "tools/bench/bench_line.h"
 
 namespace moefold::bench {
 

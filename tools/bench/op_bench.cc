@@ -65,7 +65,7 @@ class Runner {
              const std::function<void(JsonLine&, double ms)>& extra = nullptr) {
     if (!Wants(name)) return 0.0;
     const double ms = MedianMs(fn, stream(), 3, options_.reps);
-    JsonLine line(name);
+    JsonLine line = BenchLine(name);
     if (!backend.empty()) line.Add("backend", backend);
     line.Add("shape", shape).Add("median_ms", ms).Add("reps", options_.reps);
     if (flops > 0) line.Add("tflops", flops / (ms * 1e-3) / 1e12);
@@ -196,7 +196,7 @@ void BenchAttention(Runner& r, const Model& m) {
   const std::string shape = Dims({b, s, hq, hkv, d});
   const absl::StatusOr<std::string> version = ops::CudnnVersion();
   const absl::Status cudnn = ops::CudnnAttentionAvailable(b, s, hq, hkv, d, kBf16, gpu);
-  JsonLine("attention_cudnn")
+  BenchLine("attention_cudnn")
       .Add("version", version.ok() ? *version : "")
       .Add("available", cudnn.ok() ? "yes" : std::string(cudnn.message()))
       .Print();
@@ -427,7 +427,7 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 1;
-  JsonLine("device")
+  BenchLine("device")
       .Add("name", prop.name)
       .Add("sms", prop.multiProcessorCount)
       .Add("memory_gib", prop.totalGlobalMem / double(1 << 30))
@@ -451,6 +451,6 @@ int main(int argc, char** argv) {
   BenchLossAndEmbedding(runner, model);
   BenchOptimizer(runner, model);
   Allocator& memory = AllocatorFor(Device::Cuda(0));
-  JsonLine("memory").Add("peak_bytes", static_cast<double>(memory.peak_bytes())).Print();
+  BenchLine("memory").Add("peak_bytes", static_cast<double>(memory.peak_bytes())).Print();
   return 0;
 }

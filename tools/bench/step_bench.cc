@@ -33,7 +33,7 @@
 #include "core/train/model_from_config.h"
 #include "core/train/trainer.h"
 #include "ops/grouped_gemm.h"
-#include "tools/bench/json_line.h"
+#include "tools/bench/bench_line.h"
 
 namespace moefold::bench {
 namespace {
@@ -173,11 +173,11 @@ void PrintProfile(const Bench& b, int64_t micro, bool balanced,
   const StepProfile sum = SumProfiles(profiles);
   const double n = static_cast<double>(profiles.size()), step_ms = sum.step_ms / n;
   auto line = [&](const std::string& family, double ms, double calls) {
-    JsonLine("op_profile")
+    BenchLine("op_profile")
         .Add("config", b.config.name())
         .Add("routing", balanced ? "balanced" : "real")
-        .Add("micro_batch", static_cast<double>(micro))
-        .Add("profiled_steps", n)
+        .Add("micro_batch", micro)
+        .Add("profiled_steps", static_cast<int64_t>(profiles.size()))
         .Add("family", family)
         .Add("ms_per_step", ms)
         .Add("share", step_ms > 0 ? ms / step_ms : NAN)
@@ -189,10 +189,10 @@ void PrintProfile(const Bench& b, int64_t micro, bool balanced,
          static_cast<double>(sum.calls[f]) / n);
   }
   line("unattributed", sum.unattributed_ms / n, 0);
-  JsonLine("op_profile")
+  BenchLine("op_profile")
       .Add("config", b.config.name())
       .Add("routing", balanced ? "balanced" : "real")
-      .Add("micro_batch", static_cast<double>(micro))
+      .Add("micro_batch", micro)
       .Add("family", "step")
       .Add("ms_per_step", step_ms)
       .Add("model_tflops", step_ms > 0 ? step_flops / (step_ms * 1e-3) / 1e12 : NAN)
@@ -255,13 +255,13 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
   f.tokens_per_s = tokens / f.step_s_median;
   const double tflops = flops_per_token * f.tokens_per_s / 1e12;
   f.mfu = peak > 0 ? tflops / peak : NAN;
-  JsonLine("train_step")
+  BenchLine("train_step")
       .Add("config", b.config.name())
       .Add("device", b.gpu ? "cuda" : "cpu")
       .Add("compute_dtype", b.config.precision().compute_dtype())
       .Add("routing", balanced ? "balanced" : "real")
       .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
-      .Add("micro_batch", static_cast<double>(micro))
+      .Add("micro_batch", micro)
       .Add("global_batch", train.global_batch_size())
       .Add("seq_len", train.seq_len())
       .Add("warmup_steps", o.warmup)
@@ -305,7 +305,7 @@ int Main(int argc, char** argv) {
   absl::StatusOr<Bench> bench =
       MakeBench(o, static_cast<int>(micro_batches.size() * o.balanced.size()));
   if (!bench.ok()) {
-    JsonLine("train_step").Add("error", std::string(bench.status().message())).Print();
+    BenchLine("train_step").Add("error", std::string(bench.status().message())).Print();
     return 1;
   }
   bool any_failed = false;
@@ -317,7 +317,7 @@ int Main(int argc, char** argv) {
       absl::StatusOr<RunFigures> f = RunOne(o, *bench, mb, balanced);
       if (!f.ok()) {
         // A micro-batch that does not fit (memory, divisibility) is a figure too: say why.
-        JsonLine("train_step")
+        BenchLine("train_step")
             .Add("routing", routing)
             .Add("micro_batch", mb)
             .Add("error", std::string(f.status().message()))
@@ -329,7 +329,7 @@ int Main(int argc, char** argv) {
       have_best = true;
     }
     if (!have_best) continue;
-    JsonLine("train_step_best")
+    BenchLine("train_step_best")
         .Add("routing", routing)
         .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
         .Add("micro_batch", best.micro_batch)
