@@ -1,13 +1,11 @@
-// AdamW (Loshchilov & Hutter 2019) over flat f32 buffers, as PyTorch's torch.optim.AdamW
-// (decoupled decay, applied first):
+// AdamW over flat f32 buffers, as PyTorch's torch.optim.AdamW (decoupled decay, applied first):
 //   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
 //   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps) + lr · wd · p
 // GPU: one fused pass over the four f32 buffers. The flat step also scales the gradient by a
-// device scalar (the deferred normaliser and the clip factor, made by GradScaleFromSumSquares),
-// skips the decay on ranges (norms) and writes the bf16 compute copy, so an optimizer update is one
-// pass per flat buffer and needs no host value but the learning rate.
+// device scalar (the deferred normaliser times the clip factor, which the trainer computes from
+// the norm it reads anyway and uploads), skips the decay on ranges (norms) and writes the bf16
+// compute copy, so an optimizer update is one pass per flat buffer.
 //
-//   GradScaleFromSumSquares(sum_squares, 1.0f / z, max_norm, &scale, stream);
 //   AdamWFlatStep(options, b.grads, scale, ranges, &b.values, &m, &v, &b.compute, stream);
 #pragma once
 
@@ -44,15 +42,5 @@ void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, T
 void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
                    const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
                    Tensor* compute, Stream& stream);
-
-// The factor every gradient is multiplied by in AdamWFlatStep, computed where the sum lives:
-//   norm = sqrt(sum_squares)·inv_z;  scale = f32(inv_z · ClipScale(norm, max_norm))  (f64 math)
-// with optim::ClipScale's rules: ClipScale = max_norm / (norm + 1e-6) when norm > max_norm, else 1;
-// 1 as well when max_norm ≤ 0 (clipping off) or norm is NaN/Inf (the anomaly policy skips the
-// step; the gradients are not destroyed). sum_squares (1) holds an f64 (Σ g² of the gradients
-// before the division by Z) in an 8-byte element (moefold has no f64 dtype: an i64 tensor carries
-// its bits); scale (1) f32 overwritten. Both on the same device; no host wait.
-void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
-                             Stream& stream);
 
 }  // namespace moefold::ops

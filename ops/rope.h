@@ -1,9 +1,9 @@
-// Rotary position embedding (Su et al. 2021) in the Hugging Face "rotate_half" layout used by
-// Llama, Mixtral and Qwen2: for head dim D, element i < D/2 pairs with i + D/2 and rotates by angle
+// Rotary position embedding in the Hugging Face "rotate_half" layout used by Llama, Mixtral and
+// Qwen2: for head dim D, element i < D/2 pairs with i + D/2 and rotates by angle
 // = pos · theta^(-2i/D). Positions are global (context parallelism passes its chunk offsets). GPU
 // and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): activations f32 or bf16. The factors
 // come from a (cos, sin) table built once on the host in f64 (RopeTable), so both devices rotate by
-// the same f32 numbers; the theta overloads compute the same numbers per call.
+// the same f32 numbers.
 //
 //   const Tensor table = RopeTable(max_seq, head_dim, theta).To(device);   // once
 //   QkvRopeForward(qkv, positions, table, &q, &k, &v, stream);            // every layer
@@ -17,22 +17,17 @@
 namespace moefold::ops {
 
 // table[p, i] = (cos(p·θ^(−2i/D)), sin(p·θ^(−2i/D))) for p < max_position, i < D/2, each computed
-// in f64 and rounded once to f32 (the factors the theta overloads use). Returns a CPU
-// (P, D/2, 2) f32 tensor; the caller uploads it once. P ≥ 1, D even and ≥ 2, θ > 0.
+// in f64 (pos·θ^(−2i/D) loses bits in f32 at long positions) and rounded once to f32. Returns a
+// CPU (P, D/2, 2) f32 tensor; the caller uploads it once. P ≥ 1, D even and ≥ 2, θ > 0.
 Tensor RopeTable(int64_t max_position, int64_t head_dim, float theta);
 
-// x (T, N, D) f32 or bf16 (N heads, D even), positions (T) i32 -> y (T, N, D) in x's dtype:
-// y[i] = x[i]·cos − x[i + D/2]·sin, y[i + D/2] = x[i + D/2]·cos + x[i]·sin. y may alias x.
-void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream);
-// The inverse rotation applied to d_y (the rotation is orthogonal). d_x may alias d_y.
-void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
-                  Stream& stream);
-
-// The same with the factors read from `table` (P, D/2, 2) f32 from RopeTable, on x's device;
-// positions (T) i32 in [0, P) (the CPU checks; the GPU kernel traps on a position out of range).
-// Bit-identical to the theta overloads on the CPU for the table of the same θ.
+// x (T, N, D) f32 or bf16 (N heads, D even), positions (T) i32 in [0, P), table (P, D/2, 2) f32
+// from RopeTable on x's device -> y (T, N, D) in x's dtype, with (cos, sin) = table[pos, i]:
+// y[i] = x[i]·cos − x[i + D/2]·sin, y[i + D/2] = x[i + D/2]·cos + x[i]·sin. y may alias x. The
+// CPU checks the positions; the GPU kernel traps on a position out of range.
 void RopeForward(const Tensor& x, const Tensor& positions, const Tensor& table, Tensor* y,
                  Stream& stream);
+// The inverse rotation applied to d_y (the rotation is orthogonal). d_x may alias d_y.
 void RopeBackward(const Tensor& d_y, const Tensor& positions, const Tensor& table, Tensor* d_x,
                   Stream& stream);
 

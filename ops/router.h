@@ -63,11 +63,8 @@ void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logit
 // Load-balancing loss = coeff · E · Σᵢ fᵢ·Pᵢ, fᵢ = counts[i] / (total_tokens · k),
 // Pᵢ = Σ_t probs[t, i] / total_tokens. probs (T_local, E) f32; counts (E) f32 (already summed over
 // the token population, e.g. the TP×CP group); total_tokens = size of that population.
-// Returns the loss contribution of these probs (the local part of Σ_t); waits for a GPU stream.
-float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
-                     float coeff, Stream& stream);
-// The same value accumulated on the tensors' device without a host wait: loss_sum (1) f32
-// += the value the float overload returns (the same f64 sum in token order, rounded once).
+// loss_sum (1) f32 on probs' device += the loss contribution of these probs (the local part of
+// Σ_t), summed in f64 and rounded once; no host wait.
 void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                     float coeff, Tensor* loss_sum, Stream& stream);
 // d_logits (T_local, E) accumulated (+=) with d_loss · ∂loss/∂logits through the softmax.
@@ -75,8 +72,7 @@ void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_to
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream);
 
 // z-loss = coeff · Σ_t logsumexp(logits_t)² / total_tokens (the local part of the mean).
-float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream);
-// The same value accumulated on the device: loss_sum (1) f32 += ZLossForward(...), no host wait.
+// loss_sum (1) f32 on logits' device += that value, summed in f64 and rounded once; no host wait.
 void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
                   Stream& stream);
 // d_logits accumulated (+=).

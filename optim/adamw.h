@@ -51,10 +51,11 @@ class AdamW {
   //   p −= lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + eps)
   void Step(float lr, Stream& stream = CpuStream());
   // The same update with every gradient multiplied by grad_scale[0] first ((1) f32 on the
-  // parameters' device, e.g. 1/Z × the clip factor from ops::GradScaleFromSumSquares; the gradients
-  // themselves are not changed). Flat mode: one ops::AdamWFlatStep per flat buffer, which also
-  // writes the buffer's compute copy when its dtype is not f32, so ParameterSet::RefreshCompute is
-  // not needed after it. Otherwise one AdamWFlatStep per parameter. No host wait.
+  // parameters' device, e.g. 1/Z × the clip factor, computed on the host from the global norm and
+  // uploaded; the gradients themselves are not changed). Flat mode: one ops::AdamWFlatStep per flat
+  // buffer, which also writes the buffer's compute copy when its dtype is not f32, so
+  // ParameterSet::RefreshCompute is not needed after it. Otherwise one AdamWFlatStep per parameter.
+  // No host wait.
   void Step(float lr, const Tensor& grad_scale, Stream& stream);
 
   const AdamWOptions& options() const { return options_; }

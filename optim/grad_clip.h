@@ -25,7 +25,6 @@ double GlobalGradNorm(const std::vector<const Tensor*>& grads, Stream& stream = 
 //   max_norm / (norm + 1e-6)  when norm > max_norm (the 1e-6 as PyTorch),  else 1.
 // Returns 1 (no clipping) when max_norm <= 0 (clipping off) or when norm is NaN/Inf: scaling by 0
 // or NaN would destroy the gradients the anomaly policy is about to skip anyway.
-// ops::GradScaleFromSumSquares applies the same rule on the device (no host wait), times 1/Z.
 double ClipScale(double norm, double max_norm);
 
 // x *= scale for every gradient (f32; null/undefined entries skipped). Also the place where the

@@ -23,7 +23,7 @@ class ShardedAdamW {
   // elements, then the all-gather of parameters.
   absl::Status Step(float lr, Stream& stream = CpuStream());
   // The same with every owned gradient multiplied by grad_scale[0] first ((1) f32 on the
-  // parameters' device: 1/Z × the clip factor, see ops::GradScaleFromSumSquares), as one
+  // parameters' device: 1/Z × the clip factor, made on the host from ClipScale), as one
   // ops::AdamWFlatStep per bucket shard (padding between segments included: it holds zeros and
   // stays zero). The compute copy is not written: refresh it after the all-gather.
   absl::Status Step(float lr, const Tensor& grad_scale, Stream& stream);

@@ -5,7 +5,6 @@
 #include "ops/adamw.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "core/dtype.h"
 #include "ops/cpu/adamw_scalars.h"
@@ -36,17 +35,6 @@ void CheckState(const Tensor& grad, const Tensor* param, const Tensor* m, const 
   MF_CHECK(grad.numel() == n && m->numel() == n && v->numel() == n)
       << op << ": element counts differ: param " << param->DebugString() << ", grad "
       << grad.DebugString() << ", m " << m->DebugString() << ", v " << v->DebugString();
-}
-
-// The f64 held by an 8-byte one-element tensor.
-double F64Of(const Tensor& t, const char* op, const char* name) {
-  internal::CheckCpu(t, op, name);
-  MF_CHECK(DTypeSize(t.dtype()) == 8 && t.numel() == 1)
-      << op << ": " << name << " must be one 8-byte element holding an f64, got "
-      << t.DebugString();
-  double value;
-  std::memcpy(&value, t.raw_data(), sizeof(value));
-  return value;
 }
 
 }  // namespace
@@ -125,20 +113,6 @@ void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor
     Update(c, decayed ? c.decay : c.no_decay, g[i] * scale, p + i, pm + i, pv + i);
     if (write_compute) compute->data<uint16_t>()[i] = FloatToBf16(p[i]);
   }
-}
-
-void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
-                             Stream& stream) {
-  constexpr const char* kOp = "GradScaleFromSumSquares";
-  MF_RETURN_IF_GPU(sum_squares, kOp,
-                   cuda::GradScaleFromSumSquares(sum_squares, inv_z, max_norm, scale, stream));
-  const double sum = F64Of(sum_squares, kOp, "sum_squares");
-  internal::CheckF32Out(scale, {1}, kOp, "scale");
-  const double norm = std::sqrt(sum) * inv_z;
-  const double clip = !(max_norm > 0.0f) || !std::isfinite(norm) || norm <= max_norm
-                          ? 1.0
-                          : max_norm / (norm + 1e-6);
-  scale->data<float>()[0] = static_cast<float>(static_cast<double>(inv_z) * clip);
 }
 
 }  // namespace moefold::ops

@@ -1,4 +1,4 @@
-// CPU reference of the small element-wise ops (residual add, axpy, scale) on f32 tensors.
+// CPU reference of the small element-wise ops (residual add, scale) on f32 tensors.
 // Outputs may alias inputs: each element is read before it is written.
 #include "ops/elementwise.h"
 
@@ -25,26 +25,6 @@ void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream) {
   const float* pb = b.data<float>();
   float* po = out->data<float>();
   for (int64_t i = 0; i < a.numel(); ++i) po[i] = pa[i] + pb[i];
-}
-
-void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream) {
-  MF_RETURN_IF_GPU(src, "Axpy", cuda::Axpy(alpha, src, dst, stream));
-  MF_CHECK(dst != nullptr) << "Axpy: output dst is null";
-  if (internal::AnyBf16({&src, dst})) {  // src and dst each f32 or bf16
-    internal::Bf16Emulation emu("Axpy");
-    emu.SameDType({&src}, {"src"});
-    emu.SameDType({dst}, {"dst"});
-    Axpy(alpha, emu.In(src), emu.Out(dst), stream);
-    emu.RoundBack();
-    return;
-  }
-  internal::CheckF32(src, "Axpy", "src");
-  internal::CheckF32(*dst, "Axpy", "dst");
-  MF_CHECK_EQ(src.numel(), dst->numel())
-      << "Axpy: src " << src.DebugString() << " vs dst " << dst->DebugString();
-  const float* ps = src.data<float>();
-  float* pd = dst->data<float>();
-  for (int64_t i = 0; i < src.numel(); ++i) pd[i] += alpha * ps[i];
 }
 
 void Scale(float alpha, Tensor* x, Stream& stream) {

@@ -1,12 +1,11 @@
 // CPU reference of rotary position embedding, Hugging Face "rotate_half" layout: element i < D/2
-// pairs with i + D/2 and the pair rotates by pos · theta^(-2i/D). The factors are computed in f64
-// (pos · inv_freq loses several bits in f32 at long positions) and rounded once to f32, by
-// RopeTable or per token for the theta overloads: the same numbers, so both agree bit for bit.
+// pairs with i + D/2 and the pair rotates by pos · theta^(-2i/D). The factors are computed once by
+// RopeTable in f64 (pos · inv_freq loses several bits in f32 at long positions) and rounded once to
+// f32; the rotations read them from the table.
 #include "ops/rope.h"
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "ops/cpu/bf16_emulation.h"
 #include "ops/cpu/check.h"
@@ -34,37 +33,27 @@ void RotateRow(const float* in, const float* cs, int64_t half, float sign, float
   }
 }
 
-// Where a token's factors come from: computed from theta (table == nullptr) or a RopeTable row.
+// The rows of a RopeTable (P, D/2, 2) for head dim D, checked once.
 class Factors {
  public:
-  Factors(float theta, int64_t dim, const char* op) : theta_(theta), dim_(dim), op_(op) {
-    MF_CHECK(theta > 0.0f) << op << ": theta must be positive, got " << theta;
-    row_.resize(dim);
-  }
-  Factors(const Tensor* table, int64_t dim, const char* op) : table_(table), dim_(dim), op_(op) {
-    internal::CheckF32(*table, op, "table");
-    internal::CheckRank(*table, 3, op, "table");
-    MF_CHECK(table->dim(1) == dim / 2 && table->dim(2) == 2)
-        << op << ": table must be (P, D/2=" << dim / 2 << ", 2), got " << table->DebugString();
+  Factors(const Tensor& table, int64_t dim, const char* op) : table_(table), dim_(dim), op_(op) {
+    internal::CheckF32(table, op, "table");
+    internal::CheckRank(table, 3, op, "table");
+    MF_CHECK(table.dim(1) == dim / 2 && table.dim(2) == 2)
+        << op << ": table must be (P, D/2=" << dim / 2 << ", 2), got " << table.DebugString();
   }
 
-  // The (D/2, 2) factors of position pos (valid until the next call).
-  const float* Row(int32_t pos) {
-    if (table_ == nullptr) {
-      FactorsOf(pos, static_cast<double>(theta_), dim_, row_.data());
-      return row_.data();
-    }
-    MF_CHECK(pos >= 0 && pos < table_->dim(0))
-        << op_ << ": position " << pos << " outside the table's [0, P=" << table_->dim(0) << ")";
-    return table_->data<float>() + int64_t{pos} * dim_;
+  // The (D/2, 2) factors of position pos.
+  const float* Row(int32_t pos) const {
+    MF_CHECK(pos >= 0 && pos < table_.dim(0))
+        << op_ << ": position " << pos << " outside the table's [0, P=" << table_.dim(0) << ")";
+    return table_.data<float>() + int64_t{pos} * dim_;
   }
 
  private:
-  const Tensor* table_ = nullptr;
-  float theta_ = 0.0f;
+  const Tensor& table_;
   int64_t dim_;
   const char* op_;
-  std::vector<float> row_;
 };
 
 void CheckPositions(const Tensor& positions, int64_t tokens, const char* op) {
@@ -73,13 +62,13 @@ void CheckPositions(const Tensor& positions, int64_t tokens, const char* op) {
 }
 
 // Rotates every (i, i + D/2) pair of src (T, N, D) by ±angle into dst (src may equal dst), with
-// the factors of `table` or, when it is null, of theta.
-void Rotate(const Tensor& src, const Tensor& positions, const Tensor* table, float theta,
-            float sign, Tensor* dst, const char* op) {
+// the factors of `table`.
+void Rotate(const Tensor& src, const Tensor& positions, const Tensor& table, float sign,
+            Tensor* dst, const char* op) {
   if (internal::AnyBf16({&src, dst})) {
     internal::Bf16Emulation emu(op);
     emu.SameDType({&src, dst}, {"input", "output"});
-    Rotate(emu.In(src), positions, table, theta, sign, emu.Out(dst), op);
+    Rotate(emu.In(src), positions, table, sign, emu.Out(dst), op);
     emu.RoundBack();
     return;
   }
@@ -89,7 +78,7 @@ void Rotate(const Tensor& src, const Tensor& positions, const Tensor* table, flo
   MF_CHECK(dim % 2 == 0) << op << ": head dim D must be even, got " << src.DebugString();
   CheckPositions(positions, tokens, op);
   internal::CheckF32Out(dst, src.shape(), op, "output");
-  Factors factors = table != nullptr ? Factors(table, dim, op) : Factors(theta, dim, op);
+  const Factors factors(table, dim, op);
   const int32_t* pos = positions.data<int32_t>();
   const float* in = src.data<float>();
   float* out = dst->data<float>();
@@ -141,7 +130,7 @@ void QkvRows(const QkvLayout& l, const Tensor& positions, const Tensor& table, b
              const Tensor& fused, const Tensor& q, const Tensor& k, const Tensor& v,
              const char* op) {
   CheckPositions(positions, l.tokens, op);
-  Factors factors(&table, l.dim, op);
+  const Factors factors(table, l.dim, op);
   const int64_t heads = l.groups * (l.r + 2);
   for (int64_t t = 0; t < l.tokens; ++t) {
     const float* cs = factors.Row(positions.data<int32_t>()[t]);
@@ -177,32 +166,19 @@ Tensor RopeTable(int64_t max_position, int64_t head_dim, float theta) {
   return table;
 }
 
-void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream) {
-  constexpr const char* kOp = "RopeForward";
-  MF_RETURN_IF_GPU(x, kOp, cuda::RopeForward(x, positions, theta, y, stream));
-  Rotate(x, positions, nullptr, theta, 1.0f, y, kOp);
-}
-
-// The rotation is orthogonal, so its transpose (the gradient map) is the rotation by −angle.
-void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
-                  Stream& stream) {
-  constexpr const char* kOp = "RopeBackward";
-  MF_RETURN_IF_GPU(d_y, kOp, cuda::RopeBackward(d_y, positions, theta, d_x, stream));
-  Rotate(d_y, positions, nullptr, theta, -1.0f, d_x, kOp);
-}
-
 void RopeForward(const Tensor& x, const Tensor& positions, const Tensor& table, Tensor* y,
                  Stream& stream) {
   constexpr const char* kOp = "RopeForward";
   MF_RETURN_IF_GPU(x, kOp, cuda::RopeForward(x, positions, table, y, stream));
-  Rotate(x, positions, &table, 0.0f, 1.0f, y, kOp);
+  Rotate(x, positions, table, 1.0f, y, kOp);
 }
 
+// The rotation is orthogonal, so its transpose (the gradient map) is the rotation by −angle.
 void RopeBackward(const Tensor& d_y, const Tensor& positions, const Tensor& table, Tensor* d_x,
                   Stream& stream) {
   constexpr const char* kOp = "RopeBackward";
   MF_RETURN_IF_GPU(d_y, kOp, cuda::RopeBackward(d_y, positions, table, d_x, stream));
-  Rotate(d_y, positions, &table, 0.0f, -1.0f, d_x, kOp);
+  Rotate(d_y, positions, table, -1.0f, d_x, kOp);
 }
 
 void QkvRopeForward(const Tensor& qkv, const Tensor& positions, const Tensor& table, Tensor* q,

@@ -365,27 +365,19 @@ std::vector<double> AuxLossCoefficients(const Tensor& probs, const Tensor& count
 
 }  // namespace
 
-float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
-                     float coeff, Stream& stream) {
-  MF_RETURN_IF_GPU(probs, "AuxLossForward",
-                   cuda::AuxLossForward(probs, counts, total_tokens, k, coeff, stream));
-  const std::vector<double> a =
-      AuxLossCoefficients(probs, counts, total_tokens, k, coeff, "AuxLossForward");
-  const int64_t rows = probs.dim(0), experts = probs.dim(1);
-  double loss = 0;
-  for (int64_t t = 0; t < rows; ++t) {
-    for (int64_t i = 0; i < experts; ++i) loss += a[i] * probs.data<float>()[t * experts + i];
-  }
-  return static_cast<float>(loss);
-}
-
 void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                     float coeff, Tensor* loss_sum, Stream& stream) {
   constexpr const char* kOp = "AuxLossForward";
   MF_RETURN_IF_GPU(probs, kOp,
                    cuda::AuxLossForward(probs, counts, total_tokens, k, coeff, loss_sum, stream));
+  const std::vector<double> a = AuxLossCoefficients(probs, counts, total_tokens, k, coeff, kOp);
   internal::CheckF32Out(loss_sum, {1}, kOp, "loss_sum");
-  loss_sum->data<float>()[0] += AuxLossForward(probs, counts, total_tokens, k, coeff, stream);
+  const int64_t rows = probs.dim(0), experts = probs.dim(1);
+  double loss = 0;
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t i = 0; i < experts; ++i) loss += a[i] * probs.data<float>()[t * experts + i];
+  }
+  loss_sum->data<float>()[0] += static_cast<float>(loss);
 }
 
 // Counts are a constant (selection is not differentiable); the gradient flows through the softmax:
@@ -408,25 +400,20 @@ void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_to
   }
 }
 
-float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream) {
-  MF_RETURN_IF_GPU(logits, "ZLossForward", cuda::ZLossForward(logits, coeff, total_tokens, stream));
-  CheckLogits(logits, "ZLossForward");
-  MF_CHECK_GT(total_tokens, 0) << "ZLossForward: total_tokens";
+void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
+                  Stream& stream) {
+  constexpr const char* kOp = "ZLossForward";
+  MF_RETURN_IF_GPU(logits, kOp, cuda::ZLossForward(logits, coeff, total_tokens, loss_sum, stream));
+  CheckLogits(logits, kOp);
+  MF_CHECK_GT(total_tokens, 0) << kOp << ": total_tokens";
+  internal::CheckF32Out(loss_sum, {1}, kOp, "loss_sum");
   const int64_t rows = logits.dim(0), experts = logits.dim(1);
   double sum = 0;
   for (int64_t t = 0; t < rows; ++t) {
     const double lse = LogSumExpRow(logits.data<float>() + t * experts, experts);
     sum += lse * lse;
   }
-  return static_cast<float>(coeff * sum / total_tokens);
-}
-
-void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
-                  Stream& stream) {
-  constexpr const char* kOp = "ZLossForward";
-  MF_RETURN_IF_GPU(logits, kOp, cuda::ZLossForward(logits, coeff, total_tokens, loss_sum, stream));
-  internal::CheckF32Out(loss_sum, {1}, kOp, "loss_sum");
-  loss_sum->data<float>()[0] += ZLossForward(logits, coeff, total_tokens, stream);
+  loss_sum->data<float>()[0] += static_cast<float>(coeff * sum / total_tokens);
 }
 
 // ∂(lse²)/∂l_e = 2·lse·softmax(l)_e.

@@ -1,9 +1,7 @@
-// CUDA SwiGLU: out = silu(g)·u forward; d_up = d·silu(g), d_gate = d·u·σ(g)·(1 + g·(1 − σ(g))),
-// on separate gate and up tensors or on one fused (T, 2F) gate_up tensor. f32 math with expf (not
-// __expf) so f32 parity holds; 16-byte packs when pointers and rows allow, single elements
-// otherwise, with the same per-element arithmetic. d_out may alias d_gate or d_up (two-tensor
-// form); d_gate_up may alias gate_up (fused form): every element is read before the same thread
-// writes it.
+// CUDA SwiGLU on the fused (T, 2F) gate_up tensor: out = silu(g)·u forward; d_up = d·silu(g),
+// d_gate = d·u·σ(g)·(1 + g·(1 − σ(g))). f32 math with expf (not __expf) so f32 parity holds;
+// 16-byte packs when pointers and rows allow, single elements otherwise, with the same per-element
+// arithmetic. d_gate_up may alias gate_up: every element is read before the same thread writes it.
 #include <cstdint>
 
 #include "ops/cuda/common.cuh"
@@ -16,11 +14,6 @@ namespace {
 constexpr int kThreads = 256;
 
 __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-__device__ __forceinline__ int64_t FirstThread() {
-  return blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-}
-__device__ __forceinline__ int64_t GridThreads() { return int64_t{gridDim.x} * blockDim.x; }
 
 template <typename T, int N>
 __device__ __forceinline__ Pack<T, N> ForwardPack(const Pack<T, N>& gate, const Pack<T, N>& up) {
@@ -54,35 +47,6 @@ template <typename T, int N>
 struct GateUpGrad {
   Pack<T, N> gate, up, d_out;
 };
-
-template <typename T, int N>
-__global__ void SwiGluForwardKernel(const T* gate, const T* up, T* out, int64_t packs) {
-  ForEachPack(
-      FirstThread(), packs, GridThreads(),
-      [&](int64_t i) {
-        return GateUp<T, N>{LoadPack<N>(gate + i * N), LoadPack<N>(up + i * N)};
-      },
-      [&](int64_t i, const GateUp<T, N>& in) {
-        StorePack<N>(out + i * N, ForwardPack(in.gate, in.up));
-      });
-}
-
-template <typename T, int N>
-__global__ void SwiGluBackwardKernel(const T* gate, const T* up, const T* d_out, T* d_gate, T* d_up,
-                                     int64_t packs) {
-  ForEachPack<kPacksInFlightWide>(
-      FirstThread(), packs, GridThreads(),
-      [&](int64_t i) {
-        return GateUpGrad<T, N>{LoadPack<N>(gate + i * N), LoadPack<N>(up + i * N),
-                                LoadPack<N>(d_out + i * N)};
-      },
-      [&](int64_t i, const GateUpGrad<T, N>& in) {
-        Pack<T, N> dg, du;
-        BackwardPack(in.gate, in.up, in.d_out, &dg, &du);
-        StorePack<N>(d_up + i * N, du);
-        StorePack<N>(d_gate + i * N, dg);
-      });
-}
 
 // The fused layout: pack i of out (T, F) is row t = i / (F/N), column pack c = i mod (F/N); its
 // gate is at gate_up[t, c·N] and its up at gate_up[t, F + c·N]. Index is uint32_t when every pack
@@ -128,19 +92,6 @@ __global__ void SwiGluFusedBackwardKernel(const T* gate_up, const T* d_out, T* d
       });
 }
 
-int FlatGrid(int64_t packs, const Stream& stream) {
-  return DeviceGrid(packs, int64_t{kThreads} * kPacksInFlight, kThreads, stream);
-}
-
-void CheckPair(const Tensor& gate, const Tensor& up, const Stream& stream, const char* op) {
-  CheckStream(stream, gate.device(), op);
-  CheckActivation(gate, gate.device(), op, "gate");
-  CheckRank(gate, 2, op, "gate");
-  CheckOn(up, gate.device(), op, "up");
-  CheckDType(up, gate.dtype(), op, "up");
-  CheckShape(up, gate.shape(), op, "up");
-}
-
 // gate_up (T, 2F) on the stream's GPU; returns F.
 int64_t CheckGateUp(const Tensor& gate_up, const Stream& stream, const char* op) {
   CheckStream(stream, gate_up.device(), op);
@@ -171,58 +122,6 @@ void LaunchFused(std::initializer_list<const void*> pointers, int64_t t, int64_t
 
 }  // namespace
 
-void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream) {
-  constexpr const char* kOp = "SwiGluForward";
-  CheckPair(gate, up, stream, kOp);
-  CheckOut(out, gate.device(), gate.dtype(), gate.shape(), kOp, "out");
-  const int64_t n = gate.numel();
-  if (n == 0) return;
-  const cudaStream_t s = Native(stream);
-  MF_DISPATCH_FLOAT(gate.dtype(), kOp, T, {
-    const T* pg = gate.data<T>();
-    const T* pu = up.data<T>();
-    T* po = out->data<T>();
-    ForBodyAndTail<kVecWidth<T>>(
-        n, VectorAligned<T>({pg, pu, po}, 0), [&](auto width, int64_t offset, int64_t count) {
-          constexpr int N = decltype(width)::value;
-          const int64_t packs = count / N;
-          SwiGluForwardKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(
-              pg + offset, pu + offset, po + offset, packs);
-          MF_CUDA_CHECK_LAUNCH();
-        });
-  });
-}
-
-void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor* d_gate,
-                    Tensor* d_up, Stream& stream) {
-  constexpr const char* kOp = "SwiGluBackward";
-  CheckPair(gate, up, stream, kOp);
-  CheckOn(d_out, gate.device(), kOp, "d_out");
-  CheckDType(d_out, gate.dtype(), kOp, "d_out");
-  CheckShape(d_out, gate.shape(), kOp, "d_out");
-  CheckOut(d_gate, gate.device(), gate.dtype(), gate.shape(), kOp, "d_gate");
-  CheckOut(d_up, gate.device(), gate.dtype(), gate.shape(), kOp, "d_up");
-  const int64_t n = gate.numel();
-  if (n == 0) return;
-  const cudaStream_t s = Native(stream);
-  MF_DISPATCH_FLOAT(gate.dtype(), kOp, T, {
-    const T* pg = gate.data<T>();
-    const T* pu = up.data<T>();
-    const T* pd = d_out.data<T>();
-    T* pdg = d_gate->data<T>();
-    T* pdu = d_up->data<T>();
-    ForBodyAndTail<kVecWidth<T>>(
-        n, VectorAligned<T>({pg, pu, pd, pdg, pdu}, 0),
-        [&](auto width, int64_t offset, int64_t count) {
-          constexpr int N = decltype(width)::value;
-          const int64_t packs = count / N;
-          SwiGluBackwardKernel<T, N><<<FlatGrid(packs, stream), kThreads, 0, s>>>(
-              pg + offset, pu + offset, pd + offset, pdg + offset, pdu + offset, packs);
-          MF_CUDA_CHECK_LAUNCH();
-        });
-  });
-}
-
 void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream) {
   constexpr const char* kOp = "SwiGluForward";
   const int64_t f = CheckGateUp(gate_up, stream, kOp);
@@ -237,7 +136,7 @@ void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream) {
       constexpr int N = decltype(width)::value;
       using Index = decltype(index);
       SwiGluFusedForwardKernel<T, N, Index>
-          <<<FlatGrid(packs, stream), kThreads, 0, s>>>(pgu, po, packs, f);
+          <<<PackGrid(packs, kThreads, stream), kThreads, 0, s>>>(pgu, po, packs, f);
       MF_CUDA_CHECK_LAUNCH();
     });
   });
@@ -247,9 +146,7 @@ void SwiGluBackward(const Tensor& gate_up, const Tensor& d_out, Tensor* d_gate_u
   constexpr const char* kOp = "SwiGluBackward";
   const int64_t f = CheckGateUp(gate_up, stream, kOp);
   const int64_t t = gate_up.dim(0);
-  CheckOn(d_out, gate_up.device(), kOp, "d_out");
-  CheckDType(d_out, gate_up.dtype(), kOp, "d_out");
-  CheckShape(d_out, {t, f}, kOp, "d_out");
+  CheckIn(d_out, gate_up.device(), gate_up.dtype(), {t, f}, kOp, "d_out");
   CheckOut(d_gate_up, gate_up.device(), gate_up.dtype(), gate_up.shape(), kOp, "d_gate_up");
   if (t == 0 || f == 0) return;
   const cudaStream_t s = Native(stream);
@@ -261,7 +158,7 @@ void SwiGluBackward(const Tensor& gate_up, const Tensor& d_out, Tensor* d_gate_u
       constexpr int N = decltype(width)::value;
       using Index = decltype(index);
       SwiGluFusedBackwardKernel<T, N, Index>
-          <<<FlatGrid(packs, stream), kThreads, 0, s>>>(pgu, pd, pdgu, packs, f);
+          <<<PackGrid(packs, kThreads, stream), kThreads, 0, s>>>(pgu, pd, pdgu, packs, f);
       MF_CUDA_CHECK_LAUNCH();
     });
   });

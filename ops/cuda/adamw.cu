@@ -3,16 +3,14 @@
 // (ops/cpu/adamw_scalars.h). Every element goes through one update function written with
 // round-to-nearest intrinsics (no FMA contraction), so the per-parameter and the flat kernels give
 // the same bits for the same scaled gradient, and the CPU reference's bits (IEEE f32 operations in
-// the same order). The gradient scale and the clip factor are device scalars: nothing here waits
-// for the host.
-#include <cmath>
+// the same order). The gradient scale is a device scalar: nothing here waits for the host.
 #include <cstdint>
 #include <utility>
 
 #include "ops/cpu/adamw_scalars.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
-#include "ops/cuda/packed.cuh"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
@@ -58,7 +56,7 @@ __device__ __forceinline__ int64_t FirstEndingAfter(const int64_t* ranges, int64
   return lo;
 }
 
-// Item = kVec consecutive elements (16-byte loads for kVec = 4; the tail of n element by element).
+// Item = kVec consecutive elements (16-byte packs for kVec = 4; the tail of n element by element).
 template <int kVec>
 __global__ void AdamWFlatKernel(AdamWScalars c, const float* g, const float* grad_scale,
                                 const int64_t* ranges, int64_t num_ranges, float* p, float* m,
@@ -82,25 +80,18 @@ __global__ void AdamWFlatKernel(AdamWScalars c, const float* g, const float* gra
     };
     if constexpr (kVec > 1) {
       if (i0 + kVec <= n) {
-        float gv[kVec], pv[kVec], mv[kVec], vv[kVec];
-        LoadPacked<float, kVec>(g + i0, gv);
-        LoadPacked<float, kVec>(p + i0, pv);
-        LoadPacked<float, kVec>(m + i0, mv);
-        LoadPacked<float, kVec>(v + i0, vv);
+        const Pack<float, kVec> gv = LoadPack<kVec>(g + i0);
+        Pack<float, kVec> pv = LoadPack<kVec>(p + i0), mv = LoadPack<kVec>(m + i0),
+                          vv = LoadPack<kVec>(v + i0);
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
-          Update(c, decay_of(i0 + j), __fmul_rn(gv[j], scale), pv + j, mv + j, vv + j);
+          Update(c, decay_of(i0 + j), __fmul_rn(gv.v[j], scale), pv.v + j, mv.v + j, vv.v + j);
         }
-        StorePacked<float, kVec>(p + i0, pv);
-        StorePacked<float, kVec>(m + i0, mv);
-        StorePacked<float, kVec>(v + i0, vv);
-        if (compute != nullptr) {  // kVec bf16 in packed pairs (8-byte aligned for kVec = 4)
-#pragma unroll
-          for (int j = 0; j < kVec; j += 2) {
-            reinterpret_cast<__nv_bfloat162*>(compute + i0)[j / 2] =
-                __floats2bfloat162_rn(pv[j], pv[j + 1]);
-          }
-        }
+        StorePack<kVec>(p + i0, pv);
+        StorePack<kVec>(m + i0, mv);
+        StorePack<kVec>(v + i0, vv);
+        // kVec bf16 in one pack (8 bytes for kVec = 4; the host checked that alignment).
+        if (compute != nullptr) StorePack<kVec>(compute + i0, PackFromF32<bf16>(pv.v));
         continue;
       }
     }
@@ -109,14 +100,6 @@ __global__ void AdamWFlatKernel(AdamWScalars c, const float* g, const float* gra
       if (compute != nullptr) compute[i] = __float2bfloat16_rn(p[i]);
     }
   }
-}
-
-__global__ void GradScaleKernel(const double* sum_squares, double inv_z, double max_norm,
-                                float* scale) {
-  const double norm = sqrt(*sum_squares) * inv_z;
-  const double clip =
-      !(max_norm > 0.0) || !isfinite(norm) || norm <= max_norm ? 1.0 : max_norm / (norm + 1e-6);
-  *scale = static_cast<float>(inv_z * clip);
 }
 
 // grad, param, m, v: f32 on param's device (the stream's), with the same element count.
@@ -147,7 +130,7 @@ void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, T
   const int64_t n = CheckState(grad, param, m, v, stream, kOp);
   const AdamWScalars c = internal::AdamWScalarsOf(options, kOp);
   if (n == 0) return;
-  AdamWKernel<<<GridFor(n, kThreads), kThreads, 0, Native(stream)>>>(
+  AdamWKernel<<<DeviceGrid(n, kThreads, kThreads, stream), kThreads, 0, Native(stream)>>>(
       c, grad.data<float>(), param->data<float>(), m->data<float>(), v->data<float>(), n);
   MF_CUDA_CHECK_LAUNCH();
 }
@@ -158,9 +141,7 @@ void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor
   constexpr const char* kOp = "AdamWFlatStep";
   const int64_t n = CheckState(grad, param, m, v, stream, kOp);
   const Device dev = param->device();
-  CheckOn(grad_scale, dev, kOp, "grad_scale");
-  CheckDType(grad_scale, DType::kF32, kOp, "grad_scale");
-  CheckShape(grad_scale, {1}, kOp, "grad_scale");
+  CheckIn(grad_scale, dev, DType::kF32, {1}, kOp, "grad_scale");
   CheckOn(no_decay_ranges, dev, kOp, "no_decay_ranges");
   CheckDType(no_decay_ranges, DType::kI64, kOp, "no_decay_ranges");
   CheckRank(no_decay_ranges, 2, kOp, "no_decay_ranges");
@@ -176,32 +157,23 @@ void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor
   const int64_t num_ranges = no_decay_ranges.dim(0);
   const size_t shared = num_ranges <= kMaxStagedRanges ? 16 * num_ranges : 0;
   bf16* out = write_compute ? static_cast<bf16*>(compute->raw_data()) : nullptr;
-  const bool vec = IsAligned16({&grad, param, m, v}) && reinterpret_cast<uintptr_t>(out) % 8 == 0;
+  constexpr int kVec = kVecWidth<float>;
+  const bool vec =
+      VectorAligned<float>({grad.raw_data(), param->raw_data(), m->raw_data(), v->raw_data()}, 0) &&
+      IsAligned(out, int64_t{kVec} * sizeof(bf16));
   const int64_t* ranges = no_decay_ranges.data<int64_t>();
+  auto launch = [&](auto width) {
+    constexpr int N = decltype(width)::value;
+    AdamWFlatKernel<N><<<DeviceGrid((n + N - 1) / N, kThreads, kThreads, stream), kThreads, shared,
+                         Native(stream)>>>(c, grad.data<float>(), grad_scale.data<float>(), ranges,
+                                           num_ranges, param->data<float>(), m->data<float>(),
+                                           v->data<float>(), out, n);
+  };
   if (vec) {
-    AdamWFlatKernel<4><<<GridFor((n + 3) / 4, kThreads), kThreads, shared, Native(stream)>>>(
-        c, grad.data<float>(), grad_scale.data<float>(), ranges, num_ranges, param->data<float>(),
-        m->data<float>(), v->data<float>(), out, n);
+    launch(std::integral_constant<int, kVec>{});
   } else {
-    AdamWFlatKernel<1><<<GridFor(n, kThreads), kThreads, shared, Native(stream)>>>(
-        c, grad.data<float>(), grad_scale.data<float>(), ranges, num_ranges, param->data<float>(),
-        m->data<float>(), v->data<float>(), out, n);
+    launch(std::integral_constant<int, 1>{});
   }
-  MF_CUDA_CHECK_LAUNCH();
-}
-
-void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
-                             Stream& stream) {
-  constexpr const char* kOp = "GradScaleFromSumSquares";
-  const Device dev = sum_squares.device();
-  CheckStream(stream, dev, kOp);
-  CheckOn(sum_squares, dev, kOp, "sum_squares");
-  MF_CHECK(DTypeSize(sum_squares.dtype()) == 8 && sum_squares.numel() == 1)
-      << kOp << ": sum_squares must be one 8-byte element holding an f64, got "
-      << sum_squares.DebugString();
-  CheckOut(scale, dev, DType::kF32, {1}, kOp, "scale");
-  GradScaleKernel<<<1, 1, 0, Native(stream)>>>(static_cast<const double*>(sum_squares.raw_data()),
-                                               inv_z, max_norm, scale->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

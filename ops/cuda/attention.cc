@@ -29,9 +29,7 @@ AttentionDims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, const 
   CheckRank(k, 4, op, "k");
   const AttentionDims d{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
   for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&k, "k"}, {&v, "v"}}) {
-    CheckOn(*t, dev, op, name);
-    CheckDType(*t, q.dtype(), op, name);
-    CheckShape(*t, {d.batch, d.seq, d.kv_heads, d.head_dim}, op, name);
+    CheckIn(*t, dev, q.dtype(), {d.batch, d.seq, d.kv_heads, d.head_dim}, op, name);
   }
   MF_CHECK(d.kv_heads > 0 && d.q_heads % d.kv_heads == 0)
       << op << ": query heads " << d.q_heads << " must be a multiple of KV heads " << d.kv_heads;
@@ -46,7 +44,7 @@ AttentionDims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, const 
 // must start 16-byte aligned (views made by Slice may not).
 bool Aligned(std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors) {
-    if (reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
+    if (!IsAligned(t->raw_data(), 16)) return false;
   }
   return true;
 }
@@ -113,13 +111,9 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const AttentionDims d = CheckQkv(q, k, v, stream, kOp);
   for (const auto& [t, name] :
        {std::pair<const Tensor*, const char*>{&out, "out"}, {&d_out, "d_out"}}) {
-    CheckOn(*t, q.device(), kOp, name);
-    CheckDType(*t, q.dtype(), kOp, name);
-    CheckShape(*t, q.shape(), kOp, name);
+    CheckIn(*t, q.device(), q.dtype(), q.shape(), kOp, name);
   }
-  CheckOn(lse, q.device(), kOp, "lse");
-  CheckDType(lse, DType::kF32, kOp, "lse");
-  CheckShape(lse, {d.batch, d.q_heads, d.seq}, kOp, "lse");
+  CheckIn(lse, q.device(), DType::kF32, {d.batch, d.q_heads, d.seq}, kOp, "lse");
   CheckOut(d_q, q.device(), q.dtype(), q.shape(), kOp, "d_q");
   CheckOut(d_k, q.device(), q.dtype(), k.shape(), kOp, "d_k");
   CheckOut(d_v, q.device(), q.dtype(), v.shape(), kOp, "d_v");

@@ -446,7 +446,8 @@ void Backward(const AttentionDims& d, const Tensor& q, const Tensor& k, const Te
       delta.data<float>(), p, dq_accum.data<float>(), d_k->data<bf16>(), d_v->data<bf16>());
   MF_CUDA_CHECK_LAUNCH();
   const int64_t n = q.numel();
-  ScaleToBf16<<<GridFor(n, 256), 256, 0, s>>>(dq_accum.data<float>(), scale, n, d_q->data<bf16>());
+  ScaleToBf16<<<DeviceGrid(n, 256, 256, stream), 256, 0, s>>>(dq_accum.data<float>(), scale, n,
+                                                              d_q->data<bf16>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,9 @@
 // Argument checks of the CUDA launchers (internal to ops/cuda): every tensor on the stream's GPU,
-// activation dtypes f32 or bf16, shapes as the op documents. Messages name the op and argument.
+// activation dtypes f32 or bf16, shapes as the op documents, the alignment vector paths need.
+// Messages name the op and argument.
 #pragma once
+
+#include <cstdint>
 
 #include "core/status.h"
 #include "core/stream.h"
@@ -43,13 +46,24 @@ inline void CheckRank(const Tensor& t, int rank, const char* op, const char* nam
   MF_CHECK_EQ(t.rank(), rank) << op << ": " << name << " " << t.DebugString();
 }
 
+// Checks an input on `device` with `dtype` and `shape`.
+inline void CheckIn(const Tensor& t, const Device& device, DType dtype, const Shape& shape,
+                    const char* op, const char* name) {
+  CheckOn(t, device, op, name);
+  CheckDType(t, dtype, op, name);
+  CheckShape(t, shape, op, name);
+}
+
 // Checks a non-null output on `device` with `dtype` and `shape`.
 inline void CheckOut(const Tensor* t, const Device& device, DType dtype, const Shape& shape,
                      const char* op, const char* name) {
   MF_CHECK(t != nullptr) << op << ": output " << name << " is null";
-  CheckOn(*t, device, op, name);
-  CheckDType(*t, dtype, op, name);
-  CheckShape(*t, shape, op, name);
+  CheckIn(*t, device, dtype, shape, op, name);
+}
+
+// Whether `p` is a multiple of `bytes` (a power of two): views made by Slice may start anywhere.
+inline bool IsAligned(const void* p, int64_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
 }
 
 // A GPU temporary for work on `stream`: its memory is reused only after that work is done.

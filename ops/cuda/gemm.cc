@@ -415,9 +415,7 @@ void LinearBiasForward(const Tensor& x, const Tensor& w, const Tensor& bias, Ten
                        Stream& stream) {
   constexpr const char* kOp = "LinearBiasForward";
   GemmArgs g = CheckedArgs(x, false, w, true, 1.0f, 0.0f, y, stream, kOp);
-  CheckOn(bias, x.device(), kOp, "bias");
-  CheckDType(bias, y->dtype(), kOp, "bias");
-  CheckShape(bias, {w.dim(0)}, kOp, "bias");
+  CheckIn(bias, x.device(), y->dtype(), {w.dim(0)}, kOp, "bias");
   g.bias = bias.raw_data();
   MF_CHECK(g.k > 0) << kOp << ": empty inner dimension";
   LtMatmul(g, stream);

@@ -43,8 +43,6 @@ bool EqualCounts(const std::vector<int32_t>& n) {
 
 cudaDataType_t CudaType(DType dtype) { return dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
-bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
 // cublasGemmGroupedBatchedEx takes these problems: its type table has no mixed output (bf16
 // inputs with an f32 C, how weight gradients accumulate, is not among its combinations), sizes are
 // int, and we ask for the 16-byte alignment of every matrix and row that its tensor-core kernels
@@ -55,7 +53,7 @@ bool GroupedCallTakes(const std::vector<GemmArgs>& problems) {
     if (g.c_dtype != g.ab_dtype) return false;
     if (g.m > INT32_MAX || g.n > INT32_MAX || g.k > INT32_MAX) return false;
     if (g.lda > INT32_MAX || g.ldb > INT32_MAX || g.ldc > INT32_MAX) return false;
-    if (!Aligned16(g.a) || !Aligned16(g.b) || !Aligned16(g.c)) return false;
+    if (!IsAligned(g.a, 16) || !IsAligned(g.b, 16) || !IsAligned(g.c, 16)) return false;
     if ((g.lda * ab) % 16 != 0 || (g.ldb * ab) % 16 != 0 || (g.ldc * c) % 16 != 0) return false;
   }
   return true;
@@ -243,9 +241,7 @@ void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& count
                            const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream) {
   constexpr const char* kOp = "GroupedLinearBackward";
   const Dims d = CheckGrouped(x, w, stream, kOp);
-  CheckOn(d_y, x.device(), kOp, "d_y");
-  CheckDType(d_y, x.dtype(), kOp, "d_y");
-  CheckShape(d_y, {d.rows, d.out}, kOp, "d_y");
+  CheckIn(d_y, x.device(), x.dtype(), {d.rows, d.out}, kOp, "d_y");
   if (d_x != nullptr) CheckOut(d_x, x.device(), x.dtype(), x.shape(), kOp, "d_x");
   if (d_w != nullptr) {
     MF_CHECK(d_w->dtype() == DType::kF32 || d_w->dtype() == x.dtype())

@@ -49,9 +49,6 @@ void RmsNormBackwardAccumulate(const Tensor& x, const Tensor& w, const Tensor& r
                                const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream);
 
 // rope.cu. table (P, D/2, 2) f32; positions outside [0, P) trap the kernel.
-void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream);
-void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
-                  Stream& stream);
 void RopeForward(const Tensor& x, const Tensor& positions, const Tensor& table, Tensor* y,
                  Stream& stream);
 void RopeBackward(const Tensor& d_y, const Tensor& positions, const Tensor& table, Tensor* d_x,
@@ -74,15 +71,11 @@ absl::Status CudnnAttentionAvailable(int64_t batch, int64_t seq, int64_t q_heads
 absl::StatusOr<std::string> CudnnVersion();
 
 // activation.cu
-void SwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out, Stream& stream);
-void SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& d_out, Tensor* d_gate,
-                    Tensor* d_up, Stream& stream);
 void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream);
 void SwiGluBackward(const Tensor& gate_up, const Tensor& d_out, Tensor* d_gate_up, Stream& stream);
 
-// elementwise.cu. Axpy: src and dst each f32 or bf16.
+// elementwise.cu
 void Add(const Tensor& a, const Tensor& b, Tensor* out, Stream& stream);
-void Axpy(float alpha, const Tensor& src, Tensor* dst, Stream& stream);
 void Scale(float alpha, Tensor* x, Stream& stream);
 
 // reduce.cu. SumOfSquares and Amax return host values: they wait for the stream. SumOfSquaresInto
@@ -96,7 +89,7 @@ void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Strea
 void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logits, Tensor* d_x,
                           Tensor* d_w, Stream& stream);
 
-// router.cu (all f32). The loss_sum overloads accumulate on the device without waiting.
+// router.cu (all f32). The losses accumulate into loss_sum on the device without waiting.
 void RouterTopKForward(const Tensor& logits, const Tensor& expert_bias, const TopKOptions& options,
                        Tensor* ids, Tensor* weights, Stream& stream);
 void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& weights,
@@ -106,13 +99,10 @@ void BalancedRouting(int64_t first_row, int num_experts, Tensor* ids, Tensor* we
                      Stream& stream);
 void SoftmaxForward(const Tensor& logits, Tensor* probs, Stream& stream);
 void SoftmaxBackward(const Tensor& probs, const Tensor& d_probs, Tensor* d_logits, Stream& stream);
-float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
-                     float coeff, Stream& stream);
 void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                     float coeff, Tensor* loss_sum, Stream& stream);
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream);
-float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream);
 void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tensor* loss_sum,
                   Stream& stream);
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,
@@ -140,13 +130,11 @@ void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* s
                     Stream& stream);
 void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream);
 
-// adamw.cu: f32 flat buffers, compute bf16, no_decay_ranges i64, sum_squares an f64 in 8 bytes.
+// adamw.cu: f32 flat buffers, compute bf16, no_decay_ranges i64.
 void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, Tensor* m, Tensor* v,
                Stream& stream);
 void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
                    const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
                    Tensor* compute, Stream& stream);
-void GradScaleFromSumSquares(const Tensor& sum_squares, float inv_z, float max_norm, Tensor* scale,
-                             Stream& stream);
 
 }  // namespace moefold::ops::cuda

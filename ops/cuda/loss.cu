@@ -154,16 +154,7 @@ void CheckTargets(const Tensor& logits, const Tensor& targets, const Stream& str
   CheckStream(stream, logits.device(), op);
   CheckActivation(logits, logits.device(), op, "logits");
   CheckRank(logits, 2, op, "logits");
-  CheckOn(targets, logits.device(), op, "targets");
-  CheckDType(targets, DType::kI32, op, "targets");
-  CheckShape(targets, {logits.dim(0)}, op, "targets");
-}
-
-void CheckF32(const Tensor& t, const Shape& shape, const Device& dev, const char* op,
-              const char* name) {
-  CheckOn(t, dev, op, name);
-  CheckDType(t, DType::kF32, op, name);
-  CheckShape(t, shape, op, name);
+  CheckIn(targets, logits.device(), DType::kI32, {logits.dim(0)}, op, "targets");
 }
 
 int RowGrid(int64_t rows, const Stream& stream) { return DeviceGrid(rows, 1, kThreads, stream); }
@@ -196,8 +187,8 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Ten
   constexpr const char* kOp = "CrossEntropyBackward";
   CheckTargets(logits, targets, stream, kOp);
   const int64_t rows = logits.dim(0), vocab = logits.dim(1);
-  CheckF32(lse, {rows}, logits.device(), kOp, "lse");
-  CheckF32(d_token_losses, {rows}, logits.device(), kOp, "d_token_losses");
+  CheckIn(lse, logits.device(), DType::kF32, {rows}, kOp, "lse");
+  CheckIn(d_token_losses, logits.device(), DType::kF32, {rows}, kOp, "d_token_losses");
   CheckOut(d_logits, logits.device(), logits.dtype(), logits.shape(), kOp, "d_logits");
   if (rows == 0) return;
   const int grid = RowGrid(rows, stream);

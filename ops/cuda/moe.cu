@@ -252,8 +252,9 @@ Tensor RowOfPair(const Tensor& sorted, int64_t pairs, Stream& stream) {
       cudaMemsetAsync(row_of_pair.raw_data(), 0xff, row_of_pair.nbytes(), Native(stream)));
   const int64_t rows = sorted.numel();
   if (rows > 0) {
-    InvertSorted<<<GridFor(rows, kIndexThreads), kIndexThreads, 0, Native(stream)>>>(
-        sorted.data<int32_t>(), rows, pairs, row_of_pair.data<int32_t>());
+    InvertSorted<<<DeviceGrid(rows, kIndexThreads, kIndexThreads, stream), kIndexThreads, 0,
+                   Native(stream)>>>(sorted.data<int32_t>(), rows, pairs,
+                                     row_of_pair.data<int32_t>());
     MF_CUDA_CHECK_LAUNCH();
   }
   return row_of_pair;
@@ -334,6 +335,28 @@ void LaunchGatherSum(const T* y, const int32_t* row_of_pair, const float* weight
   });
 }
 
+// Shapes of the unpermute pair: T and k from weights, H from y.
+struct UnpermuteDims {
+  int64_t tokens, k, hidden;
+};
+
+// y (rows, H) activation with one row per entry of `sorted`, weights (T, k) f32, on the stream's
+// GPU: the inputs both directions share.
+UnpermuteDims CheckUnpermute(const Tensor& y, const Tensor& sorted, const Tensor& weights,
+                             const Stream& stream, const char* op) {
+  const Device dev = y.device();
+  CheckStream(stream, dev, op);
+  CheckActivation(y, dev, op, "y");
+  CheckRank(y, 2, op, "y");
+  CheckOn(weights, dev, op, "weights");
+  CheckDType(weights, DType::kF32, op, "weights");
+  CheckRank(weights, 2, op, "weights");
+  CheckSorted(sorted, dev, op);
+  const UnpermuteDims d{weights.dim(0), weights.dim(1), y.dim(1)};
+  CheckShape(y, {sorted.numel(), d.hidden}, op, "y");
+  return d;
+}
+
 }  // namespace
 
 void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Tensor* d_x,
@@ -361,17 +384,9 @@ void PermuteTokensBackward(const Tensor& d_out, const Tensor& sorted, int k, Ten
 void UnpermuteTokens(const Tensor& y, const Tensor& sorted, const Tensor& weights, Tensor* out,
                      Stream& stream) {
   constexpr const char* kOp = "UnpermuteTokens";
-  const Device dev = y.device();
-  CheckStream(stream, dev, kOp);
-  CheckActivation(y, dev, kOp, "y");
-  CheckRank(y, 2, kOp, "y");
-  CheckOn(weights, dev, kOp, "weights");
-  CheckDType(weights, DType::kF32, kOp, "weights");
-  CheckRank(weights, 2, kOp, "weights");
-  CheckSorted(sorted, dev, kOp);
-  const int64_t tokens = weights.dim(0), k = weights.dim(1), hidden = y.dim(1);
-  CheckShape(y, {sorted.numel(), hidden}, kOp, "y");
-  CheckOut(out, dev, y.dtype(), {tokens, hidden}, kOp, "out");
+  const UnpermuteDims d = CheckUnpermute(y, sorted, weights, stream, kOp);
+  const int64_t tokens = d.tokens, k = d.k, hidden = d.hidden;
+  CheckOut(out, y.device(), y.dtype(), {tokens, hidden}, kOp, "out");
   if (tokens == 0 || hidden == 0) return;
   Tensor row_of_pair = RowOfPair(sorted, tokens * k, stream);
   MF_DISPATCH_FLOAT(
@@ -384,20 +399,11 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
                              const Tensor& weights, Tensor* d_y, Tensor* d_weights,
                              Stream& stream) {
   constexpr const char* kOp = "UnpermuteTokensBackward";
+  const UnpermuteDims d = CheckUnpermute(y, sorted, weights, stream, kOp);
+  const int64_t tokens = d.tokens, k = d.k, hidden = d.hidden;
   const Device dev = y.device();
-  CheckStream(stream, dev, kOp);
-  CheckActivation(y, dev, kOp, "y");
-  CheckRank(y, 2, kOp, "y");
-  CheckOn(weights, dev, kOp, "weights");
-  CheckDType(weights, DType::kF32, kOp, "weights");
-  CheckRank(weights, 2, kOp, "weights");
-  CheckSorted(sorted, dev, kOp);
-  const int64_t tokens = weights.dim(0), k = weights.dim(1), hidden = y.dim(1);
   const int64_t rows = sorted.numel();
-  CheckShape(y, {rows, hidden}, kOp, "y");
-  CheckOn(d_out, dev, kOp, "d_out");
-  CheckDType(d_out, y.dtype(), kOp, "d_out");
-  CheckShape(d_out, {tokens, hidden}, kOp, "d_out");
+  CheckIn(d_out, dev, y.dtype(), {tokens, hidden}, kOp, "d_out");
   CheckOut(d_y, dev, y.dtype(), y.shape(), kOp, "d_y");
   CheckOut(d_weights, dev, DType::kF32, weights.shape(), kOp, "d_weights");
   d_weights->SetZero(stream);  // a dropped pair has no row and so no gradient
@@ -461,8 +467,8 @@ void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows
       unit_rows, partial.data<int32_t>(), counts->data<float>());
   MF_CUDA_CHECK_LAUNCH();
   const int64_t n = units * experts;
-  CountsToF32<<<GridFor(n, kIndexThreads), kIndexThreads, 0, s>>>(partial.data<int32_t>(), n,
-                                                                  counts->data<float>());
+  CountsToF32<<<DeviceGrid(n, kIndexThreads, kIndexThreads, stream), kIndexThreads, 0, s>>>(
+      partial.data<int32_t>(), n, counts->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

@@ -184,9 +184,7 @@ void CheckForward(const Tensor& x, const Tensor& w, const Tensor* y, const Tenso
   CheckStream(stream, dev, op);
   CheckActivation(x, dev, op, "x");
   CheckRank(x, 2, op, "x");
-  CheckOn(w, dev, op, "w");
-  CheckDType(w, x.dtype(), op, "w");
-  CheckShape(w, {x.dim(1)}, op, "w");
+  CheckIn(w, dev, x.dtype(), {x.dim(1)}, op, "w");
   CheckOut(y, dev, x.dtype(), x.shape(), op, "y");
   CheckOut(rstd, dev, DType::kF32, {x.dim(0)}, op, "rstd");
 }
@@ -237,15 +235,9 @@ void LaunchBackward(const Tensor& x, const Tensor& w, const Tensor& rstd, const 
   CheckActivation(x, dev, op, "x");
   CheckRank(x, 2, op, "x");
   const int64_t rows = x.dim(0), hidden = x.dim(1);
-  CheckOn(w, dev, op, "w");
-  CheckDType(w, x.dtype(), op, "w");
-  CheckShape(w, {hidden}, op, "w");
-  CheckOn(rstd, dev, op, "rstd");
-  CheckDType(rstd, DType::kF32, op, "rstd");
-  CheckShape(rstd, {rows}, op, "rstd");
-  CheckOn(d_y, dev, op, "d_y");
-  CheckDType(d_y, x.dtype(), op, "d_y");
-  CheckShape(d_y, x.shape(), op, "d_y");
+  CheckIn(w, dev, x.dtype(), {hidden}, op, "w");
+  CheckIn(rstd, dev, DType::kF32, {rows}, op, "rstd");
+  CheckIn(d_y, dev, x.dtype(), x.shape(), op, "d_y");
   if (d_x != nullptr) CheckOut(d_x, dev, x.dtype(), x.shape(), op, "d_x");
   if (d_w != nullptr) CheckOut(d_w, dev, DType::kF32, {hidden}, op, "d_w");
   if (rows == 0 || hidden == 0) return;
@@ -291,9 +283,7 @@ void AddRmsNormForward(const Tensor& x, const Tensor& residual, const Tensor& w,
                        Tensor* sum, Tensor* y, Tensor* rstd, Stream& stream) {
   constexpr const char* kOp = "AddRmsNormForward";
   CheckForward(x, w, y, rstd, stream, kOp);
-  CheckOn(residual, x.device(), kOp, "residual");
-  CheckDType(residual, x.dtype(), kOp, "residual");
-  CheckShape(residual, x.shape(), kOp, "residual");
+  CheckIn(residual, x.device(), x.dtype(), x.shape(), kOp, "residual");
   CheckOut(sum, x.device(), x.dtype(), x.shape(), kOp, "sum");
   LaunchForward(x, &residual, w, eps, sum, y, rstd, stream, kOp);
 }

@@ -3,9 +3,6 @@
 // move in 16-byte packs when x is aligned (the last n mod N elements join block 0's partial),
 // single elements otherwise. SumOfSquares and Amax return host values, so they wait for the
 // stream; SumOfSquaresInto adds into a device accumulator and does not.
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
 #include "ops/cuda/vector.cuh"
@@ -16,25 +13,18 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxBlocks = 1024;
 
-__device__ __forceinline__ float Load(float v) { return v; }
-__device__ __forceinline__ float Load(bf16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float Load(__half v) { return __half2float(v); }
-__device__ __forceinline__ float Load(__nv_fp8_e4m3 v) { return static_cast<float>(v); }
-__device__ __forceinline__ float Load(__nv_fp8_e5m2 v) { return static_cast<float>(v); }
-
 // Each thread's share: packs i = thread, thread + stride, ... of n / N, plus (block 0) one tail
 // element each of the last n mod N. `add(v)` sees every element of the share once.
 template <int N, typename T, typename Add>
 __device__ __forceinline__ void ForEachShare(const T* x, int64_t n, Add add) {
   const int64_t packs = n / N;
   ForEachPack(
-      blockIdx.x * int64_t{blockDim.x} + threadIdx.x, packs, int64_t{gridDim.x} * blockDim.x,
-      [&](int64_t i) { return LoadPack<N>(x + i * N); },
+      FirstThread(), packs, GridThreads(), [&](int64_t i) { return LoadPack<N>(x + i * N); },
       [&](int64_t, const Pack<T, N>& p) {
 #pragma unroll
-        for (int e = 0; e < N; ++e) add(Load(p.v[e]));
+        for (int e = 0; e < N; ++e) add(ToF32(p.v[e]));
       });
-  if (blockIdx.x == 0 && packs * N + threadIdx.x < n) add(Load(x[packs * N + threadIdx.x]));
+  if (blockIdx.x == 0 && packs * N + threadIdx.x < n) add(ToF32(x[packs * N + threadIdx.x]));
 }
 
 template <typename T, int N>
@@ -95,7 +85,7 @@ __global__ void MaxPartials(const float* partials, int count, float* out) {
 // Blocks for n elements in packs of `width`: enough for the packs, at most what the device holds
 // at once and kMaxBlocks; at least kThreads threads in block 0 cover the tail (< width elements).
 int ReduceGrid(int64_t n, int width, const Stream& stream) {
-  const int blocks = DeviceGrid(n / width, int64_t{kThreads} * kPacksInFlight, kThreads, stream);
+  const int blocks = PackGrid(n / width, kThreads, stream);
   return blocks < kMaxBlocks ? blocks : kMaxBlocks;
 }
 

@@ -1,42 +1,19 @@
-// CUDA rotary position embedding (Hugging Face rotate_half layout). The theta overloads: one thread
-// per (token, head, pair), angles in f64 as in the CPU reference (pos·inv_freq loses bits in f32
-// at long positions). The table overloads and the fused QKV split: one thread per 16-byte chunk of
-// a head's first half and the matching chunk of its second half, factors read from the f32 table
-// (L1/L2-resident: a token's row is shared by all its heads), f32 math without contraction (the
-// CPU's bits). Each thread reads its elements before writing them, so y may alias x. A position
-// outside the table traps the kernel (no host wait).
+// CUDA rotary position embedding (Hugging Face rotate_half layout), alone and in the fused QKV
+// split: one thread per 16-byte chunk of a head's first half and the matching chunk of its second
+// half, factors read from the f32 table (L1/L2-resident: a token's row is shared by all its heads),
+// f32 math without contraction (the CPU's bits). Each thread reads its elements before writing
+// them, so y may alias x. A position outside the table traps the kernel (no host wait).
 #include <cstdio>
 #include <utility>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
-#include "ops/cuda/packed.cuh"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <typename T>
-__global__ void RotateKernel(const T* in, const int32_t* positions, double theta, int sign,
-                             int64_t tokens, int64_t heads, int64_t dim, T* out) {
-  const int64_t half = dim / 2;
-  const int64_t pairs = tokens * heads * half;
-  for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < pairs;
-       p += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = p % half;
-    const int64_t row = p / half;  // t·heads + n
-    const int64_t t = row / heads;
-    const double inv_freq = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(dim));
-    double s, c;
-    sincos(static_cast<double>(positions[t]) * inv_freq, &s, &c);
-    const float cf = static_cast<float>(c), sf = static_cast<float>(sign * s);
-    const int64_t base = row * dim;
-    const float x1 = ToF32(in[base + i]), x2 = ToF32(in[base + i + half]);
-    out[base + i] = FromF32<T>(x1 * cf - x2 * sf);
-    out[base + i + half] = FromF32<T>(x2 * cf + x1 * sf);
-  }
-}
 
 // The table row of token t's position; traps (after printing it) when outside [0, rows).
 __device__ __forceinline__ int64_t TablePosition(const int32_t* positions, int64_t t,
@@ -52,7 +29,7 @@ __device__ __forceinline__ int64_t TablePosition(const int32_t* positions, int64
 
 // Rotates kVec pairs (x1[j], x2[j]) by the factors cs[2j] = cos, cs[2j + 1] = sin (sin negated
 // for sign −1), operation by operation as the CPU's RotateRow (round-to-nearest intrinsics: no
-// FMA contraction), so the table overloads give the CPU's bits. cs is 16-byte aligned for kVec > 1.
+// FMA contraction), so the kernels give the CPU's bits. cs is 16-byte aligned for kVec > 1.
 template <int kVec>
 __device__ __forceinline__ void RotatePairs(const float* cs, float sign, float (&x1)[kVec],
                                             float (&x2)[kVec]) {
@@ -95,11 +72,11 @@ __global__ void RopeTableKernel(const T* in, const int32_t* positions, const flo
     const int64_t pos = TablePosition(positions, t, table_rows);
     const int64_t base = (t * heads + n) * 2 * half;
     float x1[kVec], x2[kVec];
-    LoadPacked<T, kVec>(in + base + i0, x1);
-    LoadPacked<T, kVec>(in + base + half + i0, x2);
+    PackToF32(LoadPack<kVec>(in + base + i0), x1);
+    PackToF32(LoadPack<kVec>(in + base + half + i0), x2);
     RotatePairs<kVec>(table + (pos * half + i0) * 2, sign, x1, x2);
-    StorePacked<T, kVec>(out + base + i0, x1);
-    StorePacked<T, kVec>(out + base + half + i0, x2);
+    StorePack<kVec>(out + base + i0, PackFromF32<T>(x1));
+    StorePack<kVec>(out + base + half + i0, PackFromF32<T>(x2));
   }
 }
 
@@ -126,21 +103,19 @@ __global__ void QkvRopeKernel(T* fused, T* q, T* k, T* v, const int32_t* positio
     const T* src = kForward ? fused_row : split_row;
     T* dst = kForward ? split_row : fused_row;
     float x1[kVec], x2[kVec];
-    LoadPacked<T, kVec>(src + i0, x1);
-    LoadPacked<T, kVec>(src + half + i0, x2);
+    PackToF32(LoadPack<kVec>(src + i0), x1);
+    PackToF32(LoadPack<kVec>(src + half + i0), x2);
     if (j <= r) {  // queries and the key rotate, the value is copied
       const int64_t pos = TablePosition(positions, t, table_rows);
       RotatePairs<kVec>(table + (pos * half + i0) * 2, kForward ? 1.0f : -1.0f, x1, x2);
     }
-    StorePacked<T, kVec>(dst + i0, x1);
-    StorePacked<T, kVec>(dst + half + i0, x2);
+    StorePack<kVec>(dst + i0, PackFromF32<T>(x1));
+    StorePack<kVec>(dst + half + i0, PackFromF32<T>(x2));
   }
 }
 
 void CheckPositions(const Tensor& positions, const Device& dev, int64_t tokens, const char* op) {
-  CheckOn(positions, dev, op, "positions");
-  CheckDType(positions, DType::kI32, op, "positions");
-  CheckShape(positions, {tokens}, op, "positions");
+  CheckIn(positions, dev, DType::kI32, {tokens}, op, "positions");
 }
 
 void CheckTable(const Tensor& table, const Device& dev, int64_t dim, const char* op) {
@@ -151,35 +126,16 @@ void CheckTable(const Tensor& table, const Device& dev, int64_t dim, const char*
       << op << ": table must be (P ≥ 1, D/2=" << dim / 2 << ", 2), got " << table.DebugString();
 }
 
-void Rotate(const Tensor& src, const Tensor& positions, float theta, int sign, Tensor* dst,
-            Stream& stream, const char* op) {
-  const Device dev = src.device();
-  CheckStream(stream, dev, op);
-  CheckActivation(src, dev, op, "input");
-  CheckRank(src, 3, op, "input");
-  const int64_t tokens = src.dim(0), heads = src.dim(1), dim = src.dim(2);
-  MF_CHECK(dim % 2 == 0) << op << ": head dim D must be even, got " << src.DebugString();
-  MF_CHECK(theta > 0.0f) << op << ": theta must be positive, got " << theta;
-  CheckPositions(positions, dev, tokens, op);
-  CheckOut(dst, dev, src.dtype(), src.shape(), op, "output");
-  const int64_t pairs = tokens * heads * (dim / 2);
-  if (pairs == 0) return;
-  MF_DISPATCH_FLOAT(src.dtype(), op, T,
-                    RotateKernel<T><<<GridFor(pairs, kThreads), kThreads, 0, Native(stream)>>>(
-                        src.data<T>(), positions.data<int32_t>(), theta, sign, tokens, heads, dim,
-                        dst->data<T>()));
-  MF_CUDA_CHECK_LAUNCH();
-}
-
 template <typename T, int kVec>
 void LaunchRopeTable(const Tensor& src, const Tensor& positions, const Tensor& table, float sign,
                      Tensor* dst, Stream& stream) {
   const int64_t tokens = src.dim(0);
   const int heads = static_cast<int>(src.dim(1)), half = static_cast<int>(src.dim(2) / 2);
   const int64_t items = tokens * heads * (half / kVec);
-  RopeTableKernel<T, kVec><<<GridFor(items, kThreads), kThreads, 0, Native(stream)>>>(
-      src.data<T>(), positions.data<int32_t>(), table.data<float>(), table.dim(0), sign, tokens,
-      heads, half, dst->data<T>());
+  RopeTableKernel<T, kVec>
+      <<<DeviceGrid(items, kThreads, kThreads, stream), kThreads, 0, Native(stream)>>>(
+          src.data<T>(), positions.data<int32_t>(), table.data<float>(), table.dim(0), sign, tokens,
+          heads, half, dst->data<T>());
 }
 
 void RotateWithTable(const Tensor& src, const Tensor& positions, const Tensor& table, float sign,
@@ -196,11 +152,9 @@ void RotateWithTable(const Tensor& src, const Tensor& positions, const Tensor& t
   CheckOut(dst, dev, src.dtype(), src.shape(), op, "output");
   if (tokens * heads * dim == 0) return;
   MF_DISPATCH_FLOAT(src.dtype(), op, T, {
-    if ((dim / 2) % kPack<T> == 0 && IsAligned16({&src, dst, &table})) {
-      LaunchRopeTable<T, kPack<T>>(src, positions, table, sign, dst, stream);
-    } else {
-      LaunchRopeTable<T, 1>(src, positions, table, sign, dst, stream);
-    }
+    WithPackWidth<T>({src.raw_data(), dst->raw_data(), table.raw_data()}, dim / 2, [&](auto width) {
+      LaunchRopeTable<T, decltype(width)::value>(src, positions, table, sign, dst, stream);
+    });
   });
   MF_CUDA_CHECK_LAUNCH();
 }
@@ -244,10 +198,11 @@ void LaunchQkv(const QkvShape& s, const Tensor& fused, const Tensor& q, const Te
                const Tensor& v, const Tensor& positions, const Tensor& table, Stream& stream) {
   const int half = static_cast<int>(s.dim / 2);
   const int64_t items = s.tokens * s.groups * (s.r + 2) * (half / kVec);
-  QkvRopeKernel<T, kVec, kForward><<<GridFor(items, kThreads), kThreads, 0, Native(stream)>>>(
-      fused.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), positions.data<int32_t>(),
-      table.data<float>(), table.dim(0), s.tokens, static_cast<int>(s.groups),
-      static_cast<int>(s.r), half);
+  QkvRopeKernel<T, kVec, kForward>
+      <<<DeviceGrid(items, kThreads, kThreads, stream), kThreads, 0, Native(stream)>>>(
+          fused.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), positions.data<int32_t>(),
+          table.data<float>(), table.dim(0), s.tokens, static_cast<int>(s.groups),
+          static_cast<int>(s.r), half);
 }
 
 template <bool kForward>
@@ -255,25 +210,16 @@ void Qkv(const QkvShape& s, const Tensor& fused, const Tensor& q, const Tensor& 
          const Tensor& positions, const Tensor& table, Stream& stream, const char* op) {
   if (s.tokens * s.groups * s.dim == 0) return;
   MF_DISPATCH_FLOAT(fused.dtype(), op, T, {
-    if ((s.dim / 2) % kPack<T> == 0 && IsAligned16({&fused, &q, &k, &v, &table})) {
-      LaunchQkv<T, kPack<T>, kForward>(s, fused, q, k, v, positions, table, stream);
-    } else {
-      LaunchQkv<T, 1, kForward>(s, fused, q, k, v, positions, table, stream);
-    }
+    WithPackWidth<T>({fused.raw_data(), q.raw_data(), k.raw_data(), v.raw_data(), table.raw_data()},
+                     s.dim / 2, [&](auto width) {
+                       LaunchQkv<T, decltype(width)::value, kForward>(s, fused, q, k, v, positions,
+                                                                      table, stream);
+                     });
   });
   MF_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
-
-void RopeForward(const Tensor& x, const Tensor& positions, float theta, Tensor* y, Stream& stream) {
-  Rotate(x, positions, theta, +1, y, stream, "RopeForward");
-}
-
-void RopeBackward(const Tensor& d_y, const Tensor& positions, float theta, Tensor* d_x,
-                  Stream& stream) {
-  Rotate(d_y, positions, theta, -1, d_x, stream, "RopeBackward");
-}
 
 void RopeForward(const Tensor& x, const Tensor& positions, const Tensor& table, Tensor* y,
                  Stream& stream) {

@@ -1,8 +1,8 @@
 // CUDA router math: one thread per token, in f64 like the CPU reference, so selection (ties to the
 // lower id) and weights agree exactly with it; E and k are small, the work is T·E·k. Scalar losses
 // are per-token values summed by one block in a fixed order (deterministic) and added to a device
-// accumulator; only the float-returning overloads copy it to the host (and wait). A bad expert id
-// traps the kernel instead of waiting for a check.
+// accumulator: nothing waits for the host. A bad expert id traps the kernel instead of waiting for
+// a check.
 #include <cfloat>
 #include <cstdio>
 
@@ -274,7 +274,7 @@ __global__ void ZLossBackwardKernel(const float* logits, int64_t rows, int exper
   }
 }
 
-// *out += f32(mul · Σ values / div), the sum in a fixed order: the float overloads' expression.
+// *out += f32(mul · Σ values / div), the sum in a fixed order (the CPU reference's expression).
 __global__ void AccumulateSum(const double* values, int64_t n, double mul, double div, float* out) {
   double sum = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += values[i];
@@ -294,19 +294,6 @@ void AccumulateRows(int64_t rows, double mul, double div, Tensor* loss_sum, Stre
   MF_CUDA_CHECK_LAUNCH();
   AccumulateSum<<<1, 256, 0, Native(stream)>>>(values, rows, mul, div, loss_sum->data<float>());
   MF_CUDA_CHECK_LAUNCH();
-}
-
-// A float-returning loss: accumulated into a zeroed device scalar, copied back (the one wait).
-template <typename Accumulate>
-float ToHost(Stream& stream, Accumulate accumulate) {
-  Tensor sum = Scratch({1}, DType::kF32, stream);
-  sum.SetZero(stream);
-  accumulate(&sum);
-  float result = 0;
-  MF_CUDA_CHECK(cudaMemcpyAsync(&result, sum.raw_data(), sizeof(float), cudaMemcpyDeviceToHost,
-                                Native(stream)));
-  MF_CUDA_CHECK(cudaStreamSynchronize(Native(stream)));
-  return result;
 }
 
 unsigned Blocks(int64_t rows) { return static_cast<unsigned>((rows + kThreads - 1) / kThreads); }
@@ -378,9 +365,7 @@ void RouterTopKBackward(const Tensor& logits, const Tensor& ids, const Tensor& w
   const Device dev = logits.device();
   const int64_t tokens = logits.dim(0), experts = logits.dim(1);
   const RouterParams p = Params(options, experts, false, kOp);
-  CheckOn(ids, dev, kOp, "ids");
-  CheckDType(ids, DType::kI32, kOp, "ids");
-  CheckShape(ids, {tokens, options.k}, kOp, "ids");
+  CheckIn(ids, dev, DType::kI32, {tokens, options.k}, kOp, "ids");
   CheckF32(weights, dev, kOp, "weights");
   CheckShape(weights, {tokens, options.k}, kOp, "weights");
   CheckF32(d_weights, dev, kOp, "d_weights");
@@ -464,14 +449,6 @@ void AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tok
   });
 }
 
-float AuxLossForward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
-                     float coeff, Stream& stream) {
-  CheckAux(probs, counts, total_tokens, k, stream, "AuxLossForward");
-  return ToHost(stream, [&](Tensor* sum) {
-    AuxLossForward(probs, counts, total_tokens, k, coeff, sum, stream);
-  });
-}
-
 void AuxLossBackward(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k,
                      float coeff, float d_loss, Tensor* d_logits, Stream& stream) {
   constexpr const char* kOp = "AuxLossBackward";
@@ -498,12 +475,6 @@ void ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Tenso
                    ZLossRows<<<Blocks(rows), kThreads, 0, Native(stream)>>>(logits.data<float>(),
                                                                             rows, experts, values);
                  });
-}
-
-float ZLossForward(const Tensor& logits, float coeff, int64_t total_tokens, Stream& stream) {
-  CheckLogits(logits, stream, "ZLossForward");
-  return ToHost(stream,
-                [&](Tensor* sum) { ZLossForward(logits, coeff, total_tokens, sum, stream); });
 }
 
 void ZLossBackward(const Tensor& logits, float coeff, int64_t total_tokens, float d_loss,

@@ -13,7 +13,7 @@
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
-#include "ops/cuda/packed.cuh"
+#include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
 namespace {
@@ -46,7 +46,7 @@ __device__ __forceinline__ void StageTransposed(const T* src, int64_t rows, int6
       const int r = q % tile_rows, c0 = (q / tile_rows) * kVec;
       float f[kVec];
       if (row0 + r < rows && col0 + c0 < cols) {
-        LoadPacked<T, kVec>(src + (row0 + r) * cols + col0 + c0, f);
+        PackToF32(LoadPack<kVec>(src + (row0 + r) * cols + col0 + c0), f);
       } else {
 #pragma unroll
         for (int i = 0; i < kVec; ++i) f[i] = 0.0f;
@@ -73,7 +73,7 @@ __device__ __forceinline__ void StageNatural(const T* src, int64_t rows, int64_t
     const int r = q / per_row, c0 = (q % per_row) * kVec;
     float f[kVec];
     if (row0 + r < rows && col0 + c0 < cols) {
-      LoadPacked<T, kVec>(src + (row0 + r) * cols + col0 + c0, f);
+      PackToF32(LoadPack<kVec>(src + (row0 + r) * cols + col0 + c0), f);
     } else {
 #pragma unroll
       for (int i = 0; i < kVec; ++i) f[i] = 0.0f;
@@ -139,8 +139,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t end = begin + range < hidden ? begin + range : hidden;
   float acc[4][kTn] = {};
   for (int64_t k0 = begin; k0 < end; k0 += kBk) {
-    StageTransposed<T, kVec ? kPack<T> : 1>(x, tokens, hidden, m0, k0, kBm, a, kLdA);
-    StageTransposed<float, kVec ? 4 : 1>(w, experts, hidden, n0, k0, 16 * kTn, b, kLdB<kTn>);
+    StageTransposed<T, kVec ? kVecWidth<T> : 1>(x, tokens, hidden, m0, k0, kBm, a, kLdA);
+    StageTransposed<float, kVec ? kVecWidth<float> : 1>(w, experts, hidden, n0, k0, 16 * kTn, b,
+                                                        kLdB<kTn>);
     __syncthreads();
     MultiplyStage<kTn>(a, b, StageDepth(k0, end), acc);
     __syncthreads();
@@ -171,8 +172,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t m0 = int64_t{blockIdx.x} * kBm, n0 = int64_t{blockIdx.y} * 16 * kTn;
   float acc[4][kTn] = {};
   for (int64_t k0 = 0; k0 < experts; k0 += kBk) {
-    StageTransposed<float, kVec ? 4 : 1>(d_logits, tokens, experts, m0, k0, kBm, a, kLdA);
-    StageNatural<float, kVec ? 4 : 1>(w, experts, hidden, k0, n0, 16 * kTn, b, kLdB<kTn>);
+    StageTransposed<float, kVec ? kVecWidth<float> : 1>(d_logits, tokens, experts, m0, k0, kBm, a,
+                                                        kLdA);
+    StageNatural<float, kVec ? kVecWidth<float> : 1>(w, experts, hidden, k0, n0, 16 * kTn, b,
+                                                     kLdB<kTn>);
     __syncthreads();
     MultiplyStage<kTn>(a, b, StageDepth(k0, experts), acc);
     __syncthreads();
@@ -197,8 +200,9 @@ __global__ void __launch_bounds__(kThreads)
                 end = begin + range < tokens ? begin + range : tokens;
   float acc[4][kTn] = {};
   for (int64_t k0 = begin; k0 < end; k0 += kBk) {
-    StageNatural<T, kVec ? kPack<T> : 1>(x, end, hidden, k0, m0, kBm, a, kLdA);
-    StageNatural<float, kVec ? 4 : 1>(d_logits, end, experts, k0, n0, 16 * kTn, b, kLdB<kTn>);
+    StageNatural<T, kVec ? kVecWidth<T> : 1>(x, end, hidden, k0, m0, kBm, a, kLdA);
+    StageNatural<float, kVec ? kVecWidth<float> : 1>(d_logits, end, experts, k0, n0, 16 * kTn, b,
+                                                     kLdB<kTn>);
     __syncthreads();
     MultiplyStage<kTn>(a, b, StageDepth(k0, end), acc);
     __syncthreads();
@@ -289,7 +293,7 @@ void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Strea
   if (split.ranges > 1) partial = Scratch({split.ranges * tokens * experts}, DType::kF32, stream);
   float* out = split.ranges > 1 ? partial.data<float>() : logits->data<float>();
   MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
-    const bool vec = hidden % kPack<T> == 0 && IsAligned16({&x, &w});
+    const bool vec = VectorAligned<T>({x.raw_data(), w.raw_data()}, hidden);
     WithColumns(tn, [&](auto columns) {
       constexpr int kTn = decltype(columns)::value;
       const dim3 grid(Tiles(tokens, kBm), Tiles(experts, 16 * kTn),
@@ -305,8 +309,9 @@ void RouterLogitsForward(const Tensor& x, const Tensor& w, Tensor* logits, Strea
   });
   MF_CUDA_CHECK_LAUNCH();
   if (split.ranges > 1) {
-    SumPartialsKernel<<<GridFor(tokens * experts, kThreads), kThreads, 0, Native(stream)>>>(
-        out, split.ranges, tokens * experts, logits->data<float>());
+    SumPartialsKernel<<<DeviceGrid(tokens * experts, kThreads, kThreads, stream), kThreads, 0,
+                        Native(stream)>>>(out, split.ranges, tokens * experts,
+                                          logits->data<float>());
     MF_CUDA_CHECK_LAUNCH();
   }
 }
@@ -317,16 +322,15 @@ void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logi
   CheckInputs(x, w, stream, kOp);
   const Device dev = x.device();
   const int64_t tokens = x.dim(0), hidden = x.dim(1), experts = w.dim(0);
-  CheckOn(d_logits, dev, kOp, "d_logits");
-  CheckDType(d_logits, DType::kF32, kOp, "d_logits");
-  CheckShape(d_logits, {tokens, experts}, kOp, "d_logits");
+  CheckIn(d_logits, dev, DType::kF32, {tokens, experts}, kOp, "d_logits");
   if (d_x != nullptr) CheckOut(d_x, dev, x.dtype(), x.shape(), kOp, "d_x");
   if (d_w != nullptr) CheckOut(d_w, dev, DType::kF32, w.shape(), kOp, "d_w");
   if (tokens == 0 || hidden == 0 || experts == 0) return;
 
   if (d_x != nullptr) {
     MF_CHECK_LE(hidden, int64_t{65535} * 64) << kOp << ": hidden size " << hidden;
-    const bool vec = experts % 4 == 0 && hidden % 4 == 0 && IsAligned16({&d_logits, &w});
+    const bool vec = VectorAligned<float>({d_logits.raw_data()}, experts) &&
+                     VectorAligned<float>({w.raw_data()}, hidden);
     const dim3 grid(Tiles(tokens, kBm), Tiles(hidden, 64));
     MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
       if (vec) {
@@ -346,7 +350,8 @@ void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logi
     const int64_t range = split.range, ranges = split.ranges;
     Tensor partial = Scratch({ranges * hidden * experts}, DType::kF32, stream);
     MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
-      const bool vec = hidden % kPack<T> == 0 && experts % 4 == 0 && IsAligned16({&x, &d_logits});
+      const bool vec = VectorAligned<T>({x.raw_data()}, hidden) &&
+                       VectorAligned<float>({d_logits.raw_data()}, experts);
       WithColumns(tn, [&](auto columns) {
         constexpr int kTn = decltype(columns)::value;
         const dim3 grid(Tiles(hidden, kBm), Tiles(experts, 16 * kTn),
@@ -363,8 +368,9 @@ void RouterLogitsBackward(const Tensor& x, const Tensor& w, const Tensor& d_logi
       });
     });
     MF_CUDA_CHECK_LAUNCH();
-    AddPartialsKernel<<<GridFor(hidden * experts, kThreads), kThreads, 0, Native(stream)>>>(
-        partial.data<float>(), ranges, hidden, experts, d_w->data<float>());
+    AddPartialsKernel<<<DeviceGrid(hidden * experts, kThreads, kThreads, stream), kThreads, 0,
+                        Native(stream)>>>(partial.data<float>(), ranges, hidden, experts,
+                                          d_w->data<float>());
     MF_CUDA_CHECK_LAUNCH();
   }
 }

@@ -1,26 +1,25 @@
-// Vector access and device-sized grids for the memory-bound kernels (internal to ops/cuda).
-// A Pack<T, N> is N consecutive elements moved by one load or store of N·sizeof(T) bytes: 16 on the
-// vector path, sizeof(T) on the scalar fallback. The host picks N once per launch, after checking
-// that every pointer (and every row stride) is a multiple of the pack size, since views made by
-// Slice may start anywhere. The arithmetic on a pack is element by element, so a kernel written
-// once over Pack<T, N> gives bit-identical results for every N.
+// 16-byte vector access for the memory-bound kernels (internal to ops/cuda). A Pack<T, N> is N
+// consecutive elements moved by one load or store of N·sizeof(T) bytes: 16 on the vector path,
+// sizeof(T) on the scalar fallback. The host picks N once per launch, after checking that every
+// pointer (and every row stride) is a multiple of the pack size, since views made by Slice may
+// start anywhere. The arithmetic on a pack is element by element, so a kernel written once over
+// Pack<T, N> gives bit-identical results for every N.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
 
-#include "core/gpu_error.h"
-#include "core/status.h"
 #include "core/stream.h"
+#include "ops/cuda/check.h"
+#include "ops/cuda/common.cuh"
 
 namespace moefold::ops::cuda {
 
 inline constexpr int kVectorBytes = 16;
-// Elements of T in one 16-byte vector.
+// Elements of T in one 16-byte vector: 4 f32 or 8 bf16.
 template <typename T>
 inline constexpr int kVecWidth = kVectorBytes / static_cast<int>(sizeof(T));
 // Packs each thread loads before it computes on any of them: independent loads in flight.
@@ -42,7 +41,22 @@ __device__ __forceinline__ void StorePack(T* p, const Pack<T, N>& pack) {
   *reinterpret_cast<Pack<T, N>*>(p) = pack;
 }
 
-// The pack loop every kernel here uses: pack indices begin, begin + stride, ... < packs, taken
+// A pack's elements widened to f32 (exact), for kernels that compute on f32 arrays.
+template <typename T, int N>
+__device__ __forceinline__ void PackToF32(const Pack<T, N>& pack, float (&out)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) out[i] = ToF32(pack.v[i]);
+}
+// f32 values rounded once each to T (round to nearest even).
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> PackFromF32(const float (&in)[N]) {
+  Pack<T, N> pack;
+#pragma unroll
+  for (int i = 0; i < N; ++i) pack.v[i] = FromF32<T>(in[i]);
+  return pack;
+}
+
+// The pack loop every flat kernel here uses: pack indices begin, begin + stride, ... < packs, taken
 // kInFlight at a time. `load(i)` (reads only) runs for all of them before `use(i, loaded)` runs for
 // any, so the loads are in flight together even where outputs may alias inputs (which forbids the
 // compiler to hoist a load above an earlier store). Each index is loaded and used by the same
@@ -70,9 +84,10 @@ __device__ __forceinline__ void ForEachPack(int64_t begin, int64_t packs, int64_
 
 // Host side.
 
-// Whether `p` is a multiple of `bytes` (a power of two).
-inline bool IsAligned(const void* p, int64_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
+// Blocks of `threads` for a grid-stride ForEachPack over `packs` packs (kPacksInFlight per thread
+// and step).
+inline int PackGrid(int64_t packs, int threads, const Stream& stream) {
+  return DeviceGrid(packs, int64_t{threads} * kPacksInFlight, threads, stream);
 }
 
 // Whether every pointer starts a 16-byte vector and rows of `row` elements of T (the stride
@@ -106,41 +121,6 @@ void ForBodyAndTail(int64_t n, bool aligned, const Launch& launch) {
   const int64_t body = aligned ? n / N * N : 0;
   if (body > 0) launch(std::integral_constant<int, N>{}, int64_t{0}, body);
   if (body < n) launch(std::integral_constant<int, 1>{}, body, n - body);
-}
-
-// The stream's GPU: multiprocessors and resident threads per multiprocessor, read once per device
-// (a driver query per launch would cost more than the small kernels it sizes).
-struct DeviceShape {
-  int multiprocessors;
-  int threads_per_multiprocessor;
-};
-inline DeviceShape ShapeOf(const Stream& stream) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int64_t> cache[kMaxDevices];  // (sms << 32 | threads); 0 = not read yet
-  const int device = stream.device().index;
-  MF_CHECK(device >= 0 && device < kMaxDevices) << "device index " << device;
-  int64_t packed = cache[device].load(std::memory_order_relaxed);
-  if (packed == 0) {
-    int sms = 0, threads = 0;
-    MF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    MF_CUDA_CHECK(cudaDeviceGetAttribute(&threads, cudaDevAttrMaxThreadsPerMultiProcessor, device));
-    packed = (int64_t{sms} << 32) | threads;
-    cache[device].store(packed, std::memory_order_relaxed);
-  }
-  return {static_cast<int>(packed >> 32), static_cast<int>(packed & 0xffffffff)};
-}
-
-// Blocks of `threads` for a grid-stride loop over `items` work items, `per_block` of them per block
-// and step: enough to cover them, but no more than the device's thread slots hold at once (a
-// second wave would only add a tail; where registers allow fewer resident blocks, the extra ones
-// wait and the loop stays correct). At least 1.
-inline int DeviceGrid(int64_t items, int64_t per_block, int threads, const Stream& stream) {
-  const DeviceShape shape = ShapeOf(stream);
-  const int64_t resident =
-      int64_t{shape.multiprocessors} * (shape.threads_per_multiprocessor / threads);
-  const int64_t needed = (items + per_block - 1) / per_block;
-  const int64_t blocks = needed < resident ? needed : resident;
-  return static_cast<int>(blocks < 1 ? 1 : blocks);
 }
 
 }  // namespace moefold::ops::cuda

@@ -1,11 +1,8 @@
 // Tests of AdamW against two steps computed by hand (PyTorch's formulas, f64), decoupled decay, and
 // the 1-based step check; the flat step equal bit for bit to AdamWStep per range on the scaled
-// gradient (with the bf16 compute copy), and the gradient scale from a sum of squares.
+// gradient (with the bf16 compute copy).
 #include "ops/adamw.h"
 
-#include <cmath>
-#include <cstring>
-#include <limits>
 #include <utility>
 #include <vector>
 
@@ -97,30 +94,6 @@ TEST(AdamWFlatStepTest, NoRangesAndNoComputeDecayEverything) {
   AdamWFlatStep(o, Tensor::Zeros({3}, DType::kF32), Tensor::FromVector({2.0f}, {1}),
                 Ranges({{0, 3}}), &p, &m, &v, nullptr, CpuStream());
   EXPECT_EQ(p.ToVector(), (std::vector<float>{2.0f * 0.995f, -4.0f * 0.995f, 0.995f}));
-}
-
-// An 8-byte tensor holding `value` (the f64 sum of squares).
-Tensor F64(double value) {
-  Tensor t = Tensor::Empty({1}, DType::kI64);
-  std::memcpy(t.raw_data(), &value, sizeof(value));
-  return t;
-}
-
-float GradScale(double sum_squares, float inv_z, float max_norm) {
-  Tensor scale = Tensor::Zeros({1}, DType::kF32);
-  GradScaleFromSumSquares(F64(sum_squares), inv_z, max_norm, &scale, CpuStream());
-  return scale.ToVector()[0];
-}
-
-TEST(GradScaleTest, HandValues) {
-  // Σ g² = 16 before the division by Z = 2: norm = 4 / 2 = 2.
-  EXPECT_EQ(GradScale(16.0, 0.5f, 1.0f), static_cast<float>(0.5 * (1.0 / (2.0 + 1e-6))));
-  EXPECT_EQ(GradScale(16.0, 0.5f, 2.0f), 0.5f);  // norm ≤ max_norm: 1/Z only
-  EXPECT_EQ(GradScale(16.0, 0.5f, 3.0f), 0.5f);
-  EXPECT_EQ(GradScale(16.0, 0.5f, 0.0f), 0.5f);  // clipping off
-  EXPECT_EQ(GradScale(16.0, 0.5f, -1.0f), 0.5f);
-  EXPECT_EQ(GradScale(std::numeric_limits<double>::infinity(), 0.25f, 1.0f), 0.25f);
-  EXPECT_EQ(GradScale(std::nan(""), 0.25f, 1.0f), 0.25f);
 }
 
 TEST(AdamWDeathTest, FlatStepChecksRanges) {

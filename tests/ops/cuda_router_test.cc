@@ -1,7 +1,7 @@
 // GPU parity of the router math: the logits GEMM and its backward (bf16 and f32 rows, vector and
 // scalar paths, odd sizes, several token ranges), top-k selection (identical ids) and weights for
 // every score function, group-limited routing and the expert bias, their backward, softmax, aux and
-// z losses (host and device-accumulated), against the CPU reference (skips without a GPU).
+// z losses (accumulated on the device), against the CPU reference (skips without a GPU).
 #include <cmath>
 #include <string>
 #include <tuple>
@@ -146,29 +146,29 @@ TEST(CudaRouterLossTest, SoftmaxAuxLossAndZLoss) {
   EXPECT_TRUE(ParityNear(d_gpu, d, DType::kF32));
 
   const Tensor counts = Tensor::FromVector({10, 3, 0, 7, 12, 20, 5, 25}, {experts});
-  const float aux = AuxLossForward(probs, counts, 96, 2, 0.01f, CpuStream());
-  const float aux_gpu =
-      AuxLossForward(probs.To(Gpu()), counts.To(Gpu()), 96, 2, 0.01f, GpuStream());
-  EXPECT_NEAR(aux_gpu, aux, 1e-5 * std::fabs(aux));
+  const Tensor probs_on_gpu = probs.To(Gpu()), counts_gpu = counts.To(Gpu());
+  Tensor aux = Tensor::Zeros({1}, DType::kF32), aux_gpu = Tensor::Zeros({1}, DType::kF32, Gpu());
+  AuxLossForward(probs, counts, 96, 2, 0.01f, &aux, CpuStream());
+  AuxLossForward(probs_on_gpu, counts_gpu, 96, 2, 0.01f, &aux_gpu, GpuStream());
+  const float aux_value = aux.ToVector()[0], aux_gpu_value = aux_gpu.ToVector()[0];
+  EXPECT_NEAR(aux_gpu_value, aux_value, 1e-5 * std::fabs(aux_value));
+  // Accumulated on the device: += the same value.
+  Tensor sums = Tensor::FromVector({0.25f}, {1}).To(Gpu());
+  AuxLossForward(probs_on_gpu, counts_gpu, 96, 2, 0.01f, &sums, GpuStream());
+  EXPECT_EQ(sums.ToVector()[0], 0.25f + aux_gpu_value);
   d = d0.Clone();
   d_gpu = d0.To(Gpu());
   AuxLossBackward(probs, counts, 96, 2, 0.01f, 0.5f, &d, CpuStream());
-  AuxLossBackward(probs.To(Gpu()), counts.To(Gpu()), 96, 2, 0.01f, 0.5f, &d_gpu, GpuStream());
+  AuxLossBackward(probs_on_gpu, counts_gpu, 96, 2, 0.01f, 0.5f, &d_gpu, GpuStream());
   EXPECT_TRUE(ParityNear(d_gpu, d, DType::kF32));
 
-  const float z = ZLossForward(logits, 1e-3f, 96, CpuStream());
-  EXPECT_NEAR(ZLossForward(logits_gpu, 1e-3f, 96, GpuStream()), z, 1e-5 * std::fabs(z));
-
-  // The device-accumulated overloads: += the float value, on the device.
-  Tensor sums = Tensor::FromVector({0.25f}, {1}).To(Gpu());
-  AuxLossForward(probs.To(Gpu()), counts.To(Gpu()), 96, 2, 0.01f, &sums, GpuStream());
-  EXPECT_EQ(sums.ToVector()[0], 0.25f + aux_gpu);
-  Tensor z_sum = Tensor::Zeros({1}, DType::kF32, Gpu());
+  Tensor z = Tensor::Zeros({1}, DType::kF32), z_sum = Tensor::Zeros({1}, DType::kF32, Gpu());
+  ZLossForward(logits, 1e-3f, 96, &z, CpuStream());
   ZLossForward(logits_gpu, 1e-3f, 96, &z_sum, GpuStream());
+  const float z_value = z.ToVector()[0], z_gpu = z_sum.ToVector()[0];
+  EXPECT_NEAR(z_gpu, z_value, 1e-5 * std::fabs(z_value));
   ZLossForward(logits_gpu, 1e-3f, 96, &z_sum, GpuStream());
-  const float z_gpu = ZLossForward(logits_gpu, 1e-3f, 96, GpuStream());
   EXPECT_EQ(z_sum.ToVector()[0], z_gpu + z_gpu);
-  EXPECT_NEAR(z_gpu, z, 1e-5 * std::fabs(z));
   d = d0.Clone();
   d_gpu = d0.To(Gpu());
   ZLossBackward(logits, 1e-3f, 96, 2.0f, &d, CpuStream());

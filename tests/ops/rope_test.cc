@@ -1,11 +1,10 @@
-// Tests of RoPE: identity at position 0, hand-computed rotations, norm preservation per pair, the
-// inverse, in-place use, and a finite-difference check of the backward; the (cos, sin) table and
-// the table overloads (the theta ones bit for bit), and the fused QKV split with RoPE.
+// Tests of RoPE: identity at position 0, hand-computed rotations (long positions included), bf16
+// rounded once, norm preservation per pair, the inverse, in-place use, and a finite-difference
+// check of the backward; the (cos, sin) table, and the fused QKV split with RoPE.
 #include "ops/rope.h"
 
 #include <algorithm>
 #include <cmath>
-#include <string>
 
 #include "tests/ops/grad_check.h"
 #include "tests/testing/testing.h"
@@ -17,7 +16,6 @@ using ::moefold::ops::testing::GradientMatches;
 using ::moefold::testing::Dot;
 using ::moefold::testing::RandomInts;
 using ::moefold::testing::RandomNormal;
-using ::moefold::testing::TensorNear;
 
 constexpr float kTheta = 10000.0f;
 
@@ -25,7 +23,7 @@ TEST(RopeTest, PositionZeroIsIdentity) {
   const Tensor x = RandomNormal({3, 2, 8}, 1);
   const Tensor pos = Tensor::FromVectorI32({0, 0, 0}, {3});
   Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
-  RopeForward(x, pos, kTheta, &y, CpuStream());
+  RopeForward(x, pos, RopeTable(1, 8, kTheta), &y, CpuStream());
   EXPECT_TENSOR_NEAR(y, x, 0, 0);
 }
 
@@ -35,18 +33,67 @@ TEST(RopeTest, HandValueRotateHalfLayout) {
   const Tensor x = Tensor::FromVector({1, 1, 0, 0}, {1, 1, 4});
   const Tensor pos = Tensor::FromVectorI32({3}, {1});
   Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
-  RopeForward(x, pos, kTheta, &y, CpuStream());
+  RopeForward(x, pos, RopeTable(4, 4, kTheta), &y, CpuStream());
   const Tensor expected = Tensor::FromVector(
       {std::cos(3.0f), std::cos(0.03f), std::sin(3.0f), std::sin(0.03f)}, {1, 1, 4});
   EXPECT_TENSOR_NEAR(y, expected, 1e-6, 1e-7);
+}
+
+// x (T, N, D) rotated by hand in f64 by sign · pos · theta^(−2i/D), no table involved.
+Tensor RotatedByHand(const Tensor& x, const Tensor& positions, double theta, double sign) {
+  const int64_t rows = x.dim(0), heads = x.dim(1), dim = x.dim(2), half = dim / 2;
+  Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
+  for (int64_t t = 0; t < rows; ++t) {
+    const double pos = positions.data<int32_t>()[t];
+    for (int64_t n = 0; n < heads; ++n) {
+      const float* a = x.data<float>() + (t * heads + n) * dim;
+      float* b = y.data<float>() + (t * heads + n) * dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = pos * std::pow(theta, -2.0 * i / dim);
+        const double c = std::cos(angle), s = sign * std::sin(angle);
+        b[i] = static_cast<float>(a[i] * c - a[i + half] * s);
+        b[i + half] = static_cast<float>(a[i + half] * c + a[i] * s);
+      }
+    }
+  }
+  return y;
+}
+
+TEST(RopeTest, LongPositionsMatchTheRotationByHand) {
+  // Long positions: the table's f64 angles keep the factors within f32 rounding of the exact ones.
+  const Tensor x = RandomNormal({5, 3, 16}, 7);
+  const Tensor pos = Tensor::FromVectorI32({0, 1, 4095, 65535, 31}, {5});
+  const Tensor table = RopeTable(65536, 16, 500000.0f);
+  Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
+  RopeForward(x, pos, table, &y, CpuStream());
+  EXPECT_TENSOR_NEAR(y, RotatedByHand(x, pos, 500000.0, 1.0), 1e-5, 1e-6);
+  Tensor in_place = x.Clone();
+  RopeBackward(in_place, pos, table, &in_place, CpuStream());
+  EXPECT_TENSOR_NEAR(in_place, RotatedByHand(x, pos, 500000.0, -1.0), 1e-5, 1e-6);
+}
+
+TEST(RopeTest, Bf16RoundsTheF32ResultOnce) {
+  const Tensor x = RandomNormal({5, 3, 16}, 8).To(DType::kBF16);
+  const Tensor pos = Tensor::FromVectorI32({0, 9, 4095, 100, 31}, {5});
+  const Tensor table = RopeTable(4096, 16, kTheta);
+  const Tensor x_f32 = x.To(DType::kF32);
+  Tensor y = Tensor::Zeros(x.shape(), DType::kBF16), y_f32 = Tensor::Zeros(x.shape(), DType::kF32);
+  RopeForward(x, pos, table, &y, CpuStream());
+  RopeForward(x_f32, pos, table, &y_f32, CpuStream());
+  EXPECT_EQ(y.ToVector(), y_f32.To(DType::kBF16).ToVector());
+  Tensor in_place = x.Clone();
+  RopeBackward(in_place, pos, table, &in_place, CpuStream());
+  RopeBackward(x_f32, pos, table, &y_f32, CpuStream());
+  EXPECT_EQ(in_place.ToVector(), y_f32.To(DType::kBF16).ToVector());
 }
 
 TEST(RopeTest, PreservesPairNormsAndBackwardInvertsForward) {
   const int64_t t = 4, n = 3, d = 6;
   const Tensor x = RandomNormal({t, n, d}, 2);
   const Tensor pos = RandomInts({t}, 3, 4096);
+  const Tensor table = RopeTable(4096, d, kTheta);
   Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
-  RopeForward(x, pos, kTheta, &y, CpuStream());
+  RopeForward(x, pos, table, &y, CpuStream());
   for (int64_t r = 0; r < t * n; ++r) {
     for (int64_t i = 0; i < d / 2; ++i) {
       const float* a = x.data<float>() + r * d;
@@ -55,31 +102,33 @@ TEST(RopeTest, PreservesPairNormsAndBackwardInvertsForward) {
     }
   }
   Tensor back = y.Clone();
-  RopeBackward(back, pos, kTheta, &back, CpuStream());  // in place: d_x aliases d_y
+  RopeBackward(back, pos, table, &back, CpuStream());  // in place: d_x aliases d_y
   EXPECT_TENSOR_NEAR(back, x, 1e-5, 1e-6);
 }
 
 TEST(RopeTest, InPlaceForwardMatchesOutOfPlace) {
   const Tensor x = RandomNormal({2, 2, 4}, 4);
   const Tensor pos = Tensor::FromVectorI32({5, 17}, {2});
+  const Tensor table = RopeTable(32, 4, kTheta);
   Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
-  RopeForward(x, pos, kTheta, &y, CpuStream());
+  RopeForward(x, pos, table, &y, CpuStream());
   Tensor z = x.Clone();
-  RopeForward(z, pos, kTheta, &z, CpuStream());
+  RopeForward(z, pos, table, &z, CpuStream());
   EXPECT_TENSOR_NEAR(z, y, 0, 0);
 }
 
 TEST(RopeTest, BackwardMatchesFiniteDifferences) {
   Tensor x = RandomNormal({3, 2, 4}, 5);
   const Tensor pos = Tensor::FromVectorI32({0, 7, 300}, {3});
+  const Tensor table = RopeTable(301, 4, kTheta);
   const Tensor cot = RandomNormal(x.shape(), 6);
   Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
   auto loss = [&] {
-    RopeForward(x, pos, kTheta, &y, CpuStream());
+    RopeForward(x, pos, table, &y, CpuStream());
     return Dot(y, cot);
   };
   Tensor d_x = Tensor::Zeros(x.shape(), DType::kF32);
-  RopeBackward(cot, pos, kTheta, &d_x, CpuStream());
+  RopeBackward(cot, pos, table, &d_x, CpuStream());
   EXPECT_TRUE(GradientMatches(d_x, loss, &x));
 }
 
@@ -95,30 +144,6 @@ TEST(RopeTableTest, HandValues) {
     EXPECT_EQ(t[p * 4 + 3], static_cast<float>(std::sin(p * std::pow(10000.0, -0.5))));
   }
 }
-
-class RopeTableOverloadTest : public ::testing::TestWithParam<DType> {};
-
-TEST_P(RopeTableOverloadTest, BitIdenticalToTheTheta) {
-  const DType dt = GetParam();
-  const Shape shape{5, 3, 16};
-  const Tensor x = RandomNormal(shape, 7).To(dt);
-  const Tensor pos = Tensor::FromVectorI32({0, 1, 4095, 65535, 31}, {5});
-  const Tensor table = RopeTable(65536, 16, 500000.0f);
-  Tensor y_theta = Tensor::Zeros(shape, dt), y_table = Tensor::Zeros(shape, dt);
-  RopeForward(x, pos, 500000.0f, &y_theta, CpuStream());
-  RopeForward(x, pos, table, &y_table, CpuStream());
-  EXPECT_EQ(y_table.ToVector(), y_theta.ToVector());
-  RopeBackward(x, pos, 500000.0f, &y_theta, CpuStream());
-  Tensor in_place = x.Clone();
-  RopeBackward(in_place, pos, table, &in_place, CpuStream());
-  EXPECT_EQ(in_place.ToVector(), y_theta.ToVector());
-}
-
-INSTANTIATE_TEST_SUITE_P(DTypes, RopeTableOverloadTest,
-                         ::testing::Values(DType::kF32, DType::kBF16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(DTypeName(info.param));
-                         });
 
 // The fused layout with G = 2 groups of r = 3 query heads, D = 8, T = 4.
 constexpr int64_t kT = 4, kG = 2, kR = 3, kD = 8;
@@ -242,7 +267,8 @@ TEST(RopeDeathTest, OddHeadDimIsRejected) {
   const Tensor x = Tensor::Zeros({1, 1, 3}, DType::kF32);
   const Tensor pos = Tensor::FromVectorI32({0}, {1});
   Tensor y = Tensor::Zeros(x.shape(), DType::kF32);
-  EXPECT_DEATH(RopeForward(x, pos, kTheta, &y, CpuStream()), "head dim D must be even");
+  EXPECT_DEATH(RopeForward(x, pos, RopeTable(1, 4, kTheta), &y, CpuStream()),
+               "head dim D must be even");
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Tests of the router: the logits GEMM (hand values, bf16 rows, finite differences, equal to an
 // f32 Linear on an f32 copy), top-k hand examples per score function (ties, bias, group-limited
 // routing), finite-difference checks of RouterTopKBackward, softmax, aux loss and z-loss (all
-// accumulate; the device-accumulated overloads add the float ones' values).
+// accumulate, the losses into a one-element tensor).
 #include "ops/router.h"
 
 #include <cmath>
@@ -45,7 +45,7 @@ TEST(RouterLogitsTest, HandValues) {
 }
 
 // The numbers of the previous router path: an f32 Linear on an f32 copy of the rows; the input
-// gradient through an f32 product added into d_x (Axpy), the weight gradient accumulated.
+// gradient through an f32 product added into d_x (one rounding), the weight gradient accumulated.
 TEST(RouterLogitsTest, SameBitsAsAnF32LinearOnAnF32Copy) {
   for (DType dt : {DType::kF32, DType::kBF16}) {
     const Tensor x = RandomNormal({7, 24}, 30).To(dt);
@@ -62,7 +62,9 @@ TEST(RouterLogitsTest, SameBitsAsAnF32LinearOnAnF32Copy) {
     RouterLogitsBackward(x, w, d_logits, &d_x, &d_w, CpuStream());
     Tensor product = Tensor::Zeros({7, 24}, DType::kF32);
     LinearBackward(x_f32, w, d_logits, &product, &d_w_ref, CpuStream());
-    Axpy(1.0f, product, &d_x_ref, CpuStream());
+    Tensor sum = Tensor::Zeros({7, 24}, DType::kF32);
+    Add(d_x_ref.To(DType::kF32), product, &sum, CpuStream());
+    d_x_ref = sum.To(dt);
     EXPECT_EQ(d_x.ToVector(), d_x_ref.ToVector()) << DTypeName(dt);
     EXPECT_EQ(d_w.ToVector(), d_w_ref.ToVector()) << DTypeName(dt);
   }
@@ -229,32 +231,44 @@ TEST(SoftmaxTest, HandValueAndBackward) {
   EXPECT_TRUE(GradientMatches(Delta(d_logits, before), loss, &logits));
 }
 
+// The losses' values alone: accumulated into a zero.
+float AuxLoss(const Tensor& probs, const Tensor& counts, int64_t total_tokens, int k, float coeff) {
+  Tensor sum = Tensor::Zeros({1}, DType::kF32);
+  AuxLossForward(probs, counts, total_tokens, k, coeff, &sum, CpuStream());
+  return sum.ToVector()[0];
+}
+float ZLoss(const Tensor& logits, float coeff, int64_t total_tokens) {
+  Tensor sum = Tensor::Zeros({1}, DType::kF32);
+  ZLossForward(logits, coeff, total_tokens, &sum, CpuStream());
+  return sum.ToVector()[0];
+}
+
 TEST(AuxLossTest, HandValues) {
   // f = (3/4, 1/4), P = (0.375, 0.625): loss = 0.1 · 2 · (0.28125 + 0.15625) = 0.0875.
   const Tensor probs = Tensor::FromVector({0.25f, 0.75f, 0.5f, 0.5f}, {2, 2});
   const Tensor counts = Tensor::FromVector({3, 1}, {2});
-  EXPECT_NEAR(AuxLossForward(probs, counts, 2, 2, 0.1f, CpuStream()), 0.0875, 1e-7);
+  EXPECT_NEAR(AuxLoss(probs, counts, 2, 2, 0.1f), 0.0875, 1e-7);
   // Perfect balance gives exactly coeff.
   Tensor uniform = Tensor::Empty({8, 4}, DType::kF32);
   uniform.Fill(0.25f);
   Tensor even = Tensor::Empty({4}, DType::kF32);
   even.Fill(4.0f);
-  EXPECT_NEAR(AuxLossForward(uniform, even, 8, 2, 0.01f, CpuStream()), 0.01, 1e-8);
+  EXPECT_NEAR(AuxLoss(uniform, even, 8, 2, 0.01f), 0.01, 1e-8);
 }
 
-TEST(AuxLossTest, DeviceOverloadsAddTheFloatValues) {
+TEST(AuxLossTest, LossesAccumulate) {
   const Tensor probs = Tensor::FromVector({0.25f, 0.75f, 0.5f, 0.5f}, {2, 2});
   const Tensor counts = Tensor::FromVector({3, 1}, {2});
   Tensor sum = Tensor::FromVector({0.5f}, {1});
   AuxLossForward(probs, counts, 2, 2, 0.1f, &sum, CpuStream());
   AuxLossForward(probs, counts, 2, 2, 0.1f, &sum, CpuStream());
-  const float aux = AuxLossForward(probs, counts, 2, 2, 0.1f, CpuStream());
+  const float aux = AuxLoss(probs, counts, 2, 2, 0.1f);
   EXPECT_EQ(sum.ToVector()[0], (0.5f + aux) + aux);
 
   const Tensor logits = RandomNormal({3, 4}, 92, 2.0f);
   Tensor z_sum = Tensor::FromVector({-1.0f}, {1});
   ZLossForward(logits, 0.1f, 5, &z_sum, CpuStream());
-  EXPECT_EQ(z_sum.ToVector()[0], -1.0f + ZLossForward(logits, 0.1f, 5, CpuStream()));
+  EXPECT_EQ(z_sum.ToVector()[0], -1.0f + ZLoss(logits, 0.1f, 5));
 }
 
 TEST(AuxLossTest, BackwardMatchesFiniteDifferencesThroughSoftmax) {
@@ -265,7 +279,7 @@ TEST(AuxLossTest, BackwardMatchesFiniteDifferencesThroughSoftmax) {
   Tensor probs = Tensor::Zeros({3, 4}, DType::kF32);
   auto loss = [&] {
     SoftmaxForward(logits, &probs, CpuStream());
-    return d_loss * AuxLossForward(probs, counts, 6, 2, 1.0f, CpuStream());
+    return d_loss * AuxLoss(probs, counts, 6, 2, 1.0f);
   };
   loss();
   const Tensor before = RandomNormal({3, 4}, 81);
@@ -277,12 +291,11 @@ TEST(AuxLossTest, BackwardMatchesFiniteDifferencesThroughSoftmax) {
 TEST(ZLossTest, HandValueAndBackward) {
   // logsumexp(0, 0) = ln 2; z-loss = coeff · (ln 2)² / total_tokens.
   const Tensor zeros = Tensor::Zeros({1, 2}, DType::kF32);
-  EXPECT_NEAR(ZLossForward(zeros, 0.5f, 4, CpuStream()), 0.5 * std::log(2.0) * std::log(2.0) / 4,
-              1e-7);
+  EXPECT_NEAR(ZLoss(zeros, 0.5f, 4), 0.5 * std::log(2.0) * std::log(2.0) / 4, 1e-7);
 
   Tensor logits = RandomNormal({3, 4}, 90, 2.0f);
   const float d_loss = 0.7f;
-  auto loss = [&] { return d_loss * ZLossForward(logits, 0.1f, 5, CpuStream()); };
+  auto loss = [&] { return d_loss * ZLoss(logits, 0.1f, 5); };
   const Tensor before = RandomNormal({3, 4}, 91);
   Tensor d_logits = before.Clone();
   ZLossBackward(logits, 0.1f, 5, d_loss, &d_logits, CpuStream());

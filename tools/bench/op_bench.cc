@@ -2,8 +2,8 @@
 // dense bf16 GEMM, the expert grouped GEMM (forward, d_x, d_w; every backend, balanced and skewed
 // counts) at the dense GEMM's total FLOPs with the ratio of rates in each line, causal attention
 // forward+backward at S 4096 / head dim 128 on cuDNN (when it loads) and on the flash kernels
-// ("backend" in the line), and every other op at the mixtral_mini shapes (H 2048, 16/4 heads,
-// 8 experts top-2, F_e 2816, V 32000, S 4096).
+// ("backend" in the line), and every op the model calls at the mixtral_mini shapes (H 2048, 16/4
+// heads, 8 experts top-2, F_e 2816, V 32000, S 4096), with the bytes an ideal pass moves ("gbps").
 //   op_bench [--reps N] [--only SUBSTRING]      (needs a GPU; nothing here asserts a time)
 #include <cuda_runtime.h>
 
@@ -225,72 +225,119 @@ void BenchAttention(Runner& r, const Model& m) {
   ops::SetAttentionBackend(ops::AttentionBackend::kAuto);
 }
 
-void BenchMemoryBound(Runner& r, const Model& m) {
+// Positions 0 .. t−1 on the GPU (one sequence).
+Tensor Positions(int64_t t) {
+  std::vector<int32_t> pos(t);
+  for (int64_t i = 0; i < t; ++i) pos[i] = static_cast<int32_t>(i);
+  return Tensor::FromVectorI32(pos, {t}).To(Device::Cuda(0));
+}
+
+// RMSNorm, its residual-fused form, both backwards (overwriting d_x; accumulating into the residual
+// stream's gradient, as the decoder does), and the residual add. bf16 rows of T × H.
+void BenchNorms(Runner& r, const Model& m) {
   const Device gpu = Device::Cuda(0);
-  const int64_t t = m.tokens, h = m.hidden, pairs = m.tokens * m.top_k;
+  const int64_t t = m.tokens, h = m.hidden;
   const std::string th = Dims({t, h});
-  {  // RMSNorm and its residual-fused form.
-    const Tensor x = RandomGpu({t, h}, kBf16, 1.0f, 10), res = RandomGpu({t, h}, kBf16, 1.0f, 11);
-    const Tensor w = RandomGpu({h}, kBf16, 1.0f, 12), d_y = RandomGpu({t, h}, kBf16, 1.0f, 13);
-    Tensor y = Tensor::Empty({t, h}, kBf16, gpu), sum = Tensor::Empty({t, h}, kBf16, gpu);
-    Tensor rstd = Tensor::Empty({t}, kF32, gpu), d_x = Tensor::Empty({t, h}, kBf16, gpu);
-    Tensor d_w = Tensor::Zeros({h}, kF32, gpu);
-    const double row_bytes = 2.0 * t * h;
-    r.Run("rmsnorm_fwd", th, 0, 2 * row_bytes,
-          [&] { ops::RmsNormForward(x, w, 1e-5f, &y, &rstd, r.stream()); });
-    r.Run("add_rmsnorm_fwd", th, 0, 4 * row_bytes,
-          [&] { ops::AddRmsNormForward(x, res, w, 1e-5f, &sum, &y, &rstd, r.stream()); });
-    r.Run("rmsnorm_bwd", th, 0, 3 * row_bytes,
-          [&] { ops::RmsNormBackward(x, w, rstd, d_y, &d_x, &d_w, r.stream()); });
-    r.Run("residual_add", th, 0, 3 * row_bytes, [&] { ops::Add(x, res, &sum, r.stream()); });
-  }
-  {  // RoPE on q and k.
-    const Tensor q = RandomGpu({t, m.heads, m.head_dim}, kBf16, 1.0f, 14);
-    Tensor y = Tensor::Empty(q.shape(), kBf16, gpu);
-    std::vector<int32_t> pos(t);
-    for (int64_t i = 0; i < t; ++i) pos[i] = static_cast<int32_t>(i);
-    const Tensor positions = Tensor::FromVectorI32(pos, {t}).To(gpu);
-    r.Run("rope_fwd_q", Dims({t, m.heads, m.head_dim}), 0, 4.0 * q.numel(),
-          [&] { ops::RopeForward(q, positions, 10000.0f, &y, r.stream()); });
-  }
-  {  // SwiGLU over the routed rows.
-    const Shape shape{pairs, m.expert_ffn};
-    const Tensor gate = RandomGpu(shape, kBf16, 1.0f, 15), up = RandomGpu(shape, kBf16, 1.0f, 16);
-    const Tensor d_out = RandomGpu(shape, kBf16, 1.0f, 17);
-    Tensor out = Tensor::Empty(shape, kBf16, gpu), d_gate = Tensor::Empty(shape, kBf16, gpu);
-    Tensor d_up = Tensor::Empty(shape, kBf16, gpu);
-    const double n = static_cast<double>(pairs) * m.expert_ffn;
-    r.Run("swiglu_fwd", Dims({pairs, m.expert_ffn}), 0, 6 * n,
-          [&] { ops::SwiGluForward(gate, up, &out, r.stream()); });
-    r.Run("swiglu_bwd", Dims({pairs, m.expert_ffn}), 0, 10 * n,
-          [&] { ops::SwiGluBackward(gate, up, d_out, &d_gate, &d_up, r.stream()); });
-  }
-  {  // Router, permutation, combine.
-    const Tensor logits = RandomGpu({t, m.experts}, kF32, 1.0f, 18);
-    ops::TopKOptions topk;
-    topk.k = static_cast<int>(m.top_k);
-    Tensor ids = Tensor::Empty({t, m.top_k}, DType::kI32, gpu);
-    Tensor weights = Tensor::Empty({t, m.top_k}, kF32, gpu);
-    r.Run("router_topk_fwd", Dims({t, m.experts, m.top_k}), 0, 0,
-          [&] { ops::RouterTopKForward(logits, Tensor(), topk, &ids, &weights, r.stream()); });
-    ops::RouterTopKForward(logits, Tensor(), topk, &ids, &weights, r.stream());
-    Tensor sorted = Tensor::Empty({pairs}, DType::kI32, gpu);
-    Tensor counts = Tensor::Empty({m.experts}, DType::kI32, gpu);
-    r.Run("compute_permutation", Dims({t, m.top_k, m.experts}), 0, 0, [&] {
-      ops::ComputePermutation(ids, static_cast<int>(m.experts), &sorted, &counts, r.stream());
-    });
-    ops::ComputePermutation(ids, static_cast<int>(m.experts), &sorted, &counts, r.stream());
-    const Tensor x = RandomGpu({t, h}, kBf16, 1.0f, 19);
-    Tensor permuted = Tensor::Empty({pairs, h}, kBf16, gpu);
-    Tensor combined = Tensor::Empty({t, h}, kBf16, gpu);
-    const double row_bytes = 2.0 * pairs * h;
-    r.Run("permute_tokens", Dims({pairs, h}), 0, 2 * row_bytes,
-          [&] { ops::PermuteTokens(x, sorted, static_cast<int>(m.top_k), &permuted, r.stream()); });
-    r.Run("unpermute_tokens", Dims({pairs, h}), 0, 1.5 * row_bytes,
-          [&] { ops::UnpermuteTokens(permuted, sorted, weights, &combined, r.stream()); });
-  }
-  {  // Fused cross entropy over the vocabulary, backward in place.
-    Tensor logits = RandomGpu({t, m.vocab}, kBf16, 2.0f, 20);
+  const Tensor x = RandomGpu({t, h}, kBf16, 1.0f, 10), res = RandomGpu({t, h}, kBf16, 1.0f, 11);
+  const Tensor w = RandomGpu({h}, kBf16, 1.0f, 12), d_y = RandomGpu({t, h}, kBf16, 1.0f, 13);
+  Tensor y = Tensor::Empty({t, h}, kBf16, gpu), sum = Tensor::Empty({t, h}, kBf16, gpu);
+  Tensor rstd = Tensor::Empty({t}, kF32, gpu), d_x = Tensor::Zeros({t, h}, kBf16, gpu);
+  Tensor d_w = Tensor::Zeros({h}, kF32, gpu);
+  const double row_bytes = 2.0 * t * h;
+  r.Run("rmsnorm_fwd", th, 0, 2 * row_bytes,
+        [&] { ops::RmsNormForward(x, w, 1e-5f, &y, &rstd, r.stream()); });
+  r.Run("add_rmsnorm_fwd", th, 0, 4 * row_bytes,
+        [&] { ops::AddRmsNormForward(x, res, w, 1e-5f, &sum, &y, &rstd, r.stream()); });
+  r.Run("rmsnorm_bwd", th, 0, 3 * row_bytes,
+        [&] { ops::RmsNormBackward(x, w, rstd, d_y, &d_x, &d_w, r.stream()); });
+  // x and d_y read, d_x read and written.
+  r.Run("rmsnorm_bwd_accumulate", th, 0, 4 * row_bytes,
+        [&] { ops::RmsNormBackwardAccumulate(x, w, rstd, d_y, &d_x, &d_w, r.stream()); });
+  r.Run("residual_add", th, 0, 3 * row_bytes, [&] { ops::Add(x, res, &sum, r.stream()); });
+}
+
+// The fused QKV projection split into q, k, v with RoPE on q and k, and its backward.
+void BenchQkvRope(Runner& r, const Model& m) {
+  const Device gpu = Device::Cuda(0);
+  const int64_t t = m.tokens, groups = m.kv_heads, per_group = m.heads / m.kv_heads;
+  const int64_t d = m.head_dim;
+  const Tensor qkv = RandomGpu({t, groups * (per_group + 2) * d}, kBf16, 1.0f, 14);
+  Tensor q = Tensor::Empty({t, m.heads, d}, kBf16, gpu);
+  Tensor k = Tensor::Empty({t, groups, d}, kBf16, gpu), v = Tensor::Empty(k.shape(), kBf16, gpu);
+  Tensor d_qkv = Tensor::Empty(qkv.shape(), kBf16, gpu);
+  const Tensor positions = Positions(t);
+  const Tensor table = ops::RopeTable(t, d, 10000.0f).To(gpu);
+  // qkv read and q, k, v written in bf16; each token's position and f32 table row read once.
+  const double bytes = 4.0 * qkv.numel() + t * (4.0 + 4.0 * d);
+  const std::string shape = Dims({t, groups, per_group + 2, d});
+  r.Run("qkv_rope_fwd", shape, 0, bytes,
+        [&] { ops::QkvRopeForward(qkv, positions, table, &q, &k, &v, r.stream()); });
+  r.Run("qkv_rope_bwd", shape, 0, bytes,
+        [&] { ops::QkvRopeBackward(q, k, v, positions, table, &d_qkv, r.stream()); });
+}
+
+// The router's logits from the bf16 rows and the f32 weight, and their backward (d_x accumulated
+// into the bf16 rows' gradient, d_w into the f32 weight gradient); top-k, the permutation, and
+// the token permute and combine.
+void BenchRouter(Runner& r, const Model& m) {
+  const Device gpu = Device::Cuda(0);
+  const int64_t t = m.tokens, h = m.hidden, e = m.experts, pairs = m.tokens * m.top_k;
+  const Tensor x = RandomGpu({t, h}, kBf16, 1.0f, 19), w = RandomGpu({e, h}, kF32, 0.02f, 25);
+  Tensor logits = Tensor::Empty({t, e}, kF32, gpu);
+  const std::string teh = Dims({t, e, h});
+  // x (bf16) and w read, logits written.
+  r.Run("router_logits_fwd", teh, 2.0 * t * e * h, 2.0 * t * h + 4.0 * e * h + 4.0 * t * e,
+        [&] { ops::RouterLogitsForward(x, w, &logits, r.stream()); });
+  ops::RouterLogitsForward(x, w, &logits, r.stream());  // the top-k's input, whatever --only says
+  const Tensor d_logits = RandomGpu({t, e}, kF32, 1.0f, 26);
+  Tensor d_x = Tensor::Zeros({t, h}, kBf16, gpu), d_w = Tensor::Zeros({e, h}, kF32, gpu);
+  // x, w and d_logits read; d_x (bf16) and d_w (f32) read and written.
+  r.Run("router_logits_bwd", teh, 4.0 * t * e * h, 6.0 * t * h + 12.0 * e * h + 4.0 * t * e,
+        [&] { ops::RouterLogitsBackward(x, w, d_logits, &d_x, &d_w, r.stream()); });
+
+  ops::TopKOptions topk;
+  topk.k = static_cast<int>(m.top_k);
+  Tensor ids = Tensor::Empty({t, m.top_k}, DType::kI32, gpu);
+  Tensor weights = Tensor::Empty({t, m.top_k}, kF32, gpu);
+  r.Run("router_topk_fwd", Dims({t, e, m.top_k}), 0, 0,
+        [&] { ops::RouterTopKForward(logits, Tensor(), topk, &ids, &weights, r.stream()); });
+  ops::RouterTopKForward(logits, Tensor(), topk, &ids, &weights, r.stream());
+  Tensor sorted = Tensor::Empty({pairs}, DType::kI32, gpu);
+  Tensor counts = Tensor::Empty({e}, DType::kI32, gpu);
+  r.Run("compute_permutation", Dims({t, m.top_k, e}), 0, 0,
+        [&] { ops::ComputePermutation(ids, static_cast<int>(e), &sorted, &counts, r.stream()); });
+  ops::ComputePermutation(ids, static_cast<int>(e), &sorted, &counts, r.stream());
+  Tensor permuted = Tensor::Empty({pairs, h}, kBf16, gpu);
+  Tensor combined = Tensor::Empty({t, h}, kBf16, gpu);
+  const double row_bytes = 2.0 * pairs * h;
+  r.Run("permute_tokens", Dims({pairs, h}), 0, 2 * row_bytes,
+        [&] { ops::PermuteTokens(x, sorted, static_cast<int>(m.top_k), &permuted, r.stream()); });
+  r.Run("unpermute_tokens", Dims({pairs, h}), 0, 1.5 * row_bytes,
+        [&] { ops::UnpermuteTokens(permuted, sorted, weights, &combined, r.stream()); });
+}
+
+// SwiGLU over the routed rows of the fused gate/up projection (T·k, 2F).
+void BenchSwiGlu(Runner& r, const Model& m) {
+  const Device gpu = Device::Cuda(0);
+  const int64_t pairs = m.tokens * m.top_k, f = m.expert_ffn;
+  const Tensor gate_up = RandomGpu({pairs, 2 * f}, kBf16, 1.0f, 15);
+  const Tensor d_out = RandomGpu({pairs, f}, kBf16, 1.0f, 17);
+  Tensor out = Tensor::Empty({pairs, f}, kBf16, gpu);
+  Tensor d_gate_up = Tensor::Empty(gate_up.shape(), kBf16, gpu);
+  const double n = static_cast<double>(pairs) * f;
+  // Forward: gate_up read, out written; backward: gate_up and d_out read, d_gate_up written.
+  r.Run("swiglu_fwd", Dims({pairs, 2 * f}), 0, 6 * n,
+        [&] { ops::SwiGluForward(gate_up, &out, r.stream()); });
+  r.Run("swiglu_bwd", Dims({pairs, 2 * f}), 0, 10 * n,
+        [&] { ops::SwiGluBackward(gate_up, d_out, &d_gate_up, r.stream()); });
+}
+
+// Fused cross entropy over the vocabulary, and the embedding.
+void BenchLossAndEmbedding(Runner& r, const Model& m) {
+  const Device gpu = Device::Cuda(0);
+  const int64_t t = m.tokens, h = m.hidden;
+  {
+    const Tensor logits = RandomGpu({t, m.vocab}, kBf16, 2.0f, 20);
     std::vector<int32_t> tgt(t);
     for (int64_t i = 0; i < t; ++i) tgt[i] = static_cast<int32_t>((i * 7919) % m.vocab);
     const Tensor targets = Tensor::FromVectorI32(tgt, {t}).To(gpu);
@@ -305,30 +352,51 @@ void BenchMemoryBound(Runner& r, const Model& m) {
       ops::CrossEntropyBackward(logits, targets, lse, d_losses, &d_logits, r.stream());
     });
   }
-  {  // Embedding.
+  {
     const Tensor table = RandomGpu({m.vocab, h}, kBf16, 1.0f, 22);
     std::vector<int32_t> id(t);
     for (int64_t i = 0; i < t; ++i) id[i] = static_cast<int32_t>((i * 104729) % m.vocab);
     const Tensor ids = Tensor::FromVectorI32(id, {t}).To(gpu);
     Tensor out = Tensor::Empty({t, h}, kBf16, gpu);
     Tensor d_table = Tensor::Zeros({m.vocab, h}, kF32, gpu);
-    r.Run("embedding_fwd", th, 0, 4.0 * t * h,
+    r.Run("embedding_fwd", Dims({t, h}), 0, 4.0 * t * h,
           [&] { ops::EmbeddingForward(ids, table, &out, r.stream()); });
-    r.Run("embedding_bwd", th, 0, 10.0 * t * h,
+    r.Run("embedding_bwd", Dims({t, h}), 0, 10.0 * t * h,
           [&] { ops::EmbeddingBackward(ids, out, &d_table, r.stream()); });
   }
-  {  // Optimizer and reductions over 256 Mi f32 parameters.
-    const int64_t n = int64_t{1} << 28;
-    const Tensor grad = RandomGpu({n}, kF32, 1e-3f, 23);
-    Tensor p = RandomGpu({n}, kF32, 1.0f, 24), mom = Tensor::Zeros({n}, kF32, gpu);
-    Tensor var = Tensor::Zeros({n}, kF32, gpu);
-    ops::AdamWOptions adam;
-    r.Run("adamw_step", Dims({n}), 0, 28.0 * n,
-          [&] { ops::AdamWStep(adam, grad, &p, &mom, &var, r.stream()); });
-    r.Run("sum_of_squares", Dims({n}), 0, 4.0 * n,
-          [&] { (void)ops::SumOfSquares(grad, r.stream()); });
-    r.Run("amax", Dims({n}), 0, 4.0 * n, [&] { (void)ops::Amax(grad, r.stream()); });
+}
+
+// The optimizer and the reductions over 256 Mi f32 parameters: the per-parameter AdamW step and
+// the flat one the trainer runs (gradient scale, no-decay ranges, the bf16 compute copy).
+void BenchOptimizer(Runner& r, const Model& m) {
+  const Device gpu = Device::Cuda(0);
+  const int64_t n = int64_t{1} << 28;
+  const Tensor grad = RandomGpu({n}, kF32, 1e-3f, 23);
+  Tensor p = RandomGpu({n}, kF32, 1.0f, 24), mom = Tensor::Zeros({n}, kF32, gpu);
+  Tensor var = Tensor::Zeros({n}, kF32, gpu);
+  const ops::AdamWOptions adam;
+  // g, p, m, v read; p, m, v written.
+  r.Run("adamw_step", Dims({n}), 0, 28.0 * n,
+        [&] { ops::AdamWStep(adam, grad, &p, &mom, &var, r.stream()); });
+  // A norm weight's worth of elements without decay every n / 64 elements, as the flat buffers
+  // of a decoder hold them.
+  std::vector<int64_t> bounds;
+  for (int64_t b = 0; b < 64; ++b) {
+    bounds.push_back(b * (n / 64));
+    bounds.push_back(b * (n / 64) + m.hidden);
   }
+  Tensor ranges_host = Tensor::Empty({64, 2}, DType::kI64);
+  std::memcpy(ranges_host.raw_data(), bounds.data(), bounds.size() * sizeof(int64_t));
+  const Tensor ranges = ranges_host.To(gpu);
+  const Tensor scale = Tensor::FromVector({0.5f}, {1}).To(gpu);
+  Tensor compute = Tensor::Empty({n}, kBf16, gpu);
+  // As adamw_step, plus the bf16 compute copy written.
+  r.Run("adamw_flat_step", Dims({n}), 0, 30.0 * n, [&] {
+    ops::AdamWFlatStep(adam, grad, scale, ranges, &p, &mom, &var, &compute, r.stream());
+  });
+  r.Run("sum_of_squares", Dims({n}), 0, 4.0 * n,
+        [&] { (void)ops::SumOfSquares(grad, r.stream()); });
+  r.Run("amax", Dims({n}), 0, 4.0 * n, [&] { (void)ops::Amax(grad, r.stream()); });
 }
 
 Options ParseArgs(int argc, char** argv) {
@@ -376,7 +444,12 @@ int main(int argc, char** argv) {
   BenchGroupedGemm(runner, "finegrained_gate_up", model.tokens * 8, 64, 2 * 512, model.hidden);
   BenchGroupedGemm(runner, "finegrained_down", model.tokens * 8, 64, model.hidden, 512);
   BenchAttention(runner, model);
-  BenchMemoryBound(runner, model);
+  BenchNorms(runner, model);
+  BenchQkvRope(runner, model);
+  BenchRouter(runner, model);
+  BenchSwiGlu(runner, model);
+  BenchLossAndEmbedding(runner, model);
+  BenchOptimizer(runner, model);
   Allocator& memory = AllocatorFor(Device::Cuda(0));
   JsonLine("memory").Add("peak_bytes", static_cast<double>(memory.peak_bytes())).Print();
   return 0;
