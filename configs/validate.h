@@ -1,5 +1,5 @@
-// Whole-experiment validation (DESIGN §7): every problem at once, each with its arithmetic, before
-// any rank allocates memory.
+// Whole-experiment validation (docs/ARCHITECTURE.md §7): every problem at once, each with its
+// arithmetic, before any rank allocates memory.
 //
 //   if (absl::Status s = config::Validate(c, world_size); !s.ok()) { print s.message(); }
 #pragma once

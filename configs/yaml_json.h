@@ -1,6 +1,6 @@
-// YAML → JSON text for protobuf's JSON parser (DESIGN §7). Every key is kept, so the parser decides
-// what is unknown (only camelCase spellings are refused here); key positions are recorded so errors
-// can point at a line.
+// YAML → JSON text for protobuf's JSON parser (docs/ARCHITECTURE.md §7). Every key is kept, so the
+// parser decides what is unknown (only camelCase spellings are refused here); key positions are
+// recorded so errors can point at a line.
 //
 //   MF_ASSIGN_OR_RETURN(YamlJson doc, YamlToJson(text, "exp.yaml",
 //   ExperimentConfig::descriptor()));

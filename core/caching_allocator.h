@@ -1,6 +1,7 @@
-// A caching allocator over a raw memory source (cudaMalloc for GPU memory, cudaHostAlloc for the
-// pinned host pool, a fake in tests): freed blocks are kept and handed out again, so a step loop
-// with repeating shapes stops calling the raw source after its first step (DESIGN §2).
+// A caching allocator (docs/ARCHITECTURE.md §2) over a raw memory source (cudaMalloc for GPU
+// memory, cudaHostAlloc for the pinned host pool, a fake in tests): freed blocks are kept and
+// handed out again, so a step loop with repeating shapes stops calling the raw source after its
+// first step.
 //
 // Stream order: a block freed with Free() may be reused at once; that is safe for work enqueued
 // on the device's default stream (and any stream ordered after it). A tensor used on another

@@ -1,6 +1,6 @@
-// The one place where CUDA runtime and cuBLAS error codes become absl::Status (STYLE "Errors"):
-// each message names the call, its file:line and the library's own text. No CUDA header here, so
-// any file may use the macros; the codes travel as int (the libraries' enums convert implicitly).
+// The one place where CUDA runtime and cuBLAS error codes become absl::Status: each message names
+// the call, its file:line and the library's own text. No CUDA header here, so any file may use the
+// macros; the codes travel as int (the libraries' enums convert implicitly).
 //
 //   MF_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream));
 //   MF_CUBLAS_CHECK(cublasLtMatmul(...));   // aborts with the translated message

@@ -1,9 +1,9 @@
 // A trainable parameter and the metadata parallelism needs: its Hugging Face-style name, how it is
 // sharded, and over which group its gradient is reduced. This table is what makes MoE folding work
-// (DESIGN §4): dense weights reduce over DP×CP, expert weights over EDP, and weights replicated across
-// TP whose TP ranks saw different tokens (norms under sequence parallelism, the router) also sum over
-// TP. A sharded parameter holds only its slice; its values equal that slice of the unsharded
-// initialisation, so every layout starts from the same model.
+// (docs/ARCHITECTURE.md §4): dense weights reduce over DP×CP, expert weights over EDP, and weights
+// replicated across TP whose TP ranks saw different tokens (norms under sequence parallelism, the
+// router) also sum over TP. A sharded parameter holds only its slice; its values equal that slice
+// of the unsharded initialisation, so every layout starts from the same model.
 #pragma once
 
 #include <cstdint>
@@ -118,7 +118,7 @@ class ParameterSet {
   // starts at a multiple of segment_align (zero padding between), so blocks of that size never span
   // two parameters: error-feedback compression then sees the same blocks whatever else shares the
   // buffer (pipeline stages). The buffers live on `device` (values copied there); with a compute
-  // dtype other than f32 each gets a copy in that dtype (bf16: DESIGN §2's master weights in f32,
+  // dtype other than f32 each gets a copy in that dtype (bf16: master weights in f32 and
   // compute in bf16) that parameters' `compute` views.
   std::vector<FlatBuffer>& Flatten(int64_t align, int64_t segment_align = 1,
                                    const Device& device = Device::Cpu(),

@@ -1,4 +1,4 @@
-// Counter-based Philox4x32-10 RNG (Salmon et al., SC'11; the generator behind curand's Philox).
+// Counter-based Philox4x32-10 RNG (the generator behind curand's Philox).
 // A draw is a pure function of (seed, subsequence, offset), so the CPU and a CUDA kernel that includes
 // this header produce identical numbers, and any stream can be resumed from its offset alone.
 //

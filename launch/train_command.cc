@@ -83,8 +83,7 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
     return fail_all(absl::StrCat(config_path, " is not a valid experiment for ", info.world_size,
                                  " rank(s):\n", s.message()));
   }
-  // Every group of the folded mapping; the trainer takes the TP, CP and data-parallel groups it
-  // needs (CheckSupported refuses ep/etp/pp > 1 until expert and pipeline parallelism land).
+  // Every group of the folded mapping; the trainer takes the groups it needs.
   const auto& p = config->parallel();
   auto mapping = parallel::Mapping::Create(
       info.world_size, {.tp = p.tp(), .cp = p.cp(), .dp = p.dp(), .pp = p.pp(), .etp = p.etp(),

@@ -1,4 +1,4 @@
-// RMSNorm (Zhang & Sennrich 2019), as in Llama/Mixtral: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
+// RMSNorm, as in Llama/Mixtral: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
 #pragma once
 
 #include "core/stream.h"

@@ -33,8 +33,7 @@ absl::Status ValidateLrSchedule(const LrScheduleOptions& options);
 // n = step + 1, W = warmup_steps, T = total_steps (as Megatron-LM's OptimizerParamScheduler):
 //   warm-up   n ≤ W:  lr · n / W                  (step 0 gets lr/W; step W−1 gets lr)
 //   cosine:           min_lr + ½(lr − min_lr)(1 + cos(π·(n − W)/(T − W)))
-//   wsd:      stable lr while n ≤ T − D, then the 1-sqrt decay (Hägele et al. 2024, "Scaling Laws
-//             and Compute-Optimal Training Beyond Fixed Training Durations"; MiniCPM):
+//   wsd:      stable lr while n ≤ T − D, then the 1-sqrt decay (docs/FORMULAS.md §7):
 //             min_lr + (lr − min_lr)(1 − sqrt((n − (T − D)) / D)),  D = round(decay_fraction · T)
 //   constant: lr
 // so the last step of the run (step = T − 1) uses min_lr; steps past the end keep min_lr.

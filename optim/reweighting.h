@@ -1,10 +1,10 @@
-// Loss-based sample reweighting (Sow et al., ICLR 2025; ALGORITHMS §3) with deferred normalisation.
+// Loss-based sample reweighting with deferred normalisation (docs/FORMULAS.md §6).
 // Default population = the global batch: a sample's unnormalised weight u depends only on its own
 // detached loss and the PREVIOUS step's global loss range, so it is known as soon as the loss is;
 // the caller accumulates u·∇ℓ and divides the summed gradients once by Z = Σu (reduced over DP×CP)
 // before clipping. Hence weights equal softmax(f(h)/r) over the global batch for every layout and
-// micro-batch size. Population kMicroBatch is the paper's reference semantics (see
-// MicroBatchWeights).
+// micro-batch size. Population kMicroBatch is the reference semantics, a softmax within each
+// micro-batch (see MicroBatchWeights).
 //
 //   reweighter.BeginStep(step);
 //   for each micro-batch: loss_mb = Σᵢ reweighter.Weight(ℓᵢ) · ℓᵢ;  backward(loss_mb)
@@ -54,11 +54,11 @@ float StrategyScore(Strategy strategy, float h);
 // the weight ratio bound e^{1/r} when the range is the previous step's). NaN stays NaN.
 float NormalizeLoss(float loss, float lo, float hi);
 
-// Reference semantics (population kMicroBatch, the paper's code): the normalised weights
-// softmax(f(hᵢ)/r) of `losses` (this micro-batch gathered across DP), h from the range of these
-// same losses. Sums to 1 (f64 softmax with max subtraction, rounded to f32); strategy none gives
-// 1/N each; empty input gives an empty vector. temperature > 0 (checked). With M micro-batches per
-// step the caller averages the M micro-batch losses Σᵢ wᵢℓᵢ.
+// Reference semantics (population kMicroBatch, docs/FORMULAS.md §6.6): the normalised weights
+// softmax(f(hᵢ)/r) of `losses` (one micro-batch's; the trainer passes each rank's own), h from the
+// range of these same losses. Sums to 1 (f64 softmax with max subtraction, rounded to f32);
+// strategy none gives 1/N each; empty input gives an empty vector. temperature > 0 (checked). With
+// M micro-batches per step the caller averages the M micro-batch losses Σᵢ wᵢℓᵢ.
 std::vector<float> MicroBatchWeights(const std::vector<float>& losses, float temperature,
                                      Strategy strategy);
 

@@ -1,5 +1,5 @@
-// Gradient compressors for error feedback (ALGORITHMS §4), as byte messages of a fixed size that
-// depends only on the element count (so all-to-all and all-gather counts are known up front):
+// Gradient compressors for error feedback (docs/FORMULAS.md §8.2), as byte messages of a fixed size
+// that depends only on the element count (so all-to-all and all-gather counts are known up front):
 //   identity: f32 values; int8: per-block absmax scale (f32) + int8 codes, round half to even;
 //   fp8: per-block scale = absmax/448 + E4M3 codes (RNE, saturating, as CUDA's cast);
 //   topk: per block of B elements the k = max(1, round(B·fraction)) largest |x| (ties: lower index)

@@ -1,9 +1,9 @@
-// Data-parallel gradient synchronisation over contiguous buffers (DESIGN §5): every parameter's
-// grad lives in one flat buffer per GradReduction (dense and TP-replicated → DP×CP, replicated
-// across TP under SP and the router → TP×DP×CP, expert → EDP), cut into buckets whose sizes divide
-// by the group size. A bucket is reduced — all-reduce, or reduce-scatter
-// under ZeRO-1 — as soon as the last of its parameters is marked ready during backward, so
-// communication overlaps the rest of the backward; Finish() launches what is left and waits.
+// Data-parallel gradient synchronisation over contiguous buffers (docs/ARCHITECTURE.md §5.7): every
+// parameter's grad lives in one flat buffer per GradReduction (dense and TP-replicated → DP×CP,
+// replicated across TP under SP and the router → TP×DP×CP, expert → EDP), cut into buckets whose
+// sizes divide by the group size. A bucket is reduced — all-reduce, or reduce-scatter under ZeRO-1
+// — as soon as the last of its parameters is marked ready during backward, so communication
+// overlaps the rest of the backward; Finish() launches what is left and waits.
 //
 //   params.Flatten(GradSync::Alignment(groups));
 //   GradSync sync(&params, groups, {.zero1 = true});
@@ -20,7 +20,7 @@
 
 namespace moefold::parallel {
 
-// EF21 error feedback ("Error Feedback Reloaded", ALGORITHMS §4), all-reduce-compatible form. Per
+// EF21 error feedback (docs/FORMULAS.md §8), all-reduce-compatible form. Per
 // bucket each rank keeps h (its running estimate of its own gradient) and the owner of each chunk
 // keeps s (the running estimate of the reduced sum). A compressed step sends C(v − h), sets h +=
 // deq, and the owner adds the pieces of all ranks, dequantised and summed in rank order in f32, to

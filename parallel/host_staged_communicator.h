@@ -1,6 +1,6 @@
 // Collectives over a host-only backend (MPI) for tensors of any device: a GPU tensor is copied to a
 // page-locked host buffer before the op starts and, for outputs, copied back when the op is waited
-// for. This is the fallback of issue 7 for several ranks that share one GPU (NCCL holds one rank
+// for. This is the fallback for several ranks that share one GPU (NCCL holds one rank
 // per GPU), so the multi-rank tests also run on a one-GPU machine; with a GPU per rank, use NCCL.
 //
 //   auto staged = std::make_unique<HostStagedCommunicator>(std::move(mpi_comm));

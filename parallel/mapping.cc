@@ -34,7 +34,7 @@ struct KindSpec {
   const char* purpose;
 };
 
-// Indexed by GroupKind; purposes follow ALGORITHMS §0 "Which group does what".
+// Indexed by GroupKind; the purposes of docs/FORMULAS.md §1 ("What each group carries").
 constexpr KindSpec kSpecs[] = {
     {GroupKind::kTp, "tp", false, Bits({kTpDim}),
      "TP/SP collectives; SUM of replicated-weight grads"},

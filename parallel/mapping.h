@@ -1,5 +1,5 @@
-// Rank mapping with MoE parallel folding (ALGORITHMS §0; Megatron-Core's RankGenerator): two meshes
-// over the same world and the same order string — attention (tp, cp, ep=1, dp, pp) and MoE
+// Rank mapping with MoE parallel folding (docs/FORMULAS.md §1; Megatron-Core's RankGenerator): two
+// meshes over the same world and the same order string — attention (tp, cp, ep=1, dp, pp) and MoE
 // (tp=etp, cp=1, ep, dp=edp, pp). The leftmost dimension of the order varies fastest:
 // rank = Σ coordᵢ · Π_{j<i} sizeⱼ. A group of kind "a-b" holds the ranks whose coordinates differ
 // only in a and b. Pure function, no MPI: tested for worlds of thousands of ranks.
@@ -48,7 +48,7 @@ inline constexpr GroupKind kAllGroupKinds[] = {
 
 absl::string_view GroupKindName(GroupKind kind);  // "tp", "dp-cp", "etp-ep", "embedding", ...
 bool IsMoeGroup(GroupKind kind);                  // belongs to the MoE mesh
-absl::string_view GroupPurpose(GroupKind kind);   // what the group is used for (ALGORITHMS §0)
+absl::string_view GroupPurpose(GroupKind kind);   // what it is used for (docs/FORMULAS.md §1)
 
 struct AttentionCoords {
   int tp, cp, dp, pp;

@@ -24,7 +24,7 @@ class MpiWork final : public Work {
         keep_alive_(std::move(keep_alive)),
         on_complete_(std::move(on_complete)) {}
 
-  // A collective request may not be freed or cancelled (MPI-3.1 §5.12), and MPI may still write
+  // MPI forbids freeing or cancelling a pending collective request, and MPI may still write
   // into its buffers: a Work dropped while pending (after a timeout) leaks them rather than let MPI
   // write into freed memory. The job is expected to end after such a failure.
   ~MpiWork() override {

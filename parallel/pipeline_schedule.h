@@ -1,4 +1,4 @@
-// Pipeline schedules as data (DESIGN §5, STYLE "a pipeline schedule is data"): the ordered list of
+// Pipeline schedules as data (docs/ARCHITECTURE.md §5.6): the ordered list of
 // forward and backward actions one pipeline rank runs for a step's micro-batches. Three kinds:
 // all-forward-all-backward (the reference), 1F1B (warm-up of pp − stage − 1 forwards, then one
 // forward / one backward, then the cool-down backwards) and interleaved 1F1B with v model chunks

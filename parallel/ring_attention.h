@@ -1,9 +1,10 @@
-// Context-parallel causal attention as a ring (DESIGN §5 "CP"): each rank holds the tokens of its
-// chunks (rank i: chunks i and 2·CP−1−i, so causal work is balanced) with their GLOBAL positions.
-// K/V blocks circulate over the CP group; partial results merge by online softmax (running max,
-// sum and accumulator per query). Backward circulates K/V together with their accumulating dK/dV,
-// so after CP hops every block returns to its owner with its full gradient. Equal to the single-rank
-// attention on the whole sequence (tests/parallel/ring_attention_mpi_test.cc).
+// Context-parallel causal attention as a ring (docs/ARCHITECTURE.md §5.4): each rank holds the
+// tokens of its chunks (rank i: chunks i and 2·CP−1−i, so causal work is balanced) with their
+// GLOBAL positions. K/V blocks circulate over the CP group; partial results merge by online softmax
+// (running max, sum and accumulator per query). Backward circulates K/V together with their
+// accumulating dK/dV, so after CP hops every block returns to its owner with its full gradient.
+// Equal to the single-rank attention on the whole sequence
+// (tests/parallel/ring_attention_mpi_test.cc).
 #pragma once
 
 #include "absl/status/status.h"

@@ -1,4 +1,5 @@
-// The all-to-all MoE token dispatcher (ALGORITHMS §2, DESIGN §5): where the attention mapping and
+// The all-to-all MoE token dispatcher (docs/ARCHITECTURE.md §5.5, counts in docs/FORMULAS.md §5):
+// where the attention mapping and
 // the expert mapping meet. A rank's permuted rows (grouped by global expert) travel to the EP rank
 // that owns each expert (EP rank p owns experts [p·E/ep, (p+1)·E/ep)), are all-gathered within ETP
 // (every ETP rank computes its slice of each expert's FFN on all of the group's tokens), and are

@@ -1,8 +1,8 @@
 // GPT training samples drawn from an IndexedDataset exactly as Megatron-LM's GPTDataset does
-// (megatron/core/datasets/gpt_dataset.py + helpers.cpp build_sample_idx), so the same .idx/.bin and
-// seed give the same token order here and in Megatron. Invariant: every sample has seq_len + 1
-// tokens and sample j of the unshuffled order is tokens [j·seq_len, j·seq_len + seq_len] of the
-// concatenation of the documents in document_index() order.
+// (docs/FORMULAS.md §12), so the same .idx/.bin and seed give the same token order here and in
+// Megatron. Invariant: every sample has seq_len + 1 tokens and sample j of the unshuffled order is
+// tokens [j·seq_len, j·seq_len + seq_len] of the concatenation of the documents in document_index()
+// order.
 //
 //   MF_ASSIGN_OR_RETURN(GptDataset gpt, GptDataset::Build(&ds, /*seq_len=*/256, steps * G, 1234));
 //   std::vector<int32_t> tokens(257);

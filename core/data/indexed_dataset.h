@@ -1,4 +1,4 @@
-// Megatron-LM's indexed dataset (.idx index + .bin tokens, little-endian; ALGORITHMS §9): a
+// Megatron-LM's indexed dataset (.idx index + .bin tokens, little-endian; docs/FORMULAS.md §11): a
 // validating, mmap-backed reader and an atomic writer. Invariant: an opened dataset has passed
 // every structural check, so accessors only MF_CHECK their arguments.
 //
@@ -22,7 +22,7 @@
 
 namespace moefold::data {
 
-// Megatron's DType codes (megatron/core/datasets/indexed_dataset.py). Only the integer codes can
+// Megatron-LM's DType codes (docs/FORMULAS.md §11). Only the integer codes can
 // hold token ids; the float codes are recognised so the error can say what the file holds.
 enum class IndexDType : uint8_t {
   kU8 = 1,
@@ -93,7 +93,7 @@ class IndexedDataset {
   bool has_modes_ = false;
 };
 
-// Writes a dataset with one sequence per document, as Megatron's preprocess_data.py does. Data goes
+// Writes a dataset with one sequence per document, as Megatron-LM's preprocessing does. Data goes
 // to "<prefix>.bin.tmp-<pid>" / "<prefix>.idx.tmp-<pid>"; Finalize() removes any old prefix.idx,
 // then renames the .bin and finally the .idx into place, so prefix.idx exists only beside a
 // complete .bin (an interrupted run leaves no dataset). Destroying an unfinalized writer deletes

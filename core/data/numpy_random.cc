@@ -1,5 +1,5 @@
-// NumpyRandomState: numpy/random/src/distributions/distributions.c random_interval and mtrand.pyx
-// _shuffle_raw, restated.
+// NumpyRandomState: NumPy's random_interval and legacy RandomState.shuffle, restated
+// (docs/FORMULAS.md §12).
 #include "core/data/numpy_random.h"
 
 #include <utility>

@@ -1,8 +1,9 @@
-// Capacity mode of the MoE layer (ALGORITHMS §1): each rank lets at most C = ceil(T·k/E · factor)
-// of its (token, choice) pairs reach each expert, before any communication. The rule is
-// deterministic: kProbs keeps each expert's C highest routing weights (equal weights: the earlier
-// pair, pair index t·k + j, wins), kPosition its C earliest pairs. Dropped pairs contribute nothing
-// to the output and get no gradient; the token still passes through the residual connection.
+// Capacity mode of the MoE layer (docs/FORMULAS.md §4): each rank lets at most
+// C = ceil(T·k/E · factor) of its (token, choice) pairs reach each expert, before any
+// communication. The rule is deterministic: kProbs keeps each expert's C highest routing weights
+// (equal weights: the earlier pair, pair index t·k + j, wins), kPosition its C earliest pairs.
+// Dropped pairs contribute nothing to the output and get no gradient; the token still passes
+// through the residual connection.
 #pragma once
 
 #include <cstdint>

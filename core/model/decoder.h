@@ -1,8 +1,9 @@
-// The llama-style MoE decoder (DESIGN §4): embedding → L × [x + Attn(norm(x)); h + FFN(norm(h))]
-// with FFN a SwiGLU MLP or an MoE layer → final RMSNorm → LM head → per-token cross entropy, averaged
-// per sequence. Forward returns per-sample losses (for reweighting) or adds their sum to the step's
-// device sums, with the aux/z loss sums; Backward is seeded explicitly (BackwardSeeds) and
-// accumulates into every Parameter's grad.
+// The llama-style MoE decoder (docs/ARCHITECTURE.md §4):
+// embedding → L × [x + Attn(norm(x)); h + FFN(norm(h))] with FFN a SwiGLU MLP or an MoE layer →
+// final RMSNorm → LM head → per-token cross entropy, averaged per sequence. Forward returns
+// per-sample losses (for reweighting) or adds their sum to the step's device sums, with the aux/z
+// loss sums; Backward is seeded explicitly (BackwardSeeds) and accumulates into every Parameter's
+// grad.
 // Parallel layouts (ModelParallel) change only what each rank holds: the embedding and the head
 // are vocabulary-parallel, the residual stream is split along the sequence under SP, a micro-batch
 // holds this rank's CP chunks of each sequence, and per-sample losses are reduced over CP so every

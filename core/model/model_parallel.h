@@ -1,8 +1,8 @@
-// How one rank holds the model (DESIGN §5): its attention-side tensor- and context-parallel groups,
-// whether activations between TP regions are split along the sequence, and its expert-side (EP,
-// ETP) groups for the MoE layers — the two meshes of MoE parallel folding. Null communicators are
-// groups of one rank. Layers read only this, so the model code is the same for
-// every layout; the layout itself comes from the config.
+// How one rank holds the model (docs/ARCHITECTURE.md §5): its attention-side tensor- and
+// context-parallel groups, whether activations between TP regions are split along the sequence, and
+// its expert-side (EP, ETP) groups for the MoE layers — the two meshes of MoE parallel folding.
+// Null communicators are groups of one rank. Layers read only this, so the model code is the same
+// for every layout; the layout itself comes from the config.
 #pragma once
 
 #include "core/parameter.h"

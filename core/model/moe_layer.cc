@@ -87,7 +87,7 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   const Tensor& routed = saved->routed;
   const int64_t t = routed.dim(0), n = t * k;
 
-  // Router in f32 math on the rows as they are (ALGORITHMS §1) against the f32 master weight.
+  // Router in f32 math on the rows as they are (docs/FORMULAS.md §2) against the f32 master weight.
   RoutingPlan& plan = saved->plan;
   saved->logits = ctx.F32({t, e});
   plan.ids = ctx.I32({t, k});

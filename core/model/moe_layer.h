@@ -80,8 +80,9 @@ class MoeLayer {
   int64_t dropped() const { return dropped_; }
   int64_t dispatch_bytes() const { return dispatch_bytes_; }
   void ResetLoad();
-  // Aux-loss-free balancing: bias_i += rate · sign(mean load − load_i) (ALGORITHMS §1), from the
-  // load summed over the ranks that route the global batch (so every rank keeps the same bias).
+  // Aux-loss-free balancing: bias_i += rate · sign(mean load − load_i) (docs/FORMULAS.md §3.3),
+  // from the load summed over the ranks that route the global batch (so every rank keeps the same
+  // bias).
   void UpdateExpertBias(const std::vector<float>& global_load, float rate);
   const Tensor& expert_bias() const { return bias_; }
   // Benchmarks switch between forced-balanced and real routing on one model.

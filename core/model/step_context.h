@@ -49,7 +49,7 @@ struct StepContext {
   Stream* stream = nullptr;  // the compute stream; its device is where the activations live
   // Activations (x, q/k/v, gate/up, logits and their gradients) are f32 or bf16; statistics (rstd,
   // lse, router logits and weights, losses) stay f32 and parameter gradients accumulate in f32
-  // (DESIGN §2).
+  // (docs/ARCHITECTURE.md §2).
   DType act_dtype = DType::kF32;
   // Called during Backward each time the parameters with ParameterSet indices [first, last) have
   // received their last gradient contribution of this backward (data parallelism starts reducing

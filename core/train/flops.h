@@ -1,5 +1,5 @@
-// Analytic training FLOPs (ALGORITHMS §8) and MFU. Forward + backward = 3 × forward, 2 FLOPs per
-// multiply-add, active experts only, causal attention counted once.
+// Analytic training FLOPs (docs/FORMULAS.md §10) and MFU. Forward + backward = 3 × forward,
+// 2 FLOPs per multiply-add, active experts only, causal attention counted once.
 #pragma once
 
 #include <cstdint>

@@ -52,7 +52,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
     for (int l = first; l < first + stage_layers[v]; ++l) {
       dense += h * d * (2 * spec.num_heads + 2 * spec.num_kv_heads) / tp;
       replicated_norms += 2 * h;
-      // ALGORITHMS §7 (bf16 bytes per token): attention 8h + 4h_kv, dense 4h + 6F,
+      // docs/FORMULAS.md §9.1 (bf16 bytes per token): attention 8h + 4h_kv, dense 4h + 6F,
       // MoE 4h + 4E + k(2h + 6F_e); the TP-split parts divide by tp, the rest by SP.
       const double hkv = static_cast<double>(spec.num_kv_heads) * d;
       double per_token = (4.0 * h) / sp + (4.0 * h + 4.0 * hkv) / tp;

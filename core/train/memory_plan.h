@@ -1,7 +1,7 @@
 // What one rank holds during training, estimated from the config alone (`moefold plan`, for any
 // world size, without running): its stage's parameters by sharding, their gradients, the AdamW
 // state divided by the ZeRO-1 shard group, and activations per micro-batch times the number a
-// pipeline schedule keeps in flight (ALGORITHMS §7 per-token sizes), plus the pipeline bubble.
+// pipeline schedule keeps in flight (docs/FORMULAS.md §9), plus the pipeline bubble.
 #pragma once
 
 #include <cstdint>

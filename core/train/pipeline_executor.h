@@ -1,4 +1,4 @@
-// Runs one step's pipeline schedule on this rank (DESIGN §6 "schedule.run"): the forward and
+// Runs one step's pipeline schedule (docs/ARCHITECTURE.md §6, RunSchedule): the forward and
 // backward actions of parallel/pipeline_schedule.h over this rank's model chunks, with the
 // activations sent to the next virtual stage and their gradients back to the previous one
 // (non-blocking sends, blocking receives, tagged by micro-batch and stage). With one stage and one

@@ -1,7 +1,8 @@
-// The single-rank training loop. Reweighting follows ALGORITHMS §3.7: each sample's unnormalised
-// weight uᵢ seeds its backward, the normaliser Z = Σuᵢ divides the accumulated gradient once, so the
-// result does not depend on the micro-batch size. Aux/z-loss gradients are seeded pre-multiplied by
-// Z_ref = global batch size, which makes them exact for uniform weights (see docs/DECISIONS.md).
+// The training step (docs/ARCHITECTURE.md §6). Reweighting follows docs/FORMULAS.md §6.4: each
+// sample's unnormalised weight uᵢ seeds its backward, the normaliser Z = Σuᵢ divides the
+// accumulated gradient once, so the result does not depend on the micro-batch size. Aux/z-loss
+// gradients are seeded pre-multiplied by Z_ref = global batch size, which makes them exact for
+// uniform weights (see docs/DECISIONS.md).
 #include "core/train/trainer.h"
 
 #include <algorithm>
@@ -318,7 +319,7 @@ struct Trainer::StepWork {
   double weighted_sum = 0, plain_sum = 0, aux_sum = 0, z_sum = 0;
   float min_u = INFINITY, max_u = 0;
   int64_t samples = 0;  // sequences whose loss this rank's head computed
-  double z = 0;  // the reweighting normaliser Z of the step (ALGORITHMS §3.7)
+  double z = 0;  // the reweighting normaliser Z of the step (docs/FORMULAS.md §6.4)
   float grad_scale = 1;  // 1/Z × the clip factor, applied by the optimizer
 };
 
@@ -453,8 +454,8 @@ absl::Status Trainer::RunSchedule(StepWork* w) {
       return seeds;
     }
     if (st.microbatch_population()) {
-      // Reference semantics (Sow et al.): softmax weights within the micro-batch; scaled by the
-      // micro-batch size so that Z = Σuᵢ = global batch, as in the global population.
+      // Reference semantics (docs/FORMULAS.md §6.6): softmax weights within the micro-batch;
+      // scaled by the micro-batch size so that Z = Σuᵢ = global batch, as in the global population.
       for (float wi : st.reweighter->MicroBatchWeightsForStep(stats.sample_losses)) {
         seeds.d_sample_loss.push_back(wi * micro);
       }
@@ -575,7 +576,7 @@ absl::Status Trainer::ClipGradients(StepWork* w) {
   }
   r.model_s = SecondsSince(w->model_start);
   w->update_start = std::chrono::steady_clock::now();
-  // The deferred normalisation (ALGORITHMS §3.7) and the clipping are one factor that the
+  // The deferred normalisation (docs/FORMULAS.md §6.4) and the clipping are one factor that the
   // optimizer applies as it reads each gradient: no pass over the gradients of their own.
   const double inv_z = 1.0 / w->z;
   r.grad_norm = std::sqrt(sum_squares) * inv_z;

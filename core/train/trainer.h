@@ -1,4 +1,4 @@
-// The step loop (DESIGN §6): global batch → micro-batches → forward, per-sample losses →
+// The step (docs/ARCHITECTURE.md §6): global batch → micro-batches → forward, per-sample losses →
 // reweighting → backward → deferred normalisation → clipping → anomaly check → AdamW → metrics.
 // One rank, or every rank of a layout (data, tensor/sequence and context parallelism) given by
 // ProcessGroups: each rank takes its DP slice of the global batch and its CP chunks of each
@@ -106,7 +106,7 @@ class Trainer {
   struct State;
   struct StepWork;
   explicit Trainer(std::unique_ptr<State> state);
-  // The phases of Step, in order (DESIGN §6).
+  // The phases of Step, in order (docs/ARCHITECTURE.md §6).
   absl::Status BeginStep(int64_t step, StepWork* w);  // also starts a profiled step
   absl::Status GatherBatch(StepWork* w);       // this rank's micro-batches, uploaded once
   absl::Status RunSchedule(StepWork* w);       // forward, losses, reweighting seeds, backward

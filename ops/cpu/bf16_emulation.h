@@ -1,7 +1,8 @@
-// CPU emulation of bf16 activations (DESIGN §2; internal to ops/cpu). An op called with bf16
-// tensors runs its f32 reference on widened copies and rounds each bf16 output back (RNE): what
-// the CUDA kernels do, f32 math on bf16 storage. So a bf16 model runs, and is tested, on the CPU,
-// and the dtype rules each op checks here are the CUDA launchers' rules (ops/cuda/launchers.h).
+// CPU emulation of bf16 activations (docs/ARCHITECTURE.md §2; internal to ops/cpu). An op called
+// with bf16 tensors runs its f32 reference on widened copies and rounds each bf16 output back
+// (RNE): what the CUDA kernels do, f32 math on bf16 storage. So a bf16 model runs, and is tested,
+// on the CPU, and the dtype rules each op checks here are the CUDA launchers' rules
+// (ops/cuda/launchers.h).
 //
 //   if (internal::AnyBf16({&x, &w, y})) {
 //     internal::Bf16Emulation emu("RmsNormForward");

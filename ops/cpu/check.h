@@ -7,9 +7,10 @@
 #include "core/tensor.h"
 #include "ops/cuda/launchers.h"
 
-// Dispatch by device (DESIGN §3): `return call;` (the op's CUDA launcher, ops/cuda/launchers.h)
-// when `t` lives on a GPU. Without the CUDA backend a GPU tensor cannot be made (AllocatorFor
-// refuses), and should one arrive the op names itself; `call` is then never evaluated or linked.
+// Dispatch by device (docs/ARCHITECTURE.md §3): `return call;` (the op's CUDA launcher,
+// ops/cuda/launchers.h) when `t` lives on a GPU. Without the CUDA backend a GPU tensor cannot be
+// made (AllocatorFor refuses), and should one arrive the op names itself; `call` is then never
+// evaluated or linked.
 #ifdef MOEFOLD_HAVE_CUDA
 #define MF_RETURN_IF_GPU(t, op, call) \
   if ((t).device().is_cuda()) return call

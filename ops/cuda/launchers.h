@@ -2,11 +2,11 @@
 // has the signature of the op it implements; the public function in ops/cpu/*.cc calls it when the
 // first tensor argument lives on a GPU. Only defined in CUDA builds.
 //
-// Dtypes on the GPU (DESIGN §2: bf16 storage, f32 accumulation): "activation" tensors of one call
-// (x, y, q/k/v, logits, gate/up, tokens and their gradients) are all f32 or all bf16; statistics
-// (rstd, lse, losses, router logits/weights/probs), accumulated parameter gradients (d_w, d_table)
-// and the optimizer state are f32. Every tensor must be on the stream's GPU, which is the calling
-// thread's current device.
+// Dtypes on the GPU (bf16 storage, f32 accumulation; docs/ARCHITECTURE.md §3): "activation" tensors
+// of one call (x, y, q/k/v, logits, gate/up, tokens and their gradients) are all f32 or all bf16;
+// statistics (rstd, lse, losses, router logits/weights/probs), accumulated parameter gradients
+// (d_w, d_table) and the optimizer state are f32. Every tensor must be on the stream's GPU, which
+// is the calling thread's current device.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
-// The two benchmark configs of issue 7 load, validate on one GPU rank, and have the sizes the
-// issue gives (≈2.5 B / ≈0.8 B active for mixtral_mini, ≈2.7 B for finegrained_mini).
+// The two benchmark configs load, validate on one GPU rank, and have the sizes their headers give
+// (≈2.5 B / ≈0.8 B active for mixtral_mini, ≈2.7 B for finegrained_mini).
 #include <cstdint>
 #include <string>
 

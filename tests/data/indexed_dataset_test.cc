@@ -1,5 +1,5 @@
-// Indexed dataset: byte layout against ALGORITHMS §9, write→read round trips, and one test per
-// corruption asserting the error's code, the file it names and the problem it states.
+// Indexed dataset: byte layout against docs/FORMULAS.md §11, write→read round trips, and one test
+// per corruption asserting the error's code, the file it names and the problem it states.
 #include "core/data/indexed_dataset.h"
 
 #include <unistd.h>

@@ -76,7 +76,8 @@ TEST(CompressorsTest, QuantizersContractAndIdentityIsExact) {
     const auto y = RoundTripOnce(Compressor{kind, 128}, v);
     double err = 0;
     for (size_t i = 0; i < v.size(); ++i) err += (y[i] - v[i]) * static_cast<double>(y[i] - v[i]);
-    // ‖C(x) − x‖² ≤ (1 − α)‖x‖²: int8 α ≥ 0.998 (ALGORITHMS §4), E4M3 (3 mantissa bits) α ≥ 0.99.
+    // ‖C(x) − x‖² ≤ (1 − α)‖x‖² (docs/FORMULAS.md §8.2): int8 α ≥ 0.998, E4M3 (3 mantissa bits)
+    // α ≥ 0.99.
     EXPECT_LT(err, (kind == CompressorKind::kInt8 ? 0.002 : 0.01) * norm);
   }
   EXPECT_EQ(RoundTripOnce(Compressor{CompressorKind::kIdentity}, v), v);

@@ -184,7 +184,7 @@ GradSyncOptions Plain(bool zero1) {
   return options;
 }
 
-// Bytes this rank sends in a compressed step: the formulas of DESIGN/ALGORITHMS, bucket by bucket.
+// Bytes this rank sends in a compressed step, bucket by bucket (docs/FORMULAS.md §8.3).
 int64_t CompressedBytes(const Owned& o, const GradSyncOptions& options) {
   const Compressor& c = options.ef21.compressor;
   int64_t bytes = 0;

@@ -1,5 +1,6 @@
-// The folded rank mapping: the worked example of ALGORITHMS §0, golden tables worked out by hand,
-// invariants over many layouts up to 4096 ranks, refusals with the arithmetic, and the formatters.
+// The folded rank mapping: the worked example of docs/FORMULAS.md §1, golden tables worked out by
+// hand, invariants over many layouts up to 4096 ranks, refusals with the arithmetic, and the
+// formatters.
 #include "parallel/mapping.h"
 
 #include <algorithm>
@@ -24,7 +25,7 @@ Mapping Make(int world, ParallelSizes sizes) {
   return *std::move(m);
 }
 
-TEST(MappingTest, WorkedExampleOfAlgorithmsSection0) {
+TEST(MappingTest, WorkedExampleOfTheFormulas) {
   // W = 16, attention TP2·CP2·DP2·PP2, MoE ETP1·EP4·EDP2·PP2.
   const Mapping m = Make(16, {.tp = 2, .cp = 2, .pp = 2, .etp = 1, .ep = 4});
   EXPECT_EQ(m.sizes().dp, 2);

@@ -1,6 +1,6 @@
-// Pipeline schedules against the textbook tables (1F1B: Narayanan et al. 2021 Fig. 4; interleaved:
-// Megatron-LM's order), the in-flight bound for many sizes, freedom from deadlock when every rank
-// runs its list in order, and the refusals.
+// Pipeline schedules against tables written out by hand (1F1B; interleaved in Megatron-LM's order),
+// the in-flight bound for many sizes, freedom from deadlock when every rank runs its list in order,
+// and the refusals.
 #include "parallel/pipeline_schedule.h"
 
 #include "gtest/gtest.h"

@@ -1,5 +1,5 @@
 // Helpers for GPU tests: skip without a GPU, move f32 test data to the device in a dtype, and the
-// CUDA-vs-CPU parity check with DESIGN §3's tolerances.
+// CUDA-vs-CPU parity check with the tolerances of docs/ARCHITECTURE.md §10.
 #pragma once
 
 #include <cmath>

@@ -27,7 +27,8 @@ absl::Status ToStatus(const absl::StatusOr<T>& s) {
   return s.status();
 }
 
-// Relative tolerance by dtype (DESIGN §3): f32 1e-5, bf16/f16 1e-2, fp8 compared exactly to emulation.
+// Relative tolerance by dtype (docs/ARCHITECTURE.md §10): f32 1e-5, bf16/f16 1e-2, fp8 compared
+// exactly to emulation.
 float DefaultTolerance(DType dtype);
 
 // f32 tensor with entries drawn i.i.d. from N(0, stddev²) by Philox (seed fixed per call site).

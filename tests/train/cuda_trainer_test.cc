@@ -1,5 +1,5 @@
 // The whole training step on the GPU (skips without one). The quick-start model trained 20 steps on
-// cuda:0 matches the CPU f32 run: in f32 within f32 tolerance, in bf16 (issue 7's parity test)
+// cuda:0 matches the CPU f32 run: in f32 within f32 tolerance, in bf16
 // within bf16 tolerance at every step. The MoE variants (capacity drops, sequence aux loss with
 // z-loss and a shared expert, sigmoid routing with expert bias, forced balance) train on the GPU as
 // on the CPU, the step loop's GPU memory returns to the same level after every step, and a steady

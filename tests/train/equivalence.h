@@ -1,5 +1,6 @@
 // Equivalence harness for the multi-rank training tests: train a tiny MoE for K steps under some
-// layout and compare, step by step and at the end, with the same run on one rank (DESIGN §9).
+// layout and compare, step by step and at the end, with the same run on one rank
+// (docs/ARCHITECTURE.md §10).
 // Every rank trains the single-rank reference itself, so the comparison needs no communication.
 #pragma once
 

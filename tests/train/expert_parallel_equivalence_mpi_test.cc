@@ -1,4 +1,4 @@
-// The expert-parallel equivalence matrix (issue 5), under mpirun with 2, 4 and 8 ranks: MoE
+// The expert-parallel equivalence matrix, under mpirun with 2, 4 and 8 ranks: MoE
 // layers on their own mesh (ETP × EP × EDP) folded over the attention mesh (TP × CP × DP), each
 // dropless layout training the tiny MoE (8 experts top-2, shared expert, sequence aux loss, z-loss,
 // LinUpper reweighting) 12 steps to the single-rank result: loss per step within 1e-5 relative,

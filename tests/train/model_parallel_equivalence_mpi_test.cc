@@ -1,4 +1,4 @@
-// The tensor/sequence/context-parallel equivalence matrix (issue 4), run under mpirun with 2, 4 and
+// The tensor/sequence/context-parallel equivalence matrix, run under mpirun with 2, 4 and
 // 8 ranks: each layout of its world size trains the tiny MoE (dense + MoE layer with a shared
 // expert, GQA, vocabulary 257 split unevenly, sequence aux loss, z-loss, LinUpper reweighting) for
 // 12 steps and must match the single-rank run: loss per step within 1e-5 relative, every gathered

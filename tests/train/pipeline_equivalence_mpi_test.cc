@@ -1,4 +1,4 @@
-// The five-dimensional equivalence matrix (issue 6), under mpirun with 2, 4 and 8 ranks: pipeline
+// The five-dimensional equivalence matrix, under mpirun with 2, 4 and 8 ranks: pipeline
 // parallelism (1F1B, interleaved, all-forward-all-backward; uneven first stage; tied embeddings)
 // alone and folded with TP, SP, CP, DP, EP and ETP trains the 4-layer tiny MoE (3 MoE layers of 8
 // experts) 12 steps to the single-rank result: loss per step within 1e-5 relative (the logged loss

@@ -1,8 +1,8 @@
 // Whole-step training benchmark: for each micro-batch size and routing mode (forced-balanced and
 // real), build the trainer of a config, run warm-up steps, then time N optimizer steps and print
 // one JSON line with the median step time (and of its phases: data, forward + backward + gradient
-// reductions, update), tokens/s, model TFLOP/s, MFU (analytic FLOPs of ALGORITHMS §8 over the
-// device's dense peak) and peak memory; then one "train_step_best" line per
+// reductions, update), tokens/s, model TFLOP/s, MFU (analytic FLOPs of docs/FORMULAS.md §10 over
+// the device's dense peak) and peak memory; then one "train_step_best" line per
 // routing mode naming the fastest micro-batch. The trainer is built once per config and reused
 // across micro-batches and routings. With --profile (--profile-steps N), N extra steps after each
 // run's timed ones are profiled per op family: "op_profile" lines and a table on stderr. Nothing
