@@ -56,12 +56,7 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
     auto timed = ctx.Profile(OpFamily::kGemm);
     ops::LinearForward(saved->act, down_->compute, &partial, ctx.s());
   }
-  auto timed = ctx.Profile(OpFamily::kCommunication);
-  if (!accumulate) return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
-  Tensor reduced;
-  MF_RETURN_IF_ERROR(parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, &reduced));
-  ops::Add(*y, reduced, y, ctx.s());
-  return absl::OkStatus();
+  return ReduceInto(ctx, partial, accumulate, y);
 }
 
 absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
@@ -96,11 +91,16 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
     auto timed = ctx.Profile(OpFamily::kGemm);
     ops::LinearBackward(saved.x, GateUpMatrix(), d_gate_up, &d_full, &d_w, ctx.s());
   }
+  return ReduceInto(ctx, d_full, accumulate, d_x);
+}
+
+absl::Status SwiGluMlp::ReduceInto(const StepContext& ctx, const Tensor& partial, bool accumulate,
+                                   Tensor* out) const {
   auto timed = ctx.Profile(OpFamily::kCommunication);
-  if (!accumulate) return parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, d_x);
+  if (!accumulate) return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, out);
   Tensor reduced;
-  MF_RETURN_IF_ERROR(parallel::TpReduce(d_full, mp_.tp, mp_.sequence_parallel, &reduced));
-  ops::Add(*d_x, reduced, d_x, ctx.s());
+  MF_RETURN_IF_ERROR(parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, &reduced));
+  ops::Add(*out, reduced, out, ctx.s());
   return absl::OkStatus();
 }
 

@@ -39,6 +39,9 @@ class SwiGluMlp {
 
  private:
   Tensor GateUpMatrix() const;  // this rank's W_gate_up as the GEMM's (2·F/tp, H) matrix
+  // The TP reduction of a partial sum (T, H) into *out: assigned, or with `accumulate` added.
+  absl::Status ReduceInto(const StepContext& ctx, const Tensor& partial, bool accumulate,
+                          Tensor* out) const;
 
   int64_t hidden_;
   int64_t local_ffn_;
