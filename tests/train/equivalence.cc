@@ -22,7 +22,6 @@ config::ExperimentConfig EquivalenceConfig(const std::vector<std::string>& overr
       "model.moe.num_shared_experts=1", "model.moe.first_dense_layers=1",
       "model.moe.aux_loss_type=seq", "model.moe.z_loss_coeff=0.001", "train.seq_len=16",
       "train.global_batch_size=8", "train.micro_batch_size=2", "optimizer.warmup_steps=2",
-      "reweighting.strategy=linupper", "reweighting.temperature=0.5",
       "data.cache_dir=build/test-data"};
   all.insert(all.end(), overrides.begin(), overrides.end());
   auto config = config::LoadConfigFile("configs/tiny_moe.yaml", all);
@@ -91,6 +90,11 @@ const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, 
   return it->second;
 }
 
+std::vector<std::string> WithReweighting(std::vector<std::string> model) {
+  model.insert(model.end(), kReweighting.begin(), kReweighting.end());
+  return model;
+}
+
 void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux) {
   int world = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -101,7 +105,7 @@ void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_
   auto groups = MakeGroups(config, nullptr);
   const LayoutRun run = TrainLayout(config, groups.get(), steps);
   const LayoutRun& reference = SingleRankReference(layout.model, steps);
-  ExpectSameTraining(run, reference, layout.name);
+  ExpectSameTraining(run, reference, layout.name, layout.tolerances);
   for (int s = 0; check_aux && s < steps; ++s) {
     EXPECT_NEAR(run.aux_losses[s], reference.aux_losses[s], 1e-5 * reference.aux_losses[s])
         << layout.name << " aux loss at step " << s;

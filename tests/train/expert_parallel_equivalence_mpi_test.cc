@@ -1,8 +1,9 @@
 // The expert-parallel equivalence matrix, under mpirun with 2, 4 and 8 ranks: MoE
 // layers on their own mesh (ETP × EP × EDP) folded over the attention mesh (TP × CP × DP), each
-// dropless layout training the tiny MoE (8 experts top-2, shared expert, sequence aux loss, z-loss,
-// LinUpper reweighting) 12 steps to the single-rank result: loss per step within 1e-5 relative,
-// every gathered parameter within 1e-4. Capacity mode with a capacity nothing exceeds (padded or
+// dropless layout training the tiny MoE (8 experts top-2, shared expert, sequence aux loss, z-loss)
+// 12 steps to the single-rank result within tests/train/equivalence.h's tolerances (loss and
+// gradient norm per step, every gathered parameter); the reweighted case adds LinUpper
+// reweighting to both sides. Capacity mode with a capacity nothing exceeds (padded or
 // not) must equal dropless too.
 #include "gtest/gtest.h"
 #include "tests/train/equivalence.h"
@@ -35,6 +36,9 @@ INSTANTIATE_TEST_SUITE_P(
                {"parallel.tp=2", "parallel.cp=2", "parallel.sequence_parallel=true",
                 "parallel.ep=4"}),
         Layout("Tp2Dp2Ep2Edp2", 4, {"parallel.tp=2", "parallel.dp=2", "parallel.ep=2"}),
+        LayoutCase{"Tp2Dp2Ep2Edp2Reweighted", 4,
+                   {"parallel.tp=2", "parallel.dp=2", "parallel.ep=2"},
+                   WithReweighting({"model.moe.num_experts=8"}), kReweightedTolerances},
         Layout("Cp2Dp2Ep4Zero1", 4,
                {"parallel.cp=2", "parallel.dp=2", "parallel.ep=4", "parallel.zero1=true"}),
         Layout("Tp2SpDp2Etp2Ep2", 4,
