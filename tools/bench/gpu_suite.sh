@@ -5,8 +5,9 @@
 #   a. op parity tests: attention, GEMM, grouped GEMM, MoE, router (+ the profiler on cuda:0)
 #   b. step_bench mixtral_mini --profile     c. step_bench finegrained_mini --profile
 #   d. the PyTorch reference (tools/bench/hf_reference.py) for mixtral_mini
-#   e. every other GPU test (multi-rank ones under mpirun -np 2 on the one GPU), the quick-start
-#      bf16 training run, op_bench (whatever time is left)
+#   e. every other GPU test (multi-rank ones under mpirun on the one GPU: DP, and TP2, CP2, EP2,
+#      TP2+ETP2×EP2, PP2 in bf16), the quick-start bf16 training run, mixtral_mini on EP 2 (two
+#      ranks sharing the GPU), op_bench (whatever time is left)
 # A step whose cap would overrun the budget is skipped, and said so. On the GPU machine a skipped
 # gtest counts as a failure (tests that run only without a GPU, *WithoutGpu*, excepted).
 #
@@ -112,6 +113,7 @@ parity_tests=(ops_cuda_attention_test ops_cuda_gemm_test ops_cuda_grouped_gemm_t
               ops_cuda_moe_test ops_cuda_router_test)
 # Launched by mpirun: two ranks sharing the one GPU (host-staged), or NCCL on one rank.
 declare -A mpi_ranks=([parallel_host_staged_communicator_mpi_test]=2 [train_cuda_dp_mpi_test]=2
+                      [train_cuda_model_parallel_mpi_test]=4
                       [parallel_nccl_communicator_mpi_test]=1)
 other_tests=()
 for name in $(printf '%s\n' "${!bin_path[@]}" | sort); do
@@ -408,6 +410,26 @@ train_step() {  # NAME CAP
   record "$name" "$(rc_status "$rc")" "$secs" "$detail"
 }
 
+# mixtral_mini with its experts over EP 2: two ranks sharing the GPU (host-staged MPI) run a few
+# steps; its log goes to train.log after the quick start's.
+ep_train_step() {  # NAME CAP
+  local name=$1
+  local args=(train --config configs/bench/mixtral_mini.yaml --set parallel.ep=2
+              --set train.steps=3 --set optimizer.warmup_steps=1 --set logging.progress=never
+              --set data.cache_dir=/tmp/moefold-data --run-dir /tmp/moefold-run-ep2)
+  gate "$name" "$2" "mpirun -np 2 moefold ${args[*]}" || return 0
+  have moefold || { record "$name" FAIL 0 "binary missing"; return 0; }
+  command -v mpirun > /dev/null || { record "$name" SKIP 0 "no mpirun on this machine"; return 0; }
+  local log=$work/ep2.log
+  timed "$log" "$log.err" mpirun --allow-run-as-root --oversubscribe -np 2 "${bin_path[moefold]}" \
+    "${args[@]}"
+  { echo "=== $name (rc $rc, $secs s)"; cat "$log" "$log.err"; } >> "$train_log"
+  local detail
+  detail=$(grep -m1 -E 'tokens .* in ' "$log" | sed 's/^ *//' | cut -c1-70)
+  [ "$rc" != 0 ] && detail="$(grep -v '^$' "$log.err" | tail -n1 | cut -c1-70)"
+  record "$name" "$(rc_status "$rc")" "$secs" "${detail:-no summary}"
+}
+
 op_bench_step() {  # NAME MIN_CAP MAX_CAP: takes the time that is left, within [MIN, MAX]
   local name=$1 left=$((budget - $(now)))
   local want=$3
@@ -500,6 +522,7 @@ for t in "${other_tests[@]}"; do
   esac
 done
 train_step "moefold train tiny_moe cuda bf16" 120
+ep_train_step "moefold train mixtral_mini ep2 (2 ranks, 1 GPU)" 150
 op_bench_step "op_bench" 60 300
 
 bench_table >> "$summary"
