@@ -18,6 +18,7 @@ using ::moefold::ops::testing::kUnaligned;
 using ::moefold::ops::testing::PoisonedAt;
 using ::moefold::ops::testing::SameValues;
 using ::moefold::ops::testing::ToGpuAt;
+using ::moefold::testing::Columns;
 using ::moefold::testing::DTypeName;
 using ::moefold::testing::Gpu;
 using ::moefold::testing::GpuStream;
@@ -93,17 +94,6 @@ TEST_P(CudaLossTest, PackAndScalarPathsAtOddVocabularies) {
     }
     EXPECT_TRUE(SameValues(d_logits_at[kAligned], d_logits_at[kUnaligned]));
   }
-}
-
-// Columns [begin, end) of a 2-D f32 host tensor.
-Tensor Columns(const Tensor& t, int64_t begin, int64_t end) {
-  Tensor out = Tensor::Empty({t.dim(0), end - begin}, DType::kF32);
-  for (int64_t i = 0; i < t.dim(0); ++i) {
-    for (int64_t j = begin; j < end; ++j) {
-      out.data<float>()[i * (end - begin) + j - begin] = t.data<float>()[i * t.dim(1) + j];
-    }
-  }
-  return out;
 }
 
 // A vocabulary of 32001 split in three uneven shards (one on the packs, two off) and an empty one:

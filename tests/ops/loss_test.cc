@@ -14,6 +14,7 @@ namespace moefold::ops {
 namespace {
 
 using ::moefold::ops::testing::GradientMatches;
+using ::moefold::testing::Columns;
 using ::moefold::testing::Dot;
 using ::moefold::testing::RandomInts;
 using ::moefold::testing::RandomNormal;
@@ -27,17 +28,6 @@ Losses Forward(const Tensor& logits, const Tensor& targets) {
            Tensor::Zeros({logits.dim(0)}, DType::kF32)};
   CrossEntropyForward(logits, targets, &l.token_losses, &l.lse, CpuStream());
   return l;
-}
-
-// Columns [begin, end) of a 2-D f32 tensor, as a new contiguous tensor.
-Tensor Columns(const Tensor& t, int64_t begin, int64_t end) {
-  Tensor out = Tensor::Empty({t.dim(0), end - begin}, DType::kF32);
-  for (int64_t i = 0; i < t.dim(0); ++i) {
-    for (int64_t j = begin; j < end; ++j) {
-      out.data<float>()[i * (end - begin) + j - begin] = t.data<float>()[i * t.dim(1) + j];
-    }
-  }
-  return out;
 }
 
 // A vocabulary of 13 split unevenly, with an empty shard; merged in the order kMergeOrder (the

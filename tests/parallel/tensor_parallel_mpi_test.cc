@@ -19,20 +19,9 @@
 namespace moefold::parallel {
 namespace {
 
+using ::moefold::testing::Columns;
 using ::moefold::testing::RandomInts;
 using ::moefold::testing::RandomNormal;
-
-// Columns [begin, end) of a 2-D tensor (f32 or bf16), as a new contiguous tensor of its dtype.
-Tensor Columns(const Tensor& t, int64_t begin, int64_t end) {
-  const Tensor wide = t.To(DType::kF32);
-  Tensor out = Tensor::Empty({t.dim(0), end - begin}, DType::kF32);
-  for (int64_t i = 0; i < t.dim(0); ++i) {
-    for (int64_t j = begin; j < end; ++j) {
-      out.data<float>()[i * (end - begin) + j - begin] = wide.data<float>()[i * t.dim(1) + j];
-    }
-  }
-  return t.dtype() == DType::kF32 ? out : out.To(t.dtype());
-}
 
 Tensor In(const Tensor& f32, DType dtype) { return dtype == DType::kF32 ? f32 : f32.To(dtype); }
 Tensor Rows(const Tensor& t, int64_t begin, int64_t end) { return t.Slice(begin, end).Clone(); }
