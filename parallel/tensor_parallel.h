@@ -1,10 +1,10 @@
 // Tensor-parallel building blocks (Megatron-LM): the TP region mappings the column- and
 // row-parallel layers are built from, the vocabulary-parallel embedding and cross entropy, and the
 // gathering of TP-sharded parameters. With tp = 1 they equal the single-rank ops exactly.
-//   column-parallel linear (W split by rows):    x_full = TpGather(x); y_r = x_full · W_rᵀ;
-//                                                 d_x = TpReduce(d_y_r · W_r).
-//   row-parallel linear (W split by columns):     y = TpReduce(x_r · W_rᵀ); d_x_r = TpGather(d_y) · W_r.
-//   vocabulary-parallel embedding / head + CE:    table and head (V/tp, H) hold the vocabulary slice
+//   column-parallel linear (W split by rows): x_full = TpGather(x); y_r = x_full · W_rᵀ;
+//           d_x = TpReduce(d_y_r · W_r).
+//   row-parallel linear (W split by columns): y = TpReduce(x_r · W_rᵀ); d_x_r = TpGather(d_y)·W_r.
+//   vocabulary-parallel embedding, head and CE: table and head (V/tp, H) hold the vocabulary slice
 //           [offset, offset + V/tp); per-token losses are exact, from every slice's partials.
 // TpGather enters a TP region (the forward of a column-parallel input, the backward of a
 // row-parallel output) and TpReduce leaves one; each is the other's backward. With sequence

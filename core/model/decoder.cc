@@ -2,11 +2,11 @@
 #include "core/model/decoder.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/profiler.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "ops/norm.h"
-#include "core/profiler.h"
 #include "parallel/tensor_parallel.h"
 
 namespace moefold::model {
@@ -233,9 +233,9 @@ absl::Status Decoder::HeadForward(const StepContext& ctx, const MicroBatch& batc
 absl::Status Decoder::EmbeddingForward(const StepContext& ctx, const MicroBatch& batch,
                                        Tensor* x) const {
   const int64_t t = batch.batch() * batch.seq_len();
-  return parallel::VocabParallelEmbeddingForward(
-      batch.on_device.tokens.Reshape({t}), embedding_->compute, embedding_->sharding.tp_begin,
-      mp_.tp, mp_.sequence_parallel, x, ctx.s());
+  return parallel::VocabParallelEmbeddingForward(batch.on_device.tokens.Reshape({t}),
+                                                 embedding_->compute, embedding_->sharding.tp_begin,
+                                                 mp_.tp, mp_.sequence_parallel, x, ctx.s());
 }
 
 absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& host_batch,
@@ -290,9 +290,9 @@ absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const Micro
   Tensor d_logits = ctx.Act(saved.logits.shape());
   {
     auto timed = ctx.Profile(OpFamily::kLoss);
-    parallel::VocabParallelCrossEntropyBackward(
-        saved.logits, batch.on_device.targets.Reshape({t}), head_->sharding.tp_begin, mp_.tp,
-        saved.lse, ctx.Upload(d_token_losses), &d_logits, ctx.s());
+    parallel::VocabParallelCrossEntropyBackward(saved.logits, batch.on_device.targets.Reshape({t}),
+                                                head_->sharding.tp_begin, mp_.tp, saved.lse,
+                                                ctx.Upload(d_token_losses), &d_logits, ctx.s());
   }
   // Each TP rank's vocabulary slice gives a partial gradient of the head's input.
   Tensor d_full = ctx.Act(saved.final_full.shape());

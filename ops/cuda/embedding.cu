@@ -113,8 +113,8 @@ void Gather(const Tensor& ids, const Tensor& table, int64_t first_id, Tensor* ou
     const T* pt = table.data<T>();
     T* po = out->data<T>();
     WithPackWidth<T>({pt, po}, hidden, [&](auto width) {
-      GatherRows<T, decltype(width)::value, kShard><<<grid, kThreads, 0, s>>>(
-          ids.data<int32_t>(), pt, tokens, rows, first_id, hidden, po);
+      GatherRows<T, decltype(width)::value, kShard>
+          <<<grid, kThreads, 0, s>>>(ids.data<int32_t>(), pt, tokens, rows, first_id, hidden, po);
       MF_CUDA_CHECK_LAUNCH();
     });
   });
@@ -142,8 +142,8 @@ void ScatterAdd(const Tensor& ids, const Tensor& d_out, int64_t first_id, Tensor
     const T* pg = d_out.data<T>();
     float* pt = d_table->data<float>();
     WithPackWidth<T>({pg}, hidden, [&](auto width) {
-      ScatterAddRows<T, decltype(width)::value, kShard><<<grid, kThreads, 0, s>>>(
-          ids.data<int32_t>(), pg, tokens, rows, first_id, hidden, pt);
+      ScatterAddRows<T, decltype(width)::value, kShard>
+          <<<grid, kThreads, 0, s>>>(ids.data<int32_t>(), pg, tokens, rows, first_id, hidden, pt);
       MF_CUDA_CHECK_LAUNCH();
     });
   });

@@ -299,8 +299,8 @@ void CrossEntropyShardPartials(const Tensor& logits, const Tensor& targets, int6
     const T* pl = logits.data<T>();
     const int32_t* pt = targets.data<int32_t>();
     WithPackWidth<T>({pl}, vocab, [&](auto width) {
-      CrossEntropyShardPartialsKernel<T, decltype(width)::value><<<grid, kThreads, 0, s>>>(
-          pl, pt, rows, vocab, first_id, partials->data<float>());
+      CrossEntropyShardPartialsKernel<T, decltype(width)::value>
+          <<<grid, kThreads, 0, s>>>(pl, pt, rows, vocab, first_id, partials->data<float>());
       MF_CUDA_CHECK_LAUNCH();
     });
   });

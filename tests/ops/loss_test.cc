@@ -98,8 +98,7 @@ TEST(CrossEntropyShardTest, PartialsByHand) {
   CrossEntropyShardPartials(logits, targets, 3, &partials, CpuStream());
   const float s0 = static_cast<float>(std::exp(-2.0) + std::exp(-1.0) + 1.0);
   const float s2 = static_cast<float>(std::exp(-4.0) + std::exp(-3.0) + 1.0);
-  EXPECT_TENSOR_NEAR(partials, Tensor::FromVector({2, 5, 3, s0, 3, s2, 1, 0, 0}, {3, 3}), 1e-6,
-                     0);
+  EXPECT_TENSOR_NEAR(partials, Tensor::FromVector({2, 5, 3, s0, 3, s2, 1, 0, 0}, {3, 3}), 1e-6, 0);
   // A shard without columns: max −inf, nothing to sum, no target logit.
   Tensor empty = Tensor::Zeros({3, 3}, DType::kF32);
   CrossEntropyShardPartials(Tensor::Zeros({3, 0}, DType::kF32), targets, 6, &empty, CpuStream());
@@ -201,10 +200,10 @@ TEST(CrossEntropyShardTest, Bf16IsTheRoundedF32) {
 TEST(CrossEntropyShardDeathTest, NegativeTargetNamesItsRow) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenBLAS has started threads
   Tensor partials = Tensor::Zeros({3, 2}, DType::kF32);
-  EXPECT_DEATH(CrossEntropyShardPartials(Tensor::Zeros({2, 4}, DType::kF32),
-                                         Tensor::FromVectorI32({0, -2}, {2}), 0, &partials,
-                                         CpuStream()),
-               "target -2 at row 1 is negative");
+  EXPECT_DEATH(
+      CrossEntropyShardPartials(Tensor::Zeros({2, 4}, DType::kF32),
+                                Tensor::FromVectorI32({0, -2}, {2}), 0, &partials, CpuStream()),
+      "target -2 at row 1 is negative");
 }
 
 TEST(SampleLossTest, SumsCountsAndMeans) {

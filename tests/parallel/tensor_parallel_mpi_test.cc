@@ -3,8 +3,6 @@
 // TpGather/TpReduce, with and without sequence parallelism; the vocabulary-parallel embedding and
 // cross entropy over an uneven vocabulary split; and the gathering of TP-sharded parameters. Every
 // rank computes the reference itself from the same seeds.
-#include "parallel/tensor_parallel.h"
-
 #include <string>
 #include <tuple>
 #include <vector>
@@ -14,6 +12,7 @@
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/tensor_parallel.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::parallel {
@@ -30,8 +29,7 @@ Tensor Rows(const Tensor& t, int64_t begin, int64_t end) { return t.Slice(begin,
 // (rounded once more after the f32 sum), one rank rounds its f32 sum once: about one bf16 ulp.
 ::testing::AssertionResult Near(const Tensor& actual, const Tensor& expected, DType dtype) {
   const double tol = dtype == DType::kF32 ? 1e-5 : 1e-2;
-  return ::moefold::testing::TensorNear(actual.To(DType::kF32), expected.To(DType::kF32), tol,
-                                        tol);
+  return ::moefold::testing::TensorNear(actual.To(DType::kF32), expected.To(DType::kF32), tol, tol);
 }
 
 std::string DTypeLabel(DType dtype) { return std::string(DTypeName(dtype)); }
@@ -126,18 +124,17 @@ TEST_P(TensorParallelTest, VocabParallelEmbeddingEqualsTheFullEmbedding) {
                      0, 0);
   Tensor d_shard = Tensor::Zeros(shard.shape(), DType::kF32);
   const Tensor d_in = sp() ? Rows(d_out, r() * rows, (r() + 1) * rows) : d_out;
-  ASSERT_OK(
-      VocabParallelEmbeddingBackward(ids, d_in, begin, &tp_, sp(), &d_shard, CpuStream()));
+  ASSERT_OK(VocabParallelEmbeddingBackward(ids, d_in, begin, &tp_, sp(), &d_shard, CpuStream()));
   EXPECT_TENSOR_NEAR(d_shard, d_table_ref.Slice(begin, end), 1e-6, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Layouts, TensorParallelTest,
-    ::testing::Combine(::testing::Bool(), ::testing::Values(DType::kF32, DType::kBF16)),
-    [](const auto& info) {
-      return std::string(std::get<0>(info.param) ? "Sp" : "NoSp") + "_" +
-             DTypeLabel(std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Layouts, TensorParallelTest,
+                         ::testing::Combine(::testing::Bool(),
+                                            ::testing::Values(DType::kF32, DType::kBF16)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) ? "Sp" : "NoSp") + "_" +
+                                  DTypeLabel(std::get<1>(info.param));
+                         });
 
 class VocabParallelCrossEntropyTest : public ::testing::TestWithParam<DType> {};
 
@@ -151,7 +148,7 @@ TEST_P(VocabParallelCrossEntropyTest, EqualsTheFullCrossEntropy) {
   const int64_t n = 6, vocab = 8 * tp.size() + 3;
   const Tensor logits = In(RandomNormal({n, vocab}, 4, 3.0f), dt);
   Tensor targets = RandomInts({n}, 5, static_cast<int32_t>(vocab));
-  targets.data<int32_t>()[2] = -1;  // ignored
+  targets.data<int32_t>()[2] = -1;                               // ignored
   targets.data<int32_t>()[4] = static_cast<int32_t>(vocab - 1);  // in the last shard
   const Tensor d_loss = RandomNormal({n}, 6);
   Tensor loss_ref = Tensor::Empty({n}, DType::kF32), lse_ref = Tensor::Empty({n}, DType::kF32);
@@ -161,15 +158,14 @@ TEST_P(VocabParallelCrossEntropyTest, EqualsTheFullCrossEntropy) {
 
   // A single rank (no group) runs the unsharded ops themselves.
   Tensor loss1 = Tensor::Empty({n}, DType::kF32), lse1 = Tensor::Empty({n}, DType::kF32);
-  ASSERT_OK(VocabParallelCrossEntropyForward(logits, targets, 0, nullptr, &loss1, &lse1,
-                                             CpuStream()));
+  ASSERT_OK(
+      VocabParallelCrossEntropyForward(logits, targets, 0, nullptr, &loss1, &lse1, CpuStream()));
   EXPECT_TENSOR_NEAR(loss1, loss_ref, 0, 0);
 
   const auto [begin, end] = ShardRange(vocab, tp.rank(), tp.size());
   const Tensor shard = Columns(logits, begin, end);
   Tensor loss = Tensor::Empty({n}, DType::kF32), lse = Tensor::Empty({n}, DType::kF32);
-  ASSERT_OK(
-      VocabParallelCrossEntropyForward(shard, targets, begin, &tp, &loss, &lse, CpuStream()));
+  ASSERT_OK(VocabParallelCrossEntropyForward(shard, targets, begin, &tp, &loss, &lse, CpuStream()));
   EXPECT_TENSOR_NEAR(loss, loss_ref, 1e-5, 1e-6);
   EXPECT_TENSOR_NEAR(lse, lse_ref, 1e-5, 1e-6);
   EXPECT_EQ(loss.data<float>()[2], 0.0f);

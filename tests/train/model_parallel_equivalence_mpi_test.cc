@@ -55,8 +55,7 @@ INSTANTIATE_TEST_SUITE_P(
 // 20: step 15's gradient norm spikes ninefold, carried by the embedding and the first attention
 // layer, and is then as uncertain as bf16 itself (one rank's bf16 and f32 runs differ by 3.3%
 // there, TP2 by 3.6% and TP4+SP by 8% from one rank's bf16 run).
-constexpr Tolerances kTpBf16Tolerances{.loss_rel = 3e-4, .grad_norm_rel = 2e-2,
-                                       .param_abs = 2e-2};
+constexpr Tolerances kTpBf16Tolerances{.loss_rel = 3e-4, .grad_norm_rel = 2e-2, .param_abs = 2e-2};
 const std::vector<std::string> kBf16 = {"precision.compute_dtype=bf16"};
 
 class ModelParallelBf16Equivalence : public ::testing::TestWithParam<LayoutCase> {};
