@@ -1,78 +1,78 @@
-// Tensor-parallel building blocks (Megatron-LM): column- and row-parallel linears, with optional
-// sequence parallelism, and the vocabulary-parallel cross entropy. Each takes this rank's weight
-// shard and the TP communicator; with tp = 1 they equal the single-rank ops exactly.
-//   column: W (out, in) split by rows; y_r = x · W_rᵀ (T, out/tp). SP: x arrives split along T
-//           and is all-gathered first; backward reduce-scatters d_x along T (else all-reduces it).
-//   row:    W split by columns; x_r (T, in/tp); y = Σ_r x_r · W_rᵀ, all-reduced, or reduce-scattered
-//           along T under SP; backward all-gathers d_y along T under SP.
-//   vocab-parallel CE: logits (N, V/tp) of the vocabulary slice [offset, offset + V/tp); per-token
-//           losses are exact: the max, the Σexp and the target logit are reduced over TP.
-// The layers are built from two region mappings (Megatron's): TpGather enters a TP region (the
-// forward of a column-parallel input, the backward of a row-parallel output) and TpReduce leaves one;
-// each is the other's backward. A null or size-1 `tp` makes both the identity (no copy).
+// Tensor-parallel building blocks (Megatron-LM): the TP region mappings the column- and
+// row-parallel layers are built from, the vocabulary-parallel embedding and cross entropy, and the
+// gathering of TP-sharded parameters. With tp = 1 they equal the single-rank ops exactly.
+//   column-parallel linear (W split by rows): x_full = TpGather(x); y_r = x_full · W_rᵀ;
+//           d_x = TpReduce(d_y_r · W_r).
+//   row-parallel linear (W split by columns): y = TpReduce(x_r · W_rᵀ); d_x_r = TpGather(d_y)·W_r.
+//   vocabulary-parallel embedding, head and CE: table and head (V/tp, H) hold the vocabulary slice
+//           [offset, offset + V/tp); per-token losses are exact, from every slice's partials.
+// TpGather enters a TP region (the forward of a column-parallel input, the backward of a
+// row-parallel output) and TpReduce leaves one; each is the other's backward. With sequence
+// parallelism the activations outside a region are split along T over TP (all-gather in,
+// reduce-scatter out), else replicated (identity in, all-reduce out). A null or size-1 `tp` makes
+// both the identity (no copy).
+// One code path for every device: the tensors stay where they are (CPU or the stream's GPU) and
+// in their dtype (f32 or bf16 activations; the communicator reduces bf16 in f32 and rounds once);
+// only the kernels (ops/) and the communicator backend differ.
 #pragma once
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/parameter.h"
+#include "core/stream.h"
 #include "core/tensor.h"
 #include "parallel/communicator.h"
 
 namespace moefold::parallel {
 
 // x (T_local, H) -> *full: with sequence_parallel the rows of every TP rank in rank order
-// (T_local·tp, H), else x itself (activations are replicated across TP).
+// (T_local·tp, H), else x itself (activations are replicated across TP). Any dtype, on x's device.
 absl::Status TpGather(const Tensor& x, Communicator* tp, bool sequence_parallel, Tensor* full);
 // partial (T, H), a partial sum on each TP rank -> *out: with sequence_parallel the reduce-scatter
 // along T (rows [r·T/tp, (r+1)·T/tp) of the sum), else the all-reduced sum (T, H). `partial` may be
-// overwritten.
+// overwritten. Any dtype the communicator sums (bf16 is summed in f32), on partial's device.
+// InvalidArgument when T does not split over tp under sequence_parallel.
 absl::Status TpReduce(const Tensor& partial, Communicator* tp, bool sequence_parallel, Tensor* out);
 
-// Vocabulary-parallel embedding: table (V_local, H) holds ids [vocab_offset, vocab_offset +
-// V_local); ids (T) i32 global. out = TpReduce(rows of in-range ids, zeros elsewhere): (T/tp, H)
-// with sequence_parallel, (T, H) without.
+// Vocabulary-parallel embedding: table (V_local, H) f32 or bf16 holds ids [vocab_offset,
+// vocab_offset + V_local); ids (T) i32 global, on the table's device (a micro-batch's device copy),
+// each in [0, V) (callers check their host copies). *out (allocated here, the table's dtype and
+// device) = TpReduce(the rows of this slice's ids, zeros for the others): (T/tp, H) with
+// sequence_parallel, (T, H) without. Status: a failed collective.
 absl::Status VocabParallelEmbeddingForward(const Tensor& ids, const Tensor& table,
                                            int64_t vocab_offset, Communicator* tp,
-                                           bool sequence_parallel, Tensor* out);
-// d_out shaped like out -> d_table (V_local, H) += the rows of in-range ids.
+                                           bool sequence_parallel, Tensor* out, Stream& stream);
+// d_out shaped like out (the table's dtype) -> d_table (V_local, H) f32 += the rows of this
+// slice's ids of TpGather(d_out). Status: a failed collective.
 absl::Status VocabParallelEmbeddingBackward(const Tensor& ids, const Tensor& d_out,
                                             int64_t vocab_offset, Communicator* tp,
-                                            bool sequence_parallel, Tensor* d_table);
+                                            bool sequence_parallel, Tensor* d_table,
+                                            Stream& stream);
+
+// logits (N, V_local) f32 or bf16 of the vocabulary ids [vocab_offset, vocab_offset + V_local);
+// targets (N) i32 global ids (−1 ignored) on the logits' device -> token_losses (N) f32 and lse
+// (N) f32 (saved for the backward), the same on every TP rank: each rank's (max, Σexp, target
+// logit) partials (ops::CrossEntropyShardPartials) are all-gathered over TP and merged
+// (ops::CrossEntropyFromShardPartials). Status: a failed collective.
+absl::Status VocabParallelCrossEntropyForward(const Tensor& logits, const Tensor& targets,
+                                              int64_t vocab_offset, Communicator* tp,
+                                              Tensor* token_losses, Tensor* lse, Stream& stream);
+// d_logits (N, V_local) in the logits' dtype = d_loss · (softmax − onehot) restricted to this
+// slice (overwritten; may alias logits), from the merged lse. No communication.
+void VocabParallelCrossEntropyBackward(const Tensor& logits, const Tensor& targets,
+                                       int64_t vocab_offset, Communicator* tp, const Tensor& lse,
+                                       const Tensor& d_token_losses, Tensor* d_logits,
+                                       Stream& stream);
 
 // The unsharded value (or gradient, with `grad`) of a parameter split over `tp` along
 // sharding.tp_dim, assembled from every TP rank's shard (collective over tp; shards may be uneven,
-// see ShardRange). Unsplit parameters come back as a copy.
+// see ShardRange), as a host f32 tensor wherever the parameter lives (for checkpoints and tests,
+// not the step). Unsplit parameters come back as a host copy.
 absl::StatusOr<Tensor> GatherTpShards(const Parameter& param, Communicator* tp, bool grad = false);
-// The whole parameter from every model-parallel shard: dense ones over `tp`; expert ones over
-// `etp` (their FFN slice), then over `ep` (their experts, dimension 0). Collective over those.
+// The whole parameter from every model-parallel shard, on the host: dense ones over `tp`; expert
+// ones over `etp` (their FFN slice), then over `ep` (their experts, dimension 0). Collective over
+// those.
 absl::StatusOr<Tensor> GatherParameter(const Parameter& param, Communicator* tp, Communicator* etp,
                                        Communicator* ep);
-
-// x (T, in) — or (T/tp, in) with sequence_parallel; w (out/tp, in); y (T, out/tp).
-// x_full (T, in) receives the gathered input (saved for backward; x itself without SP).
-absl::Status ColumnParallelLinearForward(const Tensor& x, const Tensor& w, Communicator& tp,
-                                         bool sequence_parallel, Tensor* x_full, Tensor* y);
-// d_y (T, out/tp) -> d_x (T, in) or (T/tp, in) with SP (overwritten); d_w += d_yᵀ x_full.
-absl::Status ColumnParallelLinearBackward(const Tensor& x_full, const Tensor& w, const Tensor& d_y,
-                                          Communicator& tp, bool sequence_parallel, Tensor* d_x,
-                                          Tensor* d_w);
-
-// x (T, in/tp); w (out, in/tp); y (T, out) — or (T/tp, out) with sequence_parallel.
-absl::Status RowParallelLinearForward(const Tensor& x, const Tensor& w, Communicator& tp,
-                                      bool sequence_parallel, Tensor* y);
-// d_y (T, out) or (T/tp, out) with SP -> d_x (T, in/tp) (overwritten); d_w += d_y_fullᵀ x.
-absl::Status RowParallelLinearBackward(const Tensor& x, const Tensor& w, const Tensor& d_y,
-                                       Communicator& tp, bool sequence_parallel, Tensor* d_x,
-                                       Tensor* d_w);
-
-// logits (N, V/tp) f32 for vocabulary ids [vocab_offset, vocab_offset + V/tp); targets (N) i32
-// (global ids, −1 ignored) -> token_losses (N) (identical on every TP rank), lse (N) saved.
-absl::Status VocabParallelCrossEntropyForward(const Tensor& logits, const Tensor& targets,
-                                              int64_t vocab_offset, Communicator& tp,
-                                              Tensor* token_losses, Tensor* lse);
-// d_logits (N, V/tp) = d_loss · (softmax − onehot) restricted to this slice (overwritten).
-void VocabParallelCrossEntropyBackward(const Tensor& logits, const Tensor& targets,
-                                       int64_t vocab_offset, const Tensor& lse,
-                                       const Tensor& d_token_losses, Tensor* d_logits);
 
 }  // namespace moefold::parallel

@@ -2,12 +2,11 @@
 #include "core/model/decoder.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/profiler.h"
 #include "ops/elementwise.h"
-#include "ops/embedding.h"
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "ops/norm.h"
-#include "core/profiler.h"
 #include "parallel/tensor_parallel.h"
 
 namespace moefold::model {
@@ -175,14 +174,9 @@ absl::Status Decoder::HeadForward(const StepContext& ctx, const MicroBatch& batc
   saved->lse = ctx.F32({t});
   {
     auto timed = ctx.Profile(OpFamily::kLoss);
-    if (parallel::IsSingleRank(mp_.tp)) {
-      const Tensor targets = batch.on_device.targets.Reshape({t});
-      ops::CrossEntropyForward(saved->logits, targets, &token_losses, &saved->lse, ctx.s());
-    } else {
-      MF_RETURN_IF_ERROR(parallel::VocabParallelCrossEntropyForward(
-          saved->logits, batch.targets.Reshape({t}), head_->sharding.tp_begin, *mp_.tp,
-          &token_losses, &saved->lse));
-    }
+    MF_RETURN_IF_ERROR(parallel::VocabParallelCrossEntropyForward(
+        saved->logits, batch.on_device.targets.Reshape({t}), head_->sharding.tp_begin, mp_.tp,
+        &token_losses, &saved->lse, ctx.s()));
   }
 
   // Per-sample (Σ loss, count) of this rank's tokens; under CP the sequence's other chunks are on
@@ -239,14 +233,9 @@ absl::Status Decoder::HeadForward(const StepContext& ctx, const MicroBatch& batc
 absl::Status Decoder::EmbeddingForward(const StepContext& ctx, const MicroBatch& batch,
                                        Tensor* x) const {
   const int64_t t = batch.batch() * batch.seq_len();
-  if (!parallel::IsSingleRank(mp_.tp)) {
-    return parallel::VocabParallelEmbeddingForward(batch.tokens.Reshape({t}), embedding_->compute,
-                                                   embedding_->sharding.tp_begin, mp_.tp,
-                                                   mp_.sequence_parallel, x);
-  }
-  *x = ctx.Act({t, spec_.hidden});
-  ops::EmbeddingForward(batch.on_device.tokens.Reshape({t}), embedding_->compute, x, ctx.s());
-  return absl::OkStatus();
+  return parallel::VocabParallelEmbeddingForward(batch.on_device.tokens.Reshape({t}),
+                                                 embedding_->compute, embedding_->sharding.tp_begin,
+                                                 mp_.tp, mp_.sequence_parallel, x, ctx.s());
 }
 
 absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& host_batch,
@@ -269,14 +258,9 @@ absl::Status Decoder::Backward(const StepContext& ctx, const MicroBatch& host_ba
   }
   {
     auto timed = ctx.Profile(OpFamily::kEmbedding);
-    if (parallel::IsSingleRank(mp_.tp)) {
-      ops::EmbeddingBackward(batch.on_device.tokens.Reshape({t}), d_x, &embedding_->grad,
-                             ctx.s());
-    } else {
-      MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
-          batch.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp,
-          mp_.sequence_parallel, &embedding_->grad));
-    }
+    MF_RETURN_IF_ERROR(parallel::VocabParallelEmbeddingBackward(
+        batch.on_device.tokens.Reshape({t}), d_x, embedding_->sharding.tp_begin, mp_.tp,
+        mp_.sequence_parallel, &embedding_->grad, ctx.s()));
   }
   // Tied, the embedding is also the head: it is complete only now.
   if (ctx.grads_ready) ctx.grads_ready(embedding_param_, embedding_param_ + 1);
@@ -306,14 +290,9 @@ absl::StatusOr<Tensor> Decoder::HeadBackward(const StepContext& ctx, const Micro
   Tensor d_logits = ctx.Act(saved.logits.shape());
   {
     auto timed = ctx.Profile(OpFamily::kLoss);
-    if (parallel::IsSingleRank(mp_.tp)) {
-      ops::CrossEntropyBackward(saved.logits, batch.on_device.targets.Reshape({t}), saved.lse,
-                                ctx.Upload(d_token_losses), &d_logits, ctx.s());
-    } else {
-      parallel::VocabParallelCrossEntropyBackward(saved.logits, batch.targets.Reshape({t}),
-                                                  head_->sharding.tp_begin, saved.lse,
-                                                  d_token_losses, &d_logits);
-    }
+    parallel::VocabParallelCrossEntropyBackward(saved.logits, batch.on_device.targets.Reshape({t}),
+                                                head_->sharding.tp_begin, mp_.tp, saved.lse,
+                                                ctx.Upload(d_token_losses), &d_logits, ctx.s());
   }
   // Each TP rank's vocabulary slice gives a partial gradient of the head's input.
   Tensor d_full = ctx.Act(saved.final_full.shape());

@@ -1,6 +1,7 @@
 // CPU reference of per-token cross entropy: loss = logsumexp(logits) − logits[target], computed
 // with the row max subtracted so large logits cannot overflow. Target −1 means "ignore": loss 0, no
-// grad. Also the per-sample sums of the token losses and the sum of the per-sample means.
+// grad. Also the same over a vocabulary split into shards (per-shard partials and their merge), the
+// per-sample sums of the token losses and the sum of the per-sample means.
 #include "ops/loss.h"
 
 #include <algorithm>
@@ -27,6 +28,53 @@ void CheckTargets(const Tensor& logits, const Tensor& targets, const char* op) {
         << op << ": target " << t[n] << " at row " << n << " is out of range [0, V=" << vocab
         << ") (-1 = ignore)";
   }
+}
+
+// Targets of a vocabulary shard: global ids, so only "−1 or a valid id" can be checked here (ids
+// above the shard belong to other shards).
+void CheckShardTargets(const Tensor& logits, const Tensor& targets, const char* op) {
+  internal::CheckF32(logits, op, "logits");
+  internal::CheckRank(logits, 2, op, "logits");
+  internal::CheckI32(targets, op, "targets");
+  internal::CheckShape(targets, {logits.dim(0)}, op, "targets");
+  const int32_t* t = targets.data<int32_t>();
+  for (int64_t n = 0; n < targets.numel(); ++n) {
+    MF_CHECK(t[n] >= kIgnoreTarget)
+        << op << ": target " << t[n] << " at row " << n << " is negative (-1 = ignore)";
+  }
+}
+
+// d_logits[n][v] = g_n · (exp(l[n][v] − lse_n) − [v = target_n − first_id]), zero rows for ignored
+// targets: the backward of the whole vocabulary (first_id 0) and of a shard. Arguments checked.
+void BackwardRows(const Tensor& logits, const Tensor& targets, int64_t first_id, const Tensor& lse,
+                  const Tensor& d_token_losses, Tensor* d_logits) {
+  const int64_t rows = logits.dim(0), vocab = logits.dim(1);
+  for (int64_t n = 0; n < rows; ++n) {
+    const float* l = logits.data<float>() + n * vocab;
+    float* dl = d_logits->data<float>() + n * vocab;
+    const int32_t target = targets.data<int32_t>()[n];
+    if (target == kIgnoreTarget) {
+      std::fill(dl, dl + vocab, 0.0f);
+      continue;
+    }
+    const int64_t local = static_cast<int64_t>(target) - first_id;
+    const double g = d_token_losses.data<float>()[n];
+    const double row_lse = lse.data<float>()[n];
+    for (int64_t v = 0; v < vocab; ++v) {
+      const double p = std::exp(l[v] - row_lse);
+      dl[v] = static_cast<float>(g * (p - (v == local ? 1.0 : 0.0)));
+    }
+  }
+}
+
+void CheckBackwardInputs(const Tensor& logits, const Tensor& lse, const Tensor& d_token_losses,
+                         Tensor* d_logits, const char* op) {
+  const int64_t rows = logits.dim(0);
+  internal::CheckF32(lse, op, "lse");
+  internal::CheckShape(lse, {rows}, op, "lse");
+  internal::CheckF32(d_token_losses, op, "d_token_losses");
+  internal::CheckShape(d_token_losses, {rows}, op, "d_token_losses");
+  internal::CheckF32Out(d_logits, logits.shape(), op, "d_logits");
 }
 
 }  // namespace
@@ -73,27 +121,99 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Ten
     return;
   }
   CheckTargets(logits, targets, "CrossEntropyBackward");
+  CheckBackwardInputs(logits, lse, d_token_losses, d_logits, "CrossEntropyBackward");
+  BackwardRows(logits, targets, 0, lse, d_token_losses, d_logits);
+}
+
+void CrossEntropyShardPartials(const Tensor& logits, const Tensor& targets, int64_t first_id,
+                               Tensor* partials, Stream& stream) {
+  constexpr const char* kOp = "CrossEntropyShardPartials";
+  MF_RETURN_IF_GPU(logits, kOp,
+                   cuda::CrossEntropyShardPartials(logits, targets, first_id, partials, stream));
+  if (internal::AnyBf16({&logits})) {
+    internal::Bf16Emulation emu(kOp);
+    emu.IsF32(partials, "partials");
+    CrossEntropyShardPartials(emu.In(logits), targets, first_id, partials, stream);
+    return;
+  }
+  CheckShardTargets(logits, targets, kOp);
   const int64_t rows = logits.dim(0), vocab = logits.dim(1);
-  internal::CheckF32(lse, "CrossEntropyBackward", "lse");
-  internal::CheckShape(lse, {rows}, "CrossEntropyBackward", "lse");
-  internal::CheckF32(d_token_losses, "CrossEntropyBackward", "d_token_losses");
-  internal::CheckShape(d_token_losses, {rows}, "CrossEntropyBackward", "d_token_losses");
-  internal::CheckF32Out(d_logits, logits.shape(), "CrossEntropyBackward", "d_logits");
+  internal::CheckF32Out(partials, {3, rows}, kOp, "partials");
+  float* row_max = partials->data<float>();
+  float* sum_exp = row_max + rows;
+  float* target_logit = sum_exp + rows;
   for (int64_t n = 0; n < rows; ++n) {
     const float* l = logits.data<float>() + n * vocab;
-    float* dl = d_logits->data<float>() + n * vocab;
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t v = 0; v < vocab; ++v) m = std::max(m, static_cast<double>(l[v]));
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(l[v] - m);
     const int32_t target = targets.data<int32_t>()[n];
-    if (target == kIgnoreTarget) {
-      std::fill(dl, dl + vocab, 0.0f);
-      continue;
-    }
-    const double g = d_token_losses.data<float>()[n];
-    const double row_lse = lse.data<float>()[n];
-    for (int64_t v = 0; v < vocab; ++v) {
-      const double p = std::exp(l[v] - row_lse);
-      dl[v] = static_cast<float>(g * (p - (v == target ? 1.0 : 0.0)));
-    }
+    const int64_t local = static_cast<int64_t>(target) - first_id;
+    row_max[n] = static_cast<float>(m);
+    sum_exp[n] = static_cast<float>(sum);
+    target_logit[n] = target != kIgnoreTarget && local >= 0 && local < vocab ? l[local] : 0.0f;
   }
+}
+
+void CrossEntropyFromShardPartials(const Tensor& partials, const Tensor& targets,
+                                   Tensor* token_losses, Tensor* lse, Stream& stream) {
+  constexpr const char* kOp = "CrossEntropyFromShardPartials";
+  MF_RETURN_IF_GPU(
+      partials, kOp,
+      cuda::CrossEntropyFromShardPartials(partials, targets, token_losses, lse, stream));
+  internal::CheckF32(partials, kOp, "partials");
+  internal::CheckRank(partials, 3, kOp, "partials");
+  MF_CHECK_EQ(partials.dim(1), 3) << kOp << ": partials must be (R, 3, N), got "
+                                  << partials.DebugString();
+  const int64_t shards = partials.dim(0), rows = partials.dim(2);
+  internal::CheckI32(targets, kOp, "targets");
+  internal::CheckShape(targets, {rows}, kOp, "targets");
+  internal::CheckF32Out(token_losses, {rows}, kOp, "token_losses");
+  internal::CheckF32Out(lse, {rows}, kOp, "lse");
+  const float* p = partials.data<float>();
+  // Partial k of shard r for row n.
+  auto at = [&](int64_t r, int64_t k, int64_t n) -> double { return p[(r * 3 + k) * rows + n]; };
+  for (int64_t n = 0; n < rows; ++n) {
+    const int32_t target = targets.data<int32_t>()[n];
+    MF_CHECK(target >= kIgnoreTarget)
+        << kOp << ": target " << target << " at row " << n << " is negative (-1 = ignore)";
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t r = 0; r < shards; ++r) m = std::max(m, at(r, 0, n));
+    double sum = 0, target_logit = 0;
+    for (int64_t r = 0; r < shards; ++r) {
+      // A shard without columns has max −inf and adds nothing (exp(−inf − m) would be NaN when
+      // every shard were empty).
+      if (at(r, 0, n) != -std::numeric_limits<double>::infinity()) {
+        sum += at(r, 1, n) * std::exp(at(r, 0, n) - m);
+      }
+      target_logit += at(r, 2, n);
+    }
+    const double row_lse = m + std::log(sum);
+    lse->data<float>()[n] = static_cast<float>(row_lse);
+    token_losses->data<float>()[n] =
+        target == kIgnoreTarget ? 0.0f : static_cast<float>(row_lse - target_logit);
+  }
+}
+
+void CrossEntropyShardBackward(const Tensor& logits, const Tensor& targets, int64_t first_id,
+                               const Tensor& lse, const Tensor& d_token_losses, Tensor* d_logits,
+                               Stream& stream) {
+  constexpr const char* kOp = "CrossEntropyShardBackward";
+  MF_RETURN_IF_GPU(logits, kOp,
+                   cuda::CrossEntropyShardBackward(logits, targets, first_id, lse, d_token_losses,
+                                                   d_logits, stream));
+  if (internal::AnyBf16({&logits, d_logits})) {  // d_logits may alias logits: In() copies first
+    internal::Bf16Emulation emu(kOp);
+    emu.SameDType({&logits, d_logits}, {"logits", "d_logits"});
+    CrossEntropyShardBackward(emu.In(logits), targets, first_id, lse, d_token_losses,
+                              emu.Out(d_logits), stream);
+    emu.RoundBack();
+    return;
+  }
+  CheckShardTargets(logits, targets, kOp);
+  CheckBackwardInputs(logits, lse, d_token_losses, d_logits, kOp);
+  BackwardRows(logits, targets, first_id, lse, d_token_losses, d_logits);
 }
 
 void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* sums,

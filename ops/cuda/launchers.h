@@ -34,9 +34,13 @@ void GroupedLinearForward(const Tensor& x, const Tensor& w, const Tensor& counts
 void GroupedLinearBackward(const Tensor& x, const Tensor& w, const Tensor& counts,
                            const Tensor& d_y, Tensor* d_x, Tensor* d_w, Stream& stream);
 
-// embedding.cu. table and out share the activation dtype; d_table f32.
+// embedding.cu. table (shard) and out share the activation dtype; d_table (d_shard) f32.
 void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor* out, Stream& stream);
 void EmbeddingBackward(const Tensor& ids, const Tensor& d_out, Tensor* d_table, Stream& stream);
+void EmbeddingShardForward(const Tensor& ids, const Tensor& shard, int64_t first_id, Tensor* out,
+                           Stream& stream);
+void EmbeddingShardBackward(const Tensor& ids, const Tensor& d_out, int64_t first_id,
+                            Tensor* d_shard, Stream& stream);
 
 // norm.cu. w in the activation dtype; rstd and d_w f32.
 void RmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y, Tensor* rstd,
@@ -126,6 +130,13 @@ void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* to
                          Tensor* lse, Stream& stream);
 void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                           const Tensor& d_token_losses, Tensor* d_logits, Stream& stream);
+void CrossEntropyShardPartials(const Tensor& logits, const Tensor& targets, int64_t first_id,
+                               Tensor* partials, Stream& stream);
+void CrossEntropyFromShardPartials(const Tensor& partials, const Tensor& targets,
+                                   Tensor* token_losses, Tensor* lse, Stream& stream);
+void CrossEntropyShardBackward(const Tensor& logits, const Tensor& targets, int64_t first_id,
+                               const Tensor& lse, const Tensor& d_token_losses, Tensor* d_logits,
+                               Stream& stream);
 void SampleLossSums(const Tensor& token_losses, const Tensor& targets, Tensor* sums,
                     Stream& stream);
 void AccumulateSampleMeans(const Tensor& sums, Tensor* total, Stream& stream);

@@ -1,5 +1,6 @@
 // GPU parity of the embedding gather and its scatter-add backward (repeated ids, f32 d_table)
 // against the CPU reference, at hidden sizes on and off the 16-byte packs and at unaligned views,
+// the same for vocabulary shards (ids outside the shard: zero rows, no gradient; an empty shard),
 // and the trap on a bad id (skips without a GPU).
 #include <utility>
 #include <vector>
@@ -75,6 +76,40 @@ TEST_P(CudaEmbeddingTest, PackAndScalarPathsAtOddShapes) {
       Tensor d_table_gpu = ToGpuAt(d_table0, DType::kF32, offset);
       EmbeddingBackward(ids_gpu, ToGpuAt(d_out, dt, offset), &d_table_gpu, GpuStream());
       EXPECT_TRUE(ParityNear(d_table_gpu, d_table, DType::kF32));
+    }
+  }
+}
+
+TEST_P(CudaEmbeddingTest, ShardsMatchTheCpu) {
+  MF_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const int64_t vocab = 37, tokens = 50;
+  // Shards [0, 13), [13, 37) and an empty one at the end; H on and off the packs.
+  const int64_t bounds[] = {0, 13, 37, 37};
+  for (const int64_t hidden : {int64_t{64}, int64_t{66}, int64_t{1}}) {
+    const Tensor ids = RandomInts({tokens}, 10, vocab);
+    const Tensor table = RoundedTo(RandomNormal({vocab, hidden}, 11), dt);
+    const Tensor d_out = RoundedTo(RandomNormal({tokens, hidden}, 12), dt);
+    for (int r = 0; r < 3; ++r) {
+      SCOPED_TRACE(::testing::Message() << "H " << hidden << " shard " << r);
+      const int64_t begin = bounds[r], end = bounds[r + 1];
+      const Tensor shard = table.Slice(begin, end).Clone();
+      Tensor out = Tensor::Zeros({tokens, hidden}, DType::kF32);
+      EmbeddingShardForward(ids, shard, begin, &out, CpuStream());
+      const Tensor d_shard0 = RandomNormal({end - begin, hidden}, 13);
+      Tensor d_shard = d_shard0.Clone();
+      EmbeddingShardBackward(ids, d_out, begin, &d_shard, CpuStream());
+      for (int64_t offset : {kAligned, kUnaligned}) {
+        SCOPED_TRACE(offset);
+        const Tensor ids_gpu = ToGpuAt(ids, DType::kI32, offset);
+        Tensor out_gpu = PoisonedAt({tokens, hidden}, dt, offset);
+        EmbeddingShardForward(ids_gpu, ToGpuAt(shard, dt, offset), begin, &out_gpu, GpuStream());
+        EXPECT_TRUE(SameValues(out_gpu, ToGpu(out, dt))) << "a gather is exact, zeros included";
+        Tensor d_shard_gpu = ToGpuAt(d_shard0, DType::kF32, offset);
+        EmbeddingShardBackward(ids_gpu, ToGpuAt(d_out, dt, offset), begin, &d_shard_gpu,
+                               GpuStream());
+        EXPECT_TRUE(ParityNear(d_shard_gpu, d_shard, DType::kF32));
+      }
     }
   }
 }

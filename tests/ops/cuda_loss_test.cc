@@ -1,6 +1,7 @@
 // GPU parity of the fused cross entropy (ignored targets, large logits, backward in place over the
-// logits, vocabularies on and off the 16-byte packs, unaligned views) and of the per-sample loss
-// sums and means against the CPU reference (skips without a GPU).
+// logits, vocabularies on and off the 16-byte packs, unaligned views), of its vocabulary-shard
+// partials, merge and backward (targets in other shards, an empty shard), and of the per-sample
+// loss sums and means against the CPU reference (skips without a GPU).
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,7 @@ using ::moefold::ops::testing::kUnaligned;
 using ::moefold::ops::testing::PoisonedAt;
 using ::moefold::ops::testing::SameValues;
 using ::moefold::ops::testing::ToGpuAt;
+using ::moefold::testing::Columns;
 using ::moefold::testing::DTypeName;
 using ::moefold::testing::Gpu;
 using ::moefold::testing::GpuStream;
@@ -91,6 +93,62 @@ TEST_P(CudaLossTest, PackAndScalarPathsAtOddVocabularies) {
       EXPECT_TRUE(ParityNear(d_logits_at[offset], d_logits, dt));
     }
     EXPECT_TRUE(SameValues(d_logits_at[kAligned], d_logits_at[kUnaligned]));
+  }
+}
+
+// A vocabulary of 32001 split in three uneven shards (one on the packs, two off) and an empty one:
+// the partials, their merge (against the CPU's merge and the unsharded loss) and the backward.
+TEST_P(CudaLossTest, VocabularyShardsMatchTheCpu) {
+  MF_REQUIRE_GPU();
+  const DType dt = GetParam();
+  const int64_t rows = 11, vocab = 32001;
+  const int64_t bounds[] = {0, 16000, 16000, 24003, 32001};
+  constexpr int kShards = 4;
+  const Tensor logits = RoundedTo(RandomNormal({rows, vocab}, 20, 4.0f), dt);
+  Tensor targets = RandomInts({rows}, 21, static_cast<int32_t>(vocab));
+  targets.data<int32_t>()[5] = -1;
+  const Tensor d_losses = RandomNormal({rows}, 22);
+  Tensor all = Tensor::Empty({kShards, 3, rows}, DType::kF32);
+  Tensor all_gpu = Poisoned({kShards, 3, rows}, DType::kF32);
+  for (int r = 0; r < kShards; ++r) {
+    SCOPED_TRACE(r);
+    const Tensor shard = Columns(logits, bounds[r], bounds[r + 1]);
+    Tensor partials = Tensor::Zeros({3, rows}, DType::kF32);
+    CrossEntropyShardPartials(shard, targets, bounds[r], &partials, CpuStream());
+    all.Slice(r, r + 1).CopyFrom(partials.Reshape({1, 3, rows}));
+    for (int64_t offset : {kAligned, kUnaligned}) {
+      SCOPED_TRACE(offset);
+      Tensor partials_gpu = PoisonedAt({3, rows}, DType::kF32, offset);
+      CrossEntropyShardPartials(ToGpuAt(shard, dt, offset), ToGpuAt(targets, DType::kI32, offset),
+                                bounds[r], &partials_gpu, GpuStream());
+      // Row max and target logit are exact; the sum differs by summation order.
+      EXPECT_TRUE(SameValues(partials_gpu.Slice(0, 1), partials.Slice(0, 1)));
+      EXPECT_TRUE(ParityNear(partials_gpu.Slice(1, 2), partials.Slice(1, 2), DType::kF32));
+      EXPECT_TRUE(SameValues(partials_gpu.Slice(2, 3), partials.Slice(2, 3)));
+      if (offset == kAligned) all_gpu.Slice(r, r + 1).CopyFrom(partials_gpu.Reshape({1, 3, rows}));
+    }
+  }
+  Tensor losses = Tensor::Zeros({rows}, DType::kF32), lse = Tensor::Zeros({rows}, DType::kF32);
+  CrossEntropyFromShardPartials(all, targets, &losses, &lse, CpuStream());
+  Tensor full_losses = Tensor::Zeros({rows}, DType::kF32);
+  Tensor full_lse = Tensor::Zeros({rows}, DType::kF32);
+  CrossEntropyForward(logits, targets, &full_losses, &full_lse, CpuStream());
+  EXPECT_TRUE(ParityNear(losses, full_losses, DType::kF32));
+  const Tensor targets_gpu = targets.To(Gpu());
+  Tensor losses_gpu = Poisoned({rows}, DType::kF32), lse_gpu = Poisoned({rows}, DType::kF32);
+  CrossEntropyFromShardPartials(all_gpu, targets_gpu, &losses_gpu, &lse_gpu, GpuStream());
+  EXPECT_TRUE(ParityNear(losses_gpu, losses, DType::kF32));
+  EXPECT_TRUE(ParityNear(lse_gpu, lse, DType::kF32));
+
+  for (int r = 0; r < kShards; ++r) {
+    SCOPED_TRACE(r);
+    const Tensor shard = Columns(logits, bounds[r], bounds[r + 1]);
+    Tensor d_shard = Tensor::Zeros(shard.shape(), DType::kF32);
+    CrossEntropyShardBackward(shard, targets, bounds[r], lse, d_losses, &d_shard, CpuStream());
+    Tensor d_shard_gpu = Poisoned(shard.shape(), dt);
+    CrossEntropyShardBackward(ToGpu(shard, dt), targets_gpu, bounds[r], lse.To(Gpu()),
+                              d_losses.To(Gpu()), &d_shard_gpu, GpuStream());
+    EXPECT_TRUE(ParityNear(d_shard_gpu, d_shard, dt));
   }
 }
 

@@ -86,4 +86,17 @@ double Dot(const Tensor& a, const Tensor& b) {
   return s;
 }
 
+Tensor Columns(const Tensor& t, int64_t begin, int64_t end) {
+  MF_CHECK(t.rank() == 2 && 0 <= begin && begin <= end && end <= t.dim(1))
+      << "columns [" << begin << ", " << end << ") of " << t.DebugString();
+  const Tensor wide = t.dtype() == DType::kF32 ? t : t.To(DType::kF32);
+  Tensor out = Tensor::Empty({t.dim(0), end - begin}, DType::kF32);
+  for (int64_t i = 0; i < t.dim(0); ++i) {
+    for (int64_t j = begin; j < end; ++j) {
+      out.data<float>()[i * (end - begin) + j - begin] = wide.data<float>()[i * t.dim(1) + j];
+    }
+  }
+  return t.dtype() == DType::kF32 ? out : out.To(t.dtype());
+}
+
 }  // namespace moefold::testing

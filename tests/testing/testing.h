@@ -49,4 +49,8 @@ Tensor NumericGradient(const std::function<double()>& f, Tensor* x, double eps =
 // Σ a·b over all elements, in f64 (to turn a tensor output into a scalar loss for gradient checks).
 double Dot(const Tensor& a, const Tensor& b);
 
+// Columns [begin, end) of a 2-D CPU tensor (f32 or bf16) as a new contiguous tensor of its dtype:
+// a vocabulary or feature shard of a tensor split along its last dimension.
+Tensor Columns(const Tensor& t, int64_t begin, int64_t end);
+
 }  // namespace moefold::testing
