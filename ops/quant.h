@@ -12,9 +12,10 @@
 //             holding Inf/NaN has scale NaN and codes 0, so it decodes to NaN on every side.
 //   topk:     per block of b elements the k = max(1, round(b·fraction)) largest |x| (NaN counts as
 //             largest; ties: the lower index) as (i32 index, f32 value) pairs, in index order.
-// Multi-byte fields are little-endian and may start at any byte (a part of a message batch starts
-// at part·MessageBytes(n)). Every compressor is deterministic and positively homogeneous
-// (C(a·x) = a·C(x) for a > 0).
+// A NaN value travels as the quiet NaN 0x7FC00000 on every device (the devices' arithmetic
+// propagates different payloads). Multi-byte fields are little-endian and may start at any byte
+// (a part of a message batch starts at part·MessageBytes(n)). Every compressor is deterministic
+// and positively homogeneous (C(a·x) = a·C(x) for a > 0).
 //
 //   ops::Ef21Encode(v, 1.0f, spec, &h, &messages, stream);       // (P·n) f32 → (P, bytes) u8
 //   ops::Ef21DecodeSum(received, spec, weights, &s, stream);      // (M, bytes) u8 → s (n) f32

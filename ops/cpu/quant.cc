@@ -26,6 +26,10 @@ float Magnitude(float x) {
 // The per-element arithmetic both devices share. δ = v·a − h rounds the product first.
 float Delta(float v, float v_scale, float h) { return v * v_scale - h; }
 
+// A value as a message carries it: every NaN as the one quiet NaN 0x7FC00000, since the devices
+// propagate different NaN payloads.
+float MessageValue(float d) { return std::isnan(d) ? std::numeric_limits<float>::quiet_NaN() : d; }
+
 float QuantCodeValue(CompressorKind kind, uint8_t code) {
   return kind == CompressorKind::kInt8 ? static_cast<float>(static_cast<int8_t>(code))
                                        : Fp8E4M3ToFloat(code);
@@ -36,8 +40,8 @@ void EncodePart(const CompressorSpec& spec, const float* v, float v_scale, float
                 uint8_t* out) {
   if (spec.kind == CompressorKind::kIdentity) {
     for (int64_t i = 0; i < n; ++i) {
-      const float d = Delta(v[i], v_scale, h[i]);
-      std::memcpy(out + 4 * i, &d, 4);
+      const float d = Delta(v[i], v_scale, h[i]), sent = MessageValue(d);
+      std::memcpy(out + 4 * i, &sent, 4);
       h[i] += d;
     }
     return;
@@ -63,7 +67,8 @@ void EncodePart(const CompressorSpec& spec, const float* v, float v_scale, float
         const int64_t i = order[t];
         const int32_t index = static_cast<int32_t>(lo + i);
         std::memcpy(out, &index, 4);
-        std::memcpy(out + 4, &d[i], 4);
+        const float sent = MessageValue(d[i]);
+        std::memcpy(out + 4, &sent, 4);
         out += 8;
         h[lo + i] += d[i];
       }

@@ -39,6 +39,12 @@ __device__ __forceinline__ float Delta(const float* v, float v_scale, const floa
   return __fsub_rn(__fmul_rn(v[i], v_scale), h[i]);
 }
 
+// A value as a message carries it: every NaN as the CPU's quiet NaN 0x7FC00000 (the GPU's own
+// NaNs are 0x7FFFFFFF).
+__device__ __forceinline__ uint32_t MessageBits(float d) {
+  return isnan(d) ? 0x7fc00000u : __float_as_uint(d);
+}
+
 // The value of a quantizer code (before its block's scale).
 template <CompressorKind K>
 __device__ __forceinline__ float CodeValue(uint8_t code) {
@@ -144,7 +150,7 @@ __global__ void IdentityKernel(const float* v, float v_scale, float* h, uint8_t*
   for (int64_t j = FirstThread(); j < total; j += GridThreads()) {
     const int64_t part = j / n, i = j % n;
     const float d = Delta(v, v_scale, h, j);
-    StoreWord(messages + part * 4 * n + 4 * i, __float_as_uint(d));
+    StoreWord(messages + part * 4 * n + 4 * i, MessageBits(d));
     h[j] = __fadd_rn(h[j], d);
   }
 }
@@ -206,7 +212,7 @@ __global__ void TopKKernel(const float* v, float v_scale, float* h, uint8_t* mes
       if (take) {
         uint8_t* pair = pairs + 8 * int64_t{taken_before + taken_rank};
         StoreWord(pair, static_cast<uint32_t>(static_cast<int32_t>(i)));
-        StoreWord(pair + 4, __float_as_uint(d));
+        StoreWord(pair + 4, MessageBits(d));
         ph[i] = __fadd_rn(ph[i], d);
       }
       equal_before += equal_total;
