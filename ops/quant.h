@@ -32,10 +32,10 @@ enum class CompressorKind { kIdentity, kInt8, kFp8, kTopK };
 
 struct CompressorSpec {
   CompressorKind kind = CompressorKind::kInt8;
-  int block = 128;             // B > 0
+  int block = 128;              // B > 0
   float topk_fraction = 0.01f;  // in (0, 1]
 
-  int64_t MessageBytes(int64_t n) const;  // bytes of the message for n elements
+  int64_t MessageBytes(int64_t n) const;    // bytes of the message for n elements
   int64_t TopKPerBlock(int64_t len) const;  // k of a Top-K block of len elements
 };
 

@@ -49,7 +49,8 @@ absl::Status RunInDependencyOrder(const std::vector<std::vector<PipelineAction>>
           ready = s == 0 || done.count({0, a.micro, s - 1});
         } else {
           // Its own forward, and the gradient from the next virtual stage (the loss on the last).
-          ready = done.count({0, a.micro, s}) && (s == stages - 1 || done.count({1, a.micro, s + 1}));
+          ready =
+              done.count({0, a.micro, s}) && (s == stages - 1 || done.count({1, a.micro, s + 1}));
         }
         if (!ready) break;
         done.insert({a.type == Type::kForward ? 0 : 1, a.micro, s});
@@ -72,9 +73,8 @@ absl::Status RunInDependencyOrder(const std::vector<std::vector<PipelineAction>>
         absl::StrCat("pipeline schedule deadlocks: ", absl::StrJoin(stuck, ", ")));
   }
   if (static_cast<int>(done.size()) != 2 * num_micro * stages) {
-    return absl::FailedPreconditionError(absl::StrCat("pipeline schedule ran ", done.size(),
-                                                      " actions, expected ",
-                                                      2 * num_micro * stages));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pipeline schedule ran ", done.size(), " actions, expected ", 2 * num_micro * stages));
   }
   return absl::OkStatus();
 }
@@ -188,8 +188,8 @@ MessageKey KeyOf(const PipelineTransfer& t) { return {t.backward, t.micro, t.to_
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(ScheduleKind kind,
-                                                                          int pp, int num_micro,
+absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(ScheduleKind kind, int pp,
+                                                                          int num_micro,
                                                                           int chunks) {
   std::vector<std::vector<PipelineAction>> lists;
   for (int stage = 0; stage < pp; ++stage) {
@@ -201,8 +201,8 @@ absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(Schedu
   std::vector<std::vector<PipelineTransfer>> transfers(pp);
   // Each message joins the global order when the simulation produces it: a forward's output for
   // the next virtual stage, a backward's input gradient for the previous one.
-  MF_RETURN_IF_ERROR(RunInDependencyOrder(
-      lists, pp, chunks, num_micro, [&](int rank, const PipelineAction& a) {
+  MF_RETURN_IF_ERROR(
+      RunInDependencyOrder(lists, pp, chunks, num_micro, [&](int rank, const PipelineAction& a) {
         const int s = a.chunk * pp + rank;
         const bool backward = a.type == Type::kBackward;
         const int to = backward ? s - 1 : s + 1;
@@ -215,8 +215,8 @@ absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(Schedu
 }
 
 absl::Status SimulateTransfers(const std::vector<std::vector<PipelineAction>>& actions,
-                               const std::vector<std::vector<PipelineTransfer>>& transfers,
-                               int pp, int chunks) {
+                               const std::vector<std::vector<PipelineTransfer>>& transfers, int pp,
+                               int chunks) {
   MF_CHECK(static_cast<int>(actions.size()) == pp && static_cast<int>(transfers.size()) == pp)
       << "one action list and one transfer list per pipeline rank";
   const int stages = pp * chunks;
@@ -279,9 +279,9 @@ absl::Status SimulateTransfers(const std::vector<std::vector<PipelineAction>>& a
       std::deque<PipelineTransfer>& other = queue[t.peer];
       if (other.empty() || other.front().send || other.front().peer != r) continue;
       if (KeyOf(other.front()) != KeyOf(t)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "pipeline transfers mismatch: ", FormatTransfer(t), " on rank ", r, " meets ",
-            FormatTransfer(other.front()), " on rank ", t.peer));
+        return absl::FailedPreconditionError(
+            absl::StrCat("pipeline transfers mismatch: ", FormatTransfer(t), " on rank ", r,
+                         " meets ", FormatTransfer(other.front()), " on rank ", t.peer));
       }
       received[t.peer].insert(KeyOf(t));
       queue[r].pop_front();

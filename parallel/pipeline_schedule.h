@@ -60,7 +60,7 @@ struct PipelineTransfer {
   int peer;       // pipeline rank on the other side
   bool backward;  // a gradient, else an activation
   int micro;
-  int to_stage;   // the receiving virtual stage
+  int to_stage;  // the receiving virtual stage
   bool operator==(const PipelineTransfer&) const = default;
 };
 
@@ -75,8 +75,8 @@ struct PipelineTransfer {
 // transfers in this order, each send once its data exists, each receive as soon as everything
 // before it is issued; SimulateTransfers checks exactly that. Same arguments as BuildSchedule;
 // result[r] is pipeline rank r's list; pp = 1 has none.
-absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(ScheduleKind kind,
-                                                                          int pp, int num_micro,
+absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(ScheduleKind kind, int pp,
+                                                                          int num_micro,
                                                                           int chunks);
 
 // Runs every rank's action list with its transfer list as the executor does (issue transfers in
@@ -86,8 +86,8 @@ absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(Schedu
 // first in its rank's queue. FailedPrecondition naming what is stuck on a deadlock, and on a send
 // and a receive of one pair that would match different messages.
 absl::Status SimulateTransfers(const std::vector<std::vector<PipelineAction>>& actions,
-                               const std::vector<std::vector<PipelineTransfer>>& transfers,
-                               int pp, int chunks);
+                               const std::vector<std::vector<PipelineTransfer>>& transfers, int pp,
+                               int chunks);
 
 // "s>1:F3@2" (send to rank 1: activation of micro-batch 3 into virtual stage 2), "r<0:B3@1".
 std::string FormatTransfer(const PipelineTransfer& t);

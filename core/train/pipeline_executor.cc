@@ -43,7 +43,7 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
     return 2 * (m * stages + to_stage) + (backward ? 1 : 0);
   };
   using Message = std::tuple<bool, int, int>;  // (backward, micro-batch, receiving virtual stage)
-  std::map<Message, Tensor> outgoing;           // produced, not yet sent
+  std::map<Message, Tensor> outgoing;          // produced, not yet sent
   struct Posted {
     Tensor tensor;
     std::unique_ptr<parallel::Work> work;
@@ -62,15 +62,17 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
         auto it = outgoing.find(key);
         if (it == outgoing.end()) break;  // its action has not run yet
         auto work = pp_->Send(it->second, t.peer, options);
-        MF_RETURN_IF_ERROR(Annotate(work.status(), absl::StrCat("pipeline send of micro-batch ",
-                                                                t.micro, " to stage ", t.to_stage)));
+        MF_RETURN_IF_ERROR(Annotate(
+            work.status(),
+            absl::StrCat("pipeline send of micro-batch ", t.micro, " to stage ", t.to_stage)));
         sends.emplace_back(std::move(it->second), std::move(*work));
         outgoing.erase(it);
       } else {
         Tensor buffer = base.Act(activation_);
         auto work = pp_->Recv(&buffer, t.peer, options);
-        MF_RETURN_IF_ERROR(Annotate(work.status(), absl::StrCat("pipeline receive of micro-batch ",
-                                                                t.micro, " for stage ", t.to_stage)));
+        MF_RETURN_IF_ERROR(Annotate(
+            work.status(),
+            absl::StrCat("pipeline receive of micro-batch ", t.micro, " for stage ", t.to_stage)));
         incoming.emplace(key, Posted{std::move(buffer), std::move(*work)});
       }
     }
@@ -83,14 +85,15 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
   auto receive = [&](int from_stage, int to_stage, int m, bool backward) -> absl::StatusOr<Tensor> {
     MF_RETURN_IF_ERROR(issue());
     auto it = incoming.find(Message{backward, m, to_stage});
-    MF_CHECK(it != incoming.end()) << "pipeline stage " << to_stage << ": the receive of micro-batch "
-                                   << m << " is not posted before its action";
+    MF_CHECK(it != incoming.end())
+        << "pipeline stage " << to_stage << ": the receive of micro-batch " << m
+        << " is not posted before its action";
     {
       auto timed = base.Profile(OpFamily::kCommunication);
-      MF_RETURN_IF_ERROR(Annotate(it->second.work->Wait(),
-                                  absl::StrCat(backward ? "gradient" : "activation",
-                                               " of micro-batch ", m, " from pipeline stage ",
-                                               from_stage)));
+      MF_RETURN_IF_ERROR(
+          Annotate(it->second.work->Wait(),
+                   absl::StrCat(backward ? "gradient" : "activation", " of micro-batch ", m,
+                                " from pipeline stage ", from_stage)));
     }
     Tensor t = std::move(it->second.tensor);
     incoming.erase(it);

@@ -123,9 +123,8 @@ void DecodeAddPart(const CompressorSpec& spec, const uint8_t* message, int64_t n
         std::memcpy(&index, message, 4);
         std::memcpy(&value, message + 4, 4);
         message += 8;
-        MF_CHECK(index >= lo && index < hi)
-            << "Ef21DecodeSum: corrupt Top-K message: index " << index << " in block [" << lo
-            << ", " << hi << ")";
+        MF_CHECK(index >= lo && index < hi) << "Ef21DecodeSum: corrupt Top-K message: index "
+                                            << index << " in block [" << lo << ", " << hi << ")";
         acc[index] += weight * value;
       }
     }
@@ -136,7 +135,8 @@ void DecodeAddPart(const CompressorSpec& spec, const uint8_t* message, int64_t n
     float scale;
     std::memcpy(&scale, message + 4 * b, 4);
     const int64_t lo = b * spec.block, hi = std::min<int64_t>(n, lo + spec.block);
-    for (int64_t i = lo; i < hi; ++i) acc[i] += weight * (QuantCodeValue(spec.kind, codes[i]) * scale);
+    for (int64_t i = lo; i < hi; ++i)
+      acc[i] += weight * (QuantCodeValue(spec.kind, codes[i]) * scale);
   }
 }
 
@@ -176,8 +176,8 @@ void Ef21Encode(const Tensor& v, float v_scale, const CompressorSpec& spec, Tens
   internal::CheckF32(v, kOp, "v");
   MF_CHECK(h != nullptr && messages != nullptr) << kOp << ": h or messages is null";
   internal::CheckF32(*h, kOp, "h");
-  MF_CHECK_EQ(h->numel(), v.numel()) << kOp << ": h " << h->DebugString() << " for v "
-                                     << v.DebugString();
+  MF_CHECK_EQ(h->numel(), v.numel())
+      << kOp << ": h " << h->DebugString() << " for v " << v.DebugString();
   internal::CheckCpu(*messages, kOp, "messages");
   internal::CheckDType(*messages, DType::kU8, kOp, "messages");
   internal::CheckRank(*messages, 2, kOp, "messages");

@@ -188,7 +188,8 @@ __global__ void TopKKernel(const float* v, float v_scale, float* h, uint8_t* mes
       __syncthreads();
       if (threadIdx.x == 0) {
         int above = 0, digit = 255;
-        for (; digit > 0 && above + histogram[digit] < remaining; --digit) above += histogram[digit];
+        for (; digit > 0 && above + histogram[digit] < remaining; --digit)
+          above += histogram[digit];
         shared_prefix = prefix | static_cast<uint32_t>(digit) << shift;
         shared_remaining = remaining - above;
       }
@@ -260,10 +261,11 @@ __global__ void TopKDecodeSumKernel(const uint8_t* messages, int members, const 
         const int64_t index = static_cast<int32_t>(LoadWord(pairs + 8 * t));
         const float value = __uint_as_float(LoadWord(pairs + 8 * t + 4));
         if (index < lo || index >= hi) {
-          printf("moefold Ef21DecodeSum: corrupt Top-K message: member %d index %lld outside block "
-                 "[%lld, %lld)\n",
-                 m, static_cast<long long>(index), static_cast<long long>(lo),
-                 static_cast<long long>(hi));
+          printf(
+              "moefold Ef21DecodeSum: corrupt Top-K message: member %d index %lld outside block "
+              "[%lld, %lld)\n",
+              m, static_cast<long long>(index), static_cast<long long>(lo),
+              static_cast<long long>(hi));
           __trap();
         }
         sum[index] = __fadd_rn(sum[index], __fmul_rn(w, value));
@@ -306,8 +308,8 @@ void Ef21Encode(const Tensor& v, float v_scale, const CompressorSpec& spec, Tens
   MF_CHECK(h != nullptr && messages != nullptr) << kOp << ": h or messages is null";
   CheckOn(*h, dev, kOp, "h");
   CheckDType(*h, DType::kF32, kOp, "h");
-  MF_CHECK_EQ(h->numel(), v.numel()) << kOp << ": h " << h->DebugString() << " for v "
-                                     << v.DebugString();
+  MF_CHECK_EQ(h->numel(), v.numel())
+      << kOp << ": h " << h->DebugString() << " for v " << v.DebugString();
   CheckOn(*messages, dev, kOp, "messages");
   CheckDType(*messages, DType::kU8, kOp, "messages");
   CheckRank(*messages, 2, kOp, "messages");

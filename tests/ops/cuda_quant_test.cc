@@ -85,8 +85,8 @@ TEST_P(CudaQuantTest, EncodeAndDecodeSumMatchTheCpuBitForBit) {
     for (int64_t parts : {1, 3}) {
       for (float scale : {1.0f, 0.6f}) {
         for (bool poison : {false, true}) {
-          const std::string what = absl::StrCat("n ", n, " parts ", parts, " scale ", scale,
-                                                poison ? " poisoned" : "");
+          const std::string what =
+              absl::StrCat("n ", n, " parts ", parts, " scale ", scale, poison ? " poisoned" : "");
           const int64_t bytes = spec.MessageBytes(n), members = 3;
           Tensor received = Tensor::Empty({members, bytes}, DType::kU8);
           for (int64_t m = 0; m < members; ++m) {
@@ -121,16 +121,13 @@ TEST_P(CudaQuantTest, EncodeAndDecodeSumMatchTheCpuBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(
     Compressors, CudaQuantTest,
-    ::testing::Values(Case{CompressorKind::kIdentity, 128, 0.01f},
-                      Case{CompressorKind::kInt8, 32, 0.01f}, Case{CompressorKind::kInt8, 100, 0.01f},
-                      Case{CompressorKind::kInt8, 128, 0.01f},
-                      Case{CompressorKind::kInt8, 1000, 0.01f},
-                      Case{CompressorKind::kFp8, 100, 0.01f}, Case{CompressorKind::kFp8, 128, 0.01f},
-                      Case{CompressorKind::kFp8, 1000, 0.01f},
-                      Case{CompressorKind::kTopK, 128, 0.01f},
-                      Case{CompressorKind::kTopK, 100, 0.05f},
-                      Case{CompressorKind::kTopK, 1000, 0.1f},
-                      Case{CompressorKind::kTopK, 64, 1.0f}),
+    ::testing::Values(
+        Case{CompressorKind::kIdentity, 128, 0.01f}, Case{CompressorKind::kInt8, 32, 0.01f},
+        Case{CompressorKind::kInt8, 100, 0.01f}, Case{CompressorKind::kInt8, 128, 0.01f},
+        Case{CompressorKind::kInt8, 1000, 0.01f}, Case{CompressorKind::kFp8, 100, 0.01f},
+        Case{CompressorKind::kFp8, 128, 0.01f}, Case{CompressorKind::kFp8, 1000, 0.01f},
+        Case{CompressorKind::kTopK, 128, 0.01f}, Case{CompressorKind::kTopK, 100, 0.05f},
+        Case{CompressorKind::kTopK, 1000, 0.1f}, Case{CompressorKind::kTopK, 64, 1.0f}),
     CaseName);
 
 // A bucket of 2²⁰ elements in 4 parts: more compressor blocks than the grid has thread blocks.

@@ -367,8 +367,8 @@ void ExpectSameFloats(const std::vector<float>& actual, const std::vector<float>
   ASSERT_EQ(actual.size(), expected.size()) << what;
   for (size_t i = 0; i < actual.size(); ++i) {
     const float a = actual[i], e = expected[i];
-    const bool same = (std::isnan(a) && std::isnan(e)) || (a == 0 && e == 0) ||
-                      std::memcmp(&a, &e, 4) == 0;
+    const bool same =
+        (std::isnan(a) && std::isnan(e)) || (a == 0 && e == 0) || std::memcmp(&a, &e, 4) == 0;
     ASSERT_TRUE(same) << what << " element " << i << ": " << a << " vs " << e;
   }
 }
@@ -394,9 +394,9 @@ TEST(CompressorsTest, OpsEqualTheHostLoopsTheyReplaced) {
           for (float scale : {1.0f, 0.6f}) {
             for (bool poison : {false, true}) {
               const Compressor c{kind, block, 0.05f};
-              const std::string what = absl::StrCat("kind ", static_cast<int>(kind), " block ",
-                                                    block, " n ", n, " parts ", parts, " scale ",
-                                                    scale, poison ? " poisoned" : "");
+              const std::string what =
+                  absl::StrCat("kind ", static_cast<int>(kind), " block ", block, " n ", n,
+                               " parts ", parts, " scale ", scale, poison ? " poisoned" : "");
               const int64_t size = n * parts, bytes = c.MessageBytes(n);
               // Three members, each with its own gradient and h.
               std::vector<uint8_t> old_all, new_all;

@@ -65,8 +65,8 @@ struct RunSpec {
   int64_t first = 0, last = kSteps;
   GradFn grad = SmoothGrad;
   std::vector<int64_t> reset_after = {};  // steps after which ResetState() is called
-  Device device = Device::Cpu();  // where the flat buffers live
-  bool staged = false;            // reduce over the host-staged groups
+  Device device = Device::Cpu();          // where the flat buffers live
+  bool staged = false;                    // reduce over the host-staged groups
 };
 
 // The EF21 invariant: the owner's estimate s is the weighted sum of every member's h.
@@ -103,10 +103,10 @@ std::vector<Owned> SyncSteps(Groups& groups, const RunSpec& spec) {
              0.02f);
   params.Add("model.layers.0.attn.weight", {64, 40}, GradReduction::kDenseDataCp, 0.02f);
   params.Add("model.norm.weight", {300}, GradReduction::kDenseDataCp, 0.0f, false, 1.0f);
-  Communicator* world = spec.staged ? static_cast<Communicator*>(groups.staged_world.get())
-                                    : &groups.world;
-  Communicator* pairs = spec.staged ? static_cast<Communicator*>(groups.staged_pairs.get())
-                                    : groups.pairs.get();
+  Communicator* world =
+      spec.staged ? static_cast<Communicator*>(groups.staged_world.get()) : &groups.world;
+  Communicator* pairs =
+      spec.staged ? static_cast<Communicator*>(groups.staged_pairs.get()) : groups.pairs.get();
   GradSyncGroups sync_groups;
   sync_groups.dp_cp = world;
   sync_groups.edp = spec.split_expert ? pairs : world;

@@ -146,7 +146,8 @@ std::vector<std::vector<PipelineTransfer>> InActionOrder(
       const int s = a.chunk * pp + r;
       const bool backward = a.type == PipelineAction::Type::kBackward;
       const int from = backward ? s + 1 : s - 1, to = backward ? s - 1 : s + 1;
-      if (from >= 0 && from < stages) transfers[r].push_back({false, from % pp, backward, a.micro, s});
+      if (from >= 0 && from < stages)
+        transfers[r].push_back({false, from % pp, backward, a.micro, s});
       if (to >= 0 && to < stages) transfers[r].push_back({true, to % pp, backward, a.micro, to});
     }
   }
@@ -165,8 +166,8 @@ std::vector<Sizes> AllSizes() {
   for (ScheduleKind kind : {ScheduleKind::kAllForwardAllBackward, ScheduleKind::kOneFOneB,
                             ScheduleKind::kInterleaved}) {
     for (int pp = 2; pp <= 8; ++pp) {
-      for (int chunks : kind == ScheduleKind::kInterleaved ? std::vector<int>{2, 3, 4}
-                                                           : std::vector<int>{1}) {
+      for (int chunks :
+           kind == ScheduleKind::kInterleaved ? std::vector<int>{2, 3, 4} : std::vector<int>{1}) {
         for (int micro = 1; micro <= 24; ++micro) {
           if (kind == ScheduleKind::kInterleaved && micro % pp != 0) continue;
           all.push_back({kind, pp, chunks, micro});
@@ -178,8 +179,7 @@ std::vector<Sizes> AllSizes() {
 }
 
 std::string Name(const Sizes& z) {
-  return absl::StrCat(ScheduleKindName(z.kind), " pp ", z.pp, " chunks ", z.chunks, " m ",
-                      z.micro);
+  return absl::StrCat(ScheduleKindName(z.kind), " pp ", z.pp, " chunks ", z.chunks, " m ", z.micro);
 }
 
 TEST(PipelineTransfersTest, SendsMatchReceivesPairwiseAndNothingDeadlocksOnOneStream) {

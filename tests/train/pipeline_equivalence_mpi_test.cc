@@ -79,12 +79,11 @@ const std::vector<std::string> kBf16Model = {"model.num_layers=4", "model.moe.nu
 
 INSTANTIATE_TEST_SUITE_P(
     Bf16, PipelineEquivalenceBf16,
-    ::testing::Values(Layout("Pp2Bf16", 2, {"parallel.pp=2"}, kBf16Model),
-                      Layout("Pp2AfabBf16", 2, {"parallel.pp=2", "parallel.schedule=afab"},
-                             kBf16Model),
-                      Layout("Pp2InterleavedBf16", 2,
-                             {"parallel.pp=2", "parallel.virtual_stages=2"}, kBf16Model),
-                      Layout("Pp4Bf16", 4, {"parallel.pp=4"}, kBf16Model)),
+    ::testing::Values(
+        Layout("Pp2Bf16", 2, {"parallel.pp=2"}, kBf16Model),
+        Layout("Pp2AfabBf16", 2, {"parallel.pp=2", "parallel.schedule=afab"}, kBf16Model),
+        Layout("Pp2InterleavedBf16", 2, {"parallel.pp=2", "parallel.virtual_stages=2"}, kBf16Model),
+        Layout("Pp4Bf16", 4, {"parallel.pp=4"}, kBf16Model)),
     [](const auto& info) { return std::string(info.param.name); });
 
 // PP2 interleaved × DP2 with ZeRO-1 in bf16 against DP2 with ZeRO-1 in bf16: the same data-parallel
