@@ -3,6 +3,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <utility>
@@ -101,7 +102,9 @@ void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_
   auto groups = MakeGroups(config, nullptr);
   const LayoutRun run = TrainLayout(config, groups.get(), steps);
   const LayoutRun& reference = SingleRankReference(layout.model, steps);
-  ExpectSameTraining(run, reference, layout.name);
+  const bool bf16 = std::find(layout.model.begin(), layout.model.end(),
+                              "precision.compute_dtype=bf16") != layout.model.end();
+  ExpectSameTraining(run, reference, layout.name, bf16 ? kBf16Tolerances : kF32Tolerances);
   for (int s = 0; check_aux && s < steps; ++s) {
     EXPECT_NEAR(run.aux_losses[s], reference.aux_losses[s], 1e-5 * reference.aux_losses[s])
         << layout.name << " aux loss at step " << s;

@@ -62,16 +62,7 @@ constexpr int kBf16Steps = 20;
 class PipelineEquivalenceBf16 : public ::testing::TestWithParam<LayoutCase> {};
 
 TEST_P(PipelineEquivalenceBf16, MatchesTheSingleRankBf16Run) {
-  const LayoutCase& layout = GetParam();
-  int world = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
-  std::vector<std::string> overrides = layout.model;
-  overrides.insert(overrides.end(), layout.overrides.begin(), layout.overrides.end());
-  const config::ExperimentConfig config = EquivalenceConfig(overrides);
-  auto groups = MakeGroups(config, nullptr);
-  ExpectSameTraining(TrainLayout(config, groups.get(), kBf16Steps),
-                     SingleRankReference(layout.model, kBf16Steps), layout.name, kBf16Tolerances);
+  ExpectLayoutMatchesOneRank(GetParam(), kBf16Steps);
 }
 
 const std::vector<std::string> kBf16Model = {"model.num_layers=4", "model.moe.num_experts=8",
