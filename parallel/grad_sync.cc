@@ -5,6 +5,8 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "ops/elementwise.h"
+#include "ops/quant.h"
 #include "ops/reduce.h"
 
 namespace moefold::parallel {
@@ -28,6 +30,13 @@ absl::StatusOr<double> SumInRankOrder(Communicator* comm, double value) {
     total += member;
   }
   return total;
+}
+
+// A copy of `t` on its device, enqueued on `stream` (no host wait on a GPU).
+Tensor CopyOn(const Tensor& t, Stream& stream) {
+  Tensor copy = Tensor::Empty(t.shape(), t.dtype(), t.device());
+  copy.CopyFromAsync(t, stream);
+  return copy;
 }
 
 }  // namespace
@@ -84,6 +93,14 @@ GradSync::GradSync(ParameterSet* params, const GradSyncGroups& groups,
       const int n = GroupSize(group_of(b));
       MF_CHECK(ef.rank_weights.empty() || n == 1 || static_cast<int>(ef.rank_weights.size()) == n)
           << "EF21-W has " << ef.rank_weights.size() << " rank weights for a group of " << n;
+    }
+    // The owner weighs member i's piece by n·wᵢ (all groups have n = rank_weights.size() members).
+    if (!ef.rank_weights.empty()) {
+      const float members = static_cast<float>(ef.rank_weights.size());
+      std::vector<float> weights;
+      for (float w : ef.rank_weights) weights.push_back(members * w);
+      owner_weights_ = Tensor::FromVector(weights, {static_cast<int64_t>(weights.size())})
+                           .To(buffers[0].grads.device());
     }
   }
 }
@@ -155,12 +172,10 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
   if (mode == Mode::kCompressed) return LaunchCompressed(bucket, comm);
   if (mode == Mode::kAnchor) {
     // h restarts from this step's exact (scaled) gradient; s from the exact sum (in FinishBucket).
-    bucket.h = grads.Clone();
+    Stream& stream = DefaultStream(grads.device());
+    bucket.h = CopyOn(grads, stream);
     const float scale = RankScale(comm);
-    if (scale != 1.0f) {
-      float* h = bucket.h.data<float>();
-      for (int64_t i = 0; i < size; ++i) h[i] *= scale;
-    }
+    if (scale != 1.0f) ops::Scale(scale, &bucket.h, stream);
   }
   // Top-K keeps s for the whole bucket, so its anchor needs the full sum even under ZeRO-1.
   const bool topk = options_.ef21.compressor.kind == CompressorKind::kTopK;
@@ -178,34 +193,24 @@ absl::Status GradSync::Launch(GradBucket& bucket) {
 
 absl::Status GradSync::LaunchCompressed(GradBucket& bucket, Communicator* comm) {
   const Compressor& c = options_.ef21.compressor;
-  const int64_t n = comm->size(), size = bucket.end - bucket.begin, chunk = size / n;
+  const int64_t n = comm->size(), size = bucket.end - bucket.begin;
   MF_CHECK_EQ(bucket.h.numel(), size) << "EF21 state does not match its bucket";
   const Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
-  // δ = v·scale − h; the message encodes C(δ) and h advances by what the receivers will decode.
-  std::vector<float> delta(size);
-  const float scale = RankScale(comm);
-  const float* v = grads.data<float>();
-  float* h = bucket.h.data<float>();
-  for (int64_t i = 0; i < size; ++i) delta[i] = v[i] * scale - h[i];
-  if (c.kind == CompressorKind::kTopK) {
-    const int64_t bytes = c.MessageBytes(size);
-    bucket.send = Tensor::Empty({bytes, 1}, DType::kU8);
-    bucket.recv = Tensor::Empty({bytes * n, 1}, DType::kU8);
-    c.Encode(delta.data(), size, bucket.send.data<uint8_t>(), h);
+  const Device device = grads.device();
+  // Top-K: one message for the whole bucket, all-gathered. Quantizers: one message per destination
+  // chunk, sent as an all-to-all (a compressed reduce-scatter).
+  const bool topk = c.kind == CompressorKind::kTopK;
+  const int64_t parts = topk ? 1 : n, bytes = c.MessageBytes(size / parts);
+  bucket.send = Tensor::Empty({parts, bytes}, DType::kU8, device);
+  bucket.recv = Tensor::Empty({n, bytes}, DType::kU8, device);
+  // δ = v·scale − h is encoded, and h advances by what the receivers will decode.
+  ops::Ef21Encode(grads, RankScale(comm), c, &bucket.h, &bucket.send, DefaultStream(device));
+  if (topk) {
     MF_ASSIGN_OR_RETURN(bucket.work, comm->AllGather(bucket.send, &bucket.recv, {}));
-    bytes_sent_ += (n - 1) * bytes;
-    return absl::OkStatus();
+  } else {
+    const std::vector<int64_t> rows(n, 1);
+    MF_ASSIGN_OR_RETURN(bucket.work, comm->AllToAllV(bucket.send, rows, &bucket.recv, rows, {}));
   }
-  // Quantizers: a compressed reduce-scatter as an all-to-all of destination chunks.
-  const int64_t bytes = c.MessageBytes(chunk);
-  bucket.send = Tensor::Empty({bytes * n, 1}, DType::kU8);
-  bucket.recv = Tensor::Empty({bytes * n, 1}, DType::kU8);
-  for (int64_t j = 0; j < n; ++j) {
-    c.Encode(delta.data() + j * chunk, chunk, bucket.send.data<uint8_t>() + j * bytes,
-             h + j * chunk);
-  }
-  const std::vector<int64_t> rows(n, bytes);
-  MF_ASSIGN_OR_RETURN(bucket.work, comm->AllToAllV(bucket.send, rows, &bucket.recv, rows, {}));
   bytes_sent_ += (n - 1) * bytes;
   return absl::OkStatus();
 }
@@ -226,24 +231,17 @@ absl::Status GradSync::FinishBucket(GradBucket& bucket) {
   const int64_t mine = bucket.begin + comm->rank() * chunk;
   Tensor grads = params_->flat_buffers()[bucket.buffer].grads.Slice(bucket.begin, bucket.end);
   const Tensor my_chunk = grads.Slice(mine - bucket.begin, mine - bucket.begin + chunk);
+  Stream& stream = DefaultStream(grads.device());
   if (mode == Mode::kAnchor) {
     // The exact sum: in grads after the all-reduce, in the shard after the ZeRO-1 reduce-scatter.
-    bucket.s = topk ? grads.Clone() : (options_.zero1 ? bucket.shard : my_chunk).Clone();
+    bucket.s = CopyOn(topk ? grads : (options_.zero1 ? bucket.shard : my_chunk), stream);
   } else {
-    // Owner side: dequantise every rank's piece and add them in rank order (deterministic).
-    const auto& w = options_.ef21.rank_weights;
-    std::vector<float> sum(topk ? size : chunk, 0.0f);
-    const int64_t bytes = topk ? c.MessageBytes(size) : c.MessageBytes(chunk);
-    for (int64_t i = 0; i < n; ++i) {
-      const float weight = w.empty() ? 1.0f : static_cast<float>(n) * w[i];
-      c.DecodeAdd(bucket.recv.data<uint8_t>() + i * bytes, topk ? size : chunk, weight, sum.data());
-    }
-    float* s = bucket.s.data<float>();
-    for (size_t i = 0; i < sum.size(); ++i) s[i] += sum[i];
+    // Owner side: every member's piece decoded and added in member order (deterministic), then s.
+    ops::Ef21DecodeSum(bucket.recv, c, owner_weights_, &bucket.s, stream);
     // The reduced gradient this step is the running estimate s. Without ZeRO-1 the chunks are
     // all-gathered into grads; Finish() waits for that after every bucket has launched its gather.
     if (topk) {
-      grads.CopyFrom(bucket.s);
+      grads.CopyFromAsync(bucket.s, stream);
     } else if (!options_.zero1) {
       MF_ASSIGN_OR_RETURN(bucket.work, comm->AllGather(bucket.s, &grads, {}));
       bytes_sent_ += (n - 1) * chunk * 4;
@@ -258,7 +256,7 @@ absl::Status GradSync::FinishBucket(GradBucket& bucket) {
     bucket.shard_begin = mine;
   } else if (mode == Mode::kCompressed) {
     // A copy: the trainer scales its owned gradient in place and s must stay the estimate.
-    bucket.shard = bucket.s.Clone();
+    bucket.shard = CopyOn(bucket.s, stream);
     bucket.shard_begin = mine;
   }  // else an anchor's shard is the reduce-scatter output already
   return absl::OkStatus();

@@ -130,6 +130,7 @@ class GradSync {
   std::vector<GradBucket> buckets_;
   std::vector<std::vector<int>> buckets_of_param_;  // parameter index → buckets it touches
   std::vector<bool> ready_;
+  Tensor owner_weights_;  // EF21-W: n·wᵢ per member (f32, gradients' device); undefined = uniform
   Mode mode_ = Mode::kPlain;
   int64_t bytes_sent_ = 0;
   int64_t uncompressed_bytes_ = 0;

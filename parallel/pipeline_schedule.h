@@ -52,4 +52,44 @@ absl::Status SimulateSchedules(const std::vector<std::vector<PipelineAction>>& p
 // "F0 F1 B0 ..." (with ".c" suffixes when chunks > 1), for tests and `moefold plan`.
 std::string FormatSchedule(const std::vector<PipelineAction>& actions, bool with_chunks);
 
+// One point-to-point transfer of a pipeline rank: the activation of micro-batch `micro` going
+// into virtual stage `to_stage` (from to_stage − 1), or the gradient of that activation
+// (backward: from to_stage + 1), which this rank sends to or receives from pipeline rank `peer`.
+struct PipelineTransfer {
+  bool send;      // else a receive
+  int peer;       // pipeline rank on the other side
+  bool backward;  // a gradient, else an activation
+  int micro;
+  int to_stage;  // the receiving virtual stage
+  bool operator==(const PipelineTransfer&) const = default;
+};
+
+// Every rank's transfers in the order it issues them. One global order of all messages — the order
+// in which the dependency simulation of SimulateSchedules produces them — restricted to each
+// rank's own sends and receives. Hence (1) between any two ranks, the sends of one list the same
+// messages in the same order as the receives of the other (NCCL matches point-to-point messages
+// between a pair by issue order alone; tags are for MPI), and (2) where a rank's sends and
+// receives are served in issue order and each completes only together with its peer's match (one
+// NCCL stream per communicator, unbatched), no two ranks wait for each other: the earliest
+// unfinished message of the global order is next on both its ranks. The executor issues a rank's
+// transfers in this order, each send once its data exists, each receive as soon as everything
+// before it is issued; SimulateTransfers checks exactly that. Same arguments as BuildSchedule;
+// result[r] is pipeline rank r's list; pp = 1 has none.
+absl::StatusOr<std::vector<std::vector<PipelineTransfer>>> BuildTransfers(ScheduleKind kind, int pp,
+                                                                          int num_micro,
+                                                                          int chunks);
+
+// Runs every rank's action list with its transfer list as the executor does (issue transfers in
+// order, a send once its action has run, a receive at once; an action waits for its input's
+// receive), under the strictest transport the communicators may have: per rank one queue of
+// issued transfers served in order, a send and its receive completing together only when each is
+// first in its rank's queue. FailedPrecondition naming what is stuck on a deadlock, and on a send
+// and a receive of one pair that would match different messages.
+absl::Status SimulateTransfers(const std::vector<std::vector<PipelineAction>>& actions,
+                               const std::vector<std::vector<PipelineTransfer>>& transfers, int pp,
+                               int chunks);
+
+// "s>1:F3@2" (send to rank 1: activation of micro-batch 3 into virtual stage 2), "r<0:B3@1".
+std::string FormatTransfer(const PipelineTransfer& t);
+
 }  // namespace moefold::parallel

@@ -3,6 +3,7 @@
 
 #include <map>
 #include <memory>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -28,27 +29,74 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
   for (size_t i = 0; i < schedule_.size(); ++i) {
     if (schedule_[i].type == Type::kBackward) last_backward[schedule_[i].chunk] = i;
   }
-  // Message tags: the receiving virtual stage and micro-batch, forward and backward apart.
+  // This rank's transfers in the order every rank agrees on (parallel::BuildTransfers): sends as
+  // soon as their data exists, receives posted as early as that order allows, so that a transport
+  // matching by issue order on one queue per rank (NCCL) neither mismatches nor deadlocks.
+  std::vector<parallel::PipelineTransfer> transfers;
+  if (pp > 1) {
+    MF_ASSIGN_OR_RETURN(auto all, parallel::BuildTransfers(kind_, pp, num_micro, chunks));
+    transfers = std::move(all[stage()]);
+  }
+  // Message tags (for MPI; NCCL has none and needs none): the receiving virtual stage and
+  // micro-batch, forward and backward apart.
   auto tag = [&](int m, int to_stage, bool backward) {
     return 2 * (m * stages + to_stage) + (backward ? 1 : 0);
   };
-  auto rank_of = [&](int virtual_stage) { return virtual_stage % pp; };
-
+  using Message = std::tuple<bool, int, int>;  // (backward, micro-batch, receiving virtual stage)
+  std::map<Message, Tensor> outgoing;          // produced, not yet sent
+  struct Posted {
+    Tensor tensor;
+    std::unique_ptr<parallel::Work> work;
+  };
+  std::map<Message, Posted> incoming;  // receives posted, not yet consumed
+  std::vector<std::pair<Tensor, std::unique_ptr<parallel::Work>>> sends;
+  size_t next = 0;
   std::map<std::pair<int, int>, model::Decoder::Saved> saved;  // (chunk, micro)
   std::map<std::pair<int, int>, model::BackwardSeeds> seeds;
-  std::vector<std::pair<Tensor, std::unique_ptr<parallel::Work>>> sends;
-  auto send = [&](const Tensor& t, int to_stage, int m, bool backward) -> absl::Status {
-    MF_ASSIGN_OR_RETURN(auto work, pp_->Send(t, rank_of(to_stage),
-                                             {.tag = tag(m, to_stage, backward)}));
-    sends.emplace_back(t, std::move(work));
+  auto issue = [&]() -> absl::Status {
+    for (; next < transfers.size(); ++next) {
+      const parallel::PipelineTransfer& t = transfers[next];
+      const Message key{t.backward, t.micro, t.to_stage};
+      const parallel::PointToPointOptions options{.tag = tag(t.micro, t.to_stage, t.backward)};
+      if (t.send) {
+        auto it = outgoing.find(key);
+        if (it == outgoing.end()) break;  // its action has not run yet
+        auto work = pp_->Send(it->second, t.peer, options);
+        MF_RETURN_IF_ERROR(Annotate(
+            work.status(),
+            absl::StrCat("pipeline send of micro-batch ", t.micro, " to stage ", t.to_stage)));
+        sends.emplace_back(std::move(it->second), std::move(*work));
+        outgoing.erase(it);
+      } else {
+        Tensor buffer = base.Act(activation_);
+        auto work = pp_->Recv(&buffer, t.peer, options);
+        MF_RETURN_IF_ERROR(Annotate(
+            work.status(),
+            absl::StrCat("pipeline receive of micro-batch ", t.micro, " for stage ", t.to_stage)));
+        incoming.emplace(key, Posted{std::move(buffer), std::move(*work)});
+      }
+    }
     return absl::OkStatus();
   };
+  auto send = [&](Tensor t, int to_stage, int m, bool backward) -> absl::Status {
+    outgoing.emplace(Message{backward, m, to_stage}, std::move(t));
+    return issue();
+  };
   auto receive = [&](int from_stage, int to_stage, int m, bool backward) -> absl::StatusOr<Tensor> {
-    Tensor t = base.Act(activation_);
-    MF_RETURN_IF_ERROR(Annotate(
-        parallel::WaitFor(pp_->Recv(&t, rank_of(from_stage), {.tag = tag(m, to_stage, backward)})),
-        absl::StrCat(backward ? "gradient" : "activation", " of micro-batch ", m,
-                     " from pipeline stage ", from_stage)));
+    MF_RETURN_IF_ERROR(issue());
+    auto it = incoming.find(Message{backward, m, to_stage});
+    MF_CHECK(it != incoming.end())
+        << "pipeline stage " << to_stage << ": the receive of micro-batch " << m
+        << " is not posted before its action";
+    {
+      auto timed = base.Profile(OpFamily::kCommunication);
+      MF_RETURN_IF_ERROR(
+          Annotate(it->second.work->Wait(),
+                   absl::StrCat(backward ? "gradient" : "activation", " of micro-batch ", m,
+                                " from pipeline stage ", from_stage)));
+    }
+    Tensor t = std::move(it->second.tensor);
+    incoming.erase(it);
     return t;
   };
 
@@ -72,7 +120,7 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
         MF_ASSIGN_OR_RETURN(model::BackwardSeeds head, cb.head_seeds(a.micro, stats));
         seeds[{a.chunk, a.micro}] = std::move(head);
       } else {
-        MF_RETURN_IF_ERROR(send(output, s + 1, a.micro, false));
+        MF_RETURN_IF_ERROR(send(std::move(output), s + 1, a.micro, false));
       }
       continue;
     }
@@ -89,8 +137,13 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
                                       chunk.stage().head ? nullptr : &d_output,
                                       chunk.stage().embedding ? nullptr : &d_input));
     saved.erase(it);
-    if (!chunk.stage().embedding) MF_RETURN_IF_ERROR(send(d_input, s - 1, a.micro, true));
+    if (!chunk.stage().embedding) {
+      MF_RETURN_IF_ERROR(send(std::move(d_input), s - 1, a.micro, true));
+    }
   }
+  MF_CHECK(next == transfers.size() && outgoing.empty() && incoming.empty())
+      << "pipeline stage " << stage() << ": transfers left over after the schedule";
+  auto timed = base.Profile(OpFamily::kCommunication);
   for (auto& [tensor, work] : sends) {
     MF_RETURN_IF_ERROR(Annotate(work->Wait(), "pipeline send"));
   }

@@ -1,7 +1,10 @@
 // Runs one step's pipeline schedule (docs/ARCHITECTURE.md §6, RunSchedule): the forward and
 // backward actions of parallel/pipeline_schedule.h over this rank's model chunks, with the
-// activations sent to the next virtual stage and their gradients back to the previous one
-// (non-blocking sends, blocking receives, tagged by micro-batch and stage). With one stage and one
+// activations sent to the next virtual stage and their gradients back to the previous one, in the
+// step's activation dtype on the tensors' device. Transfers are issued in the order of
+// parallel::BuildTransfers (sends as soon as their data exists, receives posted early, both
+// non-blocking; an action waits only for its own input), which every pair of ranks matches in
+// issue order, so NCCL (no tags, one stream) runs them as MPI (tags) does. With one stage and one
 // chunk it is the plain micro-batch loop. Saved activations live only between an action's forward
 // and its backward.
 #pragma once

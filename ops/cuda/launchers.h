@@ -17,6 +17,7 @@
 #include "core/stream.h"
 #include "core/tensor.h"
 #include "ops/adamw.h"
+#include "ops/quant.h"
 #include "ops/router.h"
 
 namespace moefold::ops::cuda {
@@ -147,5 +148,11 @@ void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, T
 void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
                    const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
                    Tensor* compute, Stream& stream);
+
+// quant.cu: EF21 compressors; v, h, s, weights f32, messages u8 (rows of MessageBytes(n)).
+void Ef21Encode(const Tensor& v, float v_scale, const CompressorSpec& spec, Tensor* h,
+                Tensor* messages, Stream& stream);
+void Ef21DecodeSum(const Tensor& messages, const CompressorSpec& spec, const Tensor& weights,
+                   Tensor* s, Stream& stream);
 
 }  // namespace moefold::ops::cuda

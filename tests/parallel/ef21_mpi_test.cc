@@ -2,13 +2,16 @@
 // (world rank, step, element), so every rank computes the exact group sums itself (f64). Identity
 // EF21 equals the plain reduction; int8/FP8/Top-K track the exact sum and equal the plain reduction
 // bit for bit at anchor steps; a sync started at an anchor retraces the run; bytes follow the
-// formulas.
+// formulas. The same syncs over host-staged communicators with the buffers on the GPU (ranks share
+// GPU 0; on the CPU where there is none, staging CPU tensors) give the CPU run's bits.
 #include <cmath>
 #include <cstdio>
 #include <functional>
 
+#include "core/cuda_runtime.h"
 #include "gtest/gtest.h"
 #include "parallel/grad_sync.h"
+#include "parallel/host_staged_communicator.h"
 #include "parallel/mpi_communicator.h"
 
 namespace moefold::parallel {
@@ -29,10 +32,19 @@ float SmoothGrad(int rank, int64_t step, int buffer, int64_t i) {
 struct Groups {
   MpiCommunicator world = MpiCommunicator::World("dp");
   std::unique_ptr<MpiCommunicator> pairs;  // world ranks {0, 1}, {2, 3}, …: an EDP group
+  // The same two groups behind host staging (CPU tensors staged too, so the copies run without a
+  // GPU as well).
+  std::unique_ptr<HostStagedCommunicator> staged_world, staged_pairs;
   Groups() {
     auto split = world.Split(world.rank() / 2, world.rank(), "edp");
     MF_CHECK(split.ok()) << split.status();
     pairs = std::move(*split);
+    auto world_copy = world.Dup("dp");
+    MF_CHECK(world_copy.ok()) << world_copy.status();
+    staged_world = std::make_unique<HostStagedCommunicator>(std::move(*world_copy), true);
+    auto pairs_copy = pairs->Dup("edp");
+    MF_CHECK(pairs_copy.ok()) << pairs_copy.status();
+    staged_pairs = std::make_unique<HostStagedCommunicator>(std::move(*pairs_copy), true);
   }
 };
 
@@ -53,6 +65,8 @@ struct RunSpec {
   int64_t first = 0, last = kSteps;
   GradFn grad = SmoothGrad;
   std::vector<int64_t> reset_after = {};  // steps after which ResetState() is called
+  Device device = Device::Cpu();          // where the flat buffers live
+  bool staged = false;                    // reduce over the host-staged groups
 };
 
 // The EF21 invariant: the owner's estimate s is the weighted sum of every member's h.
@@ -64,8 +78,9 @@ double InvariantError(GradSync& sync, const Ef21Options& ef) {
       continue;
     }
     const int64_t n = comm->size(), size = bucket.h.numel();
+    const Tensor h = bucket.h.To(Device::Cpu()), s_all = bucket.s.To(Device::Cpu());
     Tensor all = Tensor::Empty({n * size}, DType::kF32);
-    MF_CHECK(WaitFor(comm->AllGather(bucket.h, &all, {})).ok());
+    MF_CHECK(WaitFor(comm->AllGather(h, &all, {})).ok());
     const bool whole = bucket.s.numel() == size;  // Top-K keeps s for the whole bucket
     const int64_t offset = whole ? 0 : comm->rank() * (size / n);
     for (int64_t i = 0; i < bucket.s.numel(); ++i) {
@@ -74,7 +89,7 @@ double InvariantError(GradSync& sync, const Ef21Options& ef) {
         const double weight = ef.rank_weights.empty() ? 1.0 : n * ef.rank_weights[m];
         expected += weight * all.data<float>()[m * size + offset + i];
       }
-      const double s = bucket.s.data<float>()[i];
+      const double s = s_all.data<float>()[i];
       worst = std::max(worst, std::fabs(s - expected) / (1.0 + std::fabs(s)));
     }
   }
@@ -88,23 +103,28 @@ std::vector<Owned> SyncSteps(Groups& groups, const RunSpec& spec) {
              0.02f);
   params.Add("model.layers.0.attn.weight", {64, 40}, GradReduction::kDenseDataCp, 0.02f);
   params.Add("model.norm.weight", {300}, GradReduction::kDenseDataCp, 0.0f, false, 1.0f);
+  Communicator* world =
+      spec.staged ? static_cast<Communicator*>(groups.staged_world.get()) : &groups.world;
+  Communicator* pairs =
+      spec.staged ? static_cast<Communicator*>(groups.staged_pairs.get()) : groups.pairs.get();
   GradSyncGroups sync_groups;
-  sync_groups.dp_cp = &groups.world;
-  sync_groups.edp = spec.split_expert ? groups.pairs.get() : &groups.world;
+  sync_groups.dp_cp = world;
+  sync_groups.edp = spec.split_expert ? pairs : world;
   // As the trainer does with EF21: every parameter starts a compressor block (here for plain runs
   // too, so plain and compressed runs lay the buffers out alike and compare element by element).
   const int64_t block = spec.options.ef21.compressor.block;
-  auto& buffers = params.Flatten(GradSync::Alignment(sync_groups) * block, block);
+  auto& buffers = params.Flatten(GradSync::Alignment(sync_groups) * block, block, spec.device);
   GradSync sync(&params, sync_groups, spec.options);
   const int num_params = static_cast<int>(params.params().size());
   std::vector<Owned> steps;
   for (int64_t t = spec.first; t < spec.last; ++t) {
     sync.BeginStep(t);
     for (int b = 0; b < static_cast<int>(buffers.size()); ++b) {
-      float* g = buffers[b].grads.data<float>();
-      for (int64_t i = 0; i < buffers[b].grads.numel(); ++i) {
-        g[i] = i < buffers[b].used ? spec.grad(groups.world.rank(), t, b, i) : 0.0f;
+      Tensor g = Tensor::Empty(buffers[b].grads.shape(), DType::kF32);
+      for (int64_t i = 0; i < g.numel(); ++i) {
+        g.data<float>()[i] = i < buffers[b].used ? spec.grad(groups.world.rank(), t, b, i) : 0.0f;
       }
+      buffers[b].grads.CopyFrom(g);
     }
     // Backward order, one parameter at a time: buckets launch while others are still pending.
     for (int p = num_params - 1; p >= 0; --p) MF_CHECK(sync.MarkReady(p, p + 1).ok());
@@ -396,6 +416,42 @@ INSTANTIATE_TEST_SUITE_P(Compressors, Ef21NonFinite,
                          ::testing::Values(CompressorKind::kInt8, CompressorKind::kFp8,
                                            CompressorKind::kTopK),
                          [](const auto& info) { return std::string(KindName(info.param)); });
+
+// The device path: buffers on GPU 0 (ranks share it) reduced over host-staged MPI give the CPU
+// run's values bit for bit, for every compressor with and without ZeRO-1, at plain, anchor and
+// compressed steps, with EF21-W weights too. Without a GPU the staged run keeps CPU buffers.
+TEST(Ef21OnTheDevice, HostStagedBuffersEqualTheCpuRunBitForBit) {
+  Groups groups;
+  const Device device = cuda::DeviceCount() > 0 ? Device::Cuda(0) : Device::Cpu();
+  const int n = groups.world.size();
+  for (CompressorKind kind : {CompressorKind::kIdentity, CompressorKind::kInt8,
+                              CompressorKind::kFp8, CompressorKind::kTopK}) {
+    for (bool zero1 : {false, true}) {
+      for (bool weighted : {false, true}) {
+        GradSyncOptions options = Options(zero1, kind, 1, 4);  // anchors at 1, 5, 9
+        if (weighted) {
+          for (int i = 0; i < n; ++i) {
+            options.ef21.rank_weights.push_back(2.0f * (i + 1) / (n * (n + 1)));
+          }
+        }
+        // EF21-W needs groups of one size: the expert buffer then reduces over the world too.
+        const RunSpec cpu{.options = options, .split_expert = !weighted};
+        RunSpec on_device = cpu;
+        on_device.device = device;
+        on_device.staged = true;
+        const auto expected = SyncSteps(groups, cpu);
+        const auto actual = SyncSteps(groups, on_device);
+        for (int64_t t = 0; t < kSteps; ++t) {
+          EXPECT_EQ(actual[t].values, expected[t].values)
+              << KindName(kind) << (zero1 ? " zero1" : "") << (weighted ? " weighted" : "")
+              << " on " << device.ToString() << ", step " << t;
+          EXPECT_EQ(actual[t].bytes_sent, expected[t].bytes_sent) << KindName(kind);
+          EXPECT_LT(actual[t].invariant_error, 1e-5) << KindName(kind) << " step " << t;
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace moefold::parallel

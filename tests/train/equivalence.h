@@ -81,8 +81,9 @@ struct LayoutCase {
 };
 
 // Skips unless the MPI world has case.world ranks; else trains the layout for `steps` steps over
-// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining), and with
-// `check_aux` the same aux loss per step too.
+// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining; kBf16Tolerances
+// when case.model holds "precision.compute_dtype=bf16"), and with `check_aux` the same aux loss per
+// step too.
 void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false);
 
 // Loss and gradient norm per step, and every parameter of `run` against the same-named one of
