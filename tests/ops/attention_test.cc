@@ -259,6 +259,24 @@ TEST(AttentionBlockTest, Bf16InputsWithF32OrBf16Out) {
   EXPECT_TENSOR_NEAR(out_bf16.To(DType::kF32), ref_out.To(DType::kBF16).To(DType::kF32), 0, 0);
 }
 
+// A key block with no keys is an empty partial: out 0, lse −inf; its backward adds nothing.
+TEST(AttentionBlockTest, EmptyKeyBlockIsAnEmptyPartial) {
+  const Tensor q = RandomNormal({kB, 3, kHq, kD}, 45);
+  const Tensor kv = Tensor::Zeros({kB, 0, kHkv, kD}, DType::kF32);
+  Tensor out = RandomNormal(q.shape(), 46), lse = RandomNormal({kB, kHq, 3}, 47);
+  AttentionBlockForward(q, kv, kv, 0.5f, AttentionMask::kNone, &out, &lse, CpuStream());
+  for (int64_t i = 0; i < out.numel(); ++i) EXPECT_EQ(out.data<float>()[i], 0.0f);
+  for (int64_t i = 0; i < lse.numel(); ++i) {
+    EXPECT_EQ(lse.data<float>()[i], -std::numeric_limits<float>::infinity());
+  }
+  const Tensor dq0 = RandomNormal(q.shape(), 48);
+  Tensor d_q = dq0.Clone(), d_k = kv.Clone(), d_v = kv.Clone();
+  AttentionBlockBackward(q, kv, kv, RandomNormal(q.shape(), 49), RandomNormal(lse.shape(), 50),
+                         RandomNormal(q.shape(), 51), 0.5f, AttentionMask::kNone, &d_q, &d_k, &d_v,
+                         CpuStream());
+  EXPECT_TENSOR_NEAR(d_q, dq0, 0, 0);
+}
+
 // Merge of random partials against the formula in f64, into separate outputs and in place.
 TEST(AttentionMergeTest, MatchesTheFormula) {
   const Shape out_shape{kB, kS, kHq, kD}, lse_shape{kB, kHq, kS};
