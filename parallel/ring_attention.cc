@@ -30,8 +30,8 @@ Dims CheckArgs(const Tensor& q, const Tensor& k, const Tensor& v, const char* op
   MF_CHECK_EQ(q.rank(), 4) << op << ": q " << q.DebugString();
   MF_CHECK_EQ(k.rank(), 4) << op << ": k " << k.DebugString();
   const Dims d{q.dim(0), q.dim(1), q.dim(1) / 2, q.dim(2), k.dim(2), q.dim(3)};
-  MF_CHECK(d.seq % 2 == 0) << op
-                           << ": the local sequence holds two equal chunks, got S = " << d.seq;
+  MF_CHECK(d.batch > 0 && d.seq > 0 && d.seq % 2 == 0)
+      << op << ": the local sequences hold two equal chunks each, got q " << q.DebugString();
   MF_CHECK(k.shape() == (Shape{d.batch, d.seq, d.kv_heads, d.head_dim}) && v.shape() == k.shape())
       << op << ": k " << k.DebugString() << " and v " << v.DebugString() << " for q "
       << q.DebugString();
