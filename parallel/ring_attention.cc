@@ -93,6 +93,13 @@ class Shift {
     return shift;
   }
 
+  // Polls both (MPI_Test on MPI): an MPI library moves a large message only inside its calls, so
+  // polling between the block computations keeps the exchange going while they run.
+  void Progress() {
+    send_->IsCompleted();
+    recv_->IsCompleted();
+  }
+
   // Waits for both; the received tensor may be read afterwards. The wait is the exchange's exposed
   // part, timed as communication when profiling.
   absl::Status Finish(const RingAttentionOptions& options, const Stream& stream) {
@@ -184,15 +191,16 @@ absl::Status RingAttentionForward(const Tensor& q, const Tensor& k, const Tensor
       const Tensor q_block = Part(q_chunks, pair.q_half);
       const Tensor k_block = KChunk(kv, pair.kv_half), v_block = VChunk(kv, pair.kv_half);
       Tensor run_out = Part(acc_out, pair.q_half), run_lse = Part(acc_lse, pair.q_half);
-      if (!started[pair.q_half]) {
+      if (!started[pair.q_half]) {  // the chunk's first block writes its result directly
         ops::AttentionBlockForward(q_block, k_block, v_block, scale, pair.mask, &run_out, &run_lse,
                                    stream);
         started[pair.q_half] = true;
-        continue;
+      } else {
+        ops::AttentionBlockForward(q_block, k_block, v_block, scale, pair.mask, &part_out,
+                                   &part_lse, stream);
+        ops::AttentionMerge(run_out, run_lse, part_out, part_lse, &run_out, &run_lse, stream);
       }
-      ops::AttentionBlockForward(q_block, k_block, v_block, scale, pair.mask, &part_out, &part_lse,
-                                 stream);
-      ops::AttentionMerge(run_out, run_lse, part_out, part_lse, &run_out, &run_lse, stream);
+      if (shift.has_value()) shift->Progress();
     }
     MF_RETURN_IF_ERROR(Finish(shift, options, stream));
     if (hop + 1 < size) std::swap(kv, incoming);
@@ -242,6 +250,8 @@ absl::Status RingAttentionBackward(const Tensor& q, const Tensor& k, const Tenso
       ops::AttentionBlockBackward(Part(q_chunks, a), KChunk(kv, b), VChunk(kv, b),
                                   Part(out_chunks, a), Part(lse_chunks, a), Part(d_out_chunks, a),
                                   scale, pair.mask, &d_q_block, &d_k_block, &d_v_block, stream);
+      if (kv_shift.has_value()) kv_shift->Progress();
+      if (grad_shift.has_value()) grad_shift->Progress();
     }
     // The block's dK/dV from the ranks that held it before arrived during the computation.
     if (grad_shift.has_value()) {
