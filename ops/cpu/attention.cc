@@ -46,6 +46,22 @@ Dims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, AttentionMask m
   return d;
 }
 
+// The backward's other arguments, f32 on the CPU: out and d_out shaped as q, lse (B, Hq, Sq), the
+// gradients shaped as q, k and v.
+void CheckBackwardArgs(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& out,
+                       const Tensor& lse, const Tensor& d_out, const Tensor* d_q, const Tensor* d_k,
+                       const Tensor* d_v, const char* op) {
+  internal::CheckF32(out, op, "out");
+  internal::CheckShape(out, q.shape(), op, "out");
+  internal::CheckF32(lse, op, "lse");
+  internal::CheckShape(lse, {d.batch, d.q_heads, d.q_seq}, op, "lse");
+  internal::CheckF32(d_out, op, "d_out");
+  internal::CheckShape(d_out, q.shape(), op, "d_out");
+  internal::CheckF32Out(d_q, q.shape(), op, "d_q");
+  internal::CheckF32Out(d_k, k.shape(), op, "d_k");
+  internal::CheckF32Out(d_v, k.shape(), op, "d_v");
+}
+
 // Element (b, s, h, :) of a (B, S, H, D) tensor.
 inline int64_t Row(int64_t b, int64_t s, int64_t h, int64_t seq, int64_t heads, int64_t dim) {
   return ((b * seq + s) * heads + h) * dim;
@@ -186,15 +202,7 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   }
   constexpr const char* kOp = "AttentionBackward";
   const Dims d = CheckQkv(q, k, v, AttentionMask::kCausal, kOp);
-  internal::CheckF32(out, kOp, "out");
-  internal::CheckShape(out, q.shape(), kOp, "out");
-  internal::CheckF32(lse, kOp, "lse");
-  internal::CheckShape(lse, {d.batch, d.q_heads, d.q_seq}, kOp, "lse");
-  internal::CheckF32(d_out, kOp, "d_out");
-  internal::CheckShape(d_out, q.shape(), kOp, "d_out");
-  internal::CheckF32Out(d_q, q.shape(), kOp, "d_q");
-  internal::CheckF32Out(d_k, k.shape(), kOp, "d_k");
-  internal::CheckF32Out(d_v, v.shape(), kOp, "d_v");
+  CheckBackwardArgs(d, q, k, out, lse, d_out, d_q, d_k, d_v, kOp);
   Backward(d, q, k, v, out, lse, d_out, scale, /*accumulate=*/false, d_q, d_k, d_v);
 }
 
@@ -236,15 +244,7 @@ void AttentionBlockBackward(const Tensor& q, const Tensor& k, const Tensor& v, c
     return;
   }
   const Dims d = CheckQkv(q, k, v, mask, kOp);
-  internal::CheckF32(out, kOp, "out");
-  internal::CheckShape(out, q.shape(), kOp, "out");
-  internal::CheckF32(lse, kOp, "lse");
-  internal::CheckShape(lse, {d.batch, d.q_heads, d.q_seq}, kOp, "lse");
-  internal::CheckF32(d_out, kOp, "d_out");
-  internal::CheckShape(d_out, q.shape(), kOp, "d_out");
-  internal::CheckF32Out(d_q, q.shape(), kOp, "d_q");
-  internal::CheckF32Out(d_k, k.shape(), kOp, "d_k");
-  internal::CheckF32Out(d_v, v.shape(), kOp, "d_v");
+  CheckBackwardArgs(d, q, k, out, lse, d_out, d_q, d_k, d_v, kOp);
   Backward(d, q, k, v, out, lse, d_out, scale, /*accumulate=*/true, d_q, d_k, d_v);
 }
 
