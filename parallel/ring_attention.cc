@@ -1,54 +1,161 @@
-// Ring attention: online-softmax forward and dK/dV-circulating backward over the CP group.
+// Ring attention on the attention ops: chunk-major working copies, per-hop block attention with an
+// online-softmax merge, and a backward whose dK/dV travel one hop behind their K/V.
+//
+// Layout: the layer's (B, 2·c, H, D) tensors are rearranged once into chunk-major (2, B, c, H, D)
+// (ops::SwapLeadingDims), so each chunk is a contiguous (B, c, H, D) tensor the block ops take, and
+// the K/V block that travels is one tensor (4, B, c, Hkv, D) in the activation dtype: k's chunks,
+// then v's. Partial outputs, the dQ sum and the travelling dK/dV are f32, rounded once at the end:
+// with bf16 activations the ring then rounds exactly where the single-rank attention does.
 #include "parallel/ring_attention.h"
 
-#include <cmath>
+#include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
 
 namespace moefold::parallel {
 namespace {
 
-// K, V (and their gradients) of one rank travel together as one tensor with their positions packed
-// into a float row each (positions are small integers, exact in f32).
-struct Block {
-  Tensor kv;  // (2 or 4, B, S, Hkv, D) f32: k, v[, d_k, d_v]
-  Tensor pos;  // (S) f32
+constexpr int kKvTag = 11, kGradTag = 12;
+
+struct Dims {
+  int64_t batch, seq, chunk, q_heads, kv_heads, head_dim;
 };
 
-absl::Status PassAlong(Communicator& cp, Block* block) {
-  if (cp.size() == 1) return absl::OkStatus();
-  const int next = (cp.rank() + 1) % cp.size(), prev = (cp.rank() + cp.size() - 1) % cp.size();
-  Block incoming{Tensor::Empty(block->kv.shape(), DType::kF32),
-                 Tensor::Empty(block->pos.shape(), DType::kF32)};
-  auto recv_kv = cp.Recv(&incoming.kv, prev, {.tag = 11});
-  auto recv_pos = cp.Recv(&incoming.pos, prev, {.tag = 12});
-  auto send_kv = cp.Send(block->kv, next, {.tag = 11});
-  auto send_pos = cp.Send(block->pos, next, {.tag = 12});
-  MF_RETURN_IF_ERROR(WaitFor(std::move(send_kv)));
-  MF_RETURN_IF_ERROR(WaitFor(std::move(send_pos)));
-  MF_RETURN_IF_ERROR(WaitFor(std::move(recv_kv)));
-  MF_RETURN_IF_ERROR(WaitFor(std::move(recv_pos)));
-  *block = std::move(incoming);
-  return absl::OkStatus();
+Dims CheckArgs(const Tensor& q, const Tensor& k, const Tensor& v, const char* op) {
+  MF_CHECK_EQ(q.rank(), 4) << op << ": q " << q.DebugString();
+  MF_CHECK_EQ(k.rank(), 4) << op << ": k " << k.DebugString();
+  const Dims d{q.dim(0), q.dim(1), q.dim(1) / 2, q.dim(2), k.dim(2), q.dim(3)};
+  MF_CHECK(d.batch > 0 && d.seq > 0 && d.seq % 2 == 0)
+      << op << ": the local sequences hold two equal chunks each, got q " << q.DebugString();
+  MF_CHECK(k.shape() == (Shape{d.batch, d.seq, d.kv_heads, d.head_dim}) && v.shape() == k.shape())
+      << op << ": k " << k.DebugString() << " and v " << v.DebugString() << " for q "
+      << q.DebugString();
+  return d;
 }
 
-// This rank's block: k and v in slots 0 and 1; `slots` = 4 adds zeroed dK and dV for backward.
-Block MakeBlock(const Tensor& k, const Tensor& v, const Tensor& positions, int64_t slots) {
-  Block block{Tensor::Zeros({slots, k.dim(0), k.dim(1), k.dim(2), k.dim(3)}, DType::kF32),
-              Tensor::Empty({positions.numel()}, DType::kF32)};
-  block.kv.Slice(0, 1).Reshape(k.shape()).CopyFrom(k);
-  block.kv.Slice(1, 2).Reshape(v.shape()).CopyFrom(v);
-  for (int64_t i = 0; i < positions.numel(); ++i) {
-    block.pos.data<float>()[i] = static_cast<float>(positions.data<int32_t>()[i]);
-  }
-  return block;
+// The global chunk index of local chunk `half` (0 or 1) of CP rank `rank`.
+int Chunk(int rank, int half, int cp) { return half == 0 ? rank : 2 * cp - 1 - rank; }
+
+// Element i of the leading dimension, as a tensor of the remaining dimensions (shares storage).
+Tensor Part(const Tensor& t, int64_t i) {
+  return t.Slice(i, i + 1).Reshape(Shape(t.shape().begin() + 1, t.shape().end()));
 }
+
+// A working tensor on the stream's device, released only after the stream's work on it.
+Tensor Temp(const Shape& shape, DType dtype, const Stream& stream) {
+  Tensor t = Tensor::Empty(shape, dtype, stream.device());
+  t.RecordStream(stream);
+  return t;
+}
+
+// x (B, 2·c, H, D) → chunk-major into (2, B, c, H, D) `out` (converted to out's dtype), and back.
+void ToChunks(const Tensor& x, Tensor* out, Stream& stream) {
+  Tensor dst = out->Reshape({2, x.dim(0), x.numel() / (2 * x.dim(0))});
+  ops::SwapLeadingDims(x.Reshape({x.dim(0), 2, x.numel() / (2 * x.dim(0))}), &dst, stream);
+}
+void FromChunks(const Tensor& x, Tensor* out, Stream& stream) {
+  Tensor dst = out->Reshape({out->dim(0), 2, out->numel() / (2 * out->dim(0))});
+  ops::SwapLeadingDims(x.Reshape({2, out->dim(0), x.numel() / (2 * out->dim(0))}), &dst, stream);
+}
+// lse (B, H, 2·c) ↔ chunk-major (2, B, H, c): the same swap over (B·H, 2, c).
+void LseToChunks(const Tensor& lse, Tensor* out, Stream& stream) {
+  const int64_t rows = lse.dim(0) * lse.dim(1), c = lse.dim(2) / 2;
+  Tensor dst = out->Reshape({2, rows, c});
+  ops::SwapLeadingDims(lse.Reshape({rows, 2, c}), &dst, stream);
+}
+void LseFromChunks(const Tensor& chunks, Tensor* lse, Stream& stream) {
+  const int64_t rows = lse->dim(0) * lse->dim(1), c = lse->dim(2) / 2;
+  Tensor dst = lse->Reshape({rows, 2, c});
+  ops::SwapLeadingDims(chunks.Reshape({2, rows, c}), &dst, stream);
+}
+
+// One ring shift in flight: a tensor to the next member, its like from the previous one.
+class Shift {
+ public:
+  // NCCL runs a member's point-to-point calls one after another on its stream and a send may wait
+  // for its receive: even members send first and odd ones receive first, so every first send meets
+  // a posted receive and the ring never waits on itself (any size, odd ones too).
+  static absl::StatusOr<Shift> Start(Communicator& cp, const Tensor& send, Tensor* recv, int tag) {
+    const int next = (cp.rank() + 1) % cp.size(), prev = (cp.rank() + cp.size() - 1) % cp.size();
+    Shift shift;
+    if (cp.rank() % 2 == 0) {
+      MF_ASSIGN_OR_RETURN(shift.send_, cp.Send(send, next, {.tag = tag}));
+      MF_ASSIGN_OR_RETURN(shift.recv_, cp.Recv(recv, prev, {.tag = tag}));
+    } else {
+      MF_ASSIGN_OR_RETURN(shift.recv_, cp.Recv(recv, prev, {.tag = tag}));
+      MF_ASSIGN_OR_RETURN(shift.send_, cp.Send(send, next, {.tag = tag}));
+    }
+    return shift;
+  }
+
+  // Polls both (MPI_Test on MPI): an MPI library moves a large message only inside its calls, so
+  // polling between the block computations keeps the exchange going while they run.
+  void Progress() {
+    send_->IsCompleted();
+    recv_->IsCompleted();
+  }
+
+  // Waits for both; the received tensor may be read afterwards. The wait is the exchange's exposed
+  // part, timed as communication when profiling.
+  absl::Status Finish(const RingAttentionOptions& options, const Stream& stream) {
+    ProfileScope timed(options.profiler, OpFamily::kCommunication, stream, options.layer);
+    MF_RETURN_IF_ERROR(send_->Wait());
+    return recv_->Wait();
+  }
+
+ private:
+  std::unique_ptr<Work> send_, recv_;
+};
+
+// Waits for the shift in flight, if any, and clears it.
+absl::Status Finish(std::optional<Shift>& shift, const RingAttentionOptions& options,
+                    const Stream& stream) {
+  if (!shift.has_value()) return absl::OkStatus();
+  absl::Status status = shift->Finish(options, stream);
+  shift.reset();
+  return status;
+}
+
+// The (my chunk, visiting chunk) pairs a hop computes: key chunk earlier → full, the same chunk →
+// causal (the diagonal block), later → nothing to see.
+struct BlockPair {
+  int q_half, kv_half;
+  ops::AttentionMask mask;
+};
+std::vector<BlockPair> Pairs(int cp, int rank, int owner) {
+  std::vector<BlockPair> pairs;
+  for (int a = 0; a < 2; ++a) {
+    for (int b = 0; b < 2; ++b) {
+      const int qc = Chunk(rank, a, cp), kc = Chunk(owner, b, cp);
+      if (kc < qc) pairs.push_back({a, b, ops::AttentionMask::kNone});
+      if (kc == qc) pairs.push_back({a, b, ops::AttentionMask::kCausal});
+    }
+  }
+  return pairs;
+}
+
+// The travelling K/V block (4, B, c, Hkv, D): k's two chunks, then v's; and its parts. The
+// travelling dK/dV have the same layout.
+Tensor KvBlock(const Dims& d, const Tensor& k, const Tensor& v, Stream& stream) {
+  Tensor kv = Temp({4, d.batch, d.chunk, d.kv_heads, d.head_dim}, k.dtype(), stream);
+  Tensor k_chunks = kv.Slice(0, 2), v_chunks = kv.Slice(2, 4);
+  ToChunks(k, &k_chunks, stream);
+  ToChunks(v, &v_chunks, stream);
+  return kv;
+}
+Tensor KChunk(const Tensor& kv, int half) { return Part(kv, half); }
+Tensor VChunk(const Tensor& kv, int half) { return Part(kv, 2 + half); }
 
 }  // namespace
 
 Tensor ContextParallelPositions(int64_t seq_len, int cp, int rank) {
-  MF_CHECK_EQ(seq_len % (2 * cp), 0) << "seq_len " << seq_len << " not divisible by 2·cp " << 2 * cp;
+  MF_CHECK_EQ(seq_len % (2 * cp), 0)
+      << "seq_len " << seq_len << " not divisible by 2·cp " << 2 * cp;
   const int64_t chunk = seq_len / (2 * cp);
   Tensor p = Tensor::Empty({2 * chunk}, DType::kI32);
   for (int64_t i = 0; i < chunk; ++i) {
@@ -58,130 +165,112 @@ Tensor ContextParallelPositions(int64_t seq_len, int cp, int rank) {
   return p;
 }
 
-absl::Status RingAttentionForward(const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor& positions, float scale, Communicator& cp,
-                                  Tensor* out, Tensor* lse) {
-  const int64_t b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3), hkv = k.dim(2);
-  const int64_t group = hq / hkv;
-  const int64_t kv_size = b * s * hkv * d;
-  Block block = MakeBlock(k, v, positions, 2);
-  // Online softmax state per (batch, head, query): running max m, sum l and the accumulator.
-  std::vector<float> m(b * hq * s, -INFINITY), l(b * hq * s, 0.0f), acc(b * hq * s * d, 0.0f);
-  const float* qp = q.data<float>();
-  const int32_t* qpos = positions.data<int32_t>();
-  for (int hop = 0; hop < cp.size(); ++hop) {
-    const float* kp = block.kv.data<float>();
-    const float* vp = kp + kv_size;
-    const float* kpos = block.pos.data<float>();
-    for (int64_t bi = 0; bi < b; ++bi) {
-      for (int64_t h = 0; h < hq; ++h) {
-        const int64_t kh = h / group;
-        for (int64_t i = 0; i < s; ++i) {
-          const float* qi = qp + ((bi * s + i) * hq + h) * d;
-          const int64_t state = (bi * hq + h) * s + i;
-          std::vector<float> scores(s, -INFINITY);
-          float block_max = -INFINITY;
-          for (int64_t j = 0; j < s; ++j) {
-            if (kpos[j] > static_cast<float>(qpos[i])) continue;  // causal by global position
-            const float* kj = kp + ((bi * s + j) * hkv + kh) * d;
-            float dot = 0;
-            for (int64_t e = 0; e < d; ++e) dot += qi[e] * kj[e];
-            scores[j] = dot * scale;
-            block_max = std::max(block_max, scores[j]);
-          }
-          if (block_max == -INFINITY) continue;  // nothing visible in this block
-          const float m_new = std::max(m[state], block_max);
-          const float correction = std::exp(m[state] - m_new);
-          float* a = acc.data() + state * d;
-          for (int64_t e = 0; e < d; ++e) a[e] *= correction;
-          l[state] *= correction;
-          for (int64_t j = 0; j < s; ++j) {
-            if (scores[j] == -INFINITY) continue;
-            const float p = std::exp(scores[j] - m_new);
-            l[state] += p;
-            const float* vj = vp + ((bi * s + j) * hkv + kh) * d;
-            for (int64_t e = 0; e < d; ++e) a[e] += p * vj[e];
-          }
-          m[state] = m_new;
-        }
-      }
+absl::Status RingAttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                                  Communicator& cp, Tensor* out, Tensor* lse, Stream& stream,
+                                  const RingAttentionOptions& options) {
+  const Dims d = CheckArgs(q, k, v, "RingAttentionForward");
+  const int size = cp.size(), rank = cp.rank();
+  Tensor q_chunks = Temp({2, d.batch, d.chunk, d.q_heads, d.head_dim}, q.dtype(), stream);
+  ToChunks(q, &q_chunks, stream);
+  Tensor kv = KvBlock(d, k, v, stream);
+  Tensor incoming = size > 1 ? Temp(kv.shape(), kv.dtype(), stream) : Tensor();
+  // The running result per local chunk and a block's partial, f32.
+  Tensor acc_out = Temp({2, d.batch, d.chunk, d.q_heads, d.head_dim}, DType::kF32, stream);
+  Tensor acc_lse = Temp({2, d.batch, d.q_heads, d.chunk}, DType::kF32, stream);
+  Tensor part_out = Temp(Part(acc_out, 0).shape(), DType::kF32, stream);
+  Tensor part_lse = Temp(Part(acc_lse, 0).shape(), DType::kF32, stream);
+  bool started[2] = {false, false};
+  for (int hop = 0; hop < size; ++hop) {
+    const int owner = (rank - hop + size) % size;
+    // The next hop's block travels while this one computes.
+    std::optional<Shift> shift;
+    if (hop + 1 < size) {
+      MF_ASSIGN_OR_RETURN(shift, Shift::Start(cp, kv, &incoming, kKvTag));
     }
-    if (hop + 1 < cp.size()) MF_RETURN_IF_ERROR(PassAlong(cp, &block));
-  }
-  for (int64_t bi = 0; bi < b; ++bi) {
-    for (int64_t h = 0; h < hq; ++h) {
-      for (int64_t i = 0; i < s; ++i) {
-        const int64_t state = (bi * hq + h) * s + i;
-        float* o = out->data<float>() + ((bi * s + i) * hq + h) * d;
-        for (int64_t e = 0; e < d; ++e) o[e] = acc[state * d + e] / l[state];
-        lse->data<float>()[state] = m[state] + std::log(l[state]);
+    for (const BlockPair& pair : Pairs(size, rank, owner)) {
+      const Tensor q_block = Part(q_chunks, pair.q_half);
+      const Tensor k_block = KChunk(kv, pair.kv_half), v_block = VChunk(kv, pair.kv_half);
+      Tensor run_out = Part(acc_out, pair.q_half), run_lse = Part(acc_lse, pair.q_half);
+      if (!started[pair.q_half]) {  // the chunk's first block writes its result directly
+        ops::AttentionBlockForward(q_block, k_block, v_block, scale, pair.mask, &run_out, &run_lse,
+                                   stream);
+        started[pair.q_half] = true;
+      } else {
+        ops::AttentionBlockForward(q_block, k_block, v_block, scale, pair.mask, &part_out,
+                                   &part_lse, stream);
+        ops::AttentionMerge(run_out, run_lse, part_out, part_lse, &run_out, &run_lse, stream);
       }
+      if (shift.has_value()) shift->Progress();
     }
+    MF_RETURN_IF_ERROR(Finish(shift, options, stream));
+    if (hop + 1 < size) std::swap(kv, incoming);
   }
+  // Hop 0 holds both diagonal blocks, so both chunks have started.
+  FromChunks(acc_out, out, stream);
+  LseFromChunks(acc_lse, lse, stream);
   return absl::OkStatus();
 }
 
 absl::Status RingAttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v,
-                                   const Tensor& positions, const Tensor& out, const Tensor& lse,
-                                   const Tensor& d_out, float scale, Communicator& cp, Tensor* d_q,
-                                   Tensor* d_k, Tensor* d_v) {
-  const int64_t b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3), hkv = k.dim(2);
-  const int64_t group = hq / hkv;
-  const int64_t kv_size = b * s * hkv * d;
-  Block block = MakeBlock(k, v, positions, 4);
-  d_q->SetZero();
-  // D_i = ⟨dO_i, O_i⟩ per query and head.
-  std::vector<float> delta(b * hq * s, 0.0f);
-  for (int64_t bi = 0; bi < b; ++bi) {
-    for (int64_t i = 0; i < s; ++i) {
-      for (int64_t h = 0; h < hq; ++h) {
-        const int64_t at = ((bi * s + i) * hq + h) * d;
-        float sum = 0;
-        for (int64_t e = 0; e < d; ++e) sum += d_out.data<float>()[at + e] * out.data<float>()[at + e];
-        delta[(bi * hq + h) * s + i] = sum;
-      }
+                                   const Tensor& out, const Tensor& lse, const Tensor& d_out,
+                                   float scale, Communicator& cp, Tensor* d_q, Tensor* d_k,
+                                   Tensor* d_v, Stream& stream,
+                                   const RingAttentionOptions& options) {
+  const Dims d = CheckArgs(q, k, v, "RingAttentionBackward");
+  const int size = cp.size(), rank = cp.rank();
+  const Shape q_shape{2, d.batch, d.chunk, d.q_heads, d.head_dim};
+  Tensor q_chunks = Temp(q_shape, q.dtype(), stream), out_chunks = Temp(q_shape, q.dtype(), stream);
+  Tensor d_out_chunks = Temp(q_shape, q.dtype(), stream);
+  Tensor lse_chunks = Temp({2, d.batch, d.q_heads, d.chunk}, DType::kF32, stream);
+  ToChunks(q, &q_chunks, stream);
+  ToChunks(out, &out_chunks, stream);
+  ToChunks(d_out, &d_out_chunks, stream);
+  LseToChunks(lse, &lse_chunks, stream);
+  Tensor kv = KvBlock(d, k, v, stream);
+  Tensor incoming = size > 1 ? Temp(kv.shape(), kv.dtype(), stream) : Tensor();
+  Tensor d_q_chunks = Temp(q_shape, DType::kF32, stream);
+  d_q_chunks.SetZero(stream);
+  // dK/dV of a block in f32: `grads` collects this hop's share, `sending` travels to the next
+  // member, `arriving` comes from the previous one (the same block's share of the ranks before).
+  Tensor grads = Temp(kv.shape(), DType::kF32, stream);
+  Tensor sending = Temp(kv.shape(), DType::kF32, stream);
+  Tensor arriving = size > 1 ? Temp(kv.shape(), DType::kF32, stream) : Tensor();
+  std::optional<Shift> grad_shift;
+  for (int hop = 0; hop < size; ++hop) {
+    const int owner = (rank - hop + size) % size;
+    std::optional<Shift> kv_shift;
+    if (hop + 1 < size) {
+      MF_ASSIGN_OR_RETURN(kv_shift, Shift::Start(cp, kv, &incoming, kKvTag));
+    }
+    grads.SetZero(stream);
+    for (const BlockPair& pair : Pairs(size, rank, owner)) {
+      const int a = pair.q_half, b = pair.kv_half;
+      Tensor d_q_block = Part(d_q_chunks, a);
+      Tensor d_k_block = KChunk(grads, b), d_v_block = VChunk(grads, b);
+      ops::AttentionBlockBackward(Part(q_chunks, a), KChunk(kv, b), VChunk(kv, b),
+                                  Part(out_chunks, a), Part(lse_chunks, a), Part(d_out_chunks, a),
+                                  scale, pair.mask, &d_q_block, &d_k_block, &d_v_block, stream);
+      if (kv_shift.has_value()) kv_shift->Progress();
+      if (grad_shift.has_value()) grad_shift->Progress();
+    }
+    // The block's dK/dV from the ranks that held it before arrived during the computation.
+    if (grad_shift.has_value()) {
+      MF_RETURN_IF_ERROR(Finish(grad_shift, options, stream));
+      ops::Add(grads, arriving, &grads, stream);
+    }
+    MF_RETURN_IF_ERROR(Finish(kv_shift, options, stream));
+    if (hop + 1 < size) std::swap(kv, incoming);
+    std::swap(grads, sending);
+    if (size > 1) {
+      MF_ASSIGN_OR_RETURN(grad_shift, Shift::Start(cp, sending, &arriving, kGradTag));
     }
   }
-  const int32_t* qpos = positions.data<int32_t>();
-  // CP hops: compute against the visiting block, then pass it (with its dK/dV) on; the last hop
-  // brings every block home.
-  for (int hop = 0; hop < cp.size(); ++hop) {
-    float* kp = block.kv.data<float>();
-    float* vp = kp + kv_size;
-    float* dkp = vp + kv_size;
-    float* dvp = dkp + kv_size;
-    const float* kpos = block.pos.data<float>();
-    for (int64_t bi = 0; bi < b; ++bi) {
-      for (int64_t h = 0; h < hq; ++h) {
-        const int64_t kh = h / group;
-        for (int64_t i = 0; i < s; ++i) {
-          const int64_t state = (bi * hq + h) * s + i;
-          const float* qi = q.data<float>() + ((bi * s + i) * hq + h) * d;
-          const float* doi = d_out.data<float>() + ((bi * s + i) * hq + h) * d;
-          float* dqi = d_q->data<float>() + ((bi * s + i) * hq + h) * d;
-          for (int64_t j = 0; j < s; ++j) {
-            if (kpos[j] > static_cast<float>(qpos[i])) continue;
-            const int64_t kv_at = ((bi * s + j) * hkv + kh) * d;
-            float dot = 0, dp = 0;
-            for (int64_t e = 0; e < d; ++e) {
-              dot += qi[e] * kp[kv_at + e];
-              dp += doi[e] * vp[kv_at + e];
-            }
-            const float p = std::exp(dot * scale - lse.data<float>()[state]);
-            const float ds = p * (dp - delta[state]) * scale;
-            for (int64_t e = 0; e < d; ++e) {
-              dvp[kv_at + e] += p * doi[e];
-              dqi[e] += ds * kp[kv_at + e];
-              dkp[kv_at + e] += ds * qi[e];
-            }
-          }
-        }
-      }
-    }
-    MF_RETURN_IF_ERROR(PassAlong(cp, &block));
-  }
-  d_k->CopyFrom(block.kv.Slice(2, 3).Reshape(k.shape()));
-  d_v->CopyFrom(block.kv.Slice(3, 4).Reshape(v.shape()));
+  // The last shift brought this rank's own block home with every rank's share.
+  MF_RETURN_IF_ERROR(Finish(grad_shift, options, stream));
+  const Tensor& home = size > 1 ? arriving : sending;
+  FromChunks(d_q_chunks, d_q, stream);
+  FromChunks(home.Slice(0, 2), d_k, stream);
+  FromChunks(home.Slice(2, 4), d_v, stream);
   return absl::OkStatus();
 }
 

@@ -88,9 +88,9 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   saved->lse = ctx.F32({b, hq, s});
   if (mp_.cp_size() > 1) {
     auto timed = ctx.Profile(OpFamily::kAttention);
-    MF_RETURN_IF_ERROR(parallel::RingAttentionForward(saved->q, saved->k, saved->v,
-                                                      batch.positions, scale, *mp_.cp,
-                                                      &saved->out, &saved->lse));
+    MF_RETURN_IF_ERROR(parallel::RingAttentionForward(saved->q, saved->k, saved->v, scale, *mp_.cp,
+                                                      &saved->out, &saved->lse, ctx.s(),
+                                                      {ctx.profiler, ctx.layer}));
   } else {
     auto timed = ctx.Profile(OpFamily::kAttention);
     ops::AttentionForward(saved->q, saved->k, saved->v, scale, &saved->out, &saved->lse, ctx.s());
@@ -124,8 +124,8 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
   if (mp_.cp_size() > 1) {
     auto timed = ctx.Profile(OpFamily::kAttention);
     MF_RETURN_IF_ERROR(parallel::RingAttentionBackward(
-        saved.q, saved.k, saved.v, batch.positions, saved.out, saved.lse,
-        d_out.Reshape({b, s, hq, d}), scale, *mp_.cp, &d_q, &d_k, &d_v));
+        saved.q, saved.k, saved.v, saved.out, saved.lse, d_out.Reshape({b, s, hq, d}), scale,
+        *mp_.cp, &d_q, &d_k, &d_v, ctx.s(), {ctx.profiler, ctx.layer}));
   } else {
     auto timed = ctx.Profile(OpFamily::kAttention);
     ops::AttentionBackward(saved.q, saved.k, saved.v, saved.out, saved.lse,

@@ -1,7 +1,8 @@
-// Causal GQA attention on the GPU: argument checks as the CPU reference, then the backend that
-// SetAttentionBackend selects. kAuto: cuDNN's fused SDPA where its graphs take the call, else the
-// flash kernels where they apply, else the row kernels; a cuDNN failure prints one line per reason
-// and that call, like every later one cuDNN has failed for, runs our kernels.
+// GQA attention on the GPU: argument checks as the CPU reference, then the backend that
+// SetAttentionBackend selects. The causal single-sequence op under kAuto: cuDNN's fused SDPA where
+// its graphs take the call, else the flash kernels where they apply, else the row kernels; a cuDNN
+// failure prints one line per reason and that call, like every later one cuDNN has failed for, runs
+// our kernels. The block ops (context parallelism) run the flash or the row kernels.
 #include "ops/attention.h"
 
 #include <cstdint>
@@ -33,8 +34,32 @@ AttentionDims CheckQkv(const Tensor& q, const Tensor& k, const Tensor& v, const 
   }
   MF_CHECK(d.kv_heads > 0 && d.q_heads % d.kv_heads == 0)
       << op << ": query heads " << d.q_heads << " must be a multiple of KV heads " << d.kv_heads;
-  const bool flash = FlashAttentionSupports(d, q.dtype());
+  const bool flash = FlashAttentionSupports(CausalBlock(d), q.dtype());
   MF_CHECK(flash || d.head_dim <= kRowAttentionMaxHeadDim)
+      << op << ": head dim " << d.head_dim << " > " << kRowAttentionMaxHeadDim
+      << " is not supported on the GPU";
+  return d;
+}
+
+// The block ops' arguments: k and v (B, Skv, Hkv, D) of q's dtype; a causal block is square.
+AttentionBlockDims CheckBlock(const Tensor& q, const Tensor& k, const Tensor& v, AttentionMask mask,
+                              const Stream& stream, const char* op) {
+  const Device dev = q.device();
+  CheckStream(stream, dev, op);
+  CheckActivation(q, dev, op, "q");
+  CheckRank(q, 4, op, "q");
+  CheckRank(k, 4, op, "k");
+  const AttentionBlockDims d{
+      q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(2), q.dim(3), mask == AttentionMask::kCausal};
+  for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&k, "k"}, {&v, "v"}}) {
+    CheckIn(*t, dev, q.dtype(), {d.batch, d.kv_seq, d.kv_heads, d.head_dim}, op, name);
+  }
+  MF_CHECK(d.kv_heads > 0 && d.q_heads % d.kv_heads == 0)
+      << op << ": query heads " << d.q_heads << " must be a multiple of KV heads " << d.kv_heads;
+  MF_CHECK(!d.causal || d.q_seq == d.kv_seq)
+      << op << ": a causal block is a diagonal block, query length " << d.q_seq << " != key length "
+      << d.kv_seq;
+  MF_CHECK(FlashAttentionSupports(d, q.dtype()) || d.head_dim <= kRowAttentionMaxHeadDim)
       << op << ": head dim " << d.head_dim << " > " << kRowAttentionMaxHeadDim
       << " is not supported on the GPU";
   return d;
@@ -49,7 +74,7 @@ bool Aligned(std::initializer_list<const Tensor*> tensors) {
   return true;
 }
 
-bool UseFlash(AttentionBackend backend, const AttentionDims& d,
+bool UseFlash(AttentionBackend backend, const AttentionBlockDims& d,
               std::initializer_list<const Tensor*> tensors) {
   return backend != AttentionBackend::kRows &&
          FlashAttentionSupports(d, (*tensors.begin())->dtype()) && Aligned(tensors);
@@ -92,15 +117,15 @@ void AttentionForward(const Tensor& q, const Tensor& k, const Tensor& v, float s
   CheckOut(lse, q.device(), DType::kF32, {d.batch, d.q_heads, d.seq}, kOp, "lse");
   if (d.batch * d.seq * d.q_heads == 0) return;
   const AttentionBackend backend = GetAttentionBackend();
-  const bool flash = UseFlash(backend, d, {&q, &k, &v, out});
+  const bool flash = UseFlash(backend, CausalBlock(d), {&q, &k, &v, out});
   if (TryCudnn(backend, d, q.dtype(), {&q, &k, &v, out, lse}, kOp) &&
       CudnnRan(CudnnAttentionForward(d, q, k, v, scale, out, lse, stream), backend, flash, kOp)) {
     return;
   }
   if (flash) {
-    FlashAttentionForward(d, q, k, v, scale, out, lse, stream);
+    FlashAttentionForward(CausalBlock(d), q, k, v, scale, out, lse, stream);
   } else {
-    RowAttentionForward(d, q, k, v, scale, out, lse, stream);
+    RowAttentionForward(CausalBlock(d), q, k, v, scale, out, lse, stream);
   }
 }
 
@@ -119,16 +144,57 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   CheckOut(d_v, q.device(), q.dtype(), v.shape(), kOp, "d_v");
   if (d.batch * d.seq * d.q_heads == 0) return;
   const AttentionBackend backend = GetAttentionBackend();
-  const bool flash = UseFlash(backend, d, {&q, &k, &v, &out, &d_out, d_q, d_k, d_v});
+  const bool flash = UseFlash(backend, CausalBlock(d), {&q, &k, &v, &out, &d_out, d_q, d_k, d_v});
   if (TryCudnn(backend, d, q.dtype(), {&q, &k, &v, &out, &lse, &d_out, d_q, d_k, d_v}, kOp) &&
       CudnnRan(CudnnAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream),
                backend, flash, kOp)) {
     return;
   }
   if (flash) {
-    FlashAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
+    FlashAttentionBackward(CausalBlock(d), q, k, v, out, lse, d_out, scale, false, d_q, d_k, d_v,
+                           stream);
   } else {
-    RowAttentionBackward(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
+    RowAttentionBackward(CausalBlock(d), q, k, v, out, lse, d_out, scale, false, d_q, d_k, d_v,
+                         stream);
+  }
+}
+
+void AttentionBlockForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                           AttentionMask mask, Tensor* out, Tensor* lse, Stream& stream) {
+  constexpr const char* kOp = "AttentionBlockForward";
+  const AttentionBlockDims d = CheckBlock(q, k, v, mask, stream, kOp);
+  MF_CHECK(out != nullptr) << kOp << ": output out is null";
+  MF_CHECK(out->dtype() == q.dtype() || out->dtype() == DType::kF32)
+      << kOp << ": out must be f32 or q's dtype " << DTypeName(q.dtype()) << ", got "
+      << out->DebugString();
+  CheckOut(out, q.device(), out->dtype(), q.shape(), kOp, "out");
+  CheckOut(lse, q.device(), DType::kF32, {d.batch, d.q_heads, d.q_seq}, kOp, "lse");
+  if (d.batch * d.q_seq * d.q_heads == 0) return;
+  if (UseFlash(GetAttentionBackend(), d, {&q, &k, &v, out})) {
+    FlashAttentionForward(d, q, k, v, scale, out, lse, stream);
+  } else {
+    RowAttentionForward(d, q, k, v, scale, out, lse, stream);
+  }
+}
+
+void AttentionBlockBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                            const Tensor& lse, const Tensor& d_out, float scale, AttentionMask mask,
+                            Tensor* d_q, Tensor* d_k, Tensor* d_v, Stream& stream) {
+  constexpr const char* kOp = "AttentionBlockBackward";
+  const AttentionBlockDims d = CheckBlock(q, k, v, mask, stream, kOp);
+  for (const auto& [t, name] :
+       {std::pair<const Tensor*, const char*>{&out, "out"}, {&d_out, "d_out"}}) {
+    CheckIn(*t, q.device(), q.dtype(), q.shape(), kOp, name);
+  }
+  CheckIn(lse, q.device(), DType::kF32, {d.batch, d.q_heads, d.q_seq}, kOp, "lse");
+  CheckOut(d_q, q.device(), DType::kF32, q.shape(), kOp, "d_q");
+  CheckOut(d_k, q.device(), DType::kF32, k.shape(), kOp, "d_k");
+  CheckOut(d_v, q.device(), DType::kF32, v.shape(), kOp, "d_v");
+  if (d.batch * d.q_seq * d.q_heads == 0) return;
+  if (UseFlash(GetAttentionBackend(), d, {&q, &k, &v, &out, &d_out, d_q, d_k, d_v})) {
+    FlashAttentionBackward(d, q, k, v, out, lse, d_out, scale, true, d_q, d_k, d_v, stream);
+  } else {
+    RowAttentionBackward(d, q, k, v, out, lse, d_out, scale, true, d_q, d_k, d_v, stream);
   }
 }
 

@@ -1,10 +1,13 @@
 // Flash attention (FlashAttention-2 schedule) on the tensor cores: bf16 mma.sync.m16n8k16 with f32
 // accumulators, fragments loaded by ldmatrix from padded shared tiles (row stride D + 8 halves:
-// conflict-free). Forward: a CTA of 4 warps owns 64 query rows (16 per warp) and streams 64-key
+// conflict-free). A query block (Sq rows) attends to a key/value block (Skv rows), causal (Sq ==
+// Skv) or full. Forward: a CTA of 4 warps owns 64 query rows (16 per warp) and streams 64-key
 // tiles with an online softmax in the log2 domain; P goes from accumulators to A fragments in
-// registers. Backward: a CTA owns 64 keys of one KV head, loops over the group's query heads and
-// 32-query tiles (causal: from the diagonal on), keeps dK/dV in registers (no atomics), and adds
-// dQ = dS·K into an f32 buffer with atomics, scaled and rounded to bf16 at the end.
+// registers; out is stored as bf16 or, for the block op's partials, f32. Backward: a CTA owns 64
+// keys of one KV head, loops over the group's query heads and 32-query tiles (causal: from the
+// diagonal on), keeps dK/dV in registers (no atomics), and adds dQ = dS·K into an f32 buffer with
+// atomics. The single-sequence op rounds dQ (scaled at the end) and dK/dV to bf16; the block op
+// adds them into its f32 gradients (dQ scaled before the atomics, straight into d_q).
 #include <cuda_bf16.h>
 
 #include "ops/cuda/attention_kernels.h"
@@ -22,7 +25,8 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 struct FlashParams {
-  int seq, q_heads, kv_heads, group;
+  int q_seq, kv_seq, q_heads, kv_heads, group;
+  bool causal;
   float scale;
 };
 
@@ -105,9 +109,18 @@ constexpr int ForwardSharedBytes() {
   return (kBlockQ + 2 * kBlockKv) * (D + kPad) * 2;
 }
 
-template <int D>
+// Two adjacent output columns of a row.
+__device__ __forceinline__ void StorePair(bf16* p, float lo, float hi) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(lo, hi);
+}
+__device__ __forceinline__ void StorePair(float* p, float lo, float hi) {
+  *reinterpret_cast<float2*>(p) = make_float2(lo, hi);
+}
+
+// OutT: bf16, or f32 for the block op's unrounded partial.
+template <int D, typename OutT>
 __global__ void __launch_bounds__(kThreads)
-    FlashForwardKernel(const bf16* q, const bf16* k, const bf16* v, FlashParams p, bf16* out,
+    FlashForwardKernel(const bf16* q, const bf16* k, const bf16* v, FlashParams p, OutT* out,
                        float* lse) {
   constexpr int ld = D + kPad;
   extern __shared__ __align__(16) unsigned char shared[];
@@ -120,7 +133,8 @@ __global__ void __launch_bounds__(kThreads)
   const int g = lane >> 2, t = lane & 3;
   const int64_t q_stride = int64_t{p.q_heads} * D, kv_stride = int64_t{p.kv_heads} * D;
 
-  LoadTile<D>(qs, q + ((int64_t{b} * p.seq + qt * kBlockQ) * p.q_heads + h) * D, q_stride, kBlockQ);
+  LoadTile<D>(qs, q + ((int64_t{b} * p.q_seq + qt * kBlockQ) * p.q_heads + h) * D, q_stride,
+              kBlockQ);
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
@@ -132,9 +146,11 @@ __global__ void __launch_bounds__(kThreads)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float scale_log2 = p.scale * kLog2e;
 
-  for (int kt = 0; kt <= qt; ++kt) {
+  // Causal: key tiles up to the diagonal (Sq == Skv); full: every key tile.
+  const int kt_end = p.causal ? qt + 1 : p.kv_seq / kBlockKv;
+  for (int kt = 0; kt < kt_end; ++kt) {
     __syncthreads();  // the previous tile is no longer read
-    const int64_t kv_row = (int64_t{b} * p.seq + kt * kBlockKv) * p.kv_heads + kvh;
+    const int64_t kv_row = (int64_t{b} * p.kv_seq + kt * kBlockKv) * p.kv_heads + kvh;
     LoadTile<D>(ks, k + kv_row * D, kv_stride, kBlockKv);
     LoadTile<D>(vs, v + kv_row * D, kv_stride, kBlockKv);
     __syncthreads();
@@ -152,7 +168,8 @@ __global__ void __launch_bounds__(kThreads)
         Mma(s[2 * np + 1], qf[kk], r[2], r[3]);
       }
     }
-    // Scale into the log2 domain, mask above the diagonal, online softmax per row (g, g + 8).
+    // Scale into the log2 domain, mask above the diagonal (causal), online softmax per row (g,
+    // g + 8).
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < kBlockKv / 8; ++nt) {
@@ -160,7 +177,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) {
         const int row = warp * 16 + g + (e >> 1) * 8, col = nt * 8 + 2 * t + (e & 1);
         float x = s[nt][e] * scale_log2;
-        if (kt == qt && col > row) x = -INFINITY;
+        if (p.causal && kt == qt && col > row) x = -INFINITY;
         s[nt][e] = x;
         mx[e >> 1] = fmaxf(mx[e >> 1], x);
       }
@@ -168,7 +185,8 @@ __global__ void __launch_bounds__(kThreads)
     float correction[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float m_new = fmaxf(m[r], QuadMax(mx[r]));  // finite: key 0 of a row is never masked
+      // Finite: key 0 of a row is never masked (causal), nothing is (full).
+      const float m_new = fmaxf(m[r], QuadMax(mx[r]));
       correction[r] = exp2f(m[r] - m_new);
       m[r] = m_new;
       l[r] *= correction[r];
@@ -208,15 +226,14 @@ __global__ void __launch_bounds__(kThreads)
   for (int r = 0; r < 2; ++r) {
     const float total = QuadSum(l[r]);
     const int s_idx = qt * kBlockQ + warp * 16 + g + r * 8;
-    bf16* og = out + ((int64_t{b} * p.seq + s_idx) * p.q_heads + h) * D;
+    OutT* og = out + ((int64_t{b} * p.q_seq + s_idx) * p.q_heads + h) * D;
     const float inv = 1.0f / total;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt) {
-      *reinterpret_cast<__nv_bfloat162*>(og + dt * 8 + 2 * t) =
-          __floats2bfloat162_rn(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+      StorePair(og + dt * 8 + 2 * t, o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
     }
     if (t == 0) {
-      lse[(int64_t{b} * p.q_heads + h) * p.seq + s_idx] = (m[r] + log2f(total)) * kLn2;
+      lse[(int64_t{b} * p.q_heads + h) * p.q_seq + s_idx] = (m[r] + log2f(total)) * kLn2;
     }
   }
 }
@@ -228,9 +245,9 @@ __global__ void DeltaKernel(const bf16* out, const bf16* d_out, FlashParams p, i
   const int64_t row = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
-  const int64_t s = row % p.seq, h = (row / p.seq) % p.q_heads,
-                b = row / (int64_t{p.seq} * p.q_heads);
-  const int64_t off = ((b * p.seq + s) * p.q_heads + h) * D;
+  const int64_t s = row % p.q_seq, h = (row / p.q_seq) % p.q_heads,
+                b = row / (int64_t{p.q_seq} * p.q_heads);
+  const int64_t off = ((b * p.q_seq + s) * p.q_heads + h) * D;
   float sum = 0.0f;
   for (int c = lane; c < D; c += 32) sum += ToF32(out[off + c]) * ToF32(d_out[off + c]);
   sum = WarpSum(sum);
@@ -243,11 +260,19 @@ constexpr int BackwardSharedBytes() {
          2 * kBwdBlockQ * 4;
 }
 
-template <int D>
+// dK and dV of a thread's two adjacent columns: rounded to bf16 (overwritten), or added to f32.
+__device__ __forceinline__ void PutGradPair(bf16* p, float lo, float hi) { StorePair(p, lo, hi); }
+__device__ __forceinline__ void PutGradPair(float* p, float lo, float hi) {
+  const float2 old = *reinterpret_cast<const float2*>(p);
+  *reinterpret_cast<float2*>(p) = make_float2(old.x + lo, old.y + hi);
+}
+
+// GradT: bf16 (dK/dV overwritten) or f32 (added to). dQ·dq_scale is added to dq_accum.
+template <int D, typename GradT>
 __global__ void __launch_bounds__(kThreads)
     FlashBackwardKernel(const bf16* q, const bf16* k, const bf16* v, const bf16* d_out,
-                        const float* lse, const float* delta, FlashParams p, float* dq_accum,
-                        bf16* d_k, bf16* d_v) {
+                        const float* lse, const float* delta, FlashParams p, float dq_scale,
+                        float* dq_accum, GradT* d_k, GradT* d_v) {
   constexpr int ld = D + kPad, ld_ds = kBlockKv + kPad, kDqCols = D / 4;
   extern __shared__ __align__(16) unsigned char shared[];
   bf16* ks = reinterpret_cast<bf16*>(shared);
@@ -261,7 +286,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   const int64_t q_stride = int64_t{p.q_heads} * D, kv_stride = int64_t{p.kv_heads} * D;
-  const int64_t kv_row = (int64_t{b} * p.seq + kt * kBlockKv) * p.kv_heads + kvh;
+  const int64_t kv_row = (int64_t{b} * p.kv_seq + kt * kBlockKv) * p.kv_heads + kvh;
   LoadTile<D>(ks, k + kv_row * D, kv_stride, kBlockKv);
   LoadTile<D>(vs, v + kv_row * D, kv_stride, kBlockKv);
 
@@ -273,13 +298,14 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float scale_log2 = p.scale * kLog2e;
   for (int h = kvh * p.group; h < (kvh + 1) * p.group; ++h) {
-    for (int qt = kt * kBlockKv / kBwdBlockQ; qt < p.seq / kBwdBlockQ; ++qt) {
+    // Causal: the query tiles from the diagonal on (Sq == Skv); full: all of them.
+    for (int qt = p.causal ? kt * kBlockKv / kBwdBlockQ : 0; qt < p.q_seq / kBwdBlockQ; ++qt) {
       __syncthreads();  // the previous iteration's tiles (and dS) are no longer read
-      const int64_t q_row = (int64_t{b} * p.seq + qt * kBwdBlockQ) * p.q_heads + h;
+      const int64_t q_row = (int64_t{b} * p.q_seq + qt * kBwdBlockQ) * p.q_heads + h;
       LoadTile<D>(qs, q + q_row * D, q_stride, kBwdBlockQ);
       LoadTile<D>(dos, d_out + q_row * D, q_stride, kBwdBlockQ);
       if (threadIdx.x < kBwdBlockQ) {
-        const int64_t stat = (int64_t{b} * p.q_heads + h) * p.seq + qt * kBwdBlockQ + threadIdx.x;
+        const int64_t stat = (int64_t{b} * p.q_heads + h) * p.q_seq + qt * kBwdBlockQ + threadIdx.x;
         lse_s[threadIdx.x] = lse[stat] * kLog2e;
         delta_s[threadIdx.x] = delta[stat];
       }
@@ -308,15 +334,16 @@ __global__ void __launch_bounds__(kThreads)
           Mma(dpt[2 * np + 1], av, r[2], r[3]);
         }
       }
-      // P = exp(scale·s − lse) (0 above the diagonal) and dS = P·(dP − Δ), in place.
+      // P = exp(scale·s − lse) (0 above the diagonal when causal) and dS = P·(dP − Δ), in place.
 #pragma unroll
       for (int nt = 0; nt < kBwdBlockQ / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int key = kt * kBlockKv + warp * 16 + g + (e >> 1) * 8;
           const int col = nt * 8 + 2 * t + (e & 1);
-          const float pe =
-              key > qt * kBwdBlockQ + col ? 0.0f : exp2f(st[nt][e] * scale_log2 - lse_s[col]);
+          const float pe = p.causal && key > qt * kBwdBlockQ + col
+                               ? 0.0f
+                               : exp2f(st[nt][e] * scale_log2 - lse_s[col]);
           st[nt][e] = pe;
           dpt[nt][e] = pe * (dpt[nt][e] - delta_s[col]);
         }
@@ -376,7 +403,8 @@ __global__ void __launch_bounds__(kThreads)
           for (int e = 0; e < 4; ++e) {
             const int row = qt * kBwdBlockQ + mt * 16 + g + (e >> 1) * 8;
             const int col = warp * kDqCols + nt * 8 + 2 * t + (e & 1);
-            atomicAdd(dq_accum + ((int64_t{b} * p.seq + row) * p.q_heads + h) * D + col, dq[nt][e]);
+            atomicAdd(dq_accum + ((int64_t{b} * p.q_seq + row) * p.q_heads + h) * D + col,
+                      dq[nt][e] * dq_scale);
           }
         }
       }
@@ -385,14 +413,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int key = kt * kBlockKv + warp * 16 + g + r * 8;
-    const int64_t off = ((int64_t{b} * p.seq + key) * p.kv_heads + kvh) * D;
+    const int64_t off = ((int64_t{b} * p.kv_seq + key) * p.kv_heads + kvh) * D;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt) {
       const int col = dt * 8 + 2 * t;
-      *reinterpret_cast<__nv_bfloat162*>(d_k + off + col) =
-          __floats2bfloat162_rn(dk[dt][2 * r] * p.scale, dk[dt][2 * r + 1] * p.scale);
-      *reinterpret_cast<__nv_bfloat162*>(d_v + off + col) =
-          __floats2bfloat162_rn(dv[dt][2 * r], dv[dt][2 * r + 1]);
+      PutGradPair(d_k + off + col, dk[dt][2 * r] * p.scale, dk[dt][2 * r + 1] * p.scale);
+      PutGradPair(d_v + off + col, dv[dt][2 * r], dv[dt][2 * r + 1]);
     }
   }
 }
@@ -404,46 +430,65 @@ __global__ void ScaleToBf16(const float* src, float scale, int64_t n, bf16* dst)
   }
 }
 
-FlashParams Params(const AttentionDims& d, float scale) {
-  return FlashParams{static_cast<int>(d.seq), static_cast<int>(d.q_heads),
-                     static_cast<int>(d.kv_heads), static_cast<int>(d.q_heads / d.kv_heads), scale};
+FlashParams Params(const AttentionBlockDims& d, float scale) {
+  FlashParams p;
+  p.q_seq = static_cast<int>(d.q_seq);
+  p.kv_seq = static_cast<int>(d.kv_seq);
+  p.q_heads = static_cast<int>(d.q_heads);
+  p.kv_heads = static_cast<int>(d.kv_heads);
+  p.group = static_cast<int>(d.q_heads / d.kv_heads);
+  p.causal = d.causal;
+  p.scale = scale;
+  return p;
 }
 
-template <int D>
-void Forward(const AttentionDims& d, const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-             Tensor* out, Tensor* lse, const Stream& stream) {
+template <int D, typename OutT>
+void Forward(const AttentionBlockDims& d, const Tensor& q, const Tensor& k, const Tensor& v,
+             float scale, Tensor* out, Tensor* lse, const Stream& stream) {
   constexpr int kBytes = ForwardSharedBytes<D>();
-  MF_CUDA_CHECK(cudaFuncSetAttribute(FlashForwardKernel<D>,
+  MF_CUDA_CHECK(cudaFuncSetAttribute(FlashForwardKernel<D, OutT>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  const dim3 grid(static_cast<unsigned>(d.seq / kBlockQ), static_cast<unsigned>(d.q_heads),
+  const dim3 grid(static_cast<unsigned>(d.q_seq / kBlockQ), static_cast<unsigned>(d.q_heads),
                   static_cast<unsigned>(d.batch));
-  FlashForwardKernel<D><<<grid, kThreads, kBytes, Native(stream)>>>(
-      q.data<bf16>(), k.data<bf16>(), v.data<bf16>(), Params(d, scale), out->data<bf16>(),
+  FlashForwardKernel<D, OutT><<<grid, kThreads, kBytes, Native(stream)>>>(
+      q.data<bf16>(), k.data<bf16>(), v.data<bf16>(), Params(d, scale), out->data<OutT>(),
       lse->data<float>());
   MF_CUDA_CHECK_LAUNCH();
 }
 
+// `accumulate`: d_q, d_k, d_v are f32 and the block's gradients are added to them (dQ straight
+// into d_q, scaled before the atomics); else bf16, overwritten (dQ through a zeroed f32 scratch,
+// scaled and rounded at the end).
 template <int D>
-void Backward(const AttentionDims& d, const Tensor& q, const Tensor& k, const Tensor& v,
-              const Tensor& out, const Tensor& lse, const Tensor& d_out, float scale, Tensor* d_q,
-              Tensor* d_k, Tensor* d_v, const Stream& stream) {
+void Backward(const AttentionBlockDims& d, const Tensor& q, const Tensor& k, const Tensor& v,
+              const Tensor& out, const Tensor& lse, const Tensor& d_out, float scale,
+              bool accumulate, Tensor* d_q, Tensor* d_k, Tensor* d_v, const Stream& stream) {
   const FlashParams p = Params(d, scale);
   const cudaStream_t s = Native(stream);
-  const int64_t rows = d.batch * d.q_heads * d.seq;
+  const int64_t rows = d.batch * d.q_heads * d.q_seq;
   Tensor delta = Scratch({rows}, DType::kF32, stream);
   DeltaKernel<D><<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, s>>>(
       out.data<bf16>(), d_out.data<bf16>(), p, rows, delta.data<float>());
   MF_CUDA_CHECK_LAUNCH();
+  constexpr int kBytes = BackwardSharedBytes<D>();
+  const dim3 grid(static_cast<unsigned>(d.kv_seq / kBlockKv), static_cast<unsigned>(d.kv_heads),
+                  static_cast<unsigned>(d.batch));
+  if (accumulate) {
+    MF_CUDA_CHECK(cudaFuncSetAttribute(FlashBackwardKernel<D, float>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
+    FlashBackwardKernel<D, float><<<grid, kThreads, kBytes, s>>>(
+        q.data<bf16>(), k.data<bf16>(), v.data<bf16>(), d_out.data<bf16>(), lse.data<float>(),
+        delta.data<float>(), p, scale, d_q->data<float>(), d_k->data<float>(), d_v->data<float>());
+    MF_CUDA_CHECK_LAUNCH();
+    return;
+  }
   Tensor dq_accum = Scratch(q.shape(), DType::kF32, stream);
   dq_accum.SetZero(stream);
-  constexpr int kBytes = BackwardSharedBytes<D>();
-  MF_CUDA_CHECK(cudaFuncSetAttribute(FlashBackwardKernel<D>,
+  MF_CUDA_CHECK(cudaFuncSetAttribute(FlashBackwardKernel<D, bf16>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  const dim3 grid(static_cast<unsigned>(d.seq / kBlockKv), static_cast<unsigned>(d.kv_heads),
-                  static_cast<unsigned>(d.batch));
-  FlashBackwardKernel<D><<<grid, kThreads, kBytes, s>>>(
+  FlashBackwardKernel<D, bf16><<<grid, kThreads, kBytes, s>>>(
       q.data<bf16>(), k.data<bf16>(), v.data<bf16>(), d_out.data<bf16>(), lse.data<float>(),
-      delta.data<float>(), p, dq_accum.data<float>(), d_k->data<bf16>(), d_v->data<bf16>());
+      delta.data<float>(), p, 1.0f, dq_accum.data<float>(), d_k->data<bf16>(), d_v->data<bf16>());
   MF_CUDA_CHECK_LAUNCH();
   const int64_t n = q.numel();
   ScaleToBf16<<<DeviceGrid(n, 256, 256, stream), 256, 0, s>>>(dq_accum.data<float>(), scale, n,
@@ -453,27 +498,35 @@ void Backward(const AttentionDims& d, const Tensor& q, const Tensor& k, const Te
 
 }  // namespace
 
-bool FlashAttentionSupports(const AttentionDims& d, DType dtype) {
-  return dtype == DType::kBF16 && (d.head_dim == 64 || d.head_dim == 128) && d.seq > 0 &&
-         d.seq % kBlockKv == 0 && d.seq <= (int64_t{1} << 30) && d.q_heads <= 65535 &&
+bool FlashAttentionSupports(const AttentionBlockDims& d, DType dtype) {
+  const auto tiles = [](int64_t seq) {
+    return seq > 0 && seq % kBlockKv == 0 && seq <= (int64_t{1} << 30);
+  };
+  return dtype == DType::kBF16 && (d.head_dim == 64 || d.head_dim == 128) && tiles(d.q_seq) &&
+         tiles(d.kv_seq) && (!d.causal || d.q_seq == d.kv_seq) && d.q_heads <= 65535 &&
          d.batch <= 65535;
 }
 
-void FlashAttentionForward(const AttentionDims& d, const Tensor& q, const Tensor& k,
+void FlashAttentionForward(const AttentionBlockDims& d, const Tensor& q, const Tensor& k,
                            const Tensor& v, float scale, Tensor* out, Tensor* lse,
                            const Stream& stream) {
-  if (d.head_dim == 64) return Forward<64>(d, q, k, v, scale, out, lse, stream);
-  Forward<128>(d, q, k, v, scale, out, lse, stream);
+  const bool f32_out = out->dtype() == DType::kF32;
+  if (d.head_dim == 64) {
+    return f32_out ? Forward<64, float>(d, q, k, v, scale, out, lse, stream)
+                   : Forward<64, bf16>(d, q, k, v, scale, out, lse, stream);
+  }
+  return f32_out ? Forward<128, float>(d, q, k, v, scale, out, lse, stream)
+                 : Forward<128, bf16>(d, q, k, v, scale, out, lse, stream);
 }
 
-void FlashAttentionBackward(const AttentionDims& d, const Tensor& q, const Tensor& k,
+void FlashAttentionBackward(const AttentionBlockDims& d, const Tensor& q, const Tensor& k,
                             const Tensor& v, const Tensor& out, const Tensor& lse,
-                            const Tensor& d_out, float scale, Tensor* d_q, Tensor* d_k, Tensor* d_v,
-                            const Stream& stream) {
+                            const Tensor& d_out, float scale, bool accumulate, Tensor* d_q,
+                            Tensor* d_k, Tensor* d_v, const Stream& stream) {
   if (d.head_dim == 64) {
-    return Backward<64>(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
+    return Backward<64>(d, q, k, v, out, lse, d_out, scale, accumulate, d_q, d_k, d_v, stream);
   }
-  Backward<128>(d, q, k, v, out, lse, d_out, scale, d_q, d_k, d_v, stream);
+  Backward<128>(d, q, k, v, out, lse, d_out, scale, accumulate, d_q, d_k, d_v, stream);
 }
 
 }  // namespace moefold::ops::cuda

@@ -17,6 +17,7 @@
 #include "core/stream.h"
 #include "core/tensor.h"
 #include "ops/adamw.h"
+#include "ops/attention.h"
 #include "ops/quant.h"
 #include "ops/router.h"
 
@@ -74,6 +75,17 @@ void AttentionBackward(const Tensor& q, const Tensor& k, const Tensor& v, const 
 absl::Status CudnnAttentionAvailable(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
                                      int64_t head_dim, DType dtype, const Device& device);
 absl::StatusOr<std::string> CudnnVersion();
+// The block ops (context parallelism): the flash kernels where they apply (bf16, head dim 64 or
+// 128, Sq and Skv % 64 == 0, unless kRows is selected), else the row kernels; never cuDNN.
+void AttentionBlockForward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                           AttentionMask mask, Tensor* out, Tensor* lse, Stream& stream);
+void AttentionBlockBackward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                            const Tensor& lse, const Tensor& d_out, float scale, AttentionMask mask,
+                            Tensor* d_q, Tensor* d_k, Tensor* d_v, Stream& stream);
+// attention_merge.cu
+void AttentionMerge(const Tensor& out_a, const Tensor& lse_a, const Tensor& out_b,
+                    const Tensor& lse_b, Tensor* out, Tensor* lse, Stream& stream);
+void SwapLeadingDims(const Tensor& x, Tensor* out, Stream& stream);
 
 // activation.cu
 void SwiGluForward(const Tensor& gate_up, Tensor* out, Stream& stream);
