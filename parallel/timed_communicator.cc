@@ -9,6 +9,10 @@ namespace {
 
 using Clock = CommTimeline::Clock;
 
+// Calls timed with events between two Takes; beyond, a call's exposure is its host time (the
+// bound keeps a caller that never takes from holding ever more device events).
+constexpr size_t kMaxSections = size_t{1} << 16;
+
 class TimedWork final : public Work {
  public:
   TimedWork(std::unique_ptr<Work> inner, std::shared_ptr<CommTimeline> timeline, std::string kind,
@@ -62,7 +66,7 @@ void CommTimeline::Blocked(const std::string& kind, const std::function<void()>&
   const Clock::time_point begin = Clock::now();
   // Indices, not references: the pool may grow while `call` runs.
   const size_t slot = used_;
-  bool timed = status_.ok();
+  bool timed = status_.ok() && slot < kMaxSections;
   if (timed && slot == pool_.size()) {
     absl::StatusOr<Event> start = Event::Create(compute_.device(), /*timing=*/true);
     absl::StatusOr<Event> end =
@@ -80,11 +84,14 @@ void CommTimeline::Blocked(const std::string& kind, const std::function<void()>&
     timed = status_.ok();
   }
   call();
+  const Clock::time_point end = Clock::now();
   if (timed) {
     status_ = pool_[slot].second.Record(compute_);
     if (status_.ok()) sections_.push_back({kind, slot});
+  } else if (slot >= kMaxSections) {
+    host_exposed_s_[kind] += std::chrono::duration<double>(end - begin).count();
   }
-  intervals_[kind].emplace_back(begin, Clock::now());
+  intervals_[kind].emplace_back(begin, end);
 }
 
 void CommTimeline::InFlight(const std::string& kind, Clock::time_point issued,
@@ -135,7 +142,9 @@ absl::StatusOr<CommTimes> CommTimeline::Take() {
     times[kind].total_s = total;
   }
   for (const auto& [kind, n] : ops_) times[kind].ops = n;
+  for (const auto& [kind, seconds] : host_exposed_s_) times[kind].exposed_s += seconds;
   intervals_.clear();
+  host_exposed_s_.clear();
   ops_.clear();
   sections_.clear();
   used_ = 0;

@@ -66,9 +66,10 @@ class CommTimeline {
   Stream compute_;
   std::map<std::string, std::vector<std::pair<Clock::time_point, Clock::time_point>>> intervals_;
   std::map<std::string, int64_t> ops_;
-  std::vector<Section> sections_;              // this step's blocked calls
-  std::vector<std::pair<Event, Event>> pool_;  // events for reuse
-  size_t used_ = 0;                            // pool_[0, used_) belong to sections_
+  std::vector<Section> sections_;                 // this step's blocked calls
+  std::map<std::string, double> host_exposed_s_;  // calls beyond the events' bound
+  std::vector<std::pair<Event, Event>> pool_;     // events for reuse
+  size_t used_ = 0;                               // pool_[0, used_) belong to sections_
   absl::Status status_;
 };
 

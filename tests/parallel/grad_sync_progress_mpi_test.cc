@@ -46,7 +46,8 @@ TEST(GradSyncProgressTest, ABucketLaunchedEarlyCompletesThroughProgressAlone) {
   std::this_thread::sleep_for(std::chrono::milliseconds(60));
   ASSERT_OK(sync.MarkReady(0, 2));
   ASSERT_OK(sync.Finish());
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const float sum = static_cast<float>(size * (size + 1) / 2);
   for (int64_t i = 0; i < buffers[0].grads.numel(); ++i) ASSERT_EQ(g[i], sum) << i;
 
@@ -56,7 +57,7 @@ TEST(GradSyncProgressTest, ABucketLaunchedEarlyCompletesThroughProgressAlone) {
   EXPECT_EQ(time.ops, 3);
   // The 60 ms of compute after the head's bucket completed (observed by the polls) and before the
   // other buckets launched are in neither figure.
-  EXPECT_LT(time.exposed_s, time.total_s);
+  EXPECT_LE(time.exposed_s, time.total_s);
   EXPECT_LT(time.total_s, wall - 0.055);
 }
 

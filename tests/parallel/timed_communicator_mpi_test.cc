@@ -1,6 +1,7 @@
 // The communication timing decorator on MPI (2 and 4 ranks): a peer that joins late makes the wait
-// exposed; computation between issue and wait hides it; ops in flight together count once; kinds
-// are kept apart; each Take starts a new record; errors and every op pass through.
+// exposed; computation between issue and wait hides it; time after an observed completion is not
+// communication; ops in flight together count once; kinds are kept apart; each Take starts a new
+// record; errors and every op pass through.
 #include <chrono>
 #include <thread>
 
@@ -18,8 +19,7 @@ void Sleep(int ms) { std::this_thread::sleep_for(milliseconds(ms)); }
 
 struct Timed {
   std::shared_ptr<CommTimeline> timeline = std::make_shared<CommTimeline>(CpuStream());
-  TimedCommunicator comm{std::make_unique<MpiCommunicator>(MpiCommunicator::World("dp")),
-                         timeline};
+  TimedCommunicator comm{std::make_unique<MpiCommunicator>(MpiCommunicator::World("dp")), timeline};
   CommTime Take(const std::string& kind = "dp") {
     auto times = timeline->Take();
     MF_CHECK(times.ok()) << times.status();
@@ -31,8 +31,8 @@ TEST(TimedCommunicatorTest, APeerThatJoinsLateMakesTheWaitExposed) {
   Timed t;
   ASSERT_OK(WaitFor(t.comm.Barrier({})));
   t.Take();
-  // Every rank but 0 computes 80 ms before joining; rank 0 waits for them at once.
-  if (t.comm.rank() != 0) Sleep(80);
+  // Every rank but 0 computes 150 ms before joining; rank 0 waits for them at once.
+  if (t.comm.rank() != 0) Sleep(150);
   Tensor x = Tensor::FromVector({1.0f}, {1});
   ASSERT_OK(WaitFor(t.comm.AllReduce(&x, {})));
   EXPECT_EQ(x.ToVector()[0], static_cast<float>(t.comm.size()));
@@ -40,7 +40,7 @@ TEST(TimedCommunicatorTest, APeerThatJoinsLateMakesTheWaitExposed) {
   EXPECT_EQ(time.ops, 1);
   EXPECT_LE(time.exposed_s, time.total_s);
   if (t.comm.rank() == 0) {
-    EXPECT_GT(time.exposed_s, 0.060) << "rank 0 waited for its late peers";
+    EXPECT_GT(time.exposed_s, 0.075) << "rank 0 waited for its late peers";
   }
 }
 
@@ -48,34 +48,51 @@ TEST(TimedCommunicatorTest, ComputationBetweenIssueAndWaitHidesIt) {
   Timed t;
   ASSERT_OK(WaitFor(t.comm.Barrier({})));
   t.Take();
+  const auto start = std::chrono::steady_clock::now();
   Tensor x = Tensor::FromVector({1.0f, 2.0f}, {2});
   auto work = t.comm.AllReduce(&x, {});
   ASSERT_OK(work.status());
-  Sleep(80);  // "compute" while the reduction is in flight; every rank joined before it
+  // "Compute" for 100 ms in 1 ms slices with a poll between them, as GradSync::Progress does at
+  // layer boundaries: the reduction completes during the computation, without a Wait.
+  bool seen_done = false;
+  for (int slice = 0; slice < 100; ++slice) {
+    Sleep(1);
+    if (!seen_done) seen_done = (*work)->IsCompleted();
+  }
   ASSERT_OK((*work)->Wait());
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(x.ToVector()[1], 2.0f * t.comm.size());
   const CommTime time = t.Take();
-  EXPECT_GT(time.total_s, 0.070) << "in flight from issue to the wait";
-  EXPECT_LT(time.exposed_s, 0.030) << "the wait found it (nearly) done";
-  EXPECT_LT(time.exposed_s, time.total_s);
+  EXPECT_GT(time.total_s, 0);
+  // The polls and the final wait are all the compute waited; the slices between polls were spent
+  // computing while the reduction was in flight.
+  EXPECT_LT(time.exposed_s, 0.25 * time.total_s);
+  if (seen_done) {
+    // Completion was observed before the end of the computation: the rest is not communication.
+    EXPECT_LT(time.total_s, wall);
+  }
 }
 
-TEST(TimedCommunicatorTest, PollingObservesCompletionBeforeTheWait) {
+TEST(TimedCommunicatorTest, TimeAfterAnObservedCompletionIsNotCommunication) {
   Timed t;
   ASSERT_OK(WaitFor(t.comm.Barrier({})));
   t.Take();
+  const auto start = std::chrono::steady_clock::now();
   Tensor x = Tensor::FromVector({1.0f}, {1});
   auto work = t.comm.AllReduce(&x, {});
   ASSERT_OK(work.status());
-  // A progress loop, as GradSync::Progress between layers: the op completes without a Wait.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!(*work)->IsCompleted() && std::chrono::steady_clock::now() < deadline) Sleep(1);
   ASSERT_TRUE((*work)->IsCompleted());
   Sleep(80);
   ASSERT_OK((*work)->Wait());
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(x.ToVector()[0], static_cast<float>(t.comm.size()));
   const CommTime time = t.Take();
-  // The 80 ms after the observed completion are not communication.
-  EXPECT_LT(time.total_s, 0.070);
+  // The 80 ms between the observed completion and the wait are in neither figure.
+  EXPECT_LT(time.total_s, wall - 0.075);
   EXPECT_LE(time.exposed_s, time.total_s);
 }
 
@@ -94,7 +111,8 @@ TEST(TimedCommunicatorTest, OpsInFlightTogetherCountOnce) {
   }
   Sleep(50);
   for (auto& work : works) ASSERT_OK(work->Wait());
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const CommTime time = t.Take();
   EXPECT_EQ(time.ops, 4);
   EXPECT_GE(time.total_s, 0.045);
