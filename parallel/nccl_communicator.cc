@@ -172,10 +172,6 @@ class NcclWork final : public Work {
   std::vector<Tensor> keep_alive_;
 };
 
-}  // namespace
-
-namespace {
-
 // Polls a non-blocking communicator until NCCL is done with the call in progress: its status, or
 // DeadlineExceeded after `timeout` (the communicator is then aborted, so no member stays stuck).
 absl::Status AwaitNccl(NcclNative& n, absl::string_view what, std::chrono::milliseconds timeout) {
@@ -224,7 +220,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::CreateLazy(
   return c;
 }
 
-bool NcclCommunicator::is_set_up() const { return native_->comm != nullptr; }
+bool NcclCommunicator::is_set_up() const { return native_->comm != nullptr && setup_status_.ok(); }
 
 absl::Status NcclCommunicator::SetUp(MpiCommunicator& bootstrap,
                                      std::chrono::milliseconds timeout) {
@@ -270,7 +266,12 @@ absl::Status NcclCommunicator::SetUp(MpiCommunicator& bootstrap,
     }
     return NcclStatus(started, absl::StrCat(where, ": ncclCommInitRankConfig"));
   }
-  return AwaitNccl(n, absl::StrCat(where, ": ncclCommInitRankConfig"), timeout);
+  const absl::Status ready = AwaitNccl(n, absl::StrCat(where, ": ncclCommInitRankConfig"), timeout);
+  if (!ready.ok() && !n.aborted) {
+    ncclCommAbort(n.comm);  // a failed initialisation is never finalized, only abandoned
+    n.aborted = true;
+  }
+  return ready;
 }
 
 NcclCommunicator::~NcclCommunicator() = default;
