@@ -172,9 +172,14 @@ class NcclWork final : public Work {
   std::vector<Tensor> keep_alive_;
 };
 
-// Polls a non-blocking communicator until NCCL is done with the call in progress: its status, or
+// The status of NCCL call `code` on a non-blocking communicator: ncclInProgress means NCCL is
+// still setting it up or enqueuing it, so this polls until it is done (its status), or
 // DeadlineExceeded after `timeout` (the communicator is then aborted, so no member stays stuck).
-absl::Status AwaitNccl(NcclNative& n, absl::string_view what, std::chrono::milliseconds timeout) {
+// Every call that may return ncclInProgress goes through here: ncclCommInitRankConfig, the
+// collectives and point-to-point calls, ncclGroupEnd.
+absl::Status NcclEnqueued(NcclNative& n, ncclResult_t code, absl::string_view what,
+                          std::chrono::milliseconds timeout) {
+  if (code != ncclInProgress) return NcclStatus(code, what);
   const auto start = std::chrono::steady_clock::now();
   while (true) {
     ncclResult_t state = ncclSuccess;
@@ -257,17 +262,11 @@ absl::Status NcclCommunicator::SetUp(MpiCommunicator& bootstrap,
                absl::StrCat(where, ": the unique id's broadcast")));
   std::memcpy(&id, id_bytes.raw_data(), sizeof(id));
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-  config.blocking = 0;  // returns at once; AwaitNccl polls it with the timeout
-  const ncclResult_t started = ncclCommInitRankConfig(&n.comm, size_, id, rank_, &config);
-  if (started != ncclSuccess && started != ncclInProgress) {
-    if (n.comm != nullptr) {
-      ncclCommAbort(n.comm);
-      n.aborted = true;
-    }
-    return NcclStatus(started, absl::StrCat(where, ": ncclCommInitRankConfig"));
-  }
-  const absl::Status ready = AwaitNccl(n, absl::StrCat(where, ": ncclCommInitRankConfig"), timeout);
-  if (!ready.ok() && !n.aborted) {
+  config.blocking = 0;  // returns at once; NcclEnqueued polls it with the timeout
+  const absl::Status ready =
+      NcclEnqueued(n, ncclCommInitRankConfig(&n.comm, size_, id, rank_, &config),
+                   absl::StrCat(where, ": ncclCommInitRankConfig"), timeout);
+  if (!ready.ok() && n.comm != nullptr && !n.aborted) {
     ncclCommAbort(n.comm);  // a failed initialisation is never finalized, only abandoned
     n.aborted = true;
   }
@@ -279,13 +278,6 @@ NcclCommunicator::~NcclCommunicator() = default;
 std::string NcclCommunicator::Describe(absl::string_view op) const {
   return absl::StrCat(op, " on group '", name_, "' (world ranks ",
                       absl::StrJoin(world_ranks_, ", "), ", NCCL)");
-}
-
-absl::Status NcclCommunicator::Enqueued(int code, absl::string_view what,
-                                        std::chrono::milliseconds timeout) {
-  const auto result = static_cast<ncclResult_t>(code);
-  if (result != ncclInProgress) return NcclStatus(result, what);
-  return AwaitNccl(*native_, what, timeout);
 }
 
 absl::Status NcclCommunicator::Ready(absl::string_view what, std::chrono::milliseconds timeout) {
@@ -368,9 +360,10 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllReduce(Tensor* tensor
   MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclReduceType(tensor->dtype(), what));
   MF_RETURN_IF_ERROR(Ready(what, options.timeout));
   MF_RETURN_IF_ERROR(
-      Enqueued(ncclAllReduce(tensor->raw_data(), tensor->raw_data(), tensor->numel(), type,
-                             NcclOp(options.op), native_->comm, native_->stream),
-               what, options.timeout));
+      NcclEnqueued(*native_,
+                   ncclAllReduce(tensor->raw_data(), tensor->raw_data(), tensor->numel(), type,
+                                 NcclOp(options.op), native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {*tensor});
 }
 
@@ -389,9 +382,10 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatter(
   MF_RETURN_IF_ERROR(CheckReduceScatter(input, *output, size_, what));
   MF_RETURN_IF_ERROR(Ready(what, options.timeout));
   MF_RETURN_IF_ERROR(
-      Enqueued(ncclReduceScatter(input.raw_data(), output->raw_data(), output->numel(), type,
-                                 NcclOp(options.op), native_->comm, native_->stream),
-               what, options.timeout));
+      NcclEnqueued(*native_,
+                   ncclReduceScatter(input.raw_data(), output->raw_data(), output->numel(), type,
+                                     NcclOp(options.op), native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {input, *output});
 }
 
@@ -409,9 +403,11 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGather(const Tensor& 
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
   MF_RETURN_IF_ERROR(CheckAllGather(input, *output, size_, what));
   MF_RETURN_IF_ERROR(Ready(what, options.timeout));
-  MF_RETURN_IF_ERROR(Enqueued(ncclAllGather(input.raw_data(), output->raw_data(), input.nbytes(),
-                                            ncclUint8, native_->comm, native_->stream),
-                              what, options.timeout));
+  MF_RETURN_IF_ERROR(
+      NcclEnqueued(*native_,
+                   ncclAllGather(input.raw_data(), output->raw_data(), input.nbytes(), ncclUint8,
+                                 native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {input, *output});
 }
 
@@ -431,21 +427,23 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllToAllV(
   int64_t send_offset = 0, recv_offset = 0;
   for (int peer = 0; peer < size_ && enqueued.ok(); ++peer) {
     if (send_rows[peer] > 0) {
-      enqueued =
-          Enqueued(ncclSend(static_cast<const char*>(input.raw_data()) + send_offset,
-                            send_rows[peer] * row, ncclUint8, peer, native_->comm, native_->stream),
-                   absl::StrCat(what, ": ncclSend to ", peer), options.timeout);
+      enqueued = NcclEnqueued(
+          *native_,
+          ncclSend(static_cast<const char*>(input.raw_data()) + send_offset, send_rows[peer] * row,
+                   ncclUint8, peer, native_->comm, native_->stream),
+          absl::StrCat(what, ": ncclSend to ", peer), options.timeout);
     }
     if (enqueued.ok() && recv_rows[peer] > 0) {
-      enqueued =
-          Enqueued(ncclRecv(static_cast<char*>(output->raw_data()) + recv_offset,
-                            recv_rows[peer] * row, ncclUint8, peer, native_->comm, native_->stream),
-                   absl::StrCat(what, ": ncclRecv from ", peer), options.timeout);
+      enqueued = NcclEnqueued(
+          *native_,
+          ncclRecv(static_cast<char*>(output->raw_data()) + recv_offset, recv_rows[peer] * row,
+                   ncclUint8, peer, native_->comm, native_->stream),
+          absl::StrCat(what, ": ncclRecv from ", peer), options.timeout);
     }
     send_offset += send_rows[peer] * row;
     recv_offset += recv_rows[peer] * row;
   }
-  const absl::Status closed = Enqueued(ncclGroupEnd(), what, options.timeout);
+  const absl::Status closed = NcclEnqueued(*native_, ncclGroupEnd(), what, options.timeout);
   MF_RETURN_IF_ERROR(enqueued);
   MF_RETURN_IF_ERROR(closed);
   return Finish(what, options.timeout, {input, *output});
@@ -463,9 +461,10 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Broadcast(Tensor* tensor
   MF_RETURN_IF_ERROR(CheckMember(options.root, size_, "root", what));
   MF_RETURN_IF_ERROR(Ready(what, options.timeout));
   MF_RETURN_IF_ERROR(
-      Enqueued(ncclBroadcast(tensor->raw_data(), tensor->raw_data(), tensor->nbytes(), ncclUint8,
-                             options.root, native_->comm, native_->stream),
-               what, options.timeout));
+      NcclEnqueued(*native_,
+                   ncclBroadcast(tensor->raw_data(), tensor->raw_data(), tensor->nbytes(),
+                                 ncclUint8, options.root, native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {*tensor});
 }
 
@@ -477,7 +476,8 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Send(const Tensor& tenso
   MF_RETURN_IF_ERROR(CheckCuda(tensor, what));
   MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
   MF_RETURN_IF_ERROR(Ready(what, options.timeout));
-  MF_RETURN_IF_ERROR(Enqueued(
+  MF_RETURN_IF_ERROR(NcclEnqueued(
+      *native_,
       ncclSend(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer, native_->comm, native_->stream),
       what, options.timeout));
   return Finish(what, options.timeout, {tensor});
@@ -489,9 +489,10 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Recv(Tensor* tensor, int
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
   MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
   MF_RETURN_IF_ERROR(Ready(what, options.timeout));
-  MF_RETURN_IF_ERROR(Enqueued(ncclRecv(tensor->raw_data(), tensor->nbytes(), ncclUint8, peer,
-                                       native_->comm, native_->stream),
-                              what, options.timeout));
+  MF_RETURN_IF_ERROR(NcclEnqueued(*native_,
+                                  ncclRecv(tensor->raw_data(), tensor->nbytes(), ncclUint8, peer,
+                                           native_->comm, native_->stream),
+                                  what, options.timeout));
   return Finish(what, options.timeout, {*tensor});
 }
 
@@ -499,9 +500,10 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Barrier(const BarrierOpt
   // NCCL has no barrier: a one-element all-reduce (max, so nothing grows) on the scratch serves.
   const std::string what = Describe("barrier");
   MF_RETURN_IF_ERROR(Ready(what, options.timeout));
-  MF_RETURN_IF_ERROR(Enqueued(ncclAllReduce(native_->scratch, native_->scratch, 1, ncclInt32,
-                                            ncclMax, native_->comm, native_->stream),
-                              what, options.timeout));
+  MF_RETURN_IF_ERROR(NcclEnqueued(*native_,
+                                  ncclAllReduce(native_->scratch, native_->scratch, 1, ncclInt32,
+                                                ncclMax, native_->comm, native_->stream),
+                                  what, options.timeout));
   return Finish(what, options.timeout, {});
 }
 

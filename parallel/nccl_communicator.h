@@ -86,10 +86,6 @@ class NcclCommunicator final : public Communicator {
   // Sets the communicator up if it is not (a lazy one's first op), checks it was not aborted,
   // makes `device_` current and orders the next op after the default stream's work so far.
   absl::Status Ready(absl::string_view what, std::chrono::milliseconds timeout = kDefaultTimeout);
-  // The status of an NCCL call (its ncclResult_t `code`) on this non-blocking communicator:
-  // ncclInProgress means it is still being enqueued, so this polls until NCCL is done with it or
-  // `timeout` passes (then the communicator is aborted).
-  absl::Status Enqueued(int code, absl::string_view what, std::chrono::milliseconds timeout);
   // Runs `op` on GPU copies of host `inputs` and `outputs`, waits, copies the outputs back.
   absl::StatusOr<std::unique_ptr<Work>> Staged(
       const std::vector<Tensor>& inputs, const std::vector<Tensor*>& outputs,
