@@ -26,7 +26,9 @@ TEST(GradSyncProgressTest, ABucketLaunchedEarlyCompletesThroughProgressAlone) {
   groups.dp_cp = &dp;
   auto& buffers = params.Flatten(GradSync::Alignment(groups));
   // One bucket per parameter.
-  GradSync sync(&params, groups, {.bucket_elements = 64 * 16});
+  GradSyncOptions options;
+  options.bucket_elements = 64 * 16;
+  GradSync sync(&params, groups, options);
   ASSERT_EQ(sync.buckets().size(), 3u);
   sync.BeginStep(0);
   float* g = buffers[0].grads.data<float>();
