@@ -60,6 +60,7 @@ ExperimentConfig DefaultConfig() {
   p->set_schedule("auto");
   p->set_first_stage_layers(0);
   p->set_last_stage_layers(0);
+  p->set_grad_bucket_elements(1 << 22);  // 16 MiB of f32 gradients
 
   TrainConfig* t = c.mutable_train();
   t->set_steps(100);

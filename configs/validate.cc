@@ -165,6 +165,7 @@ void CheckParallel(const ExperimentConfig& c, int world, Problems* p) {
   Positive(p, "parallel.etp", par.etp());
   Positive(p, "parallel.ep", par.ep());
   Positive(p, "parallel.virtual_stages", par.virtual_stages());
+  Positive(p, "parallel.grad_bucket_elements", par.grad_bucket_elements());
   std::vector<std::string> dims = absl::StrSplit(par.order(), '-');
   std::sort(dims.begin(), dims.end());
   if (dims != std::vector<std::string>{"cp", "dp", "ep", "pp", "tp"}) {

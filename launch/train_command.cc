@@ -15,8 +15,9 @@
 #include "launch/args.h"
 #include "launch/bootstrap.h"
 #include "launch/commands.h"
-#include "ops/device_query.h"
+#include "parallel/comm_backend.h"
 #include "parallel/mapping.h"
+#include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
 
 namespace moefold::launch {
@@ -92,13 +93,18 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
   std::unique_ptr<parallel::ProcessGroups> groups;
   train::TrainerOptions options;
   const bool gpu = config->train().device() == "cuda";
-  const int gpus = ops::CudaDeviceCount();
-  if (gpu && gpus > 0) options.cuda_device = parallel::DeviceForLocalRank(info.local_rank, gpus);
+  // The backend and this rank's GPU, from the physical GPUs every rank of the node sees: NCCL when
+  // each rank has its own, host-staged MPI where ranks share one; MPI for CPU training.
+  parallel::MpiCommunicator world = parallel::MpiCommunicator::World("world");
+  auto placement = parallel::PlaceRanks(
+      world, gpu, gpu ? parallel::VisibleGpuIds() : std::vector<std::string>{});
+  if (!placement.ok()) return FailRank(info, "train", std::string(placement.status().message()));
+  options.cuda_device = placement->device;
   if (info.world_size > 1) {
-    // GPU training: NCCL with a GPU per rank, host-staged MPI where ranks share one.
     parallel::ProcessGroupsOptions group_options;
-    group_options.backend = parallel::ChooseCommBackend(gpu, info.local_size, gpus);
-    group_options.device = options.cuda_device;
+    group_options.backend = placement->backend;
+    group_options.device = placement->device;
+    group_options.world = &world;
     auto created = parallel::ProcessGroups::Create(*mapping, group_options);
     if (!created.ok()) return FailRank(info, "train", std::string(created.status().message()));
     groups = std::move(*created);
@@ -127,6 +133,13 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
                 config->train().steps(), config->train().global_batch_size(),
                 config->train().seq_len(), info.world_size,
                 LayoutSummary(*config, mapping->sizes()).c_str());
+    if (groups != nullptr) {
+      std::printf("  communicators: %s (%s%s)\n", groups->DescribeBackends().c_str(),
+                  placement->reason.c_str(),
+                  placement->backend == parallel::CommBackend::kNccl
+                      ? "; each NCCL communicator is set up on its first use"
+                      : "");
+    }
     std::fflush(stdout);
   }
   auto trainer = train::Trainer::Create(*config, options);

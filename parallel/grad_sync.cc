@@ -262,7 +262,16 @@ absl::Status GradSync::FinishBucket(GradBucket& bucket) {
   return absl::OkStatus();
 }
 
+int GradSync::Progress() {
+  int in_flight = 0;
+  for (GradBucket& bucket : buckets_) {
+    if (bucket.work && !bucket.work->IsCompleted()) ++in_flight;
+  }
+  return in_flight;
+}
+
 absl::Status GradSync::MarkReady(int64_t first, int64_t last) {
+  Progress();
   for (int64_t p = first; p < last; ++p) {
     if (ready_[p]) continue;
     ready_[p] = true;

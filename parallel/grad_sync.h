@@ -93,8 +93,13 @@ class GradSync {
   // group must call it before the same step, or the members disagree on the reduction and hang.
   void ResetState();
   // Parameters with indices [first, last) of the set have their final gradient for this step;
-  // launches every bucket that became complete.
+  // launches every bucket that became complete, after a Progress() on those in flight.
   absl::Status MarkReady(int64_t first, int64_t last);
+  // Polls the reductions in flight (Work::IsCompleted, an MPI_Test on MPI) and returns how many
+  // are still running. A non-blocking MPI collective advances only while its process is inside
+  // MPI, so the backward calls this (through MarkReady, at every layer boundary of the last
+  // micro-batch) to let the buckets move while it computes. Cheap: a poll per bucket in flight.
+  int Progress();
   // Launches the remaining buckets and waits for all of them.
   absl::Status Finish();
 

@@ -1,5 +1,6 @@
-// NCCL backend: unique id over MPI, stream-ordered collectives, event-based completion with
-// timeouts that abort the communicator; the one place NCCL and CUDA error codes become Status.
+// NCCL backend: unique id over MPI, a non-blocking set-up polled with a timeout, stream-ordered
+// collectives, event-based completion with timeouts that abort the communicator; the one place NCCL
+// and CUDA error codes become Status.
 #include "parallel/nccl_communicator.h"
 
 #include <cuda_runtime.h>
@@ -7,6 +8,7 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <cstring>
 #include <thread>
 #include <utility>
 
@@ -14,21 +16,45 @@
 #include "absl/strings/str_join.h"
 #include "parallel/communicator_checks.h"
 
+// Non-blocking communicators (ncclConfig_t::blocking, ncclCommFinalize) arrived in NCCL 2.14.
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 14, 0)
+#error "the NCCL backend needs NCCL 2.14 or newer"
+#endif
+
 namespace moefold::parallel {
+
+namespace {
+constexpr std::chrono::seconds kFinalizeTimeout{10};
+}  // namespace
 
 // Shared by the communicator and its Works in flight, so a Work outliving its communicator (or
 // waiting after an abort) never touches freed handles.
 struct NcclNative {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
-  void* scratch = nullptr;  // 4 device bytes for the barrier's all-reduce
+  void* scratch = nullptr;             // 4 device bytes for the barrier's all-reduce
   cudaEvent_t compute_done = nullptr;  // re-recorded before every op (Ready)
   int device = 0;
   bool aborted = false;  // after ncclCommAbort the handle is gone: no destroy, no further ops
 
   ~NcclNative() {
     cudaSetDevice(device);
-    if (comm != nullptr && !aborted) ncclCommDestroy(comm);
+    if (comm != nullptr && !aborted) {
+      // A non-blocking communicator finalizes (flushes what was issued) before it is destroyed;
+      // one that does not finish in a bounded time is aborted instead of holding up the exit.
+      ncclResult_t state = ncclCommFinalize(comm);
+      const auto start = std::chrono::steady_clock::now();
+      while (state == ncclInProgress &&
+             std::chrono::steady_clock::now() - start < kFinalizeTimeout) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        if (ncclCommGetAsyncError(comm, &state) != ncclSuccess) state = ncclInternalError;
+      }
+      if (state == ncclSuccess) {
+        ncclCommDestroy(comm);
+      } else {
+        ncclCommAbort(comm);
+      }
+    }
     if (scratch != nullptr) cudaFree(scratch);
     if (compute_done != nullptr) cudaEventDestroy(compute_done);
     if (stream != nullptr) cudaStreamDestroy(stream);
@@ -124,7 +150,8 @@ class NcclWork final : public Work {
       }
       ncclResult_t async_error = ncclSuccess;
       MF_RETURN_IF_ERROR(NcclStatus(ncclCommGetAsyncError(native_->comm, &async_error), what_));
-      MF_RETURN_IF_ERROR(NcclStatus(async_error, what_));
+      // A non-blocking communicator reports ncclInProgress while NCCL is busy on the host side.
+      if (async_error != ncclInProgress) MF_RETURN_IF_ERROR(NcclStatus(async_error, what_));
       if (std::chrono::steady_clock::now() - start > timeout_) {
         ncclCommAbort(native_->comm);  // frees every rank's GPU from the stuck kernel
         native_->aborted = true;
@@ -145,23 +172,69 @@ class NcclWork final : public Work {
   std::vector<Tensor> keep_alive_;
 };
 
+// The status of NCCL call `code` on a non-blocking communicator: ncclInProgress means NCCL is
+// still setting it up or enqueuing it, so this polls until it is done (its status), or
+// DeadlineExceeded after `timeout` (the communicator is then aborted, so no member stays stuck).
+// Every call that may return ncclInProgress goes through here: ncclCommInitRankConfig, the
+// collectives and point-to-point calls, ncclGroupEnd.
+absl::Status NcclEnqueued(NcclNative& n, ncclResult_t code, absl::string_view what,
+                          std::chrono::milliseconds timeout) {
+  if (code != ncclInProgress) return NcclStatus(code, what);
+  const auto start = std::chrono::steady_clock::now();
+  while (true) {
+    ncclResult_t state = ncclSuccess;
+    MF_RETURN_IF_ERROR(NcclStatus(ncclCommGetAsyncError(n.comm, &state), what));
+    if (state != ncclInProgress) return NcclStatus(state, what);
+    if (std::chrono::steady_clock::now() - start > timeout) {
+      ncclCommAbort(n.comm);
+      n.aborted = true;
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, " timed out after ", timeout.count() / 1000.0,
+                       " s: a member did not take part; the NCCL communicator was aborted"));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
-    const MpiCommunicator& bootstrap, int device) {
-  std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
-  c->native_ = std::make_shared<NcclNative>();
-  c->native_->device = device;
+    MpiCommunicator& bootstrap, int device, std::chrono::milliseconds timeout) {
+  std::unique_ptr<NcclCommunicator> c = CreateLazy(nullptr, device);
   c->name_ = bootstrap.name();
   c->rank_ = bootstrap.rank();
   c->size_ = bootstrap.size();
-  c->device_ = device;
   c->world_ranks_ = bootstrap.world_ranks();
-  NcclNative& n = *c->native_;
+  MF_RETURN_IF_ERROR(c->SetUp(bootstrap, timeout));
+  return c;
+}
+
+std::unique_ptr<NcclCommunicator> NcclCommunicator::CreateLazy(
+    std::unique_ptr<MpiCommunicator> bootstrap, int device) {
+  std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
+  c->native_ = std::make_shared<NcclNative>();
+  c->native_->device = device;
+  c->device_ = device;
+  if (bootstrap != nullptr) {
+    c->name_ = bootstrap->name();
+    c->rank_ = bootstrap->rank();
+    c->size_ = bootstrap->size();
+    c->world_ranks_ = bootstrap->world_ranks();
+  }
+  c->bootstrap_ = std::move(bootstrap);
+  return c;
+}
+
+bool NcclCommunicator::is_set_up() const { return native_->comm != nullptr && setup_status_.ok(); }
+
+absl::Status NcclCommunicator::SetUp(MpiCommunicator& bootstrap,
+                                     std::chrono::milliseconds timeout) {
+  NcclNative& n = *native_;
+  const std::string where = Describe("NCCL set-up");
   // Local set-up first; then every member learns whether all succeeded before the collective
-  // ncclCommInitRank, so one member's failure cannot leave the others waiting in it.
+  // ncclCommInitRankConfig, so one member's failure cannot leave the others waiting in it.
   absl::Status local =
-      CudaStatus(cudaSetDevice(device), absl::StrCat("cudaSetDevice(", device, ")"));
+      CudaStatus(cudaSetDevice(device_), absl::StrCat("cudaSetDevice(", device_, ")"));
   if (local.ok()) {
     local = CudaStatus(cudaStreamCreateWithFlags(&n.stream, cudaStreamNonBlocking),
                        "cudaStreamCreateWithFlags");
@@ -172,22 +245,32 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
                        "cudaEventCreateWithFlags");
   }
   ncclUniqueId id{};
-  if (local.ok() && c->rank_ == 0) local = NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId");
-  MF_RETURN_IF_ERROR(MpiStatus(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap.native()),
-                               "MPI_Bcast(ncclUniqueId)"));
-  int ok = local.ok() ? 1 : 0, all_ok = 0;
-  MF_RETURN_IF_ERROR(MpiStatus(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, bootstrap.native()),
-                               "MPI_Allreduce"));
-  if (!local.ok()) {
-    return Annotate(local, absl::StrCat("NCCL set-up of group '", c->name_, "'"));
+  if (local.ok() && rank_ == 0) local = NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  // The MPI exchanges are the bootstrap's non-blocking ops, so they time out too.
+  Tensor ok = Tensor::FromVectorI32({local.ok() ? 1 : 0}, {1});
+  MF_RETURN_IF_ERROR(Annotate(
+      WaitFor(bootstrap.AllReduce(&ok, {.op = ReduceOp::kMin, .timeout = timeout})), where));
+  if (!local.ok()) return Annotate(local, where);
+  if (ok.data<int32_t>()[0] == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(where, ": another member failed (see its error)"));
   }
-  if (all_ok == 0) {
-    return absl::FailedPreconditionError(absl::StrCat("NCCL set-up of group '", c->name_,
-                                                      "': another member failed (see its error)"));
-  }
+  Tensor id_bytes = Tensor::Empty({static_cast<int64_t>(sizeof(id))}, DType::kU8);
+  std::memcpy(id_bytes.raw_data(), &id, sizeof(id));
   MF_RETURN_IF_ERROR(
-      NcclStatus(ncclCommInitRank(&n.comm, c->size_, id, c->rank_), "ncclCommInitRank"));
-  return c;
+      Annotate(WaitFor(bootstrap.Broadcast(&id_bytes, {.root = 0, .timeout = timeout})),
+               absl::StrCat(where, ": the unique id's broadcast")));
+  std::memcpy(&id, id_bytes.raw_data(), sizeof(id));
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;  // returns at once; NcclEnqueued polls it with the timeout
+  const absl::Status ready =
+      NcclEnqueued(n, ncclCommInitRankConfig(&n.comm, size_, id, rank_, &config),
+                   absl::StrCat(where, ": ncclCommInitRankConfig"), timeout);
+  if (!ready.ok() && n.comm != nullptr && !n.aborted) {
+    ncclCommAbort(n.comm);  // a failed initialisation is never finalized, only abandoned
+    n.aborted = true;
+  }
+  return ready;
 }
 
 NcclCommunicator::~NcclCommunicator() = default;
@@ -197,7 +280,20 @@ std::string NcclCommunicator::Describe(absl::string_view op) const {
                       absl::StrJoin(world_ranks_, ", "), ", NCCL)");
 }
 
-absl::Status NcclCommunicator::Ready(absl::string_view what) const {
+absl::Status NcclCommunicator::Ready(absl::string_view what, std::chrono::milliseconds timeout) {
+  if (!setup_status_.ok()) return setup_status_;
+  if (!is_set_up()) {
+    if (bootstrap_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, ": the NCCL communicator was never set up"));
+    }
+    setup_status_ = SetUp(*bootstrap_, timeout);
+    if (!setup_status_.ok()) {
+      setup_status_ = Annotate(setup_status_, absl::StrCat("first op: ", what));
+      return setup_status_;
+    }
+    bootstrap_.reset();  // its MPI communicator is no longer needed
+  }
   if (native_->aborted) {
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": the NCCL communicator was aborted after a timeout; create a new one"));
@@ -262,11 +358,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllReduce(Tensor* tensor
   }
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
   MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclReduceType(tensor->dtype(), what));
-  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
   MF_RETURN_IF_ERROR(
-      NcclStatus(ncclAllReduce(tensor->raw_data(), tensor->raw_data(), tensor->numel(), type,
-                               NcclOp(options.op), native_->comm, native_->stream),
-                 what));
+      NcclEnqueued(*native_,
+                   ncclAllReduce(tensor->raw_data(), tensor->raw_data(), tensor->numel(), type,
+                                 NcclOp(options.op), native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {*tensor});
 }
 
@@ -283,11 +380,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatter(
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
   MF_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclReduceType(input.dtype(), what));
   MF_RETURN_IF_ERROR(CheckReduceScatter(input, *output, size_, what));
-  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
   MF_RETURN_IF_ERROR(
-      NcclStatus(ncclReduceScatter(input.raw_data(), output->raw_data(), output->numel(), type,
-                                   NcclOp(options.op), native_->comm, native_->stream),
-                 what));
+      NcclEnqueued(*native_,
+                   ncclReduceScatter(input.raw_data(), output->raw_data(), output->numel(), type,
+                                     NcclOp(options.op), native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {input, *output});
 }
 
@@ -304,10 +402,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGather(const Tensor& 
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
   MF_RETURN_IF_ERROR(CheckAllGather(input, *output, size_, what));
-  MF_RETURN_IF_ERROR(Ready(what));
-  MF_RETURN_IF_ERROR(NcclStatus(ncclAllGather(input.raw_data(), output->raw_data(), input.nbytes(),
-                                              ncclUint8, native_->comm, native_->stream),
-                                what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
+  MF_RETURN_IF_ERROR(
+      NcclEnqueued(*native_,
+                   ncclAllGather(input.raw_data(), output->raw_data(), input.nbytes(), ncclUint8,
+                                 native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {input, *output});
 }
 
@@ -319,7 +419,7 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllToAllV(
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
   MF_ASSIGN_OR_RETURN(const int64_t row,
                       AllToAllRowBytes(input, send_rows, *output, recv_rows, size_, what));
-  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
   // NCCL has no all-to-all-v: grouped point-to-point sends and receives, skipping empty pieces.
   // The group is always closed, even after a failed enqueue, so the communicator stays usable.
   MF_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), what));
@@ -327,21 +427,23 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllToAllV(
   int64_t send_offset = 0, recv_offset = 0;
   for (int peer = 0; peer < size_ && enqueued.ok(); ++peer) {
     if (send_rows[peer] > 0) {
-      enqueued = NcclStatus(
+      enqueued = NcclEnqueued(
+          *native_,
           ncclSend(static_cast<const char*>(input.raw_data()) + send_offset, send_rows[peer] * row,
                    ncclUint8, peer, native_->comm, native_->stream),
-          absl::StrCat(what, ": ncclSend to ", peer));
+          absl::StrCat(what, ": ncclSend to ", peer), options.timeout);
     }
     if (enqueued.ok() && recv_rows[peer] > 0) {
-      enqueued = NcclStatus(
+      enqueued = NcclEnqueued(
+          *native_,
           ncclRecv(static_cast<char*>(output->raw_data()) + recv_offset, recv_rows[peer] * row,
                    ncclUint8, peer, native_->comm, native_->stream),
-          absl::StrCat(what, ": ncclRecv from ", peer));
+          absl::StrCat(what, ": ncclRecv from ", peer), options.timeout);
     }
     send_offset += send_rows[peer] * row;
     recv_offset += recv_rows[peer] * row;
   }
-  const absl::Status closed = NcclStatus(ncclGroupEnd(), what);
+  const absl::Status closed = NcclEnqueued(*native_, ncclGroupEnd(), what, options.timeout);
   MF_RETURN_IF_ERROR(enqueued);
   MF_RETURN_IF_ERROR(closed);
   return Finish(what, options.timeout, {input, *output});
@@ -357,11 +459,12 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Broadcast(Tensor* tensor
   }
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
   MF_RETURN_IF_ERROR(CheckMember(options.root, size_, "root", what));
-  MF_RETURN_IF_ERROR(Ready(what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
   MF_RETURN_IF_ERROR(
-      NcclStatus(ncclBroadcast(tensor->raw_data(), tensor->raw_data(), tensor->nbytes(), ncclUint8,
-                               options.root, native_->comm, native_->stream),
-                 what));
+      NcclEnqueued(*native_,
+                   ncclBroadcast(tensor->raw_data(), tensor->raw_data(), tensor->nbytes(),
+                                 ncclUint8, options.root, native_->comm, native_->stream),
+                   what, options.timeout));
   return Finish(what, options.timeout, {*tensor});
 }
 
@@ -372,10 +475,11 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Send(const Tensor& tenso
   const std::string what = Describe(absl::StrCat("send to ", peer));
   MF_RETURN_IF_ERROR(CheckCuda(tensor, what));
   MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
-  MF_RETURN_IF_ERROR(Ready(what));
-  MF_RETURN_IF_ERROR(NcclStatus(
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
+  MF_RETURN_IF_ERROR(NcclEnqueued(
+      *native_,
       ncclSend(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer, native_->comm, native_->stream),
-      what));
+      what, options.timeout));
   return Finish(what, options.timeout, {tensor});
 }
 
@@ -384,20 +488,22 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Recv(Tensor* tensor, int
   const std::string what = Describe(absl::StrCat("recv from ", peer));
   MF_RETURN_IF_ERROR(CheckCuda(*tensor, what));
   MF_RETURN_IF_ERROR(CheckMember(peer, size_, "peer", what));
-  MF_RETURN_IF_ERROR(Ready(what));
-  MF_RETURN_IF_ERROR(NcclStatus(ncclRecv(tensor->raw_data(), tensor->nbytes(), ncclUint8, peer,
-                                         native_->comm, native_->stream),
-                                what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
+  MF_RETURN_IF_ERROR(NcclEnqueued(*native_,
+                                  ncclRecv(tensor->raw_data(), tensor->nbytes(), ncclUint8, peer,
+                                           native_->comm, native_->stream),
+                                  what, options.timeout));
   return Finish(what, options.timeout, {*tensor});
 }
 
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::Barrier(const BarrierOptions& options) {
   // NCCL has no barrier: a one-element all-reduce (max, so nothing grows) on the scratch serves.
   const std::string what = Describe("barrier");
-  MF_RETURN_IF_ERROR(Ready(what));
-  MF_RETURN_IF_ERROR(NcclStatus(ncclAllReduce(native_->scratch, native_->scratch, 1, ncclInt32,
-                                              ncclMax, native_->comm, native_->stream),
-                                what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
+  MF_RETURN_IF_ERROR(NcclEnqueued(*native_,
+                                  ncclAllReduce(native_->scratch, native_->scratch, 1, ncclInt32,
+                                                ncclMax, native_->comm, native_->stream),
+                                  what, options.timeout));
   return Finish(what, options.timeout, {});
 }
 

@@ -1,5 +1,8 @@
 // The NCCL backend of Communicator, for GPU tensors (device pointers). The unique id is created by
-// member 0 and broadcast over the group's MPI communicator. Ops are enqueued on the communicator's
+// member 0 and broadcast over the group's MPI communicator; the set-up is non-blocking (an NCCL
+// communicator with blocking = 0) and polled like every op, so a member that never joins makes it
+// fail after the timeout, naming the group, instead of hanging. CreateLazy defers the set-up to the
+// first op, so a job pays it only for the groups it uses. Ops are enqueued on the communicator's
 // own CUDA stream; a Work is a CUDA event that Wait() polls until done or its timeout, after which
 // the NCCL communicator is aborted (so no rank stays stuck in the kernel), DeadlineExceeded
 // returned and every later op refused. bf16/f16 sums use NCCL's native reductions (NCCL accumulates
@@ -34,10 +37,18 @@ class NcclCommunicator final : public Communicator {
  public:
   // Collective over `bootstrap`'s members: creates the NCCL communicator on CUDA device `device`
   // (name, ranks and world ranks are `bootstrap`'s). Internal naming the failing NCCL/CUDA call; a
-  // failure on member 0 is reported on every member.
-  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(const MpiCommunicator& bootstrap,
-                                                                  int device);
+  // failure on one member is reported on every member; DeadlineExceeded naming the group when a
+  // member does not take part within `timeout` (the half-made NCCL communicator is aborted).
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(
+      MpiCommunicator& bootstrap, int device, std::chrono::milliseconds timeout = kDefaultTimeout);
+  // The same communicator, set up by its first op (within that op's timeout, with its errors):
+  // every member's first op on it must be the matching one, as for any collective. `bootstrap` is
+  // kept until then.
+  static std::unique_ptr<NcclCommunicator> CreateLazy(std::unique_ptr<MpiCommunicator> bootstrap,
+                                                      int device);
   ~NcclCommunicator() override;
+
+  bool is_set_up() const;  // the NCCL communicator exists (false until a lazy one's first op)
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -69,9 +80,12 @@ class NcclCommunicator final : public Communicator {
 
  private:
   NcclCommunicator() = default;
-  // Checks the communicator was not aborted, makes `device_` current and orders the next op after
-  // the default stream's work so far.
-  absl::Status Ready(absl::string_view what) const;
+  // Local resources, the unique id's broadcast and the non-blocking ncclCommInitRankConfig over
+  // `bootstrap`, each step within `timeout`.
+  absl::Status SetUp(MpiCommunicator& bootstrap, std::chrono::milliseconds timeout);
+  // Sets the communicator up if it is not (a lazy one's first op), checks it was not aborted,
+  // makes `device_` current and orders the next op after the default stream's work so far.
+  absl::Status Ready(absl::string_view what, std::chrono::milliseconds timeout = kDefaultTimeout);
   // Runs `op` on GPU copies of host `inputs` and `outputs`, waits, copies the outputs back.
   absl::StatusOr<std::unique_ptr<Work>> Staged(
       const std::vector<Tensor>& inputs, const std::vector<Tensor*>& outputs,
@@ -84,6 +98,8 @@ class NcclCommunicator final : public Communicator {
   std::string Describe(absl::string_view op) const;
 
   std::shared_ptr<NcclNative> native_;
+  std::unique_ptr<MpiCommunicator> bootstrap_;  // a lazy communicator's, until its set-up
+  absl::Status setup_status_;                   // a failed set-up fails every later op
   std::string name_;
   int rank_ = 0;
   int size_ = 1;

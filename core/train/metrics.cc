@@ -45,6 +45,12 @@ absl::Status MetricsWriter::Open(const std::string& run_dir, const std::string& 
   return absl::OkStatus();
 }
 
+JsonLine JsonObject(const std::map<std::string, double>& values) {
+  JsonLine object;
+  for (const auto& [key, value] : values) object.Add(key, value);
+  return object;
+}
+
 void MetricsWriter::Write(const JsonLine& line) {
   if (file_ != nullptr) line.Print(file_);
 }

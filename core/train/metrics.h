@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,9 @@ namespace moefold::train {
 // op family "<family>_ms", "<family>_calls" and "<family>_layer_ms" (ms per decoder layer, index =
 // layer; only families timed inside layers).
 JsonLine ProfileLine(int64_t step, const StepProfile& profile);
+
+// {"dp-cp": 0.012, "edp": 0.030}: a map of named figures as one JSON object (keys in order).
+JsonLine JsonObject(const std::map<std::string, double>& values);
 
 class MetricsWriter {
  public:

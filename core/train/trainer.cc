@@ -242,6 +242,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   // Gradients (and master weights) in contiguous buffers per reduction group, cut into buckets.
   parallel::GradSyncOptions sync_options;
   sync_options.zero1 = config.parallel().zero1() && options.groups != nullptr;
+  sync_options.bucket_elements = config.parallel().grad_bucket_elements();
   const auto& compression = config.compression();
   if (compression.method() == "ef21") {
     sync_options.ef21.enabled = true;
@@ -371,6 +372,10 @@ absl::Status Trainer::BeginStep(int64_t step, StepWork* w) {
       MF_ASSIGN_OR_RETURN(st.profiler, Profiler::Create(st.device));
     }
     MF_RETURN_IF_ERROR(st.profiler->BeginStep(*st.stream));
+  }
+  // Communication timing starts with the step (what set-up or an earlier caller did is dropped).
+  if (st.options.groups != nullptr) {
+    MF_RETURN_IF_ERROR(st.options.groups->TakeCommTimes().status());
   }
   ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
   st.params.ZeroGrads(*st.stream);
@@ -672,6 +677,14 @@ absl::Status Trainer::EndStep(StepWork* w) {
   State& st = *state_;
   // The step ends when the device has finished its update, so step times include all its work.
   st.stream->Synchronize();
+  // The step's communication per group kind (its timing events are complete after the wait).
+  if (st.options.groups != nullptr) {
+    MF_ASSIGN_OR_RETURN(const parallel::CommTimes comm, st.options.groups->TakeCommTimes());
+    for (const auto& [kind, time] : comm) {
+      w->result.comm_s[kind] = time.total_s;
+      w->result.comm_exposed_s[kind] = time.exposed_s;
+    }
+  }
   w->result.device_peak_bytes = static_cast<int64_t>(AllocatorFor(st.device).peak_bytes());
   w->result.update_s = SecondsSince(w->update_start);
   w->result.step_time_s = SecondsSince(w->start);
@@ -734,6 +747,8 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("device_peak_bytes", r.device_peak_bytes)
         .Add("grad_bytes_sent", r.grad_bytes_sent)
         .Add("grad_bytes_uncompressed", r.grad_bytes_uncompressed)
+        .Add("comm_s", JsonObject(r.comm_s))
+        .Add("comm_exposed_s", JsonObject(r.comm_exposed_s))
         .Add("skipped", r.skipped);
     st.metrics.Write(line);
     if (r.profile) {

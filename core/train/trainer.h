@@ -8,6 +8,7 @@
 //   MF_ASSIGN_OR_RETURN(TrainSummary summary, trainer->Run());
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,12 @@ struct StepResult {
   int64_t dispatch_bytes = 0;  // bytes the token dispatchers of all ranks sent (forward + backward)
   int64_t device_peak_bytes = 0;  // high-water mark of this rank's compute-device memory so far
   std::optional<StepProfile> profile;  // op-family times, for profiled steps
+  // This rank's communication per group kind ("dp-cp", "edp", "ep", "tp", ...; the communicators'
+  // names), parallel/timed_communicator.h: the time an op of the group was in flight, and the part
+  // of it the compute waited (the host blocked on the CPU, the compute stream idle on a GPU).
+  // Empty on one rank.
+  std::map<std::string, double> comm_s;
+  std::map<std::string, double> comm_exposed_s;
 };
 
 struct TrainSummary {

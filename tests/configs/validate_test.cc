@@ -172,6 +172,8 @@ INSTANTIATE_TEST_SUITE_P(
                  "model.num_layers 4: 4 layers do not split evenly over 8 of pp 2 × "
                  "virtual_stages 4 = 8 stages (4 % 8 = 4)"},
         RuleCase{{"parallel.order=tp-cp-dp-pp"}, 1, "parallel.order \"tp-cp-dp-pp\" must name"},
+        RuleCase{{"parallel.grad_bucket_elements=0"}, 2,
+                 "parallel.grad_bucket_elements = 0 must be > 0"},
         RuleCase{{"model.moe.num_groups=3", "model.moe.group_topk=1"},
                  1,
                  "model.moe.num_experts 8 % model.moe.num_groups 3 = 2"},

@@ -50,6 +50,14 @@ double JsonNumber(const std::string& line, const std::string& key) {
   return std::stod(line.substr(at + key.size() + 4));
 }
 
+// The text of a flat JSON object field ({"dp": 0.1, ...}), for JsonNumber.
+std::string JsonObject(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\": {");
+  if (at == std::string::npos) return "";
+  const size_t end = line.find('}', at);
+  return line.substr(at, end - at + 1);
+}
+
 TEST(CliTest, QuickStartLossFallsClearlyOnTheBuiltinCorpus) {
   const std::string run_dir = "build/test-runs/quickstart";
   std::filesystem::remove_all(run_dir);
@@ -63,7 +71,8 @@ TEST(CliTest, QuickStartLossFallsClearlyOnTheBuiltinCorpus) {
   for (const char* key : {"step", "loss", "lm_loss", "aux_loss", "grad_norm", "lr", "tokens",
                           "tokens_per_s", "step_time_s", "data_s", "model_s", "update_s",
                           "expert_load_max_over_mean", "expert_tokens", "tokens_dropped",
-                          "dispatch_bytes", "host_peak_bytes", "device_peak_bytes", "skipped"}) {
+                          "dispatch_bytes", "host_peak_bytes", "device_peak_bytes", "comm_s",
+                          "comm_exposed_s", "skipped"}) {
     EXPECT_NE(lines[0].find(std::string("\"") + key + "\""), std::string::npos) << key;
   }
   const double first = JsonNumber(lines.front(), "lm_loss");
@@ -87,6 +96,36 @@ TEST(CliTest, DataParallelRunUnderMpirunLogsOnRankZero) {
   ASSERT_NE(first, std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("moefold summary", first + 1), std::string::npos) << r.output;
   EXPECT_EQ(ReadLines(run_dir + "/metrics.jsonl").size(), 3u);
+}
+
+TEST(CliTest, DataParallelBucketsOverlapBackwardAndTheBackendIsPrinted) {
+  // DP 4 (EDP 4 for the experts) with small buckets: each bucket is reduced while backward goes on,
+  // progressed at every layer boundary, so per group kind the time the host waited for gradient
+  // buckets (exposed) is below the time they were in flight.
+  const std::string run_dir = "build/test-runs/dp4-overlap";
+  std::filesystem::remove_all(run_dir);
+  const Result r = RunMpi(4, "train --config configs/tiny_moe.yaml --set train.steps=4 "
+                             "--set optimizer.warmup_steps=1 --set train.micro_batch_size=1 "
+                             "--set parallel.grad_bucket_elements=65536 "
+                             "--set data.cache_dir=build/test-data --run-dir " + run_dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("communicators: dp 4: MPI, dp-cp 4: MPI"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("world 4: MPI (CPU tensors)"), std::string::npos) << r.output;
+  const auto lines = ReadLines(run_dir + "/metrics.jsonl");
+  ASSERT_EQ(lines.size(), 4u);
+  for (const char* kind : {"dp-cp", "edp"}) {
+    double total = 0, exposed = 0;
+    for (const std::string& line : lines) {
+      total += JsonNumber(JsonObject(line, "comm_s"), kind);
+      exposed += JsonNumber(JsonObject(line, "comm_exposed_s"), kind);
+    }
+    std::printf("%s gradient buckets over 4 steps: %.4f s in flight, %.4f s exposed\n", kind,
+                total, exposed);
+    EXPECT_GT(total, 0) << kind << "\n" << lines[0];
+    EXPECT_GE(exposed, 0) << kind << "\n" << lines[0];
+    EXPECT_LT(exposed, total) << kind << "\n" << lines[0];
+  }
 }
 
 TEST(CliTest, TensorAndContextParallelRunUnderMpirun) {

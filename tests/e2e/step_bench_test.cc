@@ -16,8 +16,9 @@ struct Result {
   std::string errors;
 };
 
-Result RunBench(const std::string& args) {
-  const std::string command = std::string(STEP_BENCH_BINARY) +
+// `launcher`: e.g. mpirun and its flags, run before the binary.
+Result RunBench(const std::string& args, const std::string& launcher = "") {
+  const std::string command = launcher + std::string(STEP_BENCH_BINARY) +
                               " --config configs/tiny_moe.yaml --set data.cache_dir=build/test-data"
                               " --set model.num_layers=2 --set model.hidden_size=64 "
                               "--set train.seq_len=32 --warmup 1 --steps 2 " +
@@ -104,6 +105,29 @@ TEST(StepBenchTest, MfuIsNullOnTheCpuAndABadMicroBatchIsAnErrorLine) {
   EXPECT_EQ(Field(ok.lines[0], "mfu"), "null");
   EXPECT_EQ(Field(ok.lines[0], "peak_tflops"), "null");
   EXPECT_EQ(Field(ok.lines[0], "grouped_gemm"), "\"auto\"");  // the default
+}
+
+TEST(StepBenchTest, UnderMpirunRankZeroPrintsTheCommunicationOfEachGroupKind) {
+  const Result r = RunBench("--routing real",
+                            std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -np 2 ");
+  ASSERT_EQ(r.exit_code, 0);
+  ASSERT_EQ(r.lines.size(), 2u);  // rank 0's train_step and train_step_best only
+  const std::string& line = r.lines[0];
+  EXPECT_EQ(Number(line, "ranks"), 2) << line;
+  // dp 2: the gradient buckets reduce over "dp-cp" (and the experts over "edp").
+  const size_t comm = line.find("\"comm_s_median\": {");
+  const size_t exposed = line.find("\"comm_exposed_s_median\": {");
+  ASSERT_NE(comm, std::string::npos) << line;
+  ASSERT_NE(exposed, std::string::npos) << line;
+  const double total_dp = Number(line.substr(comm), "dp-cp");
+  const double exposed_dp = Number(line.substr(exposed), "dp-cp");
+  EXPECT_GT(total_dp, 0) << line;
+  EXPECT_LE(exposed_dp, total_dp) << line;
+
+  const Result one = RunBench("--routing real");
+  ASSERT_EQ(one.exit_code, 0);
+  EXPECT_NE(one.lines[0].find("\"ranks\": 1, \"comm_s_median\": {}"), std::string::npos)
+      << one.lines[0];
 }
 
 TEST(StepBenchTest, NamesTheExpertGemmBackend) {

@@ -1,7 +1,8 @@
 // The NCCL communicator on a GPU (one rank): skips cleanly without one (CI compiles it). With a GPU
 // it bootstraps over MPI, stages host tensors through the device for collectives and refuses them
 // for point-to-point, refuses bad roots/peers and fp8 sums with clear messages, runs a barrier, and
-// ProcessGroups builds every group on NCCL. Data-carrying ops on device tensors (one member, so
+// ProcessGroups builds every group on NCCL, setting each up on its first op (a failed set-up names
+// the group). Data-carrying ops on device tensors (one member, so
 // each is a copy or the identity) check the pointers, sizes and dtypes NCCL is given, and that an
 // op waits for the default stream's work before it reads its input.
 #include "gtest/gtest.h"
@@ -94,7 +95,7 @@ TEST(NcclCommunicatorTest, OneRankDataOpsOnDeviceTensors) {
   EXPECT_EQ(b.ToVector(), values);
 }
 
-TEST(NcclCommunicatorTest, ProcessGroupsOnNccl) {
+TEST(NcclCommunicatorTest, ProcessGroupsOnNcclSetUpEachGroupOnItsFirstOp) {
   if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
   if (MpiCommunicator::World().size() != 1) GTEST_SKIP() << "one GPU holds one NCCL rank";
   auto mapping = Mapping::Create(1, {});
@@ -102,10 +103,43 @@ TEST(NcclCommunicatorTest, ProcessGroupsOnNccl) {
   auto groups = ProcessGroups::Create(*mapping, {.backend = CommBackend::kNccl, .device = 0});
   ASSERT_TRUE(groups.ok()) << groups.status();
   auto dp = (*groups)->Get(GroupKind::kDpCp);
+  auto tp = (*groups)->Get(GroupKind::kTp);
   ASSERT_TRUE(dp.ok()) << dp.status();
+  ASSERT_TRUE(tp.ok()) << tp.status();
   EXPECT_EQ((*dp)->name(), "dp-cp");
+  auto* dp_nccl = dynamic_cast<NcclCommunicator*>(Untimed(*dp));
+  auto* tp_nccl = dynamic_cast<NcclCommunicator*>(Untimed(*tp));
+  ASSERT_NE(dp_nccl, nullptr);
+  ASSERT_NE(tp_nccl, nullptr);
+  EXPECT_FALSE(dp_nccl->is_set_up());
   ASSERT_OK(WaitFor((*dp)->Barrier({})));
+  EXPECT_TRUE(dp_nccl->is_set_up());
+  EXPECT_FALSE(tp_nccl->is_set_up());  // never used: never set up
   ASSERT_OK(WaitFor((*groups)->world().Barrier({})));
+  // Both barriers were timed, under their groups' names.
+  DefaultStream(Device::Cuda(0)).Synchronize();
+  auto times = (*groups)->TakeCommTimes();
+  ASSERT_OK(times.status());
+  EXPECT_EQ(times->at("dp-cp").ops, 1);
+  EXPECT_EQ(times->at("world").ops, 1);
+  EXPECT_GT(times->at("dp-cp").total_s, 0);
+  EXPECT_LE(times->at("dp-cp").exposed_s, times->at("dp-cp").total_s);
+}
+
+TEST(NcclCommunicatorTest, ALazySetUpThatFailsNamesTheGroupAndFailsEveryLaterOp) {
+  if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
+  MpiCommunicator world = MpiCommunicator::World("world");
+  if (world.size() != 1) GTEST_SKIP() << "one GPU holds one NCCL rank";
+  auto bootstrap = world.Dup("ep");
+  ASSERT_OK(bootstrap.status());
+  // A device that does not exist fails the local part of the set-up.
+  auto comm = NcclCommunicator::CreateLazy(std::move(*bootstrap), ops::CudaDeviceCount());
+  EXPECT_FALSE(comm->is_set_up());
+  const absl::Status first = WaitFor(comm->Barrier({}));
+  ASSERT_FALSE(first.ok());
+  EXPECT_NE(first.message().find("NCCL set-up on group 'ep'"), absl::string_view::npos) << first;
+  EXPECT_NE(first.message().find("first op: barrier"), absl::string_view::npos) << first;
+  EXPECT_EQ(WaitFor(comm->Barrier({})), first);
 }
 
 }  // namespace

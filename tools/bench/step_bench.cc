@@ -14,6 +14,14 @@
 // Each step is timed on the host around Trainer::Step, which returns after the step's loss and
 // statistics reached the host, so GPU work is included. MFU is reported only when a peak is known:
 // --peak-tflops, or 989 (H100/H200 SXM dense bf16) on a GPU; on the CPU it is null.
+//
+// Under mpirun every rank trains its part of the config's layout (the backend chosen as `moefold
+// train` does) and rank 0 prints; the line then also carries rank 0's communication per group kind
+// (medians over the timed steps of the time in flight, comm_s_median, and of the part the compute
+// waited, comm_exposed_s_median).
+//   mpirun -np 4 step_bench --config configs/tiny_moe.yaml --set train.device=cpu --steps 3
+#include <mpi.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,8 +39,12 @@
 #include "core/profiler.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
+#include "core/train/metrics.h"
 #include "core/train/trainer.h"
 #include "ops/grouped_gemm.h"
+#include "parallel/comm_backend.h"
+#include "parallel/mapping.h"
+#include "parallel/process_groups.h"
 #include "tools/bench/bench_line.h"
 
 namespace moefold::bench {
@@ -125,13 +137,23 @@ double Median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+std::map<std::string, double> Medians(const std::map<std::string, std::vector<double>>& series) {
+  std::map<std::string, double> medians;
+  for (const auto& [key, values] : series) medians[key] = Median(values);
+  return medians;
+}
+
 // The config with the benchmark's overrides, and the trainer built once from it: initialising and
 // uploading billions of parameters takes seconds, so every (routing, micro-batch) run reuses it.
 struct Bench {
   config::ExperimentConfig config;
   model::ModelSpec spec;
+  // Under mpirun with more than one rank: the layout's groups (the trainer uses them).
+  std::unique_ptr<parallel::MpiCommunicator> world;
+  std::unique_ptr<parallel::ProcessGroups> groups;
   std::unique_ptr<train::Trainer> trainer;
   bool gpu = false;
+  int device = 0;  // this rank's GPU
   double peak_tflops = 0;
   int64_t next_step = 0;  // steps continue across runs (the data and the LR schedule move on)
 };
@@ -150,8 +172,10 @@ absl::StatusOr<Bench> MakeBench(const Options& o, int runs) {
     }
   }
   Bench b;
+  b.world = std::make_unique<parallel::MpiCommunicator>(parallel::MpiCommunicator::World("world"));
+  const int ranks = b.world->size();
   MF_ASSIGN_OR_RETURN(b.config, config::LoadConfigFile(o.config, overrides));
-  MF_RETURN_IF_ERROR(config::Validate(b.config, 1));
+  MF_RETURN_IF_ERROR(config::Validate(b.config, ranks));
   MF_ASSIGN_OR_RETURN(b.spec, train::ModelSpecFromConfig(b.config));
   b.gpu = b.config.train().device() == "cuda";
   b.peak_tflops = o.peak_tflops > 0 ? o.peak_tflops : b.gpu ? kH100DenseBf16Tflops : 0;
@@ -161,6 +185,22 @@ absl::StatusOr<Bench> MakeBench(const Options& o, int runs) {
   train::TrainerOptions options;
   options.write_metrics = false;
   options.print_progress = false;
+  MF_ASSIGN_OR_RETURN(
+      const parallel::GpuPlacement placement,
+      parallel::PlaceRanks(*b.world, b.gpu,
+                           b.gpu ? parallel::VisibleGpuIds() : std::vector<std::string>{}));
+  b.device = options.cuda_device = placement.device;
+  if (ranks > 1) {
+    const auto& p = b.config.parallel();
+    const parallel::ParallelSizes sizes{.tp = p.tp(), .cp = p.cp(), .dp = p.dp(), .pp = p.pp(),
+                                        .etp = p.etp(), .ep = p.ep(), .order = p.order()};
+    MF_ASSIGN_OR_RETURN(const parallel::Mapping mapping, parallel::Mapping::Create(ranks, sizes));
+    MF_ASSIGN_OR_RETURN(b.groups,
+                        parallel::ProcessGroups::Create(mapping, {.backend = placement.backend,
+                                                                  .device = placement.device,
+                                                                  .world = b.world.get()}));
+    options.groups = b.groups.get();
+  }
   MF_ASSIGN_OR_RETURN(b.trainer, train::Trainer::Create(b.config, options));
   return b;
 }
@@ -209,11 +249,12 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
   const int64_t micro = micro_batch > 0 ? micro_batch : train.micro_batch_size();
   MF_RETURN_IF_ERROR(b.trainer->SetMicroBatchSize(micro));
   b.trainer->SetForceBalancedRouting(balanced);
-  const Device device = b.gpu ? Device::Cuda(0) : Device::Cpu();
+  const Device device = b.gpu ? Device::Cuda(b.device) : Device::Cpu();
   // Peak memory of this run alone (parameters and optimizer state included): the previous run's
   // activations have been freed.
   AllocatorFor(device).ResetPeak();
   std::vector<double> times, data_s, model_s, update_s;
+  std::map<std::string, std::vector<double>> comm_s, comm_exposed_s;  // by group kind
   train::StepResult first, last;
   double imbalance_sum = 0;
   int64_t imbalance_n = 0;
@@ -228,6 +269,8 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
     data_s.push_back(r.data_s);
     model_s.push_back(r.model_s);
     update_s.push_back(r.update_s);
+    for (const auto& [kind, t] : r.comm_s) comm_s[kind].push_back(t);
+    for (const auto& [kind, t] : r.comm_exposed_s) comm_exposed_s[kind].push_back(t);
     for (double x : r.expert_imbalance) imbalance_sum += x, ++imbalance_n;
   }
   // Read after the timed steps, so the high-water mark covers them.
@@ -284,6 +327,9 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
       .Add("expert_imbalance_mean", imbalance_n > 0 ? imbalance_sum / imbalance_n : NAN)
       .Add("first_loss", first.loss)
       .Add("last_loss", last.loss)
+      .Add("ranks", b.world->size())
+      .Add("comm_s_median", train::JsonObject(Medians(comm_s)))
+      .Add("comm_exposed_s_median", train::JsonObject(Medians(comm_exposed_s)))
       .Print();
   if (!profiles.empty()) PrintProfile(b, micro, balanced, profiles, flops_per_token * tokens);
   return f;
@@ -344,4 +390,16 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace moefold::bench
 
-int main(int argc, char** argv) { return moefold::bench::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // MPI for runs under mpirun (a single process starts as a world of one). Only rank 0 prints the
+  // figures; the other ranks' stdout is dropped (their errors still reach stderr).
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
+  const int code = moefold::bench::Main(argc, argv);
+  MPI_Finalize();
+  return code;
+}

@@ -1,0 +1,218 @@
+// The timing decorator: host-clock intervals for the ops in flight, compute-stream events around
+// every call into an op for the exposed part.
+#include "parallel/timed_communicator.h"
+
+#include <algorithm>
+
+namespace moefold::parallel {
+namespace {
+
+using Clock = CommTimeline::Clock;
+
+// Calls timed with events between two Takes; beyond, a call's exposure is its host time (the
+// bound keeps a caller that never takes from holding ever more device events).
+constexpr size_t kMaxSections = size_t{1} << 16;
+
+class TimedWork final : public Work {
+ public:
+  TimedWork(std::unique_ptr<Work> inner, std::shared_ptr<CommTimeline> timeline, std::string kind,
+            Clock::time_point issued)
+      : inner_(std::move(inner)),
+        timeline_(std::move(timeline)),
+        kind_(std::move(kind)),
+        issued_(issued) {}
+  // A Work dropped before its completion was observed (a failed step) was in flight until now.
+  ~TimedWork() override {
+    if (!completed_) timeline_->InFlight(kind_, issued_, Clock::now());
+  }
+
+  // Always forwarded, even after IsCompleted answered true: a backend may still deliver the
+  // outputs in Wait (host staging copies them back), and that time is exposed too.
+  absl::Status Wait() override {
+    absl::Status status;
+    timeline_->Blocked(kind_, [&] { status = inner_->Wait(); });
+    if (status.ok()) Complete();
+    return status;
+  }
+
+  bool IsCompleted() override {
+    if (completed_) return true;
+    bool done = false;
+    // A poll is a call into the backend too (MPI progresses, and may reduce, inside it).
+    timeline_->Blocked(kind_, [&] { done = inner_->IsCompleted(); });
+    if (done) Complete();
+    return done;
+  }
+
+ private:
+  void Complete() {
+    if (completed_) return;
+    completed_ = true;
+    timeline_->InFlight(kind_, issued_, Clock::now());
+  }
+
+  std::unique_ptr<Work> inner_;
+  std::shared_ptr<CommTimeline> timeline_;
+  std::string kind_;
+  Clock::time_point issued_;
+  bool completed_ = false;
+};
+
+}  // namespace
+
+CommTimeline::CommTimeline(const Stream& compute) : compute_(compute) {}
+
+void CommTimeline::Blocked(const std::string& kind, const std::function<void()>& call) {
+  const Clock::time_point begin = Clock::now();
+  // Indices, not references: the pool may grow while `call` runs.
+  const size_t slot = used_;
+  bool timed = status_.ok() && slot < kMaxSections;
+  if (timed && slot == pool_.size()) {
+    absl::StatusOr<Event> start = Event::Create(compute_.device(), /*timing=*/true);
+    absl::StatusOr<Event> end =
+        start.ok() ? Event::Create(compute_.device(), /*timing=*/true) : start.status();
+    if (end.ok()) {
+      pool_.emplace_back(*start, *end);
+    } else {
+      status_ = end.status();
+      timed = false;
+    }
+  }
+  if (timed) {
+    ++used_;
+    status_ = pool_[slot].first.Record(compute_);
+    timed = status_.ok();
+  }
+  call();
+  const Clock::time_point end = Clock::now();
+  if (timed) {
+    status_ = pool_[slot].second.Record(compute_);
+    if (status_.ok()) sections_.push_back({kind, slot});
+  } else if (slot >= kMaxSections) {
+    host_exposed_s_[kind] += std::chrono::duration<double>(end - begin).count();
+  }
+  intervals_[kind].emplace_back(begin, end);
+}
+
+void CommTimeline::InFlight(const std::string& kind, Clock::time_point issued,
+                            Clock::time_point completed) {
+  intervals_[kind].emplace_back(issued, completed);
+}
+
+void CommTimeline::CountOp(const std::string& kind) { ++ops_[kind]; }
+
+absl::StatusOr<CommTimes> CommTimeline::Take() {
+  CommTimes times;
+  absl::Status status = status_;
+  for (const Section& section : sections_) {
+    if (!status.ok()) break;
+    const auto& [start, end] = pool_[section.slot];
+    // Complete after the step's device wait; otherwise this is the one wait.
+    absl::StatusOr<bool> done = end.Query();
+    if (done.ok() && !*done) {
+      const absl::Status waited = end.Synchronize();
+      if (!waited.ok()) done = waited;
+    }
+    if (!done.ok()) {
+      status = done.status();
+      break;
+    }
+    absl::StatusOr<float> ms = Event::ElapsedMs(start, end);
+    if (!ms.ok()) {
+      status = ms.status();
+      break;
+    }
+    times[section.kind].exposed_s += std::max(0.0f, *ms) * 1e-3;
+  }
+  // The union of each kind's intervals: ops in flight together count once.
+  for (auto& [kind, list] : intervals_) {
+    std::sort(list.begin(), list.end());
+    double total = 0;
+    Clock::time_point open = list.front().first, close = list.front().second;
+    for (const auto& [begin, end] : list) {
+      if (begin > close) {
+        total += std::chrono::duration<double>(close - open).count();
+        open = begin;
+        close = end;
+      } else {
+        close = std::max(close, end);
+      }
+    }
+    total += std::chrono::duration<double>(close - open).count();
+    times[kind].total_s = total;
+  }
+  for (const auto& [kind, n] : ops_) times[kind].ops = n;
+  for (const auto& [kind, seconds] : host_exposed_s_) times[kind].exposed_s += seconds;
+  intervals_.clear();
+  host_exposed_s_.clear();
+  ops_.clear();
+  sections_.clear();
+  used_ = 0;
+  status_ = absl::OkStatus();
+  if (!status.ok()) return status;
+  return times;
+}
+
+TimedCommunicator::TimedCommunicator(std::unique_ptr<Communicator> inner,
+                                     std::shared_ptr<CommTimeline> timeline)
+    : inner_(std::move(inner)), timeline_(std::move(timeline)) {}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Timed(
+    const std::function<absl::StatusOr<std::unique_ptr<Work>>()>& issue) {
+  const Clock::time_point issued = Clock::now();
+  absl::StatusOr<std::unique_ptr<Work>> work = absl::InternalError("not issued");
+  timeline_->Blocked(name(), [&] { work = issue(); });
+  timeline_->CountOp(name());
+  if (!work.ok()) {
+    timeline_->InFlight(name(), issued, Clock::now());
+    return work.status();
+  }
+  return std::unique_ptr<Work>(new TimedWork(std::move(*work), timeline_, name(), issued));
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllReduce(
+    Tensor* tensor, const AllReduceOptions& options) {
+  return Timed([&] { return inner_->AllReduce(tensor, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::ReduceScatter(
+    const Tensor& input, Tensor* output, const ReduceScatterOptions& options) {
+  return Timed([&] { return inner_->ReduceScatter(input, output, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllGather(
+    const Tensor& input, Tensor* output, const AllGatherOptions& options) {
+  return Timed([&] { return inner_->AllGather(input, output, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllToAllV(
+    const Tensor& input, const std::vector<int64_t>& send_rows, Tensor* output,
+    const std::vector<int64_t>& recv_rows, const AllToAllOptions& options) {
+  return Timed([&] { return inner_->AllToAllV(input, send_rows, output, recv_rows, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Broadcast(
+    Tensor* tensor, const BroadcastOptions& options) {
+  return Timed([&] { return inner_->Broadcast(tensor, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Send(const Tensor& tensor, int peer,
+                                                              const PointToPointOptions& options) {
+  return Timed([&] { return inner_->Send(tensor, peer, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Recv(Tensor* tensor, int peer,
+                                                              const PointToPointOptions& options) {
+  return Timed([&] { return inner_->Recv(tensor, peer, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Barrier(const BarrierOptions& options) {
+  return Timed([&] { return inner_->Barrier(options); });
+}
+
+Communicator* Untimed(Communicator* comm) {
+  auto* timed = dynamic_cast<TimedCommunicator*>(comm);
+  return timed != nullptr ? &timed->inner() : comm;
+}
+
+}  // namespace moefold::parallel
