@@ -94,6 +94,32 @@ TEST(NcclCommunicatorTest, OneRankDataOpsOnDeviceTensors) {
   EXPECT_EQ(b.ToVector(), values);
 }
 
+TEST(NcclCommunicatorTest, OneRankVariableSizeGatherAndReduceScatter) {
+  if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
+  MpiCommunicator world = MpiCommunicator::World("world");
+  if (world.size() != 1) GTEST_SKIP() << "one GPU holds one NCCL rank";
+  auto nccl = NcclCommunicator::Create(world, /*device=*/0);
+  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  NcclCommunicator& comm = **nccl;
+  const Device gpu = Device::Cuda(0);
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f, 4.0f, -0.5f, 6.0f};
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor in = Tensor::FromVector(values, {3, 2}).To(dtype).To(gpu);
+    Tensor out = Tensor::Zeros({3, 2}, dtype, gpu);
+    ASSERT_OK(WaitFor(comm.AllGatherV(in, {3}, &out, {})));
+    EXPECT_EQ(out.ToVector(), values);
+    out.SetZero();
+    ASSERT_OK(WaitFor(comm.ReduceScatterV(in, {3}, &out, {})));  // one member: a copy
+    EXPECT_EQ(out.ToVector(), values);
+    Tensor none = Tensor::Zeros({0, 2}, dtype, gpu);
+    ASSERT_OK(WaitFor(comm.AllGatherV(in.Slice(0, 0), {0}, &none, {})));
+    ASSERT_OK(WaitFor(comm.ReduceScatterV(in.Slice(0, 0), {0}, &none, {})));
+  }
+  Tensor host = Tensor::Zeros({3, 2}, DType::kF32);
+  EXPECT_EQ(comm.AllGatherV(Tensor::FromVector(values, {3, 2}), {3}, &host, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);  // GPU tensors only
+}
+
 TEST(NcclCommunicatorTest, ProcessGroupsOnNccl) {
   if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
   if (MpiCommunicator::World().size() != 1) GTEST_SKIP() << "one GPU holds one NCCL rank";
