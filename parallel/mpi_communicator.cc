@@ -284,7 +284,8 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllGatherV(
   const std::string what = Describe("all_gather_v");
   MF_RETURN_IF_ERROR(CheckCpu(input, what));
   MF_RETURN_IF_ERROR(CheckCpu(*output, what));
-  MF_ASSIGN_OR_RETURN(const int64_t row, VariableRowBytes(input, *output, rows, rank_, size_, what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(input, *output, rows, rank_, size_, what));
   // MPI may read the arrays until the operation completes: they travel with the Work.
   auto arrays = std::make_shared<std::vector<std::vector<int>>>(2, std::vector<int>(size_));
   std::vector<int>& counts = (*arrays)[0];
@@ -311,7 +312,8 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::ReduceScatterV(
   MF_RETURN_IF_ERROR(CheckCpu(input, what));
   MF_RETURN_IF_ERROR(CheckCpu(*output, what));
   MF_RETURN_IF_ERROR(CheckSummableRows(input.dtype(), what));
-  MF_ASSIGN_OR_RETURN(const int64_t row, VariableRowBytes(*output, input, rows, rank_, size_, what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(*output, input, rows, rank_, size_, what));
   // Block r of the input goes to member r; the pieces of this member's block arrive from every
   // member in member order, and the epilogue adds them in that order (MPI's own reduce-scatter
   // would choose its order by algorithm and message size).

@@ -359,7 +359,8 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGatherV(
   const std::string what = Describe("all_gather_v");
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
-  MF_ASSIGN_OR_RETURN(const int64_t row, VariableRowBytes(input, *output, rows, rank_, size_, what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(input, *output, rows, rank_, size_, what));
   MF_RETURN_IF_ERROR(Ready(what));
   // This member's rows go to every member (itself included); member r's arrive at its offset.
   std::vector<int64_t> send_bytes(size_, rows[rank_] * row), recv_bytes(size_);
@@ -395,7 +396,8 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatterV(
   MF_RETURN_IF_ERROR(CheckCuda(input, what));
   MF_RETURN_IF_ERROR(CheckCuda(*output, what));
   MF_RETURN_IF_ERROR(CheckSummableRows(input.dtype(), what));
-  MF_ASSIGN_OR_RETURN(const int64_t row, VariableRowBytes(*output, input, rows, rank_, size_, what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(*output, input, rows, rank_, size_, what));
   MF_RETURN_IF_ERROR(Ready(what));
   const int64_t mine = rows[rank_];
   // Block r of the input goes to member r; this member's pieces arrive in member order.

@@ -97,11 +97,11 @@ __global__ void PlaceExperts(const int32_t* ids, int64_t pairs, const int32_t* c
 }
 
 // Capacity mode, probs policy: keep[off_e + i] = 1 when position i of expert e's segment of `all`
-// (its pairs in token order, starting at off_e) ranks among the expert's `capacity` highest weights,
-// ties to the earlier pair: rank(i) = #{j : w_j > w_i or (w_j = w_i and j < i)}. Only experts over
-// capacity rank; block (e, y) takes positions y·blockDim, then every gridDim.y·blockDim further, and
-// reads the segment's weights a tile at a time from shared memory (quadratic in the expert's pairs,
-// which the blocks of grid.y share).
+// (its pairs in token order, starting at off_e) ranks among the expert's `capacity` highest
+// weights, ties to the earlier pair: rank(i) = #{j : w_j > w_i or (w_j = w_i and j < i)}. Only
+// experts over capacity rank; block (e, y) takes positions y·blockDim, then every
+// gridDim.y·blockDim further, and reads the segment's weights a tile at a time from shared memory
+// (quadratic in the expert's pairs, which the blocks of grid.y share).
 __global__ void RankByWeight(const int32_t* all, const float* weights, const int32_t* demand,
                              int64_t capacity, uint8_t* keep) {
   __shared__ float tile[kRankThreads];
@@ -118,7 +118,8 @@ __global__ void RankByWeight(const int32_t* all, const float* weights, const int
   }
   __syncthreads();
   const int64_t off = segment;
-  for (int64_t base = int64_t{blockIdx.y} * threads; base < n; base += int64_t{gridDim.y} * threads) {
+  const int64_t stride = int64_t{gridDim.y} * threads;
+  for (int64_t base = int64_t{blockIdx.y} * threads; base < n; base += stride) {
     const int64_t i = base + threadIdx.x;
     const float wi = i < n ? weights[all[off + i]] : 0.0f;
     int64_t rank = 0;

@@ -28,8 +28,8 @@ class CudaRowsTest : public ::testing::TestWithParam<DType> {};
 TEST_P(CudaRowsTest, GatherRowsIsBitExact) {
   MF_REQUIRE_GPU();
   const DType dtype = GetParam();
-  for (const auto& [rows, hidden] : std::vector<std::pair<int64_t, int64_t>>{
-           {37, 64}, {300, 24}, {5, 7}, {1, 1}}) {
+  for (const auto& [rows, hidden] :
+       std::vector<std::pair<int64_t, int64_t>>{{37, 64}, {300, 24}, {5, 7}, {1, 1}}) {
     const Tensor x = RandomNormal({rows, hidden}, 1).To(dtype);
     // Every third entry −1; the rest repeat and skip rows.
     Tensor index = RandomInts({2 * rows}, 2, static_cast<int32_t>(rows));
@@ -48,15 +48,16 @@ TEST_P(CudaRowsTest, GatherRowsIsBitExact) {
 TEST_P(CudaRowsTest, SumBlocksIsBitExact) {
   MF_REQUIRE_GPU();
   const DType dtype = GetParam();
-  for (const auto& [blocks, m] : std::vector<std::pair<int64_t, int64_t>>{
-           {1, 64}, {2, 4096}, {3, 37}, {8, 1000}}) {
+  for (const auto& [blocks, m] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 64}, {2, 4096}, {3, 37}, {8, 1000}}) {
     const Tensor in = RandomNormal({blocks * m}, 3).To(dtype);
     Tensor expected = Tensor::Empty({m}, dtype);
     SumBlocks(in, &expected, CpuStream());
     for (int64_t offset : {kAligned, kUnaligned}) {
       Tensor out = PoisonedAt({m}, dtype, offset);
       SumBlocks(ToGpuAt(in, dtype, offset), &out, GpuStream());
-      EXPECT_TRUE(SameValues(out, expected)) << blocks << " blocks of " << m << " offset " << offset;
+      EXPECT_TRUE(SameValues(out, expected))
+          << blocks << " blocks of " << m << " offset " << offset;
     }
   }
 }

@@ -48,7 +48,8 @@ TEST(GatherRowsDeathTest, AnIndexOutsideTheRowsIsNamed) {
 
 TEST(SumBlocksTest, AddsTheBlocksInOrder) {
   // Three blocks of (2, 2): out = b0 + b1 + b2.
-  const Tensor blocks = Tensor::FromVector({1, 2, 3, 4, 10, 20, 30, 40, 100, 200, 300, 400}, {6, 2});
+  const Tensor blocks =
+      Tensor::FromVector({1, 2, 3, 4, 10, 20, 30, 40, 100, 200, 300, 400}, {6, 2});
   Tensor out = Tensor::Empty({2, 2}, DType::kF32);
   SumBlocks(blocks, &out, CpuStream());
   EXPECT_EQ(out.ToVector(), (std::vector<float>{111, 222, 333, 444}));

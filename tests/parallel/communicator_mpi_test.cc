@@ -1,7 +1,8 @@
 // The MPI communicator under mpirun (2, 3, 4 and 8 ranks): every op and dtype, odd sizes, zero-size
 // pieces in all_to_all_v and the variable-size all-gather and reduce-scatter (whose sum follows
-// member order, bf16 in f32), reduce ops, bad arguments with their numbers, splits, and a deliberately
-// hung peer turning into a timeout error that names the op, the group and the ranks (run last).
+// member order, bf16 in f32), reduce ops, bad arguments with their numbers, splits, and a
+// deliberately hung peer turning into a timeout error that names the op, the group and the ranks
+// (run last).
 #include <chrono>
 #include <numeric>
 
