@@ -4,9 +4,10 @@
 // DispatchAndCombine gives what Dispatch, the experts and Combine give, bit for bit; the plan's
 // counts match every member's routing and the byte counter what the rows' dtype makes of them;
 // zero rows to an expert, zero rows on a whole rank and every row to one expert all work (nobody
-// hangs); padding to capacity changes nothing but the shapes. The "experts" scale by powers of two,
-// ETP shares are powers of two too and the values have 8 significant bits, so every result is
-// exact in f32 and bf16 alike.
+// hangs); padding to capacity changes nothing but the shapes; on a GPU (ranks sharing it through
+// host staging) every result equals the CPU's. The "experts" scale by powers of two, ETP shares are
+// powers of two too and the values have 8 significant bits, so every result is exact in f32 and
+// bf16 alike.
 #include "parallel/token_dispatcher.h"
 
 #include <mpi.h>
@@ -14,6 +15,7 @@
 #include <numeric>
 
 #include "gtest/gtest.h"
+#include "ops/device_query.h"
 #include "ops/moe.h"
 #include "parallel/process_groups.h"
 #include "tests/testing/testing.h"
@@ -71,12 +73,12 @@ struct Rank {
   DispatchGroups dispatch;
 };
 
-Rank MakeRank(const Layout& l) {
+Rank MakeRank(const Layout& l, CommBackend backend = CommBackend::kMpi) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   auto mapping = Mapping::Create(world, {.etp = l.etp, .ep = l.ep});
   MF_CHECK(mapping.ok()) << mapping.status();
-  auto groups = ProcessGroups::Create(*mapping);
+  auto groups = ProcessGroups::Create(*mapping, {.backend = backend});
   MF_CHECK(groups.ok()) << groups.status();
   Rank r{std::move(*groups), {}};
   r.dispatch.ep = *r.groups->Get(GroupKind::kEp);
@@ -262,6 +264,60 @@ TEST_P(TokenDispatcherTest, CountsMatchEveryMembersRoutingAndBytesTheDtype) {
   ASSERT_OK(Combine(*plan, r.dispatch, grouped, &back, CpuStream(), &combined));
   EXPECT_EQ(dispatched, local_plan ? 0 : (to_peers + (l.etp - 1) * recv) * row_bytes);
   EXPECT_EQ(combined, local_plan ? 0 : (from_peers + plan->grouped_rows() - recv) * row_bytes);
+}
+
+// On a GPU (every rank on GPU 0, collectives staged through host memory): the plan's indices on
+// the device, GatherRows for padding and regrouping, the same collectives; every result equals the
+// CPU's bit for bit. Skips without a GPU.
+TEST_P(TokenDispatcherTest, OnTheGpuEqualsTheCpuBitForBit) {
+  const Layout l = GetParam();
+  if (ops::CudaDeviceCount() == 0) GTEST_SKIP() << "no GPU on this machine";
+  if (l.routing != Routing::kRandom) GTEST_SKIP() << "the CPU cases cover the other routings";
+  Rank cpu = MakeRank(l), gpu = MakeRank(l, CommBackend::kMpiHostStaged);
+  const int rank = cpu.groups->world().rank();
+  const Device device = Device::Cuda(0);
+  Stream& stream = DefaultStream(device);
+  Tensor x, ids;
+  MakeTokens(l, rank, &x, &ids);
+  const int64_t t = x.dim(0);
+  Tensor sorted = Tensor::Empty({t * kTopK}, DType::kI32);
+  Tensor counts = Tensor::Empty({kExperts}, DType::kI32);
+  ops::ComputePermutation(ids, kExperts, &sorted, &counts, CpuStream());
+  std::vector<int64_t> c(counts.data<int32_t>(), counts.data<int32_t>() + kExperts);
+  auto plan = BuildDispatchPlan(c, {.pad_to = l.pad_to, .chunks = l.chunks}, cpu.dispatch);
+  auto plan_gpu =
+      BuildDispatchPlan(c, {.pad_to = l.pad_to, .chunks = l.chunks, .stream = &stream},
+                        gpu.dispatch);
+  ASSERT_OK(plan);
+  ASSERT_OK(plan_gpu);
+  Tensor permuted = Tensor::Empty({t * kTopK, kHidden}, l.dtype);
+  ops::PermuteTokens(x, sorted, kTopK, &permuted, CpuStream());
+  const Tensor permuted_gpu = permuted.To(device);
+
+  Tensor grouped, grouped_gpu;
+  ASSERT_OK(Dispatch(*plan, cpu.dispatch, permuted, &grouped, CpuStream()));
+  ASSERT_OK(Dispatch(*plan_gpu, gpu.dispatch, permuted_gpu, &grouped_gpu, stream));
+  EXPECT_EQ(grouped_gpu.device(), device);
+  EXPECT_EQ(grouped_gpu.ToVector(), grouped.ToVector());
+  const int first_expert = cpu.dispatch.ep_rank() * (kExperts / l.ep);
+  const float etp = static_cast<float>(l.etp);
+  const Tensor scaled = ScaleByExpert(grouped, plan->local_counts, first_expert, false, etp);
+  Tensor back, back_gpu;
+  ASSERT_OK(Combine(*plan, cpu.dispatch, scaled, &back, CpuStream()));
+  ASSERT_OK(Combine(*plan_gpu, gpu.dispatch, scaled.To(device), &back_gpu, stream));
+  EXPECT_EQ(back_gpu.device(), device);
+  EXPECT_EQ(back_gpu.ToVector(), back.ToVector());
+
+  auto experts = [&](const DispatchChunk& chunk, const Tensor& rows, Tensor* out) {
+    out->CopyFrom(ScaleByExpert(rows.To(Device::Cpu()), chunk.local_counts,
+                                first_expert + chunk.first_expert, false, etp));
+    return absl::OkStatus();
+  };
+  Tensor pipelined_grouped, pipelined;
+  ASSERT_OK(DispatchAndCombine(*plan_gpu, gpu.dispatch, permuted_gpu, experts, &pipelined_grouped,
+                               &pipelined, stream));
+  EXPECT_EQ(pipelined_grouped.ToVector(), grouped.ToVector());
+  EXPECT_EQ(pipelined.ToVector(), back.ToVector());
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, TokenDispatcherTest, ::testing::ValuesIn(Layouts()),
