@@ -363,6 +363,14 @@ absl::Status DispatchAndCombine(const DispatchPlan& plan, const DispatchGroups& 
   const Tensor returned = local ? expert_out : Rows(plan.send_total(), rows);
   const int n = static_cast<int>(plan.chunks.size());
   std::vector<Flight> dispatch(n), combine(n);
+  // A poll of every collective in flight (the result is read by Land).
+  const std::function<void()> progress = [&dispatch, &combine]() {
+    for (std::vector<Flight>* flights : {&dispatch, &combine}) {
+      for (Flight& flight : *flights) {
+        if (flight.work != nullptr) flight.work->IsCompleted();
+      }
+    }
+  };
   // Chunk c + 1's dispatch is in flight while chunk c's experts run; chunk c's combine while
   // chunk c + 1's run. Every rank issues the collectives in this same order.
   if (!local && n > 0) {
@@ -377,7 +385,7 @@ absl::Status DispatchAndCombine(const DispatchPlan& plan, const DispatchGroups& 
     const DispatchChunk& chunk = plan.chunks[c];
     const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
     Tensor out = expert_out.Slice(begin, end);
-    MF_RETURN_IF_ERROR(experts(chunk, grouped->Slice(begin, end), &out));
+    MF_RETURN_IF_ERROR(experts(chunk, grouped->Slice(begin, end), &out, progress));
     if (!local) {
       MF_ASSIGN_OR_RETURN(combine[c],
                           StartCombine(plan, groups, c, expert_out, returned, stream, bytes));

@@ -103,9 +103,13 @@ absl::StatusOr<DispatchPlan> BuildDispatchPlan(const std::vector<int64_t>& count
 
 // The expert computation of one chunk: grouped (chunk.grouped_rows, H) the chunk's rows,
 // local-expert major (chunk.local_counts per expert) -> *out (chunk.grouped_rows, H), a view to
-// write (the rows' dtype and device). Called once per chunk, in chunk order.
+// write (the rows' dtype and device). Called once per chunk, in chunk order. `progress` polls the
+// exchanges in flight: call it between long computations, so that a backend that advances only
+// inside its own calls (MPI without a progress thread) moves the other chunks' rows meanwhile
+// (cheap and harmless where the network progresses by itself, as NCCL does).
 using ChunkExperts =
-    std::function<absl::Status(const DispatchChunk& chunk, const Tensor& grouped, Tensor* out)>;
+    std::function<absl::Status(const DispatchChunk& chunk, const Tensor& grouped, Tensor* out,
+                               const std::function<void()>& progress)>;
 
 // Dispatch, the experts and Combine, pipelined over the plan's chunks: rows (Σ counts, H) f32 or
 // bf16 grouped by global expert -> *grouped (plan.grouped_rows(), H) the local experts' rows (kept

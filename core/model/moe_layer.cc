@@ -184,7 +184,8 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   saved->act = ctx.Act({local_rows, f_local});
   const Tensor gate_up_w = GateUpExperts(gate_up_->compute);
   const Tensor& down_w = down_->compute;
-  auto experts = [&](const parallel::DispatchChunk& chunk, const Tensor& grouped, Tensor* out) {
+  auto experts = [&](const parallel::DispatchChunk& chunk, const Tensor& grouped, Tensor* out,
+                     const std::function<void()>& progress) {
     const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
     const int lo = chunk.first_expert, hi = lo + chunk.experts;
     Tensor gate_up = saved->gate_up.Slice(begin, end), act = saved->act.Slice(begin, end);
@@ -193,10 +194,12 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
       ops::GroupedLinearForward(grouped, gate_up_w.Slice(lo, hi), chunk.local_counts, &gate_up,
                                 ctx.s());
     }
+    progress();
     {
       auto timed = ctx.Profile(OpFamily::kActivation);
       ops::SwiGluForward(gate_up, &act, ctx.s());
     }
+    progress();
     auto timed = ctx.Profile(OpFamily::kExpertGemm);
     ops::GroupedLinearForward(act, down_w.Slice(lo, hi), chunk.local_counts, out, ctx.s());
     return absl::OkStatus();
@@ -248,7 +251,7 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   const Tensor gate_up_w = GateUpExperts(gate_up_->compute);
   const Tensor d_gate_up_w = GateUpExperts(gate_up_->grad);
   auto experts = [&](const parallel::DispatchChunk& chunk, const Tensor& d_expert_out,
-                     Tensor* d_grouped) {
+                     Tensor* d_grouped, const std::function<void()>& progress) {
     const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
     const int lo = chunk.first_expert, hi = lo + chunk.experts;
     const Tensor& counts = chunk.local_counts;
@@ -259,11 +262,13 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
       ops::GroupedLinearBackward(saved.act.Slice(begin, end), down_->compute.Slice(lo, hi), counts,
                                  d_expert_out, &d_act, &d_down, ctx.s());
     }
+    progress();
     Tensor d_gate_up = ctx.Act({chunk.grouped_rows, 2 * f_local});
     {
       auto timed = ctx.Profile(OpFamily::kActivation);
       ops::SwiGluBackward(saved.gate_up.Slice(begin, end), d_act, &d_gate_up, ctx.s());
     }
+    progress();
     auto timed = ctx.Profile(OpFamily::kExpertGemm);
     Tensor d_w = d_gate_up_w.Slice(lo, hi);
     ops::GroupedLinearBackward(saved.grouped.Slice(begin, end), gate_up_w.Slice(lo, hi), counts,

@@ -167,8 +167,10 @@ TEST_P(TokenDispatcherTest, DispatchThenCombineIsTheIdentityInValueAndGradient) 
   // The pipelined form, experts between the chunks' exchanges, gives the same bits, and hands each
   // chunk its own slice of the grouped rows.
   int calls = 0;
-  auto experts = [&](const DispatchChunk& chunk, const Tensor& rows, Tensor* out) {
+  auto experts = [&](const DispatchChunk& chunk, const Tensor& rows, Tensor* out,
+                     const std::function<void()>& progress) {
     EXPECT_EQ(&chunk, &plan->chunks[calls]) << "chunks in order";
+    progress();
     ++calls;
     EXPECT_EQ(rows.dim(0), chunk.grouped_rows);
     out->CopyFrom(ScaleByExpert(rows, chunk.local_counts, first_expert + chunk.first_expert, false,
@@ -308,7 +310,9 @@ TEST_P(TokenDispatcherTest, OnTheGpuEqualsTheCpuBitForBit) {
   EXPECT_EQ(back_gpu.device(), device);
   EXPECT_EQ(back_gpu.ToVector(), back.ToVector());
 
-  auto experts = [&](const DispatchChunk& chunk, const Tensor& rows, Tensor* out) {
+  auto experts = [&](const DispatchChunk& chunk, const Tensor& rows, Tensor* out,
+                     const std::function<void()>& progress) {
+    progress();
     out->CopyFrom(ScaleByExpert(rows.To(Device::Cpu()), chunk.local_counts,
                                 first_expert + chunk.first_expert, false, etp));
     return absl::OkStatus();
