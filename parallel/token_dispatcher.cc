@@ -273,7 +273,8 @@ absl::StatusOr<Flight> StartDispatch(const DispatchPlan& plan, const DispatchGro
   const Tensor in = send.Slice(chunk.send_offset, chunk.send_offset + chunk.send_total());
   Tensor dest = grouped.Slice(chunk.grouped_offset, chunk.grouped_offset + chunk.grouped_rows);
   Tensor gathered = chunk.regroup.defined() ? Rows(chunk.grouped_rows, send) : dest;
-  Tensor received = etp ? Rows(Sum(chunk.recv_rows), send) : gathered;
+  // The EP exchange's output (without EP: the chunk's send rows themselves), the ETP gather's input.
+  Tensor received = !ep ? in : etp ? Rows(Sum(chunk.recv_rows), send) : gathered;
   const int64_t row_bytes = RowBytes(send);
   Flight flight;
   auto regroup = [&stream, &chunk, gathered, dest]() mutable {
@@ -286,8 +287,6 @@ absl::StatusOr<Flight> StartDispatch(const DispatchPlan& plan, const DispatchGro
     if (bytes != nullptr) {
       *bytes += (chunk.send_total() - chunk.send_rows[groups.ep_rank()]) * row_bytes;
     }
-  } else {
-    received = in;
   }
   if (etp) {
     if (bytes != nullptr) *bytes += (groups.etp_size() - 1) * received.dim(0) * row_bytes;
