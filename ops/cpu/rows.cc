@@ -49,9 +49,14 @@ void GatherRows(const Tensor& x, const Tensor& index, Tensor* out, Stream& strea
 }
 
 void SumBlocks(const Tensor& blocks, Tensor* out, Stream& stream) {
-  MF_RETURN_IF_GPU(blocks, "SumBlocks", cuda::SumBlocks(blocks, out, stream));
   constexpr const char* kOp = "SumBlocks";
+  // The number of blocks follows from the element counts: checked here, for both devices.
   MF_CHECK(out != nullptr) << kOp << ": output out is null";
+  const int64_t m = out->numel();
+  MF_CHECK(m == 0 || (blocks.numel() >= m && blocks.numel() % m == 0))
+      << kOp << ": blocks " << blocks.DebugString() << " is not a whole number of blocks of out "
+      << out->DebugString();
+  MF_RETURN_IF_GPU(blocks, kOp, cuda::SumBlocks(blocks, out, stream));
   if (internal::AnyBf16({&blocks, out})) {
     internal::Bf16Emulation emu(kOp);
     emu.SameDType({&blocks, out}, {"blocks", "out"});
@@ -61,11 +66,7 @@ void SumBlocks(const Tensor& blocks, Tensor* out, Stream& stream) {
   }
   internal::CheckF32(blocks, kOp, "blocks");
   internal::CheckF32(*out, kOp, "out");
-  const int64_t m = out->numel();
   if (m == 0) return;
-  MF_CHECK(blocks.numel() >= m && blocks.numel() % m == 0)
-      << kOp << ": blocks " << blocks.DebugString() << " is not a whole number of blocks of out "
-      << out->DebugString();
   const int64_t n = blocks.numel() / m;
   const float* b = blocks.data<float>();
   float* o = out->data<float>();

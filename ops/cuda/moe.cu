@@ -63,13 +63,34 @@ __global__ void CountExperts(const int32_t* ids, int64_t pairs, int k, int exper
   if (threadIdx.x == 0) counts[e] = count;
 }
 
+// One step of an ordered compaction over the block: the threads whose `match` is set get
+// consecutive slots in thread order, starting at *base (shared memory), which then moves past
+// them. Returns this thread's slot (meaningful where match is set). Every thread of the block
+// calls it (it synchronises); blockDim.x is a multiple of 32, at most 1024.
+__device__ int64_t OrderedSlot(bool match, int64_t* base) {
+  __shared__ int warp_totals[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const unsigned ballot = __ballot_sync(0xffffffffu, match);
+  if (lane == 0) warp_totals[warp] = __popc(ballot);
+  __syncthreads();
+  int before = __popc(ballot & ((1u << lane) - 1u));
+  int total = 0;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) {
+    if (w < warp) before += warp_totals[w];
+    total += warp_totals[w];
+  }
+  const int64_t slot = *base + before;
+  __syncthreads();  // everyone read warp_totals and base before they change
+  if (threadIdx.x == 0) *base += total;
+  __syncthreads();
+  return slot;
+}
+
 // Block e writes its pairs, in increasing pair index, at rows [Σ_{e'<e} counts, ...).
 __global__ void PlaceExperts(const int32_t* ids, int64_t pairs, const int32_t* counts,
                              int32_t* sorted) {
-  __shared__ int warp_totals[32];
   __shared__ int64_t base;
   const int e = blockIdx.x;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (threadIdx.x == 0) {
     int64_t offset = 0;
     for (int i = 0; i < e; ++i) offset += counts[i];
@@ -79,20 +100,8 @@ __global__ void PlaceExperts(const int32_t* ids, int64_t pairs, const int32_t* c
   for (int64_t chunk = 0; chunk < pairs; chunk += blockDim.x) {
     const int64_t p = chunk + threadIdx.x;
     const bool match = p < pairs && ids[p] == e;
-    const unsigned ballot = __ballot_sync(0xffffffffu, match);
-    const int before_in_warp = __popc(ballot & ((1u << lane) - 1u));
-    if (lane == 0) warp_totals[warp] = __popc(ballot);
-    __syncthreads();
-    int before = before_in_warp;
-    int chunk_total = 0;
-    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) {
-      if (w < warp) before += warp_totals[w];
-      chunk_total += warp_totals[w];
-    }
-    if (match) sorted[base + before] = static_cast<int32_t>(p);
-    __syncthreads();  // everyone read warp_totals and base before they change
-    if (threadIdx.x == 0) base += chunk_total;
-    __syncthreads();
+    const int64_t slot = OrderedSlot(match, &base);
+    if (match) sorted[slot] = static_cast<int32_t>(p);
   }
 }
 
@@ -142,10 +151,8 @@ __global__ void RankByWeight(const int32_t* all, const float* weights, const int
 // capacity every pair is kept; over it, the first C (position policy) or those `keep` marks.
 __global__ void CompactKept(const int32_t* all, const int32_t* demand, int64_t capacity,
                             const uint8_t* keep, int32_t* counts, int32_t* sorted) {
-  __shared__ int warp_totals[32];
   __shared__ int64_t base, segment;
   const int e = blockIdx.x;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t n = demand[e];
   if (threadIdx.x == 0) {
     int64_t offset = 0, out = 0;
@@ -164,20 +171,8 @@ __global__ void CompactKept(const int32_t* all, const int32_t* demand, int64_t c
     const int64_t i = chunk + threadIdx.x;
     const bool kept =
         i < n && (!over || (keep != nullptr ? keep[off + i] != 0 : i < capacity));
-    const unsigned ballot = __ballot_sync(0xffffffffu, kept);
-    const int before_in_warp = __popc(ballot & ((1u << lane) - 1u));
-    if (lane == 0) warp_totals[warp] = __popc(ballot);
-    __syncthreads();
-    int before = before_in_warp;
-    int chunk_total = 0;
-    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) {
-      if (w < warp) before += warp_totals[w];
-      chunk_total += warp_totals[w];
-    }
-    if (kept) sorted[base + before] = all[off + i];
-    __syncthreads();  // everyone read warp_totals and base before they change
-    if (threadIdx.x == 0) base += chunk_total;
-    __syncthreads();
+    const int64_t slot = OrderedSlot(kept, &base);
+    if (kept) sorted[slot] = all[off + i];
   }
 }
 

@@ -94,15 +94,12 @@ void SumBlocks(const Tensor& blocks, Tensor* out, Stream& stream) {
   constexpr const char* kOp = "SumBlocks";
   const Device dev = blocks.device();
   CheckStream(stream, dev, kOp);
+  // The element counts were checked by the public op (ops/cpu/rows.cc).
   CheckActivation(blocks, dev, kOp, "blocks");
-  MF_CHECK(out != nullptr) << kOp << ": output out is null";
   CheckActivation(*out, dev, kOp, "out");
   CheckDType(*out, blocks.dtype(), kOp, "out");
   const int64_t m = out->numel();
   if (m == 0) return;
-  MF_CHECK(blocks.numel() >= m && blocks.numel() % m == 0)
-      << kOp << ": blocks " << blocks.DebugString() << " is not a whole number of blocks of out "
-      << out->DebugString();
   const int64_t n = blocks.numel() / m;
   const cudaStream_t s = Native(stream);
   MF_DISPATCH_FLOAT(blocks.dtype(), kOp, T, {

@@ -91,20 +91,34 @@ Rank MakeRank(const Layout& l, CommBackend backend = CommBackend::kMpi) {
 // shares) are exact in f32.
 Tensor Short(const Tensor& t, DType dtype) { return t.To(DType::kBF16).To(dtype); }
 
-// This rank's tokens (in the layout's dtype) and their routing.
-void MakeTokens(const Layout& l, int rank, Tensor* x, Tensor* ids) {
+// This rank's tokens (in the layout's dtype), their routing and its permutation.
+struct Routed {
+  Tensor x, ids, sorted;           // (T, H), (T, k) i32, (T·k) i32
+  Tensor permuted;                 // (T·k, H) the rows grouped by expert
+  std::vector<int64_t> counts;     // (E) rows per expert
+};
+
+Routed Route(const Layout& l, int rank) {
+  Routed r;
   const int64_t t = l.routing == Routing::kEmptyRank && rank % 2 == 1 ? 0 : 5 + rank;
-  *x = Short(RandomNormal({t, kHidden}, 100 + rank), l.dtype);
-  *ids = Tensor::Empty({t, kTopK}, DType::kI32);
+  r.x = Short(RandomNormal({t, kHidden}, 100 + rank), l.dtype);
+  r.ids = Tensor::Empty({t, kTopK}, DType::kI32);
   const Tensor random = RandomInts({std::max<int64_t>(t, 1), kTopK}, 200 + rank, kExperts);
   for (int64_t i = 0; i < t; ++i) {
     for (int j = 0; j < kTopK; ++j) {
       int32_t e = random.data<int32_t>()[i * kTopK + j];
       if (l.routing == Routing::kAllToExpertZero) e = 0;
       if (l.routing == Routing::kSkipOddExperts) e -= e % 2;
-      ids->data<int32_t>()[i * kTopK + j] = e;
+      r.ids.data<int32_t>()[i * kTopK + j] = e;
     }
   }
+  r.sorted = Tensor::Empty({t * kTopK}, DType::kI32);
+  Tensor counts = Tensor::Empty({kExperts}, DType::kI32);
+  ops::ComputePermutation(r.ids, kExperts, &r.sorted, &counts, CpuStream());
+  r.counts.assign(counts.data<int32_t>(), counts.data<int32_t>() + kExperts);
+  r.permuted = Tensor::Empty({t * kTopK, kHidden}, l.dtype);
+  ops::PermuteTokens(r.x, r.sorted, kTopK, &r.permuted, CpuStream());
+  return r;
 }
 
 // rows (local-expert major, counts[le] rows for local expert first + le) multiplied row by row:
@@ -129,19 +143,14 @@ TEST_P(TokenDispatcherTest, DispatchThenCombineIsTheIdentityInValueAndGradient) 
   const Layout l = GetParam();
   Rank r = MakeRank(l);
   const int rank = r.groups->world().rank();
-  Tensor x, ids;
-  MakeTokens(l, rank, &x, &ids);
+  const Routed in = Route(l, rank);
+  const Tensor &x = in.x, &ids = in.ids, &sorted = in.sorted, &permuted = in.permuted;
   const int64_t t = x.dim(0);
-  Tensor sorted = Tensor::Empty({t * kTopK}, DType::kI32);
-  Tensor counts = Tensor::Empty({kExperts}, DType::kI32);
-  ops::ComputePermutation(ids, kExperts, &sorted, &counts, CpuStream());
-  std::vector<int64_t> c(counts.data<int32_t>(), counts.data<int32_t>() + kExperts);
+  const std::vector<int64_t>& c = in.counts;
   auto plan = BuildDispatchPlan(c, {.pad_to = l.pad_to, .chunks = l.chunks}, r.dispatch);
   ASSERT_OK(plan);
   EXPECT_EQ(plan->local_counts.numel(), kExperts / l.ep);
   EXPECT_EQ(static_cast<int>(plan->chunks.size()), std::min(l.chunks, kExperts / l.ep));
-  Tensor permuted = Tensor::Empty({t * kTopK, kHidden}, l.dtype);
-  ops::PermuteTokens(x, sorted, kTopK, &permuted, CpuStream());
 
   // "Experts": expert e scales its rows by 2^(e % 4); each ETP rank contributes 1/etp of it.
   const int first_expert = r.dispatch.ep_rank() * (kExperts / l.ep);
@@ -215,18 +224,15 @@ TEST_P(TokenDispatcherTest, CountsMatchEveryMembersRoutingAndBytesTheDtype) {
   const Layout l = GetParam();
   Rank r = MakeRank(l);
   const int rank = r.groups->world().rank(), world = r.groups->world().size();
-  Tensor x, ids;
-  MakeTokens(l, rank, &x, &ids);
-  const int64_t t = x.dim(0);
-  Tensor sorted = Tensor::Empty({t * kTopK}, DType::kI32);
-  Tensor counts = Tensor::Empty({kExperts}, DType::kI32);
-  ops::ComputePermutation(ids, kExperts, &sorted, &counts, CpuStream());
-  std::vector<int64_t> c(counts.data<int32_t>(), counts.data<int32_t>() + kExperts);
+  const Routed in = Route(l, rank);
+  const Tensor& permuted = in.permuted;
+  const std::vector<int64_t>& c = in.counts;
   auto plan = BuildDispatchPlan(c, {.pad_to = l.pad_to, .chunks = l.chunks}, r.dispatch);
   ASSERT_OK(plan);
   // Every world rank's counts, padded, by world rank.
   std::vector<int32_t> all(world * kExperts);
-  MPI_Allgather(counts.data<int32_t>(), kExperts, MPI_INT32_T, all.data(), kExperts, MPI_INT32_T,
+  const std::vector<int32_t> mine(c.begin(), c.end());
+  MPI_Allgather(mine.data(), kExperts, MPI_INT32_T, all.data(), kExperts, MPI_INT32_T,
                 MPI_COMM_WORLD);
   auto rows_of = [&](int world_rank, int expert) -> int64_t {
     return l.pad_to > 0 ? l.pad_to : all[world_rank * kExperts + expert];
@@ -258,8 +264,6 @@ TEST_P(TokenDispatcherTest, CountsMatchEveryMembersRoutingAndBytesTheDtype) {
   const int64_t to_peers = plan->send_total() - plan->send_rows[r.dispatch.ep_rank()];
   const int64_t from_peers = recv - plan->recv_rows[r.dispatch.ep_rank()];
   const bool local_plan = l.ep == 1 && l.etp == 1;
-  Tensor permuted = Tensor::Empty({t * kTopK, kHidden}, l.dtype);
-  ops::PermuteTokens(x, sorted, kTopK, &permuted, CpuStream());
   Tensor grouped, back;
   int64_t dispatched = 0, combined = 0;
   ASSERT_OK(Dispatch(*plan, r.dispatch, permuted, &grouped, CpuStream(), &dispatched));
@@ -279,21 +283,15 @@ TEST_P(TokenDispatcherTest, OnTheGpuEqualsTheCpuBitForBit) {
   const int rank = cpu.groups->world().rank();
   const Device device = Device::Cuda(0);
   Stream& stream = DefaultStream(device);
-  Tensor x, ids;
-  MakeTokens(l, rank, &x, &ids);
-  const int64_t t = x.dim(0);
-  Tensor sorted = Tensor::Empty({t * kTopK}, DType::kI32);
-  Tensor counts = Tensor::Empty({kExperts}, DType::kI32);
-  ops::ComputePermutation(ids, kExperts, &sorted, &counts, CpuStream());
-  std::vector<int64_t> c(counts.data<int32_t>(), counts.data<int32_t>() + kExperts);
+  const Routed in = Route(l, rank);
+  const Tensor& permuted = in.permuted;
+  const std::vector<int64_t>& c = in.counts;
   auto plan = BuildDispatchPlan(c, {.pad_to = l.pad_to, .chunks = l.chunks}, cpu.dispatch);
   auto plan_gpu =
       BuildDispatchPlan(c, {.pad_to = l.pad_to, .chunks = l.chunks, .stream = &stream},
                         gpu.dispatch);
   ASSERT_OK(plan);
   ASSERT_OK(plan_gpu);
-  Tensor permuted = Tensor::Empty({t * kTopK, kHidden}, l.dtype);
-  ops::PermuteTokens(x, sorted, kTopK, &permuted, CpuStream());
   const Tensor permuted_gpu = permuted.To(device);
 
   Tensor grouped, grouped_gpu;

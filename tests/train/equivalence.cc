@@ -91,7 +91,8 @@ const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, 
   return it->second;
 }
 
-void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux) {
+void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux,
+                                const Tolerances& tol) {
   int world = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   if (world != layout.world) GTEST_SKIP() << layout.name << " runs on " << layout.world << " ranks";
@@ -101,7 +102,7 @@ void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_
   auto groups = MakeGroups(config, nullptr);
   const LayoutRun run = TrainLayout(config, groups.get(), steps);
   const LayoutRun& reference = SingleRankReference(layout.model, steps);
-  ExpectSameTraining(run, reference, layout.name);
+  ExpectSameTraining(run, reference, layout.name, tol);
   for (int s = 0; check_aux && s < steps; ++s) {
     EXPECT_NEAR(run.aux_losses[s], reference.aux_losses[s], 1e-5 * reference.aux_losses[s])
         << layout.name << " aux loss at step " << s;

@@ -53,11 +53,6 @@ struct LayoutCase {
   std::vector<std::string> model;
 };
 
-// Skips unless the MPI world has case.world ranks; else trains the layout for `steps` steps over
-// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining), and with
-// `check_aux` the same aux loss per step too.
-void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false);
-
 // How close two layouts of the same training must stay. In f32 only the order of the sums differs
 // between layouts; the loss-based reweighting of the equivalence config can amplify that: its
 // weights normalise each loss by the previous step's loss range, and when that range is narrow a
@@ -80,5 +75,11 @@ inline constexpr Tolerances kBf16Tolerances{.loss_rel = 3e-4, .grad_norm_rel = 3
 // `reference`, within `tol`.
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label,
                         const Tolerances& tol = kF32Tolerances);
+
+// Skips unless the MPI world has case.world ranks; else trains the layout for `steps` steps over
+// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining within `tol`), and
+// with `check_aux` the same aux loss per step too (1e-5 relative).
+void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false,
+                                const Tolerances& tol = kF32Tolerances);
 
 }  // namespace moefold::train
