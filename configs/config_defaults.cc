@@ -45,6 +45,7 @@ ExperimentConfig DefaultConfig() {
   moe->set_drop_policy("probs");
   moe->set_pad_to_capacity(false);
   moe->set_force_balanced_routing(false);
+  moe->set_dispatch_chunks(0);  // auto: 2 under expert parallelism
 
   ParallelConfig* p = c.mutable_parallel();
   p->set_tp(1);

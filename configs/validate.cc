@@ -107,6 +107,7 @@ void CheckMoe(const ExperimentConfig& c, Problems* p) {
   NonNegative(p, "model.moe.aux_loss_coeff", moe.aux_loss_coeff());
   NonNegative(p, "model.moe.z_loss_coeff", moe.z_loss_coeff());
   NonNegative(p, "model.moe.capacity_factor", moe.capacity_factor());
+  NonNegative(p, "model.moe.dispatch_chunks", moe.dispatch_chunks());
   OneOf(p, "model.moe.drop_policy", moe.drop_policy(), {"probs", "position"});
   if (moe.pad_to_capacity() && !(moe.capacity_factor() > 0)) {
     p->push_back("model.moe.pad_to_capacity needs model.moe.capacity_factor > 0 (dropless has no "

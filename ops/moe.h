@@ -1,5 +1,6 @@
 // Token permutation for MoE: group the (token, choice) pairs by expert so each expert sees a
-// contiguous block, and the exact reverse. Dropless: every pair is kept.
+// contiguous block, and the exact reverse. Dropless keeps every pair; capacity mode keeps at most C
+// pairs per expert (ComputeCapacityPermutation decides which, on the device).
 // GPU and CPU (which emulates bf16: ops/cpu/bf16_emulation.h): x, out, y and their gradients f32 or
 // bf16; weights and d_weights f32; the same order and counts as the CPU (a stable counting sort),
 // sums in a fixed order.
@@ -22,6 +23,24 @@ namespace moefold::ops {
 // expert.
 void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tensor* counts,
                         Stream& stream);
+
+// Which pairs an expert keeps when more than its capacity C chose it (docs/FORMULAS.md §4): kProbs
+// its C highest routing weights (equal weights: the earlier pair, pair index t·k + j, wins),
+// kPosition its C earliest pairs.
+enum class DropPolicy { kProbs, kPosition };
+
+// Capacity mode: ComputePermutation restricted to the pairs each expert keeps under `policy` with
+// capacity C >= 0. ids (T, k) i32 in [0, E), weights (T, k) f32. sorted (T·k) i32: entries
+// [0, N) are the kept pairs in ComputePermutation's order (expert-major, token order within an
+// expert; N = Σ counts), entries [N, T·k) are −1 (N is known once counts reach the host: slice
+// sorted to it). counts (E) i32 kept pairs per expert (min(demand, C)); demand (E) i32 pairs per
+// expert before drops (ComputePermutation's counts; the expert load the metrics and the bias use).
+// counts and demand may be views of one tensor, so one copy brings both to the host. Integer and
+// comparison logic only: both devices give the same result exactly. On the GPU each expert ranks
+// its own pairs (quadratic in one expert's pairs, spread over blocks), with no host wait.
+void ComputeCapacityPermutation(const Tensor& ids, const Tensor& weights, int num_experts,
+                                int64_t capacity, DropPolicy policy, Tensor* sorted,
+                                Tensor* counts, Tensor* demand, Stream& stream);
 
 // out[r] = x[sorted[r] / k]. x (T, H) f32, out (T·k, H) f32.
 // Here and below `sorted` may also hold N < T·k pairs (e.g. after capacity drops): the permuted

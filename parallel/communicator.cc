@@ -110,6 +110,49 @@ absl::StatusOr<int64_t> AllToAllRowBytes(const Tensor& input, const std::vector<
   return row_bytes(input);
 }
 
+absl::StatusOr<int64_t> VariableRowBytes(const Tensor& mine, const Tensor& gathered,
+                                         const std::vector<int64_t>& rows, int rank, int size,
+                                         absl::string_view what) {
+  if (static_cast<int>(rows.size()) != size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", rows.size(), " row counts for ", size, " members"));
+  }
+  MF_RETURN_IF_ERROR(CheckSameDType(mine, gathered, what));
+  if (mine.rank() == 0 || gathered.rank() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", mine.DebugString(), " and ",
+                                                   gathered.DebugString(),
+                                                   " need a row dimension (dim 0)"));
+  }
+  int64_t row = static_cast<int64_t>(DTypeSize(mine.dtype()));
+  int64_t gathered_row = row;
+  for (int d = 1; d < mine.rank(); ++d) row *= mine.dim(d);
+  for (int d = 1; d < gathered.rank(); ++d) gathered_row *= gathered.dim(d);
+  if (row != gathered_row) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": rows of ", mine.DebugString(), " and ",
+                                                   gathered.DebugString(), " differ"));
+  }
+  int64_t total = 0;
+  for (int i = 0; i < size; ++i) {
+    if (rows[i] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": negative row count ", rows[i], " for member ", i));
+    }
+    total += rows[i];
+  }
+  if (mine.dim(0) != rows[rank] || gathered.dim(0) != total) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": member ", rank, "'s ", rows[rank], " rows and ", total, " rows in all for ",
+        mine.DebugString(), " and ", gathered.DebugString()));
+  }
+  return row;
+}
+
+absl::Status CheckSummableRows(DType dtype, absl::string_view what) {
+  if (dtype == DType::kF32 || dtype == DType::kBF16) return absl::OkStatus();
+  return absl::UnimplementedError(
+      absl::StrCat(what, ": sums f32 or bf16 rows, not ", DTypeName(dtype)));
+}
+
 absl::Status CheckMember(int member, int size, absl::string_view role, absl::string_view what) {
   if (member < 0 || member >= size) {
     return absl::InvalidArgumentError(

@@ -31,6 +31,10 @@ struct ReduceScatterOptions {
   ReduceOp op = ReduceOp::kSum;
   std::chrono::milliseconds timeout = kDefaultTimeout;
 };
+// ReduceScatterV always sums (in member order, see there).
+struct ReduceScatterVOptions {
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
 struct AllGatherOptions {
   std::chrono::milliseconds timeout = kDefaultTimeout;
 };
@@ -77,6 +81,20 @@ class Communicator {
   // input (n) → output (size·n): chunk r is member r's input.
   virtual absl::StatusOr<std::unique_ptr<Work>> AllGather(const Tensor& input, Tensor* output,
                                                           const AllGatherOptions& options) = 0;
+  // Rows of dim 0, a count per member (rows[r] for member r, zero allowed): input holds this
+  // member's rows[rank()] rows; output (Σ rows, ...) receives member r's rows at row
+  // Σ_{r'<r} rows[r'] (member order). Byte-wise, every dtype.
+  virtual absl::StatusOr<std::unique_ptr<Work>> AllGatherV(const Tensor& input,
+                                                           const std::vector<int64_t>& rows,
+                                                           Tensor* output,
+                                                           const AllGatherOptions& options) = 0;
+  // The adjoint of AllGatherV: input (Σ rows, ...) holds a block of rows[r] rows for every member
+  // r, in member order; output (rows[rank()], ...) = Σ over members m of m's block rank(), added
+  // in member order m = 0, 1, ... with an f32 accumulator and rounded once (bf16), so every
+  // backend gives the same bits. f32 or bf16 (Unimplemented otherwise).
+  virtual absl::StatusOr<std::unique_ptr<Work>> ReduceScatterV(
+      const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+      const ReduceScatterVOptions& options) = 0;
   // Rows of dim 0: send_rows[r] consecutive rows of input go to member r; recv_rows[r] rows arrive
   // from member r, stored consecutively in output in member order. Counts may be zero.
   virtual absl::StatusOr<std::unique_ptr<Work>> AllToAllV(

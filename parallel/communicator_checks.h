@@ -30,6 +30,14 @@ absl::StatusOr<int64_t> AllToAllRowBytes(const Tensor& input, const std::vector<
                                          const Tensor& output,
                                          const std::vector<int64_t>& recv_rows, int size,
                                          absl::string_view what);
+// all_gather_v (`gather`) / reduce_scatter_v: `size` non-negative row counts; the gathered side
+// (all_gather_v's output, reduce_scatter_v's input) has Σ rows rows, the member's side
+// rows[rank]; one dtype and equal rows (dims 1..). Returns the bytes of one row.
+absl::StatusOr<int64_t> VariableRowBytes(const Tensor& mine, const Tensor& gathered,
+                                         const std::vector<int64_t>& rows, int rank, int size,
+                                         absl::string_view what);
+// reduce_scatter_v sums f32 or bf16 only (ops::SumBlocks): Unimplemented otherwise.
+absl::Status CheckSummableRows(DType dtype, absl::string_view what);
 // 0 <= member < size, else InvalidArgument ("root 4 is not a member of a group of 4").
 absl::Status CheckMember(int member, int size, absl::string_view role, absl::string_view what);
 

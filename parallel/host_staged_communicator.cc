@@ -93,6 +93,26 @@ absl::StatusOr<std::unique_ptr<Work>> HostStagedCommunicator::AllGather(
   return s.Finish(inner_->AllGather(in, &out, options));
 }
 
+absl::StatusOr<std::unique_ptr<Work>> HostStagedCommunicator::AllGatherV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const AllGatherOptions& options) {
+  Staging s;
+  Tensor in = Staged(input, true), out = Staged(*output, false);
+  s.keep_alive.push_back(in);
+  if (Stages(*output)) s.copy_back.emplace_back(*output, out);
+  return s.Finish(inner_->AllGatherV(in, rows, &out, options));
+}
+
+absl::StatusOr<std::unique_ptr<Work>> HostStagedCommunicator::ReduceScatterV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const ReduceScatterVOptions& options) {
+  Staging s;
+  Tensor in = Staged(input, true), out = Staged(*output, false);
+  s.keep_alive.push_back(in);
+  if (Stages(*output)) s.copy_back.emplace_back(*output, out);
+  return s.Finish(inner_->ReduceScatterV(in, rows, &out, options));
+}
+
 absl::StatusOr<std::unique_ptr<Work>> HostStagedCommunicator::AllToAllV(
     const Tensor& input, const std::vector<int64_t>& send_rows, Tensor* output,
     const std::vector<int64_t>& recv_rows, const AllToAllOptions& options) {

@@ -38,6 +38,13 @@ class HostStagedCommunicator final : public Communicator {
                                                       const ReduceScatterOptions& options) override;
   absl::StatusOr<std::unique_ptr<Work>> AllGather(const Tensor& input, Tensor* output,
                                                   const AllGatherOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Work>> AllGatherV(const Tensor& input,
+                                                   const std::vector<int64_t>& rows,
+                                                   Tensor* output,
+                                                   const AllGatherOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterV(
+      const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+      const ReduceScatterVOptions& options) override;
   absl::StatusOr<std::unique_ptr<Work>> AllToAllV(const Tensor& input,
                                                   const std::vector<int64_t>& send_rows,
                                                   Tensor* output,

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "ops/rows.h"
 #include "parallel/communicator_checks.h"
 
 namespace moefold::parallel {
@@ -275,6 +276,76 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllGather(const Tensor& i
                                               bytes, MPI_BYTE, comm_, &request),
                                what));
   return std::unique_ptr<Work>(new MpiWork({request}, what, options.timeout, {input, *output}, {}));
+}
+
+absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllGatherV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const AllGatherOptions& options) {
+  const std::string what = Describe("all_gather_v");
+  MF_RETURN_IF_ERROR(CheckCpu(input, what));
+  MF_RETURN_IF_ERROR(CheckCpu(*output, what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(input, *output, rows, rank_, size_, what));
+  // MPI may read the arrays until the operation completes: they travel with the Work.
+  auto arrays = std::make_shared<std::vector<std::vector<int>>>(2, std::vector<int>(size_));
+  std::vector<int>& counts = (*arrays)[0];
+  std::vector<int>& displs = (*arrays)[1];
+  int64_t offset = 0;
+  for (int i = 0; i < size_; ++i) {
+    MF_ASSIGN_OR_RETURN(counts[i], ToCount(rows[i] * row, what));
+    MF_ASSIGN_OR_RETURN(displs[i], ToCount(offset, what));
+    offset += rows[i] * row;
+  }
+  MPI_Request request;
+  MF_RETURN_IF_ERROR(MpiStatus(MPI_Iallgatherv(Pointer(input), counts[rank_], MPI_BYTE,
+                                               Pointer(*output), counts.data(), displs.data(),
+                                               MPI_BYTE, comm_, &request),
+                               what));
+  return std::unique_ptr<Work>(
+      new MpiWork({request}, what, options.timeout, {input, *output}, [arrays]() {}));
+}
+
+absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::ReduceScatterV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const ReduceScatterVOptions& options) {
+  const std::string what = Describe("reduce_scatter_v");
+  MF_RETURN_IF_ERROR(CheckCpu(input, what));
+  MF_RETURN_IF_ERROR(CheckCpu(*output, what));
+  MF_RETURN_IF_ERROR(CheckSummableRows(input.dtype(), what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(*output, input, rows, rank_, size_, what));
+  // Block r of the input goes to member r; the pieces of this member's block arrive from every
+  // member in member order, and the epilogue adds them in that order (MPI's own reduce-scatter
+  // would choose its order by algorithm and message size).
+  const int64_t mine = rows[rank_];
+  Shape piece_shape = output->shape();
+  piece_shape[0] = mine * size_;
+  Tensor pieces = Tensor::Empty(piece_shape, output->dtype());
+  auto arrays = std::make_shared<std::vector<std::vector<int>>>(4, std::vector<int>(size_));
+  std::vector<int>& send_counts = (*arrays)[0];
+  std::vector<int>& send_displs = (*arrays)[1];
+  std::vector<int>& recv_counts = (*arrays)[2];
+  std::vector<int>& recv_displs = (*arrays)[3];
+  int64_t offset = 0;
+  for (int i = 0; i < size_; ++i) {
+    MF_ASSIGN_OR_RETURN(send_counts[i], ToCount(rows[i] * row, what));
+    MF_ASSIGN_OR_RETURN(send_displs[i], ToCount(offset, what));
+    MF_ASSIGN_OR_RETURN(recv_counts[i], ToCount(mine * row, what));
+    MF_ASSIGN_OR_RETURN(recv_displs[i], ToCount(i * mine * row, what));
+    offset += rows[i] * row;
+  }
+  MPI_Request request;
+  MF_RETURN_IF_ERROR(
+      MpiStatus(MPI_Ialltoallv(Pointer(input), send_counts.data(), send_displs.data(), MPI_BYTE,
+                               Pointer(pieces), recv_counts.data(), recv_displs.data(), MPI_BYTE,
+                               comm_, &request),
+                what));
+  Tensor target = *output;
+  return std::unique_ptr<Work>(new MpiWork({request}, what, options.timeout,
+                                           {input, pieces, *output}, [arrays, pieces, target]() {
+                                             Tensor out = target;
+                                             ops::SumBlocks(pieces, &out, CpuStream());
+                                           }));
 }
 
 absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::AllToAllV(

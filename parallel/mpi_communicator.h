@@ -1,7 +1,9 @@
 // The MPI backend of Communicator, for CPU tensors. Every op is non-blocking (MPI-3 I-collectives);
 // a Work polls MPI_Test until it completes or its timeout passes. bf16/f16 reductions run in f32 on
 // a temporary copy (converted back in Wait), fp8 reductions are refused; data movement (gather,
-// all-to-all, broadcast, send/recv) is byte-wise and works for every dtype.
+// all-to-all, broadcast, send/recv) is byte-wise and works for every dtype. The variable-size
+// reduce-scatter moves every member's pieces with one all-to-all-v and adds them on completion, in
+// member order (ops::SumBlocks: f32 accumulator, bf16 rounded once).
 //
 //   MpiCommunicator world = MpiCommunicator::World("dp");
 //   MF_RETURN_IF_ERROR(WaitFor(world.AllReduce(&grads, {})));
@@ -45,6 +47,13 @@ class MpiCommunicator final : public Communicator {
                                                       const ReduceScatterOptions& options) override;
   absl::StatusOr<std::unique_ptr<Work>> AllGather(const Tensor& input, Tensor* output,
                                                   const AllGatherOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Work>> AllGatherV(const Tensor& input,
+                                                   const std::vector<int64_t>& rows,
+                                                   Tensor* output,
+                                                   const AllGatherOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterV(
+      const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+      const ReduceScatterVOptions& options) override;
   absl::StatusOr<std::unique_ptr<Work>> AllToAllV(const Tensor& input,
                                                   const std::vector<int64_t>& send_rows,
                                                   Tensor* output,

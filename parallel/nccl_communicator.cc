@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "ops/rows.h"
 #include "parallel/communicator_checks.h"
 
 // Non-blocking communicators (ncclConfig_t::blocking, ncclCommFinalize) arrived in NCCL 2.14.
@@ -409,6 +410,120 @@ absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGather(const Tensor& 
                                  native_->comm, native_->stream),
                    what, options.timeout));
   return Finish(what, options.timeout, {input, *output});
+}
+
+namespace {
+
+// Enqueues, inside an open NCCL group, a send of `send_bytes[peer]` bytes from `send` +
+// Σ_{p<peer} send_bytes[p] to every peer and a receive of `recv_bytes[peer]` bytes into `recv` +
+// Σ_{p<peer} recv_bytes[p] from every peer, skipping empty pieces. Stops at the first failure.
+absl::Status EnqueuePieces(const char* send, const std::vector<int64_t>& send_bytes, char* recv,
+                           const std::vector<int64_t>& recv_bytes, NcclNative& n,
+                           absl::string_view what, std::chrono::milliseconds timeout) {
+  int64_t send_offset = 0, recv_offset = 0;
+  for (size_t peer = 0; peer < send_bytes.size(); ++peer) {
+    if (send_bytes[peer] > 0) {
+      MF_RETURN_IF_ERROR(NcclEnqueued(n,
+                                      ncclSend(send + send_offset, send_bytes[peer], ncclUint8,
+                                               static_cast<int>(peer), n.comm, n.stream),
+                                      absl::StrCat(what, ": ncclSend to ", peer), timeout));
+    }
+    if (recv_bytes[peer] > 0) {
+      MF_RETURN_IF_ERROR(NcclEnqueued(n,
+                                      ncclRecv(recv + recv_offset, recv_bytes[peer], ncclUint8,
+                                               static_cast<int>(peer), n.comm, n.stream),
+                                      absl::StrCat(what, ": ncclRecv from ", peer), timeout));
+    }
+    send_offset += send_bytes[peer];
+    recv_offset += recv_bytes[peer];
+  }
+  return absl::OkStatus();
+}
+
+// ncclGroupStart, the pieces, ncclGroupEnd: the group is always closed, even after a failed
+// enqueue, so the communicator stays usable. On the non-blocking communicator every call is
+// polled to its end (NcclEnqueued) within `timeout`.
+absl::Status GroupedPieces(const char* send, const std::vector<int64_t>& send_bytes, char* recv,
+                           const std::vector<int64_t>& recv_bytes, NcclNative& n,
+                           absl::string_view what, std::chrono::milliseconds timeout) {
+  MF_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), what));
+  const absl::Status enqueued =
+      EnqueuePieces(send, send_bytes, recv, recv_bytes, n, what, timeout);
+  const absl::Status closed = NcclEnqueued(n, ncclGroupEnd(), what, timeout);
+  MF_RETURN_IF_ERROR(enqueued);
+  return closed;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllGatherV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const AllGatherOptions& options) {
+  const std::string what = Describe("all_gather_v");
+  MF_RETURN_IF_ERROR(CheckCuda(input, what));
+  MF_RETURN_IF_ERROR(CheckCuda(*output, what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(input, *output, rows, rank_, size_, what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
+  // This member's rows go to every member (itself included); member r's arrive at its offset.
+  std::vector<int64_t> send_bytes(size_, rows[rank_] * row), recv_bytes(size_);
+  for (int r = 0; r < size_; ++r) recv_bytes[r] = rows[r] * row;
+  // Every send reads the same input: the pieces are not consecutive, so one send per peer.
+  MF_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), what));
+  absl::Status enqueued;
+  int64_t recv_offset = 0;
+  for (int peer = 0; peer < size_ && enqueued.ok(); ++peer) {
+    if (send_bytes[peer] > 0) {
+      enqueued = NcclEnqueued(*native_,
+                              ncclSend(input.raw_data(), send_bytes[peer], ncclUint8, peer,
+                                       native_->comm, native_->stream),
+                              absl::StrCat(what, ": ncclSend to ", peer), options.timeout);
+    }
+    if (enqueued.ok() && recv_bytes[peer] > 0) {
+      enqueued = NcclEnqueued(*native_,
+                              ncclRecv(static_cast<char*>(output->raw_data()) + recv_offset,
+                                       recv_bytes[peer], ncclUint8, peer, native_->comm,
+                                       native_->stream),
+                              absl::StrCat(what, ": ncclRecv from ", peer), options.timeout);
+    }
+    recv_offset += recv_bytes[peer];
+  }
+  const absl::Status closed = NcclEnqueued(*native_, ncclGroupEnd(), what, options.timeout);
+  MF_RETURN_IF_ERROR(enqueued);
+  MF_RETURN_IF_ERROR(closed);
+  return Finish(what, options.timeout, {input, *output});
+}
+
+absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::ReduceScatterV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const ReduceScatterVOptions& options) {
+  const std::string what = Describe("reduce_scatter_v");
+  MF_RETURN_IF_ERROR(CheckCuda(input, what));
+  MF_RETURN_IF_ERROR(CheckCuda(*output, what));
+  MF_RETURN_IF_ERROR(CheckSummableRows(input.dtype(), what));
+  MF_ASSIGN_OR_RETURN(const int64_t row,
+                      VariableRowBytes(*output, input, rows, rank_, size_, what));
+  MF_RETURN_IF_ERROR(Ready(what, options.timeout));
+  const int64_t mine = rows[rank_];
+  // Block r of the input goes to member r; this member's pieces arrive in member order.
+  const Device gpu = Device::Cuda(device_);
+  Stream comm_stream(gpu, native_->stream);
+  Shape piece_shape = output->shape();
+  piece_shape[0] = mine * size_;
+  Tensor pieces = Tensor::Empty(piece_shape, output->dtype(), gpu);
+  pieces.RecordStream(comm_stream);  // freed only after this stream's work on it
+  std::vector<int64_t> send_bytes(size_), recv_bytes(size_, mine * row);
+  for (int r = 0; r < size_; ++r) send_bytes[r] = rows[r] * row;
+  MF_RETURN_IF_ERROR(GroupedPieces(static_cast<const char*>(input.raw_data()), send_bytes,
+                                   static_cast<char*>(pieces.raw_data()), recv_bytes, *native_,
+                                   what, options.timeout));
+  // The sum runs on this communicator's stream, after the pieces arrived and before the Work's
+  // completion event.
+  if (mine > 0) {
+    Tensor out = *output;
+    ops::SumBlocks(pieces, &out, comm_stream);
+  }
+  return Finish(what, options.timeout, {input, pieces, *output});
 }
 
 absl::StatusOr<std::unique_ptr<Work>> NcclCommunicator::AllToAllV(

@@ -17,7 +17,14 @@
 // Host tensors: all-reduce, reduce-scatter, all-gather and broadcast also take CPU tensors (a GPU
 // step's small host statistics: losses, expert counts, norms). They are copied to the device,
 // reduced, waited for and copied back before the call returns (the Work is already complete);
-// all-to-all and point-to-point take GPU tensors only.
+// all-to-all, the variable-size gather and reduce-scatter and point-to-point take GPU tensors
+// only.
+//
+// Variable-size ops: all_gather_v is grouped point-to-point (NCCL's all-gather needs equal
+// pieces); reduce_scatter_v moves the pieces the same way into a scratch on the communicator's
+// stream and adds them there in member order (ops::SumBlocks: f32 accumulator, bf16 rounded once),
+// so its bits equal the MPI backend's, which NCCL's own reduce-scatter over padded pieces would not
+// promise (its order follows the ring; it accumulates bf16 in bf16).
 #pragma once
 
 #include <functional>
@@ -65,6 +72,13 @@ class NcclCommunicator final : public Communicator {
                                                       const ReduceScatterOptions& options) override;
   absl::StatusOr<std::unique_ptr<Work>> AllGather(const Tensor& input, Tensor* output,
                                                   const AllGatherOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Work>> AllGatherV(const Tensor& input,
+                                                   const std::vector<int64_t>& rows,
+                                                   Tensor* output,
+                                                   const AllGatherOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterV(
+      const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+      const ReduceScatterVOptions& options) override;
   absl::StatusOr<std::unique_ptr<Work>> AllToAllV(const Tensor& input,
                                                   const std::vector<int64_t>& send_rows,
                                                   Tensor* output,

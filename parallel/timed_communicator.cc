@@ -185,6 +185,18 @@ absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllGather(
   return Timed([&] { return inner_->AllGather(input, output, options); });
 }
 
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllGatherV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const AllGatherOptions& options) {
+  return Timed([&] { return inner_->AllGatherV(input, rows, output, options); });
+}
+
+absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::ReduceScatterV(
+    const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
+    const ReduceScatterVOptions& options) {
+  return Timed([&] { return inner_->ReduceScatterV(input, rows, output, options); });
+}
+
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllToAllV(
     const Tensor& input, const std::vector<int64_t>& send_rows, Tensor* output,
     const std::vector<int64_t>& recv_rows, const AllToAllOptions& options) {

@@ -26,6 +26,7 @@ struct MoeSpec {
   DropPolicy drop_policy = DropPolicy::kProbs;
   bool pad_to_capacity = false;  // every expert's block padded to C rows (static shapes)
   bool force_balanced_routing = false;  // benchmarks: round-robin experts (ops::BalancedRouting)
+  int dispatch_chunks = 0;  // expert chunks the dispatcher pipelines; 0 = 2 when ep > 1, else 1
 };
 
 struct ModelSpec {

@@ -70,7 +70,6 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   const MoeSpec& moe = spec_.moe;
   const int64_t h = spec_.hidden, e = moe.num_experts, k = moe.top_k, f = moe.expert_ffn;
   const int64_t rows = batch.batch() * batch.seq_len();  // B·S rows of this CP chunk
-  parallel::DispatchOptions options;
   saved->x = x;
   if (SplitsRows()) {
     if (rows % mp_.tp_size() != 0) {
@@ -136,68 +135,80 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     ops::ZLossForward(saved->logits, moe.z_coeff, /*total_tokens=*/1, &z_sum, ctx.s());
   }
 
-  if (moe.capacity_factor > 0) {
-    // Capacity planning is host code: it copies the choices and weights (a wait).
-    const Tensor ids_host = plan.ids.To(Device::Cpu());
-    for (int64_t i = 0; i < n; ++i) ++load_[ids_host.data<int32_t>()[i]];
-    const int64_t capacity = ExpertCapacity(t, moe.top_k, moe.num_experts, moe.capacity_factor);
-    Tensor sorted;
-    dropped_ += CapacityPermutation(ids_host, plan.weights.To(Device::Cpu()), moe.num_experts,
-                                    capacity, moe.drop_policy, &sorted, &plan.counts);
-    plan.sorted = ctx.Upload(sorted);
-    options.pad_to = moe.pad_to_capacity ? capacity : 0;
-  } else {
-    // The device sorts the pairs (a stable counting sort); the forward's one device-to-host copy
-    // brings their per-expert counts, which the dispatch plan and the grouped GEMMs need.
-    plan.sorted = ctx.I32({n});
-    Tensor device_counts = ctx.I32({e});
-    {
-      auto timed = ctx.Profile(OpFamily::kPermute);
-      ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &device_counts, ctx.s());
+  // The device sorts the pairs (a stable counting sort; capacity mode keeps each expert's chosen
+  // ones); the forward's one device-to-host copy brings the per-expert counts (kept pairs, and in
+  // capacity mode the pairs before drops), which the dispatch plan and the grouped GEMMs need.
+  plan.sorted = ctx.I32({n});
+  const int64_t count_slots = moe.capacity_factor > 0 ? 2 * e : e;
+  Tensor device_counts = ctx.I32({count_slots});
+  int64_t capacity = 0;
+  {
+    auto timed = ctx.Profile(OpFamily::kPermute);
+    Tensor kept_counts = device_counts.Slice(0, e);
+    if (moe.capacity_factor > 0) {
+      capacity = ExpertCapacity(t, moe.top_k, moe.num_experts, moe.capacity_factor);
+      Tensor demand = device_counts.Slice(e, 2 * e);
+      ops::ComputeCapacityPermutation(plan.ids, plan.weights, moe.num_experts, capacity,
+                                      moe.drop_policy, &plan.sorted, &kept_counts, &demand,
+                                      ctx.s());
+    } else {
+      ops::ComputePermutation(plan.ids, moe.num_experts, &plan.sorted, &kept_counts, ctx.s());
     }
-    plan.counts = device_counts.To(Device::Cpu());
-    for (int64_t i = 0; i < e; ++i) load_[i] += plan.counts.data<int32_t>()[i];
   }
-  const std::vector<int64_t> counts(plan.counts.data<int32_t>(),
-                                    plan.counts.data<int32_t>() + e);
+  const Tensor host_counts = device_counts.To(Device::Cpu());
+  plan.counts = host_counts.Slice(0, e);
+  const int32_t* demand = host_counts.data<int32_t>() + (moe.capacity_factor > 0 ? e : 0);
+  std::vector<int64_t> counts(e);
+  int64_t kept = 0;
+  for (int64_t i = 0; i < e; ++i) {
+    counts[i] = plan.counts.data<int32_t>()[i];
+    kept += counts[i];
+    load_[i] += demand[i];
+  }
+  dropped_ += n - kept;
+  plan.sorted = plan.sorted.Slice(0, kept);  // capacity mode: the kept pairs come first
+  parallel::DispatchOptions options{
+      .pad_to = moe.pad_to_capacity ? capacity : 0, .chunks = DispatchChunks(), .stream = &ctx.s()};
   MF_ASSIGN_OR_RETURN(saved->dispatch,
                       parallel::BuildDispatchPlan(counts, options, mp_.experts));
-  const int64_t kept = plan.sorted.numel();
   Tensor permuted = ctx.Act({kept, h});
   {
     auto timed = ctx.Profile(OpFamily::kPermute);
     ops::PermuteTokens(routed, plan.sorted, moe.top_k, &permuted, ctx.s());
   }
-  {
-    auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::Dispatch(saved->dispatch, mp_.experts, permuted,
-                                          &saved->grouped, &dispatch_bytes_));
-  }
 
-  // The local experts, one grouped GEMM per projection (gate and up fused); under ETP each output
-  // is a partial sum.
-  const int64_t local_rows = saved->grouped.dim(0), f_local = f / mp_.etp_size();
-  const Tensor& local_counts = saved->dispatch.local_counts;
+  // The local experts, one grouped GEMM per projection (gate and up fused) and chunk; under ETP
+  // each output is a partial sum. The dispatcher exchanges one chunk while another computes.
+  const int64_t local_rows = saved->dispatch.grouped_rows(), f_local = f / mp_.etp_size();
   saved->gate_up = ctx.Act({local_rows, 2 * f_local});
   saved->act = ctx.Act({local_rows, f_local});
-  Tensor expert_out = ctx.Act({local_rows, h});
-  {
+  const Tensor gate_up_w = GateUpExperts(gate_up_->compute);
+  const Tensor& down_w = down_->compute;
+  auto experts = [&](const parallel::DispatchChunk& chunk, const Tensor& grouped, Tensor* out,
+                     const std::function<void()>& progress) {
+    const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
+    const int lo = chunk.first_expert, hi = lo + chunk.experts;
+    Tensor gate_up = saved->gate_up.Slice(begin, end), act = saved->act.Slice(begin, end);
+    {
+      auto timed = ctx.Profile(OpFamily::kExpertGemm);
+      ops::GroupedLinearForward(grouped, gate_up_w.Slice(lo, hi), chunk.local_counts, &gate_up,
+                                ctx.s());
+    }
+    progress();
+    {
+      auto timed = ctx.Profile(OpFamily::kActivation);
+      ops::SwiGluForward(gate_up, &act, ctx.s());
+    }
+    progress();
     auto timed = ctx.Profile(OpFamily::kExpertGemm);
-    ops::GroupedLinearForward(saved->grouped, GateUpExperts(gate_up_->compute), local_counts,
-                              &saved->gate_up, ctx.s());
-  }
-  {
-    auto timed = ctx.Profile(OpFamily::kActivation);
-    ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
-  }
-  {
-    auto timed = ctx.Profile(OpFamily::kExpertGemm);
-    ops::GroupedLinearForward(saved->act, down_->compute, local_counts, &expert_out, ctx.s());
-  }
+    ops::GroupedLinearForward(act, down_w.Slice(lo, hi), chunk.local_counts, out, ctx.s());
+    return absl::OkStatus();
+  };
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::Combine(saved->dispatch, mp_.experts, expert_out,
-                                         &saved->combined, &dispatch_bytes_));
+    MF_RETURN_IF_ERROR(parallel::DispatchAndCombine(saved->dispatch, mp_.experts, permuted,
+                                                    experts, &saved->grouped, &saved->combined,
+                                                    ctx.s(), &dispatch_bytes_));
   }
   Tensor routed_y = ctx.Act({t, h});
   {
@@ -226,10 +237,10 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   // Without SP the gradient of the layer output is replicated across TP: take this rank's rows.
   const Tensor d_routed_y = SplitsRows() ? d_y.Slice(saved.first_row, saved.first_row + t) : d_y;
 
-  // Backward of Combine is Dispatch and backward of Dispatch is Combine (token_dispatcher.h).
-  const int64_t kept = plan.sorted.numel(), local_rows = saved.grouped.dim(0);
+  // Backward of Combine is Dispatch and backward of Dispatch is Combine (token_dispatcher.h): the
+  // gradient takes the forward's exchanges in reverse, chunk by chunk, pipelined the same way.
+  const int64_t kept = plan.sorted.numel();
   const int64_t f_local = f / mp_.etp_size();
-  const Tensor& local_counts = saved.dispatch.local_counts;
   Tensor d_combined = ctx.Act({kept, h});
   Tensor d_weights = ctx.F32({t, k});
   {
@@ -237,35 +248,39 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
     ops::UnpermuteTokensBackward(d_routed_y, saved.combined, plan.sorted, plan.weights,
                                  &d_combined, &d_weights, ctx.s());
   }
-  Tensor d_expert_out;
+  const Tensor gate_up_w = GateUpExperts(gate_up_->compute);
+  const Tensor d_gate_up_w = GateUpExperts(gate_up_->grad);
+  auto experts = [&](const parallel::DispatchChunk& chunk, const Tensor& d_expert_out,
+                     Tensor* d_grouped, const std::function<void()>& progress) {
+    const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
+    const int lo = chunk.first_expert, hi = lo + chunk.experts;
+    const Tensor& counts = chunk.local_counts;
+    Tensor d_act = ctx.Act({chunk.grouped_rows, f_local});
+    {
+      auto timed = ctx.Profile(OpFamily::kExpertGemm);
+      Tensor d_down = down_->grad.Slice(lo, hi);
+      ops::GroupedLinearBackward(saved.act.Slice(begin, end), down_->compute.Slice(lo, hi), counts,
+                                 d_expert_out, &d_act, &d_down, ctx.s());
+    }
+    progress();
+    Tensor d_gate_up = ctx.Act({chunk.grouped_rows, 2 * f_local});
+    {
+      auto timed = ctx.Profile(OpFamily::kActivation);
+      ops::SwiGluBackward(saved.gate_up.Slice(begin, end), d_act, &d_gate_up, ctx.s());
+    }
+    progress();
+    auto timed = ctx.Profile(OpFamily::kExpertGemm);
+    Tensor d_w = d_gate_up_w.Slice(lo, hi);
+    ops::GroupedLinearBackward(saved.grouped.Slice(begin, end), gate_up_w.Slice(lo, hi), counts,
+                               d_gate_up, d_grouped, &d_w, ctx.s());
+    return absl::OkStatus();
+  };
+  Tensor d_expert_out, d_permuted;
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::Dispatch(saved.dispatch, mp_.experts, d_combined, &d_expert_out,
-                                          &dispatch_bytes_));
-  }
-  Tensor d_act = ctx.Act({local_rows, f_local});
-  {
-    auto timed = ctx.Profile(OpFamily::kExpertGemm);
-    ops::GroupedLinearBackward(saved.act, down_->compute, local_counts, d_expert_out, &d_act,
-                               &down_->grad, ctx.s());
-  }
-  Tensor d_gate_up = ctx.Act({local_rows, 2 * f_local});
-  {
-    auto timed = ctx.Profile(OpFamily::kActivation);
-    ops::SwiGluBackward(saved.gate_up, d_act, &d_gate_up, ctx.s());
-  }
-  Tensor d_grouped = ctx.Act({local_rows, h});
-  {
-    auto timed = ctx.Profile(OpFamily::kExpertGemm);
-    Tensor d_w = GateUpExperts(gate_up_->grad);
-    ops::GroupedLinearBackward(saved.grouped, GateUpExperts(gate_up_->compute), local_counts,
-                               d_gate_up, &d_grouped, &d_w, ctx.s());
-  }
-  Tensor d_permuted;
-  {
-    auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::Combine(saved.dispatch, mp_.experts, d_grouped, &d_permuted,
-                                         &dispatch_bytes_));
+    MF_RETURN_IF_ERROR(parallel::DispatchAndCombine(saved.dispatch, mp_.experts, d_combined,
+                                                    experts, &d_expert_out, &d_permuted, ctx.s(),
+                                                    &dispatch_bytes_));
   }
   Tensor d_routed = ctx.Act({t, h});
   {

@@ -3,16 +3,17 @@
 //   Dispatch (all-to-all over EP, all-gather over ETP) → grouped SwiGLU of the local experts (one
 //   fused gate/up GEMM, each ETP rank holding F_e/etp of every expert's FFN) → Combine
 //   (reduce-scatter over ETP, all-to-all home) → unpermute with the routing weights (sums the k
-//   outputs) → + shared experts.
+//   outputs) → + shared experts. Dispatch, experts and Combine run per chunk of the local experts,
+//   one chunk's exchange overlapping another's GEMMs (parallel::DispatchAndCombine).
 // Routing works on the tokens this rank holds after attention: its sequence-parallel slice, or,
 // under TP without SP (where every TP rank holds every token), its 1/tp share of the rows, whose
 // outputs are then all-gathered over TP, so no token is routed twice. The aux loss counts experts
 // over the TP×CP group, so it covers whole sequences (or the whole micro-batch) whatever the
 // layout. Forward records an explicit RoutingPlan; Backward replays it and never re-routes.
-// The forward's one device-to-host copy is the per-expert pair counts (dropless: the device sorts
-// the pairs; the dispatcher and the grouped GEMMs need the counts on the host); the aux-loss
-// counts and the aux and z losses stay on the device. Capacity mode plans drops on the host from
-// copies of the choices and weights.
+// The forward's one device-to-host copy is the per-expert pair counts (the device sorts the pairs
+// and, in capacity mode, selects the kept ones; the dispatcher and the grouped GEMMs need the
+// counts on the host); the aux-loss counts and the aux and z losses stay on the device. Rows move
+// in the activation dtype on the activations' device.
 #pragma once
 
 #include <memory>
@@ -35,7 +36,7 @@ struct RoutingPlan {
   Tensor ids;       // (T_r, K) i32 chosen experts (T_r: the rows this rank routes), device
   Tensor weights;   // (T_r, K) f32 routing weights, device
   Tensor sorted;  // (N) i32 kept pair indices t·K + j in expert-major order (N = T_r·K dropless),
-                  // device
+                  // device (a view of the first N entries of the capacity op's output)
   Tensor counts;  // (E) i32 kept pairs per expert, host
 };
 
@@ -52,7 +53,9 @@ class MoeLayer {
     int64_t unit_tokens = 0;  // tokens of one aux unit over the whole sequence
     RoutingPlan plan;
     parallel::DispatchPlan dispatch;
-    Tensor grouped;           // (N_l, H) the rows of the local experts, local-expert major
+    // The local experts' rows, local-expert major (chunk after chunk, each chunk's rows at its
+    // grouped_offset), device, activation dtype:
+    Tensor grouped;           // (N_l, H)
     Tensor gate_up;           // (N_l, 2·F_e/etp): gate columns, then up columns
     Tensor act;               // (N_l, F_e/etp)
     Tensor combined;          // (N, H) this rank's expert outputs before weighting (N kept pairs)
@@ -91,6 +94,12 @@ class MoeLayer {
  private:
   // Under TP without sequence parallelism each TP rank routes only its share of the rows.
   bool SplitsRows() const { return mp_.tp_size() > 1 && !mp_.sequence_parallel; }
+  // The dispatcher's expert chunks: the spec's, or 2 under expert parallelism (so one chunk's
+  // all-to-all overlaps the other's GEMMs) and 1 otherwise.
+  int DispatchChunks() const {
+    if (spec_.moe.dispatch_chunks > 0) return spec_.moe.dispatch_chunks;
+    return mp_.ep_size() > 1 ? 2 : 1;
+  }
 
   ModelSpec spec_;
   ModelParallel mp_;

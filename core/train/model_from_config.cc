@@ -70,6 +70,7 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
                                                    : model::DropPolicy::kProbs;
   ms.pad_to_capacity = moe.pad_to_capacity();
   ms.force_balanced_routing = moe.force_balanced_routing();
+  ms.dispatch_chunks = moe.dispatch_chunks();
   if (ms.expert_bias && ms.topk.score != ops::ScoreFunction::kSigmoid) {
     return absl::InvalidArgumentError(
         "model.moe.expert_bias needs score_function: sigmoid (DeepSeek-V3's aux-loss-free routing)");
@@ -92,10 +93,6 @@ absl::Status CheckSupported(const config::ExperimentConfig& config) {
   if (gpu && config.compression().method() != "none") {
     problems.push_back("compression.method = " + config.compression().method() +
                        " with train.device = cuda: error-feedback compression runs on the CPU");
-  }
-  if (gpu && config.model().moe().pad_to_capacity()) {
-    problems.push_back(
-        "model.moe.pad_to_capacity with train.device = cuda: padding is a host exchange for now");
   }
   if (config.precision().fp8_recipe() != "none") {
     problems.push_back(absl::StrCat("precision.fp8_recipe = ", config.precision().fp8_recipe(),

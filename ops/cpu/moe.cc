@@ -1,7 +1,8 @@
 // CPU reference of MoE token permutation: a stable counting sort of the (token, choice) pairs by
 // expert, the row gather into that order, and the weighted scatter-add back. Row r of the permuted
 // buffer holds pair sorted[r] = t·k + j; rows whose pair is absent (dropped) simply never appear.
-// Also the per-unit expert counts (integers, stored as f32).
+// Capacity mode keeps a per-expert selection of the pairs in the same order. Also the per-unit
+// expert counts (integers, stored as f32).
 #include "ops/moe.h"
 
 #include <algorithm>
@@ -56,6 +57,57 @@ void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tens
   for (int e = 1; e < num_experts; ++e) next[e] = next[e - 1] + count[e - 1];
   int32_t* out = sorted->data<int32_t>();
   for (int64_t p = 0; p < pairs; ++p) out[next[id[p]]++] = static_cast<int32_t>(p);
+}
+
+void ComputeCapacityPermutation(const Tensor& ids, const Tensor& weights, int num_experts,
+                                int64_t capacity, DropPolicy policy, Tensor* sorted,
+                                Tensor* counts, Tensor* demand, Stream& stream) {
+  MF_RETURN_IF_GPU(ids, "ComputeCapacityPermutation",
+                   cuda::ComputeCapacityPermutation(ids, weights, num_experts, capacity, policy,
+                                                    sorted, counts, demand, stream));
+  constexpr const char* kOp = "ComputeCapacityPermutation";
+  internal::CheckI32(ids, kOp, "ids");
+  internal::CheckRank(ids, 2, kOp, "ids");
+  internal::CheckF32(weights, kOp, "weights");
+  internal::CheckShape(weights, ids.shape(), kOp, "weights");
+  MF_CHECK_GT(num_experts, 0) << kOp << ": num_experts";
+  MF_CHECK_GE(capacity, 0) << kOp << ": capacity";
+  const int64_t pairs = ids.numel();
+  MF_CHECK(sorted != nullptr && counts != nullptr && demand != nullptr) << kOp << ": null output";
+  internal::CheckI32(*sorted, kOp, "sorted");
+  internal::CheckShape(*sorted, {pairs}, kOp, "sorted");
+  internal::CheckI32(*counts, kOp, "counts");
+  internal::CheckShape(*counts, {num_experts}, kOp, "counts");
+  internal::CheckI32(*demand, kOp, "demand");
+  internal::CheckShape(*demand, {num_experts}, kOp, "demand");
+  const int32_t* id = ids.data<int32_t>();
+  const float* w = weights.data<float>();
+  std::vector<std::vector<int32_t>> per_expert(num_experts);
+  for (int64_t p = 0; p < pairs; ++p) {
+    MF_CHECK(id[p] >= 0 && id[p] < num_experts)
+        << kOp << ": expert id " << id[p] << " (token " << p / ids.dim(1) << ", choice "
+        << p % ids.dim(1) << ") out of range [0, E=" << num_experts << ")";
+    per_expert[id[p]].push_back(static_cast<int32_t>(p));  // token order
+  }
+  int32_t* out = sorted->data<int32_t>();
+  int64_t kept = 0;
+  for (int e = 0; e < num_experts; ++e) {
+    std::vector<int32_t>& list = per_expert[e];
+    demand->data<int32_t>()[e] = static_cast<int32_t>(list.size());
+    if (static_cast<int64_t>(list.size()) > capacity) {
+      if (policy == DropPolicy::kProbs) {
+        // Highest weight first, the earlier pair first among equal weights.
+        std::stable_sort(list.begin(), list.end(),
+                         [&](int32_t a, int32_t b) { return w[a] > w[b]; });
+      }
+      list.resize(capacity);
+      std::sort(list.begin(), list.end());  // back to token order
+    }
+    std::copy(list.begin(), list.end(), out + kept);
+    kept += static_cast<int64_t>(list.size());
+    counts->data<int32_t>()[e] = static_cast<int32_t>(list.size());
+  }
+  std::fill(out + kept, out + pairs, -1);
 }
 
 void PermuteTokens(const Tensor& x, const Tensor& sorted, int k, Tensor* out, Stream& stream) {

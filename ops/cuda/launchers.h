@@ -18,6 +18,7 @@
 #include "core/tensor.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
+#include "ops/moe.h"
 #include "ops/quant.h"
 #include "ops/router.h"
 
@@ -137,6 +138,13 @@ void UnpermuteTokensBackward(const Tensor& d_out, const Tensor& y, const Tensor&
                              const Tensor& weights, Tensor* d_y, Tensor* d_weights, Stream& stream);
 void CountExpertsPerUnit(const Tensor& ids, int64_t first_row, int64_t unit_rows, Tensor* counts,
                          Stream& stream);
+void ComputeCapacityPermutation(const Tensor& ids, const Tensor& weights, int num_experts,
+                                int64_t capacity, DropPolicy policy, Tensor* sorted,
+                                Tensor* counts, Tensor* demand, Stream& stream);
+
+// rows.cu
+void GatherRows(const Tensor& x, const Tensor& index, Tensor* out, Stream& stream);
+void SumBlocks(const Tensor& blocks, Tensor* out, Stream& stream);
 
 // loss.cu. logits and d_logits in the activation dtype (d_logits may alias logits).
 void CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor* token_losses,

@@ -1,5 +1,7 @@
 // CUDA MoE token permutation. ComputePermutation is a stable counting sort with one block per
-// expert (count, then an ordered block scan of the matches), so the order equals the CPU's exactly.
+// expert (count, then an ordered block scan of the matches), so the order equals the CPU's exactly;
+// capacity mode sorts every pair the same way, ranks the pairs of each expert over capacity by
+// weight and compacts the kept ones with the same ordered scan.
 // Permute/unpermute go through the inverse map pair → row, one warp per row, so every output row
 // is a plain sum in a fixed order (no atomics); rows move in 16-byte packs when pointers and H
 // allow, single elements otherwise. CountExpertsPerUnit counts in integers (shared histograms). No
@@ -19,6 +21,7 @@ constexpr int kRowWarps = 8;  // rows in flight per block, one per warp
 constexpr int kRowThreads = 32 * kRowWarps;
 constexpr int kIndexThreads = 256;
 constexpr int kCountThreads = 1024;
+constexpr int kRankThreads = 256;  // RankByWeight: positions per block and step, and its tile
 constexpr int64_t kPairsPerCountBlock = 8192;  // CountExpertsPerUnit: pairs one block histograms
 constexpr int kMaxSharedBins = 12288;          // 48 KiB of i32 bins
 
@@ -60,13 +63,34 @@ __global__ void CountExperts(const int32_t* ids, int64_t pairs, int k, int exper
   if (threadIdx.x == 0) counts[e] = count;
 }
 
+// One step of an ordered compaction over the block: the threads whose `match` is set get
+// consecutive slots in thread order, starting at *base (shared memory), which then moves past
+// them. Returns this thread's slot (meaningful where match is set). Every thread of the block
+// calls it (it synchronises); blockDim.x is a multiple of 32, at most 1024.
+__device__ int64_t OrderedSlot(bool match, int64_t* base) {
+  __shared__ int warp_totals[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const unsigned ballot = __ballot_sync(0xffffffffu, match);
+  if (lane == 0) warp_totals[warp] = __popc(ballot);
+  __syncthreads();
+  int before = __popc(ballot & ((1u << lane) - 1u));
+  int total = 0;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) {
+    if (w < warp) before += warp_totals[w];
+    total += warp_totals[w];
+  }
+  const int64_t slot = *base + before;
+  __syncthreads();  // everyone read warp_totals and base before they change
+  if (threadIdx.x == 0) *base += total;
+  __syncthreads();
+  return slot;
+}
+
 // Block e writes its pairs, in increasing pair index, at rows [Σ_{e'<e} counts, ...).
 __global__ void PlaceExperts(const int32_t* ids, int64_t pairs, const int32_t* counts,
                              int32_t* sorted) {
-  __shared__ int warp_totals[32];
   __shared__ int64_t base;
   const int e = blockIdx.x;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (threadIdx.x == 0) {
     int64_t offset = 0;
     for (int i = 0; i < e; ++i) offset += counts[i];
@@ -76,20 +100,79 @@ __global__ void PlaceExperts(const int32_t* ids, int64_t pairs, const int32_t* c
   for (int64_t chunk = 0; chunk < pairs; chunk += blockDim.x) {
     const int64_t p = chunk + threadIdx.x;
     const bool match = p < pairs && ids[p] == e;
-    const unsigned ballot = __ballot_sync(0xffffffffu, match);
-    const int before_in_warp = __popc(ballot & ((1u << lane) - 1u));
-    if (lane == 0) warp_totals[warp] = __popc(ballot);
-    __syncthreads();
-    int before = before_in_warp;
-    int chunk_total = 0;
-    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) {
-      if (w < warp) before += warp_totals[w];
-      chunk_total += warp_totals[w];
+    const int64_t slot = OrderedSlot(match, &base);
+    if (match) sorted[slot] = static_cast<int32_t>(p);
+  }
+}
+
+// Capacity mode, probs policy: keep[off_e + i] = 1 when position i of expert e's segment of `all`
+// (its pairs in token order, starting at off_e) ranks among the expert's `capacity` highest
+// weights, ties to the earlier pair: rank(i) = #{j : w_j > w_i or (w_j = w_i and j < i)}. Only
+// experts over capacity rank; block (e, y) takes positions y·blockDim, then every
+// gridDim.y·blockDim further, and reads the segment's weights a tile at a time from shared memory
+// (quadratic in the expert's pairs, which the blocks of grid.y share).
+__global__ void RankByWeight(const int32_t* all, const float* weights, const int32_t* demand,
+                             int64_t capacity, uint8_t* keep) {
+  __shared__ float tile[kRankThreads];
+  __shared__ int64_t segment;
+  const int e = blockIdx.x;
+  const int64_t n = demand[e];
+  const int64_t threads = blockDim.x;
+  // Whole-block exits only (the tile loop below synchronises).
+  if (n <= capacity || int64_t{blockIdx.y} * threads >= n) return;
+  if (threadIdx.x == 0) {
+    int64_t offset = 0;
+    for (int i = 0; i < e; ++i) offset += demand[i];
+    segment = offset;
+  }
+  __syncthreads();
+  const int64_t off = segment;
+  const int64_t stride = int64_t{gridDim.y} * threads;
+  for (int64_t base = int64_t{blockIdx.y} * threads; base < n; base += stride) {
+    const int64_t i = base + threadIdx.x;
+    const float wi = i < n ? weights[all[off + i]] : 0.0f;
+    int64_t rank = 0;
+    for (int64_t t0 = 0; t0 < n; t0 += threads) {
+      __syncthreads();  // the previous tile has been read by every thread
+      if (t0 + threadIdx.x < n) tile[threadIdx.x] = weights[all[off + t0 + threadIdx.x]];
+      __syncthreads();
+      const int len = static_cast<int>(n - t0 < threads ? n - t0 : threads);
+      for (int j = 0; j < len; ++j) {
+        const float wj = tile[j];
+        rank += (wj > wi) || (wj == wi && t0 + j < i);
+      }
     }
-    if (match) sorted[base + before] = static_cast<int32_t>(p);
-    __syncthreads();  // everyone read warp_totals and base before they change
-    if (threadIdx.x == 0) base += chunk_total;
-    __syncthreads();
+    if (i < n) keep[off + i] = rank < capacity ? 1 : 0;
+  }
+}
+
+// Capacity mode: block e writes the pairs expert e keeps, in token order, at rows
+// [Σ_{e'<e} min(demand_e', C), ...) of `sorted` and sets counts[e] = min(demand_e, C). Within
+// capacity every pair is kept; over it, the first C (position policy) or those `keep` marks.
+__global__ void CompactKept(const int32_t* all, const int32_t* demand, int64_t capacity,
+                            const uint8_t* keep, int32_t* counts, int32_t* sorted) {
+  __shared__ int64_t base, segment;
+  const int e = blockIdx.x;
+  const int64_t n = demand[e];
+  if (threadIdx.x == 0) {
+    int64_t offset = 0, out = 0;
+    for (int i = 0; i < e; ++i) {
+      offset += demand[i];
+      out += demand[i] < capacity ? demand[i] : capacity;
+    }
+    segment = offset;
+    base = out;
+    counts[e] = static_cast<int32_t>(n < capacity ? n : capacity);
+  }
+  __syncthreads();
+  const int64_t off = segment;
+  const bool over = n > capacity;
+  for (int64_t chunk = 0; chunk < n; chunk += blockDim.x) {
+    const int64_t i = chunk + threadIdx.x;
+    const bool kept =
+        i < n && (!over || (keep != nullptr ? keep[off + i] != 0 : i < capacity));
+    const int64_t slot = OrderedSlot(kept, &base);
+    if (kept) sorted[slot] = all[off + i];
   }
 }
 
@@ -292,6 +375,54 @@ void ComputePermutation(const Tensor& ids, int num_experts, Tensor* sorted, Tens
   if (pairs == 0) return;
   PlaceExperts<<<num_experts, kScanThreads, 0, s>>>(
       ids.data<int32_t>(), pairs, counts->data<int32_t>(), sorted->data<int32_t>());
+  MF_CUDA_CHECK_LAUNCH();
+}
+
+void ComputeCapacityPermutation(const Tensor& ids, const Tensor& weights, int num_experts,
+                                int64_t capacity, DropPolicy policy, Tensor* sorted,
+                                Tensor* counts, Tensor* demand, Stream& stream) {
+  constexpr const char* kOp = "ComputeCapacityPermutation";
+  const Device dev = ids.device();
+  CheckStream(stream, dev, kOp);
+  CheckOn(ids, dev, kOp, "ids");
+  CheckDType(ids, DType::kI32, kOp, "ids");
+  CheckRank(ids, 2, kOp, "ids");
+  CheckIn(weights, dev, DType::kF32, ids.shape(), kOp, "weights");
+  MF_CHECK_GT(num_experts, 0) << kOp << ": num_experts";
+  MF_CHECK(capacity >= 0 && capacity <= INT32_MAX) << kOp << ": capacity " << capacity;
+  const int64_t pairs = ids.numel();
+  CheckOut(sorted, dev, DType::kI32, {pairs}, kOp, "sorted");
+  CheckOut(counts, dev, DType::kI32, {num_experts}, kOp, "counts");
+  CheckOut(demand, dev, DType::kI32, {num_experts}, kOp, "demand");
+  const cudaStream_t s = Native(stream);
+  const int k = static_cast<int>(std::max<int64_t>(ids.dim(1), 1));
+  CountExperts<<<num_experts, kScanThreads, 0, s>>>(ids.data<int32_t>(), pairs, k, num_experts,
+                                                    demand->data<int32_t>());
+  MF_CUDA_CHECK_LAUNCH();
+  if (pairs == 0) {
+    MF_CUDA_CHECK(cudaMemsetAsync(counts->raw_data(), 0, counts->nbytes(), s));
+    return;
+  }
+  MF_CUDA_CHECK(cudaMemsetAsync(sorted->raw_data(), 0xff, sorted->nbytes(), s));  // −1 past N
+  // Every pair, stably sorted by expert: each expert's segment in token order.
+  Tensor all = Scratch({pairs}, DType::kI32, stream);
+  PlaceExperts<<<num_experts, kScanThreads, 0, s>>>(ids.data<int32_t>(), pairs,
+                                                    demand->data<int32_t>(), all.data<int32_t>());
+  MF_CUDA_CHECK_LAUNCH();
+  Tensor keep;
+  if (policy == DropPolicy::kProbs) {
+    keep = Scratch({pairs}, DType::kU8, stream);
+    // An expert holds at most every pair: enough blocks per expert for that, the idle ones exit.
+    const int64_t splits = std::min<int64_t>((pairs + kRankThreads - 1) / kRankThreads, 65535);
+    RankByWeight<<<dim3(num_experts, static_cast<unsigned>(splits)), kRankThreads, 0, s>>>(
+        all.data<int32_t>(), weights.data<float>(), demand->data<int32_t>(), capacity,
+        keep.data<uint8_t>());
+    MF_CUDA_CHECK_LAUNCH();
+  }
+  CompactKept<<<num_experts, kScanThreads, 0, s>>>(
+      all.data<int32_t>(), demand->data<int32_t>(), capacity,
+      policy == DropPolicy::kProbs ? keep.data<uint8_t>() : nullptr, counts->data<int32_t>(),
+      sorted->data<int32_t>());
   MF_CUDA_CHECK_LAUNCH();
 }
 

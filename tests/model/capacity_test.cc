@@ -1,7 +1,7 @@
 // Capacity mode: C = ceil(T·k/E · factor); each expert keeps its C highest-weight pairs (ties: the
-// earlier pair) or its C earliest pairs; the dropped count is Σ_e max(0, pairs_e − C) whatever the
-// policy; a capacity nothing reaches keeps ComputePermutation's order exactly; the MoE layer
-// reports the drops.
+// earlier pair) or its C earliest pairs (ops::ComputeCapacityPermutation); the dropped count is
+// Σ_e max(0, pairs_e − C) whatever the policy; a capacity nothing reaches keeps
+// ComputePermutation's order exactly; the MoE layer reports the drops and pads to C.
 #include "core/model/capacity.h"
 
 #include <algorithm>
@@ -44,6 +44,27 @@ std::vector<int32_t> BruteForce(const std::vector<int32_t>& ids, const std::vect
   return kept;
 }
 
+struct Kept {
+  Tensor sorted, counts, demand;
+  int64_t dropped;
+};
+
+// ops::ComputeCapacityPermutation on the CPU, with counts and demand as views of one tensor (as
+// the MoE layer passes them).
+Kept Capacity(const Tensor& ids, const Tensor& weights, int experts, int64_t c, DropPolicy policy) {
+  Tensor sorted = Tensor::Zeros({ids.numel()}, DType::kI32);
+  Tensor both = Tensor::Zeros({2 * experts}, DType::kI32);
+  Tensor counts = both.Slice(0, experts), demand = both.Slice(experts, 2 * experts);
+  ops::ComputeCapacityPermutation(ids, weights, experts, c, policy, &sorted, &counts, &demand,
+                                  CpuStream());
+  int64_t kept = 0;
+  for (int e = 0; e < experts; ++e) kept += counts.data<int32_t>()[e];
+  for (int64_t i = kept; i < sorted.numel(); ++i) {
+    EXPECT_EQ(sorted.data<int32_t>()[i], -1) << "entry " << i << " past the kept pairs";
+  }
+  return {sorted.Slice(0, kept), counts, demand, ids.numel() - kept};
+}
+
 TEST(CapacityTest, KeepsWhatTheDocumentedRuleKeeps) {
   const int64_t t = 12, k = 2;
   const int experts = 4;
@@ -59,26 +80,51 @@ TEST(CapacityTest, KeepsWhatTheDocumentedRuleKeeps) {
     int64_t expected_drops = 0;
     for (int64_t n : per_expert) expected_drops += std::max<int64_t>(0, n - c);
     for (DropPolicy policy : {DropPolicy::kProbs, DropPolicy::kPosition}) {
-      Tensor sorted, counts;
-      const int64_t dropped =
-          CapacityPermutation(ids, weights, experts, c, policy, &sorted, &counts);
-      EXPECT_EQ(dropped, expected_drops) << "capacity " << c;
-      const std::vector<int32_t> got(sorted.data<int32_t>(),
-                                     sorted.data<int32_t>() + sorted.numel());
+      const Kept kept = Capacity(ids, weights, experts, c, policy);
+      EXPECT_EQ(kept.dropped, expected_drops) << "capacity " << c;
+      const std::vector<int32_t> got(kept.sorted.data<int32_t>(),
+                                     kept.sorted.data<int32_t>() + kept.sorted.numel());
       EXPECT_EQ(got, BruteForce(id_list, w_list, experts, c, policy)) << "capacity " << c;
       for (int e = 0; e < experts; ++e) {
-        EXPECT_EQ(counts.data<int32_t>()[e], std::min<int64_t>(per_expert[e], c));
+        EXPECT_EQ(kept.counts.data<int32_t>()[e], std::min<int64_t>(per_expert[e], c));
+        EXPECT_EQ(kept.demand.data<int32_t>()[e], per_expert[e]);
       }
     }
   }
   // Large enough: exactly the dropless permutation.
-  Tensor sorted, counts, dropless = Tensor::Empty({t * k}, DType::kI32),
-                         dropless_counts = Tensor::Empty({experts}, DType::kI32);
-  EXPECT_EQ(CapacityPermutation(ids, weights, experts, t * k, DropPolicy::kProbs, &sorted, &counts),
-            0);
+  Tensor dropless = Tensor::Empty({t * k}, DType::kI32),
+         dropless_counts = Tensor::Empty({experts}, DType::kI32);
   ops::ComputePermutation(ids, experts, &dropless, &dropless_counts, CpuStream());
-  EXPECT_EQ(sorted.ToVector(), dropless.ToVector());
-  EXPECT_EQ(counts.ToVector(), dropless_counts.ToVector());
+  for (DropPolicy policy : {DropPolicy::kProbs, DropPolicy::kPosition}) {
+    const Kept all = Capacity(ids, weights, experts, t * k, policy);
+    EXPECT_EQ(all.dropped, 0);
+    EXPECT_EQ(all.sorted.ToVector(), dropless.ToVector());
+    EXPECT_EQ(all.counts.ToVector(), dropless_counts.ToVector());
+    EXPECT_EQ(all.demand.ToVector(), dropless_counts.ToVector());
+  }
+  // Capacity 0 keeps nothing; no pairs at all keep nothing either.
+  const Kept none = Capacity(ids, weights, experts, 0, DropPolicy::kProbs);
+  EXPECT_EQ(none.dropped, t * k);
+  EXPECT_EQ(none.demand.ToVector(), dropless_counts.ToVector());
+  const Tensor no_ids = Tensor::Empty({0, k}, DType::kI32);
+  const Kept empty =
+      Capacity(no_ids, Tensor::Empty({0, k}, DType::kF32), experts, 3, DropPolicy::kPosition);
+  EXPECT_EQ(empty.sorted.numel(), 0);
+  EXPECT_EQ(empty.counts.ToVector(), std::vector<float>(experts, 0.0f));
+}
+
+TEST(CapacityTest, ProbsKeepsTheHighestWeightsAndBreaksTiesByPairOrder) {
+  // Expert 0 gets pairs 0, 2, 3, 5 (weights .1 .7 .7 .9); capacity 2 keeps .9 and the earlier .7
+  // (pair 2), listed in pair order: 2, 5. Position keeps pairs 0 and 2. Expert 1 is under capacity.
+  const Tensor ids = Tensor::FromVectorI32({0, 1, 0, 0, 1, 0}, {3, 2});
+  const Tensor w = Tensor::FromVector({0.1f, 0.5f, 0.7f, 0.7f, 0.2f, 0.9f}, {3, 2});
+  const Kept probs = Capacity(ids, w, 2, 2, DropPolicy::kProbs);
+  EXPECT_EQ(probs.sorted.ToVector(), (std::vector<float>{2, 5, 1, 4}));
+  const Kept position = Capacity(ids, w, 2, 2, DropPolicy::kPosition);
+  EXPECT_EQ(position.sorted.ToVector(), (std::vector<float>{0, 2, 1, 4}));
+  EXPECT_EQ(probs.counts.ToVector(), (std::vector<float>{2, 2}));
+  EXPECT_EQ(probs.demand.ToVector(), (std::vector<float>{4, 2}));
+  EXPECT_EQ(probs.dropped, 2);
 }
 
 TEST(CapacityTest, TheMoeLayerCountsItsDrops) {

@@ -1,4 +1,5 @@
-// GPU parity of MoE token permutation: the stable counting sort (identical order and counts),
+// GPU parity of MoE token permutation: the stable counting sort (identical order and counts), the
+// capacity selection of both drop policies (identical, ties included),
 // permute/unpermute and their backwards, dropless and with dropped pairs, at hidden sizes on and
 // off the 16-byte packs and at unaligned views, the per-unit expert counts, and the traps on bad
 // ids, against the CPU reference (skips without a GPU).
@@ -90,6 +91,38 @@ TEST(CudaCountExpertsPerUnitTest, MatchesTheCpuExactly) {
     Tensor counts_gpu = Poisoned({units, experts}, DType::kF32);
     CountExpertsPerUnit(ids.To(Gpu()), first_row, unit_rows, &counts_gpu, GpuStream());
     EXPECT_EQ(counts_gpu.ToVector(), counts.ToVector());
+  }
+}
+
+TEST(CudaCapacityPermutationTest, MatchesTheCpuExactly) {
+  MF_REQUIRE_GPU();
+  // (tokens, k, experts, capacity): crowded experts with tied weights, one expert over capacity
+  // by thousands (several ranking blocks), capacity 0, a capacity nothing reaches, no tokens.
+  for (const auto& [tokens, k, experts, capacity] :
+       std::vector<std::tuple<int64_t, int, int, int64_t>>{
+           {37, 2, 8, 5}, {3000, 8, 64, 300}, {5000, 1, 2, 7}, {40, 2, 4, 0}, {40, 2, 4, 80},
+           {0, 2, 4, 3}}) {
+    SCOPED_TRACE(::testing::Message() << tokens << "×" << k << " E=" << experts << " C="
+                                      << capacity);
+    const Tensor ids = RandomInts({tokens, k}, 15, experts);
+    // Weights on a grid of 16 values: many ties, which the earlier pair must win.
+    Tensor weights = RandomInts({tokens, k}, 16, 16).To(DType::kF32);
+    for (DropPolicy policy : {DropPolicy::kProbs, DropPolicy::kPosition}) {
+      Tensor sorted = Tensor::Zeros({tokens * k}, DType::kI32);
+      Tensor counts = Tensor::Zeros({experts}, DType::kI32);
+      Tensor demand = Tensor::Zeros({experts}, DType::kI32);
+      ComputeCapacityPermutation(ids, weights, experts, capacity, policy, &sorted, &counts,
+                                 &demand, CpuStream());
+      Tensor sorted_gpu = Poisoned({tokens * k}, DType::kI32);
+      Tensor both_gpu = Poisoned({2 * experts}, DType::kI32);  // counts, demand: one tensor
+      Tensor counts_gpu = both_gpu.Slice(0, experts);
+      Tensor demand_gpu = both_gpu.Slice(experts, 2 * experts);
+      ComputeCapacityPermutation(ids.To(Gpu()), weights.To(Gpu()), experts, capacity, policy,
+                                 &sorted_gpu, &counts_gpu, &demand_gpu, GpuStream());
+      EXPECT_EQ(sorted_gpu.ToVector(), sorted.ToVector());
+      EXPECT_EQ(counts_gpu.ToVector(), counts.ToVector());
+      EXPECT_EQ(demand_gpu.ToVector(), demand.ToVector());
+    }
   }
 }
 

@@ -1,6 +1,8 @@
 // The MPI communicator under mpirun (2, 3, 4 and 8 ranks): every op and dtype, odd sizes, zero-size
-// pieces in all_to_all_v, reduce ops, bad arguments with their numbers, splits, and a deliberately
-// hung peer turning into a timeout error that names the op, the group and the ranks (run last).
+// pieces in all_to_all_v and the variable-size all-gather and reduce-scatter (whose sum follows
+// member order, bf16 in f32), reduce ops, bad arguments with their numbers, splits, and a
+// deliberately hung peer turning into a timeout error that names the op, the group and the ranks
+// (run last).
 #include <chrono>
 #include <numeric>
 
@@ -225,6 +227,107 @@ TEST_F(CommunicatorTest, AllToAllVOfInt64RowsInEveryDirection) {
     EXPECT_EQ(output.data<int64_t>()[3 * s + 1], rank());
     EXPECT_EQ(output.data<int64_t>()[3 * s + 2], int64_t{1} << 35);
   }
+}
+
+TEST_F(CommunicatorTest, AllGatherVWithUnevenAndZeroCounts) {
+  // Member r holds r % 3 rows of 3 (member 0, 3, ... none), tagged (member, row, column).
+  std::vector<int64_t> rows(size());
+  for (int r = 0; r < size(); ++r) rows[r] = r % 3;
+  const int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  std::vector<float> mine;
+  for (int i = 0; i < rows[rank()]; ++i) {
+    for (int h = 0; h < 3; ++h) mine.push_back(static_cast<float>(rank() * 100 + i * 10 + h));
+  }
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor input = Tensor::FromVector(mine, {rows[rank()], 3}).To(dtype);
+    Tensor output = Tensor::Empty({total, 3}, dtype);
+    ASSERT_OK(WaitFor(comm_.AllGatherV(input, rows, &output, {})));
+    const std::vector<float> got = output.ToVector();
+    int64_t row = 0;
+    for (int r = 0; r < size(); ++r) {
+      for (int i = 0; i < rows[r]; ++i, ++row) {
+        for (int h = 0; h < 3; ++h) {
+          EXPECT_EQ(got[row * 3 + h], RoundTrip(static_cast<float>(r * 100 + i * 10 + h), dtype))
+              << DTypeName(dtype) << " member " << r << " row " << i;
+        }
+      }
+    }
+  }
+  // i64 rows arrive whole (byte-wise movement).
+  Tensor big = Tensor::Zeros({1, 2}, DType::kI64);
+  big.data<int64_t>()[0] = (int64_t{1} << 40) + rank();
+  Tensor all = Tensor::Zeros({size(), 2}, DType::kI64);
+  ASSERT_OK(WaitFor(comm_.AllGatherV(big, std::vector<int64_t>(size(), 1), &all, {})));
+  for (int r = 0; r < size(); ++r) EXPECT_EQ(all.data<int64_t>()[2 * r], (int64_t{1} << 40) + r);
+  // Counts that do not match the tensors are refused with the numbers.
+  const Tensor input = Tensor::Zeros({rows[rank()] + 1, 3}, DType::kF32);
+  Tensor output = Tensor::Empty({total, 3}, DType::kF32);
+  auto bad = comm_.AllGatherV(input, rows, &output, {});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find(absl::StrCat("all_gather_v on group 'world'")),
+            absl::string_view::npos)
+      << bad.status();
+  EXPECT_NE(bad.status().message().find(absl::StrCat("member ", rank(), "'s ", rows[rank()],
+                                                     " rows and ", total, " rows in all")),
+            absl::string_view::npos)
+      << bad.status();
+  bad = comm_.AllGatherV(input, {1}, &output, {});
+  EXPECT_NE(bad.status().message().find(absl::StrCat("1 row counts for ", size(), " members")),
+            absl::string_view::npos)
+      << bad.status();
+}
+
+TEST_F(CommunicatorTest, ReduceScatterVAddsThePiecesInMemberOrder) {
+  // Member r receives rows[r] = (r + 1) % 3 rows of 2 (some members none). Sender s's block for
+  // member r: element 0 is 1e8, 1 or −1e8 by s % 3 (so the order of the sum matters in f32),
+  // element 1 is s + 10·r + row.
+  std::vector<int64_t> rows(size());
+  for (int r = 0; r < size(); ++r) rows[r] = (r + 1) % 3;
+  const int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  auto first = [](int s) { return s % 3 == 0 ? 1e8f : s % 3 == 1 ? 1.0f : -1e8f; };
+  std::vector<float> in;
+  for (int r = 0; r < size(); ++r) {
+    for (int i = 0; i < rows[r]; ++i) {
+      in.push_back(first(rank()));
+      in.push_back(static_cast<float>(rank() + 10 * r + i));
+    }
+  }
+  Tensor output = Tensor::Empty({rows[rank()], 2}, DType::kF32);
+  ASSERT_OK(WaitFor(comm_.ReduceScatterV(Tensor::FromVector(in, {total, 2}), rows, &output, {})));
+  for (int i = 0; i < rows[rank()]; ++i) {
+    float sum0 = first(0), sum1 = static_cast<float>(10 * rank() + i);
+    for (int s = 1; s < size(); ++s) {
+      sum0 += first(s);
+      sum1 += static_cast<float>(s + 10 * rank() + i);
+    }
+    EXPECT_EQ(output.ToVector()[2 * i], sum0) << "row " << i;
+    EXPECT_EQ(output.ToVector()[2 * i + 1], sum1) << "row " << i;
+  }
+  // bf16: summed in f32, rounded once. Member 0 sends 256 (bf16 spacing 2), the others 1.
+  std::vector<float> ones(total * 2, rank() == 0 ? 256.0f : 1.0f);
+  Tensor out16 = Tensor::Empty({rows[rank()], 2}, DType::kBF16);
+  ASSERT_OK(WaitFor(comm_.ReduceScatterV(Tensor::FromVector(ones, {total, 2}).To(DType::kBF16),
+                                         rows, &out16, {})));
+  for (float v : out16.ToVector()) {
+    EXPECT_EQ(v, RoundTrip(256.0f + static_cast<float>(size() - 1), DType::kBF16));
+  }
+  // Integers have no f32 sum here; counts that do not match are refused with the numbers.
+  Tensor i32_out = Tensor::Empty({rows[rank()], 2}, DType::kI32);
+  EXPECT_EQ(comm_.ReduceScatterV(Tensor::Zeros({total, 2}, DType::kI32), rows, &i32_out, {})
+                .status()
+                .code(),
+            absl::StatusCode::kUnimplemented);
+  auto bad = comm_.ReduceScatterV(Tensor::Zeros({total + 1, 2}, DType::kF32), rows, &output, {});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find(absl::StrCat("reduce_scatter_v on group 'world'")),
+            absl::string_view::npos)
+      << bad.status();
+  std::vector<int64_t> negative = rows;
+  negative[0] = -1;
+  bad = comm_.ReduceScatterV(Tensor::Zeros({total, 2}, DType::kF32), negative, &output, {});
+  EXPECT_NE(bad.status().message().find("negative row count -1 for member 0"),
+            absl::string_view::npos)
+      << bad.status();
 }
 
 TEST_F(CommunicatorTest, BroadcastSendRecvBarrier) {

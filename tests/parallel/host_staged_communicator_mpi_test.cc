@@ -91,6 +91,34 @@ TEST_P(HostStagedTest, ReduceScatterAllGatherAndAllToAllV) {
   }
 }
 
+TEST_P(HostStagedTest, VariableSizeGatherAndReduceScatter) {
+  // Member r holds r rows of 2 (member 0 none), each of value 10·r + row; the gather lists them in
+  // member order. Then every member sends its gathered copy back as the reduce-scatter's input:
+  // member r gets size × its own rows.
+  std::vector<int64_t> rows(size());
+  for (int r = 0; r < size(); ++r) rows[r] = r;
+  const int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  std::vector<float> mine;
+  for (int i = 0; i < rank(); ++i) mine.insert(mine.end(), 2, 10.0f * rank() + i);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    Tensor gathered = On(Tensor::Zeros({total, 2}, dtype));
+    ASSERT_OK(WaitFor(comm_->AllGatherV(On(Tensor::FromVector(mine, {rank(), 2}).To(dtype)), rows,
+                                        &gathered, {})));
+    EXPECT_EQ(gathered.device(), device());
+    const std::vector<float> got = gathered.ToVector();
+    int64_t at = 0;
+    for (int r = 0; r < size(); ++r) {
+      for (int i = 0; i < r; ++i, at += 2) EXPECT_EQ(got[at], 10.0f * r + i) << r << " " << i;
+    }
+    Tensor summed = On(Tensor::Zeros({rank(), 2}, dtype));
+    ASSERT_OK(WaitFor(comm_->ReduceScatterV(gathered, rows, &summed, {})));
+    const std::vector<float> sums = summed.ToVector();
+    for (int i = 0; i < rank(); ++i) {
+      EXPECT_EQ(sums[2 * i], RoundTrip(size() * (10.0f * rank() + i), dtype)) << i;
+    }
+  }
+}
+
 TEST_P(HostStagedTest, SendAndRecvAroundARing) {
   const int next = (rank() + 1) % size(), prev = (rank() + size() - 1) % size();
   Tensor received = Output({4});

@@ -93,6 +93,23 @@ TEST(NcclCommunicatorTest, OneRankDataOpsOnDeviceTensors) {
   Tensor b = in.Clone();
   ASSERT_OK(WaitFor(comm.Broadcast(&b, {.root = 0})));
   EXPECT_EQ(b.ToVector(), values);
+  // The variable-size gather and reduce-scatter (one member: copies; the sum on the communicator's
+  // stream), in both dtypes they take, and with no rows.
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor typed = Tensor::FromVector(values, {3, 2}).To(dtype).To(gpu);
+    Tensor typed_out = Tensor::Zeros({3, 2}, dtype, gpu);
+    ASSERT_OK(WaitFor(comm.AllGatherV(typed, {3}, &typed_out, {})));
+    EXPECT_EQ(typed_out.ToVector(), values);
+    typed_out.SetZero();
+    ASSERT_OK(WaitFor(comm.ReduceScatterV(typed, {3}, &typed_out, {})));
+    EXPECT_EQ(typed_out.ToVector(), values);
+    Tensor none = Tensor::Zeros({0, 2}, dtype, gpu);
+    ASSERT_OK(WaitFor(comm.AllGatherV(typed.Slice(0, 0), {0}, &none, {})));
+    ASSERT_OK(WaitFor(comm.ReduceScatterV(typed.Slice(0, 0), {0}, &none, {})));
+  }
+  Tensor host_out = Tensor::Zeros({3, 2}, DType::kF32);
+  EXPECT_EQ(comm.AllGatherV(Tensor::FromVector(values, {3, 2}), {3}, &host_out, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);  // GPU tensors only
 }
 
 TEST(NcclCommunicatorTest, ProcessGroupsOnNcclSetUpEachGroupOnItsFirstOp) {

@@ -81,14 +81,19 @@ struct LayoutCase {
 };
 
 // Skips unless the MPI world has case.world ranks; else trains the layout for `steps` steps over
-// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining; kBf16Tolerances
-// when case.model holds "precision.compute_dtype=bf16"), and with `check_aux` the same aux loss per
-// step too.
+// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining within
+// case.tolerances), and with `check_aux` the same aux loss per step too.
 void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false);
 
 // Loss and gradient norm per step, and every parameter of `run` against the same-named one of
 // `reference`, within `tol`.
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label,
                         const Tolerances& tol = kF32Tolerances);
+
+// Skips unless the MPI world has case.world ranks; else trains the layout for `steps` steps over
+// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining within `tol`), and
+// with `check_aux` the same aux loss per step too (1e-5 relative).
+void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false,
+                                const Tolerances& tol = kF32Tolerances);
 
 }  // namespace moefold::train
