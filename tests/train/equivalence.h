@@ -90,10 +90,4 @@ void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_
 void ExpectSameTraining(const LayoutRun& run, const LayoutRun& reference, const std::string& label,
                         const Tolerances& tol = kF32Tolerances);
 
-// Skips unless the MPI world has case.world ranks; else trains the layout for `steps` steps over
-// MPI_COMM_WORLD and expects the same training as one rank (ExpectSameTraining within `tol`), and
-// with `check_aux` the same aux loss per step too (1e-5 relative).
-void ExpectLayoutMatchesOneRank(const LayoutCase& layout, int steps, bool check_aux = false,
-                                const Tolerances& tol = kF32Tolerances);
-
 }  // namespace moefold::train
