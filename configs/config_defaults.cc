@@ -22,6 +22,7 @@ ExperimentConfig DefaultConfig() {
   m->set_norm_eps(1e-5f);
   m->set_tie_embeddings(false);
   m->set_init_std(0.02f);
+  m->set_init_from("");
 
   MoeConfig* moe = m->mutable_moe();
   moe->set_num_experts(0);  // dense unless the experiment asks for experts
@@ -123,6 +124,9 @@ ExperimentConfig DefaultConfig() {
   ck->set_dir("");
   ck->set_every(0);  // never
   ck->set_resume(false);
+  ck->set_keep_last(0);  // keep all
+  ck->set_on_error("stop");
+  ck->set_async(true);
   return c;
 }
 

@@ -358,6 +358,11 @@ void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
     }
   }
   NonNegative(p, "checkpoint.every (0 = never)", c.checkpoint().every());
+  NonNegative(p, "checkpoint.keep_last (0 = all)", c.checkpoint().keep_last());
+  OneOf(p, "checkpoint.on_error", c.checkpoint().on_error(), {"stop", "warn"});
+  if (c.checkpoint().dir().empty() && (c.checkpoint().every() > 0 || c.checkpoint().resume())) {
+    p->push_back("checkpoint.every / checkpoint.resume need checkpoint.dir");
+  }
 }
 
 }  // namespace
