@@ -25,12 +25,22 @@ namespace moefold::launch {
 namespace {
 
 constexpr char kTrainHelp[] =
-    "usage: moefold train --config FILE [--set key=value ...] [--run-dir DIR]\n"
+    "usage: moefold train --config FILE [--set key=value ...] [--run-dir DIR] [--resume]\n"
     "\n"
     "  --config FILE     YAML experiment file (schema: configs/moefold.proto)\n"
     "  --set key=value   override one config value by dotted path, e.g. --set train.steps=20\n"
     "                    (repeatable)\n"
     "  --run-dir DIR     where metrics.jsonl goes (default runs/<config name>)\n"
+    "  --resume          continue from the newest complete checkpoint in checkpoint.dir (as\n"
+    "                    checkpoint.resume: true; from scratch when there is none)\n"
+    "\n"
+    "Checkpoints: checkpoint.dir=DIR saves DIR/step-N/ every checkpoint.every steps and at the\n"
+    "last step (checkpoint.keep_last keeps the newest K), written in the background while\n"
+    "training goes on (checkpoint.async); DIR/latest names the newest complete one. A resumed run\n"
+    "continues bit-identically on the same layout, and loads under any other layout or number of\n"
+    "ranks (each rank reads its slices). A larger train.steps extends a run; a changed model, data\n"
+    "or batch is refused by name. moefold export --checkpoint DIR/step-N --output HF_DIR writes\n"
+    "Hugging Face safetensors; model.init_from: HF_DIR starts from such a directory.\n"
     "\n"
     "Parallelism: mpirun -np N moefold train --config FILE; dp = N / (tp·cp·pp). Set\n"
     "parallel.tp (tensor), parallel.sequence_parallel, parallel.cp (context), parallel.pp\n"
@@ -118,6 +128,19 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
       options.fail_at_step = fail_step;
     }
   }
+  // MOEFOLD_INJECT_CHECKPOINT=RANK:STEP:fail|kill: that rank's write of the checkpoint of STEP
+  // fails, or the rank is killed (SIGKILL) in the middle of it.
+  if (const char* inject = std::getenv("MOEFOLD_INJECT_CHECKPOINT")) {
+    int fault_rank = -1;
+    long long fault_step = -1;
+    char fault[16] = {0};
+    if (std::sscanf(inject, "%d:%lld:%15s", &fault_rank, &fault_step, fault) == 3 &&
+        fault_rank == info.rank) {
+      options.checkpoint_fault_step = fault_step;
+      options.checkpoint_fault = fault;
+    }
+  }
+  options.resume = parsed.Has("resume");
   const std::string name = config->name().empty()
                                ? std::filesystem::path(config_path).stem().string()
                                : config->name();
@@ -163,7 +186,7 @@ int TrainCommand(const std::vector<std::string>& args) {
     std::fputs(kTrainHelp, stdout);
     return 0;
   }
-  auto parsed = ParseArgs(args, {{"config", "run-dir"}, {"set"}, {}}, "train");
+  auto parsed = ParseArgs(args, {{"config", "run-dir"}, {"set"}, {"resume"}}, "train");
   if (!parsed.ok()) return Fail("train", std::string(parsed.status().message()), 2);
   if (!parsed->Has("config")) return Fail("train", "--config FILE is required (see --help)", 2);
   // One BLAS thread per rank: the quick start's matrices are small, and ranks share the cores.

@@ -31,6 +31,15 @@ class ShardedAdamW {
   int64_t step_count() const { return step_count_; }
   int64_t state_bytes() const;  // m and v held by this rank
 
+  // Checkpoint state: the moments of bucket i's owned chunk (f32, shaped like it), which starts at
+  // flat-buffer offset shard_begin(i) of the bucket's buffer. Restoring = CopyFrom into m(i), v(i)
+  // and set_step_count.
+  Tensor& m(size_t i) { return m_[i]; }
+  Tensor& v(size_t i) { return v_[i]; }
+  int64_t shard_begin(size_t i) const { return shard_begins_[i]; }
+  size_t num_buckets() const { return m_.size(); }
+  void set_step_count(int64_t step_count) { step_count_ = step_count; }
+
  private:
   parallel::GradSync* sync_;
   AdamWOptions options_;

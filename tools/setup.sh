@@ -13,6 +13,7 @@ packages=(
   libabsl-dev                           # Status/StatusOr, strings
   libyaml-cpp-dev                       # YAML experiment files
   nlohmann-json3-dev                    # JSON lines (metrics, profiles, benchmarks)
+  libxxhash-dev                         # checkpoint checksums (XXH3)
   libopenblas-dev                       # CPU GEMM reference
   libgtest-dev libgmock-dev             # tests
   libbenchmark-dev                      # tools/bench

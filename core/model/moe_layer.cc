@@ -59,6 +59,7 @@ MoeLayer::MoeLayer(const ModelSpec& spec, const ModelParallel& mp, const std::st
     shared_ = std::make_unique<SwiGluMlp>(spec, mp, prefix + ".shared_experts", shared_ffn, params);
   }
   if (spec.moe.expert_bias) bias_ = Tensor::Zeros({e}, DType::kF32);
+  prefix_ = prefix;
 }
 
 Tensor MoeLayer::GateUpExperts(const Tensor& t) const {
@@ -344,6 +345,11 @@ void MoeLayer::UpdateExpertBias(const std::vector<float>& global_load, float rat
     const double diff = mean - static_cast<double>(global_load[i]);
     bias_.data<float>()[i] += rate * static_cast<float>((diff > 0) - (diff < 0));
   }
+}
+
+void MoeLayer::set_expert_bias(const Tensor& bias) {
+  MF_CHECK(bias_.defined() && bias_.numel() == bias.numel()) << "expert bias of the wrong size";
+  bias_.CopyFrom(bias);
 }
 
 }  // namespace moefold::model

@@ -88,6 +88,9 @@ class MoeLayer {
   // bias).
   void UpdateExpertBias(const std::vector<float>& global_load, float rate);
   const Tensor& expert_bias() const { return bias_; }
+  // Checkpoints restore the bias ((E) f32 on the host; only when expert_bias is on, checked).
+  void set_expert_bias(const Tensor& bias);
+  const std::string& prefix() const { return prefix_; }  // "model.layers.3.mlp"
   // Benchmarks switch between forced-balanced and real routing on one model.
   void set_force_balanced_routing(bool balanced) { spec_.moe.force_balanced_routing = balanced; }
 
@@ -111,6 +114,7 @@ class MoeLayer {
   Parameter* down_;
   std::unique_ptr<SwiGluMlp> shared_;
   Tensor bias_;  // (E) f32 on the host, selection only; undefined when expert_bias is off
+  std::string prefix_;
   std::vector<int64_t> load_;
   int64_t dropped_ = 0;
   mutable int64_t dispatch_bytes_ = 0;  // a counter the (const) backward's exchanges add to

@@ -30,7 +30,8 @@ JsonLine ProfileLine(int64_t step, const StepProfile& profile) {
   return line;
 }
 
-absl::Status MetricsWriter::Open(const std::string& run_dir, const std::string& file) {
+absl::Status MetricsWriter::Open(const std::string& run_dir, const std::string& file,
+                                 bool append) {
   std::error_code ec;
   std::filesystem::create_directories(run_dir, ec);
   if (ec) {
@@ -38,7 +39,7 @@ absl::Status MetricsWriter::Open(const std::string& run_dir, const std::string& 
         absl::StrCat("cannot create run directory ", run_dir, ": ", ec.message()));
   }
   const std::string path = run_dir + "/" + file;
-  file_ = std::fopen(path.c_str(), "w");
+  file_ = std::fopen(path.c_str(), append ? "a" : "w");
   if (file_ == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("cannot write ", path));
   }

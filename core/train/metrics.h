@@ -27,8 +27,10 @@ JsonLine JsonObject(const std::map<std::string, double>& values);
 class MetricsWriter {
  public:
   ~MetricsWriter();
-  // Creates RUN_DIR (and parents) and truncates RUN_DIR/FILE.
-  absl::Status Open(const std::string& run_dir, const std::string& file = "metrics.jsonl");
+  // Creates RUN_DIR (and parents) and truncates RUN_DIR/FILE, or appends to it (a resumed run
+  // continues its log; steps redone after the checkpoint appear again, the later line counts).
+  absl::Status Open(const std::string& run_dir, const std::string& file = "metrics.jsonl",
+                    bool append = false);
   bool is_open() const { return file_ != nullptr; }
   void Write(const JsonLine& line);  // appends and flushes, so a crash keeps every finished step
   void Close();

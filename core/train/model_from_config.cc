@@ -91,9 +91,6 @@ absl::Status CheckSupported(const config::ExperimentConfig& config) {
                                     config.memory().activation_policy(),
                                     ": swapping/recomputation are not built yet"));
   }
-  if (config.checkpoint().every() > 0 || config.checkpoint().resume()) {
-    problems.push_back("checkpoint.every / checkpoint.resume: checkpoints are not built yet");
-  }
   if (problems.empty()) return absl::OkStatus();
   return absl::UnimplementedError(
       absl::StrCat("this build cannot run the config yet:\n  ", absl::StrJoin(problems, "\n  ")));

@@ -4,6 +4,7 @@
 // gradients are seeded pre-multiplied by Z_ref = global batch size, which makes them exact for
 // uniform weights (see docs/DECISIONS.md).
 #include "core/train/trainer.h"
+#include "core/train/trainer_state.h"
 
 #include <algorithm>
 #include <chrono>
@@ -30,20 +31,6 @@
 #include "parallel/ring_attention.h"
 
 namespace moefold::train {
-
-// This rank's communicators, resolved once from the ProcessGroups (nullptr: a group of one rank).
-struct RankGroups {
-  model::ModelParallel model;        // TP, CP and TP×CP for the layers
-  parallel::GradSyncGroups sync;     // gradient reductions and the global norm
-  parallel::Communicator* dp = nullptr;        // per-sample statistics (replicated over TP×CP)
-  parallel::Communicator* tp_cp_dp = nullptr;  // per-token statistics (aux, z, expert load)
-  parallel::Communicator* pp = nullptr;        // pipeline stages: activations, stage statistics
-  parallel::Communicator* embedding = nullptr;  // first + last stage: the tied embedding's grads
-  int world_rank = 0;
-  int dp_rank = 0, dp_size = 1;
-  int cp_rank = 0;
-  int pp_rank = 0, pp_size = 1;
-};
 
 absl::StatusOr<RankGroups> ResolveGroups(const config::ExperimentConfig& config,
                                          const parallel::ProcessGroups* groups) {
@@ -92,56 +79,6 @@ absl::StatusOr<RankGroups> ResolveGroups(const config::ExperimentConfig& config,
   }
   return g;
 }
-
-struct Trainer::State {
-  config::ExperimentConfig config;
-  TrainerOptions options;
-  RankGroups groups;
-  // Where the step runs: the CPU or this rank's GPU, its compute (default) stream, and the
-  // activation dtype (master weights, gradients and optimizer state stay f32).
-  Device device = Device::Cpu();
-  Stream* stream = &CpuStream();
-  DType act_dtype = DType::kF32;
-  model::ModelSpec spec;
-  ParameterSet params;
-  std::vector<std::unique_ptr<model::Decoder>> chunks;  // this rank's model chunks (virtual stages)
-  std::unique_ptr<PipelineExecutor> pipeline;
-  int64_t tied_index = -1;  // ParameterSet index of a tied embedding shared across stages
-  int num_moe_layers = 0;
-  std::unique_ptr<parallel::GradSync> sync;
-  std::unique_ptr<optim::AdamW> optimizer;                 // unsharded (every rank the whole model)
-  std::unique_ptr<optim::ShardedAdamW> sharded_optimizer;  // ZeRO-1
-  std::unique_ptr<optim::SampleReweighter> reweighter;
-  optim::LrScheduleOptions schedule;
-  std::unique_ptr<data::IndexedDataset> dataset;
-  std::unique_ptr<data::GptDataset> samples;
-  MetricsWriter metrics;
-  double loss_ema = 0;  // for the spike detector
-  int64_t ema_steps = 0;
-  int64_t micro_batch = 1;  // train.micro_batch_size, or what SetMicroBatchSize chose
-  std::unique_ptr<Profiler> profiler;  // made for the first profiled step
-  bool profile_all = false;            // SetProfiling
-  bool profiling = false;              // the current step is profiled
-  MetricsWriter profile_file;          // RUN_DIR/profile.jsonl (rank 0)
-  std::vector<StepProfile> profiles;   // of this run, for the closing table
-
-  Tensor Upload(const Tensor& host) const { return host.To(device, *stream); }
-  Profiler* profiler_if_profiling() const { return profiling ? profiler.get() : nullptr; }
-
-  // Aux/z seeds are pre-multiplied by Z_ref = the global batch size (docs/DECISIONS.md).
-  double z_ref() const { return static_cast<double>(config.train().global_batch_size()); }
-  // Aux-loss units over the global batch: one per micro-batch or one per sequence.
-  int64_t aux_units() const {
-    const int64_t global_batch = config.train().global_batch_size();
-    return spec.moe.aux_type == model::AuxLossType::kBatch ? global_batch / micro_batch
-                                                           : global_batch;
-  }
-  bool microbatch_population() const {
-    return config.reweighting().population() == "microbatch";
-  }
-  // The pipeline executor for the current micro-batch size (the shape passed between stages).
-  absl::Status MakePipeline();
-};
 
 absl::Status Trainer::State::MakePipeline() {
   std::string schedule = config.parallel().schedule();
@@ -286,7 +223,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   state->reweighter = std::make_unique<optim::SampleReweighter>(reweighting);
 
   if (options.write_metrics && groups.world_rank == 0) {
-    MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir));
+    const bool resuming = config.checkpoint().resume() || options.resume;
+    MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir, "metrics.jsonl", resuming));
   }
   return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
 }
@@ -704,17 +642,41 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
   summary.model_flops_per_token = TrainingFlopsPerToken(st.spec, train.seq_len());
   Progress progress(st.options.live_progress, st.config.logging().log_every(), train.steps());
   std::vector<double> recent;
+  const auto& ck = st.config.checkpoint();
+  const bool saving = !ck.dir().empty();
+  int64_t first_step = 0;
+  if (ck.resume() || st.options.resume) {
+    MF_ASSIGN_OR_RETURN(first_step, Resume());
+    if (first_step > 0) summary.resumed_from = first_step;
+  }
+  // A failed save stops the run (on_error: stop) or is reported and training goes on (warn).
+  auto save_failed = [&](const absl::Status& status) -> absl::Status {
+    if (status.ok() || ck.on_error() == "stop") return status;
+    std::fprintf(stderr, "warning: %s; training continues (checkpoint.on_error: warn)\n",
+                 std::string(status.message()).c_str());
+    return absl::OkStatus();
+  };
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < train.steps(); ++step) {
+  for (int64_t step = first_step; step < train.steps(); ++step) {
     if (step == st.options.fail_at_step) {
       return absl::InternalError(absl::StrCat("injected failure at step ", step,
                                               " (MOEFOLD_INJECT_FAILURE)"));
     }
     MF_ASSIGN_OR_RETURN(StepResult r, Step(step));
+    // Checkpoints at the step boundary: finish a save whose files are written, then start the
+    // next one when due (every `every` steps, at the last step, and where the run is told to stop).
+    st.checkpoint_stall_s = 0;
+    const bool stopping = st.options.stop_after_steps == step + 1;
+    if (saving) {
+      MF_RETURN_IF_ERROR(save_failed(PollSave(/*wait=*/false)));
+      const bool due = (ck.every() > 0 && (step + 1) % ck.every() == 0) ||
+                       step + 1 == train.steps() || stopping;
+      if (due) MF_RETURN_IF_ERROR(save_failed(BeginSave(step + 1)));
+    }
     summary.steps = step + 1;
     summary.skipped_steps += r.skipped;
     summary.tokens += r.tokens;
-    if (step == 0) summary.first_loss = r.lm_loss;
+    if (step == first_step) summary.first_loss = r.lm_loss;
     recent.push_back(r.lm_loss);
     if (recent.size() > 10) recent.erase(recent.begin());
     const double elapsed =
@@ -749,6 +711,7 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("grad_bytes_uncompressed", r.grad_bytes_uncompressed)
         .Add("comm_s", JsonObject(r.comm_s))
         .Add("comm_exposed_s", JsonObject(r.comm_exposed_s))
+        .Add("checkpoint_stall_s", st.checkpoint_stall_s)
         .Add("skipped", r.skipped);
     st.metrics.Write(line);
     if (r.profile) {
@@ -765,8 +728,11 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
                    static_cast<long long>(step), r.loss, r.grad_norm);
     }
     if (st.options.print_progress) progress.Update(step, r.lm_loss, tokens_per_s, elapsed);
+    if (stopping) break;
   }
   progress.Finish();
+  if (saving) MF_RETURN_IF_ERROR(save_failed(FinishSave()));
+  summary.last_checkpoint = st.last_checkpoint;
   summary.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.tokens_per_s = summary.tokens / std::max(summary.wall_s, 1e-9);
   double sum = 0;
@@ -794,6 +760,11 @@ std::string FormatSummary(const TrainSummary& s) {
       s.steps, s.skipped_steps, s.params.total / 1e6, s.params.active / 1e6, s.first_loss,
       s.final_loss, s.tokens, FormatDuration(s.wall_s), s.tokens_per_s, s.model_flops_per_token,
       s.model_flops_per_token * s.tokens_per_s / 1e12, s.run_dir) +
+         (s.resumed_from >= 0 ? absl::StrFormat("  resumed from     step %d\n", s.resumed_from)
+                              : std::string()) +
+         (s.last_checkpoint.empty()
+              ? std::string()
+              : absl::StrFormat("  checkpoint       %s\n", s.last_checkpoint)) +
          (s.profile_table.empty()
               ? std::string()
               : absl::StrFormat("── profile: %d step(s), per step ──\n%s", s.profiled_steps,

@@ -35,6 +35,14 @@ struct TrainerOptions {
   bool live_progress = false;  // redraw one line (set when stdout is a terminal)
   int64_t fail_at_step = -1;   // fault injection for tests: this rank fails at that step
   int cuda_device = 0;         // the GPU of this rank when train.device is cuda
+  // Run() stops after this many steps have completed (saving a checkpoint there when
+  // checkpoint.dir is set), as a preempted job would; -1 = run to train.steps.
+  int64_t stop_after_steps = -1;
+  // Fault injection for tests: this rank's checkpoint write of that step (steps completed) fails
+  // after its shard file is written ("fail"), or the process kills itself there ("kill").
+  int64_t checkpoint_fault_step = -1;
+  std::string checkpoint_fault;  // "fail" or "kill"
+  bool resume = false;           // like checkpoint.resume (moefold train --resume)
 };
 
 // What one optimizer step measured.
@@ -85,6 +93,8 @@ struct TrainSummary {
   std::string run_dir;
   int64_t profiled_steps = 0;
   std::string profile_table;  // FormatProfileTable of the profiled steps (empty: none)
+  int64_t resumed_from = -1;    // the checkpoint's step when the run resumed (-1: from scratch)
+  std::string last_checkpoint;  // the newest complete checkpoint the run wrote (empty: none)
 };
 
 class Trainer {
@@ -99,6 +109,24 @@ class Trainer {
 
   ParameterSet& params();
   model::Decoder& model();
+
+  // Checkpoints (docs/ARCHITECTURE.md §8); collective: every rank calls them at the same step.
+  // Takes the state after `steps_done` steps to host memory and starts writing it to
+  // checkpoint.dir/step-N (in the background when checkpoint.async), after waiting for the previous
+  // save. The save is complete only once FinishSave (or a later PollSave) has written the manifest.
+  absl::Status BeginSave(int64_t steps_done);
+  // Finalises the save in progress when every rank has written its files: rank 0 merges the ranks'
+  // records into the manifest, renames the directory into place, moves `latest` and prunes old
+  // checkpoints. wait = false returns at once while some rank is still writing. The error of a
+  // failed save names the rank and the file; the previous checkpoint is untouched.
+  absl::Status PollSave(bool wait);
+  absl::Status FinishSave() { return PollSave(/*wait=*/true); }
+  // Loads the newest complete checkpoint of checkpoint.dir into this trainer (any layout: each rank
+  // reads its slices) and returns the step to continue with; 0 (nothing loaded) when the directory
+  // holds none. Refuses, naming the setting, a checkpoint of another model or data.
+  absl::StatusOr<int64_t> Resume();
+  // Loads the checkpoint in `dir` (a step directory); returns its step.
+  absl::StatusOr<int64_t> Restore(const std::string& dir);
 
   // Benchmarks reuse one trainer (its initialised, uploaded parameters) across settings that do
   // not change the model: the micro-batch size (global_batch_size must divide by it × dp;
