@@ -1,4 +1,4 @@
-// Checkpoints under mpirun with 8 ranks (docs/ARCHITECTURE.md §8): a run saved after step 6 of 12
+// Checkpoints under mpirun with 8 ranks (docs/ARCHITECTURE.md §11): a run saved after step 6 of 12
 // and resumed continues exactly as the uninterrupted run — bit-identical losses, gradient norms and
 // parameters on the same layout, with every feature that keeps state (ZeRO-1, EF21 between
 // anchors, reweighting, the expert bias, the spike EMA) — and a checkpoint saved under one layout
