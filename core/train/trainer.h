@@ -110,7 +110,7 @@ class Trainer {
   ParameterSet& params();
   model::Decoder& model();
 
-  // Checkpoints (docs/ARCHITECTURE.md §8); collective: every rank calls them at the same step.
+  // Checkpoints (docs/ARCHITECTURE.md §11); collective: every rank calls them at the same step.
   // Takes the state after `steps_done` steps to host memory and starts writing it to
   // checkpoint.dir/step-N (in the background when checkpoint.async), after waiting for the previous
   // save. The save is complete only once FinishSave (or a later PollSave) has written the manifest.

@@ -1,4 +1,4 @@
-// Saving and restoring the trainer (docs/ARCHITECTURE.md §8). A checkpoint holds, per tensor, the
+// Saving and restoring the trainer (docs/ARCHITECTURE.md §11). A checkpoint holds, per tensor, the
 // slices ranks held (boxes, see checkpoint/box.h), written once: of the ranks holding identical
 // copies (data-parallel replicas, TP-replicated norms) only the first writes; ZeRO-1 moments are
 // written as each rank's owned chunks. Loading asks the reader for this rank's slices, so a
@@ -263,6 +263,8 @@ absl::Status Trainer::BeginSave(int64_t steps_done) {
   s.set_consumed_samples(steps_done * st.config.train().global_batch_size());
   s.set_init_seed(st.config.train().seed());
   s.set_data_seed(st.config.data().seed());
+  s.set_lr_schedule_steps(st.schedule.total_steps);
+  s.set_lr(optim::LearningRate(st.schedule, std::max<int64_t>(steps_done - 1, 0)));
 
   std::function<absl::Status()> inject;
   if (st.options.checkpoint_fault_step == steps_done) {
