@@ -9,6 +9,9 @@
 3. Python's safetensors (numpy API) reads every file; the bf16 export is the f32 export rounded to
    nearest even, bit for bit.
 4. Python's safetensors writes a file that `hf_fixture read` (moefold's reader) reads back equal.
+5. A numpy forward of each family, written from its modeling file (rotate-half RoPE, GQA, the
+   family's routing, shared experts), run on the f32 export, gives moefold's logits (hf_fixture
+   logits) to 1e-4: the weights mean the same model on both sides.
 
 Exit 0 on success, 1 on a mismatch, 77 (ctest's skip) when safetensors/transformers are missing.
 Usage: hf_reference_check.py --fixture build/tests/hf/hf_fixture --work build/hf_reference
@@ -202,6 +205,115 @@ def check_python_written_file(fixture, work, errors):
             errors.append(f"{path}: {name} values differ")
 
 
+def load_all(directory):
+    files, _ = files_of(directory)
+    out = {}
+    for file in files:
+        with safe_open(os.path.join(directory, file), framework="numpy") as f:
+            for name in f.keys():
+                out[name] = f.get_tensor(name).astype(np.float64)
+    return out
+
+
+def reference_logits(directory, tokens):
+    """The family's forward in numpy f64, module by module as its modeling file writes it."""
+    cfg = AutoConfig.from_pretrained(directory)
+    w = load_all(directory)
+    eps, d = cfg.rms_norm_eps, head_dim(cfg)
+    theta = cfg.rope_parameters["rope_theta"]
+    nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+
+    def norm(x, weight):
+        return weight * (x / np.sqrt((x * x).mean(-1, keepdims=True) + eps))
+
+    def silu(x):
+        return x / (1.0 + np.exp(-x))
+
+    def mlp(x, p):
+        return (silu(x @ w[p + ".gate_proj.weight"].T) * (x @ w[p + ".up_proj.weight"].T)) @ w[p + ".down_proj.weight"].T
+
+    def rope(x):  # (B, S, N, D): rotate_half with cos/sin of cat(freqs, freqs)
+        s = x.shape[1]
+        inv = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
+        freqs = np.arange(s)[:, None] * inv[None, :]
+        emb = np.concatenate([freqs, freqs], -1)[None, :, None, :]
+        rot = np.concatenate([-x[..., d // 2:], x[..., : d // 2]], -1)
+        return x * np.cos(emb) + rot * np.sin(emb)
+
+    x = w["model.embed_tokens.weight"][tokens]
+    b, s, h = x.shape
+    causal = np.triu(np.full((s, s), -np.inf), 1)
+    for l in range(cfg.num_hidden_layers):
+        p = f"model.layers.{l}"
+        y = norm(x, w[p + ".input_layernorm.weight"])
+        q = rope((y @ w[p + ".self_attn.q_proj.weight"].T).reshape(b, s, nh, d))
+        k = rope((y @ w[p + ".self_attn.k_proj.weight"].T).reshape(b, s, nkv, d))
+        v = (y @ w[p + ".self_attn.v_proj.weight"].T).reshape(b, s, nkv, d)
+        k, v = np.repeat(k, nh // nkv, axis=2), np.repeat(v, nh // nkv, axis=2)
+        scores = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(d) + causal
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        att = np.einsum("bnqk,bknd->bqnd", probs, v).reshape(b, s, nh * d)
+        x = x + att @ w[p + ".self_attn.o_proj.weight"].T
+        y = norm(x, w[p + ".post_attention_layernorm.weight"]).reshape(b * s, h)
+        gate = p + (".block_sparse_moe" if cfg.model_type == "mixtral" else ".mlp") + ".gate.weight"
+        if gate not in w:
+            x = x + mlp(y, p + ".mlp").reshape(b, s, h)
+            continue
+        logits = y @ w[gate].T
+        k_top = cfg.num_experts_per_tok
+        if cfg.model_type == "glm4_moe":
+            scores = 1.0 / (1.0 + np.exp(-logits))
+            choice = scores + w[p + ".mlp.gate.e_score_correction_bias"][None, :]
+            assert cfg.n_group == 1, "the fixture's GLM model has no groups"
+            idx = np.argsort(-choice, axis=-1, kind="stable")[:, :k_top]
+            weights = np.take_along_axis(scores, idx, -1)
+            if cfg.norm_topk_prob:
+                weights /= weights.sum(-1, keepdims=True) + 1e-20
+            weights *= cfg.routed_scaling_factor
+        else:
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k_top]
+            weights = np.take_along_axis(probs, idx, -1)
+            if cfg.model_type == "mixtral" or cfg.norm_topk_prob:
+                weights /= weights.sum(-1, keepdims=True)
+        out = np.zeros_like(y)
+        for t in range(b * s):
+            for j in range(k_top):
+                e = idx[t, j]
+                if cfg.model_type == "mixtral":
+                    q_ = f"{p}.block_sparse_moe.experts.{e}."
+                    ex = (silu(y[t] @ w[q_ + "w1.weight"].T) * (y[t] @ w[q_ + "w3.weight"].T)) @ w[q_ + "w2.weight"].T
+                else:
+                    ex = mlp(y[t][None, :], f"{p}.mlp.experts.{e}")[0]
+                out[t] += weights[t, j] * ex
+        if cfg.model_type == "qwen2_moe":
+            shared_gate = 1.0 / (1.0 + np.exp(-(y @ w[p + ".mlp.shared_expert_gate.weight"].T)))
+            out += shared_gate * mlp(y, p + ".mlp.shared_expert")
+        elif cfg.model_type == "glm4_moe":
+            out += mlp(y, p + ".mlp.shared_experts")
+        x = x + out.reshape(b, s, h)
+    x = norm(x, w["model.norm.weight"])
+    head = w["model.embed_tokens.weight"] if cfg.tie_word_embeddings else w["lm_head.weight"]
+    return x @ head.T
+
+
+def check_logits(fixture, work, family, errors):
+    directory = os.path.join(work, f"{family}_f32")
+    out = directory + ".logits.json"
+    subprocess.run([fixture, "logits", family, directory, out], check=True)
+    with open(out) as f:
+        result = json.load(f)
+    ours = np.array(result["logits"], dtype=np.float64)
+    theirs = reference_logits(directory, np.array(result["tokens"]))
+    diff = np.abs(ours - theirs).max()
+    if not diff <= 1e-4:
+        errors.append(f"{directory}: moefold's logits differ from the {family} definition by {diff:.3g}")
+    else:
+        print(f"{family}: moefold's logits = the numpy {family} forward (max |diff| {diff:.2g})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixture", required=True, help="the hf_fixture binary")
@@ -217,6 +329,8 @@ def main():
         check_bf16(args.work, family, errors)
     check_dir(os.path.join(args.work, "mixtral_sharded"), "mixtral", errors)
     check_python_written_file(args.fixture, args.work, errors)
+    for family in FAMILIES:
+        check_logits(args.fixture, args.work, family, errors)
     for e in errors:
         print("FAIL:", e)
     if errors:
