@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/hf/tiny_models.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::hf {
@@ -54,45 +55,9 @@ class RankOnly final : public parallel::Communicator {
   std::vector<int> ranks_;
 };
 
-model::ModelSpec Base() {
-  model::ModelSpec spec;
-  spec.vocab = 37;  // odd: TP 2 splits it 19 + 18
-  spec.hidden = 16;
-  spec.num_layers = 2;
-  spec.num_heads = 4;
-  spec.num_kv_heads = 2;
-  spec.head_dim = 4;
-  spec.ffn = 24;
-  spec.rope_theta = 1e6f;
-  spec.norm_eps = 1e-5f;
-  spec.moe.num_experts = 4;
-  spec.moe.top_k = 2;
-  spec.moe.topk.k = 2;
-  spec.moe.expert_ffn = 8;
-  spec.moe_layer = {true, true};
-  return spec;
-}
-
-model::ModelSpec MixtralLike() { return Base(); }
-
-model::ModelSpec Qwen2MoeLike() {
-  model::ModelSpec spec = Base();
-  spec.moe_layer = {false, true};  // a dense first layer (mlp_only_layers)
-  spec.moe.topk.score = ops::ScoreFunction::kSoftmaxPre;
-  spec.tie_embeddings = true;
-  return spec;
-}
-
-model::ModelSpec Glm4MoeLike() {
-  model::ModelSpec spec = Base();
-  spec.num_layers = 3;
-  spec.moe_layer = {false, true, true};
-  spec.moe.topk.score = ops::ScoreFunction::kSigmoid;
-  spec.moe.topk.normalize = true;
-  spec.moe.topk.scaling_factor = 2.5f;
-  spec.moe.num_shared_experts = 1;
-  return spec;
-}
+model::ModelSpec MixtralLike() { return *TinyFamilySpec("mixtral"); }
+model::ModelSpec Qwen2MoeLike() { return *TinyFamilySpec("qwen2_moe"); }
+model::ModelSpec Glm4MoeLike() { return *TinyFamilySpec("glm4_moe"); }
 
 config::ExperimentConfig Config() {
   config::ExperimentConfig c;
