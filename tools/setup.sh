@@ -35,3 +35,23 @@ if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-}
 fi
 cmake --build "$build_dir" -j "$(nproc)"
+
+# Optional: the Python reference environment of tests/hf (hf_python_reference_test: Python's
+# safetensors and transformers' configs against our export; it is skipped when this is absent).
+# MOEFOLD_PYREF=0 skips this step.
+pyref="$build_dir/pyref"
+if [ "${MOEFOLD_PYREF:-1}" != 0 ] && [ ! -x "$pyref/bin/python" ]; then
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends python3-venv \
+      || echo "setup: python3-venv unavailable; skipping build/pyref"
+  fi
+  if python3 -m venv "$pyref" 2>/dev/null &&
+     "$pyref/bin/pip" install -q --timeout 30 safetensors numpy transformers; then
+    echo "setup: Python reference environment in $pyref"
+  else
+    echo "setup: PyPI unreachable or venv failed; skipping $pyref (hf_python_reference_test will skip)"
+    rm -rf "$pyref"
+  fi
+fi

@@ -19,6 +19,7 @@
 #include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
 #include "core/data/prep_data.h"
+#include "core/hf/import.h"
 #include "core/train/metrics.h"
 #include "core/train/model_from_config.h"
 #include "core/train/pipeline_executor.h"
@@ -169,6 +170,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   state->micro_batch = train.micro_batch_size();
   MF_RETURN_IF_ERROR(state->MakePipeline());
   state->params.Initialize(train.seed());
+  if (!config.model().init_from().empty()) {
+    MF_RETURN_IF_ERROR(
+        hf::ImportHuggingFace(config.model().init_from(), state->spec, config, &state->params));
+  }
 
   const auto& opt = config.optimizer();
   optim::AdamWOptions adam;
