@@ -16,6 +16,7 @@ constexpr char kUsage[] =
     "  train      train a model from a YAML experiment file\n"
     "  plan       print the parallel layout (both meshes and every group) without running\n"
     "  prep-data  turn a text file into a Megatron indexed dataset (byte tokenizer)\n"
+    "  export     write a checkpoint's model as a Hugging Face directory (safetensors)\n"
     "\n"
     "Run 'moefold <command> --help' for the options of a command.\n";
 
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   if (command == "train") return moefold::launch::TrainCommand(args);
   if (command == "plan") return moefold::launch::PlanCommand(args);
   if (command == "prep-data") return moefold::launch::PrepDataCommand(args);
+  if (command == "export") return moefold::launch::ExportCommand(args);
   std::fprintf(stderr, "moefold: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }

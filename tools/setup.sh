@@ -14,6 +14,7 @@ packages=(
   libyaml-cpp-dev                       # YAML experiment files
   nlohmann-json3-dev                    # JSON lines (metrics, profiles, benchmarks)
   libxxhash-dev                         # checkpoint checksums (XXH3)
+  python3-venv                          # the Python reference environment of the tests (below)
   libopenblas-dev                       # CPU GEMM reference
   libgtest-dev libgmock-dev             # tests
   libbenchmark-dev                      # tools/bench
@@ -41,12 +42,6 @@ cmake --build "$build_dir" -j "$(nproc)"
 # MOEFOLD_PYREF=0 skips this step.
 pyref="$build_dir/pyref"
 if [ "${MOEFOLD_PYREF:-1}" != 0 ] && [ ! -x "$pyref/bin/python" ]; then
-  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends python3-venv \
-      || echo "setup: python3-venv unavailable; skipping build/pyref"
-  fi
   if python3 -m venv "$pyref" 2>/dev/null &&
      "$pyref/bin/pip" install -q --timeout 30 safetensors numpy transformers; then
     echo "setup: Python reference environment in $pyref"

@@ -247,4 +247,29 @@ TEST(CliTest, PrepDataWritesADatasetAndRefusesAMissingInput) {
   EXPECT_NE(r.output.find("missing.txt"), std::string::npos) << r.output;
 }
 
+TEST(CliTest, ExportWritesAHuggingFaceDirectoryFromAShardedCheckpoint) {
+  // Saved by two ranks (TP 2 with EP 2), exported on one: config.json and the weights appear; a
+  // family that cannot represent the model is refused with the reason.
+  const std::string dir = "build/test-runs/export";
+  std::filesystem::remove_all(dir);
+  const Result train =
+      RunMpi(2, "train --config configs/tiny_moe.yaml --set train.steps=2 "
+                "--set optimizer.warmup_steps=1 --set parallel.tp=2 --set parallel.ep=2 "
+                "--set data.cache_dir=build/test-data --set checkpoint.dir=" + dir + "/ckpt "
+                "--run-dir " + dir + "/run");
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_NE(train.output.find("checkpoint       " + dir + "/ckpt/step-00000002"),
+            std::string::npos) << train.output;
+  const Result r = RunMoefold("export --checkpoint " + dir + "/ckpt --output " + dir +
+                              "/hf --dtype bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/hf/config.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/hf/model.safetensors"));
+  const Result refused = RunMoefold("export --checkpoint " + dir + "/ckpt --output " + dir +
+                                    "/hf-mixtral --family mixtral");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("every Mixtral layer is MoE"), std::string::npos)
+      << refused.output;
+}
+
 }  // namespace
