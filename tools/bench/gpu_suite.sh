@@ -103,7 +103,8 @@ else
     bindir=$(cd "$build" && pwd)
     while IFS= read -r f; do bin_path[$(basename "$f")]=$f; done < <(
       find "$build/tests" "$build/tools" "$build/bin" "$build/launch" -type f -perm -u+x \
-        \( -name '*_test' -o -name op_bench -o -name step_bench -o -name moefold \) 2>/dev/null)
+        \( -name '*_test' -o -name op_bench -o -name step_bench -o -name moefold \
+           -o -name hf_fixture \) 2>/dev/null)
   fi
 fi
 have() { [ -n "${bin_path[$1]:-}" ]; }
@@ -391,6 +392,22 @@ hf_reference_step() {  # NAME CAP
     tr '\n' ' ' | cut -c1-110)"
 }
 
+# transformers loads moefold's Hugging Face export (Mixtral, Qwen2-MoE, GLM-4-MoE; f32 and bf16):
+# logits within 1e-4 in f32 on the CPU, per-token losses within 3e-2 in bf16 on the GPU.
+hf_logits_step() {  # NAME CAP
+  local name=$1
+  gate "$name" "$2" "python3 tools/python/hf_logits_check.py --fixture hf_fixture" || return 0
+  have hf_fixture || { record "$name" FAIL 0 "hf_fixture missing"; return 0; }
+  local o=$work/$name.out
+  timed "$o" "$o.err" env LD_LIBRARY_PATH="$machine_ld_library_path" \
+    python3 tools/python/hf_logits_check.py --fixture "${bin_path[hf_fixture]}" --work /tmp/hf_logits
+  { echo "=== $name (rc $rc, $secs s)"; cat "$o" "$o.err"; } >> "$tests_log"
+  local st
+  st=$(rc_status "$rc")
+  [ "$rc" = 77 ] && st=FAIL  # torch missing: the point of running it here
+  record "$name" "$st" "$secs" "$(grep -v '^$' "$o" | tail -n1 | cut -c1-100)"
+}
+
 train_step() {  # NAME CAP
   local name=$1
   local args=(train --config configs/tiny_moe.yaml --set train.device=cuda
@@ -523,6 +540,7 @@ for t in "${other_tests[@]}"; do
 done
 train_step "moefold train tiny_moe cuda bf16" 120
 ep_train_step "moefold train mixtral_mini ep2 (2 ranks, 1 GPU)" 150
+hf_logits_step "hf_logits_check (export → transformers)" 90
 op_bench_step "op_bench" 60 300
 
 bench_table >> "$summary"

@@ -33,7 +33,7 @@ esac
 
 # What gpu_suite.sh runs; the GPU tests of later layers too, when this tree has them.
 targets=(core_cuda_runtime_test core_caching_allocator_test core_profiler_test op_bench
-         step_bench moefold parallel_host_staged_communicator_mpi_test)
+         step_bench moefold parallel_host_staged_communicator_mpi_test hf_fixture)
 for f in elementwise gemm grouped_gemm embedding norm rope attention router moe loss adamw; do
   targets+=("ops_cuda_${f}_test")
 done
