@@ -16,46 +16,6 @@
 namespace moefold::checkpoint {
 namespace {
 
-absl::Status Errno(absl::string_view what, const std::string& path) {
-  const int err = errno;
-  const std::string reason = std::strerror(err);
-  const std::string message = absl::StrCat(what, " ", path, ": ", reason);
-  if (err == ENOENT) return absl::NotFoundError(message);
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
-  return absl::InternalError(message);
-}
-
-absl::Status WriteAll(int fd, const void* data, size_t bytes, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    const ssize_t n = ::write(fd, p, bytes);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("cannot write", path);
-    }
-    p += n;
-    bytes -= static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ReadAll(int fd, void* data, size_t bytes, int64_t offset, const std::string& path) {
-  char* p = static_cast<char*>(data);
-  while (bytes > 0) {
-    const ssize_t n = ::pread(fd, p, bytes, offset);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("cannot read", path);
-    }
-    if (n == 0) return absl::DataLossError(absl::StrCat("unexpected end of file in ", path));
-    p += n;
-    offset += n;
-    bytes -= static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
 std::string ParentOf(const std::string& path) {
   const std::string parent = std::filesystem::path(path).parent_path().string();
   return parent.empty() ? "." : parent;
@@ -64,42 +24,6 @@ std::string ParentOf(const std::string& path) {
 }  // namespace
 
 uint64_t Xxh3(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
-
-absl::Status FsyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return Errno("cannot open directory", dir);
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Errno("cannot fsync directory", dir);
-  return absl::OkStatus();
-}
-
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return Errno("cannot create", tmp);
-  absl::Status status = WriteAll(fd, bytes.data(), bytes.size(), tmp);
-  if (status.ok() && ::fsync(fd) != 0) status = Errno("cannot fsync", tmp);
-  ::close(fd);
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) status = Errno("cannot rename", tmp);
-  if (!status.ok()) {
-    ::unlink(tmp.c_str());
-    return status;
-  }
-  return FsyncDirectory(ParentOf(path));
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return Errno("cannot open", path);
-  const off_t size = ::lseek(fd, 0, SEEK_END);
-  std::string bytes(size < 0 ? 0 : static_cast<size_t>(size), '\0');
-  absl::Status status = size < 0 ? Errno("cannot seek", path)
-                                 : ReadAll(fd, bytes.data(), bytes.size(), 0, path);
-  ::close(fd);
-  if (!status.ok()) return status;
-  return bytes;
-}
 
 ShardFileWriter::~ShardFileWriter() {
   if (fd_ >= 0) {
@@ -113,7 +37,7 @@ absl::Status ShardFileWriter::Open(const std::string& path) {
   path_ = path;
   const std::string tmp = path + ".tmp";
   fd_ = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd_ < 0) return Errno("cannot create", tmp);
+  if (fd_ < 0) return ErrnoStatus("cannot create", tmp);
   auto* state = XXH3_createState();
   XXH3_64bits_reset(state);
   file_state_ = state;
@@ -136,11 +60,11 @@ absl::StatusOr<ShardFile> ShardFileWriter::Finish() {
   MF_CHECK_GE(fd_, 0) << "ShardFileWriter::Finish before Open";
   const std::string tmp = path_ + ".tmp";
   absl::Status status;
-  if (::fsync(fd_) != 0) status = Errno("cannot fsync", tmp);
+  if (::fsync(fd_) != 0) status = ErrnoStatus("cannot fsync", tmp);
   ::close(fd_);
   fd_ = -1;
   if (status.ok() && ::rename(tmp.c_str(), path_.c_str()) != 0) {
-    status = Errno("cannot rename", tmp);
+    status = ErrnoStatus("cannot rename", tmp);
   }
   if (!status.ok()) {
     ::unlink(tmp.c_str());
@@ -162,7 +86,7 @@ absl::Status ShardFileReader::Open(const std::string& path, const ShardFile& exp
   path_ = path;
   expected_ = expected;
   fd_ = ::open(path.c_str(), O_RDONLY);
-  if (fd_ < 0) return Errno("checkpoint shard missing or unreadable:", path);
+  if (fd_ < 0) return ErrnoStatus("checkpoint shard missing or unreadable:", path);
   const off_t size = ::lseek(fd_, 0, SEEK_END);
   if (size != expected.bytes()) {
     return absl::DataLossError(absl::StrCat("checkpoint shard ", path, " has ", size,
@@ -180,7 +104,7 @@ absl::Status ShardFileReader::ReadPiece(const Piece& piece, float* out) const {
                                             piece.tensor(), " (", piece.kind(),
                                             ") lies outside the file"));
   }
-  MF_RETURN_IF_ERROR(ReadAll(fd_, out, static_cast<size_t>(bytes), piece.byte_offset(), path_));
+  MF_RETURN_IF_ERROR(ReadAt(fd_, out, static_cast<size_t>(bytes), piece.byte_offset(), path_));
   if (Xxh3(out, static_cast<size_t>(bytes)) != piece.xxh3()) {
     return absl::DataLossError(absl::StrCat("checkpoint shard ", path_, ": tensor ",
                                             piece.tensor(), " (", piece.kind(),
@@ -197,7 +121,7 @@ absl::Status ShardFileReader::VerifyWholeFile() const {
   for (int64_t offset = 0; offset < expected_.bytes() && status.ok();) {
     const size_t n = static_cast<size_t>(
         std::min<int64_t>(static_cast<int64_t>(buffer.size()), expected_.bytes() - offset));
-    status = ReadAll(fd_, buffer.data(), n, offset, path_);
+    status = ReadAt(fd_, buffer.data(), n, offset, path_);
     XXH3_64bits_update(state, buffer.data(), n);
     offset += static_cast<int64_t>(n);
   }

@@ -1,6 +1,6 @@
-// Crash-safe file primitives for checkpoints: every file is written under a temporary name,
-// fsynced, renamed into place and its directory fsynced, so after a crash a file either exists
-// whole under its final name or not at all. Checksums are XXH3-64 (libxxhash).
+// Checkpoint shard files: pieces appended to a temporary file, each checksummed, the whole file too,
+// then fsynced and renamed into place (core/file_io.h has the crash-safe primitives). Checksums are
+// XXH3-64 (libxxhash).
 #pragma once
 
 #include <cstdint>
@@ -10,16 +10,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "checkpoint/checkpoint.pb.h"
+#include "core/file_io.h"
 
 namespace moefold::checkpoint {
 
 uint64_t Xxh3(const void* data, size_t bytes);
-
-// `path`.tmp ← bytes, fsync, rename to `path`, fsync its directory. The error names the path and
-// the system's reason (ENOSPC, EACCES, ...).
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes);
-absl::Status FsyncDirectory(const std::string& dir);
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 // Appends pieces to `path`.tmp, hashing each piece and the whole file; Finish() fsyncs and renames
 // it to `path`. A writer destroyed before Finish removes the temporary file.

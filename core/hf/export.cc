@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "configs/moefold.pb.h"
+#include "core/file_io.h"
 #include "core/hf/safetensors.h"
 #include "core/model/hf_layout.h"
 #include "core/status.h"

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file_io.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -42,68 +43,7 @@ std::string ErrnoText() { return std::strerror(errno); }
 
 // pread until `bytes` are read; false on error or end of file.
 bool ReadFully(int fd, void* out, int64_t bytes, int64_t offset) {
-  char* p = static_cast<char*>(out);
-  while (bytes > 0) {
-    const ssize_t n = ::pread(fd, p, static_cast<size_t>(bytes), offset);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    bytes -= n;
-    offset += n;
-  }
-  return true;
-}
-
-bool WriteFully(int fd, const void* data, size_t bytes) {
-  const char* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    const ssize_t n = ::write(fd, p, bytes);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    bytes -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-// A directory's entry made durable after a rename into it.
-void SyncDirectoryOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// Writes `chunks` one after another to path.tmp, fsyncs, renames over path.
-absl::Status WriteChunksAtomically(const std::string& path,
-                                   const std::vector<std::pair<const void*, size_t>>& chunks) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", ErrnoText()));
-  auto fail = [&](absl::string_view what) {
-    const std::string reason = ErrnoText();
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot ", what, " ", tmp, ": ", reason));
-  };
-  for (const auto& [data, bytes] : chunks) {
-    if (!WriteFully(fd, data, bytes)) return fail("write");
-  }
-  if (::fsync(fd) != 0) return fail("fsync");
-  if (::close(fd) != 0) {
-    const std::string reason = ErrnoText();
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot close ", tmp, ": ", reason));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = ErrnoText();
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path, ": ", reason));
-  }
-  SyncDirectoryOf(path);
-  return absl::OkStatus();
+  return ReadAt(fd, out, static_cast<size_t>(bytes), offset, "").ok();
 }
 
 absl::Status Bad(const std::string& path, absl::string_view tensor, absl::string_view what) {
@@ -329,15 +269,14 @@ absl::Status WriteSafetensors(const std::string& path,
   std::string text = header.dump();
   text.resize((text.size() + 7) / 8 * 8, ' ');
   const uint64_t header_len = text.size();
-  std::vector<std::pair<const void*, size_t>> chunks = {{&header_len, 8}, {text.data(), text.size()}};
+  std::vector<absl::string_view> chunks = {
+      {reinterpret_cast<const char*>(&header_len), 8}, {text.data(), text.size()}};
   for (const auto* t : order) {
-    if (t->second.nbytes() > 0) chunks.push_back({t->second.raw_data(), t->second.nbytes()});
+    if (t->second.nbytes() > 0) {
+      chunks.push_back({static_cast<const char*>(t->second.raw_data()), t->second.nbytes()});
+    }
   }
-  return WriteChunksAtomically(path, chunks);
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  return WriteChunksAtomically(path, {{text.data(), text.size()}});
+  return WriteFileAtomically(path, chunks);
 }
 
 absl::StatusOr<SafetensorsDir> SafetensorsDir::Open(const std::string& dir) {

@@ -100,7 +100,4 @@ absl::Status WriteSafetensorsIndex(const std::string& dir,
                                    const std::map<std::string, std::string>& weight_map,
                                    int64_t total_size);
 
-// Writes `text` to `path` through PATH.tmp, fsync and rename. Internal naming the file on failure.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text);
-
 }  // namespace moefold::hf

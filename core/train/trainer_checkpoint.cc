@@ -320,7 +320,7 @@ absl::Status Trainer::PollSave(bool wait) {
       std::set<std::string> seen;
       for (int r = 0; r < world; ++r) {
         const std::string path = (fs::path(tmp) / checkpoint::RecordName(r)).string();
-        MF_ASSIGN_OR_RETURN(const std::string bytes, checkpoint::ReadWholeFile(path));
+        MF_ASSIGN_OR_RETURN(const std::string bytes, ReadWholeFile(path));
         checkpoint::RankRecord record;
         if (!record.ParseFromString(bytes)) {
           return absl::DataLossError(absl::StrCat("checkpoint record ", path, " is corrupted"));
@@ -343,7 +343,7 @@ absl::Status Trainer::PollSave(bool wait) {
         return absl::InternalError(
             absl::StrCat("cannot rename ", tmp, " to ", final_dir, ": ", ec.message()));
       }
-      MF_RETURN_IF_ERROR(checkpoint::FsyncDirectory(root));
+      MF_RETURN_IF_ERROR(FsyncDirectory(root));
       MF_RETURN_IF_ERROR(checkpoint::UpdateLatest(root, checkpoint::StepDirName(step)));
       return checkpoint::Prune(root, st.config.checkpoint().keep_last());
     }();
