@@ -73,6 +73,7 @@ ExperimentConfig DefaultConfig() {
   t->set_device("cpu");
   t->set_max_loss_spike(0.0f);  // off
   t->set_eval_every(0);         // off
+  t->set_peak_tflops(0);        // from the device
 
   OptimizerConfig* o = c.mutable_optimizer();
   o->set_name("adamw");
@@ -119,6 +120,8 @@ ExperimentConfig DefaultConfig() {
   LoggingConfig* log = c.mutable_logging();
   log->set_log_every(1);
   log->set_progress("auto");
+  log->set_tensorboard(false);
+  log->set_trace_steps("");
 
   CheckpointConfig* ck = c.mutable_checkpoint();
   ck->set_dir("");
