@@ -33,9 +33,11 @@ constexpr char kTinyRun[] =
     "--set model.moe.first_dense_layers=1 --set train.seq_len=16 --set train.global_batch_size=8 "
     "--set train.micro_batch_size=2 --set optimizer.warmup_steps=2 "
     "--set data.cache_dir=build/test-data --set logging.progress=never";
-// The run every fault is measured against: 9 steps on 2 ranks, a checkpoint every 3.
+// The run every fault is measured against: 9 steps on 2 ranks with ZeRO-1 (so both ranks' shards
+// hold moments), a checkpoint every 3.
 constexpr char kNineSteps[] =
-    " --set train.steps=9 --set checkpoint.every=3 --set checkpoint.keep_last=2";
+    " --set train.steps=9 --set parallel.zero1=true --set checkpoint.every=3 "
+    "--set checkpoint.keep_last=2";
 
 const std::string kRoot = "build/test-runs/checkpoint-faults";
 
@@ -248,8 +250,10 @@ TEST_F(CheckpointFaultTest, AFailedSaveWithOnErrorStopEndsTheRunNamingTheStep) {
                          "--set checkpoint.on_error=stop",
                          "MOEFOLD_INJECT_CHECKPOINT=0:4:fail");
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("checkpoint save of step 4 failed: injected checkpoint write "
-                                  "failure (the previous checkpoint is intact)"));
+  // Whichever rank reports first (and ends the job) names the failed rank's reason.
+  EXPECT_THAT(r.output, HasSubstr("checkpoint save of step 4 failed: "));
+  EXPECT_THAT(r.output, HasSubstr("injected checkpoint write failure (the previous checkpoint is "
+                                  "intact)"));
   EXPECT_THAT(Entries(ck), ::testing::ElementsAre("latest", "step-00000002"));
   EXPECT_EQ(ReadText(ck + "/" + kLatestName), "step-00000002");
   ExpectLoadable(StepDir(ck, 2));
@@ -263,6 +267,8 @@ TEST_F(CheckpointFaultTest, AFailedSaveWithOnErrorWarnGoesOnAndThePreviousCheckp
                    "MOEFOLD_INJECT_CHECKPOINT=1:4:fail");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("warning: checkpoint save of step 4 failed: "));
+  // Rank 0, whose part was written, names rank 1's reason.
+  EXPECT_THAT(r.output, HasSubstr("failed: rank 1: injected checkpoint write failure"));
   EXPECT_THAT(r.output, HasSubstr("training continues (checkpoint.on_error: warn)"));
   EXPECT_EQ(ReadLines(kRoot + "/fail-warn/run/metrics.jsonl").size(), 4u);
   EXPECT_THAT(Entries(ck), ::testing::ElementsAre("latest", "step-00000002"));
