@@ -29,13 +29,6 @@ void MakeTemp(const std::string& root, int64_t step) {
   ASSERT_OK(WriteFileAtomically(TempStepDir(root, step) + "/" + ShardName(0), "shard"));
 }
 
-std::vector<std::string> Entries(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 TEST(DirectoryTest, Names) {
   EXPECT_EQ(StepDirName(6), "step-00000006");
   EXPECT_EQ(StepDir("ck", 12), "ck/step-00000012");

@@ -15,6 +15,7 @@
 #include "checkpoint/directory.h"
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
+#include "tests/checkpoint/scratch_dir.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::checkpoint {
@@ -93,16 +94,6 @@ std::string ReadText(const std::string& path) {
 }
 
 bool IsComplete(const std::string& dir) { return fs::is_regular_file(dir + "/" + kManifestName); }
-
-std::vector<std::string> Entries(const std::string& dir) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // A fresh checkpoint root holding a copy of `step_dir` as its only (and latest) checkpoint.
 std::string CopyCheckpoint(const std::string& step_dir, const std::string& name) {
