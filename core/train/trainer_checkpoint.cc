@@ -302,11 +302,28 @@ absl::Status Trainer::PollSave(bool wait) {
     st.checkpoint_stall_s += SecondsSince(start);
     return absl::OkStatus();
   }
+  // Another rank failed while this one is still writing: finish this rank's part (it is discarded)
+  // so the writer is free for the next save and nothing writes into the directory rank 0 removes.
+  if (flag == 0) local = st.writer.Wait();
   const int64_t step = st.pending.step;
   const std::string tmp = st.pending.tmp_dir;
   const std::string root = st.config.checkpoint().dir();
   st.pending.active = false;
   std::string failure;
+  if (agreed < 0 && local.ok()) {
+    // Every rank names the failed ranks and why, from the records they left: under on_error stop
+    // the first rank to report ends the job, and that need not be the one that failed.
+    const int world = st.options.groups == nullptr ? 1 : st.options.groups->world().size();
+    std::vector<std::string> reasons;
+    for (int r = 0; r < world; ++r) {
+      auto bytes = checkpoint::ReadWholeFile((fs::path(tmp) / checkpoint::RecordName(r)).string());
+      checkpoint::RankRecord record;
+      if (bytes.ok() && record.ParseFromString(*bytes) && !record.error().empty()) {
+        reasons.push_back(absl::StrCat("rank ", r, ": ", record.error()));
+      }
+    }
+    failure = absl::StrJoin(reasons, "; ");
+  }
   if (agreed > 0 && rank == 0) {
     // Every rank's files are complete: the manifest makes the checkpoint.
     absl::Status status = [&]() -> absl::Status {
