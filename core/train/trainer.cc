@@ -754,6 +754,13 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
 }
 
 std::string FormatSummary(const TrainSummary& s) {
+  if (s.steps == 0 && s.resumed_from >= 0) {
+    return absl::StrFormat(
+        "── moefold summary ──\n"
+        "  nothing to train: the checkpoint is at step %d, train.steps is reached (a larger\n"
+        "  train.steps extends the run)\n",
+        s.resumed_from);
+  }
   return absl::StrFormat(
       "── moefold summary ──\n"
       "  steps            %d (%d skipped)\n"

@@ -150,8 +150,10 @@ absl::Status Trainer::BeginSave(int64_t steps_done) {
   }
   MF_ASSIGN_OR_RETURN(const int all_ok, MinOverRanks(st.options, ok));
   if (all_ok == 0) {
-    return absl::FailedPreconditionError(
-        why.empty() ? absl::StrCat("rank 0 could not create ", tmp) : why);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint save of step ", steps_done, " failed: ",
+        why.empty() ? absl::StrCat("rank 0 could not create ", tmp) : why,
+        " (the previous checkpoint is intact)"));
   }
 
   // Host copies of everything this rank writes, taken now (pinned memory for device tensors, one
@@ -316,7 +318,7 @@ absl::Status Trainer::PollSave(bool wait) {
     const int world = st.options.groups == nullptr ? 1 : st.options.groups->world().size();
     std::vector<std::string> reasons;
     for (int r = 0; r < world; ++r) {
-      auto bytes = checkpoint::ReadWholeFile((fs::path(tmp) / checkpoint::RecordName(r)).string());
+      auto bytes = ReadWholeFile((fs::path(tmp) / checkpoint::RecordName(r)).string());
       checkpoint::RankRecord record;
       if (bytes.ok() && record.ParseFromString(*bytes) && !record.error().empty()) {
         reasons.push_back(absl::StrCat("rank ", r, ": ", record.error()));
