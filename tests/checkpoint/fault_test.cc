@@ -277,14 +277,15 @@ TEST_F(CheckpointFaultTest, ADirectoryThatCannotBeMadeFailsTheSaveOrWarns) {
   Result r = Train(1, ck, kRoot + "/bad-dir/run",
                    "--set train.steps=3 --set checkpoint.every=2 --set checkpoint.on_error=stop");
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("cannot create checkpoint directory " + TempStepDir(ck, 2)));
+  EXPECT_THAT(r.output, HasSubstr("checkpoint save of step 2 failed: cannot create checkpoint "
+                                  "directory " + TempStepDir(ck, 2)));
   r = Train(1, ck, kRoot + "/bad-dir/warned",
             "--set train.steps=3 --set checkpoint.every=2 --set checkpoint.on_error=warn");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("warning: cannot create checkpoint directory " +
-                                  TempStepDir(ck, 2)));
-  EXPECT_THAT(r.output, HasSubstr("warning: cannot create checkpoint directory " +
-                                  TempStepDir(ck, 3)));
+  EXPECT_THAT(r.output, HasSubstr("warning: checkpoint save of step 2 failed: cannot create "
+                                  "checkpoint directory " + TempStepDir(ck, 2)));
+  EXPECT_THAT(r.output, HasSubstr("warning: checkpoint save of step 3 failed: cannot create "
+                                  "checkpoint directory " + TempStepDir(ck, 3)));
   EXPECT_EQ(ReadLines(kRoot + "/bad-dir/warned/metrics.jsonl").size(), 3u);
 }
 
