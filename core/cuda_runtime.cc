@@ -140,6 +140,19 @@ int DeviceCount() {
   return count;
 }
 
+absl::StatusOr<DeviceInfo> GetDeviceInfo(int device) {
+  cudaDeviceProp prop{};
+  MF_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
+  DeviceInfo info;
+  info.name = prop.name;
+  info.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
+  info.sm_major = prop.major;
+  info.sm_minor = prop.minor;
+  MF_CUDA_RETURN_IF_ERROR(cudaDriverGetVersion(&info.driver_version));
+  MF_CUDA_RETURN_IF_ERROR(cudaRuntimeGetVersion(&info.runtime_version));
+  return info;
+}
+
 absl::Status SetDevice(int device) {
   MF_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   return absl::OkStatus();

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "core/allocator.h"
@@ -23,6 +25,16 @@ int DeviceCount();    // visible GPUs; 0 without the backend, a driver or a GPU 
 int64_t HostWaits();
 // Counts one host wait (for code that synchronises through the CUDA API directly).
 void CountHostWait();
+
+// What a run reports about its GPU (run.json) and the MFU peak table keys on (the name).
+struct DeviceInfo {
+  std::string name;          // "NVIDIA H100 80GB HBM3"
+  int64_t memory_bytes = 0;
+  int sm_major = 0, sm_minor = 0;
+  int driver_version = 0;    // cudaDriverGetVersion: 13000 = CUDA 13.0
+  int runtime_version = 0;   // cudaRuntimeGetVersion
+};
+absl::StatusOr<DeviceInfo> GetDeviceInfo(int device);
 
 absl::Status SetDevice(int device);
 absl::StatusOr<int> CurrentDevice();

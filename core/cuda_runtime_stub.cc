@@ -18,6 +18,7 @@ bool BackendBuilt() { return false; }
 int DeviceCount() { return 0; }
 int64_t HostWaits() { return 0; }
 void CountHostWait() {}
+absl::StatusOr<DeviceInfo> GetDeviceInfo(int) { return NotBuilt("GetDeviceInfo"); }
 absl::Status SetDevice(int) { return NotBuilt("SetDevice"); }
 absl::StatusOr<int> CurrentDevice() { return NotBuilt("CurrentDevice"); }
 absl::StatusOr<void*> StreamCreate(int) { return NotBuilt("StreamCreate"); }

@@ -62,6 +62,23 @@ JsonLine& JsonLine::Add(absl::string_view key, const JsonLine& object) {
   return *this;
 }
 
+JsonLine& JsonLine::Add(absl::string_view key, const std::vector<int64_t>& values) {
+  (*json_)[std::string(key)] = values;
+  return *this;
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, const std::vector<std::string>& values) {
+  (*json_)[std::string(key)] = values;
+  return *this;
+}
+
+JsonLine& JsonLine::Add(absl::string_view key, const std::vector<JsonLine>& objects) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const JsonLine& o : objects) list.push_back(*o.json_);
+  (*json_)[std::string(key)] = std::move(list);
+  return *this;
+}
+
 namespace {
 
 // The library's compact form without spaces; these lines keep ", " between elements and ": " after

@@ -39,6 +39,9 @@ class JsonLine {
   JsonLine& Add(absl::string_view key, const std::vector<double>& values);
   JsonLine& Add(absl::string_view key, const std::vector<std::vector<int64_t>>& rows);
   JsonLine& Add(absl::string_view key, const JsonLine& object);  // a nested object
+  JsonLine& Add(absl::string_view key, const std::vector<int64_t>& values);
+  JsonLine& Add(absl::string_view key, const std::vector<std::string>& values);
+  JsonLine& Add(absl::string_view key, const std::vector<JsonLine>& objects);  // array of objects
 
   // The object on one line, fields separated by ", " and keys from values by ": ".
   std::string Dump() const;

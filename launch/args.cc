@@ -21,6 +21,8 @@ std::string ParsedArgs::Get(const std::string& name, const std::string& fallback
 absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const ArgSpec& spec,
                                      const std::string& command) {
   ParsedArgs parsed;
+  parsed.command_line = {"moefold", command};
+  parsed.command_line.insert(parsed.command_line.end(), args.begin(), args.end());
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg.rfind("--", 0) != 0) {

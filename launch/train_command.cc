@@ -141,6 +141,8 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
     }
   }
   options.resume = parsed.Has("resume");
+  options.command_line = parsed.command_line;
+  options.layout_description = LayoutSummary(*config, mapping->sizes());
   const std::string name = config->name().empty()
                                ? std::filesystem::path(config_path).stem().string()
                                : config->name();

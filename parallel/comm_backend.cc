@@ -2,6 +2,9 @@
 #include "parallel/comm_backend.h"
 
 #include <mpi.h>
+#ifdef MOEFOLD_HAVE_NCCL
+#include <nccl.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -141,6 +144,25 @@ std::vector<std::string> VisibleGpuIds() {
   const int n = ops::CudaDeviceCount();
   for (int d = 0; d < n; ++d) ids.push_back(ops::CudaDeviceUuid(d));
   return ids;
+}
+
+std::string MpiLibraryVersion() {
+  char version[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int length = 0;
+  if (MPI_Get_library_version(version, &length) != MPI_SUCCESS) return "unknown";
+  std::string text(version, std::min<int>(length, MPI_MAX_LIBRARY_VERSION_STRING));
+  const size_t newline = text.find_first_of("\n,");
+  return newline == std::string::npos ? text : text.substr(0, newline);
+}
+
+std::string NcclVersion() {
+#ifdef MOEFOLD_HAVE_NCCL
+  int code = 0;
+  if (ncclGetVersion(&code) != ncclSuccess) return "unknown";
+  return absl::StrCat(code / 10000, ".", code / 100 % 100, ".", code % 100);
+#else
+  return "not built";
+#endif
 }
 
 }  // namespace moefold::parallel

@@ -68,4 +68,9 @@ absl::StatusOr<GpuPlacement> PlaceRanks(MpiCommunicator& world, bool gpu_trainin
 // strings for ids that cannot be read). Empty without a GPU.
 std::vector<std::string> VisibleGpuIds();
 
+// The communication libraries this binary runs with, for a run's environment record: the MPI
+// library's own version line, and NCCL's version ("2.27.3"; "not built" without the backend).
+std::string MpiLibraryVersion();
+std::string NcclVersion();
+
 }  // namespace moefold::parallel

@@ -100,6 +100,7 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
     return t;
   };
 
+  events_used_ = 0;
   for (size_t i = 0; i < schedule_.size(); ++i) {
     const parallel::PipelineAction& a = schedule_[i];
     model::Decoder& chunk = *chunks_[a.chunk];
@@ -113,9 +114,11 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
         MF_ASSIGN_OR_RETURN(input, receive(s - 1, s, a.micro, false));
       }
       model::Decoder::Saved& sv = saved[{a.chunk, a.micro}];
+      MF_RETURN_IF_ERROR(RecordAction(ctx.s()));
       MF_ASSIGN_OR_RETURN(const model::ForwardStats stats,
                           chunk.Forward(ctx, batch, &sv, chunk.stage().embedding ? nullptr : &input,
                                         chunk.stage().head ? nullptr : &output));
+      MF_RETURN_IF_ERROR(RecordAction(ctx.s()));
       if (chunk.stage().head) {
         MF_ASSIGN_OR_RETURN(model::BackwardSeeds head, cb.head_seeds(a.micro, stats));
         seeds[{a.chunk, a.micro}] = std::move(head);
@@ -133,9 +136,11 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
     MF_CHECK(it != saved.end()) << "backward of micro-batch " << a.micro << " before its forward";
     const model::BackwardSeeds& sd =
         chunk.stage().head ? seeds.at({a.chunk, a.micro}) : cb.body_seeds;
+    MF_RETURN_IF_ERROR(RecordAction(ctx.s()));
     MF_RETURN_IF_ERROR(chunk.Backward(ctx, batch, it->second, sd,
                                       chunk.stage().head ? nullptr : &d_output,
                                       chunk.stage().embedding ? nullptr : &d_input));
+    MF_RETURN_IF_ERROR(RecordAction(ctx.s()));
     saved.erase(it);
     if (!chunk.stage().embedding) {
       MF_RETURN_IF_ERROR(send(std::move(d_input), s - 1, a.micro, true));
@@ -148,6 +153,28 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
     MF_RETURN_IF_ERROR(Annotate(work->Wait(), "pipeline send"));
   }
   return absl::OkStatus();
+}
+
+absl::Status PipelineExecutor::RecordAction(const Stream& stream) {
+  if (events_used_ == events_.size()) {
+    MF_ASSIGN_OR_RETURN(Event event, Event::Create(stream.device(), /*timing=*/true));
+    events_.push_back(std::move(event));
+  }
+  return events_[events_used_++].Record(stream);
+}
+
+absl::StatusOr<PipelineExecutor::PhaseTimes> PipelineExecutor::LastPhaseTimes() const {
+  PhaseTimes times;
+  // Events come in (start, end) pairs, one pair per action, in schedule order.
+  size_t e = 0;
+  for (const parallel::PipelineAction& a : schedule_) {
+    if (e + 1 >= events_used_) break;
+    MF_ASSIGN_OR_RETURN(const float ms, Event::ElapsedMs(events_[e], events_[e + 1]));
+    (a.type == parallel::PipelineAction::Type::kForward ? times.forward_s : times.backward_s) +=
+        ms / 1e3;
+    e += 2;
+  }
+  return times;
 }
 
 }  // namespace moefold::train

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/model/decoder.h"
+#include "core/stream.h"
 #include "parallel/communicator.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -43,6 +44,13 @@ class PipelineExecutor {
   absl::Status Run(const model::StepContext& base, const std::vector<model::MicroBatch>& batches,
                    const PipelineCallbacks& callbacks);
   const std::vector<parallel::PipelineAction>& last_schedule() const { return schedule_; }
+  // Seconds the last Run's forward and backward actions took on the step's stream (events around
+  // each chunk's Forward / Backward, so waits for pipeline inputs are left out; exchanges inside
+  // the layers count). Read after the stream has been synchronised.
+  struct PhaseTimes {
+    double forward_s = 0, backward_s = 0;
+  };
+  absl::StatusOr<PhaseTimes> LastPhaseTimes() const;
 
  private:
   int pp_size() const { return pp_ == nullptr ? 1 : pp_->size(); }
@@ -53,6 +61,10 @@ class PipelineExecutor {
   parallel::ScheduleKind kind_;
   Shape activation_;
   std::vector<parallel::PipelineAction> schedule_;
+  // Start and end event of every action of the last Run (pooled across steps).
+  std::vector<Event> events_;
+  size_t events_used_ = 0;
+  absl::Status RecordAction(const Stream& stream);
 };
 
 }  // namespace moefold::train

@@ -23,6 +23,7 @@
 #include "core/train/metrics.h"
 #include "core/train/model_from_config.h"
 #include "core/train/pipeline_executor.h"
+#include "core/train/run_files.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
@@ -230,6 +231,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   if (options.write_metrics && groups.world_rank == 0) {
     const bool resuming = config.checkpoint().resume() || options.resume;
     MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir, "metrics.jsonl", resuming));
+    // The peak MFU is measured against, and the files that explain the run directory.
+    state->peak = ResolvePeak(config.train().peak_tflops(), state->device, state->act_dtype);
+    RunInfo info;
+    info.command = options.command_line;
+    info.world_size = options.groups == nullptr ? 1 : options.groups->world().size();
+    info.layout = options.layout_description;
+    info.device = state->device;
+    info.peak = state->peak;
+    info.model_flops_per_token = TrainingFlopsPerToken(state->spec, config.train().seq_len());
+    info.params = CountParameters(state->spec);
+    MF_RETURN_IF_ERROR(WriteRunFiles(options.run_dir, config,
+                                     options.groups ? &options.groups->mapping() : nullptr, info));
   }
   return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
 }
@@ -629,6 +642,9 @@ absl::Status Trainer::EndStep(StepWork* w) {
     }
   }
   w->result.device_peak_bytes = static_cast<int64_t>(AllocatorFor(st.device).peak_bytes());
+  MF_ASSIGN_OR_RETURN(const PipelineExecutor::PhaseTimes phases, st.pipeline->LastPhaseTimes());
+  w->result.forward_s = phases.forward_s;
+  w->result.backward_s = phases.backward_s;
   w->result.update_s = SecondsSince(w->update_start);
   w->result.step_time_s = SecondsSince(w->start);
   if (st.profiling) {
@@ -647,6 +663,9 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
   summary.model_flops_per_token = TrainingFlopsPerToken(st.spec, train.seq_len());
   Progress progress(st.options.live_progress, st.config.logging().log_every(), train.steps());
   std::vector<double> recent;
+  const int world_size = st.options.groups == nullptr ? 1 : st.options.groups->world().size();
+  std::vector<StepResult> steps_run;  // for the summary's medians (profiles dropped)
+  std::vector<double> mfus;
   const auto& ck = st.config.checkpoint();
   const bool saving = !ck.dir().empty();
   int64_t first_step = 0;
@@ -687,6 +706,13 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tokens_per_s = r.tokens / std::max(r.step_time_s, 1e-9);
+    MF_RETURN_IF_ERROR(GatherRankFigures(&r));
+    const double mfu = st.peak.tflops > 0 ? Mfu(summary.model_flops_per_token, tokens_per_s,
+                                                 world_size, st.peak.tflops * 1e12)
+                                          : NAN;
+    steps_run.push_back(r);
+    steps_run.back().profile.reset();
+    mfus.push_back(mfu);
 
     JsonLine line;
     line.Add("step", step)
@@ -703,6 +729,13 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("data_s", r.data_s)
         .Add("model_s", r.model_s)
         .Add("update_s", r.update_s)
+        .Add("forward_s", r.forward_s)
+        .Add("backward_s", r.backward_s)
+        .Add("mfu", mfu)
+        .Add("peak_tflops", st.peak.tflops > 0 ? st.peak.tflops : NAN)
+        .Add("tokens_per_s_per_device", tokens_per_s / world_size)
+        .Add("rank_step_time_s", r.rank_step_time_s)
+        .Add("rank_device_peak_bytes", r.rank_device_peak_bytes)
         .Add("model_tflops_per_s", summary.model_flops_per_token * tokens_per_s / 1e12)
         .Add("reweight_normaliser", r.normaliser)
         .Add("reweight_max_ratio", r.max_weight_ratio)
@@ -748,10 +781,112 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
     summary.profile_table =
         FormatProfileTable(SumProfiles(st.profiles), static_cast<int>(st.profiles.size()));
   }
+  SummariseSteps(steps_run, mfus, &summary);
+  summary.world_size = world_size;
+  summary.tokens_per_s_per_device = summary.tokens_per_s / world_size;
+  summary.peak_tflops = st.peak.tflops;
+  summary.peak_source = st.peak.source;
+  if (st.metrics.is_open()) MF_RETURN_IF_ERROR(WriteSummaryJson(st.options.run_dir, summary));
   st.metrics.Close();
   st.profile_file.Close();
   return summary;
 }
+
+absl::Status Trainer::GatherRankFigures(StepResult* r) {
+  State& st = *state_;
+  if (st.options.groups == nullptr) {
+    r->rank_step_time_s = {r->step_time_s};
+    r->rank_device_peak_bytes = {r->device_peak_bytes};
+    return absl::OkStatus();
+  }
+  // One small all-gather per step: every rank's step time (µs) and memory high-water mark.
+  parallel::Communicator& world = st.options.groups->world();
+  Tensor mine = Tensor::Empty({2}, DType::kI64);
+  mine.data<int64_t>()[0] = static_cast<int64_t>(r->step_time_s * 1e6);
+  mine.data<int64_t>()[1] = r->device_peak_bytes;
+  Tensor all = Tensor::Empty({2 * world.size()}, DType::kI64);
+  MF_RETURN_IF_ERROR(parallel::WaitFor(world.AllGather(mine, &all, {})));
+  r->rank_step_time_s.clear();
+  r->rank_device_peak_bytes.clear();
+  for (int i = 0; i < world.size(); ++i) {
+    r->rank_step_time_s.push_back(all.data<int64_t>()[2 * i] / 1e6);
+    r->rank_device_peak_bytes.push_back(all.data<int64_t>()[2 * i + 1]);
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+void SummariseSteps(const std::vector<StepResult>& steps, const std::vector<double>& mfus,
+                    TrainSummary* summary) {
+  // The run's first step pays for warm-up (allocations, plans, NCCL set-up): left out when there
+  // are others, as benchmarks leave out their warm-up steps.
+  const size_t first = steps.size() > 1 ? 1 : 0;
+  std::vector<double> step, data, forward, backward, update, exposed, mfu;
+  for (size_t i = first; i < steps.size(); ++i) {
+    const StepResult& r = steps[i];
+    step.push_back(r.step_time_s);
+    data.push_back(r.data_s);
+    forward.push_back(r.forward_s);
+    backward.push_back(r.backward_s);
+    update.push_back(r.update_s);
+    double e = 0;
+    for (const auto& [kind, s] : r.comm_exposed_s) e += s;
+    exposed.push_back(e);
+    if (std::isfinite(mfus[i])) mfu.push_back(mfus[i]);
+  }
+  summary->median_step_s = Median(step);
+  summary->median_data_s = Median(data);
+  summary->median_forward_s = Median(forward);
+  summary->median_backward_s = Median(backward);
+  summary->median_update_s = Median(update);
+  summary->median_comm_exposed_s = Median(exposed);
+  summary->mfu = Median(mfu);
+}
+
+namespace {
+
+// "312.4 ms", "4.21 s": step-scale durations.
+std::string Ms(double seconds) {
+  if (seconds < 10) return absl::StrFormat("%.1f ms", seconds * 1e3);
+  return absl::StrFormat("%.2f s", seconds);
+}
+
+// MFU, throughput per device and where a median step went, for the closing summary.
+std::string FormatEfficiency(const TrainSummary& s) {
+  std::string out;
+  if (s.peak_tflops > 0) {
+    out += absl::StrFormat("  MFU              %.1f%% of %.4g TFLOP/s per device (%s)\n",
+                           100 * s.mfu, s.peak_tflops, s.peak_source);
+  } else if (!s.peak_source.empty()) {
+    out += absl::StrFormat("  MFU              unknown: %s\n", s.peak_source);
+  }
+  out += absl::StrFormat("  per device       %.0f tokens/s on %d device(s)\n",
+                         s.tokens_per_s_per_device, s.world_size);
+  if (s.median_step_s > 0) {
+    const double rest = s.median_step_s - s.median_data_s - s.median_forward_s -
+                        s.median_backward_s - s.median_update_s;
+    out += absl::StrFormat(
+        "  median step      %s: data %s, forward %s, backward %s, update %s, other %s "
+        "(exposed communication %s)\n",
+        Ms(s.median_step_s), Ms(s.median_data_s),
+        Ms(s.median_forward_s), Ms(s.median_backward_s),
+        Ms(s.median_update_s), Ms(std::max(0.0, rest)),
+        Ms(s.median_comm_exposed_s));
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string FormatSummary(const TrainSummary& s) {
   if (s.steps == 0 && s.resumed_from >= 0) {
@@ -768,10 +903,13 @@ std::string FormatSummary(const TrainSummary& s) {
       "  loss             %.4f → %.4f nats/token (mean of the last 10 steps)\n"
       "  tokens           %d in %s (%.0f tokens/s)\n"
       "  model FLOPs      %.3g per token, %.3f TFLOP/s achieved\n"
+      "%s"
       "  metrics          %s/metrics.jsonl\n",
       s.steps, s.skipped_steps, s.params.total / 1e6, s.params.active / 1e6, s.first_loss,
       s.final_loss, s.tokens, FormatDuration(s.wall_s), s.tokens_per_s, s.model_flops_per_token,
-      s.model_flops_per_token * s.tokens_per_s / 1e12, s.run_dir) +
+      s.model_flops_per_token * s.tokens_per_s / 1e12, FormatEfficiency(s), s.run_dir) +
+         (s.report_path.empty() ? std::string()
+                                : absl::StrFormat("  report           %s\n", s.report_path)) +
          (s.resumed_from >= 0 ? absl::StrFormat("  resumed from     step %d\n", s.resumed_from)
                               : std::string()) +
          (s.last_checkpoint.empty()

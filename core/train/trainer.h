@@ -43,6 +43,10 @@ struct TrainerOptions {
   int64_t checkpoint_fault_step = -1;
   std::string checkpoint_fault;  // "fail" or "kill"
   bool resume = false;           // like checkpoint.resume (moefold train --resume)
+  // For the run directory's run.json (rank 0 with write_metrics): the launch's argv and the layout
+  // as the launcher prints it.
+  std::vector<std::string> command_line;
+  std::string layout_description = "one rank";
 };
 
 // What one optimizer step measured.
@@ -64,6 +68,13 @@ struct StepResult {
   // the micro-batches; forward, backward and gradient reductions up to the global norm; clipping,
   // the optimizer update and the end-of-step wait.
   double data_s = 0, model_s = 0, update_s = 0;
+  // This rank's forward and backward passes on the compute stream (device time; waits for
+  // pipeline inputs excluded, exchanges inside the layers included).
+  double forward_s = 0, backward_s = 0;
+  // Every rank's step time and device high-water mark, by world rank (rank 0 logs them; one rank:
+  // this rank's).
+  std::vector<double> rank_step_time_s;
+  std::vector<int64_t> rank_device_peak_bytes;
   int64_t grad_bytes_sent = 0;          // by this rank in the gradient reductions
   int64_t grad_bytes_uncompressed = 0;  // what the uncompressed reduction would have sent
   std::vector<double> expert_imbalance;  // per MoE layer: max load / mean load
@@ -93,6 +104,17 @@ struct TrainSummary {
   std::string run_dir;
   int64_t profiled_steps = 0;
   std::string profile_table;  // FormatProfileTable of the profiled steps (empty: none)
+  // Model FLOPs utilisation (docs/FORMULAS.md §10): the median over the run's steps (the first
+  // step of the run left out when there are others), against peak_tflops per device.
+  double mfu = 0;
+  double peak_tflops = 0;  // 0 = unknown: no MFU
+  std::string peak_source;
+  int world_size = 1;
+  double tokens_per_s_per_device = 0;  // tokens_per_s / world_size
+  // Medians over the same steps: the step and where it went.
+  double median_step_s = 0, median_data_s = 0, median_forward_s = 0, median_backward_s = 0,
+         median_update_s = 0, median_comm_exposed_s = 0;
+  std::string report_path;      // the HTML report written at the end (empty: none)
   int64_t resumed_from = -1;    // the checkpoint's step when the run resumed (-1: from scratch)
   std::string last_checkpoint;  // the newest complete checkpoint the run wrote (empty: none)
 };
@@ -152,9 +174,13 @@ class Trainer {
   absl::Status Update(StepWork* w);            // AdamW and the compute copies
   absl::Status RecordExpertLoad(StepWork* w);  // expert counts, drops, bytes; the expert bias
   absl::Status EndStep(StepWork* w);           // waits for the device; times, memory, profile
+  absl::Status GatherRankFigures(StepResult* r);  // every rank's step time and memory peak
   std::unique_ptr<State> state_;
 };
 
 std::string FormatSummary(const TrainSummary& summary);
+// The summary's MFU and medians from the run's steps (mfus[i] of steps[i]; NaN = unknown).
+void SummariseSteps(const std::vector<StepResult>& steps, const std::vector<double>& mfus,
+                    TrainSummary* summary);
 
 }  // namespace moefold::train

@@ -10,6 +10,7 @@
 #include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
 #include "core/train/metrics.h"
+#include "core/train/peak.h"
 #include "core/train/pipeline_executor.h"
 #include "core/train/trainer.h"
 #include "optim/adamw.h"
@@ -76,6 +77,7 @@ struct Trainer::State {
   PendingSave pending;
   std::string last_checkpoint;  // the newest complete checkpoint this run wrote
   double checkpoint_stall_s = 0;  // the current step's time spent on checkpoints
+  Peak peak;  // the MFU peak per device (rank 0 with metrics; else unknown)
 
   Tensor Upload(const Tensor& host) const { return host.To(device, *stream); }
   Profiler* profiler_if_profiling() const { return profiling ? profiler.get() : nullptr; }
