@@ -230,6 +230,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   if (options.write_metrics && groups.world_rank == 0) {
     const bool resuming = config.checkpoint().resume() || options.resume;
     MF_RETURN_IF_ERROR(state->metrics.Open(options.run_dir, "metrics.jsonl", resuming));
+    if (config.logging().tensorboard()) {
+      MF_ASSIGN_OR_RETURN(state->tensorboard, TensorBoardWriter::Open(options.run_dir));
+    }
   }
   return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
 }
@@ -719,6 +722,9 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("checkpoint_stall_s", st.checkpoint_stall_s)
         .Add("skipped", r.skipped);
     st.metrics.Write(line);
+    if (st.tensorboard) {
+      MF_RETURN_IF_ERROR(st.tensorboard->WriteScalars(step, TensorBoardScalars(line)));
+    }
     if (r.profile) {
       st.profiles.push_back(*r.profile);
       if (st.metrics.is_open()) {
