@@ -143,6 +143,14 @@ absl::StatusOr<std::unique_ptr<TensorBoardWriter>> TensorBoardWriter::Open(
 
 absl::Status TensorBoardWriter::WriteScalars(int64_t step,
                                              const std::vector<TensorBoardScalar>& scalars) {
+  if (!started_) {
+    tensorboard::Event start;
+    start.set_wall_time(UnixSeconds());
+    start.set_step(step);
+    start.mutable_session_log()->set_status(tensorboard::SessionLog::START);
+    MF_RETURN_IF_ERROR(WriteRecord(start.SerializeAsString()));
+    started_ = true;
+  }
   tensorboard::Event event;
   event.set_wall_time(UnixSeconds());
   event.set_step(step);
@@ -231,6 +239,7 @@ absl::StatusOr<std::vector<TensorBoardEvent>> ReadTensorBoardEvents(const std::s
     decoded.wall_time = event.wall_time();
     decoded.step = event.step();
     decoded.file_version = event.file_version();
+    decoded.session_start = event.session_log().status() == tensorboard::SessionLog::START;
     for (const auto& v : event.summary().value())
       decoded.scalars.emplace_back(v.tag(), v.simple_value());
     offset += kHeaderBytes + length + kFooterBytes;

@@ -1,7 +1,8 @@
 // TensorBoard event files: RUN_DIR/tb/events.out.tfevents.<unix_time>.<hostname>, readable by
 // `tensorboard --logdir RUN_DIR` with no conversion. Each record is TFRecord-framed (length,
 // masked CRC32C of the length, a serialized Event, masked CRC32C of the Event); the first Event
-// names the file version, then one Event per step holds that step's scalars.
+// names the file version, the second marks a (re)start at the first step written, then one Event
+// per step holds that step's scalars.
 //
 //   MF_ASSIGN_OR_RETURN(auto tb, TensorBoardWriter::Open(run_dir));
 //   MF_RETURN_IF_ERROR(tb->WriteScalars(step, {{"loss/lm", 2.5}, {"lr", 3e-4}}));
@@ -37,7 +38,10 @@ class TensorBoardWriter {
   static absl::StatusOr<std::unique_ptr<TensorBoardWriter>> Open(const std::string& run_dir);
 
   // One Event at `step` with one simple_value per scalar (stored as f32, TensorBoard's type), the
-  // current wall time, flushed at once so a run that dies keeps every step written.
+  // current wall time, flushed at once so a run that dies keeps every step written. The first call
+  // writes a SessionLog START at `step` before it: TensorBoard then drops what earlier files of the
+  // directory logged at `step` or later (a resumed run redoes the steps after its checkpoint; a
+  // fresh run in a reused directory starts over), as metrics.jsonl's later lines count.
   absl::Status WriteScalars(int64_t step, const std::vector<TensorBoardScalar>& scalars);
 
   const std::string& path() const { return path_; }
@@ -48,6 +52,7 @@ class TensorBoardWriter {
 
   std::string path_;
   std::FILE* file_;
+  bool started_ = false;  // the SessionLog START is written
 };
 
 // The scalars of one metrics.jsonl line under TensorBoard tags: numbers and booleans (as 0/1) at
@@ -68,7 +73,8 @@ std::string FrameTfRecord(absl::string_view data);
 struct TensorBoardEvent {
   double wall_time = 0;
   int64_t step = 0;
-  std::string file_version;  // set on a file-version record, empty on a summary
+  std::string file_version;    // set on a file-version record, empty otherwise
+  bool session_start = false;  // a SessionLog START (a run (re)starts at `step`)
   std::vector<std::pair<std::string, float>> scalars;  // tag, simple_value; in record order
 };
 

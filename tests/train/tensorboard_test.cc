@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/strings/escaping.h"
+#include "checkpoint/directory.h"
 #include "core/train/crc32c.h"
 #include "core/train/tensorboard_event.pb.h"
 #include "gtest/gtest.h"
@@ -92,14 +93,18 @@ TEST(TensorBoardWriterTest, RoundTrip) {
   // Every step is flushed: the file is whole while the writer is still open.
   auto events = ReadTensorBoardEvents(path);
   ASSERT_OK(events);
-  ASSERT_EQ(events->size(), 4u);
+  ASSERT_EQ(events->size(), 5u);
   EXPECT_EQ((*events)[0].file_version, "brain.Event:2");
   EXPECT_TRUE((*events)[0].scalars.empty());
   EXPECT_GT((*events)[0].wall_time, 1.5e9);  // seconds since the epoch, after 2017
+  EXPECT_TRUE((*events)[1].session_start);   // at the first step written
+  EXPECT_EQ((*events)[1].step, 0);
+  EXPECT_TRUE((*events)[1].scalars.empty());
   for (int64_t step = 0; step < 3; ++step) {
-    const TensorBoardEvent& e = (*events)[step + 1];
+    const TensorBoardEvent& e = (*events)[step + 2];
     EXPECT_EQ(e.step, step);
     EXPECT_TRUE(e.file_version.empty());
+    EXPECT_FALSE(e.session_start);
     EXPECT_GE(e.wall_time, (*events)[0].wall_time);
     ASSERT_EQ(e.scalars.size(), 2u);
     EXPECT_EQ(e.scalars[0].first, "loss/lm");
@@ -124,12 +129,15 @@ TEST(TensorBoardWriterTest, DamageIsDetected) {
   const std::string good = ReadBytes(path);
   auto events = ReadTensorBoardEvents(path);
   ASSERT_OK(events);
-  ASSERT_EQ(events->size(), 2u);
-  // The second record starts where the first (the file-version record) ends.
-  uint64_t first_length = 0;
-  for (int i = 7; i >= 0; --i)
-    first_length = (first_length << 8) | static_cast<unsigned char>(good[i]);
-  const size_t start = 8 + 4 + first_length + 4;
+  ASSERT_EQ(events->size(), 3u);  // version, start, step 5
+  // The last record starts where the first two (the version and the start) end.
+  size_t start = 0;
+  for (int record = 0; record < 2; ++record) {
+    uint64_t length = 0;
+    for (int i = 7; i >= 0; --i)
+      length = (length << 8) | static_cast<unsigned char>(good[start + i]);
+    start += 8 + 4 + length + 4;
+  }
   const size_t length = good.size() - start - 16;
   const std::map<std::string, size_t> offsets = {{"length", start + 1},
                                                  {"length crc", start + 9},
@@ -141,7 +149,7 @@ TEST(TensorBoardWriterTest, DamageIsDetected) {
     WriteBytes(path, bad);
     auto read = ReadTensorBoardEvents(path);
     EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << part << ": " << read.status();
-    EXPECT_NE(read.status().message().find("record 1 at byte"), std::string::npos) << read.status();
+    EXPECT_NE(read.status().message().find("record 2 at byte"), std::string::npos) << read.status();
   }
   for (size_t cut : {good.size() - 1, start + 5, start + 12 + length}) {
     WriteBytes(path, good.substr(0, cut));
@@ -197,36 +205,45 @@ TEST(TensorBoardScalarsTest, MetricsKeysBecomeTags) {
   EXPECT_EQ(TensorBoardScalars(line), expected);
 }
 
+// A second-long run of a small model with logging.tensorboard, checkpoints under RUN_DIR/ckpt.
+config::ExperimentConfig SmallRun(const std::string& run_dir, int steps) {
+  return TinyMoeConfig(
+      {"model.hidden_size=32", "model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2",
+       "model.ffn_hidden_size=64", "model.moe.num_experts=4", "model.moe.top_k=2",
+       "model.moe.expert_ffn_hidden_size=32", "train.seq_len=16", "train.global_batch_size=4",
+       "train.micro_batch_size=4", "train.steps=" + std::to_string(steps),
+       "optimizer.warmup_steps=1", "data.cache_dir=build/test-data", "logging.tensorboard=true",
+       "checkpoint.dir=" + run_dir + "/ckpt", "checkpoint.every=2"});
+}
+
+absl::Status Train(const std::string& run_dir, int steps, bool resume) {
+  TrainerOptions options;
+  options.run_dir = run_dir;
+  options.print_progress = false;
+  options.resume = resume;
+  MF_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(SmallRun(run_dir, steps), options));
+  return trainer->Run().status();
+}
+
 // The trainer with logging.tensorboard writes one event per step whose scalars are
 // metrics.jsonl's values at f32.
 TEST(TensorBoardTrainerTest, EventFileMatchesMetricsJsonl) {
   const std::string run_dir = FreshDir("trainer");
-  config::ExperimentConfig config = TinyMoeConfig(
-      {"model.hidden_size=32", "model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2",
-       "model.ffn_hidden_size=64", "model.moe.num_experts=4", "model.moe.top_k=2",
-       "model.moe.expert_ffn_hidden_size=32", "train.seq_len=16", "train.global_batch_size=4",
-       "train.micro_batch_size=4", "train.steps=3", "optimizer.warmup_steps=1",
-       "data.cache_dir=build/test-data", "logging.tensorboard=true"});
-  TrainerOptions options;
-  options.run_dir = run_dir;
-  options.print_progress = false;
-  auto trainer = Trainer::Create(config, options);
-  ASSERT_OK(trainer);
-  ASSERT_OK((*trainer)->Run());
-
+  ASSERT_OK(Train(run_dir, 3, /*resume=*/false));
   const std::vector<std::string> files = TensorBoardEventFiles(run_dir);
   ASSERT_EQ(files.size(), 1u);
   auto events = ReadTensorBoardEvents(files[0]);
   ASSERT_OK(events);
-  ASSERT_EQ(events->size(), 4u);
+  ASSERT_EQ(events->size(), 5u);
   EXPECT_EQ((*events)[0].file_version, "brain.Event:2");
+  EXPECT_TRUE((*events)[1].session_start);
 
   std::ifstream metrics(run_dir + "/metrics.jsonl");
   std::string text;
   for (size_t step = 0; step < 3; ++step) {
     ASSERT_TRUE(std::getline(metrics, text));
     const auto line = nlohmann::json::parse(text);
-    const TensorBoardEvent& event = (*events)[step + 1];
+    const TensorBoardEvent& event = (*events)[step + 2];
     EXPECT_EQ(event.step, line["step"].get<int64_t>());
     std::map<std::string, float> scalars(event.scalars.begin(), event.scalars.end());
     EXPECT_EQ(scalars.size(), event.scalars.size()) << "a tag appears twice";
@@ -258,6 +275,59 @@ TEST(TensorBoardTrainerTest, EventFileMatchesMetricsJsonl) {
       if (value.is_array() && !value.empty() && value[0].is_number()) numbers += value.size();
     }
     EXPECT_EQ(scalars.size(), numbers);
+  }
+}
+
+// What TensorBoard shows of a run directory: its files in name order, a SessionLog START at step
+// s drops every value read before it at step s or later, a later value replaces an earlier one.
+std::map<std::string, std::map<int64_t, float>> Shown(const std::string& run_dir) {
+  std::map<std::string, std::map<int64_t, float>> shown;
+  for (const std::string& file : TensorBoardEventFiles(run_dir)) {
+    auto events = ReadTensorBoardEvents(file);
+    MF_CHECK(events.ok()) << events.status();
+    for (const TensorBoardEvent& event : *events) {
+      if (event.session_start) {
+        for (auto& [tag, steps] : shown) steps.erase(steps.lower_bound(event.step), steps.end());
+      }
+      for (const auto& [tag, value] : event.scalars) shown[tag][event.step] = value;
+    }
+  }
+  return shown;
+}
+
+// A run resumed from an older checkpoint redoes steps 2 and 3: metrics.jsonl holds them twice
+// (the later lines count) and the resumed events start with a restart at step 2, so what
+// TensorBoard shows is one value per step, the later one.
+TEST(TensorBoardTrainerTest, ResumedRunRestartsAtItsCheckpoint) {
+  const std::string run_dir = FreshDir("resume");
+  ASSERT_OK(Train(run_dir, 4, /*resume=*/false));
+  std::filesystem::remove_all(run_dir + "/ckpt/" + checkpoint::StepDirName(4));
+  ASSERT_OK(Train(run_dir, 4, /*resume=*/true));
+
+  std::vector<nlohmann::json> lines;
+  std::ifstream metrics(run_dir + "/metrics.jsonl");
+  for (std::string text; std::getline(metrics, text);) lines.push_back(nlohmann::json::parse(text));
+  ASSERT_EQ(lines.size(), 6u);  // steps 0 1 2 3, then 2 3 again
+  int starts = 0;
+  for (const std::string& file : TensorBoardEventFiles(run_dir)) {
+    auto events = ReadTensorBoardEvents(file);
+    ASSERT_OK(events);
+    for (const TensorBoardEvent& event : *events) {
+      if (!event.session_start) continue;
+      EXPECT_EQ(event.step, starts == 0 ? 0 : 2);
+      ++starts;
+    }
+  }
+  EXPECT_EQ(starts, 2);
+  const auto shown = Shown(run_dir);
+  ASSERT_TRUE(shown.count("loss/lm"));
+  const std::map<int64_t, float>& lm = shown.at("loss/lm");
+  ASSERT_EQ(lm.size(), 4u);
+  for (size_t i : {0, 1, 4, 5}) {
+    const int64_t step = lines[i]["step"].get<int64_t>();
+    EXPECT_EQ(lm.at(step), lines[i]["lm_loss"].get<float>()) << "step " << step;
+    EXPECT_EQ(shown.at("time/step_s").at(step), lines[i]["step_time_s"].get<float>())
+        << "step " << step;
   }
 }
 

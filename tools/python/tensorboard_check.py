@@ -2,13 +2,16 @@
 """Checks moefold's TensorBoard event files with TensorBoard itself (no TensorFlow, no torch).
 
 1. Unless --run-dir names a finished run, runs `moefold train` (under mpirun with --ranks N > 1)
-   on configs/tiny_moe.yaml with logging.tensorboard=true into --work.
+   on configs/tiny_moe.yaml with logging.tensorboard=true into --work, checkpointing every 2
+   steps; then (unless --no-resume) deletes the last checkpoint and resumes, so the run redoes its
+   last 2 steps as a preempted job would.
 2. Every record of every RUN_DIR/tb/events.out.tfevents.* file passes TensorBoard's own masked
    CRC32C checks (tensorboard.compat.tensorflow_stub), read independently of moefold's reader.
 3. TensorBoard's EventAccumulator loads RUN_DIR/tb: file version 2, and for each line of
    metrics.jsonl the scalars at that step equal the line's numbers at f32, under the tags the
    mapping below gives (written here from the rules in core/train/tensorboard.h, so a change on
-   one side shows); no tag is missing or extra.
+   one side shows); no tag is missing or extra; a redone step appears once, with the later
+   value (TensorBoard drops the first attempt at the resumed run's SessionLog START).
 
 Exit 0 on success, 1 on a mismatch, 77 (ctest's skip) when the tensorboard package is missing.
 Usage:
@@ -125,12 +128,13 @@ def check_crcs(path):
 
 def run_training(args):
     run_dir = os.path.join(args.work, "run")
+    checkpoints = os.path.join(args.work, "checkpoints")
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     cmd = [args.moefold, "train", "--config", "configs/tiny_moe.yaml", "--run-dir", run_dir,
            "--set", f"train.steps={args.steps}", "--set", "optimizer.warmup_steps=1",
            "--set", "logging.tensorboard=true",
-           "--set", f"checkpoint.dir={os.path.join(args.work, 'checkpoints')}",
+           "--set", f"checkpoint.dir={checkpoints}", "--set", "checkpoint.every=2",
            "--set", f"data.cache_dir={os.path.join(args.work, 'data')}"]
     for override in args.set:
         cmd += ["--set", override]
@@ -138,6 +142,12 @@ def run_training(args):
         cmd = [args.mpiexec, "--allow-run-as-root", "--oversubscribe", "-np", str(args.ranks)] + cmd
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+    if not args.no_resume:
+        last = sorted(glob.glob(os.path.join(checkpoints, "step-*")))[-1]
+        print(f"+ rm -r {last}  # the resumed run redoes the steps after the one before", flush=True)
+        shutil.rmtree(last)
+        print("+", " ".join(cmd + ["--resume"]), flush=True)
+        subprocess.run(cmd + ["--resume"], check=True)
     return run_dir
 
 
@@ -149,6 +159,7 @@ def main():
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--ranks", type=int, default=1)
     p.add_argument("--mpiexec", default="mpirun")
+    p.add_argument("--no-resume", action="store_true", help="one run, no resumed second part")
     p.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
     args = p.parse_args()
     run_dir = args.run_dir or run_training(args)
@@ -168,10 +179,16 @@ def main():
         failures.append(f"file version {acc.file_version}, expected 2")
     seen = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        lines = {}
+        lines, redone = {}, 0
         for text in f:
             line = json.loads(text)
+            redone += line["step"] in lines
             lines[line["step"]] = line  # a resumed run repeats steps: the later line counts
+    for tag in seen:
+        count = len(acc.Scalars(tag))
+        if count != len(seen[tag]):
+            failures.append(f"{tag}: {count} values for {len(seen[tag])} steps (a redone step "
+                            "was not dropped)")
     expected_tags = set()
     for step, line in sorted(lines.items()):
         for tag, value in expected_scalars(line).items():
@@ -189,8 +206,8 @@ def main():
         print("FAIL:", failure)
     if failures:
         return 1
-    print(f"ok: EventAccumulator sees {len(seen)} tags over {len(lines)} steps, equal to "
-          f"metrics.jsonl at f32 (e.g. {sorted(seen)[:4]})")
+    print(f"ok: EventAccumulator sees {len(seen)} tags over {len(lines)} steps ({redone} of them "
+          f"redone after a resume), equal to metrics.jsonl at f32 (e.g. {sorted(seen)[:4]})")
     return 0
 
 
