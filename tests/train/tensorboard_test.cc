@@ -36,7 +36,8 @@ void WriteBytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
-// The iSCSI test vectors (RFC 3720, B.4) and the common check value.
+// The standard CRC32C check value and the iSCSI test vectors (32 bytes of 0x00, 0xFF,
+// 0..31, 31..0).
 TEST(Crc32cTest, KnownVectors) {
   EXPECT_EQ(Crc32c(""), 0u);
   EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);

@@ -144,7 +144,7 @@ def run_training(args):
     subprocess.run(cmd, check=True)
     if not args.no_resume:
         last = sorted(glob.glob(os.path.join(checkpoints, "step-*")))[-1]
-        print(f"+ rm -r {last}  # the resumed run redoes the steps after the one before", flush=True)
+        print(f"+ rm -r {last}  # the resume redoes the steps after the one before", flush=True)
         shutil.rmtree(last)
         print("+", " ".join(cmd + ["--resume"]), flush=True)
         subprocess.run(cmd + ["--resume"], check=True)
