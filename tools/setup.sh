@@ -37,16 +37,23 @@ if [ ! -f "$build_dir/build.ninja" ]; then
 fi
 cmake --build "$build_dir" -j "$(nproc)"
 
-# Optional: the Python reference environment of tests/hf (hf_python_reference_test: Python's
-# safetensors and transformers' configs against our export; it is skipped when this is absent).
+# Optional: the Python reference environment of the tests (hf_python_reference_test: Python's
+# safetensors and transformers' configs against our export; train_tensorboard_python_test:
+# TensorBoard reads our event files; each is skipped when this is absent).
 # MOEFOLD_PYREF=0 skips this step.
 pyref="$build_dir/pyref"
 if [ "${MOEFOLD_PYREF:-1}" != 0 ] && [ ! -x "$pyref/bin/python" ]; then
   if python3 -m venv "$pyref" 2>/dev/null &&
-     "$pyref/bin/pip" install -q --timeout 30 safetensors numpy transformers; then
+     "$pyref/bin/pip" install -q --timeout 30 safetensors numpy transformers tensorboard; then
     echo "setup: Python reference environment in $pyref"
   else
     echo "setup: PyPI unreachable or venv failed; skipping $pyref (hf_python_reference_test will skip)"
     rm -rf "$pyref"
   fi
+fi
+# An environment made before tensorboard joined the list gets it now (no torch, about a minute).
+if [ "${MOEFOLD_PYREF:-1}" != 0 ] && [ -x "$pyref/bin/python" ] &&
+   ! "$pyref/bin/python" -c "import tensorboard" 2>/dev/null; then
+  "$pyref/bin/pip" install -q --timeout 30 tensorboard ||
+    echo "setup: could not install tensorboard into $pyref (train_tensorboard_python_test will skip)"
 fi

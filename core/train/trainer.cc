@@ -243,6 +243,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     info.params = CountParameters(state->spec);
     MF_RETURN_IF_ERROR(WriteRunFiles(options.run_dir, config,
                                      options.groups ? &options.groups->mapping() : nullptr, info));
+    if (config.logging().tensorboard()) {
+      MF_ASSIGN_OR_RETURN(state->tensorboard, TensorBoardWriter::Open(options.run_dir));
+    }
   }
   return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
 }
@@ -752,6 +755,9 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("checkpoint_stall_s", st.checkpoint_stall_s)
         .Add("skipped", r.skipped);
     st.metrics.Write(line);
+    if (st.tensorboard) {
+      MF_RETURN_IF_ERROR(st.tensorboard->WriteScalars(step, TensorBoardScalars(line)));
+    }
     if (r.profile) {
       st.profiles.push_back(*r.profile);
       if (st.metrics.is_open()) {

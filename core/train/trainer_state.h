@@ -12,6 +12,7 @@
 #include "core/train/metrics.h"
 #include "core/train/peak.h"
 #include "core/train/pipeline_executor.h"
+#include "core/train/tensorboard.h"
 #include "core/train/trainer.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
@@ -58,6 +59,7 @@ struct Trainer::State {
   std::unique_ptr<data::IndexedDataset> dataset;
   std::unique_ptr<data::GptDataset> samples;
   MetricsWriter metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;  // RUN_DIR/tb (rank 0, logging.tensorboard)
   double loss_ema = 0;  // for the spike detector
   int64_t ema_steps = 0;
   int64_t micro_batch = 1;  // train.micro_batch_size, or what SetMicroBatchSize chose
