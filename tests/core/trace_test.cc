@@ -244,5 +244,36 @@ TEST_F(TraceTest, AnUnwritableDirectoryIsAnError) {
   EXPECT_NE(std::string(status.message()).find("trace of rank 0"), std::string::npos) << status;
 }
 
+// The checker the trace tests rely on finds what it must: a partial overlap in a lane, a span
+// outside every step, a negative duration; nested and disjoint spans pass.
+TEST(TraceProblemsTest, FindsOverlapsAndSpansOutsideSteps) {
+  auto span = [](const char* name, const char* track, int tid, double ts, double dur) {
+    TraceEvent e;
+    e.name = name;
+    e.track = track;
+    e.tid = tid;
+    e.ts = ts;
+    e.dur = dur;
+    return e;
+  };
+  const std::vector<TraceEvent> good = {span("step 1", "host", 1, 0, 100),
+                                        span("a", "host", 1, 10, 50), span("b", "host", 1, 20, 10),
+                                        span("c", "host", 1, 70, 30),
+                                        span("x", "comm", 3, 10, 60), span("y", "comm", 301, 50, 20),
+                                        span("w", "checkpoint", 4, 90, 500)};
+  EXPECT_TRUE(TraceProblems(good).empty());
+  std::vector<TraceEvent> overlap = good;
+  overlap.push_back(span("d", "host", 1, 55, 10));  // starts in a, ends after it
+  ASSERT_EQ(TraceProblems(overlap).size(), 1u);
+  EXPECT_NE(TraceProblems(overlap)[0].find("partial overlap: \"d\""), std::string::npos);
+  std::vector<TraceEvent> outside = good;
+  outside.push_back(span("late", "gpu", 2, 95, 10));
+  ASSERT_EQ(TraceProblems(outside).size(), 1u);
+  EXPECT_NE(TraceProblems(outside)[0].find("outside every step: \"late\""), std::string::npos);
+  std::vector<TraceEvent> negative = good;
+  negative.push_back(span("n", "host", 7, 50, -1));
+  EXPECT_FALSE(TraceProblems(negative).empty());
+}
+
 }  // namespace
 }  // namespace moefold
