@@ -380,7 +380,8 @@ absl::StatusOr<std::optional<StepRange>> ParseTraceSteps(absl::string_view text)
   const std::vector<absl::string_view> parts = absl::StrSplit(text, '-');
   StepRange range;
   auto digits = [](absl::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
   };
   if (parts.size() != 2 || !digits(parts[0]) || !digits(parts[1]) ||
       !absl::SimpleAtoi(parts[0], &range.first) || !absl::SimpleAtoi(parts[1], &range.last)) {
@@ -389,9 +390,8 @@ absl::StatusOr<std::optional<StepRange>> ParseTraceSteps(absl::string_view text)
                      "\" is not START-END (0-based steps, inclusive, e.g. \"5-6\")"));
   }
   if (range.first > range.last) {
-    return absl::InvalidArgumentError(absl::StrCat("logging.trace_steps = \"", text,
-                                                   "\": START ", range.first, " > END ",
-                                                   range.last));
+    return absl::InvalidArgumentError(absl::StrCat("logging.trace_steps = \"", text, "\": START ",
+                                                   range.first, " > END ", range.last));
   }
   return range;
 }

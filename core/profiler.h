@@ -132,7 +132,7 @@ class Profiler {
   std::vector<Mark> marks_;
   std::vector<Scope> stack_;
   std::vector<ClosedScope> closed_;  // with record_spans_
-  StepProfile pending_;  // calls and the (family, layer) keys seen so far this step
+  StepProfile pending_;              // calls and the (family, layer) keys seen so far this step
   absl::Status error_;
   bool active_ = false;
   bool record_spans_ = false;

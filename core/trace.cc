@@ -97,8 +97,11 @@ absl::Status Tracer::EndStep() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!step_open_) return absl::OkStatus();
   step_open_ = false;
-  spans_.push_back({TraceTrack::kHost, absl::StrCat("step ", step_), Ns(step_start_),
-                    Ns(Clock::now()), {{"step", step_}}});
+  spans_.push_back({TraceTrack::kHost,
+                    absl::StrCat("step ", step_),
+                    Ns(step_start_),
+                    Ns(Clock::now()),
+                    {{"step", step_}}});
   if (step_ < last_) return absl::OkStatus();
   return WriteLocked(std::move(spans_));
 }
@@ -110,8 +113,8 @@ absl::Status Tracer::Flush() {
   return WriteLocked(std::move(spans_));
 }
 
-void Tracer::Add(TraceTrack track, std::string name, Clock::time_point start,
-                 Clock::time_point end, TraceArgs args) {
+void Tracer::Add(TraceTrack track, std::string name, Clock::time_point start, Clock::time_point end,
+                 TraceArgs args) {
   if (!accepts(track)) return;
   std::lock_guard<std::mutex> lock(mutex_);
   if (!accepts(track)) return;  // the step closed (or the file was written) meanwhile
@@ -197,9 +200,8 @@ absl::Status Tracer::WriteLocked(std::vector<Span> spans) {
   std::error_code error;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), error);
   if (error) {
-    return absl::InternalError(
-        absl::StrCat("trace of rank ", rank_, ": cannot make ", path.parent_path().string(), ": ",
-                     error.message()));
+    return absl::InternalError(absl::StrCat("trace of rank ", rank_, ": cannot make ",
+                                            path.parent_path().string(), ": ", error.message()));
   }
   return Annotate(WriteFileAtomically(path_, trace.dump()), absl::StrCat("trace of rank ", rank_));
 }

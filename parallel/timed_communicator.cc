@@ -241,9 +241,8 @@ absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::ReduceScatterV(
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllToAllV(
     const Tensor& input, const std::vector<int64_t>& send_rows, Tensor* output,
     const std::vector<int64_t>& recv_rows, const AllToAllOptions& options) {
-  return Timed("all_to_all_v", input.nbytes(), -1, [&] {
-    return inner_->AllToAllV(input, send_rows, output, recv_rows, options);
-  });
+  return Timed("all_to_all_v", input.nbytes(), -1,
+               [&] { return inner_->AllToAllV(input, send_rows, output, recv_rows, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Broadcast(

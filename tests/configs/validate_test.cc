@@ -91,9 +91,8 @@ TEST(ValidateTest, ParseTraceSteps) {
   for (const char* bad : {"5", "5-", "-5", "a-b", "1-2-3", "2 - 3", "+1-2", "3-2"}) {
     EXPECT_EQ(ParseTraceSteps(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
-  EXPECT_OK(Validate(MoeConfig({"train.steps=10", "optimizer.warmup_steps=1",
-                                "logging.trace_steps=8-20"}),
-                     1));
+  EXPECT_OK(Validate(
+      MoeConfig({"train.steps=10", "optimizer.warmup_steps=1", "logging.trace_steps=8-20"}), 1));
 }
 
 struct RuleCase {

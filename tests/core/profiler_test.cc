@@ -108,7 +108,10 @@ TEST_P(ProfilerTest, RecordsNestedSpansWhenAsked) {
     }
     Work(1);
   }
-  { ProfileScope optimizer(profiler_.get(), OpFamily::kOptimizer, stream()); Work(1); }
+  {
+    ProfileScope optimizer(profiler_.get(), OpFamily::kOptimizer, stream());
+    Work(1);
+  }
   const StepProfile p = End();
   EXPECT_GE(p.host_begin, before);
   EXPECT_LE(p.host_begin, std::chrono::steady_clock::now());

@@ -120,7 +120,7 @@ TEST_F(TraceTest, OverlappingSpansOfATrackGoToSeparateLanes) {
   tracer.Add(TraceTrack::kComm, "all_reduce", at(10), at(50),
              {{"group", std::string("dp-cp")}, {"bytes", int64_t{4096}}, {"peers", peers}});
   tracer.Add(TraceTrack::kComm, "all_to_all_v", at(40), at(80), {{"group", std::string("ep")}});
-  tracer.Add(TraceTrack::kComm, "send", at(20), at(30));    // inside the all-reduce
+  tracer.Add(TraceTrack::kComm, "send", at(20), at(30));     // inside the all-reduce
   tracer.Add(TraceTrack::kComm, "barrier", at(60), at(70));  // after it, inside the all-to-all
   Sleep(0.2);
   ASSERT_OK(tracer.EndStep());
@@ -256,11 +256,11 @@ TEST(TraceProblemsTest, FindsOverlapsAndSpansOutsideSteps) {
     e.dur = dur;
     return e;
   };
-  const std::vector<TraceEvent> good = {span("step 1", "host", 1, 0, 100),
-                                        span("a", "host", 1, 10, 50), span("b", "host", 1, 20, 10),
-                                        span("c", "host", 1, 70, 30),
-                                        span("x", "comm", 3, 10, 60), span("y", "comm", 301, 50, 20),
-                                        span("w", "checkpoint", 4, 90, 500)};
+  const std::vector<TraceEvent> good = {
+      span("step 1", "host", 1, 0, 100),  span("a", "host", 1, 10, 50),
+      span("b", "host", 1, 20, 10),       span("c", "host", 1, 70, 30),
+      span("x", "comm", 3, 10, 60),       span("y", "comm", 301, 50, 20),
+      span("w", "checkpoint", 4, 90, 500)};
   EXPECT_TRUE(TraceProblems(good).empty());
   std::vector<TraceEvent> overlap = good;
   overlap.push_back(span("d", "host", 1, 55, 10));  // starts in a, ends after it

@@ -22,7 +22,7 @@ struct TraceEvent {
 };
 
 struct ParsedTrace {
-  std::vector<TraceEvent> spans;  // the complete ("X") events, in file order
+  std::vector<TraceEvent> spans;            // the complete ("X") events, in file order
   std::map<int, std::string> thread_names;  // tid → name, from the metadata
   std::string process_name;
   nlohmann::json other_data;

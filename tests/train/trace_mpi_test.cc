@@ -6,7 +6,6 @@
 // rank's steps timed (with group, bytes and peers), the checkpoint write; per track lane the
 // spans nest and, checkpoint writes aside, lie within their step.
 #include <mpi.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -49,9 +48,9 @@ class SharedRunDir {
   explicit SharedRunDir(const std::string& name) {
     int pid = static_cast<int>(::getpid());
     MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    path_ = (std::filesystem::temp_directory_path() /
-             absl::StrFormat("moefold-trace-%s-%d", name, pid))
-                .string();
+    path_ =
+        (std::filesystem::temp_directory_path() / absl::StrFormat("moefold-trace-%s-%d", name, pid))
+            .string();
     if (WorldRank() == 0) std::filesystem::remove_all(path_);
     MPI_Barrier(MPI_COMM_WORLD);
   }
@@ -139,9 +138,9 @@ TEST_P(TraceMpiTest, EveryRankTracesItsLayersCollectivesAndOptimizer) {
       layer_spans[{layer, pass}].insert(e.args.value("micro_batch", -1));
     }
   }
-  for (const char* expected : {"step 1", "step 2", "data loading", "optimizer update",
-                               "gradient norm", "forward micro-batch 0", "backward micro-batch 1",
-                               "checkpoint write"}) {
+  for (const char* expected :
+       {"step 1", "step 2", "data loading", "optimizer update", "gradient norm",
+        "forward micro-batch 0", "backward micro-batch 1", "checkpoint write"}) {
     EXPECT_TRUE(names.count(expected)) << "rank " << rank << " has no span \"" << expected << "\"";
   }
   EXPECT_FALSE(names.count("step 0")) << "step 0 is not traced";
@@ -183,12 +182,12 @@ TEST_P(TraceMpiTest, EveryRankTracesItsLayersCollectivesAndOptimizer) {
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, TraceMpiTest,
-    ::testing::Values(
-        TraceCase{"Tp2Dp2Ep2",
-                  {"parallel.tp=2", "parallel.ep=2", "parallel.sequence_parallel=true",
-                   "parallel.zero1=true"},
-                  {"tp", "ep", "dp-cp", "edp"}},
-        TraceCase{"Pp2Dp2Ep2", {"parallel.pp=2", "parallel.ep=2"}, {"pp", "ep", "dp-cp"}}),
+    ::testing::Values(TraceCase{"Tp2Dp2Ep2",
+                                {"parallel.tp=2", "parallel.ep=2",
+                                 "parallel.sequence_parallel=true", "parallel.zero1=true"},
+                                {"tp", "ep", "dp-cp", "edp"}},
+                      TraceCase{
+                          "Pp2Dp2Ep2", {"parallel.pp=2", "parallel.ep=2"}, {"pp", "ep", "dp-cp"}}),
     [](const ::testing::TestParamInfo<TraceCase>& info) { return std::string(info.param.name); });
 
 }  // namespace
