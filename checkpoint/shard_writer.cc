@@ -5,6 +5,7 @@
 #include "checkpoint/directory.h"
 #include "checkpoint/files.h"
 #include "core/status.h"
+#include "core/trace.h"
 
 namespace moefold::checkpoint {
 
@@ -37,6 +38,11 @@ absl::Status AsyncShardWriter::Write(const std::string& dir, int rank,
                                      std::vector<HostPiece>& pieces,
                                      const std::vector<TensorInfo>& tensors,
                                      const std::function<absl::Status()>& inject) {
+  int64_t bytes = 0;
+  for (const HostPiece& piece : pieces) bytes += static_cast<int64_t>(piece.values.nbytes());
+  // On the trace's checkpoint track (a traced run): the whole write, shard and record.
+  TraceSpan span(TraceTrack::kCheckpoint, "checkpoint write",
+                 {{"dir", dir}, {"bytes", bytes}, {"pieces", static_cast<int64_t>(pieces.size())}});
   const std::string shard_path = (std::filesystem::path(dir) / ShardName(rank)).string();
   const std::string record_path = (std::filesystem::path(dir) / RecordName(rank)).string();
   RankRecord record;

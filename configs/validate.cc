@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -357,6 +358,13 @@ void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
                                 c.train().steps(), ")"));
     }
   }
+  if (absl::StatusOr<std::optional<StepRange>> trace = ParseTraceSteps(c.logging().trace_steps());
+      !trace.ok()) {
+    p->push_back(std::string(trace.status().message()));
+  } else if (*trace && (*trace)->first >= c.train().steps()) {
+    p->push_back(absl::StrCat("logging.trace_steps: the first traced step ", (*trace)->first,
+                              " is not in [0, train.steps ", c.train().steps(), ")"));
+  }
   NonNegative(p, "checkpoint.every (0 = never)", c.checkpoint().every());
   NonNegative(p, "checkpoint.keep_last (0 = all)", c.checkpoint().keep_last());
   OneOf(p, "checkpoint.on_error", c.checkpoint().on_error(), {"stop", "warn"});
@@ -366,6 +374,27 @@ void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::optional<StepRange>> ParseTraceSteps(absl::string_view text) {
+  if (text.empty()) return std::nullopt;
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, '-');
+  StepRange range;
+  auto digits = [](absl::string_view s) {
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  };
+  if (parts.size() != 2 || !digits(parts[0]) || !digits(parts[1]) ||
+      !absl::SimpleAtoi(parts[0], &range.first) || !absl::SimpleAtoi(parts[1], &range.last)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logging.trace_steps = \"", text,
+                     "\" is not START-END (0-based steps, inclusive, e.g. \"5-6\")"));
+  }
+  if (range.first > range.last) {
+    return absl::InvalidArgumentError(absl::StrCat("logging.trace_steps = \"", text, "\": START ",
+                                                   range.first, " > END ", range.last));
+  }
+  return range;
+}
 
 int CountMoeLayers(const ExperimentConfig& config) {
   const MoeConfig& moe = config.model().moe();

@@ -4,10 +4,13 @@
 //   if (absl::Status s = config::Validate(c, world_size); !s.ok()) { print s.message(); }
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "configs/moefold.pb.h"
 
 namespace moefold::config {
@@ -33,6 +36,15 @@ int DerivedEdp(const ExperimentConfig& config, int world_size);
 // Number of MoE layers: layer l is MoE when num_experts > 0, layer_freq > 0, l >=
 // first_dense_layers and (l - first_dense_layers) % layer_freq == 0 (the rule of moefold.proto).
 int CountMoeLayers(const ExperimentConfig& config);
+
+// Steps first..last, 0-based and inclusive.
+struct StepRange {
+  int64_t first = 0;
+  int64_t last = 0;
+};
+// logging.trace_steps: "START-END" (digits, START <= END) as its range, "" as none (nullopt);
+// InvalidArgument naming the text otherwise.
+absl::StatusOr<std::optional<StepRange>> ParseTraceSteps(absl::string_view text);
 
 // Layers of each virtual pipeline stage s = chunk·pp + rank, in order (pp · virtual_stages entries):
 // the first and last get first_stage_layers / last_stage_layers when those are set (> 0), the

@@ -62,6 +62,7 @@ void Profiler::Fail(absl::Status status) {
 void Profiler::Reset() {
   marks_.clear();
   stack_.clear();
+  closed_.clear();
   pending_ = StepProfile();
   error_ = absl::OkStatus();
   active_ = false;
@@ -82,7 +83,7 @@ void Profiler::AddMark(const Stream& stream) {
   }
   const absl::Status recorded = pool_[index].Record(stream);
   if (!recorded.ok()) return Fail(Annotate(recorded, "profiler event"));
-  const Scope owner = stack_.empty() ? Scope{-1, -1} : stack_.back();
+  const Scope owner = stack_.empty() ? Scope{-1, -1, -1} : stack_.back();
   marks_.push_back({index, owner.family, owner.layer});
 }
 
@@ -96,6 +97,7 @@ absl::Status Profiler::BeginStep(const Stream& stream) {
   Reset();
   active_ = true;
   ++step_serial_;
+  pending_.host_begin = std::chrono::steady_clock::now();
   AddMark(stream);
   if (!error_.ok()) {
     const absl::Status error = error_;
@@ -110,7 +112,7 @@ void Profiler::Push(OpFamily family, int layer, const Stream& stream) {
   const int f = static_cast<int>(family);
   MF_CHECK(f >= 0 && f < kNumOpFamilies) << "op family " << f;
   AddMark(stream);  // ends the parent's (or the unattributed) segment
-  stack_.push_back({f, layer});
+  stack_.push_back({f, layer, static_cast<int>(marks_.size()) - 1});
   ++pending_.calls[f];
   pending_.family_layer_ms.try_emplace({f, layer}, 0.0);
 }
@@ -121,7 +123,13 @@ void Profiler::Pop(const Stream& stream) {
     return Fail(absl::FailedPreconditionError("Profiler::Pop without an open scope"));
   }
   AddMark(stream);  // ends the scope's own segment; the parent's resumes
+  const Scope scope = stack_.back();
   stack_.pop_back();
+  // Marks are only missing from a spoilt step, which EndStep never reads.
+  if (record_spans_ && error_.ok()) {
+    closed_.push_back(
+        {scope.family, scope.layer, scope.first_mark, static_cast<int>(marks_.size()) - 1});
+  }
 }
 
 absl::StatusOr<StepProfile> Profiler::EndStep(const Stream& stream) {
@@ -149,6 +157,7 @@ absl::StatusOr<StepProfile> Profiler::EndStep(const Stream& stream) {
     status = pool_[it->event].Synchronize();
   }
   double previous = 0;
+  std::vector<double> at_ms(marks_.size(), 0.0);  // each mark's time from the first
   for (size_t i = 1; i < marks_.size() && status.ok(); ++i) {
     const absl::StatusOr<float> t =
         Event::ElapsedMs(pool_[marks_[0].event], pool_[marks_[i].event]);
@@ -156,6 +165,7 @@ absl::StatusOr<StepProfile> Profiler::EndStep(const Stream& stream) {
       status = t.status();
       break;
     }
+    at_ms[i] = *t;
     const double segment = *t - previous;
     previous = *t;
     const Mark& m = marks_[i];
@@ -167,6 +177,9 @@ absl::StatusOr<StepProfile> Profiler::EndStep(const Stream& stream) {
     }
   }
   profile.step_ms = previous;
+  for (const ClosedScope& c : closed_) {
+    profile.spans.push_back({at_ms[c.first_mark], at_ms[c.last_mark], c.family, c.layer});
+  }
   Reset();
   if (!status.ok()) return Annotate(status, "Profiler::EndStep");
   return profile;

@@ -9,6 +9,7 @@
 //   MF_ASSIGN_OR_RETURN(StepProfile step, profiler->EndStep(stream));
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -44,6 +45,15 @@ inline constexpr int kNumOpFamilies = 12;
 // "loss", "optimizer", "communication", "other".
 absl::string_view OpFamilyName(OpFamily family);
 
+// One scope of a profiled step as an interval (traces): milliseconds from the step's first event
+// on the profiled device's clock. Scopes nest, so their intervals do.
+struct ProfileSpan {
+  double start_ms = 0;
+  double end_ms = 0;
+  int family = 0;  // an OpFamily
+  int layer = -1;  // -1 = none
+};
+
 // One step's figures, in milliseconds of the profiled device's clock.
 struct StepProfile {
   double step_ms = 0;                     // first event of the step to the last
@@ -51,6 +61,11 @@ struct StepProfile {
   std::map<std::pair<int, int>, double> family_layer_ms;  // (family, layer) -> ms; layer -1 = none
   int64_t calls[kNumOpFamilies] = {};
   double unattributed_ms = 0;  // step_ms − Σ family_ms: GPU idle (host-bound) or unscoped work
+  // Every scope in the order it closed, when the profiler records spans (set_record_spans).
+  std::vector<ProfileSpan> spans;
+  // The host's steady clock when BeginStep recorded the first event: a CPU event's own time, and
+  // on a GPU the enqueue, which the idle device runs within its launch latency.
+  std::chrono::steady_clock::time_point host_begin;
 };
 
 // Times the scopes of one step at a time. Not thread-safe: the host thread that enqueues the
@@ -81,6 +96,9 @@ class Profiler {
   // a CUDA failure as its Status.
   absl::StatusOr<StepProfile> EndStep(const Stream& stream);
   bool active() const { return active_; }  // between BeginStep and EndStep
+  // Whether EndStep lists every scope's interval (StepProfile::spans); off by default. Set between
+  // steps.
+  void set_record_spans(bool on) { record_spans_ = on; }
   // Incremented by every BeginStep: a scope opened in one step does not close one of the next.
   uint64_t step_serial() const { return step_serial_; }
   const Device& device() const { return device_; }
@@ -96,6 +114,12 @@ class Profiler {
   struct Scope {
     int family;
     int layer;
+    int first_mark;  // the mark that opened it (index in marks_)
+  };
+  struct ClosedScope {
+    int family;
+    int layer;
+    int first_mark, last_mark;
   };
   explicit Profiler(const Device& device) : device_(device) {}
   // Records the next pooled event on `stream` and a mark for the segment that ends there.
@@ -107,9 +131,11 @@ class Profiler {
   std::vector<Event> pool_;  // grows to the largest step seen; never shrinks
   std::vector<Mark> marks_;
   std::vector<Scope> stack_;
-  StepProfile pending_;  // calls and the (family, layer) keys seen so far this step
+  std::vector<ClosedScope> closed_;  // with record_spans_
+  StepProfile pending_;              // calls and the (family, layer) keys seen so far this step
   absl::Status error_;
   bool active_ = false;
+  bool record_spans_ = false;
   uint64_t step_serial_ = 0;
 };
 

@@ -3,6 +3,9 @@
 #include "parallel/timed_communicator.h"
 
 #include <algorithm>
+#include <optional>
+
+#include "core/trace.h"
 
 namespace moefold::parallel {
 namespace {
@@ -13,17 +16,32 @@ using Clock = CommTimeline::Clock;
 // bound keeps a caller that never takes from holding ever more device events).
 constexpr size_t kMaxSections = size_t{1} << 16;
 
+// An op of a traced step: its span's name and arguments, recorded when its completion is seen.
+struct TracedOp {
+  const char* op;
+  TraceArgs args;
+};
+
+void RecordSpan(const std::optional<TracedOp>& traced, Clock::time_point issued,
+                Clock::time_point completed) {
+  if (traced) Tracer::Get().Add(TraceTrack::kComm, traced->op, issued, completed, traced->args);
+}
+
 class TimedWork final : public Work {
  public:
   TimedWork(std::unique_ptr<Work> inner, std::shared_ptr<CommTimeline> timeline, std::string kind,
-            Clock::time_point issued)
+            Clock::time_point issued, std::optional<TracedOp> traced)
       : inner_(std::move(inner)),
         timeline_(std::move(timeline)),
         kind_(std::move(kind)),
-        issued_(issued) {}
+        issued_(issued),
+        traced_(std::move(traced)) {}
   // A Work dropped before its completion was observed (a failed step) was in flight until now.
   ~TimedWork() override {
-    if (!completed_) timeline_->InFlight(kind_, issued_, Clock::now());
+    if (completed_) return;
+    const Clock::time_point now = Clock::now();
+    timeline_->InFlight(kind_, issued_, now);
+    RecordSpan(traced_, issued_, now);
   }
 
   // Always forwarded, even after IsCompleted answered true: a backend may still deliver the
@@ -48,13 +66,16 @@ class TimedWork final : public Work {
   void Complete() {
     if (completed_) return;
     completed_ = true;
-    timeline_->InFlight(kind_, issued_, Clock::now());
+    const Clock::time_point now = Clock::now();
+    timeline_->InFlight(kind_, issued_, now);
+    RecordSpan(traced_, issued_, now);
   }
 
   std::unique_ptr<Work> inner_;
   std::shared_ptr<CommTimeline> timeline_;
   std::string kind_;
   Clock::time_point issued_;
+  std::optional<TracedOp> traced_;
   bool completed_ = false;
 };
 
@@ -158,68 +179,90 @@ TimedCommunicator::TimedCommunicator(std::unique_ptr<Communicator> inner,
     : inner_(std::move(inner)), timeline_(std::move(timeline)) {}
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Timed(
+    const char* op, int64_t bytes, int peer,
     const std::function<absl::StatusOr<std::unique_ptr<Work>>()>& issue) {
+  std::optional<TracedOp> traced;
+  if (Tracer::Get().enabled()) {
+    const std::vector<int>& ranks = world_ranks();
+    std::vector<int64_t> peers;
+    if (peer >= 0 && peer < static_cast<int>(ranks.size())) {
+      peers.push_back(ranks[peer]);
+    } else {
+      peers.assign(ranks.begin(), ranks.end());
+    }
+    traced = TracedOp{op, {{"group", name()}, {"bytes", bytes}, {"peers", std::move(peers)}}};
+  }
   const Clock::time_point issued = Clock::now();
   absl::StatusOr<std::unique_ptr<Work>> work = absl::InternalError("not issued");
   timeline_->Blocked(name(), [&] { work = issue(); });
   timeline_->CountOp(name());
   if (!work.ok()) {
-    timeline_->InFlight(name(), issued, Clock::now());
+    const Clock::time_point now = Clock::now();
+    timeline_->InFlight(name(), issued, now);
+    RecordSpan(traced, issued, now);
     return work.status();
   }
-  return std::unique_ptr<Work>(new TimedWork(std::move(*work), timeline_, name(), issued));
+  return std::unique_ptr<Work>(
+      new TimedWork(std::move(*work), timeline_, name(), issued, std::move(traced)));
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllReduce(
     Tensor* tensor, const AllReduceOptions& options) {
-  return Timed([&] { return inner_->AllReduce(tensor, options); });
+  return Timed("all_reduce", tensor->nbytes(), -1,
+               [&] { return inner_->AllReduce(tensor, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::ReduceScatter(
     const Tensor& input, Tensor* output, const ReduceScatterOptions& options) {
-  return Timed([&] { return inner_->ReduceScatter(input, output, options); });
+  return Timed("reduce_scatter", input.nbytes(), -1,
+               [&] { return inner_->ReduceScatter(input, output, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllGather(
     const Tensor& input, Tensor* output, const AllGatherOptions& options) {
-  return Timed([&] { return inner_->AllGather(input, output, options); });
+  return Timed("all_gather", output->nbytes(), -1,
+               [&] { return inner_->AllGather(input, output, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllGatherV(
     const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
     const AllGatherOptions& options) {
-  return Timed([&] { return inner_->AllGatherV(input, rows, output, options); });
+  return Timed("all_gather_v", output->nbytes(), -1,
+               [&] { return inner_->AllGatherV(input, rows, output, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::ReduceScatterV(
     const Tensor& input, const std::vector<int64_t>& rows, Tensor* output,
     const ReduceScatterVOptions& options) {
-  return Timed([&] { return inner_->ReduceScatterV(input, rows, output, options); });
+  return Timed("reduce_scatter_v", input.nbytes(), -1,
+               [&] { return inner_->ReduceScatterV(input, rows, output, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllToAllV(
     const Tensor& input, const std::vector<int64_t>& send_rows, Tensor* output,
     const std::vector<int64_t>& recv_rows, const AllToAllOptions& options) {
-  return Timed([&] { return inner_->AllToAllV(input, send_rows, output, recv_rows, options); });
+  return Timed("all_to_all_v", input.nbytes(), -1,
+               [&] { return inner_->AllToAllV(input, send_rows, output, recv_rows, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Broadcast(
     Tensor* tensor, const BroadcastOptions& options) {
-  return Timed([&] { return inner_->Broadcast(tensor, options); });
+  return Timed("broadcast", tensor->nbytes(), -1,
+               [&] { return inner_->Broadcast(tensor, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Send(const Tensor& tensor, int peer,
                                                               const PointToPointOptions& options) {
-  return Timed([&] { return inner_->Send(tensor, peer, options); });
+  return Timed("send", tensor.nbytes(), peer, [&] { return inner_->Send(tensor, peer, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Recv(Tensor* tensor, int peer,
                                                               const PointToPointOptions& options) {
-  return Timed([&] { return inner_->Recv(tensor, peer, options); });
+  return Timed("recv", tensor->nbytes(), peer, [&] { return inner_->Recv(tensor, peer, options); });
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Barrier(const BarrierOptions& options) {
-  return Timed([&] { return inner_->Barrier(options); });
+  return Timed("barrier", 0, -1, [&] { return inner_->Barrier(options); });
 }
 
 Communicator* Untimed(Communicator* comm) {

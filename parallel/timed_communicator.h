@@ -6,6 +6,7 @@
 // the compute stream sat idle while the host was blocked in it (nothing while the GPU still had
 // queued work). Per step and kind: `total_s`, the wall time with an op in flight or a call running
 // (a union, so overlapping ops count once), and `exposed_s`, the compute's share of it waiting.
+// In a traced step (core/trace.h) each op is also a span of the rank's comm track.
 //
 //   auto timeline = std::make_shared<CommTimeline>(DefaultStream(device));
 //   TimedCommunicator dp(std::move(mpi_dp), timeline);
@@ -114,8 +115,11 @@ class TimedCommunicator final : public Communicator {
   Communicator& inner() { return *inner_; }
 
  private:
-  // Issues the op through `issue` and wraps its Work.
+  // Issues the op through `issue` and wraps its Work. In a traced step (core/trace.h) the op also
+  // becomes a span of the comm track named `op`, {group, bytes, peers}: `bytes` of this rank's
+  // buffer, `peer` the group rank of a point-to-point op (−1: the whole group).
   absl::StatusOr<std::unique_ptr<Work>> Timed(
+      const char* op, int64_t bytes, int peer,
       const std::function<absl::StatusOr<std::unique_ptr<Work>>()>& issue);
 
   std::unique_ptr<Communicator> inner_;

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/profiler.h"
+#include "core/trace.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
 #include "ops/loss.h"
@@ -27,6 +28,16 @@ absl::Status CheckIds(const MicroBatch& batch, int64_t vocab) {
     }
   }
   return absl::OkStatus();
+}
+
+// "layer 3 forward" {layer, micro_batch, stage} on the host track of a traced step; nothing (and
+// no name built) otherwise.
+TraceSpan LayerSpan(const StepContext& ctx, const char* pass) {
+  if (!Tracer::Get().enabled()) return TraceSpan();
+  return TraceSpan(TraceTrack::kHost, absl::StrCat("layer ", ctx.layer, " ", pass),
+                   {{"layer", int64_t{ctx.layer}},
+                    {"micro_batch", int64_t{ctx.micro_batch}},
+                    {"stage", int64_t{ctx.stage}}});
 }
 
 }  // namespace
@@ -118,6 +129,7 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     StepContext lctx = ctx;
     lctx.layer = stage_.first_layer + static_cast<int>(l);
     NvtxRange range("layer forward");
+    const TraceSpan span = LayerSpan(lctx, "forward");
     Tensor attn;
     MF_RETURN_IF_ERROR(block.attention->Forward(lctx, batch, x, &bs.attention, &attn));
     // h = x + attention, and the FFN's input norm, in one pass.
@@ -328,6 +340,7 @@ absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& b
     StepContext lctx = ctx;
     lctx.layer = stage_.first_layer + static_cast<int>(l);
     NvtxRange range("layer backward");
+    const TraceSpan span = LayerSpan(lctx, "backward");
     // x_out = h + FFN(norm(h)): d_h = d_x_out + norm'ᵀ · FFN'ᵀ · d_x_out, accumulated into d_x.
     Tensor d_ffn_in;
     if (block.moe) {

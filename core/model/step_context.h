@@ -65,6 +65,9 @@ struct StepContext {
   // Op-family timing of profiled steps (core/profiler.h); null = off.
   Profiler* profiler = nullptr;
   int layer = -1;  // the decoder layer running (set by the decoder per block), for the profile
+  // The micro-batch and virtual pipeline stage running (set by the pipeline executor), for traces.
+  int micro_batch = -1;
+  int stage = 0;
   Stream& s() const { return *stream; }
   const Device& device() const { return stream->device(); }
   // Uninitialised tensors on the compute device: in the activation dtype, and f32 / i32 ones.

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/stream.h"
+#include "core/trace.h"
 
 namespace moefold::train {
 
@@ -108,7 +109,17 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
     const model::MicroBatch& batch = batches[a.micro];
     model::StepContext ctx = base;
     ctx.grads_ready = nullptr;
-    if (a.type == Type::kForward) {
+    ctx.micro_batch = a.micro;
+    ctx.stage = s;
+    // The action on the host track of a traced step: its wait for input, its layers, its send.
+    const bool forward = a.type == Type::kForward;
+    const TraceSpan span =
+        Tracer::Get().enabled()
+            ? TraceSpan(TraceTrack::kHost,
+                        absl::StrCat(forward ? "forward" : "backward", " micro-batch ", a.micro),
+                        {{"micro_batch", int64_t{a.micro}}, {"stage", int64_t{s}}})
+            : TraceSpan();
+    if (forward) {
       Tensor input, output;
       if (!chunk.stage().embedding) {
         MF_ASSIGN_OR_RETURN(input, receive(s - 1, s, a.micro, false));

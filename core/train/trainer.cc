@@ -20,6 +20,7 @@
 #include "core/data/indexed_dataset.h"
 #include "core/data/prep_data.h"
 #include "core/hf/import.h"
+#include "core/trace.h"
 #include "core/train/metrics.h"
 #include "core/train/model_from_config.h"
 #include "core/train/pipeline_executor.h"
@@ -96,7 +97,12 @@ absl::Status Trainer::State::MakePipeline() {
 }
 
 Trainer::Trainer(std::unique_ptr<State> state) : state_(std::move(state)) {}
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  // A run that stopped before its last traced step (or failed in one) still leaves its trace.
+  if (absl::Status s = Tracer::Get().Flush(); !s.ok()) {
+    std::fprintf(stderr, "warning: %s\n", std::string(s.message()).c_str());
+  }
+}
 ParameterSet& Trainer::params() { return state_->params; }
 model::Decoder& Trainer::model() { return *state_->chunks.front(); }
 
@@ -247,6 +253,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
       MF_ASSIGN_OR_RETURN(state->tensorboard, TensorBoardWriter::Open(options.run_dir));
     }
   }
+  // Every rank traces logging.trace_steps into RUN_DIR/trace/rank-NNNNN.json.
+  MF_ASSIGN_OR_RETURN(const std::optional<config::StepRange> traced,
+                      config::ParseTraceSteps(config.logging().trace_steps()));
+  if (traced) {
+    Tracer::Get().Configure(
+        absl::StrFormat("%s/trace/rank-%05d.json", options.run_dir, groups.world_rank),
+        groups.world_rank, options.groups != nullptr ? options.groups->world().size() : 1,
+        traced->first, traced->last);
+  } else {
+    Tracer::Get().Disable();
+  }
   return std::unique_ptr<Trainer>(new Trainer(std::move(state)));
 }
 
@@ -281,6 +298,10 @@ struct Trainer::StepWork {
   int64_t samples = 0;  // sequences whose loss this rank's head computed
   double z = 0;  // the reweighting normaliser Z of the step (docs/FORMULAS.md §6.4)
   float grad_scale = 1;  // 1/Z × the clip factor, applied by the optimizer
+  bool traced = false;   // a step of logging.trace_steps (core/trace.h)
+  // Profiled for the config or SetProfiling, so StepResult::profile reports it (a traced step is
+  // profiled for its gpu spans alone otherwise).
+  bool profile_reported = false;
 };
 
 absl::Status Trainer::SetMicroBatchSize(int64_t micro_batch) {
@@ -314,6 +335,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   MF_RETURN_IF_ERROR(Update(&w));
   MF_RETURN_IF_ERROR(RecordExpertLoad(&w));
   MF_RETURN_IF_ERROR(EndStep(&w));
+  MF_RETURN_IF_ERROR(EndTrace(&w));
   return w.result;
 }
 
@@ -321,21 +343,26 @@ void Trainer::SetProfiling(bool on) { state_->profile_all = on; }
 
 absl::Status Trainer::BeginStep(int64_t step, StepWork* w) {
   State& st = *state_;
+  w->traced = Tracer::Get().BeginStep(step);
   w->start = std::chrono::steady_clock::now();
   w->result.step = step;
   w->result.lr = optim::LearningRate(st.schedule, step);
   const auto& listed = st.config.logging().profile_steps();
-  st.profiling = st.profile_all || std::find(listed.begin(), listed.end(), step) != listed.end();
+  w->profile_reported =
+      st.profile_all || std::find(listed.begin(), listed.end(), step) != listed.end();
+  st.profiling = w->profile_reported || w->traced;
   if (st.profiling) {
     if (st.profiler == nullptr) {
       MF_ASSIGN_OR_RETURN(st.profiler, Profiler::Create(st.device));
     }
+    st.profiler->set_record_spans(w->traced);
     MF_RETURN_IF_ERROR(st.profiler->BeginStep(*st.stream));
   }
   // Communication timing starts with the step (what set-up or an earlier caller did is dropped).
   if (st.options.groups != nullptr) {
     MF_RETURN_IF_ERROR(st.options.groups->TakeCommTimes().status());
   }
+  const TraceSpan span(TraceTrack::kHost, "zero gradients");
   ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
   st.params.ZeroGrads(*st.stream);
   st.sync->BeginStep(step);
@@ -348,6 +375,7 @@ absl::Status Trainer::BeginStep(int64_t step, StepWork* w) {
 
 absl::Status Trainer::GatherBatch(StepWork* w) {
   State& st = *state_;
+  const TraceSpan span(TraceTrack::kHost, "data loading");
   const RankGroups& g = st.groups;
   const int64_t global_batch = st.config.train().global_batch_size(), micro = st.micro_batch;
   const int64_t seq = st.config.train().seq_len();
@@ -457,6 +485,7 @@ absl::Status Trainer::RunSchedule(StepWork* w) {
 absl::Status Trainer::FinishGradients() {
   State& st = *state_;
   NvtxRange range("gradient reductions");
+  const TraceSpan span(TraceTrack::kHost, "gradient reductions");
   ProfileScope timed(st.profiler_if_profiling(), OpFamily::kCommunication, *st.stream);
   if (st.tied_index >= 0) {
     Tensor& grad = st.params.params()[st.tied_index]->grad;
@@ -473,6 +502,7 @@ absl::Status Trainer::ReduceStatistics(StepWork* w) {
   const int64_t global_batch = st.config.train().global_batch_size();
   const int64_t seq = st.config.train().seq_len();
   const bool microbatch_population = st.microbatch_population();
+  const TraceSpan span(TraceTrack::kHost, "loss statistics");
   // The step's one read of the forward passes' device sums (a wait: the backward is done).
   const std::vector<float> device = w->device_sums.ToVector();
   w->aux_sum = device[model::kAuxLossSum];
@@ -535,6 +565,7 @@ absl::Status Trainer::ClipGradients(StepWork* w) {
   // Σ g² of the summed (not yet normalised) gradients: one reduction on the device, one copy.
   double sum_squares = 0;
   {
+    const TraceSpan span(TraceTrack::kHost, "gradient norm");
     ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
     MF_ASSIGN_OR_RETURN(sum_squares, st.sync->GlobalSumOfSquares());
   }
@@ -570,6 +601,7 @@ absl::Status Trainer::Update(StepWork* w) {
   StepResult& r = w->result;
   if (r.skipped) return absl::OkStatus();
   NvtxRange range("optimizer");
+  const TraceSpan span(TraceTrack::kHost, "optimizer update");
   ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
   // The factor travels to the device as a scalar the optimizer kernels read (an upload, no wait).
   const Tensor scale = st.Upload(Tensor::FromVector({w->grad_scale}, {1}));
@@ -589,6 +621,7 @@ absl::Status Trainer::RecordExpertLoad(StepWork* w) {
   State& st = *state_;
   const RankGroups& g = st.groups;
   StepResult& r = w->result;
+  const TraceSpan span(TraceTrack::kHost, "expert load");
   // Expert counts of every MoE layer of the model: each rank fills its stage's layers, and the
   // counts add (exactly, i64) over the ranks that routed other tokens (TP×CP×DP) and over stages.
   const int64_t e = st.spec.moe.num_experts, width = e + 2;  // loads, dropped, dispatcher bytes
@@ -655,6 +688,17 @@ absl::Status Trainer::EndStep(StepWork* w) {
     st.profiling = false;
   }
   return absl::OkStatus();
+}
+
+absl::Status Trainer::EndTrace(StepWork* w) {
+  if (!w->traced) return absl::OkStatus();
+  std::optional<StepProfile>& profile = w->result.profile;
+  if (profile) {
+    Tracer::Get().AddProfile(*profile);
+    profile->spans.clear();
+    if (!w->profile_reported) profile.reset();
+  }
+  return Tracer::Get().EndStep();
 }
 
 absl::StatusOr<TrainSummary> Trainer::Run() {

@@ -175,6 +175,7 @@ class Trainer {
   absl::Status RecordExpertLoad(StepWork* w);  // expert counts, drops, bytes; the expert bias
   absl::Status EndStep(StepWork* w);           // waits for the device; times, memory, profile
   absl::Status GatherRankFigures(StepResult* r);  // every rank's step time and memory peak
+  absl::Status EndTrace(StepWork* w);  // a traced step's gpu spans and end (core/trace.h)
   std::unique_ptr<State> state_;
 };
 

@@ -81,6 +81,20 @@ TEST(ValidateTest, DerivedSizes) {
   EXPECT_EQ(DerivedDp(c, 16), 3);  // explicit, even when it does not fit (Validate says so)
 }
 
+TEST(ValidateTest, ParseTraceSteps) {
+  EXPECT_FALSE(ParseTraceSteps("")->has_value());
+  const std::optional<StepRange> range = *ParseTraceSteps("3-7");
+  ASSERT_TRUE(range.has_value());
+  EXPECT_EQ(range->first, 3);
+  EXPECT_EQ(range->last, 7);
+  EXPECT_EQ(ParseTraceSteps("5-5").value()->last, 5);
+  for (const char* bad : {"5", "5-", "-5", "a-b", "1-2-3", "2 - 3", "+1-2", "3-2"}) {
+    EXPECT_EQ(ParseTraceSteps(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_OK(Validate(
+      MoeConfig({"train.steps=10", "optimizer.warmup_steps=1", "logging.trace_steps=8-20"}), 1));
+}
+
 struct RuleCase {
   std::vector<std::string> overrides;
   int world;
@@ -107,6 +121,15 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{{"train.steps=10", "optimizer.warmup_steps=1", "logging.profile_steps=2,10"},
                  1,
                  "logging.profile_steps: step 10 is not in [0, train.steps 10)"},
+        RuleCase{{"logging.trace_steps=3"},
+                 1,
+                 "logging.trace_steps = \"3\" is not START-END (0-based steps, inclusive"},
+        RuleCase{{"logging.trace_steps=1-x"}, 1, "logging.trace_steps = \"1-x\" is not START-END"},
+        RuleCase{{"logging.trace_steps=-1-2"}, 1, "logging.trace_steps = \"-1-2\" is not"},
+        RuleCase{{"logging.trace_steps=4-2"}, 1, "logging.trace_steps = \"4-2\": START 4 > END 2"},
+        RuleCase{{"train.steps=10", "optimizer.warmup_steps=1", "logging.trace_steps=10-12"},
+                 1,
+                 "logging.trace_steps: the first traced step 10 is not in [0, train.steps 10)"},
         RuleCase{{"train.micro_batch_size=0"}, 1, "train.micro_batch_size = 0 must be > 0"},
         RuleCase{{"model.num_heads=6", "model.num_kv_heads=4", "model.hidden_size=384"},
                  1,

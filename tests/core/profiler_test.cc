@@ -92,6 +92,51 @@ TEST_P(ProfilerTest, NestedScopesGiveExclusiveTimes) {
   }
 }
 
+// With set_record_spans every scope's interval comes back, nested like the scopes, in the order
+// they closed; the host clock at BeginStep anchors them.
+TEST_P(ProfilerTest, RecordsNestedSpansWhenAsked) {
+  const auto before = std::chrono::steady_clock::now();
+  profiler_->set_record_spans(true);
+  ASSERT_OK(profiler_->BeginStep(stream()));
+  Work(1);
+  {
+    ProfileScope attention(profiler_.get(), OpFamily::kAttention, stream(), /*layer=*/2);
+    Work(2);
+    {
+      ProfileScope gemm(profiler_.get(), OpFamily::kGemm, stream(), /*layer=*/2);
+      Work(5);
+    }
+    Work(1);
+  }
+  {
+    ProfileScope optimizer(profiler_.get(), OpFamily::kOptimizer, stream());
+    Work(1);
+  }
+  const StepProfile p = End();
+  EXPECT_GE(p.host_begin, before);
+  EXPECT_LE(p.host_begin, std::chrono::steady_clock::now());
+  ASSERT_EQ(p.spans.size(), 3u);
+  const ProfileSpan& gemm = p.spans[0];
+  const ProfileSpan& attention = p.spans[1];
+  const ProfileSpan& optimizer = p.spans[2];
+  EXPECT_EQ(gemm.family, Index(OpFamily::kGemm));
+  EXPECT_EQ(gemm.layer, 2);
+  EXPECT_EQ(attention.family, Index(OpFamily::kAttention));
+  EXPECT_EQ(optimizer.family, Index(OpFamily::kOptimizer));
+  EXPECT_EQ(optimizer.layer, -1);
+  EXPECT_GE(attention.start_ms, 0.5);  // after the unscoped 1 ms
+  EXPECT_LE(attention.start_ms, gemm.start_ms);
+  EXPECT_LE(gemm.end_ms, attention.end_ms);
+  EXPECT_GE(gemm.end_ms - gemm.start_ms, 4.5);
+  EXPECT_LE(attention.end_ms, optimizer.start_ms);
+  EXPECT_LE(optimizer.end_ms, p.step_ms);
+  // The next step without spans lists none.
+  profiler_->set_record_spans(false);
+  ASSERT_OK(profiler_->BeginStep(stream()));
+  { ProfileScope gemm(profiler_.get(), OpFamily::kGemm, stream()); }
+  EXPECT_TRUE(End().spans.empty());
+}
+
 TEST_P(ProfilerTest, CountsCallsAndKeepsLayersApart) {
   ASSERT_OK(profiler_->BeginStep(stream()));
   {
