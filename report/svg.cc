@@ -111,14 +111,13 @@ std::vector<double> NiceTicks(double low, double high, int count) {
   Widen(&low, &high);
   const double raw = (high - low) / std::max(count - 1, 1);
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = magnitude;
-  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0}) {
-    step = m * magnitude;
-    if (step >= raw) break;
-  }
+  // The round step nearest the raw one (so the count is about right either way).
+  const double ratio = raw / magnitude;
+  const double step = magnitude * (ratio < 1.5 ? 1 : ratio < 3 ? 2 : ratio < 7 ? 5 : 10);
   std::vector<double> ticks;
-  for (double v = std::ceil(low / step - 1e-9) * step; v <= high + step * 1e-9; v += step) {
-    ticks.push_back(std::abs(v) < step * 1e-9 ? 0.0 : v);
+  // Multiples of the step by integer count: no drift from adding the step again and again.
+  for (double k = std::ceil(low / step - 1e-9); k * step <= high + step * 1e-9; k += 1) {
+    ticks.push_back(k * step);
   }
   return ticks;
 }

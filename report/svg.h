@@ -64,7 +64,7 @@ std::string RenderLineChart(const LineChart& chart);
 std::string RenderBarChart(const BarChart& chart);
 std::string RenderHeatmap(const Heatmap& heatmap);
 
-// About `count` evenly spaced round values (1, 2, 2.5 or 5 × 10^k) covering [low, high].
+// About `count` evenly spaced round values (multiples of 1, 2 or 5 × 10^k) within [low, high].
 std::vector<double> NiceTicks(double low, double high, int count);
 // A short tick label: "0.25", "1.5k", "2M", "3e-05".
 std::string FormatTick(double value);
