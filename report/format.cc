@@ -52,9 +52,13 @@ std::string HtmlTable(const std::vector<std::string>& header,
     return absl::StrCat("<", tag, right ? " class=\"num\"" : "", ">", EscapeXml(text), "</", tag,
                         ">");
   };
-  std::string out = "<table><thead><tr>";
-  for (size_t k = 0; k < header.size(); ++k) out += cell("th", k, header[k]);
-  out += "</tr></thead><tbody>";
+  std::string out = "<table>";
+  if (!header.empty()) {
+    out += "<thead><tr>";
+    for (size_t k = 0; k < header.size(); ++k) out += cell("th", k, header[k]);
+    out += "</tr></thead>";
+  }
+  out += "<tbody>";
   for (const auto& row : rows) {
     out += "<tr>";
     for (size_t k = 0; k < row.size(); ++k) out += cell("td", k, row[k]);

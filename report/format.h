@@ -14,7 +14,8 @@ std::string FormatPercent(double fraction, int decimals = 1);  // 0.123 -> "12.3
 std::string FormatLoss(double loss);        // "2.3456" (4 decimals)
 std::string FormatNumber(double value);     // "%.4g", "—" when not recorded
 
-// An HTML table with a header row; cells are text (escaped here). `numeric` columns align right.
+// An HTML table with a header row (none when `header` is empty); cells are text (escaped here).
+// `numeric` columns align right.
 std::string HtmlTable(const std::vector<std::string>& header,
                       const std::vector<std::vector<std::string>>& rows,
                       const std::vector<bool>& numeric = {});

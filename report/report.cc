@@ -29,7 +29,7 @@ nav a { margin-right: 10px; color: #2a5d9f; text-decoration: none; }
 .headline dd { margin: 0 0 2px; }
 .headline dl.cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0; }
 .cards div { background: #fff; border: 1px solid #d8dee6; border-radius: 5px; padding: 6px 12px;
-             min-width: 150px; }
+             flex: 1 1 0; min-width: 140px; }
 .cards dt { font-size: 12px; text-transform: uppercase; letter-spacing: 0.04em; }
 .cards .big { font-size: 24px; font-weight: bold; }
 .cards small { color: #666; }

@@ -14,13 +14,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-double Number(const nlohmann::json& object, const char* key) {
+double Number(const Json& object, const char* key) {
   const auto it = object.find(key);
   if (it == object.end() || !it->is_number()) return kNotRecorded;
   return it->get<double>();
 }
 
-std::map<std::string, double> NumberMap(const nlohmann::json& object, const char* key) {
+std::map<std::string, double> NumberMap(const Json& object, const char* key) {
   std::map<std::string, double> values;
   const auto it = object.find(key);
   if (it == object.end() || !it->is_object()) return values;
@@ -30,14 +30,14 @@ std::map<std::string, double> NumberMap(const nlohmann::json& object, const char
   return values;
 }
 
-std::vector<double> NumberList(const nlohmann::json& value) {
+std::vector<double> NumberList(const Json& value) {
   std::vector<double> values;
   if (!value.is_array()) return values;
   for (const auto& v : value) values.push_back(v.is_number() ? v.get<double>() : kNotRecorded);
   return values;
 }
 
-std::vector<double> NumberList(const nlohmann::json& object, const char* key) {
+std::vector<double> NumberList(const Json& object, const char* key) {
   const auto it = object.find(key);
   return it == object.end() ? std::vector<double>() : NumberList(*it);
 }
@@ -53,8 +53,8 @@ bool ReadText(const fs::path& path, std::string* text) {
 }
 
 // Each line of a JSON-lines file that parses as an object; the rest become notes.
-std::vector<nlohmann::json> ReadJsonLines(const fs::path& path, std::vector<std::string>* notes) {
-  std::vector<nlohmann::json> objects;
+std::vector<Json> ReadJsonLines(const fs::path& path, std::vector<std::string>* notes) {
+  std::vector<Json> objects;
   std::ifstream in(path);
   if (!in) return objects;
   int bad = 0;
@@ -62,7 +62,7 @@ std::vector<nlohmann::json> ReadJsonLines(const fs::path& path, std::vector<std:
   for (std::string line; std::getline(in, line);) {
     ++number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json object = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    Json object = Json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (object.is_object()) {
       objects.push_back(std::move(object));
     } else if (bad++ == 0) {
@@ -77,10 +77,10 @@ std::vector<nlohmann::json> ReadJsonLines(const fs::path& path, std::vector<std:
   return objects;
 }
 
-nlohmann::json ReadJsonFile(const fs::path& path, std::vector<std::string>* notes) {
+Json ReadJsonFile(const fs::path& path, std::vector<std::string>* notes) {
   std::string text;
   if (!ReadText(path, &text)) return nullptr;
-  nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Json value = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) {
     notes->push_back(absl::StrCat(path.filename().string(), " is not valid JSON (ignored)"));
     return nullptr;
@@ -88,7 +88,7 @@ nlohmann::json ReadJsonFile(const fs::path& path, std::vector<std::string>* note
   return value;
 }
 
-ProfileRecord ProfileRecordFromJson(const nlohmann::json& line) {
+ProfileRecord ProfileRecordFromJson(const Json& line) {
   ProfileRecord p;
   p.step = line.value("step", int64_t{0});
   p.step_ms = Number(line, "step_ms");
@@ -110,7 +110,7 @@ ProfileRecord ProfileRecordFromJson(const nlohmann::json& line) {
 
 }  // namespace
 
-StepRecord StepRecordFromJson(const nlohmann::json& line) {
+StepRecord StepRecordFromJson(const Json& line) {
   StepRecord s;
   s.step = line.value("step", int64_t{0});
   s.loss = Number(line, "loss");

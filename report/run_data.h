@@ -18,6 +18,9 @@
 
 namespace moefold::report {
 
+// JSON read in file order, so tables list keys as the run wrote them.
+using Json = nlohmann::ordered_json;
+
 inline constexpr double kNotRecorded = std::numeric_limits<double>::quiet_NaN();
 
 // One line of metrics.jsonl. Figures the line lacks (or writes as null) are kNotRecorded / empty.
@@ -56,9 +59,9 @@ struct RunData {
   std::string run_dir;
   std::vector<StepRecord> steps;  // by step; a step logged twice (a resumed run) keeps its last line
   std::vector<ProfileRecord> profiles;
-  nlohmann::json run_info;  // run.json (null when missing)
-  nlohmann::json plan;      // plan.json
-  nlohmann::json summary;   // summary.json
+  Json run_info;  // run.json (null when missing)
+  Json plan;      // plan.json
+  Json summary;   // summary.json
   std::string config_yaml;  // config.yaml verbatim ("" when missing)
   std::vector<std::string> trace_files;  // trace/rank-*.json, sorted by rank
   std::vector<std::string> notes;        // what could not be read, for the report's footer
@@ -68,6 +71,6 @@ struct RunData {
 absl::StatusOr<RunData> ReadRunDir(const std::string& run_dir);
 
 // The step record of one parsed metrics line (exposed for tests and other readers).
-StepRecord StepRecordFromJson(const nlohmann::json& line);
+StepRecord StepRecordFromJson(const Json& line);
 
 }  // namespace moefold::report

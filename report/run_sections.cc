@@ -17,21 +17,22 @@ namespace moefold::report {
 namespace {
 
 // A JSON value as table text: strings as they are, numbers and the rest as JSON.
-std::string Text(const nlohmann::json& v) {
+std::string Text(const Json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return "—";
+  if (v.is_number_float()) return absl::StrFormat("%.6g", v.get<double>());
   return v.dump();
 }
 
 // The plan's memory estimate of `rank` (null when absent).
-nlohmann::json PlanMemory(const RunData& run, size_t rank) {
+Json PlanMemory(const RunData& run, size_t rank) {
   if (!run.plan.is_object() || !run.plan.contains("memory")) return nullptr;
-  const nlohmann::json& memory = run.plan["memory"];
-  return memory.is_array() && rank < memory.size() ? memory[rank] : nlohmann::json();
+  const Json& memory = run.plan["memory"];
+  return memory.is_array() && rank < memory.size() ? memory[rank] : Json();
 }
 
 // "[0 1] [2 3] ..." for a kind's rank lists, the first 16 groups.
-std::string Groups(const nlohmann::json& lists) {
+std::string Groups(const Json& lists) {
   std::vector<std::string> groups;
   for (const auto& group : lists) {
     if (groups.size() == 16) {
@@ -99,7 +100,7 @@ std::string MemorySection(const RunData& run) {
   std::vector<std::vector<std::string>> rows;
   for (size_t r = 0; r < ranks; ++r) {
     const double peak = r < peaks.size() ? peaks[r] : kNotRecorded;
-    const nlohmann::json plan = PlanMemory(run, r);
+    const Json plan = PlanMemory(run, r);
     const double estimate = plan.is_object() && plan.contains("total_bytes") &&
                                     plan["total_bytes"].is_number()
                                 ? plan["total_bytes"].get<double>()
@@ -238,12 +239,12 @@ std::string LayoutSection(const RunData& run) {
   if (!run.plan.is_object() || !run.plan.contains("mapping")) {
     return Section("layout", "Layout", NotRecorded("plan.json: not recorded"));
   }
-  const nlohmann::json& mapping = run.plan["mapping"];
+  const Json& mapping = run.plan["mapping"];
   std::string body;
   std::vector<std::string> header = {"world", "order"};
-  std::vector<std::string> row = {Text(mapping.value("world", nlohmann::json())),
-                                  Text(mapping.value("order", nlohmann::json()))};
-  const nlohmann::json sizes = mapping.value("sizes", nlohmann::json::object());
+  std::vector<std::string> row = {Text(mapping.value("world", Json())),
+                                  Text(mapping.value("order", Json()))};
+  const Json sizes = mapping.value("sizes", Json::object());
   for (const auto& [name, size] : sizes.items()) {
     header.push_back(name);
     row.push_back(Text(size));
@@ -259,15 +260,15 @@ std::string LayoutSection(const RunData& run) {
   if (run.plan.contains("memory") && run.plan["memory"].is_array()) {
     std::vector<std::vector<std::string>> rows;
     for (size_t r = 0; r < run.plan["memory"].size(); ++r) {
-      const nlohmann::json& m = run.plan["memory"][r];
+      const Json& m = run.plan["memory"][r];
       auto bytes = [&](const char* key) {
         return m.contains(key) && m[key].is_number() ? FormatBytes(m[key].get<double>()) : "—";
       };
-      rows.push_back({absl::StrCat(r), Text(m.value("stage", nlohmann::json())),
+      rows.push_back({absl::StrCat(r), Text(m.value("stage", Json())),
                       FormatCount(m.value("parameters", 0.0)), bytes("parameter_bytes"),
                       bytes("gradient_bytes"), bytes("optimizer_bytes"), bytes("activation_bytes"),
                       bytes("total_bytes"), FormatPercent(m.value("bubble_fraction", 0.0)),
-                      Text(m.value("schedule", nlohmann::json()))});
+                      Text(m.value("schedule", Json()))});
     }
     body += "<h3>Memory estimate per rank</h3>";
     body += HtmlTable({"rank", "stage", "parameters", "weights", "gradients", "optimizer",
@@ -282,7 +283,7 @@ std::string EnvironmentSection(const RunData& run) {
   if (!run.run_info.is_object()) {
     body += NotRecorded("run.json: not recorded");
   } else {
-    const nlohmann::json& info = run.run_info;
+    const Json& info = run.run_info;
     std::vector<std::vector<std::string>> rows;
     if (info.contains("command") && info["command"].is_array()) {
       std::vector<std::string> argv;
@@ -300,19 +301,19 @@ std::string EnvironmentSection(const RunData& run) {
                                                                      : kNotRecorded)});
       }
     }
-    const nlohmann::json env = info.value("environment", nlohmann::json::object());
+    const Json env = info.value("environment", Json::object());
     for (const auto& [key, value] : env.items()) {
       if (key != "devices") rows.push_back({key, Text(value)});
     }
-    body += HtmlTable({"", ""}, rows);
+    body += HtmlTable({}, rows);
     if (env.contains("devices") && env["devices"].is_array() && !env["devices"].empty()) {
       std::vector<std::vector<std::string>> devices;
       for (size_t i = 0; i < env["devices"].size(); ++i) {
-        const nlohmann::json& d = env["devices"][i];
-        const nlohmann::json memory = d.value("memory_bytes", nlohmann::json());
-        devices.push_back({absl::StrCat(i), Text(d.value("name", nlohmann::json())),
+        const Json& d = env["devices"][i];
+        const Json memory = d.value("memory_bytes", Json());
+        devices.push_back({absl::StrCat(i), Text(d.value("name", Json())),
                            memory.is_number() ? FormatBytes(memory.get<double>()) : "—",
-                           Text(d.value("driver", nlohmann::json()))});
+                           Text(d.value("driver", Json()))});
       }
       body += "<h3>Devices</h3>" +
               HtmlTable({"#", "name", "memory", "driver"}, devices, {true, false, true, false});
@@ -323,7 +324,7 @@ std::string EnvironmentSection(const RunData& run) {
     for (const auto& [key, value] : run.summary.items()) {
       if (!value.is_structured()) rows.push_back({key, Text(value)});
     }
-    body += "<h3>Summary (summary.json)</h3>" + HtmlTable({"", ""}, rows);
+    body += "<h3>Summary (summary.json)</h3>" + HtmlTable({}, rows);
   }
   return Section("environment", "Environment", body);
 }

@@ -117,7 +117,7 @@ std::vector<double> NiceTicks(double low, double high, int count) {
   std::vector<double> ticks;
   // Multiples of the step by integer count: no drift from adding the step again and again.
   for (double k = std::ceil(low / step - 1e-9); k * step <= high + step * 1e-9; k += 1) {
-    ticks.push_back(k * step);
+    ticks.push_back(k * step + 0.0);  // + 0.0: -0 becomes 0 (no "-0" label)
   }
   return ticks;
 }
@@ -200,7 +200,9 @@ std::string RenderLineChart(const LineChart& c) {
     if (!Finite(value) || (c.log_y && value <= 0)) continue;
     out += Line(kLeft, y(value), c.width - kRight, y(value),
                 "stroke=\"#555\" stroke-dasharray=\"6,4\"");
-    out += Text(c.width - kRight - 4, y(value) - 4, label, "text-anchor=\"end\" fill=\"#333\"");
+    // Above the line, or below it when the line runs along the top of the plot.
+    const double label_y = y(value) - kTop < 14 ? y(value) + 13 : y(value) - 4;
+    out += Text(c.width - kRight - 4, label_y, label, "text-anchor=\"end\" fill=\"#333\"");
   }
   for (const Series& s : c.series) {
     std::string path;

@@ -48,14 +48,21 @@ std::vector<double> SkippedSteps(const RunData& run) {
   return x;
 }
 
-// A chart over steps of the given fields (those the run recorded), skipped steps marked.
+// A chart over steps of the given fields (those the run recorded). Skipped steps are marked and
+// left out of the curves: their loss or norm is the outlier that made them skipped, and would
+// squash every other step into a flat line.
 std::string StepChart(const RunData& run, const std::string& title, const std::string& y_label,
                       const std::vector<std::tuple<std::string, double StepRecord::*, std::string>>&
                           fields) {
   LineChart chart{.title = title, .x_label = "step", .y_label = y_label};
   for (const auto& [name, field, color] : fields) {
-    std::vector<double> y = Field(run, field);
-    if (AnyFinite(y)) chart.series.push_back({name, Steps(run), std::move(y), color});
+    std::vector<double> x, y;
+    for (const StepRecord& s : run.steps) {
+      if (s.skipped) continue;
+      x.push_back(static_cast<double>(s.step));
+      y.push_back(s.*field);
+    }
+    if (AnyFinite(y)) chart.series.push_back({name, std::move(x), std::move(y), color});
   }
   if (chart.series.empty()) return NotRecorded(title + ": not recorded");
   chart.markers = SkippedSteps(run);
@@ -69,13 +76,13 @@ std::string Dd(const std::string& id, const std::string& value, const std::strin
                       "</dd>");
 }
 
-std::string JsonText(const nlohmann::json& object, const char* key) {
+std::string JsonText(const Json& object, const char* key) {
   if (!object.is_object() || !object.contains(key)) return "";
-  const nlohmann::json& v = object[key];
+  const Json& v = object[key];
   return v.is_string() ? v.get<std::string>() : v.is_null() ? "" : v.dump();
 }
 
-double JsonNumber(const nlohmann::json& object, const char* key) {
+double JsonNumber(const Json& object, const char* key) {
   if (!object.is_object() || !object.contains(key) || !object[key].is_number()) {
     return kNotRecorded;
   }
@@ -116,8 +123,8 @@ std::string ModelDescription(const RunData& run) {
   if (!experts.empty() && experts != "0") {
     parts.push_back(absl::StrCat(experts, " experts, top-", top_k.empty() ? "?" : top_k));
   }
-  const nlohmann::json params =
-      run.run_info.is_object() ? run.run_info.value("params", nlohmann::json()) : nlohmann::json();
+  const Json params =
+      run.run_info.is_object() ? run.run_info.value("params", Json()) : Json();
   const double total = JsonNumber(params, "total"), active = JsonNumber(params, "active");
   if (std::isfinite(total)) {
     parts.push_back(absl::StrCat(FormatCount(total), " parameters",
@@ -132,7 +139,7 @@ std::string Layout(const RunData& run) {
   const std::string layout = JsonText(run.run_info, "layout");
   if (!layout.empty()) return layout;
   if (run.plan.is_object() && run.plan.contains("mapping")) {
-    const nlohmann::json& sizes = run.plan["mapping"].value("sizes", nlohmann::json::object());
+    const Json& sizes = run.plan["mapping"].value("sizes", Json::object());
     std::vector<std::string> parts;
     for (const auto& [name, size] : sizes.items()) parts.push_back(name + " " + size.dump());
     return absl::StrJoin(parts, " × ");
@@ -170,12 +177,10 @@ std::string HeadlineSection(const RunData& run, const std::string& trace_link) {
                   "</div>");
   const double mfu = MedianOf(run.steps, &StepRecord::mfu);
   const double peak = PeakTflops(run);
-  const std::string peak_source = JsonText(run.run_info, "peak_source");
   absl::StrAppend(
       &body, "<div><dt>MFU</dt>",
       Dd("mfu", FormatPercent(mfu, 2),
-         std::isfinite(peak) ? absl::StrCat("median; peak ", FormatNumber(peak), " TFLOP/s",
-                                            peak_source.empty() ? "" : " (" + peak_source + ")")
+         std::isfinite(peak) ? absl::StrCat("median, of ", FormatNumber(peak), " TFLOP/s")
                              : "not recorded by this run"),
       "</div>");
   std::string how;
@@ -213,7 +218,7 @@ std::string LossSection(const RunData& run) {
               ? "<p>No step was skipped.</p>"
               : absl::StrCat("<p>", skipped.size(),
                              " skipped step(s) (non-finite or spiking loss or gradient norm), "
-                             "marked in red.</p>");
+                             "marked in red and left out of the curves.</p>");
   return Section("loss", "Loss and gradient norm", body);
 }
 
@@ -257,9 +262,11 @@ std::string ThroughputSection(const RunData& run) {
   }
   body += "</div>";
   if (std::isfinite(peak)) {
+    const std::string source = JsonText(run.run_info, "peak_source");
     absl::StrAppend(&body, "<p>MFU counts model FLOPs only (active experts, causal attention once, "
                            "no recomputation) against a peak of ",
-                    FormatNumber(peak), " TFLOP/s per device.</p>");
+                    FormatNumber(peak), " TFLOP/s per device",
+                    EscapeXml(source.empty() ? "" : " (" + source + ")"), ".</p>");
   }
   return Section("throughput", "MFU and throughput", body);
 }

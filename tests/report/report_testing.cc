@@ -138,7 +138,7 @@ std::vector<nlohmann::json> WriteSampleRun(const std::string& dir, const SampleO
                          {"commit", "d9d7783"}}},
                        {"peak_tflops", 989.0},
                        {"peak_source", "table: NVIDIA H100 80GB HBM3"},
-                       {"model_flops_per_token", 6.5e6},
+                       {"model_flops_per_token", 2.5e10},
                        {"params", {{"total", 2.82e6}, {"active", 1.05e6}}}}
             .dump(2));
   nlohmann::json memory = nlohmann::json::array();
