@@ -193,6 +193,12 @@ std::string HeadlineSection(const RunData& run, const std::string& trace_link) {
                   "</div></dl>");
   absl::StrAppend(&body, "<p id=\"where-time-goes\">",
                   EscapeXml(DescribeBreakdown(MeanBreakdown(run.steps))), "</p>");
+  const std::vector<Sink> sinks = TopSinks(run, 1);
+  if (!sinks.empty()) {
+    absl::StrAppend(&body, "<p id=\"top-sink\">Largest sink of MFU: <b>",
+                    EscapeXml(sinks[0].name), "</b>, ", FormatPercent(sinks[0].share),
+                    " of the step (<a href=\"#ops\">more</a>).</p>");
+  }
   if (!trace_link.empty()) {
     absl::StrAppend(&body, "<p>Trace of the traced steps, a track per rank: <a href=\"",
                     EscapeXml(trace_link), "\">", EscapeXml(trace_link),

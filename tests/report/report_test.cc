@@ -88,6 +88,7 @@ TEST(ReportTest, HeadlineNumbersAreThoseOfTheMetrics) {
   EXPECT_EQ(TextById(page, "steps"), "30");
   EXPECT_EQ(TextById(page, "slowest-rank"), "rank 2");
   EXPECT_NE(TextById(page, "where-time-goes").find("A step takes"), std::string::npos);
+  EXPECT_NE(TextById(page, "top-sink").find("Largest sink of MFU"), std::string::npos);
   EXPECT_NE(TextById(page, "layout").find("(4 ranks)"), std::string::npos);
 }
 
