@@ -137,9 +137,17 @@ std::string ExpertsSection(const RunData& run) {
       "<p>Tokens routed to each expert relative to an even share (1 = every expert of the layer "
       "gets the same; red = overloaded, blue = underused), per MoE layer over steps.</p>"
       "<div class=\"charts\">");
-  // At most 60 columns: consecutive steps are averaged.
-  const size_t n = run.steps.size(), per_column = (n + 59) / 60;
-  for (size_t layer = 0; layer < layers; ++layer) {
+  // The page stays small for large models: at most 60 columns (about 4096 cells per map), with
+  // consecutive steps averaged, and at most kMaxMaps layers, evenly spread from first to last.
+  constexpr size_t kMaxMaps = 8;
+  const size_t n = run.steps.size();
+  const size_t columns = std::clamp<size_t>(4096 / experts, 8, 60);
+  const size_t per_column = (n + columns - 1) / columns;
+  std::vector<size_t> shown;
+  for (size_t i = 0; i < std::min(layers, kMaxMaps); ++i) {
+    shown.push_back(layers <= kMaxMaps ? i : i * (layers - 1) / (kMaxMaps - 1));
+  }
+  for (const size_t layer : shown) {
     Heatmap map{.title = absl::StrCat("MoE layer ", layer), .x_label = "step",
                 .y_label = "expert"};
     map.values.assign(experts, {});
@@ -168,6 +176,29 @@ std::string ExpertsSection(const RunData& run) {
     body += RenderHeatmap(map);
   }
   body += "</div>";
+  if (shown.size() < layers) {
+    absl::StrAppend(&body, "<p><small>", shown.size(), " of ", layers,
+                    " MoE layers shown, evenly spread; the table has them all.</small></p>");
+  }
+  // Every layer's imbalance over the last 10 steps: the largest expert's load over the mean.
+  std::vector<std::vector<std::string>> rows;
+  for (size_t layer = 0; layer < layers; ++layer) {
+    std::vector<double> ratios;
+    for (size_t i = n > 10 ? n - 10 : 0; i < n; ++i) {
+      const auto& tokens = run.steps[i].expert_tokens;
+      if (layer >= tokens.size() || tokens[layer].empty()) continue;
+      double total = 0, top = 0;
+      for (double t : tokens[layer]) {
+        if (!std::isfinite(t)) continue;
+        total += t;
+        top = std::max(top, t);
+      }
+      if (total > 0) ratios.push_back(top / (total / tokens[layer].size()));
+    }
+    rows.push_back({absl::StrCat(layer), FormatNumber(Median(ratios))});
+  }
+  body += "<h3>Load imbalance per MoE layer (median of the last 10 steps)</h3>" +
+          HtmlTable({"MoE layer", "busiest expert ÷ mean"}, rows, {true, true});
   double dropped = 0;
   bool recorded = false;
   for (const StepRecord& s : run.steps) {

@@ -13,6 +13,7 @@ namespace {
 
 // Plot area margins in pixels: room for the title and legend above, tick labels left and below.
 constexpr double kLeft = 64, kRight = 16, kTop = 44, kBottom = 40;
+constexpr size_t kMaxPoints = 1500;  // per line: more only makes the page larger
 constexpr char kFont[] = "font-family=\"sans-serif\" font-size=\"11\"";
 
 std::string Px(double v) { return absl::StrFormat("%.1f", std::isfinite(v) ? v : 0.0); }
@@ -208,7 +209,11 @@ std::string RenderLineChart(const LineChart& c) {
     std::string path;
     bool pen_down = false;
     int points = 0;
-    for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+    const size_t n = std::min(s.x.size(), s.y.size());
+    // Long runs: every stride-th point (and the last), about kMaxPoints in all.
+    const size_t stride = std::max<size_t>(1, (n + kMaxPoints - 1) / kMaxPoints);
+    for (size_t i = 0; i < n; ++i) {
+      if (i % stride != 0 && i + 1 != n) continue;
       if (!Finite(s.x[i]) || !Finite(s.y[i]) || (c.log_y && s.y[i] <= 0)) {
         pen_down = false;
         continue;

@@ -22,6 +22,8 @@ struct Series {
   bool dashed = false;
 };
 
+// A series of more than 1500 points is drawn through every k-th point (and the last) to keep the
+// page small.
 struct LineChart {
   std::string title{}, x_label{}, y_label{};
   std::vector<Series> series{};

@@ -192,6 +192,25 @@ TEST(ReportTest, AResumedRunKeepsTheLastLineOfARedoneStep) {
   EXPECT_EQ(run->steps[4].lm_loss, 1.25);
 }
 
+TEST(ReportTest, ALargeModelAndALongRunKeepThePageSmall) {
+  // 12 MoE layers of 256 experts over 5000 steps.
+  RunData run;
+  run.run_dir = "large";
+  for (int step = 0; step < 5000; ++step) {
+    StepRecord s;
+    s.step = step;
+    s.lm_loss = 3 + 1.0 / (1 + step);
+    s.step_time_s = 1;
+    s.expert_tokens.assign(12, std::vector<double>(256, 100.0 + step % 7));
+    run.steps.push_back(std::move(s));
+  }
+  const std::string page = RenderReport(run, "");
+  EXPECT_EQ(XmlError(page), "");
+  EXPECT_LT(page.size(), 4u << 20) << "bytes";
+  EXPECT_NE(page.find("8 of 12 MoE layers shown"), std::string::npos);
+  EXPECT_NE(page.find("MoE layer 11"), std::string::npos) << "the last layer is among them";
+}
+
 TEST(TraceMergeTest, RefusesFilesThatAreNotRankTraces) {
   const std::string dir = RunDir("bad-trace");
   std::filesystem::remove_all(dir);
