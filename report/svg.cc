@@ -159,7 +159,14 @@ std::string RenderLineChart(const LineChart& c) {
     y.log = true;
     y.lo = std::floor(std::log10(y_lo));
     y.hi = std::max(std::ceil(std::log10(y_hi)), y.lo + 1);
-    for (double e = y.lo; e <= y.hi; e += 1) y_ticks.push_back(std::pow(10.0, e));
+    // Decades; over two decades or fewer also 2× and 5×, so the axis has enough labels.
+    for (double e = y.lo; e <= y.hi; e += 1) {
+      y_ticks.push_back(std::pow(10.0, e));
+      if (y.hi - y.lo <= 2 && e < y.hi) {
+        y_ticks.push_back(2 * std::pow(10.0, e));
+        y_ticks.push_back(5 * std::pow(10.0, e));
+      }
+    }
   } else {
     y_ticks = NiceTicks(y_lo, y_hi, 5);
     y.lo = std::min(y_lo, y_ticks.front());
