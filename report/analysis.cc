@@ -23,9 +23,9 @@ const std::set<std::string>& FlopFamilies() {
 }  // namespace
 
 double Median(std::vector<double> values) {
-  values.erase(std::remove_if(values.begin(), values.end(),
-                              [](double v) { return !std::isfinite(v); }),
-               values.end());
+  values.erase(
+      std::remove_if(values.begin(), values.end(), [](double v) { return !std::isfinite(v); }),
+      values.end());
   if (values.empty()) return kNotRecorded;
   std::sort(values.begin(), values.end());
   const size_t n = values.size();
@@ -126,8 +126,8 @@ std::string DescribeBreakdown(const Breakdown& b) {
   if (!top_kind.empty()) absl::StrAppend(&comm, " (most on ", top_kind, ")");
   parts.push_back(comm);
   parts.push_back(share(b.idle) + " idle");
-  return absl::StrCat("A step takes ", FormatSeconds(b.step), " on average: ",
-                      absl::StrJoin(parts, ", "), ".");
+  return absl::StrCat("A step takes ", FormatSeconds(b.step),
+                      " on average: ", absl::StrJoin(parts, ", "), ".");
 }
 
 std::vector<Sink> TopSinks(const RunData& run, int count) {
@@ -149,9 +149,9 @@ std::vector<Sink> TopSinks(const RunData& run, int count) {
   }
   std::stable_sort(sinks.begin(), sinks.end(),
                    [](const Sink& a, const Sink& b) { return a.share > b.share; });
-  sinks.erase(std::remove_if(sinks.begin(), sinks.end(),
-                             [](const Sink& s) { return !(s.share > 0); }),
-              sinks.end());
+  sinks.erase(
+      std::remove_if(sinks.begin(), sinks.end(), [](const Sink& s) { return !(s.share > 0); }),
+      sinks.end());
   if (static_cast<int>(sinks.size()) > count) sinks.resize(count);
   return sinks;
 }

@@ -11,8 +11,8 @@ std::string FormatSeconds(double seconds);  // "85.3 ms", "1.25 s", "—" when n
 std::string FormatBytes(double bytes);      // "512 B", "3.2 MiB", "1.50 GiB"
 std::string FormatCount(double count);      // "950", "12.3 k", "1.05 M", "2.10 G"
 std::string FormatPercent(double fraction, int decimals = 1);  // 0.123 -> "12.3%"
-std::string FormatLoss(double loss);        // "2.3456" (4 decimals)
-std::string FormatNumber(double value);     // "%.4g", "—" when not recorded
+std::string FormatLoss(double loss);                           // "2.3456" (4 decimals)
+std::string FormatNumber(double value);                        // "%.4g", "—" when not recorded
 
 // An HTML table with a header row (none when `header` is empty); cells are text (escaped here).
 // `numeric` columns align right.

@@ -82,8 +82,9 @@ std::string RenderReport(const RunData& run, const std::string& trace_link) {
     for (const std::string& note : run.notes) page += "<li>" + EscapeXml(note) + "</li>";
     page += "</ul>";
   }
-  page += "<p>Written by <code>moefold report</code> from the files of the run directory.</p>"
-          "</footer></body></html>\n";
+  page +=
+      "<p>Written by <code>moefold report</code> from the files of the run directory.</p>"
+      "</footer></body></html>\n";
   return page;
 }
 

@@ -4,7 +4,8 @@
 // SVG, styles inline CSS; the page needs no network and no script. The page is also well-formed
 // XML, so tests (and any XML tool) can read it.
 //
-//   MF_ASSIGN_OR_RETURN(std::string path, report::WriteReport(run_dir, ""));  // RUN_DIR/report.html
+//   MF_ASSIGN_OR_RETURN(std::string path, report::WriteReport(run_dir, ""));  //
+//   RUN_DIR/report.html
 #pragma once
 
 #include <string>

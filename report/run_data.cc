@@ -133,9 +133,8 @@ StepRecord StepRecordFromJson(const Json& line) {
   s.tokens_dropped = Number(line, "tokens_dropped");
   s.device_peak_bytes = Number(line, "device_peak_bytes");
   const auto skipped = line.find("skipped");
-  s.skipped = skipped != line.end() &&
-              ((skipped->is_boolean() && skipped->get<bool>()) ||
-               (skipped->is_number() && skipped->get<double>() != 0));
+  s.skipped = skipped != line.end() && ((skipped->is_boolean() && skipped->get<bool>()) ||
+                                        (skipped->is_number() && skipped->get<double>() != 0));
   s.comm_s = NumberMap(line, "comm_s");
   s.comm_exposed_s = NumberMap(line, "comm_exposed_s");
   const auto experts = line.find("expert_tokens");

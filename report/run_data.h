@@ -39,8 +39,8 @@ struct StepRecord {
   double tokens_dropped = kNotRecorded;
   double device_peak_bytes = kNotRecorded;
   bool skipped = false;
-  std::map<std::string, double> comm_s;          // group kind -> seconds with an op in flight
-  std::map<std::string, double> comm_exposed_s;  // group kind -> seconds the compute waited
+  std::map<std::string, double> comm_s;            // group kind -> seconds with an op in flight
+  std::map<std::string, double> comm_exposed_s;    // group kind -> seconds the compute waited
   std::vector<std::vector<double>> expert_tokens;  // (MoE layer, expert) tokens routed
   std::vector<double> rank_step_time_s;            // one per world rank
   std::vector<double> rank_device_peak_bytes;      // one per world rank
@@ -57,12 +57,13 @@ struct ProfileRecord {
 
 struct RunData {
   std::string run_dir;
-  std::vector<StepRecord> steps;  // by step; a step logged twice (a resumed run) keeps its last line
+  std::vector<StepRecord>
+      steps;  // by step; a step logged twice (a resumed run) keeps its last line
   std::vector<ProfileRecord> profiles;
-  Json run_info;  // run.json (null when missing)
-  Json plan;      // plan.json
-  Json summary;   // summary.json
-  std::string config_yaml;  // config.yaml verbatim ("" when missing)
+  Json run_info;                         // run.json (null when missing)
+  Json plan;                             // plan.json
+  Json summary;                          // summary.json
+  std::string config_yaml;               // config.yaml verbatim ("" when missing)
   std::vector<std::string> trace_files;  // trace/rank-*.json, sorted by rank
   std::vector<std::string> notes;        // what could not be read, for the report's footer
 };

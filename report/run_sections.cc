@@ -94,17 +94,19 @@ std::string MemorySection(const RunData& run) {
     return Section("memory", "Memory per rank",
                    NotRecorded("not recorded: no device peaks in the metrics, no plan.json"));
   }
-  BarChart chart{.title = "Peak memory per rank against the plan", .value_label = "GiB",
-                 .grouped = true, .unit = " GiB"};
+  BarChart chart{.title = "Peak memory per rank against the plan",
+                 .value_label = "GiB",
+                 .grouped = true,
+                 .unit = " GiB"};
   chart.segments = {{"plan estimate", "#bab0ac", {}}, {"measured peak", "#4e79a7", {}}};
   std::vector<std::vector<std::string>> rows;
   for (size_t r = 0; r < ranks; ++r) {
     const double peak = r < peaks.size() ? peaks[r] : kNotRecorded;
     const Json plan = PlanMemory(run, r);
-    const double estimate = plan.is_object() && plan.contains("total_bytes") &&
-                                    plan["total_bytes"].is_number()
-                                ? plan["total_bytes"].get<double>()
-                                : kNotRecorded;
+    const double estimate =
+        plan.is_object() && plan.contains("total_bytes") && plan["total_bytes"].is_number()
+            ? plan["total_bytes"].get<double>()
+            : kNotRecorded;
     chart.categories.push_back(absl::StrCat("rank ", r));
     chart.segments[0].values.push_back(estimate / (1024.0 * 1024 * 1024));
     chart.segments[1].values.push_back(peak / (1024.0 * 1024 * 1024));
@@ -148,8 +150,7 @@ std::string ExpertsSection(const RunData& run) {
     shown.push_back(layers <= kMaxMaps ? i : i * (layers - 1) / (kMaxMaps - 1));
   }
   for (const size_t layer : shown) {
-    Heatmap map{.title = absl::StrCat("MoE layer ", layer), .x_label = "step",
-                .y_label = "expert"};
+    Heatmap map{.title = absl::StrCat("MoE layer ", layer), .x_label = "step", .y_label = "expert"};
     map.values.assign(experts, {});
     map.scale_label = "÷ even";
     for (size_t e = 0; e < experts; ++e) map.row_labels.push_back(absl::StrCat(e));
@@ -207,8 +208,9 @@ std::string ExpertsSection(const RunData& run) {
   if (!recorded) {
     body += NotRecorded("dropped tokens: not recorded");
   } else if (dropped == 0) {
-    body += "<p id=\"tokens-dropped\">No token was dropped (dropless routing, or every expert "
-            "within its capacity).</p>";
+    body +=
+        "<p id=\"tokens-dropped\">No token was dropped (dropless routing, or every expert "
+        "within its capacity).</p>";
   } else {
     LineChart chart{.title = "Tokens dropped per step", .x_label = "step", .y_label = "tokens"};
     Series series{"dropped", {}, {}, "#e15759"};
@@ -260,10 +262,10 @@ std::string ConfigSection(const RunData& run) {
     return Section("config", "Config", NotRecorded("config.yaml: not recorded"));
   }
   const size_t lines = std::count(run.config_yaml.begin(), run.config_yaml.end(), '\n');
-  return Section("config", "Config",
-                 absl::StrCat("<details><summary>config.yaml, fully resolved (", lines,
-                              " lines)</summary><pre>", EscapeXml(run.config_yaml),
-                              "</pre></details>"));
+  return Section(
+      "config", "Config",
+      absl::StrCat("<details><summary>config.yaml, fully resolved (", lines,
+                   " lines)</summary><pre>", EscapeXml(run.config_yaml), "</pre></details>"));
 }
 
 std::string LayoutSection(const RunData& run) {
@@ -327,9 +329,8 @@ std::string EnvironmentSection(const RunData& run) {
     }
     if (info.contains("params") && info["params"].is_object()) {
       for (const auto& [key, value] : info["params"].items()) {
-        rows.push_back({"parameters (" + key + ")", FormatCount(value.is_number()
-                                                                     ? value.get<double>()
-                                                                     : kNotRecorded)});
+        rows.push_back({"parameters (" + key + ")",
+                        FormatCount(value.is_number() ? value.get<double>() : kNotRecorded)});
       }
     }
     const Json env = info.value("environment", Json::object());

@@ -19,14 +19,14 @@ constexpr char kFont[] = "font-family=\"sans-serif\" font-size=\"11\"";
 std::string Px(double v) { return absl::StrFormat("%.1f", std::isfinite(v) ? v : 0.0); }
 
 std::string Open(int width, int height) {
-  return absl::StrCat("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", width,
-                      "\" height=\"", height, "\" viewBox=\"0 0 ", width, " ", height, "\" ",
-                      kFont, " role=\"img\">");
+  return absl::StrCat("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", width, "\" height=\"",
+                      height, "\" viewBox=\"0 0 ", width, " ", height, "\" ", kFont,
+                      " role=\"img\">");
 }
 
 std::string Text(double x, double y, const std::string& text, const std::string& extra = "") {
-  return absl::StrCat("<text x=\"", Px(x), "\" y=\"", Px(y), "\"", extra.empty() ? "" : " ",
-                      extra, ">", EscapeXml(text), "</text>");
+  return absl::StrCat("<text x=\"", Px(x), "\" y=\"", Px(y), "\"", extra.empty() ? "" : " ", extra,
+                      ">", EscapeXml(text), "</text>");
 }
 
 std::string Line(double x1, double y1, double x2, double y2, const std::string& style) {
@@ -91,11 +91,21 @@ std::string EscapeXml(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
       default:
         // Control characters other than tab and newline are not allowed in XML 1.0.
         if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t' && c != '\r') {
@@ -199,10 +209,10 @@ std::string RenderLineChart(const LineChart& c) {
 
   for (double m : c.markers) {
     if (!Finite(m)) continue;
-    out += absl::StrCat("<g>", Line(x(m), kTop, x(m), c.height - kBottom,
-                                    "stroke=\"#d62728\" stroke-opacity=\"0.6\""),
-                        "<title>", EscapeXml(absl::StrCat(c.marker_label, ": ", FormatTick(m))),
-                        "</title></g>");
+    out += absl::StrCat(
+        "<g>",
+        Line(x(m), kTop, x(m), c.height - kBottom, "stroke=\"#d62728\" stroke-opacity=\"0.6\""),
+        "<title>", EscapeXml(absl::StrCat(c.marker_label, ": ", FormatTick(m))), "</title></g>");
   }
   for (const auto& [value, label] : c.reference_lines) {
     if (!Finite(value) || (c.log_y && value <= 0)) continue;
@@ -307,8 +317,8 @@ std::string RenderBarChart(const BarChart& c) {
       if (v <= 0) continue;
       const double from = c.grouped ? 0 : base;
       const double offset = c.grouped ? start + width * k : start;
-      const std::string hover = absl::StrCat(c.categories[i], " — ", s.name, ": ",
-                                             absl::StrFormat("%.4g", v), c.unit);
+      const std::string hover =
+          absl::StrCat(c.categories[i], " — ", s.name, ": ", absl::StrFormat("%.4g", v), c.unit);
       const double a = value(from), b = value(from + v);
       if (c.horizontal) {
         out += Rect(a, offset, b - a, width, s.color, hover);
@@ -318,14 +328,14 @@ std::string RenderBarChart(const BarChart& c) {
       base += v;
     }
   }
-  out += c.horizontal
-             ? Line(left, c.height - kBottom, c.width - kRight, c.height - kBottom,
-                    "stroke=\"#444\"")
-             : Line(left, c.height - kBottom, c.width - kRight, c.height - kBottom,
-                    "stroke=\"#444\"") + Line(left, kTop, left, c.height - kBottom,
-                                              "stroke=\"#444\"");
+  out += c.horizontal ? Line(left, c.height - kBottom, c.width - kRight, c.height - kBottom,
+                             "stroke=\"#444\"")
+                      : Line(left, c.height - kBottom, c.width - kRight, c.height - kBottom,
+                             "stroke=\"#444\"") +
+                            Line(left, kTop, left, c.height - kBottom, "stroke=\"#444\"");
   if (c.horizontal) {
-    out += Text((left + c.width - kRight) / 2, c.height - 6, c.value_label, "text-anchor=\"middle\"");
+    out +=
+        Text((left + c.width - kRight) / 2, c.height - 6, c.value_label, "text-anchor=\"middle\"");
   } else {
     out += Text(14, (kTop + c.height - kBottom) / 2, c.value_label,
                 absl::StrCat("text-anchor=\"middle\" transform=\"rotate(-90 14 ",
@@ -342,8 +352,8 @@ std::string HeatColor(double v, double low, double mid, double high) {
   v = std::clamp(v, low, high);
   const double blue[3] = {49, 99, 187}, white[3] = {247, 247, 247}, red[3] = {200, 40, 40};
   const double* far = v < mid ? blue : red;
-  const double t = v < mid ? (mid - v) / std::max(mid - low, 1e-12)
-                           : (v - mid) / std::max(high - mid, 1e-12);
+  const double t =
+      v < mid ? (mid - v) / std::max(mid - low, 1e-12) : (v - mid) / std::max(high - mid, 1e-12);
   int rgb[3];
   for (int k = 0; k < 3; ++k) rgb[k] = static_cast<int>(white[k] + t * (far[k] - white[k]) + 0.5);
   return absl::StrFormat("#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
@@ -359,16 +369,16 @@ std::string RenderHeatmap(const Heatmap& h) {
   const double scale_w = 70;
   const double left = 56, plot_w = h.width - left - kRight - scale_w;
   const double top = 28, plot_h = h.height - top - kBottom;
-  std::string out = Open(h.width, h.height) +
-                    Text(left, 16, h.title, "font-size=\"13\" font-weight=\"bold\"");
+  std::string out =
+      Open(h.width, h.height) + Text(left, 16, h.title, "font-size=\"13\" font-weight=\"bold\"");
   const double cw = plot_w / std::max<size_t>(cols, 1), rh = plot_h / std::max<size_t>(rows, 1);
   for (size_t r = 0; r < rows; ++r) {
     for (size_t k = 0; k < h.values[r].size(); ++k) {
       const double v = h.values[r][k];
-      const std::string hover = absl::StrCat(
-          r < h.row_labels.size() ? h.row_labels[r] : "", ", ",
-          k < h.column_labels.size() ? h.column_labels[k] : "", ": ",
-          Finite(v) ? absl::StrFormat("%.3g", v) : std::string("not recorded"));
+      const std::string hover =
+          absl::StrCat(r < h.row_labels.size() ? h.row_labels[r] : "", ", ",
+                       k < h.column_labels.size() ? h.column_labels[k] : "", ": ",
+                       Finite(v) ? absl::StrFormat("%.3g", v) : std::string("not recorded"));
       // Cells overlap by a fraction of a pixel so no hairline gaps show between them.
       out += Rect(left + cw * k, top + rh * r, cw + 0.3, rh + 0.3,
                   HeatColor(v, h.low, h.mid, h.high), hover);

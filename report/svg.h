@@ -18,7 +18,7 @@ namespace moefold::report {
 struct Series {
   std::string name{};
   std::vector<double> x{}, y{};  // same length; a non-finite y breaks the line
-  std::string color{};       // any CSS colour
+  std::string color{};           // any CSS colour
   bool dashed = false;
 };
 
@@ -28,10 +28,10 @@ struct LineChart {
   std::string title{}, x_label{}, y_label{};
   std::vector<Series> series{};
   std::vector<double> markers{};  // x positions drawn as red vertical lines (e.g. skipped steps)
-  std::string marker_label{};   // their legend entry
+  std::string marker_label{};     // their legend entry
   std::vector<std::pair<double, std::string>> reference_lines{};  // horizontal, labelled
-  bool log_y = false;           // base-10 axis; values ≤ 0 are left out
-  bool y_from_zero = false;     // the y axis includes 0 (linear axes only)
+  bool log_y = false;        // base-10 axis; values ≤ 0 are left out
+  bool y_from_zero = false;  // the y axis includes 0 (linear axes only)
   int width = 560, height = 260;
 };
 

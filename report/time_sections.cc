@@ -16,8 +16,8 @@ namespace {
 constexpr char kForward[] = "#4e79a7", kBackward[] = "#59a14f", kOptimizer[] = "#edc948",
                kData[] = "#b07aa1", kIdle[] = "#bab0ac";
 // Communication per group kind, in the order the kinds first appear.
-constexpr const char* kCommColors[] = {"#e15759", "#f28e2b", "#ff9da7", "#9c755f", "#d37295",
-                                       "#86bcb6", "#8cd17d", "#f1ce63"};
+constexpr const char* kCommColors[] = {"#e15759", "#f28e2b", "#ff9da7", "#9c755f",
+                                       "#d37295", "#86bcb6", "#8cd17d", "#f1ce63"};
 
 std::string CommColor(size_t index) { return kCommColors[index % std::size(kCommColors)]; }
 
@@ -51,9 +51,9 @@ std::vector<double> SkippedSteps(const RunData& run) {
 // A chart over steps of the given fields (those the run recorded). Skipped steps are marked and
 // left out of the curves: their loss or norm is the outlier that made them skipped, and would
 // squash every other step into a flat line.
-std::string StepChart(const RunData& run, const std::string& title, const std::string& y_label,
-                      const std::vector<std::tuple<std::string, double StepRecord::*, std::string>>&
-                          fields) {
+std::string StepChart(
+    const RunData& run, const std::string& title, const std::string& y_label,
+    const std::vector<std::tuple<std::string, double StepRecord::*, std::string>>& fields) {
   LineChart chart{.title = title, .x_label = "step", .y_label = y_label};
   for (const auto& [name, field, color] : fields) {
     std::vector<double> x, y;
@@ -123,8 +123,7 @@ std::string ModelDescription(const RunData& run) {
   if (!experts.empty() && experts != "0") {
     parts.push_back(absl::StrCat(experts, " experts, top-", top_k.empty() ? "?" : top_k));
   }
-  const Json params =
-      run.run_info.is_object() ? run.run_info.value("params", Json()) : Json();
+  const Json params = run.run_info.is_object() ? run.run_info.value("params", Json()) : Json();
   const double total = JsonNumber(params, "total"), active = JsonNumber(params, "active");
   if (std::isfinite(total)) {
     parts.push_back(absl::StrCat(FormatCount(total), " parameters",
@@ -167,8 +166,7 @@ std::string HeadlineSection(const RunData& run, const std::string& trace_link) {
   int64_t skipped = 0;
   for (const StepRecord& s : run.steps) skipped += s.skipped;
   absl::StrAppend(&body, "<div><dt>steps</dt>",
-                  Dd("steps", absl::StrCat(run.steps.size()),
-                     absl::StrCat(skipped, " skipped")),
+                  Dd("steps", absl::StrCat(run.steps.size()), absl::StrCat(skipped, " skipped")),
                   "</div>");
   const double first = run.steps.empty() ? kNotRecorded : run.steps.front().lm_loss;
   absl::StrAppend(&body, "<div><dt>final loss</dt>",
@@ -187,16 +185,16 @@ std::string HeadlineSection(const RunData& run, const std::string& trace_link) {
   const double tokens = Median(TokensPerDevice(run, &how));
   absl::StrAppend(&body, "<div><dt>tokens/s per device</dt>",
                   Dd("tokens-per-s-per-device", FormatCount(tokens), how), "</div>");
-  absl::StrAppend(&body, "<div><dt>step time</dt>",
-                  Dd("step-time", FormatSeconds(MedianOf(run.steps, &StepRecord::step_time_s)),
-                     "median"),
-                  "</div></dl>");
+  absl::StrAppend(
+      &body, "<div><dt>step time</dt>",
+      Dd("step-time", FormatSeconds(MedianOf(run.steps, &StepRecord::step_time_s)), "median"),
+      "</div></dl>");
   absl::StrAppend(&body, "<p id=\"where-time-goes\">",
                   EscapeXml(DescribeBreakdown(MeanBreakdown(run.steps))), "</p>");
   const std::vector<Sink> sinks = TopSinks(run, 1);
   if (!sinks.empty()) {
-    absl::StrAppend(&body, "<p id=\"top-sink\">Largest sink of MFU: <b>",
-                    EscapeXml(sinks[0].name), "</b>, ", FormatPercent(sinks[0].share),
+    absl::StrAppend(&body, "<p id=\"top-sink\">Largest sink of MFU: <b>", EscapeXml(sinks[0].name),
+                    "</b>, ", FormatPercent(sinks[0].share),
                     " of the step (<a href=\"#ops\">more</a>).</p>");
   }
   if (!trace_link.empty()) {
@@ -210,12 +208,12 @@ std::string HeadlineSection(const RunData& run, const std::string& trace_link) {
 std::string LossSection(const RunData& run) {
   if (run.steps.empty()) return Section("loss", "Loss", NotRecorded("no steps recorded"));
   std::string body = "<div class=\"charts\">";
-  body += StepChart(run, "Loss", "nats/token",
-                    {{"loss", &StepRecord::loss, "#4e79a7"},
-                     {"LM loss", &StepRecord::lm_loss, "#f28e2b"}});
-  body += StepChart(run, "Auxiliary losses", "loss",
-                    {{"aux loss", &StepRecord::aux_loss, "#59a14f"},
-                     {"z-loss", &StepRecord::z_loss, "#b07aa1"}});
+  body += StepChart(
+      run, "Loss", "nats/token",
+      {{"loss", &StepRecord::loss, "#4e79a7"}, {"LM loss", &StepRecord::lm_loss, "#f28e2b"}});
+  body += StepChart(
+      run, "Auxiliary losses", "loss",
+      {{"aux loss", &StepRecord::aux_loss, "#59a14f"}, {"z-loss", &StepRecord::z_loss, "#b07aa1"}});
   body += StepChart(run, "Gradient norm (before clipping)", "norm",
                     {{"grad norm", &StepRecord::grad_norm, "#e15759"}});
   body += "</div>";
@@ -243,9 +241,8 @@ std::string ThroughputSection(const RunData& run) {
     chart.series.push_back({"MFU", Steps(run), mfu, "#4e79a7"});
     chart.y_from_zero = true;
     const double median = Median(mfu);
-    chart.reference_lines.push_back(
-        {median, absl::StrCat("median ", FormatNumber(median), "% of ", FormatNumber(peak),
-                              " TFLOP/s")});
+    chart.reference_lines.push_back({median, absl::StrCat("median ", FormatNumber(median), "% of ",
+                                                          FormatNumber(peak), " TFLOP/s")});
     body += RenderLineChart(chart);
   } else {
     body += NotRecorded("MFU: not recorded by this run");
@@ -269,8 +266,9 @@ std::string ThroughputSection(const RunData& run) {
   body += "</div>";
   if (std::isfinite(peak)) {
     const std::string source = JsonText(run.run_info, "peak_source");
-    absl::StrAppend(&body, "<p>MFU counts model FLOPs only (active experts, causal attention once, "
-                           "no recomputation) against a peak of ",
+    absl::StrAppend(&body,
+                    "<p>MFU counts model FLOPs only (active experts, causal attention once, "
+                    "no recomputation) against a peak of ",
                     FormatNumber(peak), " TFLOP/s per device",
                     EscapeXml(source.empty() ? "" : " (" + source + ")"), ".</p>");
   }
@@ -278,8 +276,8 @@ std::string ThroughputSection(const RunData& run) {
 }
 
 std::string StepTimeSection(const RunData& run, const std::string& trace_link) {
-  if (run.steps.empty()) return Section("step-time", "Where the step time goes",
-                                        NotRecorded("no steps recorded"));
+  if (run.steps.empty())
+    return Section("step-time", "Where the step time goes", NotRecorded("no steps recorded"));
   const Breakdown mean = MeanBreakdown(run.steps);
   std::vector<std::string> kinds;
   for (const auto& [kind, s] : mean.exposed) kinds.push_back(kind);
@@ -322,23 +320,26 @@ std::string StepTimeSection(const RunData& run, const std::string& trace_link) {
     }
   }
   body += RenderBarChart(bars);
-  if (per_bar > 1) absl::StrAppend(&body, "<p><small>Each bar averages ", per_bar,
-                                   " consecutive steps.</small></p>");
+  if (per_bar > 1)
+    absl::StrAppend(&body, "<p><small>Each bar averages ", per_bar,
+                    " consecutive steps.</small></p>");
 
   // Compute vs communication vs idle, over the mean step.
-  auto share = [&](double s) { return FormatPercent(mean.step > 0 ? s / mean.step : kNotRecorded); };
+  auto share = [&](double s) {
+    return FormatPercent(mean.step > 0 ? s / mean.step : kNotRecorded);
+  };
   body += "<h3>Compute, communication, idle (mean step after the first)</h3>";
-  body += HtmlTable(
-      {"part", "time per step", "share of the step"},
-      {{"compute (forward, backward, optimizer)", FormatSeconds(mean.Compute()),
-        share(mean.Compute())},
-       {"data loading", FormatSeconds(mean.data), share(mean.data)},
-       {"communication the compute waited for (exposed)", FormatSeconds(mean.ExposedTotal()),
-        share(mean.ExposedTotal())},
-       {"idle (no phase accounts for it)", FormatSeconds(mean.idle), share(mean.idle)},
-       {"communication hidden under compute (overlapped)", FormatSeconds(mean.OverlappedTotal()),
-        share(mean.OverlappedTotal())}},
-      {false, true, true});
+  body +=
+      HtmlTable({"part", "time per step", "share of the step"},
+                {{"compute (forward, backward, optimizer)", FormatSeconds(mean.Compute()),
+                  share(mean.Compute())},
+                 {"data loading", FormatSeconds(mean.data), share(mean.data)},
+                 {"communication the compute waited for (exposed)",
+                  FormatSeconds(mean.ExposedTotal()), share(mean.ExposedTotal())},
+                 {"idle (no phase accounts for it)", FormatSeconds(mean.idle), share(mean.idle)},
+                 {"communication hidden under compute (overlapped)",
+                  FormatSeconds(mean.OverlappedTotal()), share(mean.OverlappedTotal())}},
+                {false, true, true});
   body += "<h3>Communication per group kind</h3>";
   if (kinds.empty()) {
     body += NotRecorded("no communication recorded (a single rank, or an older run)");
@@ -350,13 +351,12 @@ std::string StepTimeSection(const RunData& run, const std::string& trace_link) {
       const double overlapped = it == mean.overlapped.end() ? 0 : it->second;
       rows.push_back({kind, FormatSeconds(exposed + overlapped), FormatSeconds(exposed),
                       FormatSeconds(overlapped),
-                      FormatPercent(exposed + overlapped > 0
-                                        ? overlapped / (exposed + overlapped)
-                                        : kNotRecorded)});
+                      FormatPercent(exposed + overlapped > 0 ? overlapped / (exposed + overlapped)
+                                                             : kNotRecorded)});
     }
-    body += HtmlTable({"group kind", "in flight per step", "exposed", "overlapped",
-                       "hidden under compute"},
-                      rows, {false, true, true, true, true});
+    body += HtmlTable(
+        {"group kind", "in flight per step", "exposed", "overlapped", "hidden under compute"}, rows,
+        {false, true, true, true, true});
   }
   if (!trace_link.empty()) {
     absl::StrAppend(&body, "<p>Per-rank timelines: <a href=\"", EscapeXml(trace_link), "\">",
@@ -392,12 +392,13 @@ std::string OpsSection(const RunData& run) {
                   "; exclusive time per family (a scope inside another counts once). Achieved "
                   "TFLOP/s per family is not recorded: profile.jsonl holds times only.</p>");
   std::vector<std::vector<std::string>> rows;
-  BarChart chart{.title = "ms per step by op family", .value_label = "ms", .horizontal = true,
-                 .unit = " ms"};
+  BarChart chart{
+      .title = "ms per step by op family", .value_label = "ms", .horizontal = true, .unit = " ms"};
   chart.segments.push_back({"ms per step", "#4e79a7", {}});
   for (const OpRow& row : ops) {
-    rows.push_back({row.family, absl::StrFormat("%.3f", row.ms_per_step), FormatPercent(row.share),
-                    row.family == "unattributed" ? "" : absl::StrFormat("%.0f", row.calls_per_step)});
+    rows.push_back(
+        {row.family, absl::StrFormat("%.3f", row.ms_per_step), FormatPercent(row.share),
+         row.family == "unattributed" ? "" : absl::StrFormat("%.0f", row.calls_per_step)});
     chart.categories.push_back(row.family);
     chart.segments[0].values.push_back(row.ms_per_step);
   }

@@ -54,9 +54,15 @@ absl::StatusOr<MergedTrace> MergeTraces(const std::vector<std::string>& rank_fil
       return absl::InvalidArgumentError(absl::StrCat(
           file, " is not a Chrome trace (a JSON object with a \"traceEvents\" array)"));
     }
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", rank}, {"tid", 0},
+    events.push_back({{"name", "process_name"},
+                      {"ph", "M"},
+                      {"pid", rank},
+                      {"tid", 0},
                       {"args", {{"name", absl::StrCat("rank ", rank)}}}});
-    events.push_back({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", rank}, {"tid", 0},
+    events.push_back({{"name", "process_sort_index"},
+                      {"ph", "M"},
+                      {"pid", rank},
+                      {"tid", 0},
                       {"args", {{"sort_index", rank}}}});
     for (nlohmann::json event : *list) {
       if (!event.is_object() || IsProcessMetadata(event)) continue;

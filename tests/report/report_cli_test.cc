@@ -46,12 +46,13 @@ std::string Seconds(double s) {
 TEST(ReportCliTest, ReportOfARealTwoRankRun) {
   const std::string dir = "build/test-runs/report-real-dp2";
   std::filesystem::remove_all(dir);
-  const Result train = RunCommand(std::string(MPIEXEC) +
-                           " --allow-run-as-root --oversubscribe -np 2 " + MOEFOLD_BINARY +
-                           " train --config configs/tiny_moe.yaml --set train.steps=6"
-                           " --set optimizer.warmup_steps=2 --set data.cache_dir=build/test-data"
-                           " --set logging.profile_steps=[3] --set logging.trace_steps=2-3"
-                           " --set checkpoint.dir=" + dir + "/checkpoints --run-dir " + dir);
+  const Result train = RunCommand(
+      std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -np 2 " + MOEFOLD_BINARY +
+      " train --config configs/tiny_moe.yaml --set train.steps=6"
+      " --set optimizer.warmup_steps=2 --set data.cache_dir=build/test-data"
+      " --set logging.profile_steps=[3] --set logging.trace_steps=2-3"
+      " --set checkpoint.dir=" +
+      dir + "/checkpoints --run-dir " + dir);
   ASSERT_EQ(train.exit_code, 0) << train.output;
 
   const Result report = RunCommand(std::string(MOEFOLD_BINARY) + " report " + dir);
@@ -88,7 +89,8 @@ TEST(ReportCliTest, ReportOfARealTwoRankRun) {
     EXPECT_EQ(ranks, (std::set<int>{0, 1}));
     EXPECT_NE(page.find("href=\"trace.json\""), std::string::npos);
   } else {
-    std::printf("note: this build's trainer writes no trace/ yet; the merge is tested on samples\n");
+    std::printf(
+        "note: this build's trainer writes no trace/ yet; the merge is tested on samples\n");
   }
 }
 
@@ -96,7 +98,8 @@ TEST(ReportCliTest, UsageErrorsAndAMissingRunDirectory) {
   EXPECT_EQ(RunCommand(std::string(MOEFOLD_BINARY) + " report").exit_code, 2);
   EXPECT_EQ(RunCommand(std::string(MOEFOLD_BINARY) + " report a b").exit_code, 2);
   EXPECT_EQ(RunCommand(std::string(MOEFOLD_BINARY) + " report x --bogus 1").exit_code, 2);
-  const Result missing = RunCommand(std::string(MOEFOLD_BINARY) + " report build/test-runs/no-such-run");
+  const Result missing =
+      RunCommand(std::string(MOEFOLD_BINARY) + " report build/test-runs/no-such-run");
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_NE(missing.output.find("build/test-runs/no-such-run does not exist"), std::string::npos)
       << missing.output;

@@ -68,20 +68,25 @@ std::vector<nlohmann::json> WriteSampleRun(const std::string& dir, const SampleO
         std::find(o.skipped_steps.begin(), o.skipped_steps.end(), step) != o.skipped_steps.end();
     const double lm = 5.5 * std::exp(-step / 12.0) + 2.0 + 0.01 * (step % 3);
     const double step_time = 0.120 + 0.002 * (step % 5) + (step == 0 ? 0.2 : 0);
-    nlohmann::json line = {
-        {"step", step},           {"loss", lm + 0.03},        {"lm_loss", lm},
-        {"aux_loss", 0.03 - 0.0002 * step}, {"z_loss", 0.0},   {"grad_norm", skipped ? 1e9 : 2.0 / (1 + step)},
-        {"lr", 1e-3 * std::min(1.0, (step + 1) / 5.0)},
-        {"tokens", 4096 * (step + 1)},
-        {"tokens_per_s", 4096 / step_time},
-        {"step_time_s", step_time},
-        {"data_s", 0.002},        {"model_s", 0.095},          {"update_s", 0.012},
-        {"comm_s", {{"dp-cp", 0.020}, {"edp", 0.015}, {"ep", 0.008}}},
-        {"comm_exposed_s", {{"dp-cp", 0.004}, {"edp", 0.003}, {"ep", 0.006}}},
-        {"tokens_dropped", o.dropped_per_step * (step % 2)},
-        {"device_peak_bytes", 3.0e9},
-        {"checkpoint_stall_s", 0.0},
-        {"skipped", skipped}};
+    nlohmann::json line = {{"step", step},
+                           {"loss", lm + 0.03},
+                           {"lm_loss", lm},
+                           {"aux_loss", 0.03 - 0.0002 * step},
+                           {"z_loss", 0.0},
+                           {"grad_norm", skipped ? 1e9 : 2.0 / (1 + step)},
+                           {"lr", 1e-3 * std::min(1.0, (step + 1) / 5.0)},
+                           {"tokens", 4096 * (step + 1)},
+                           {"tokens_per_s", 4096 / step_time},
+                           {"step_time_s", step_time},
+                           {"data_s", 0.002},
+                           {"model_s", 0.095},
+                           {"update_s", 0.012},
+                           {"comm_s", {{"dp-cp", 0.020}, {"edp", 0.015}, {"ep", 0.008}}},
+                           {"comm_exposed_s", {{"dp-cp", 0.004}, {"edp", 0.003}, {"ep", 0.006}}},
+                           {"tokens_dropped", o.dropped_per_step * (step % 2)},
+                           {"device_peak_bytes", 3.0e9},
+                           {"checkpoint_stall_s", 0.0},
+                           {"skipped", skipped}};
     nlohmann::json expert_tokens = nlohmann::json::array();
     for (int l = 0; l < layers; ++l) {
       nlohmann::json row = nlohmann::json::array();
@@ -111,20 +116,35 @@ std::vector<nlohmann::json> WriteSampleRun(const std::string& dir, const SampleO
 
   std::vector<nlohmann::json> profile;
   for (int step : {5, 6}) {
-    profile.push_back({{"step", step},       {"step_ms", 122.0},       {"unattributed_ms", 9.0},
-                       {"attention_ms", 30.0}, {"attention_calls", 16},  {"gemm_ms", 28.0},
-                       {"gemm_calls", 22},     {"expert_gemm_ms", 25.0}, {"expert_gemm_calls", 12},
-                       {"router_ms", 2.0},     {"router_calls", 4},      {"permute_ms", 6.0},
-                       {"permute_calls", 8},   {"norm_ms", 5.0},         {"norm_calls", 18},
-                       {"optimizer_ms", 11.0}, {"optimizer_calls", 3},   {"communication_ms", 6.0},
-                       {"communication_calls", 30}, {"embedding_ms", 0.0}, {"embedding_calls", 0},
+    profile.push_back({{"step", step},
+                       {"step_ms", 122.0},
+                       {"unattributed_ms", 9.0},
+                       {"attention_ms", 30.0},
+                       {"attention_calls", 16},
+                       {"gemm_ms", 28.0},
+                       {"gemm_calls", 22},
+                       {"expert_gemm_ms", 25.0},
+                       {"expert_gemm_calls", 12},
+                       {"router_ms", 2.0},
+                       {"router_calls", 4},
+                       {"permute_ms", 6.0},
+                       {"permute_calls", 8},
+                       {"norm_ms", 5.0},
+                       {"norm_calls", 18},
+                       {"optimizer_ms", 11.0},
+                       {"optimizer_calls", 3},
+                       {"communication_ms", 6.0},
+                       {"communication_calls", 30},
+                       {"embedding_ms", 0.0},
+                       {"embedding_calls", 0},
                        {"gemm_layer_ms", {7.0, 7.0, 7.0, 7.0}}});
   }
   WriteLines(dir + "/profile.jsonl", profile);
 
   nlohmann::json devices = nlohmann::json::array();
   for (int r = 0; r < o.world; ++r) {
-    devices.push_back({{"name", "NVIDIA H100 80GB HBM3"}, {"memory_bytes", 85520809984},
+    devices.push_back({{"name", "NVIDIA H100 80GB HBM3"},
+                       {"memory_bytes", 85520809984},
                        {"driver", "550.54.15"}});
   }
   Write(dir + "/run.json",
@@ -133,8 +153,12 @@ std::vector<nlohmann::json> WriteSampleRun(const std::string& dir, const SampleO
                        {"world_size", o.world},
                        {"layout", "tp 1 × cp 1 × dp 4 × pp 1; etp 1 × ep 2 × edp 2"},
                        {"environment",
-                        {{"hostname", "node-1"}, {"devices", devices}, {"cuda_runtime", "12.4"},
-                         {"nccl", "2.21.5"}, {"mpi", "Open MPI 4.1.4"}, {"compiler", "GCC 12.2"},
+                        {{"hostname", "node-1"},
+                         {"devices", devices},
+                         {"cuda_runtime", "12.4"},
+                         {"nccl", "2.21.5"},
+                         {"mpi", "Open MPI 4.1.4"},
+                         {"compiler", "GCC 12.2"},
                          {"commit", "d9d7783"}}},
                        {"peak_tflops", 989.0},
                        {"peak_source", "table: NVIDIA H100 80GB HBM3"},
@@ -143,39 +167,54 @@ std::vector<nlohmann::json> WriteSampleRun(const std::string& dir, const SampleO
             .dump(2));
   nlohmann::json memory = nlohmann::json::array();
   for (int r = 0; r < o.world; ++r) {
-    memory.push_back({{"stage", 0}, {"parameters", 2820000}, {"parameter_bytes", 11280000},
-                      {"gradient_bytes", 11280000}, {"optimizer_bytes", 5640000},
-                      {"activation_bytes_per_micro", 1.0e9}, {"in_flight", 1},
-                      {"activation_bytes", 2.9e9}, {"total_bytes", 2.93e9},
-                      {"bubble_fraction", 0.0}, {"schedule", "afab"}});
+    memory.push_back({{"stage", 0},
+                      {"parameters", 2820000},
+                      {"parameter_bytes", 11280000},
+                      {"gradient_bytes", 11280000},
+                      {"optimizer_bytes", 5640000},
+                      {"activation_bytes_per_micro", 1.0e9},
+                      {"in_flight", 1},
+                      {"activation_bytes", 2.9e9},
+                      {"total_bytes", 2.93e9},
+                      {"bubble_fraction", 0.0},
+                      {"schedule", "afab"}});
   }
   Write(dir + "/plan.json",
-        nlohmann::json{{"mapping",
-                        {{"world", o.world},
-                         {"order", "tp-cp-ep-dp-pp"},
-                         {"sizes", {{"tp", 1}, {"cp", 1}, {"dp", 4}, {"pp", 1}, {"etp", 1},
-                                    {"ep", 2}, {"edp", 2}}},
-                         {"attention", {{"dp", {{0, 1, 2, 3}}}, {"tp", {{0}, {1}, {2}, {3}}}}},
-                         {"moe", {{"ep", {{0, 1}, {2, 3}}}, {"edp", {{0, 2}, {1, 3}}}}}}},
-                       {"memory", memory}}
+        nlohmann::json{
+            {"mapping",
+             {{"world", o.world},
+              {"order", "tp-cp-ep-dp-pp"},
+              {"sizes",
+               {{"tp", 1}, {"cp", 1}, {"dp", 4}, {"pp", 1}, {"etp", 1}, {"ep", 2}, {"edp", 2}}},
+              {"attention", {{"dp", {{0, 1, 2, 3}}}, {"tp", {{0}, {1}, {2}, {3}}}}},
+              {"moe", {{"ep", {{0, 1}, {2, 3}}}, {"edp", {{0, 2}, {1, 3}}}}}}},
+            {"memory", memory}}
             .dump(2));
   Write(dir + "/config.yaml",
         "name: sample_moe\nmodel:\n  hidden_size: 128\n  num_layers: 3\n  moe:\n"
         "    num_experts: 4\n    top_k: 2\ntrain:\n  steps: 30\n  note: \"a <b> & 'c'\"\n");
   Write(dir + "/summary.json",
-        nlohmann::json{{"steps", o.steps}, {"skipped", o.skipped_steps.size()},
-                       {"final_loss", 2.1}}
+        nlohmann::json{{"steps", o.steps}, {"skipped", o.skipped_steps.size()}, {"final_loss", 2.1}}
             .dump());
   fs::create_directories(dir + "/trace");
   for (int r = 0; r < o.world; ++r) {
     nlohmann::json events = nlohmann::json::array();
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 4242 + r},
+    events.push_back({{"name", "process_name"},
+                      {"ph", "M"},
+                      {"pid", 4242 + r},
                       {"args", {{"name", "moefold"}}}});
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 4242 + r}, {"tid", 1},
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", 4242 + r},
+                      {"tid", 1},
                       {"args", {{"name", "compute"}}}});
     for (int k = 0; k < 3; ++k) {
-      events.push_back({{"name", absl::StrCat("layer ", k, " forward")}, {"ph", "X"},
-                        {"pid", 4242 + r}, {"tid", 1}, {"ts", 1000 * k}, {"dur", 900}});
+      events.push_back({{"name", absl::StrCat("layer ", k, " forward")},
+                        {"ph", "X"},
+                        {"pid", 4242 + r},
+                        {"tid", 1},
+                        {"ts", 1000 * k},
+                        {"dur", 900}});
     }
     Write(absl::StrFormat("%s/trace/rank-%05d.json", dir, r),
           nlohmann::json{{"traceEvents", events}}.dump());
