@@ -17,6 +17,7 @@ constexpr char kUsage[] =
     "  plan       print the parallel layout (both meshes and every group) without running\n"
     "  prep-data  turn a text file into a Megatron indexed dataset (byte tokenizer)\n"
     "  export     write a checkpoint's model as a Hugging Face directory (safetensors)\n"
+    "  report     write a run's HTML report (charts, step-time breakdown, MFU sinks)\n"
     "\n"
     "Run 'moefold <command> --help' for the options of a command.\n";
 
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   if (command == "plan") return moefold::launch::PlanCommand(args);
   if (command == "prep-data") return moefold::launch::PrepDataCommand(args);
   if (command == "export") return moefold::launch::ExportCommand(args);
+  if (command == "report") return moefold::launch::ReportCommand(args);
   std::fprintf(stderr, "moefold: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -17,6 +17,7 @@ packages=(
   python3-venv                          # the Python reference environment of the tests (below)
   libopenblas-dev                       # CPU GEMM reference
   libgtest-dev libgmock-dev             # tests
+  libxml2-dev                           # tests/report: the report page parsed as XML
   libbenchmark-dev                      # tools/bench
 )
 missing=()
