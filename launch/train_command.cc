@@ -19,6 +19,7 @@
 #include "parallel/mapping.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
+#include "report/report.h"
 
 namespace moefold::launch {
 
@@ -177,7 +178,17 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
   }
   auto summary = (*trainer)->Run();
   if (!summary.ok()) return FailRank(info, "train", std::string(summary.status().message()));
-  if (info.is_root()) std::fputs(train::FormatSummary(*summary).c_str(), stdout);
+  if (info.is_root()) {
+    // The run's report (report/): written where the metrics are, linked from the summary.
+    auto report = report::WriteReport(summary->run_dir, "");
+    if (report.ok()) {
+      summary->report_path = *report;
+    } else {
+      std::fprintf(stderr, "warning: no report: %s\n",
+                   std::string(report.status().message()).c_str());
+    }
+    std::fputs(train::FormatSummary(*summary).c_str(), stdout);
+  }
   return 0;
 }
 

@@ -68,8 +68,9 @@ struct StepResult {
   // the micro-batches; forward, backward and gradient reductions up to the global norm; clipping,
   // the optimizer update and the end-of-step wait.
   double data_s = 0, model_s = 0, update_s = 0;
-  // This rank's forward and backward passes on the compute stream (device time; waits for
-  // pipeline inputs excluded, exchanges inside the layers included).
+  // This rank's compute in the forward and backward passes on the compute stream (device time;
+  // waits for pipeline inputs excluded; the exposed part of the exchanges inside the layers moved
+  // to comm_exposed_s, shared between the two in proportion).
   double forward_s = 0, backward_s = 0;
   // Every rank's step time and device high-water mark, by world rank (rank 0 logs them; one rank:
   // this rank's).
