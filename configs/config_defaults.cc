@@ -102,7 +102,7 @@ ExperimentConfig DefaultConfig() {
   comp->set_topk_fraction(0.01f);
   comp->set_block_size(128);
   comp->set_warm_start_steps(10);
-  comp->set_reanchor_every(0);  // 0 = only on the checkpoint schedule
+  comp->set_reanchor_every(0);  // 0 = anchor once, at warm_start_steps
 
   ReweightingConfig* rw = c.mutable_reweighting();
   rw->set_strategy("none");

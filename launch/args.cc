@@ -21,13 +21,18 @@ std::string ParsedArgs::Get(const std::string& name, const std::string& fallback
 absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const ArgSpec& spec,
                                      const std::string& command) {
   ParsedArgs parsed;
-  parsed.command_line = {"moefold", command};
+  parsed.command_line = {spec.program};
+  if (!command.empty()) parsed.command_line.push_back(command);
   parsed.command_line.insert(parsed.command_line.end(), args.begin(), args.end());
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg.rfind("--", 0) != 0) {
+      if (static_cast<int>(parsed.positionals.size()) < spec.max_positionals) {
+        parsed.positionals.push_back(arg);
+        continue;
+      }
       return absl::InvalidArgumentError(
-          absl::StrCat("moefold ", command, ": unexpected argument '", arg, "' (see --help)"));
+          absl::StrCat("unexpected argument '", arg, "' (see --help)"));
     }
     std::string name = arg.substr(2), value;
     bool has_value = false;
@@ -39,7 +44,7 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const
     if (spec.flags.count(name)) {
       if (has_value) {
         return absl::InvalidArgumentError(
-            absl::StrCat("moefold ", command, ": --", name, " takes no value"));
+            absl::StrCat("--", name, " takes no value"));
       }
       parsed.flags.insert(name);
       continue;
@@ -47,12 +52,12 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const
     const bool repeat = spec.repeatable.count(name) > 0;
     if (!repeat && !spec.options.count(name)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("moefold ", command, ": unknown option --", name, " (see --help)"));
+          absl::StrCat("unknown option --", name, " (see --help)"));
     }
     if (!has_value) {
       if (i + 1 >= args.size()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("moefold ", command, ": --", name, " needs a value"));
+            absl::StrCat("--", name, " needs a value"));
       }
       value = args[++i];
     }

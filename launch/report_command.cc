@@ -26,27 +26,17 @@ constexpr char kReportHelp[] =
 }  // namespace
 
 int ReportCommand(const std::vector<std::string>& args) {
-  std::vector<std::string> options;
-  std::vector<std::string> positional;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      std::fputs(kReportHelp, stdout);
-      return 0;
-    }
-    if (args[i].rfind("--", 0) != 0) {
-      positional.push_back(args[i]);
-      continue;
-    }
-    options.push_back(args[i]);
-    // "--output FILE": the value travels with its option.
-    if (args[i] == "--output" && i + 1 < args.size()) options.push_back(args[++i]);
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::fputs(kReportHelp, stdout);
+    return 0;
   }
-  auto parsed = ParseArgs(options, {{"output"}, {}, {}}, "report");
+  ArgSpec spec{.options = {"output"}, .repeatable = {}, .flags = {}, .max_positionals = 1};
+  auto parsed = ParseArgs(args, spec, "report");
   if (!parsed.ok()) return Fail("report", std::string(parsed.status().message()), 2);
-  if (positional.size() != 1) {
+  if (parsed->positionals.size() != 1) {
     return Fail("report", "expected one RUN_DIR (see --help)", 2);
   }
-  auto path = report::WriteReport(positional[0], parsed->Get("output"));
+  auto path = report::WriteReport(parsed->positionals[0], parsed->Get("output"));
   if (!path.ok()) return Fail("report", std::string(path.status().message()));
   std::printf("%s\n", path->c_str());
   return 0;

@@ -55,9 +55,11 @@ TEST(InitFromTest, TrainerStartsFromTheExportedWeights) {
   ASSERT_OK(rb);
   EXPECT_EQ(ra->loss, rb->loss);
 
+  train::TrainerOptions quiet;
+  quiet.write_metrics = false;
+  quiet.print_progress = false;
   const absl::Status s = train::Trainer::Create(
-      Small({"model.init_from=" + dir, "model.moe.num_experts=8"}),
-      train::TrainerOptions{.write_metrics = false, .print_progress = false}).status();
+      Small({"model.init_from=" + dir, "model.moe.num_experts=8"}), quiet).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()),
               ::testing::HasSubstr("config.json num_experts 4 != model.moe.num_experts 8"));

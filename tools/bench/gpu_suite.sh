@@ -408,6 +408,23 @@ hf_logits_step() {  # NAME CAP
   record "$name" "$st" "$secs" "$(grep -v '^$' "$o" | tail -n1 | cut -c1-100)"
 }
 
+# TensorBoard's own reader loads the event files of a short GPU run (and a resumed one): the
+# scalars equal metrics.jsonl's.
+tensorboard_step() {  # NAME CAP
+  local name=$1
+  gate "$name" "$2" "python3 tools/python/tensorboard_check.py --set train.device=cuda" || return 0
+  have moefold || { record "$name" FAIL 0 "binary missing"; return 0; }
+  local o=$work/$name.out
+  timed "$o" "$o.err" env LD_LIBRARY_PATH="$machine_ld_library_path" \
+    python3 tools/python/tensorboard_check.py --moefold "${bin_path[moefold]}" \
+    --work /tmp/moefold-tb-check --set train.device=cuda
+  { echo "=== $name (rc $rc, $secs s)"; cat "$o" "$o.err"; } >> "$tests_log"
+  local st
+  st=$(rc_status "$rc")
+  [ "$rc" = 77 ] && st=FAIL  # the tensorboard package is on the GPU machine
+  record "$name" "$st" "$secs" "$(grep -v '^$' "$o" | tail -n1 | cut -c1-100)"
+}
+
 train_step() {  # NAME CAP
   local name=$1
   local args=(train --config configs/tiny_moe.yaml --set train.device=cuda
@@ -541,6 +558,7 @@ done
 train_step "moefold train tiny_moe cuda bf16" 120
 ep_train_step "moefold train mixtral_mini ep2 (2 ranks, 1 GPU)" 150
 hf_logits_step "hf_logits_check (export → transformers)" 90
+tensorboard_step "tensorboard_check (GPU run's event files)" 60
 op_bench_step "op_bench" 60 300
 
 bench_table >> "$summary"

@@ -13,10 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/cuda_runtime.h"
 #include "core/tensor.h"
+#include "launch/args.h"
 #include "ops/activation.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
@@ -400,17 +402,23 @@ void BenchOptimizer(Runner& r, const Model& m) {
 }
 
 Options ParseArgs(int argc, char** argv) {
+  constexpr char kUsage[] = "usage: op_bench [--reps N] [--only SUBSTRING]\n";
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = moefold::launch::ParseArgs(
+      args,
+      {.options = {"reps", "only"}, .repeatable = {}, .flags = {"help"}, .max_positionals = 0,
+       .program = "op_bench"},
+      "");
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
-      o.reps = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-      o.only = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: op_bench [--reps N] [--only SUBSTRING]\n");
-      std::exit(2);
+  if (!parsed.ok() || parsed->Has("help") ||
+      (parsed->Has("reps") && !(absl::SimpleAtoi(parsed->Get("reps"), &o.reps) && o.reps > 0))) {
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "op_bench: %s\n", std::string(parsed.status().message()).c_str());
     }
+    std::fputs(kUsage, stderr);
+    std::exit(parsed.ok() && parsed->Has("help") ? 0 : 2);
   }
+  o.only = parsed->Get("only", o.only);
   return o;
 }
 

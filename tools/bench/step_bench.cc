@@ -41,6 +41,7 @@
 #include "core/train/model_from_config.h"
 #include "core/train/metrics.h"
 #include "core/train/trainer.h"
+#include "launch/args.h"
 #include "ops/grouped_gemm.h"
 #include "parallel/comm_backend.h"
 #include "parallel/mapping.h"
@@ -80,49 +81,52 @@ bool ParseInts(const std::string& text, std::vector<int>* out) {
 }
 
 absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> absl::StatusOr<std::string> {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(arg + " needs a value\n" + kUsage);
-      return std::string(argv[++i]);
-    };
-    std::string v;
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  for (const std::string& arg : args) {
     if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
-    if (arg == "--profile") {  // takes no value
-      o.profile_steps = std::max(o.profile_steps, 1);
-      continue;
-    }
-    MF_ASSIGN_OR_RETURN(v, value());
-    bool ok = true;
-    if (arg == "--config") {
-      o.config = v;
-    } else if (arg == "--set") {
-      o.overrides.push_back(v);
-    } else if (arg == "--micro-batches") {
-      ok = ParseInts(v, &o.micro_batches);
-    } else if (arg == "--routing") {
-      o.balanced.clear();
-      for (absl::string_view mode : absl::StrSplit(v, ',')) {
-        if (mode != "balanced" && mode != "real") ok = false;
-        o.balanced.push_back(mode == "balanced");
-      }
-    } else if (arg == "--warmup") {
-      ok = absl::SimpleAtoi(v, &o.warmup) && o.warmup >= 0;
-    } else if (arg == "--profile-steps") {
-      ok = absl::SimpleAtoi(v, &o.profile_steps) && o.profile_steps >= 0;
-    } else if (arg == "--steps") {
-      ok = absl::SimpleAtoi(v, &o.steps) && o.steps >= 1;
-    } else if (arg == "--grouped-gemm") {
-      MF_ASSIGN_OR_RETURN(o.grouped_gemm, ops::ParseGroupedGemmBackend(v));
-    } else if (arg == "--peak-tflops") {
-      ok = absl::SimpleAtod(v, &o.peak_tflops) && o.peak_tflops > 0;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown argument ", arg, "\n", kUsage));
-    }
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad value for ", arg, ": ", v));
   }
+  launch::ArgSpec spec{.options = {"config", "micro-batches", "routing", "warmup", "steps",
+                                   "profile-steps", "grouped-gemm", "peak-tflops"},
+                       .repeatable = {"set"},
+                       .flags = {"profile"},
+                       .program = "step_bench"};
+  MF_ASSIGN_OR_RETURN(const launch::ParsedArgs parsed, launch::ParseArgs(args, spec, ""));
+  Options o;
+  o.config = parsed.Get("config");
   if (o.config.empty()) return absl::InvalidArgumentError(absl::StrCat("--config is required\n", kUsage));
+  if (auto it = parsed.lists.find("set"); it != parsed.lists.end()) o.overrides = it->second;
+  if (parsed.Has("profile")) o.profile_steps = 1;
+  auto bad = [&](const std::string& name) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad value for --", name, ": ", parsed.Get(name)));
+  };
+  if (parsed.Has("micro-batches") && !ParseInts(parsed.Get("micro-batches"), &o.micro_batches)) {
+    return bad("micro-batches");
+  }
+  if (parsed.Has("routing")) {
+    o.balanced.clear();
+    for (absl::string_view mode : absl::StrSplit(parsed.Get("routing"), ',')) {
+      if (mode != "balanced" && mode != "real") return bad("routing");
+      o.balanced.push_back(mode == "balanced");
+    }
+  }
+  if (parsed.Has("warmup") && !(absl::SimpleAtoi(parsed.Get("warmup"), &o.warmup) && o.warmup >= 0)) {
+    return bad("warmup");
+  }
+  if (parsed.Has("steps") && !(absl::SimpleAtoi(parsed.Get("steps"), &o.steps) && o.steps >= 1)) {
+    return bad("steps");
+  }
+  if (parsed.Has("profile-steps") &&
+      !(absl::SimpleAtoi(parsed.Get("profile-steps"), &o.profile_steps) && o.profile_steps >= 0)) {
+    return bad("profile-steps");
+  }
+  if (parsed.Has("grouped-gemm")) {
+    MF_ASSIGN_OR_RETURN(o.grouped_gemm, ops::ParseGroupedGemmBackend(parsed.Get("grouped-gemm")));
+  }
+  if (parsed.Has("peak-tflops") &&
+      !(absl::SimpleAtod(parsed.Get("peak-tflops"), &o.peak_tflops) && o.peak_tflops > 0)) {
+    return bad("peak-tflops");
+  }
   return o;
 }
 
