@@ -388,9 +388,31 @@ std::string OpsSection(const RunData& run) {
   }
   std::vector<std::string> steps;
   for (const ProfileRecord& p : run.profiles) steps.push_back(absl::StrCat(p.step));
+  // Achieved TFLOP/s of the families that do the model's FLOPs: run.json's FLOPs per token of
+  // the family × tokens per step, over the world's devices (an even split of the work, which a
+  // pipeline's stages only approximate), per second of the family's time on rank 0.
+  const Json& info = run.run_info;
+  const bool have_flops = info.is_object() && info.contains("flops_per_token_by_family") &&
+                          info["flops_per_token_by_family"].is_object() &&
+                          info.contains("tokens_per_step") && info["tokens_per_step"].is_number();
+  const double world = info.is_object() && info.contains("world_size") &&
+                               info["world_size"].is_number()
+                           ? info["world_size"].get<double>()
+                           : 1.0;
+  auto achieved = [&](const OpRow& row) -> std::string {
+    if (!have_flops || !info["flops_per_token_by_family"].contains(row.family)) return "";
+    const Json& f = info["flops_per_token_by_family"][row.family];
+    if (!f.is_number() || !(row.ms_per_step > 0)) return "";
+    const double flops = f.get<double>() * info["tokens_per_step"].get<double>() / world;
+    return absl::StrFormat("%.3g", flops / (row.ms_per_step / 1e3) / 1e12);
+  };
   absl::StrAppend(&body, "<p>Steps ", absl::StrJoin(steps, ", "),
-                  "; exclusive time per family (a scope inside another counts once). Achieved "
-                  "TFLOP/s per family is not recorded: profile.jsonl holds times only.</p>");
+                  "; exclusive time per family (a scope inside another counts once). ",
+                  have_flops ? "Achieved TFLOP/s per device for the families that do the "
+                               "model's FLOPs (run.json's FLOPs per token by family, split "
+                               "evenly over the ranks)."
+                             : "Achieved TFLOP/s is not recorded: run.json has no FLOPs by family.",
+                  "</p>");
   std::vector<std::vector<std::string>> rows;
   BarChart chart{
       .title = "ms per step by op family", .value_label = "ms", .horizontal = true, .unit = " ms"};
@@ -398,14 +420,15 @@ std::string OpsSection(const RunData& run) {
   for (const OpRow& row : ops) {
     rows.push_back(
         {row.family, absl::StrFormat("%.3f", row.ms_per_step), FormatPercent(row.share),
-         row.family == "unattributed" ? "" : absl::StrFormat("%.0f", row.calls_per_step)});
+         row.family == "unattributed" ? "" : absl::StrFormat("%.0f", row.calls_per_step),
+         achieved(row)});
     chart.categories.push_back(row.family);
     chart.segments[0].values.push_back(row.ms_per_step);
   }
   chart.height = 60 + 18 * static_cast<int>(ops.size());
   body += "<div class=\"charts\">";
-  body += HtmlTable({"op family", "ms per step", "share", "calls per step"}, rows,
-                    {false, true, true, true});
+  body += HtmlTable({"op family", "ms per step", "share", "calls per step", "TFLOP/s"}, rows,
+                    {false, true, true, true, true});
   body += RenderBarChart(chart) + "</div>";
   return Section("ops", "Op families and MFU sinks", body);
 }

@@ -3,22 +3,34 @@
 
 namespace moefold::train {
 
-double TrainingFlopsPerToken(const model::ModelSpec& spec, int64_t seq_len) {
+std::map<std::string, double> TrainingFlopsPerTokenByFamily(const model::ModelSpec& spec,
+                                                            int64_t seq_len) {
   const double h = spec.hidden, hq = static_cast<double>(spec.num_heads) * spec.head_dim;
   const double hkv = static_cast<double>(spec.num_kv_heads) * spec.head_dim;
   const auto& moe = spec.moe;
   const double shared_ffn = moe.shared_ffn > 0 ? moe.shared_ffn : moe.expert_ffn;
-  double per_token_macs = h * spec.vocab;  // LM head
+  // Multiply-adds per token, by the op family whose kernels do them (core/profiler.h).
+  double gemm = h * spec.vocab, expert_gemm = 0, router = 0;  // LM head
   for (int l = 0; l < spec.num_layers; ++l) {
-    per_token_macs += h * (hq + 2 * hkv) + hq * h;
+    gemm += h * (hq + 2 * hkv) + hq * h;
     if (spec.moe_layer[l]) {
-      per_token_macs += moe.top_k * 3 * h * moe.expert_ffn +
-                        moe.num_shared_experts * 3 * h * shared_ffn + h * moe.num_experts;
+      expert_gemm += moe.top_k * 3 * h * moe.expert_ffn;
+      gemm += moe.num_shared_experts * 3 * h * shared_ffn;
+      router += h * moe.num_experts;
     } else {
-      per_token_macs += 3 * h * spec.ffn;
+      gemm += 3 * h * spec.ffn;
     }
   }
-  return 6 * per_token_macs + 6.0 * spec.num_layers * static_cast<double>(seq_len) * hq;
+  return {{"attention", 6.0 * spec.num_layers * static_cast<double>(seq_len) * hq},
+          {"gemm", 6 * gemm},
+          {"expert_gemm", 6 * expert_gemm},
+          {"router", 6 * router}};
+}
+
+double TrainingFlopsPerToken(const model::ModelSpec& spec, int64_t seq_len) {
+  double total = 0;
+  for (const auto& [family, flops] : TrainingFlopsPerTokenByFamily(spec, seq_len)) total += flops;
+  return total;
 }
 
 ParameterCounts CountParameters(const model::ModelSpec& spec) {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "core/model/model_spec.h"
 
@@ -11,6 +13,11 @@ namespace moefold::train {
 // F per token = 6·[Σ_attn (h·(h_q + 2·h_kv) + h_q·h) + Σ_dense 3·h·F
 //               + Σ_moe (k·3·h·F_e + n_shared·3·h·F_s + h·E) + h·V] + 6·L·S·h_q
 double TrainingFlopsPerToken(const model::ModelSpec& spec, int64_t seq_len);
+// The same split by the op family doing the work (core/profiler.h's names): "attention" (scores
+// and their weighted sum), "expert_gemm" (the routed experts), "router", and "gemm" (projections,
+// dense and shared-expert FFNs, LM head). The values sum to TrainingFlopsPerToken.
+std::map<std::string, double> TrainingFlopsPerTokenByFamily(const model::ModelSpec& spec,
+                                                            int64_t seq_len);
 
 // Parameters of the model, and those a token touches (top-k experts + shared + dense parts).
 struct ParameterCounts {

@@ -14,6 +14,7 @@
 #include "core/file_io.h"
 #include "core/json_line.h"
 #include "core/train/memory_plan.h"
+#include "core/train/metrics.h"
 #include "parallel/comm_backend.h"
 #include "parallel/mapping_format.h"
 
@@ -79,6 +80,8 @@ absl::Status WriteRunFiles(const std::string& run_dir, const config::ExperimentC
       .Add("peak_tflops", info.peak.tflops > 0 ? info.peak.tflops : NAN)
       .Add("peak_source", info.peak.source)
       .Add("model_flops_per_token", info.model_flops_per_token)
+      .Add("flops_per_token_by_family", JsonObject(info.flops_per_token_by_family))
+      .Add("tokens_per_step", info.tokens_per_step)
       .Add("params", JsonLine().Add("total", info.params.total).Add("active", info.params.active))
       .Add("environment", Environment());
   MF_RETURN_IF_ERROR(WriteFileAtomically(Path(run_dir, "run.json"), run.Dump() + "\n"));

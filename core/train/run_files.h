@@ -4,6 +4,7 @@
 // estimate); at the end, summary.json. Rank 0 writes them.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct RunInfo {
   Device device = Device::Cpu();     // rank 0's compute device
   Peak peak;
   double model_flops_per_token = 0;
+  std::map<std::string, double> flops_per_token_by_family;  // TrainingFlopsPerTokenByFamily
+  int64_t tokens_per_step = 0;                               // global batch × sequence length
   ParameterCounts params;
 };
 

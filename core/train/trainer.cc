@@ -246,6 +246,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     info.device = state->device;
     info.peak = state->peak;
     info.model_flops_per_token = TrainingFlopsPerToken(state->spec, config.train().seq_len());
+    info.flops_per_token_by_family =
+        TrainingFlopsPerTokenByFamily(state->spec, config.train().seq_len());
+    info.tokens_per_step =
+        static_cast<int64_t>(config.train().global_batch_size()) * config.train().seq_len();
     info.params = CountParameters(state->spec);
     MF_RETURN_IF_ERROR(WriteRunFiles(options.run_dir, config,
                                      options.groups ? &options.groups->mapping() : nullptr, info));
