@@ -4,7 +4,6 @@
 // on_error stop and warn, and resumes that must be refused or accepted. The invariants: an
 // interrupted save is never taken for a checkpoint, a resumed run continues bit-identically, and
 // every error names the file, tensor, step or setting at fault.
-#include <sys/wait.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +15,7 @@
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
 #include "tests/checkpoint/scratch_dir.h"
+#include "tests/testing/run_command.h"
 #include "tests/testing/testing.h"
 
 namespace moefold::checkpoint {
@@ -42,21 +42,8 @@ constexpr char kNineSteps[] =
 
 const std::string kRoot = "build/test-runs/checkpoint-faults";
 
-struct Result {
-  int exit_code;
-  std::string output;
-};
-
-Result RunCommand(const std::string& command_line) {
-  Result r{-1, ""};
-  FILE* pipe = popen((command_line + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) r.output += buffer;
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Result = moefold::testing::CommandResult;
+using moefold::testing::RunCommand;
 
 // `moefold train` of the tiny model on `ranks` ranks, saving to `ck_dir`, metrics in `run_dir`.
 Result Train(int ranks, const std::string& ck_dir, const std::string& run_dir,

@@ -8,25 +8,12 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/testing/run_command.h"
 
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string output;
-};
-
-Result RunCommand(const std::string& command_line) {
-  const std::string command = command_line + " 2>&1";
-  Result r{-1, ""};
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) r.output += buffer;
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Result = moefold::testing::CommandResult;
+using moefold::testing::RunCommand;
 
 Result RunMoefold(const std::string& args) {
   return RunCommand(std::string(MOEFOLD_BINARY) + " " + args);

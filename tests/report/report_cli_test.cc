@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "tests/testing/run_command.h"
 #include "tests/report/report_testing.h"
 
 namespace moefold::report {
@@ -20,21 +21,8 @@ using testing::ReadJsonLines;
 using testing::TextById;
 using testing::XmlError;
 
-struct Result {
-  int exit_code;
-  std::string output;
-};
-
-Result RunCommand(const std::string& command_line) {
-  Result r{-1, ""};
-  FILE* pipe = popen((command_line + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) r.output += buffer;
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Result = moefold::testing::CommandResult;
+using moefold::testing::RunCommand;
 
 // The seconds formatting of the page (report/format.h FormatSeconds), restated.
 std::string Seconds(double s) {

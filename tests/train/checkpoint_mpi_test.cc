@@ -22,18 +22,6 @@ namespace {
 constexpr int kSteps = 12;
 constexpr int kSaveAt = 6;
 
-int WorldRank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int WorldSize() {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
-
 // The model every case trains: the equivalence model with 4 layers (so two pipeline stages can
 // each hold two virtual stages) and 8 experts, an expert bias, and loss-based reweighting.
 std::vector<std::string> Model(std::vector<std::string> extra = {}) {
@@ -90,17 +78,7 @@ PhaseRun RunPhase(const config::ExperimentConfig& config, int world, int first, 
       MF_CHECK((*trainer)->BeginSave(last).ok());
       MF_CHECK((*trainer)->FinishSave().ok());
     }
-    parallel::Communicator *tp = nullptr, *etp = nullptr, *ep = nullptr;
-    if (groups != nullptr) {
-      tp = *groups->Get(parallel::GroupKind::kTp);
-      etp = *groups->Get(parallel::GroupKind::kEtp);
-      ep = *groups->Get(parallel::GroupKind::kEp);
-    }
-    for (const auto& p : (*trainer)->params().params()) {
-      auto whole = parallel::GatherParameter(*p, tp, etp, ep);
-      MF_CHECK(whole.ok()) << whole.status();
-      phase.run.params[p->name] = whole->ToVector();
-    }
+    phase.run.params = GatheredParameters(**trainer, groups.get());
   }
   MPI_Barrier(MPI_COMM_WORLD);
   return phase;

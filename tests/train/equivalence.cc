@@ -66,18 +66,37 @@ LayoutRun TrainLayout(const config::ExperimentConfig& config,
     run.aux_losses.push_back(r->aux_loss);
     run.grad_norms.push_back(r->grad_norm);
   }
+  run.params = GatheredParameters(**trainer, groups);
+  return run;
+}
+
+int WorldRank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+int WorldSize() {
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+std::map<std::string, std::vector<float>> GatheredParameters(
+    Trainer& trainer, const parallel::ProcessGroups* groups) {
   parallel::Communicator *tp = nullptr, *etp = nullptr, *ep = nullptr;
   if (groups != nullptr) {
     tp = *groups->Get(parallel::GroupKind::kTp);
     etp = *groups->Get(parallel::GroupKind::kEtp);
     ep = *groups->Get(parallel::GroupKind::kEp);
   }
-  for (const auto& p : (*trainer)->params().params()) {
+  std::map<std::string, std::vector<float>> params;
+  for (const auto& p : trainer.params().params()) {
     auto whole = parallel::GatherParameter(*p, tp, etp, ep);
     MF_CHECK(whole.ok()) << whole.status();
-    run.params[p->name] = whole->ToVector();
+    params[p->name] = whole->ToVector();
   }
-  return run;
+  return params;
 }
 
 const LayoutRun& SingleRankReference(const std::vector<std::string>& overrides, int steps) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "configs/moefold.pb.h"
+#include "core/train/trainer.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
 
@@ -29,6 +30,14 @@ struct LayoutRun {
 // over 4 KV heads; vocabulary 257 so TP splits it unevenly; sequence aux loss, z-loss; uniform
 // sample weights unless a case adds kReweighting), then `overrides`.
 config::ExperimentConfig EquivalenceConfig(const std::vector<std::string>& overrides = {});
+
+// This process's rank and the size of MPI_COMM_WORLD.
+int WorldRank();
+int WorldSize();
+
+// Every parameter of `trainer`, each gathered whole over TP/ETP/EP (`groups` null = one rank).
+std::map<std::string, std::vector<float>> GatheredParameters(Trainer& trainer,
+                                                             const parallel::ProcessGroups* groups);
 
 // Trains `steps` steps; `groups` null = one rank. Parameters are gathered over TP at the end.
 LayoutRun TrainLayout(const config::ExperimentConfig& config,

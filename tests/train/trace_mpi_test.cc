@@ -30,18 +30,6 @@ using testing::ReadTrace;
 using testing::TraceEvent;
 using testing::TraceProblems;
 
-int WorldRank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int WorldSize() {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
-
 // A run directory every rank agrees on (rank 0's pid), removed at the end.
 class SharedRunDir {
  public:
