@@ -50,7 +50,12 @@ constexpr char kTrainHelp[] =
     "writes metrics; a rank's error is printed with its rank and ends the whole job with a\n"
     "non-zero exit.\n"
     "\n"
-    "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end.\n"
+    "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end\n"
+    "(MFU against the device's peak, throughput per device, the median step's parts). The run\n"
+    "directory gets config.yaml, run.json, plan.json and metrics.jsonl at the start and\n"
+    "summary.json and report.html (see moefold report --help) at the end;\n"
+    "logging.tensorboard=true adds TensorBoard event files under RUN_DIR/tb/ and\n"
+    "logging.trace_steps=START-END a Chrome/Perfetto trace per rank under RUN_DIR/trace/.\n"
     "With data.path empty the built-in corpus is prepared under data/ on first use.\n";
 
 // "tp 2 (SP) × cp 2 × dp 2 (ZeRO-1), etp 2 × ep 4": the attention dimensions larger than one ("one
