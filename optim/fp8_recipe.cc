@@ -33,8 +33,9 @@ Fp8DelayedScaling::Fp8DelayedScaling(const Fp8DelayedScalingOptions& options, in
   scale_invs_.Fill(1.0f);
 }
 
-absl::StatusOr<Fp8DelayedScaling> Fp8DelayedScaling::Create(
-    int64_t num_tensors, const Fp8DelayedScalingOptions& options, const Device& device) {
+absl::StatusOr<Fp8DelayedScaling> Fp8DelayedScaling::Create(int64_t num_tensors,
+                                                            const Fp8DelayedScalingOptions& options,
+                                                            const Device& device) {
   if (options.amax_history < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Fp8DelayedScaling: amax_history must be at least 1, got ", options.amax_history));

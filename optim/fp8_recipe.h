@@ -22,8 +22,8 @@
 namespace moefold::optim {
 
 struct Fp8DelayedScalingOptions {
-  int amax_history = 16;            // L ≥ 1 steps of amax per tensor
-  DType format = DType::kFp8E4M3;   // kFp8E4M3 or kFp8E5M2: one format per group
+  int amax_history = 16;           // L ≥ 1 steps of amax per tensor
+  DType format = DType::kFp8E4M3;  // kFp8E4M3 or kFp8E5M2: one format per group
 };
 
 // Delayed scaling of T tensors (one group: e.g. a layer's forward operands in E4M3, or its

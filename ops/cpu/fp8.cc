@@ -1,13 +1,15 @@
 // CPU reference of the FP8 quantisation ops: plain loops over f32 copies of the inputs, each
-// product x·scale rounded once (x86-64 without FMA contracts nothing) and cast with core/dtype.h's
-// saturating RNE conversions, the casts of CUDA's __nv_cvt_float_to_fp8. Amaxes are maxima of
-// |x|'s bit patterns (NaN mapped to 0x7FC00000 above +Inf), which ops/cuda/fp8.cu reduces alike.
+// product x·scale rounded once (x86-64 without FMA contracts nothing; a NaN product is +NaN as on
+// the GPU) and cast with core/dtype.h's saturating RNE conversions, the casts of CUDA's
+// __nv_cvt_float_to_fp8. Amaxes are maxima of |x|'s bit patterns (NaN mapped to 0x7FC00000 above
+// +Inf), which ops/cuda/fp8.cu reduces alike.
 #include "ops/fp8.h"
 
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +35,13 @@ float FromBits(uint32_t bits) {
 
 bool IsFp8(DType dtype) { return dtype == DType::kFp8E4M3 || dtype == DType::kFp8E5M2; }
 
+// x·scale as the GPU's __fmul_rn gives it: a NaN product is the canonical +NaN (x86 would keep
+// the NaN operand's sign, and the sign reaches the FP8 code).
+float Scaled(float x, float scale) {
+  const float p = x * scale;
+  return std::isnan(p) ? std::numeric_limits<float>::quiet_NaN() : p;
+}
+
 uint8_t CastFp8(float v, DType dtype) {
   return dtype == DType::kFp8E4M3 ? FloatToFp8E4M3(v) : FloatToFp8E5M2(v);
 }
@@ -56,18 +65,16 @@ void CheckFp8(const Tensor& t, const char* op, const char* name) {
 // The dimensions of an (M, N) tensor split into blocks, or InvalidArgument naming the one that
 // does not divide.
 absl::Status CheckBlocks(const Tensor& t, const Fp8BlockShape& block, const char* op) {
-  MF_CHECK(block.rows > 0 && block.cols > 0)
-      << op << ": block " << block.rows << "×" << block.cols;
+  MF_CHECK(block.rows > 0 && block.cols > 0) << op << ": block " << block.rows << "×" << block.cols;
   internal::CheckRank(t, 2, op, "the quantised tensor");
   if (t.dim(0) % block.rows != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": rows M = ", t.dim(0),
-                                                   " is not a multiple of the block's ",
-                                                   block.rows, " rows"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": rows M = ", t.dim(0), " is not a multiple of the block's ", block.rows, " rows"));
   }
   if (t.dim(1) % block.cols != 0) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": columns N = ", t.dim(1),
-                                                   " is not a multiple of the block's ",
-                                                   block.cols, " columns"));
+                                                   " is not a multiple of the block's ", block.cols,
+                                                   " columns"));
   }
   return absl::OkStatus();
 }
@@ -122,7 +129,7 @@ void CastTransposeAmax(const Tensor& x, const Tensor& scale, Tensor* y, Tensor* 
     for (int64_t j = 0; j < n; ++j) {
       const float v = px[i * n + j];
       bits = std::max(bits, AbsBits(v));
-      const uint8_t code = CastFp8(v * s, format);
+      const uint8_t code = CastFp8(Scaled(v, s), format);
       if (py != nullptr) py[i * n + j] = code;
       if (pt != nullptr) pt[j * m + i] = code;
     }
@@ -158,13 +165,14 @@ absl::Status QuantizeBlockwise(const Tensor& x, const Fp8BlockShape& block,
       const int64_t r0 = bi * block.rows, c0 = bj * block.cols;
       uint32_t bits = 0;
       for (int64_t i = r0; i < r0 + block.rows; ++i) {
-        for (int64_t j = c0; j < c0 + block.cols; ++j) bits = std::max(bits, AbsBits(px[i * n + j]));
+        for (int64_t j = c0; j < c0 + block.cols; ++j)
+          bits = std::max(bits, AbsBits(px[i * n + j]));
       }
       const float s = Fp8ScaleFromAmax(FromBits(bits), fp8_max, options.pow2, 1.0f);
       ps[bi * bn + bj] = 1.0f / s;
       for (int64_t i = r0; i < r0 + block.rows; ++i) {
         for (int64_t j = c0; j < c0 + block.cols; ++j) {
-          pq[i * n + j] = CastFp8(px[i * n + j] * s, q->dtype());
+          pq[i * n + j] = CastFp8(Scaled(px[i * n + j], s), q->dtype());
         }
       }
     }
@@ -205,8 +213,8 @@ void Fp8UpdateScales(float fp8_max, Tensor* amax, Tensor* history, Tensor* scale
   constexpr const char* kOp = "Fp8UpdateScales";
   MF_CHECK(amax != nullptr && scale != nullptr && scale_inv != nullptr)
       << kOp << ": amax, scale or scale_inv is null";
-  MF_RETURN_IF_GPU(*amax, kOp, cuda::Fp8UpdateScales(fp8_max, amax, history, scale, scale_inv,
-                                                     stream));
+  MF_RETURN_IF_GPU(*amax, kOp,
+                   cuda::Fp8UpdateScales(fp8_max, amax, history, scale, scale_inv, stream));
   MF_CHECK(fp8_max > 0 && std::isfinite(fp8_max)) << kOp << ": fp8_max " << fp8_max;
   internal::CheckF32(*amax, kOp, "amax");
   internal::CheckRank(*amax, 1, kOp, "amax");

@@ -13,8 +13,8 @@
 namespace moefold::ops::cuda {
 namespace {
 
-constexpr int kTile = 32;      // transpose tile edge
-constexpr int kTileRows = 8;   // threadIdx.y extent: each thread handles kTile / kTileRows rows
+constexpr int kTile = 32;     // transpose tile edge
+constexpr int kTileRows = 8;  // threadIdx.y extent: each thread handles kTile / kTileRows rows
 constexpr int kMaxThreads = 256;
 
 __device__ __forceinline__ uint32_t AbsBits(float v) {
@@ -139,7 +139,8 @@ __global__ void DequantizeBlockwiseKernel(const uint8_t* __restrict__ q,
                                           int64_t blocks_n, __nv_fp8_interpretation_t format) {
   for (int64_t at = FirstThread(); at < m * n; at += GridThreads()) {
     const int64_t i = at / n, j = at % n;
-    x[at] = FromF32<T>(__fmul_rn(Fp8ToF32(q[at], format), scale_inv[i / rows * blocks_n + j / cols]));
+    x[at] =
+        FromF32<T>(__fmul_rn(Fp8ToF32(q[at], format), scale_inv[i / rows * blocks_n + j / cols]));
   }
 }
 
@@ -250,8 +251,8 @@ absl::Status DequantizeBlockwise(const Tensor& q, const Tensor& scale_inv,
   const int grid = DeviceGrid(m * n, kMaxThreads, kMaxThreads, stream);
   MF_DISPATCH_FLOAT(x->dtype(), kOp, T,
                     DequantizeBlockwiseKernel<T><<<grid, kMaxThreads, 0, Native(stream)>>>(
-                        q.data<uint8_t>(), scale_inv.data<float>(), x->data<T>(), m, n,
-                        block.rows, block.cols, bn, Format(q.dtype())));
+                        q.data<uint8_t>(), scale_inv.data<float>(), x->data<T>(), m, n, block.rows,
+                        block.cols, bn, Format(q.dtype())));
   MF_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
 }

@@ -2,7 +2,7 @@
 // DequantizeBlockwise and Fp8UpdateScales give the CPU reference's bits — codes byte for byte,
 // scales and amaxes element for element (NaN for NaN) — for f32 and bf16 inputs, both formats,
 // ragged shapes (partial transpose tiles), shapes where each thread block loops, and inputs with
-// zeros, NaN, ±Inf, subnormals and values beyond the format's range.
+// zeros, ±NaN, ±Inf, subnormals and values beyond the format's range.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -32,6 +32,7 @@ Tensor Data(int64_t m, int64_t n, uint64_t seed, bool poison) {
     v[(m * n) / 3] = std::numeric_limits<float>::quiet_NaN();
     v[(m * n) / 2] = std::numeric_limits<float>::infinity();
     v[m * n - 1] = -std::numeric_limits<float>::infinity();
+    v[(m * n) / 4] = -std::numeric_limits<float>::quiet_NaN();
   }
   return Tensor::FromVector(v, {m, n});
 }
@@ -126,8 +127,8 @@ TEST_P(CudaFp8Test, BlockwiseMatchesTheCpu) {
         Tensor q = Tensor::Empty({m, n}, c.format), s = Tensor::Empty({bm, bn}, DType::kF32);
         Tensor q_gpu = GpuGarbage({m, n}, c.format), s_gpu = GpuGarbage({bm, bn}, DType::kF32);
         ASSERT_OK(QuantizeBlockwise(x, block, {.pow2 = pow2}, &q, &s, CpuStream()));
-        ASSERT_OK(QuantizeBlockwise(x.To(Gpu()), block, {.pow2 = pow2}, &q_gpu, &s_gpu,
-                                    GpuStream()));
+        ASSERT_OK(
+            QuantizeBlockwise(x.To(Gpu()), block, {.pow2 = pow2}, &q_gpu, &s_gpu, GpuStream()));
         EXPECT_EQ(Bytes(q_gpu), Bytes(q)) << what;
         EXPECT_EQ(Bytes(s_gpu), Bytes(s)) << what;
         Tensor back = Tensor::Empty({m, n}, c.input);
@@ -150,9 +151,8 @@ INSTANTIATE_TEST_SUITE_P(Formats, CudaFp8Test,
 TEST(CudaFp8UpdateTest, RefusesADimensionOnTheGpuToo) {
   MF_REQUIRE_GPU();
   Tensor q = GpuGarbage({4, 200}, DType::kFp8E4M3), s = GpuGarbage({4, 1}, DType::kF32);
-  const absl::Status status =
-      QuantizeBlockwise(Tensor::Zeros({4, 200}, DType::kF32, Gpu()), kFp8ActivationTile, {}, &q,
-                        &s, GpuStream());
+  const absl::Status status = QuantizeBlockwise(Tensor::Zeros({4, 200}, DType::kF32, Gpu()),
+                                                kFp8ActivationTile, {}, &q, &s, GpuStream());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
 }
 

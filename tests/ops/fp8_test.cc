@@ -39,7 +39,7 @@ TEST(Fp8Test, MaxOfEachFormat) {
 TEST(Fp8Test, ScaleFromAmaxHandValues) {
   EXPECT_EQ(Fp8ScaleFromAmax(2.0f, 448.0f, false, 1.0f), 224.0f);
   EXPECT_EQ(Fp8ScaleFromAmax(3.0f, 448.0f, false, 1.0f), 448.0f / 3.0f);
-  EXPECT_EQ(Fp8ScaleFromAmax(3.0f, 448.0f, true, 1.0f), 128.0f);  // 149.3 rounded down
+  EXPECT_EQ(Fp8ScaleFromAmax(3.0f, 448.0f, true, 1.0f), 128.0f);    // 149.3 rounded down
   EXPECT_EQ(Fp8ScaleFromAmax(1000.0f, 448.0f, true, 1.0f), 0.25f);  // 0.448 rounded down
   // Zero and non-finite amaxes keep the previous scale.
   EXPECT_EQ(Fp8ScaleFromAmax(0.0f, 448.0f, false, 7.0f), 7.0f);
@@ -90,6 +90,10 @@ TEST(Fp8Test, NanMakesTheAmaxTheQuietNanAndTheCodeNan) {
     const std::vector<float> v = y.ToVector();
     EXPECT_EQ(v[0], 1.0f);
     EXPECT_TRUE(std::isnan(v[1]));
+    // −NaN·scale is the GPU's canonical +NaN: the code carries no sign.
+    const uint8_t positive_nan =
+        format == DType::kFp8E4M3 ? FloatToFp8E4M3(kNan) : FloatToFp8E5M2(kNan);
+    EXPECT_EQ(Codes(y)[1], positive_nan);
     EXPECT_EQ(v[2], Fp8Max(format));  // SATFINITE: +Inf → +max
   }
 }
@@ -106,7 +110,8 @@ TEST(Fp8Test, Bf16InputIsWidenedExactly) {
   const Tensor x = RandomNormal({5, 7}, 3, 4.0f);
   const Tensor x_bf16 = x.To(DType::kBF16);
   const Tensor scale = Tensor::FromVector({10.0f}, {1});
-  Tensor y = Tensor::Empty({5, 7}, DType::kFp8E4M3), expected = Tensor::Empty({5, 7}, DType::kFp8E4M3);
+  Tensor y = Tensor::Empty({5, 7}, DType::kFp8E4M3),
+         expected = Tensor::Empty({5, 7}, DType::kFp8E4M3);
   Tensor amax = Tensor::FromVector({0.0f}, {1}), amax_expected = Tensor::FromVector({0.0f}, {1});
   CastTransposeAmax(x_bf16, scale, &y, nullptr, &amax, CpuStream());
   CastTransposeAmax(x_bf16.To(DType::kF32), scale, &expected, nullptr, &amax_expected, CpuStream());
@@ -237,7 +242,8 @@ TEST(Fp8Test, BlockwiseBf16InAndOut) {
   ASSERT_OK(QuantizeBlockwise(x.To(DType::kF32), kFp8ActivationTile, {}, &q32, &s32, CpuStream()));
   EXPECT_EQ(Codes(q), Codes(q32));
   EXPECT_EQ(s.ToVector(), s32.ToVector());
-  Tensor back = Tensor::Empty({4, 256}, DType::kBF16), back32 = Tensor::Empty({4, 256}, DType::kF32);
+  Tensor back = Tensor::Empty({4, 256}, DType::kBF16),
+         back32 = Tensor::Empty({4, 256}, DType::kF32);
   ASSERT_OK(DequantizeBlockwise(q, s, kFp8ActivationTile, &back, CpuStream()));
   ASSERT_OK(DequantizeBlockwise(q, s, kFp8ActivationTile, &back32, CpuStream()));
   EXPECT_EQ(back.ToVector(), back32.To(DType::kBF16).ToVector());
@@ -276,7 +282,8 @@ TEST(Fp8Test, UpdateScalesRollsTheHistory) {
 
 TEST(Fp8Test, UpdateScalesWithoutHistoryUsesTheAmaxNow) {
   Tensor amax = Tensor::FromVector({4.0f, 0.0f, kNan}, {3});
-  Tensor scale = Tensor::FromVector({1.0f, 2.0f, 3.0f}, {3}), scale_inv = Tensor::Empty({3}, DType::kF32);
+  Tensor scale = Tensor::FromVector({1.0f, 2.0f, 3.0f}, {3}),
+         scale_inv = Tensor::Empty({3}, DType::kF32);
   Fp8UpdateScales(57344.0f, &amax, nullptr, &scale, &scale_inv, CpuStream());
   EXPECT_EQ(scale.ToVector(), (std::vector<float>{14336.0f, 2.0f, 3.0f}));
   EXPECT_EQ(amax.ToVector()[0], 4.0f);  // not consumed
