@@ -70,6 +70,16 @@ void CheckFp8(const Tensor& t, const Device& device, const char* op, const char*
       << op << ": " << name << " must be fp8_e4m3 or fp8_e5m2, got " << t.DebugString();
 }
 
+// A rank-2 tensor whose dimensions the block divides: the public op has returned InvalidArgument
+// otherwise, so here it is an invariant.
+void CheckBlocks(const Tensor& t, const Fp8BlockShape& block, const char* op, const char* name) {
+  CheckRank(t, 2, op, name);
+  MF_CHECK(block.rows > 0 && block.cols > 0 && t.dim(0) % block.rows == 0 &&
+           t.dim(1) % block.cols == 0)
+      << op << ": block " << block.rows << "×" << block.cols << " for " << name << " "
+      << t.DebugString();
+}
+
 // Block (kTile, kTileRows); a grid-stride loop over the 32×32 tiles of x (M, N). y, y_t, amax may
 // be null. amax holds f32 bits ≥ 0 (or the quiet NaN): unsigned max is the order of magnitudes.
 template <typename T>
@@ -211,10 +221,7 @@ absl::Status QuantizeBlockwise(const Tensor& x, const Fp8BlockShape& block,
   const Device dev = x.device();
   CheckStream(stream, dev, kOp);
   CheckActivation(x, dev, kOp, "x");
-  CheckRank(x, 2, kOp, "x");
-  MF_CHECK(block.rows > 0 && block.cols > 0 && x.dim(0) % block.rows == 0 &&
-           x.dim(1) % block.cols == 0)
-      << kOp << ": block " << block.rows << "×" << block.cols << " for " << x.DebugString();
+  CheckBlocks(x, block, kOp, "x");
   const int64_t m = x.dim(0), n = x.dim(1), bm = m / block.rows, bn = n / block.cols;
   MF_CHECK(q != nullptr) << kOp << ": q is null";
   CheckFp8(*q, dev, kOp, "q");
@@ -238,10 +245,7 @@ absl::Status DequantizeBlockwise(const Tensor& q, const Tensor& scale_inv,
   const Device dev = q.device();
   CheckStream(stream, dev, kOp);
   CheckFp8(q, dev, kOp, "q");
-  CheckRank(q, 2, kOp, "q");
-  MF_CHECK(block.rows > 0 && block.cols > 0 && q.dim(0) % block.rows == 0 &&
-           q.dim(1) % block.cols == 0)
-      << kOp << ": block " << block.rows << "×" << block.cols << " for " << q.DebugString();
+  CheckBlocks(q, block, kOp, "q");
   const int64_t m = q.dim(0), n = q.dim(1), bn = n / block.cols;
   CheckIn(scale_inv, dev, DType::kF32, {m / block.rows, bn}, kOp, "scale_inv");
   MF_CHECK(x != nullptr) << kOp << ": x is null";
