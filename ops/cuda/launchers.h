@@ -18,6 +18,7 @@
 #include "core/tensor.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
+#include "ops/fp8.h"
 #include "ops/moe.h"
 #include "ops/quant.h"
 #include "ops/router.h"
@@ -174,5 +175,18 @@ void Ef21Encode(const Tensor& v, float v_scale, const CompressorSpec& spec, Tens
                 Tensor* messages, Stream& stream);
 void Ef21DecodeSum(const Tensor& messages, const CompressorSpec& spec, const Tensor& weights,
                    Tensor* s, Stream& stream);
+
+// fp8.cu: x f32 or bf16, codes kFp8E4M3 or kFp8E5M2, scales and amaxes f32. The blockwise
+// launchers expect dimensions already checked against the block (the public ops return the
+// InvalidArgument).
+void CastTransposeAmax(const Tensor& x, const Tensor& scale, Tensor* y, Tensor* y_t, Tensor* amax,
+                       Stream& stream);
+absl::Status QuantizeBlockwise(const Tensor& x, const Fp8BlockShape& block,
+                               const BlockwiseOptions& options, Tensor* q, Tensor* scale_inv,
+                               Stream& stream);
+absl::Status DequantizeBlockwise(const Tensor& q, const Tensor& scale_inv,
+                                 const Fp8BlockShape& block, Tensor* x, Stream& stream);
+void Fp8UpdateScales(float fp8_max, Tensor* amax, Tensor* history, Tensor* scale, Tensor* scale_inv,
+                     Stream& stream);
 
 }  // namespace moefold::ops::cuda
