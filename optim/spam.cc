@@ -62,17 +62,28 @@ float AdaGn(const SpamOptions& options, int64_t step, double norm, SpamTensorSta
 SpamTransform::SpamTransform(const SpamOptions& options, parallel::GradSync* sync,
                              const parallel::GradSyncGroups& groups)
     : options_(options), sync_(sync), groups_(groups) {
-  ParameterSet* set = sync->params();
+  state_.resize(sync->params()->params().size());
+}
+
+void SpamTransform::RefreshPieces() {
+  // The owned gradients are (re)assigned as the step's reductions launch: build the segments from
+  // what this step holds, again only when a bucket's owned range moved.
+  const std::vector<Tensor*> owned = sync_->OwnedGrads();
+  std::vector<parallel::GradBucket>& buckets = sync_->buckets();
+  MF_CHECK_EQ(owned.size(), buckets.size()) << "SpamTransform: one owned gradient per bucket";
+  bool same = pieces_.size() == owned.size();
+  for (size_t i = 0; same && i < owned.size(); ++i) {
+    same = pieces_[i].begin == buckets[i].shard_begin && pieces_[i].numel == owned[i]->numel();
+  }
+  if (same) return;
+  ParameterSet* set = sync_->params();
   std::unordered_map<const Parameter*, int64_t> index;
   for (const auto& p : set->params()) index.emplace(p.get(), static_cast<int64_t>(index.size()));
-  state_.resize(index.size());
-  const std::vector<Tensor*> owned = sync->OwnedGrads();
-  std::vector<parallel::GradBucket>& buckets = sync->buckets();
-  MF_CHECK_EQ(owned.size(), buckets.size()) << "SpamTransform: one owned gradient per bucket";
+  pieces_.clear();
   for (size_t i = 0; i < buckets.size(); ++i) {
     const parallel::GradBucket& bucket = buckets[i];
     const int64_t begin = bucket.shard_begin, end = begin + owned[i]->numel();
-    Piece piece{owned[i], bucket.buffer, {}, {}};
+    Piece piece{owned[i], bucket.buffer, begin, owned[i]->numel(), {}, {}};
     std::vector<int64_t> ranges;
     for (const FlatSegment& s : set->flat_buffers()[bucket.buffer].segments) {
       const int64_t lo = std::max(begin, s.offset), hi = std::min(end, s.offset + s.numel);
@@ -148,6 +159,7 @@ absl::Status SpamTransform::TensorStats(const Tensor& grad_scale, const std::vec
 absl::Status SpamTransform::Apply(int64_t step, const Tensor& grad_scale,
                                   const std::vector<Tensor*>& second_moments, Stream& stream) {
   MF_CHECK_GE(step, 1) << "SpamTransform: step is 1-based";
+  RefreshPieces();
   if (options_.kind == SpamKind::kSpam) {
     MF_CHECK_EQ(second_moments.size(), pieces_.size())
         << "SpamTransform: one second moment per owned gradient";

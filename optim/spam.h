@@ -97,9 +97,12 @@ class SpamTransform {
   struct Piece {
     Tensor* grad;
     int buffer;
+    int64_t begin, numel;         // the owned range of the bucket's flat buffer
     std::vector<int64_t> params;  // state index of each segment
     Tensor segments;              // (S, 2) i64 [begin, end) within grad, on its device
   };
+  // Builds pieces_ from the buckets' owned gradients of this step (unchanged ones are kept).
+  void RefreshPieces();
   // Per-segment (max|g|, Σg²) of every piece, combined per tensor over the ranks holding its
   // pieces: maxima (op kMax) and sums (kSum) indexed by state index.
   absl::Status TensorStats(const Tensor& grad_scale, const std::vector<Tensor>& clips,
