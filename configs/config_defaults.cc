@@ -87,6 +87,13 @@ ExperimentConfig DefaultConfig() {
   o->set_schedule("cosine");
   o->set_warmup_steps(DefaultWarmupSteps(t->steps()));
   o->set_decay_fraction(0.2f);  // wsd only
+  o->set_spam_reset_interval(500);
+  o->set_spam_theta(5000.0f);
+  o->set_spam_clip_delay(20);
+  o->set_spam_warmup_steps(150);
+  o->set_spam_gamma1(0.7f);
+  o->set_spam_gamma2(0.9f);
+  o->set_spam_gamma3(0.999f);
 
   PrecisionConfig* pr = c.mutable_precision();
   pr->set_compute_dtype("f32");

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -291,7 +292,27 @@ void CheckTrainAndOptimizer(const ExperimentConfig& c, Problems* p) {
   NonNegative(p, "train.eval_every", t.eval_every());
 
   const OptimizerConfig& o = c.optimizer();
-  OneOf(p, "optimizer.name", o.name(), {"adamw"});
+  OneOf(p, "optimizer.name", o.name(), {"adamw", "spam", "stable_spam"});
+  NonNegative(p, "optimizer.spam_reset_interval (0 = never)", o.spam_reset_interval());
+  Positive(p, "optimizer.spam_theta", o.spam_theta());
+  NonNegative(p, "optimizer.spam_clip_delay", o.spam_clip_delay());
+  NonNegative(p, "optimizer.spam_warmup_steps", o.spam_warmup_steps());
+  for (const auto& [name, gamma] : {std::pair<const char*, float>{"optimizer.spam_gamma1",
+                                                                  o.spam_gamma1()},
+                                    {"optimizer.spam_gamma2", o.spam_gamma2()},
+                                    {"optimizer.spam_gamma3", o.spam_gamma3()}}) {
+    if (!(gamma >= 0 && gamma < 1)) {
+      p->push_back(absl::StrCat(name, " = ", gamma, " must be in [0, 1)"));
+    }
+  }
+  if (o.name() != "adamw" && !c.checkpoint().dir().empty()) {
+    p->push_back(absl::StrCat("optimizer.name ", o.name(),
+                              ": checkpoints do not hold the SPAM state yet; clear checkpoint.dir"));
+  }
+  if (o.name() != "adamw" && c.compression().method() == "ef21") {
+    p->push_back(absl::StrCat("optimizer.name ", o.name(),
+                              " does not combine with compression.method ef21 yet"));
+  }
   NonNegative(p, "optimizer.min_lr", o.min_lr());
   if (!(o.lr() >= o.min_lr())) {
     p->push_back(absl::StrCat("optimizer.lr ", o.lr(), " < optimizer.min_lr ", o.min_lr()));

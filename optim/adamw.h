@@ -71,6 +71,9 @@ class AdamW {
   Tensor& v(int64_t index);
   const Tensor& m(int64_t index) const;
   const Tensor& v(int64_t index) const;
+  // Flat mode: the second moment of flat buffer i, shaped like its values (SPAM's spike clip reads
+  // it for whole gradient buckets).
+  Tensor& flat_v(size_t buffer) { return flat_.at(buffer).v; }
 
  private:
   // Moments and no-decay ranges ((R, 2) i64 [begin, end) on the buffer's device) of flat buffer i.

@@ -217,6 +217,19 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   } else {
     state->optimizer = std::make_unique<optim::AdamW>(&state->params, adam);
   }
+  if (opt.name() == "spam" || opt.name() == "stable_spam") {
+    optim::SpamOptions spam;
+    spam.kind = opt.name() == "spam" ? optim::SpamKind::kSpam : optim::SpamKind::kStableSpam;
+    spam.reset_interval = opt.spam_reset_interval();
+    spam.theta = opt.spam_theta();
+    spam.clip_delay = opt.spam_clip_delay();
+    spam.warmup_steps = opt.spam_warmup_steps();
+    spam.gamma1 = opt.spam_gamma1();
+    spam.gamma2 = opt.spam_gamma2();
+    spam.gamma3 = opt.spam_gamma3();
+    spam.eps = opt.eps();
+    state->spam = std::make_unique<optim::SpamTransform>(spam, state->sync.get(), groups.sync);
+  }
   state->schedule.kind = opt.schedule();
   state->schedule.lr = opt.lr();
   state->schedule.min_lr = opt.min_lr();
@@ -577,7 +590,8 @@ absl::Status Trainer::ClipGradients(StepWork* w) {
   w->update_start = std::chrono::steady_clock::now();
   // The deferred normalisation (docs/FORMULAS.md §6.4) and the clipping are one factor that the
   // optimizer applies as it reads each gradient: no pass over the gradients of their own.
-  const double inv_z = 1.0 / w->z;
+  const double inv_z =
+      (r.step == st.options.spike_step ? st.options.spike_scale : 1.0) / w->z;
   r.grad_norm = std::sqrt(sum_squares) * inv_z;
   const double clip = optim::ClipScale(r.grad_norm, st.config.optimizer().grad_clip());
   w->grad_scale = static_cast<float>(inv_z * clip);
@@ -608,13 +622,48 @@ absl::Status Trainer::Update(StepWork* w) {
   const TraceSpan span(TraceTrack::kHost, "optimizer update");
   ProfileScope timed(st.profiler_if_profiling(), OpFamily::kOptimizer, *st.stream);
   // The factor travels to the device as a scalar the optimizer kernels read (an upload, no wait).
-  const Tensor scale = st.Upload(Tensor::FromVector({w->grad_scale}, {1}));
+  Tensor scale = st.Upload(Tensor::FromVector({w->grad_scale}, {1}));
+  float lr = static_cast<float>(r.lr);
+  if (st.spam) {
+    // SPAM / Stable-SPAM rewrite the owned gradients into the final g (the scale included) and
+    // AdamW then reads them with a scale of 1; a reset zeroes its moments first.
+    const optim::SpamOptions& spam = st.spam->options();
+    const int64_t t = 1 + (st.sharded_optimizer ? st.sharded_optimizer->step_count()
+                                                : st.optimizer->step_count());
+    const bool reset = optim::SpamResetsAt(spam, t);
+    std::vector<Tensor> views;
+    std::vector<Tensor*> second_moments;
+    if (st.sharded_optimizer) {
+      for (size_t i = 0; i < st.sharded_optimizer->num_buckets(); ++i) {
+        if (reset) st.sharded_optimizer->m(i).SetZero(*st.stream);
+        if (reset) st.sharded_optimizer->v(i).SetZero(*st.stream);
+        second_moments.push_back(&st.sharded_optimizer->v(i));
+      }
+    } else {
+      if (reset) {
+        for (int64_t i = 0; i < st.optimizer->num_params(); ++i) {
+          st.optimizer->m(i).SetZero(*st.stream);
+          st.optimizer->v(i).SetZero(*st.stream);
+        }
+      }
+      const std::vector<Tensor*> owned = st.sync->OwnedGrads();
+      for (size_t i = 0; i < owned.size(); ++i) {
+        const parallel::GradBucket& bucket = st.sync->buckets()[i];
+        views.push_back(st.optimizer->flat_v(bucket.buffer)
+                            .Slice(bucket.shard_begin, bucket.shard_begin + owned[i]->numel()));
+      }
+      for (Tensor& view : views) second_moments.push_back(&view);
+    }
+    MF_RETURN_IF_ERROR(st.spam->Apply(t, scale, second_moments, *st.stream));
+    lr *= optim::SpamLrScale(spam, t);
+    scale = st.Upload(Tensor::FromVector({1.0f}, {1}));
+  }
   if (st.sharded_optimizer) {
-    MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(static_cast<float>(r.lr), scale, *st.stream));
+    MF_RETURN_IF_ERROR(st.sharded_optimizer->Step(lr, scale, *st.stream));
     st.params.RefreshCompute(*st.stream);  // the bf16 weights of the next forward
   } else {
     // One fused pass per flat buffer, which also writes the bf16 weights of the next forward.
-    st.optimizer->Step(static_cast<float>(r.lr), scale, *st.stream);
+    st.optimizer->Step(lr, scale, *st.stream);
   }
   st.loss_ema = st.ema_steps == 0 ? r.lm_loss : 0.9 * st.loss_ema + 0.1 * r.lm_loss;
   ++st.ema_steps;

@@ -43,6 +43,10 @@ struct TrainerOptions {
   int64_t checkpoint_fault_step = -1;
   std::string checkpoint_fault;  // "fail" or "kill"
   bool resume = false;           // like checkpoint.resume (moefold train --resume)
+  // Fault injection for tests: the gradients of step spike_step are multiplied by spike_scale
+  // before the global norm and clipping (a gradient spike); -1 = never.
+  int64_t spike_step = -1;
+  float spike_scale = 1e4f;
   // For the run directory's run.json (rank 0 with write_metrics): the launch's argv and the layout
   // as the launcher prints it.
   std::vector<std::string> command_line;

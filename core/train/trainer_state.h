@@ -17,6 +17,7 @@
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "optim/reweighting.h"
+#include "optim/spam.h"
 #include "optim/zero1_adamw.h"
 #include "parallel/grad_sync.h"
 
@@ -54,6 +55,7 @@ struct Trainer::State {
   std::unique_ptr<parallel::GradSync> sync;
   std::unique_ptr<optim::AdamW> optimizer;                 // unsharded (every rank the whole model)
   std::unique_ptr<optim::ShardedAdamW> sharded_optimizer;  // ZeRO-1
+  std::unique_ptr<optim::SpamTransform> spam;  // optimizer.name spam | stable_spam, else null
   std::unique_ptr<optim::SampleReweighter> reweighter;
   optim::LrScheduleOptions schedule;
   std::unique_ptr<data::IndexedDataset> dataset;

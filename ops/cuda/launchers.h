@@ -22,6 +22,7 @@
 #include "ops/moe.h"
 #include "ops/quant.h"
 #include "ops/router.h"
+#include "ops/spam.h"
 
 namespace moefold::ops::cuda {
 
@@ -169,6 +170,14 @@ void AdamWStep(const AdamWOptions& options, const Tensor& grad, Tensor* param, T
 void AdamWFlatStep(const AdamWOptions& options, const Tensor& grad, const Tensor& grad_scale,
                    const Tensor& no_decay_ranges, Tensor* param, Tensor* m, Tensor* v,
                    Tensor* compute, Stream& stream);
+
+// spam.cu: grad, grad_scale, clip, factors, stats, v f32; segments i64.
+void SegmentGradStats(const Tensor& grad, const Tensor& grad_scale, const Tensor& segments,
+                      const Tensor& clip, Tensor* stats, Stream& stream);
+void SegmentClipScale(const Tensor& segments, const Tensor& factors, const Tensor& grad_scale,
+                      Tensor* grad, Stream& stream);
+void SpamSpikeClip(const Tensor& grad_scale, const Tensor& v, float theta, Tensor* grad,
+                   Stream& stream);
 
 // quant.cu: EF21 compressors; v, h, s, weights f32, messages u8 (rows of MessageBytes(n)).
 void Ef21Encode(const Tensor& v, float v_scale, const CompressorSpec& spec, Tensor* h,
