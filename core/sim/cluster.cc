@@ -63,7 +63,13 @@ class Section {
   ~Section() {
     if (!node_ || !node_.IsMap()) return;
     for (const auto& kv : node_) {
-      const std::string key = kv.first.as<std::string>();
+      if (!kv.first.IsScalar()) {
+        problems_->push_back(absl::StrCat(path_.empty() ? "top level" : path_,
+                                          ": a key that is not a plain name (line ",
+                                          kv.first.Mark().line + 1, ")"));
+        continue;
+      }
+      const std::string& key = kv.first.Scalar();
       if (!known_.count(key)) {
         problems_->push_back(absl::StrCat("unknown key '", Key(key), "' (line ",
                                           kv.first.Mark().line + 1, ")"));
@@ -139,7 +145,7 @@ absl::StatusOr<Cluster> ParseCluster(absl::string_view yaml, absl::string_view s
   {
     Section top(root, "", &problems);
     YAML::Node name = top.Child("name");
-    c.name = name ? name.as<std::string>() : "";
+    c.name = name && name.IsScalar() ? name.Scalar() : "";
     const double gpus = top.Number("gpus_per_node");
     c.gpus_per_node = static_cast<int>(gpus);
     if (gpus != c.gpus_per_node) problems.push_back("gpus_per_node must be a whole number");

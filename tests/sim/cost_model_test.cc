@@ -165,6 +165,9 @@ TEST(ClusterTest, NamesEveryProblem) {
   EXPECT_NE(msg.find("missing 'gpus_per_node'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("efficiency.gemm"), std::string::npos) << msg;
   EXPECT_FALSE(ParseCluster("[1, 2]", "list.yaml").ok());
+  EXPECT_FALSE(ParseCluster("{[1]: 2}", "odd-key.yaml").ok());        // no crash on odd keys
+  EXPECT_FALSE(ParseCluster("name: {a: 1}\ngpus_per_node: [8]", "odd.yaml").ok());
+  EXPECT_FALSE(ParseCluster("gpus_per_node: : :", "syntax.yaml").ok());
 }
 
 TEST(ClusterTest, LoadsTheShippedClustersAndRefusesUnknownOnes) {
