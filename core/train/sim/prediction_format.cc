@@ -3,7 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/sim/predict.h"
+#include "core/train/sim/predict.h"
 
 namespace moefold::sim {
 namespace {

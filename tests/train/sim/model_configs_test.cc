@@ -5,7 +5,7 @@
 
 #include "configs/config_loader.h"
 #include "configs/validate.h"
-#include "core/sim/predict.h"
+#include "core/train/sim/predict.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
 #include "gtest/gtest.h"

@@ -1,6 +1,6 @@
 // Per-layer costs: shapes from the model and layout, times from cost_model.h. Formulas in
 // docs/SIMULATOR.md §3; FLOPs agree with core/train/flops.h family by family.
-#include "core/sim/layer_costs.h"
+#include "core/train/sim/layer_costs.h"
 
 #include <algorithm>
 

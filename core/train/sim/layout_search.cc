@@ -1,4 +1,4 @@
-#include "core/sim/layout_search.h"
+#include "core/train/sim/layout_search.h"
 
 #include <algorithm>
 

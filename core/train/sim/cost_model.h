@@ -1,13 +1,13 @@
 // The simulator's primitive costs (docs/SIMULATOR.md §2): how long one GEMM, one fused attention,
 // one memory-bound pass and one collective take on a Cluster. Pure functions of sizes, so each is
-// checked against a hand calculation (tests/sim/cost_model_test.cc).
+// checked against a hand calculation (tests/train/sim/cost_model_test.cc).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "core/sim/cluster.h"
+#include "core/train/sim/cluster.h"
 
 namespace moefold::sim {
 

@@ -1,12 +1,12 @@
 // The simulator's primitives against hand calculations: curve interpolation, a GEMM's time, where a
 // group's ranks sit, the bytes and time of ring collectives and all-to-alls, the node-deduplicated
 // dispatch's expected destinations, and cluster files (good, unknown, malformed).
-#include "core/sim/cost_model.h"
+#include "core/train/sim/cost_model.h"
 
 #include <cmath>
 
-#include "core/sim/cluster.h"
-#include "core/sim/layer_costs.h"
+#include "core/train/sim/cluster.h"
+#include "core/train/sim/layer_costs.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
 

@@ -3,7 +3,7 @@
 // stage to the memory plan's, the bubble follows each schedule, the step is the sum of its parts,
 // the all-to-all moves routed tokens × top-k × hidden bf16 values, and every knob moves the
 // prediction the way it must.
-#include "core/sim/predict.h"
+#include "core/train/sim/predict.h"
 
 #include <cmath>
 

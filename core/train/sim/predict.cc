@@ -1,6 +1,6 @@
 // Assembles the step from the per-layer costs (docs/SIMULATOR.md §4): pipeline stages, the
 // schedule's bubble, the gradient reductions after the last backward, the optimizer and the data.
-#include "core/sim/predict.h"
+#include "core/train/sim/predict.h"
 
 #include <algorithm>
 #include <set>

@@ -1,6 +1,6 @@
 // `--search` on a small world: only layouts Validate() accepts, best first, each one's numbers the
 // same as predicting its config alone; a model that fits nowhere is an error with the arithmetic.
-#include "core/sim/layout_search.h"
+#include "core/train/sim/layout_search.h"
 
 #include "configs/config_loader.h"
 #include "configs/validate.h"
@@ -16,6 +16,14 @@ config::ExperimentConfig Config() {
   return *c;
 }
 
+SearchOptions Options(int world, std::vector<int> micro_batch_sizes = {1, 2, 4}, int top = 10) {
+  SearchOptions o;
+  o.world = world;
+  o.micro_batch_sizes = std::move(micro_batch_sizes);
+  o.top = top;
+  return o;
+}
+
 Cluster H100() {
   auto c = LoadCluster("h100_sxm_ib400");
   MF_CHECK(c.ok()) << c.status();
@@ -23,7 +31,7 @@ Cluster H100() {
 }
 
 TEST(LayoutSearchTest, EnumeratesOnlyValidLayouts) {
-  const auto layouts = EnumerateLayouts(Config(), H100(), {.world = 8});
+  const auto layouts = EnumerateLayouts(Config(), H100(), Options(8));
   ASSERT_FALSE(layouts.empty());
   std::set<std::string> seen;
   for (const auto& c : layouts) {
@@ -43,13 +51,15 @@ TEST(LayoutSearchTest, EnumeratesOnlyValidLayouts) {
 }
 
 TEST(LayoutSearchTest, BestFirstAndEachAsPredictedAlone) {
-  auto result = SearchLayouts(Config(), H100(), {.world = 8, .micro_batch_sizes = {1, 2}, .top = 10});
+  auto result = SearchLayouts(Config(), H100(), Options(8, {1, 2}));
   ASSERT_OK(result);
   ASSERT_EQ(result->best.size(), 10u);
   EXPECT_GT(result->valid, 10);
   for (size_t i = 0; i < result->best.size(); ++i) {
     EXPECT_OK(config::Validate(result->configs[i], 8));
-    if (i > 0) EXPECT_GE(result->best[i - 1].tokens_per_s, result->best[i].tokens_per_s);
+    if (i > 0) {
+      EXPECT_GE(result->best[i - 1].tokens_per_s, result->best[i].tokens_per_s);
+    }
     auto alone = Predict(result->configs[i], 8, H100());
     ASSERT_OK(alone);
     EXPECT_EQ(alone->step_seconds, result->best[i].step_seconds);
@@ -61,7 +71,7 @@ TEST(LayoutSearchTest, BestFirstAndEachAsPredictedAlone) {
 TEST(LayoutSearchTest, AModelThatFitsNowhereIsAnError) {
   Cluster tiny = H100();
   tiny.hbm_gib = 1e-4;  // 100 KiB per GPU
-  auto result = SearchLayouts(Config(), tiny, {.world = 4});
+  auto result = SearchLayouts(Config(), tiny, Options(4));
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
   const std::string msg(result.status().message());
@@ -69,7 +79,7 @@ TEST(LayoutSearchTest, AModelThatFitsNowhereIsAnError) {
   EXPECT_NE(msg.find("parameters"), std::string::npos) << msg;
   EXPECT_NE(msg.find("> 0 GiB"), std::string::npos) << msg;
   // No valid layout at all: a world the global batch cannot split over.
-  auto none = SearchLayouts(Config(), H100(), {.world = 7, .micro_batch_sizes = {1}});
+  auto none = SearchLayouts(Config(), H100(), Options(7, {1}));
   ASSERT_FALSE(none.ok());
   EXPECT_NE(std::string(none.status().message()).find("passes validation"), std::string::npos);
 }

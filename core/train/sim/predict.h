@@ -13,8 +13,8 @@
 #include "absl/status/statusor.h"
 #include "configs/moefold.pb.h"
 #include "core/json_line.h"
-#include "core/sim/cluster.h"
-#include "core/sim/layer_costs.h"
+#include "core/train/sim/cluster.h"
+#include "core/train/sim/layer_costs.h"
 #include "core/train/memory_plan.h"
 
 namespace moefold::sim {

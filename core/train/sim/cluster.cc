@@ -1,5 +1,5 @@
 // Cluster descriptions: YAML (yaml-cpp) → Cluster, every problem reported at once.
-#include "core/sim/cluster.h"
+#include "core/train/sim/cluster.h"
 
 #include <algorithm>
 #include <cmath>

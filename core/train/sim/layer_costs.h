@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "configs/moefold.pb.h"
 #include "core/model/model_spec.h"
-#include "core/sim/cluster.h"
-#include "core/sim/cost_model.h"
+#include "core/train/sim/cluster.h"
+#include "core/train/sim/cost_model.h"
 #include "parallel/mapping.h"
 
 namespace moefold::sim {

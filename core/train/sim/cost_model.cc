@@ -1,4 +1,4 @@
-#include "core/sim/cost_model.h"
+#include "core/train/sim/cost_model.h"
 
 #include <algorithm>
 #include <map>

@@ -9,8 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "configs/moefold.pb.h"
-#include "core/sim/cluster.h"
-#include "core/sim/predict.h"
+#include "core/train/sim/cluster.h"
+#include "core/train/sim/predict.h"
 
 namespace moefold::sim {
 
