@@ -95,15 +95,23 @@ int PredictOrSearch(const ParsedArgs& parsed, const config::ExperimentConfig& co
       line.Print();
       continue;
     }
+    const auto& par = result->configs[i].parallel();
     std::printf("%2zu. %s\n    pipeline %.3f s + bubble %.3f s + gradients exposed %.3f s + "
-                "optimizer %.3f s; exposed comm per micro-batch on the slowest stage %.1f ms\n",
+                "optimizer %.3f s; exposed comm per micro-batch on the slowest stage %.1f ms\n"
+                "    --set parallel.tp=%d --set parallel.cp=%d --set parallel.pp=%d "
+                "--set parallel.virtual_stages=%d --set parallel.ep=%d --set parallel.etp=%d "
+                "--set parallel.sequence_parallel=%s --set parallel.first_stage_layers=%d "
+                "--set parallel.last_stage_layers=%d --set train.micro_batch_size=%d\n",
                 i + 1, sim::FormatPredictionSummary(p).c_str(), p.pipeline_seconds,
                 p.bubble_seconds, p.dp_exposed_seconds, p.optimizer_seconds,
                 [&] {
                   double worst = 0;
                   for (const auto& s : p.stages) worst = std::max(worst, s.exposed_comm);
                   return worst * 1e3;
-                }());
+                }(),
+                par.tp(), par.cp(), par.pp(), par.virtual_stages(), par.ep(), par.etp(),
+                par.sequence_parallel() ? "true" : "false", par.first_stage_layers(),
+                par.last_stage_layers(), result->configs[i].train().micro_batch_size());
   }
   return 0;
 }
