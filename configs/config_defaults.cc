@@ -125,6 +125,7 @@ ExperimentConfig DefaultConfig() {
   d->set_seed(1234);
   d->set_cache_dir("");
   d->set_split("");  // all sequences train
+  d->set_tokenizer_path("");
 
   LoggingConfig* log = c.mutable_logging();
   log->set_log_every(1);

@@ -372,7 +372,11 @@ void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
   NonNegative(p, "reweighting.warmup_temperature (0 = uniform)", rw.warmup_temperature());
   OneOf(p, "reweighting.population", rw.population(), {"global", "microbatch"});
 
-  OneOf(p, "data.tokenizer", c.data().tokenizer(), {"byte"});
+  OneOf(p, "data.tokenizer", c.data().tokenizer(), {"byte", "hf", "sentencepiece"});
+  if (c.data().tokenizer() != "byte" && c.data().tokenizer_path().empty()) {
+    p->push_back(absl::StrCat("data.tokenizer \"", c.data().tokenizer(),
+                              "\" needs data.tokenizer_path (tokenizer.json or a .model file)"));
+  }
   if (!c.data().path().empty() && c.data().paths_size() > 0) {
     p->push_back("data.path and data.paths are both set: give one dataset or a blend");
   }

@@ -19,6 +19,7 @@
 #include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
 #include "core/data/prep_data.h"
+#include "core/data/tokenizer.h"
 #include "core/hf/import.h"
 #include "core/trace.h"
 #include "core/train/metrics.h"
@@ -135,6 +136,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     state->stream = &DefaultStream(state->device);
   }
 
+  // The tokenizer the data was prepared with must fit the model's vocabulary (the byte one is
+  // checked by Validate); its ids are checked against the datasets below.
+  if (config.data().tokenizer() != "byte") {
+    MF_ASSIGN_OR_RETURN(const std::unique_ptr<data::Tokenizer> tokenizer,
+                        data::LoadTokenizer(config.data().tokenizer(),
+                                            config.data().tokenizer_path()));
+    MF_RETURN_IF_ERROR(data::CheckVocabulary(*tokenizer, state->spec.vocab));
+  }
   // Data: the configured Megatron dataset(s), or the built-in corpus prepared on first use, cut
   // into Megatron's splits and blended (core/data/training_data.h).
   data::TrainingDataOptions data_options;

@@ -4,10 +4,17 @@
 // training, does not change how the evaluation weighs samples (plain mean: equal to the
 // unweighted run's evaluation at the same parameters).
 #include <mpi.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
+#include "absl/strings/str_cat.h"
+#include "core/data/hf_bpe_tokenizer.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/train/equivalence.h"
 
 namespace moefold::train {
@@ -109,6 +116,77 @@ TEST(EvalEquivalence, ReweightingDoesNotWeighTheEvaluation) {
   EXPECT_EQ(reweighted.valid_before, plain.valid_before);
   // Training differs (reweighted gradients), so the later evaluations do too.
   EXPECT_NE(reweighted.valid, plain.valid);
+}
+
+// Run(): validation after steps 2 and 4 (eval_loss, eval_ppl on those steps' metrics lines), the
+// first over validation batches [0, 2) after two steps (= OneRank's `valid`), and the test loss
+// on the last line.
+TEST(EvalRun, LogsValidationAndTestLosses) {
+  if (WorldSize() != 1) GTEST_SKIP() << "one rank";
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/moefold_eval_run_", ::getpid());
+  std::filesystem::remove_all(dir);
+  TrainerOptions options;
+  options.run_dir = dir;
+  options.print_progress = false;
+  auto trainer = Trainer::Create(EquivalenceConfig(EvalModel()), options);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto summary = (*trainer)->Run();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 4u);
+  for (int s : {0, 2}) EXPECT_FALSE(lines[s].contains("eval_loss")) << s;
+  for (int s : {1, 3}) {
+    ASSERT_TRUE(lines[s].contains("eval_loss")) << s;
+    EXPECT_NEAR(lines[s]["eval_ppl"].get<double>(), std::exp(lines[s]["eval_loss"].get<double>()),
+                1e-9 * lines[s]["eval_ppl"].get<double>());
+  }
+  EXPECT_EQ(lines[1]["eval_loss"].get<double>(), OneRank(EvalModel()).valid);
+  EXPECT_NE(lines[3]["eval_loss"].get<double>(), lines[1]["eval_loss"].get<double>());
+  ASSERT_TRUE(lines[3].contains("test_loss"));
+  EXPECT_FALSE(lines[1].contains("test_loss"));
+  ASSERT_TRUE(summary->eval_loss.has_value() && summary->test_loss.has_value());
+  EXPECT_EQ(*summary->test_loss, lines[3]["test_loss"].get<double>());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EvalRun, BadSettingsAreNamed) {
+  if (WorldSize() != 1) GTEST_SKIP() << "one rank";
+  TrainerOptions options;
+  options.write_metrics = false;
+  options.print_progress = false;
+  // Evaluation without a validation share.
+  auto t = Trainer::Create(EquivalenceConfig(EvalModel({"data.split=1"})), options);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), ::testing::HasSubstr("needs a validation share"));
+  // A zero train share.
+  t = Trainer::Create(EquivalenceConfig(EvalModel({"data.split=0,1,0"})), options);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), ::testing::HasSubstr("the train share is 0"));
+  // A tokenizer whose vocabulary (300 ids) exceeds the model's 257.
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[data::ByteToUnicode(static_cast<unsigned char>(b))] = b;
+  for (int i = 256; i < 300; ++i) vocab[absl::StrCat("<extra_", i, ">")] = i;
+  vocab["<|endoftext|>"] = 256;
+  const nlohmann::json tok = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}}}};
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/moefold_eval_tok_", ::getpid(), ".json");
+  std::ofstream(path) << tok.dump();
+  t = Trainer::Create(
+      EquivalenceConfig(EvalModel({"data.tokenizer=hf", "data.tokenizer_path=" + path})),
+      options);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), ::testing::HasSubstr("300 ids but model.vocab_size is 257"));
+  std::ofstream(path) << "{ not json";
+  t = Trainer::Create(
+      EquivalenceConfig(EvalModel({"data.tokenizer=hf", "data.tokenizer_path=" + path})),
+      options);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), ::testing::HasSubstr("not valid JSON"));
+  std::filesystem::remove(path);
 }
 
 }  // namespace
