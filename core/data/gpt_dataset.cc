@@ -110,8 +110,8 @@ absl::StatusOr<GptDataset> GptDataset::Build(const IndexedDataset* dataset,
   }
   if (tokens_per_epoch < seq_len + 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        name, ": sequences [", documents.begin, ", ", documents.end, ") hold ", tokens_per_epoch,
-        " tokens, which cannot fill one sample of ", seq_len + 1, " tokens"));
+        name, ": sequences [", documents.begin, ", ", documents.end, "): ", tokens_per_epoch,
+        " tokens cannot fill one sample of ", seq_len + 1, " tokens"));
   }
 
   GptDataset gpt;

@@ -109,6 +109,10 @@ TEST_F(TokenizerTest, Gpt2StyleEncodingsByHand) {
   // " the": Ġ t (0) → h e (5) → Ġt he (6).
   EXPECT_THAT(Ids(*t, "hello the"), ElementsAre(260, 262));
   EXPECT_THAT(Ids(*t, "help"), ElementsAre(261, 'l', 'p'));  // only h e applies
+  // Equal ranks: the leftmost pair first. "lll" → ll l; "hellll": l l at 2 (1) → l l at 4 (1) →
+  // e ll (2) → h ell (3) → hell ll (no merge).
+  EXPECT_THAT(Ids(*t, "lll"), ElementsAre(257, 'l'));
+  EXPECT_THAT(Ids(*t, "hellll"), ElementsAre(259, 257));
   // Two spaces: \s+(?!\S) takes the first alone (the second is followed by 'b'), then " b".
   EXPECT_THAT(Ids(*t, "a  b"), ElementsAre('a', ' ', ' ', 'b'));
   // "\n\n" before a letter splits the same way, so Ċ Ċ never meets; at the end it does.
