@@ -162,6 +162,37 @@ absl::StatusOr<GptDataset> GptDataset::Build(const IndexedDataset* dataset,
   return gpt;
 }
 
+absl::StatusOr<GptDataset> GptDataset::FromIndices(const IndexedDataset* dataset, int seq_len,
+                                                   int num_epochs, bool separate_final_epoch,
+                                                   std::vector<int32_t> document_index,
+                                                   std::vector<int64_t> sample_index,
+                                                   std::vector<int64_t> shuffle_index) {
+  MF_CHECK(dataset != nullptr);
+  const int64_t samples = static_cast<int64_t>(shuffle_index.size());
+  bool ok = seq_len >= 2 && num_epochs >= 1 &&
+            static_cast<int64_t>(sample_index.size()) == 2 * (samples + 1);
+  for (int32_t d : document_index) ok = ok && d >= 0 && d < dataset->num_sequences();
+  for (size_t k = 0; ok && k < sample_index.size(); k += 2) {
+    ok = sample_index[k] >= 0 && sample_index[k] < static_cast<int64_t>(document_index.size()) &&
+         sample_index[k + 1] >= 0 &&
+         sample_index[k + 1] < dataset->sequence_length(document_index[sample_index[k]]) + 1;
+  }
+  for (int64_t k : shuffle_index) ok = ok && k >= 0 && k < samples;
+  if (!ok) {
+    return absl::DataLossError(
+        absl::StrCat(dataset->prefix(), ": cached GPT indices are inconsistent"));
+  }
+  GptDataset gpt;
+  gpt.dataset_ = dataset;
+  gpt.seq_len_ = seq_len;
+  gpt.num_epochs_ = num_epochs;
+  gpt.separate_final_epoch_ = separate_final_epoch;
+  gpt.document_index_ = std::move(document_index);
+  gpt.sample_index_ = std::move(sample_index);
+  gpt.shuffle_index_ = std::move(shuffle_index);
+  return gpt;
+}
+
 void GptDataset::GetSample(int64_t i, int32_t* tokens) const {
   MF_CHECK(i >= 0 && i < size()) << "sample " << i << " of " << size();
   const int64_t k = shuffle_index_[i];

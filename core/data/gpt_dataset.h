@@ -40,6 +40,14 @@ class GptDataset {
   static absl::StatusOr<GptDataset> Build(const IndexedDataset* dataset, DocumentRange documents,
                                           int seq_len, int64_t num_samples_needed, uint64_t seed);
 
+  // A dataset from indices computed earlier by Build (the index cache, core/data/index_cache.h).
+  // DataLoss when they are inconsistent with each other or with `dataset`.
+  static absl::StatusOr<GptDataset> FromIndices(const IndexedDataset* dataset, int seq_len,
+                                                int num_epochs, bool separate_final_epoch,
+                                                std::vector<int32_t> document_index,
+                                                std::vector<int64_t> sample_index,
+                                                std::vector<int64_t> shuffle_index);
+
   // Samples available (≥ num_samples_needed): (E·T − 1) / seq_len.
   int64_t size() const { return static_cast<int64_t>(shuffle_index_.size()); }
   int seq_len() const { return seq_len_; }

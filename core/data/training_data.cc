@@ -2,9 +2,25 @@
 #include "core/data/training_data.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/data/index_cache.h"
 #include "core/status.h"
 
 namespace moefold::data {
+namespace {
+
+// What determines a dataset's sequences: its size and a fingerprint of its sequence lengths.
+std::string DatasetFingerprint(const IndexedDataset& ds) {
+  uint64_t hash = Fnv1a64(nullptr, 0);
+  for (int64_t s = 0; s < ds.num_sequences(); ++s) {
+    const int64_t length = ds.sequence_length(s);
+    hash = Fnv1a64(&length, sizeof(length), hash);
+  }
+  return absl::StrFormat("%s: %d sequences, %d tokens, lengths fnv %016x", ds.prefix(),
+                         ds.num_sequences(), ds.num_tokens(), hash);
+}
+
+}  // namespace
 
 int64_t SampleSource::size() const {
   return blended_ ? static_cast<int64_t>(blend_.dataset_index.size()) : parts_.front()->size();
@@ -42,6 +58,10 @@ absl::StatusOr<std::unique_ptr<TrainingData>> TrainingData::Open(
   // Megatron: a single prefix without a weight is used as is; anything else is blended. The
   // weighted blend normalises the weights twice (the builder, then BlendedDataset).
   const bool plain = n == 1 && spec.weights.empty();
+  std::vector<std::string> fingerprints;
+  for (const auto& ds : data->datasets_) {
+    fingerprints.push_back(options.cache_dir.empty() ? std::string() : DatasetFingerprint(*ds));
+  }
   const std::vector<double> weights =
       spec.weights.empty() ? std::vector<double>() : NormalizeWeights(spec.weights);
 
@@ -61,8 +81,7 @@ absl::StatusOr<std::unique_ptr<TrainingData>> TrainingData::Open(
     }
     for (size_t d = 0; d < n; ++d) {
       const DocumentRange range = *data->ranges_[d][k];
-      auto gpt = GptDataset::Build(data->datasets_[d].get(), range, options.seq_len, build[d],
-                                   options.seed);
+      auto gpt = data->BuildCached(*data->datasets_[d], fingerprints[d], range, options, build[d]);
       if (!gpt.ok()) {
         return Annotate(gpt.status(), absl::StrCat("the ", SplitName(kind), " split of ",
                                                    spec.prefixes[d], " (data.split \"",
@@ -88,7 +107,7 @@ absl::StatusOr<std::unique_ptr<TrainingData>> TrainingData::Open(
         blend_weights = NormalizeWeights(lengths);
         size = std::min(wanted, total);
       }
-      source->blend_ = BuildBlendingIndices(blend_weights, size);
+      MF_ASSIGN_OR_RETURN(source->blend_, data->BlendCached(blend_weights, size, options));
       std::vector<int64_t> counts(n, 0);
       for (int16_t d : source->blend_.dataset_index) ++counts[d];
       for (size_t d = 0; d < n; ++d) {
@@ -102,6 +121,68 @@ absl::StatusOr<std::unique_ptr<TrainingData>> TrainingData::Open(
     data->splits_[k] = std::move(source);
   }
   return data;
+}
+
+absl::StatusOr<GptDataset> TrainingData::BuildCached(const IndexedDataset& ds,
+                                                    const std::string& fingerprint,
+                                                    DocumentRange range,
+                                                    const TrainingDataOptions& options,
+                                                    int64_t num_samples) {
+  if (options.cache_dir.empty()) {
+    return GptDataset::Build(&ds, range, options.seq_len, num_samples, options.seed);
+  }
+  const std::string description = absl::StrCat(
+      "moefold GPT indices v1\n", fingerprint, "\nsequences [", range.begin, ", ", range.end,
+      ")\nseq_len ", options.seq_len, "\nsamples ", num_samples, "\nseed ", options.seed, "\n");
+  const std::string path = IndexCachePath(options.cache_dir, "gpt", description);
+  CachedIndices cached;
+  if (ReadIndexCache(path, description, &cached) && cached.scalars.size() == 2) {
+    auto gpt = GptDataset::FromIndices(&ds, options.seq_len, static_cast<int>(cached.scalars[0]),
+                                       cached.scalars[1] != 0, std::move(cached.i32),
+                                       std::move(cached.i64a), std::move(cached.i64b));
+    if (gpt.ok()) {
+      ++cache_hits_;
+      return gpt;
+    }
+  }
+  MF_ASSIGN_OR_RETURN(GptDataset gpt,
+                      GptDataset::Build(&ds, range, options.seq_len, num_samples, options.seed));
+  cached.scalars = {gpt.num_epochs(), gpt.separate_final_epoch() ? 1 : 0};
+  cached.i32 = gpt.document_index();
+  cached.i64a = gpt.sample_index();
+  cached.i64b = gpt.shuffle_index();
+  cached.i16.clear();
+  MF_RETURN_IF_ERROR(WriteIndexCache(path, description, cached));
+  ++cache_writes_;
+  return gpt;
+}
+
+absl::StatusOr<BlendIndices> TrainingData::BlendCached(const std::vector<double>& weights,
+                                                      int64_t size,
+                                                      const TrainingDataOptions& options) {
+  if (options.cache_dir.empty()) return BuildBlendingIndices(weights, size);
+  std::string description = "moefold blend indices v1\nweights";
+  for (double w : weights) absl::StrAppendFormat(&description, " %a", w);
+  absl::StrAppend(&description, "\nsize ", size, "\n");
+  const std::string path = IndexCachePath(options.cache_dir, "blend", description);
+  CachedIndices cached;
+  if (ReadIndexCache(path, description, &cached) &&
+      static_cast<int64_t>(cached.i16.size()) == size &&
+      static_cast<int64_t>(cached.i64a.size()) == size) {
+    bool ok = true;
+    for (int16_t d : cached.i16) ok = ok && d >= 0 && static_cast<size_t>(d) < weights.size();
+    if (ok) {
+      ++cache_hits_;
+      return BlendIndices{std::move(cached.i16), std::move(cached.i64a)};
+    }
+  }
+  BlendIndices blend = BuildBlendingIndices(weights, size);
+  cached = CachedIndices();
+  cached.i16 = blend.dataset_index;
+  cached.i64a = blend.dataset_sample_index;
+  MF_RETURN_IF_ERROR(WriteIndexCache(path, description, cached));
+  ++cache_writes_;
+  return blend;
 }
 
 }  // namespace moefold::data

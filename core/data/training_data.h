@@ -53,6 +53,8 @@ struct TrainingDataOptions {
   std::array<int64_t, 3> num_samples = {0, 0, 0};
   // Every dataset's tokens are checked to lie in [0, vocab_size) (0 = unchecked).
   int64_t vocab_size = 0;
+  // Where the GPT and blend indices are cached (core/data/index_cache.h); "" = not cached.
+  std::string cache_dir;
 };
 
 class TrainingData {
@@ -68,15 +70,26 @@ class TrainingData {
   const std::vector<std::unique_ptr<IndexedDataset>>& datasets() const { return datasets_; }
   // The blend as parsed, and each dataset's sequence range per split (nullopt: no share).
   const BlendSpec& blend_spec() const { return spec_; }
+  // Index files this Open read from / wrote to the cache.
+  int cache_hits() const { return cache_hits_; }
+  int cache_writes() const { return cache_writes_; }
   const std::array<std::optional<DocumentRange>, 3>& ranges(size_t dataset) const {
     return ranges_[dataset];
   }
 
  private:
+  // GptDataset::Build / BuildBlendingIndices through the index cache (when options.cache_dir).
+  absl::StatusOr<GptDataset> BuildCached(const IndexedDataset& ds, const std::string& fingerprint,
+                                         DocumentRange range, const TrainingDataOptions& options,
+                                         int64_t num_samples);
+  absl::StatusOr<BlendIndices> BlendCached(const std::vector<double>& weights, int64_t size,
+                                           const TrainingDataOptions& options);
+
   BlendSpec spec_;
   std::vector<std::unique_ptr<IndexedDataset>> datasets_;
   std::vector<std::array<std::optional<DocumentRange>, 3>> ranges_;
   std::array<std::unique_ptr<SampleSource>, 3> splits_;
+  int cache_hits_ = 0, cache_writes_ = 0;
 };
 
 }  // namespace moefold::data

@@ -147,16 +147,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   // Data: the configured Megatron dataset(s), or the built-in corpus prepared on first use, cut
   // into Megatron's splits and blended (core/data/training_data.h).
   data::TrainingDataOptions data_options;
+  const std::string cache_dir =
+      config.data().cache_dir().empty() ? std::string("data") : config.data().cache_dir();
   data_options.paths.assign(config.data().paths().begin(), config.data().paths().end());
   if (data_options.paths.empty()) {
     std::string prefix = config.data().path();
     if (prefix.empty()) {
-      const std::string cache =
-          config.data().cache_dir().empty() ? std::string("data") : config.data().cache_dir();
-      MF_ASSIGN_OR_RETURN(prefix, data::EnsureBuiltinDataset(cache));
+      MF_ASSIGN_OR_RETURN(prefix, data::EnsureBuiltinDataset(cache_dir));
     }
     data_options.paths = {prefix};
   }
+  data_options.cache_dir = cache_dir + "/index-cache";
   const auto& train = config.train();
   const SplitSampleCounts counts = SamplesPerSplit(config);
   data_options.split = config.data().split();

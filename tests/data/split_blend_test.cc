@@ -272,6 +272,47 @@ TEST_F(TrainingDataTest, BlendWithUnevenWeightsAndAnExhaustedDataset) {
                                ElementsAre(70, 71, 70)));
 }
 
+TEST_F(TrainingDataTest, IndexCacheIsKeyedByEverythingThatDeterminesIt) {
+  TrainingDataOptions o;
+  o.paths = {"1", WriteFive(), "2",
+             Write("b", {{60, 61, 62}, {70, 71}, {80, 81, 82}, {90, 91}, {95, 96, 97}})};
+  o.split = "4,1";
+  o.seq_len = 2;
+  o.seed = 5489;
+  o.num_samples = {10, 3, 0};
+  auto uncached = TrainingData::Open(o);
+  ASSERT_OK(uncached);
+  o.cache_dir = dir_ + "/cache";
+  auto first = TrainingData::Open(o);
+  ASSERT_OK(first);
+  // Train and valid: 2 GPT datasets and a blend each.
+  EXPECT_EQ((*first)->cache_hits(), 0);
+  EXPECT_EQ((*first)->cache_writes(), 6);
+  auto second = TrainingData::Open(o);
+  ASSERT_OK(second);
+  EXPECT_EQ((*second)->cache_hits(), 6);
+  EXPECT_EQ((*second)->cache_writes(), 0);
+  for (SplitKind k : {SplitKind::kTrain, SplitKind::kValid}) {
+    EXPECT_EQ(Samples(*(*second)->split(k), 2), Samples(*(*uncached)->split(k), 2));
+    EXPECT_EQ((*second)->split(k)->blend().dataset_index,
+              (*uncached)->split(k)->blend().dataset_index);
+  }
+  // Another seed or sample count misses; a corrupt file is rebuilt, not read.
+  o.seed = 7;
+  auto reseeded = TrainingData::Open(o);
+  ASSERT_OK(reseeded);
+  EXPECT_EQ((*reseeded)->cache_hits(), 2);  // the blends do not depend on the seed
+  for (const auto& entry : std::filesystem::directory_iterator(o.cache_dir)) {
+    std::filesystem::resize_file(entry.path(), std::filesystem::file_size(entry.path()) / 2);
+  }
+  o.seed = 5489;
+  auto repaired = TrainingData::Open(o);
+  ASSERT_OK(repaired);
+  EXPECT_EQ((*repaired)->cache_hits(), 0);
+  EXPECT_EQ(Samples(*(*repaired)->split(SplitKind::kTrain), 2),
+            Samples(*(*uncached)->split(SplitKind::kTrain), 2));
+}
+
 TEST_F(TrainingDataTest, BadInputIsNamed) {
   TrainingDataOptions o;
   o.paths = {WriteFive()};
