@@ -73,6 +73,7 @@ ExperimentConfig DefaultConfig() {
   t->set_device("cpu");
   t->set_max_loss_spike(0.0f);  // off
   t->set_eval_every(0);         // off
+  t->set_eval_iters(10);
   t->set_peak_tflops(0);        // from the device
 
   OptimizerConfig* o = c.mutable_optimizer();
@@ -123,6 +124,8 @@ ExperimentConfig DefaultConfig() {
   d->set_tokenizer("byte");
   d->set_seed(1234);
   d->set_cache_dir("");
+  d->set_split("");  // all sequences train
+  d->set_tokenizer_path("");
 
   LoggingConfig* log = c.mutable_logging();
   log->set_log_every(1);

@@ -290,6 +290,8 @@ void CheckTrainAndOptimizer(const ExperimentConfig& c, Problems* p) {
                               " must be 0 (off) or > 1 (a multiple of the loss EMA)"));
   }
   NonNegative(p, "train.eval_every", t.eval_every());
+  if (t.eval_every() > 0) Positive(p, "train.eval_iters (with train.eval_every)", t.eval_iters());
+  NonNegative(p, "train.eval_iters", t.eval_iters());
 
   const OptimizerConfig& o = c.optimizer();
   OneOf(p, "optimizer.name", o.name(), {"adamw", "spam", "stable_spam"});
@@ -370,7 +372,14 @@ void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
   NonNegative(p, "reweighting.warmup_temperature (0 = uniform)", rw.warmup_temperature());
   OneOf(p, "reweighting.population", rw.population(), {"global", "microbatch"});
 
-  OneOf(p, "data.tokenizer", c.data().tokenizer(), {"byte"});
+  OneOf(p, "data.tokenizer", c.data().tokenizer(), {"byte", "hf", "sentencepiece"});
+  if (c.data().tokenizer() != "byte" && c.data().tokenizer_path().empty()) {
+    p->push_back(absl::StrCat("data.tokenizer \"", c.data().tokenizer(),
+                              "\" needs data.tokenizer_path (tokenizer.json or a .model file)"));
+  }
+  if (!c.data().path().empty() && c.data().paths_size() > 0) {
+    p->push_back("data.path and data.paths are both set: give one dataset or a blend");
+  }
   Positive(p, "logging.log_every", c.logging().log_every());
   OneOf(p, "logging.progress", c.logging().progress(), {"auto", "always", "never"});
   for (int32_t step : c.logging().profile_steps()) {

@@ -132,6 +132,8 @@ StepRecord StepRecordFromJson(const Json& line) {
   s.peak_tflops = Number(line, "peak_tflops");
   s.tokens_dropped = Number(line, "tokens_dropped");
   s.device_peak_bytes = Number(line, "device_peak_bytes");
+  s.eval_loss = Number(line, "eval_loss");
+  s.test_loss = Number(line, "test_loss");
   const auto skipped = line.find("skipped");
   s.skipped = skipped != line.end() && ((skipped->is_boolean() && skipped->get<bool>()) ||
                                         (skipped->is_number() && skipped->get<double>() != 0));

@@ -38,6 +38,8 @@ struct StepRecord {
   double peak_tflops = kNotRecorded;  // per device
   double tokens_dropped = kNotRecorded;
   double device_peak_bytes = kNotRecorded;
+  double eval_loss = kNotRecorded;  // validation loss, on evaluated steps (train.eval_every)
+  double test_loss = kNotRecorded;  // the final test-split loss, on the last step
   bool skipped = false;
   std::map<std::string, double> comm_s;            // group kind -> seconds with an op in flight
   std::map<std::string, double> comm_exposed_s;    // group kind -> seconds the compute waited

@@ -58,7 +58,9 @@ std::string StepChart(
   for (const auto& [name, field, color] : fields) {
     std::vector<double> x, y;
     for (const StepRecord& s : run.steps) {
-      if (s.skipped) continue;
+      // Unrecorded values are left out (not drawn as gaps): a validation loss exists only on
+      // the evaluated steps, and its points join up across the steps between.
+      if (s.skipped || !std::isfinite(s.*field)) continue;
       x.push_back(static_cast<double>(s.step));
       y.push_back(s.*field);
     }
@@ -210,7 +212,10 @@ std::string LossSection(const RunData& run) {
   std::string body = "<div class=\"charts\">";
   body += StepChart(
       run, "Loss", "nats/token",
-      {{"loss", &StepRecord::loss, "#4e79a7"}, {"LM loss", &StepRecord::lm_loss, "#f28e2b"}});
+      {{"loss", &StepRecord::loss, "#4e79a7"},
+       {"LM loss", &StepRecord::lm_loss, "#f28e2b"},
+       {"validation loss", &StepRecord::eval_loss, "#76b7b2"},
+       {"test loss", &StepRecord::test_loss, "#9c755f"}});
   body += StepChart(
       run, "Auxiliary losses", "loss",
       {{"aux loss", &StepRecord::aux_loss, "#59a14f"}, {"z-loss", &StepRecord::z_loss, "#b07aa1"}});

@@ -19,6 +19,9 @@ packages=(
   libgtest-dev libgmock-dev             # tests
   libxml2-dev                           # tests/report: the report page parsed as XML
   libbenchmark-dev                      # tools/bench
+  libpcre2-dev                          # data: Hugging Face BPE pre-tokenizer patterns
+  libzstd-dev                           # data: prep-data reads .jsonl.zst
+  libsentencepiece-dev                  # data: SentencePiece tokenizers
 )
 missing=()
 for p in "${packages[@]}"; do

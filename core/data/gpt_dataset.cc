@@ -11,12 +11,15 @@
 namespace moefold::data {
 namespace {
 
-// gpt_dataset._build_document_index without separation: [0..n) per epoch, epoch-major, shuffled.
-void AppendShuffledEpochs(int32_t num_sequences, int num_epochs, NumpyRandomState* rng,
+// gpt_dataset._build_document_index without separation: the split's sequence ids per epoch,
+// epoch-major, shuffled.
+void AppendShuffledEpochs(DocumentRange documents, int num_epochs, NumpyRandomState* rng,
                           std::vector<int32_t>* out) {
   const size_t begin = out->size();
   for (int e = 0; e < num_epochs; ++e) {
-    for (int32_t s = 0; s < num_sequences; ++s) out->push_back(s);
+    for (int64_t s = documents.begin; s < documents.end; ++s) {
+      out->push_back(static_cast<int32_t>(s));
+    }
   }
   rng->Shuffle(absl::MakeSpan(out->data() + begin, out->size() - begin));
 }
@@ -69,6 +72,14 @@ std::vector<int64_t> BuildSampleIndex(absl::Span<const int32_t> sizes,
 absl::StatusOr<GptDataset> GptDataset::Build(const IndexedDataset* dataset, int seq_len,
                                              int64_t num_samples_needed, uint64_t seed) {
   MF_CHECK(dataset != nullptr) << "GptDataset::Build needs a dataset";
+  return Build(dataset, DocumentRange{0, dataset->num_sequences()}, seq_len, num_samples_needed,
+               seed);
+}
+
+absl::StatusOr<GptDataset> GptDataset::Build(const IndexedDataset* dataset,
+                                             DocumentRange documents, int seq_len,
+                                             int64_t num_samples_needed, uint64_t seed) {
+  MF_CHECK(dataset != nullptr) << "GptDataset::Build needs a dataset";
   const std::string& name = dataset->prefix();
   if (seq_len < 2) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": seq_len must be ≥ 2, got ", seq_len));
@@ -87,15 +98,20 @@ absl::StatusOr<GptDataset> GptDataset::Build(const IndexedDataset* dataset, int 
         name, ": ", num_sequences, " sequences exceed Megatron's int32 document index"));
   }
   std::vector<int32_t> sizes(num_sequences);
+  if (documents.begin < 0 || documents.end > num_sequences || documents.begin > documents.end) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": sequences [", documents.begin, ", ",
+                                                   documents.end, ") outside [0, ",
+                                                   num_sequences, ")"));
+  }
   int64_t tokens_per_epoch = 0;
   for (int64_t s = 0; s < num_sequences; ++s) {
     sizes[s] = static_cast<int32_t>(dataset->sequence_length(s));
-    tokens_per_epoch += sizes[s];
+    if (s >= documents.begin && s < documents.end) tokens_per_epoch += sizes[s];
   }
   if (tokens_per_epoch < seq_len + 1) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": ", tokens_per_epoch,
-                                                   " tokens cannot fill one sample of ",
-                                                   seq_len + 1, " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": sequences [", documents.begin, ", ", documents.end, "): ", tokens_per_epoch,
+        " tokens cannot fill one sample of ", seq_len + 1, " tokens"));
   }
 
   GptDataset gpt;
@@ -125,13 +141,12 @@ absl::StatusOr<GptDataset> GptDataset::Build(const IndexedDataset* dataset, int 
   }
 
   NumpyRandomState rng(static_cast<uint32_t>(seed));
-  const auto n = static_cast<int32_t>(num_sequences);
-  gpt.document_index_.reserve(static_cast<size_t>(epochs * n));
+  gpt.document_index_.reserve(static_cast<size_t>(epochs * documents.size()));
   if (gpt.separate_final_epoch_) {
-    AppendShuffledEpochs(n, gpt.num_epochs_ - 1, &rng, &gpt.document_index_);
-    AppendShuffledEpochs(n, 1, &rng, &gpt.document_index_);
+    AppendShuffledEpochs(documents, gpt.num_epochs_ - 1, &rng, &gpt.document_index_);
+    AppendShuffledEpochs(documents, 1, &rng, &gpt.document_index_);
   } else {
-    AppendShuffledEpochs(n, gpt.num_epochs_, &rng, &gpt.document_index_);
+    AppendShuffledEpochs(documents, gpt.num_epochs_, &rng, &gpt.document_index_);
   }
 
   gpt.sample_index_ =
@@ -144,6 +159,37 @@ absl::StatusOr<GptDataset> GptDataset::Build(const IndexedDataset* dataset, int 
   } else {
     AppendShuffledRange(0, total, &rng, &gpt.shuffle_index_);
   }
+  return gpt;
+}
+
+absl::StatusOr<GptDataset> GptDataset::FromIndices(const IndexedDataset* dataset, int seq_len,
+                                                   int num_epochs, bool separate_final_epoch,
+                                                   std::vector<int32_t> document_index,
+                                                   std::vector<int64_t> sample_index,
+                                                   std::vector<int64_t> shuffle_index) {
+  MF_CHECK(dataset != nullptr);
+  const int64_t samples = static_cast<int64_t>(shuffle_index.size());
+  bool ok = seq_len >= 2 && num_epochs >= 1 &&
+            static_cast<int64_t>(sample_index.size()) == 2 * (samples + 1);
+  for (int32_t d : document_index) ok = ok && d >= 0 && d < dataset->num_sequences();
+  for (size_t k = 0; ok && k < sample_index.size(); k += 2) {
+    ok = sample_index[k] >= 0 && sample_index[k] < static_cast<int64_t>(document_index.size()) &&
+         sample_index[k + 1] >= 0 &&
+         sample_index[k + 1] < dataset->sequence_length(document_index[sample_index[k]]) + 1;
+  }
+  for (int64_t k : shuffle_index) ok = ok && k >= 0 && k < samples;
+  if (!ok) {
+    return absl::DataLossError(
+        absl::StrCat(dataset->prefix(), ": cached GPT indices are inconsistent"));
+  }
+  GptDataset gpt;
+  gpt.dataset_ = dataset;
+  gpt.seq_len_ = seq_len;
+  gpt.num_epochs_ = num_epochs;
+  gpt.separate_final_epoch_ = separate_final_epoch;
+  gpt.document_index_ = std::move(document_index);
+  gpt.sample_index_ = std::move(sample_index);
+  gpt.shuffle_index_ = std::move(shuffle_index);
   return gpt;
 }
 

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/data/indexed_dataset.h"
+#include "core/data/split.h"
 
 namespace moefold::data {
 
@@ -33,6 +34,19 @@ class GptDataset {
   // seed ≥ 2^32 (NumPy's limit), or the dataset has fewer than seq_len + 1 tokens.
   static absl::StatusOr<GptDataset> Build(const IndexedDataset* dataset, int seq_len,
                                           int64_t num_samples_needed, uint64_t seed);
+  // The same over the sequences `documents` only (one split of Megatron's --split, whose
+  // indexed_indices are that range): S and T above count those sequences, the document index
+  // holds their ids. InvalidArgument also for a range outside the dataset.
+  static absl::StatusOr<GptDataset> Build(const IndexedDataset* dataset, DocumentRange documents,
+                                          int seq_len, int64_t num_samples_needed, uint64_t seed);
+
+  // A dataset from indices computed earlier by Build (the index cache, core/data/index_cache.h).
+  // DataLoss when they are inconsistent with each other or with `dataset`.
+  static absl::StatusOr<GptDataset> FromIndices(const IndexedDataset* dataset, int seq_len,
+                                                int num_epochs, bool separate_final_epoch,
+                                                std::vector<int32_t> document_index,
+                                                std::vector<int64_t> sample_index,
+                                                std::vector<int64_t> shuffle_index);
 
   // Samples available (≥ num_samples_needed): (E·T − 1) / seq_len.
   int64_t size() const { return static_cast<int64_t>(shuffle_index_.size()); }

@@ -113,6 +113,9 @@ class IndexedDatasetWriter {
   // Appends one document (one sequence). InvalidArgument when a token does not fit the dtype
   // (nothing is written then); DataLoss on a write failure; FailedPrecondition after Finalize().
   absl::Status AddDocument(absl::Span<const int32_t> tokens);
+  // Appends a document without sequences (a repeated document-index entry), as Megatron's
+  // preprocess_data.py writes a text that tokenizes to nothing.
+  absl::Status AddEmptyDocument();
 
   // Writes the index and moves both files into place. DataLoss on an I/O failure.
   absl::Status Finalize();
@@ -133,6 +136,7 @@ class IndexedDatasetWriter {
   IndexDType dtype_ = IndexDType::kU16;
   std::unique_ptr<std::FILE, FileCloser> bin_;
   std::vector<int32_t> lengths_;
+  std::vector<int64_t> document_index_ = {0};  // first sequence of each document, then S
   std::vector<uint8_t> buffer_;
   int64_t num_tokens_ = 0;
   bool finalized_ = false;

@@ -99,6 +99,7 @@ IndexedDatasetWriter::IndexedDatasetWriter(IndexedDatasetWriter&& other) noexcep
       dtype_(other.dtype_),
       bin_(std::move(other.bin_)),
       lengths_(std::move(other.lengths_)),
+      document_index_(std::move(other.document_index_)),
       buffer_(std::move(other.buffer_)),
       num_tokens_(other.num_tokens_),
       finalized_(std::exchange(other.finalized_, true)) {}
@@ -134,7 +135,17 @@ absl::Status IndexedDatasetWriter::AddDocument(absl::Span<const int32_t> tokens)
   }
   MF_RETURN_IF_ERROR(WriteAll(bin_.get(), buffer_, bin_tmp_));
   lengths_.push_back(static_cast<int32_t>(tokens.size()));
+  document_index_.push_back(static_cast<int64_t>(lengths_.size()));
   num_tokens_ += static_cast<int64_t>(tokens.size());
+  return absl::OkStatus();
+}
+
+absl::Status IndexedDatasetWriter::AddEmptyDocument() {
+  if (finalized_ || bin_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(prefix_, ": writer already finalized (or its Finalize failed)"));
+  }
+  document_index_.push_back(static_cast<int64_t>(lengths_.size()));
   return absl::OkStatus();
 }
 
@@ -149,19 +160,19 @@ absl::Status IndexedDatasetWriter::Finalize() {
 
   const uint64_t s = lengths_.size();
   std::vector<uint8_t> index;
-  index.reserve(kIndexHeaderBytes + 20 * s + 8 * (s + 1));
+  index.reserve(kIndexHeaderBytes + 20 * s + 8 * document_index_.size());
   index.insert(index.end(), kIndexMagic, kIndexMagic + sizeof(kIndexMagic));
   Append<uint64_t>(&index, kIndexVersion);
   Append<uint8_t>(&index, static_cast<uint8_t>(dtype_));
   Append<uint64_t>(&index, s);
-  Append<uint64_t>(&index, s + 1);  // one document per sequence: entries 0, 1, ..., S
+  Append<uint64_t>(&index, document_index_.size());  // documents + 1 entries, the last S
   for (int32_t length : lengths_) Append<int32_t>(&index, length);
   int64_t pointer = 0;
   for (int32_t length : lengths_) {
     Append<int64_t>(&index, pointer);
     pointer += static_cast<int64_t>(length) * IndexDTypeSize(dtype_);
   }
-  for (uint64_t i = 0; i <= s; ++i) Append<int64_t>(&index, static_cast<int64_t>(i));
+  for (int64_t first : document_index_) Append<int64_t>(&index, first);
 
   std::unique_ptr<std::FILE, FileCloser> idx(std::fopen(idx_tmp_.c_str(), "wb"));
   if (idx == nullptr) {

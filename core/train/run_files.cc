@@ -126,7 +126,9 @@ absl::Status WriteSummaryJson(const std::string& run_dir, const TrainSummary& s)
       .Add("median_comm_exposed_s", s.median_comm_exposed_s)
       .Add("params", JsonLine().Add("total", s.params.total).Add("active", s.params.active))
       .Add("resumed_from", s.resumed_from)
-      .Add("last_checkpoint", s.last_checkpoint);
+      .Add("last_checkpoint", s.last_checkpoint)
+      .Add("eval_loss", s.eval_loss.value_or(NAN))   // null without evaluation
+      .Add("test_loss", s.test_loss.value_or(NAN));
   return WriteFileAtomically(Path(run_dir, "summary.json"), j.Dump() + "\n");
 }
 

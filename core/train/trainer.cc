@@ -19,6 +19,7 @@
 #include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
 #include "core/data/prep_data.h"
+#include "core/data/tokenizer.h"
 #include "core/hf/import.h"
 #include "core/trace.h"
 #include "core/train/metrics.h"
@@ -135,22 +136,42 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     state->stream = &DefaultStream(state->device);
   }
 
-  // Data: the configured Megatron dataset, or the built-in corpus prepared on first use.
-  std::string prefix = config.data().path();
-  if (prefix.empty()) {
-    const std::string cache =
-        config.data().cache_dir().empty() ? std::string("data") : config.data().cache_dir();
-    MF_ASSIGN_OR_RETURN(prefix, data::EnsureBuiltinDataset(cache));
+  // The tokenizer the data was prepared with must fit the model's vocabulary (the byte one is
+  // checked by Validate); its ids are checked against the datasets below.
+  if (config.data().tokenizer() != "byte") {
+    MF_ASSIGN_OR_RETURN(const std::unique_ptr<data::Tokenizer> tokenizer,
+                        data::LoadTokenizer(config.data().tokenizer(),
+                                            config.data().tokenizer_path()));
+    MF_RETURN_IF_ERROR(data::CheckVocabulary(*tokenizer, state->spec.vocab));
   }
-  MF_ASSIGN_OR_RETURN(data::IndexedDataset dataset, data::IndexedDataset::Open(prefix));
-  state->dataset = std::make_unique<data::IndexedDataset>(std::move(dataset));
-  MF_RETURN_IF_ERROR(state->dataset->ValidateTokens(state->spec.vocab));
+  // Data: the configured Megatron dataset(s), or the built-in corpus prepared on first use, cut
+  // into Megatron's splits and blended (core/data/training_data.h).
+  data::TrainingDataOptions data_options;
+  const std::string cache_dir =
+      config.data().cache_dir().empty() ? std::string("data") : config.data().cache_dir();
+  data_options.paths.assign(config.data().paths().begin(), config.data().paths().end());
+  if (data_options.paths.empty()) {
+    std::string prefix = config.data().path();
+    if (prefix.empty()) {
+      MF_ASSIGN_OR_RETURN(prefix, data::EnsureBuiltinDataset(cache_dir));
+    }
+    data_options.paths = {prefix};
+  }
+  data_options.cache_dir = cache_dir + "/index-cache";
   const auto& train = config.train();
-  const int64_t needed = static_cast<int64_t>(train.steps()) * train.global_batch_size();
-  MF_ASSIGN_OR_RETURN(data::GptDataset samples,
-                      data::GptDataset::Build(state->dataset.get(), train.seq_len(), needed,
-                                              config.data().seed()));
-  state->samples = std::make_unique<data::GptDataset>(std::move(samples));
+  const SplitSampleCounts counts = SamplesPerSplit(config);
+  data_options.split = config.data().split();
+  data_options.seq_len = train.seq_len();
+  data_options.seed = config.data().seed();
+  data_options.num_samples = {counts.train, counts.valid, counts.test};
+  data_options.vocab_size = state->spec.vocab;
+  MF_ASSIGN_OR_RETURN(state->data, data::TrainingData::Open(data_options));
+  state->samples = state->data->split(data::SplitKind::kTrain);
+  if (train.eval_every() > 0 && state->data->split(data::SplitKind::kValid) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train.eval_every = ", train.eval_every(), " needs a validation share in data.split (\"",
+        config.data().split(), "\" has none; e.g. \"98,2,0\")"));
+  }
 
   // This rank's chunks: virtual stage c·pp + pp_rank for c < virtual_stages, each a contiguous
   // range of layers; the embedding on virtual stage 0, the head on the last.
@@ -801,6 +822,9 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
                                               " (MOEFOLD_INJECT_FAILURE)"));
     }
     MF_ASSIGN_OR_RETURN(StepResult r, Step(step));
+    MF_ASSIGN_OR_RETURN(const StepEvaluation evaluation, EvaluateAfterStep(step));
+    if (evaluation.valid) summary.eval_loss = evaluation.valid->loss;
+    if (evaluation.test) summary.test_loss = evaluation.test->loss;
     // Checkpoints at the step boundary: finish a save whose files are written, then start the
     // next one when due (every `every` steps, at the last step, and where the run is told to stop).
     st.checkpoint_stall_s = 0;
@@ -865,6 +889,7 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("comm_exposed_s", JsonObject(r.comm_exposed_s))
         .Add("checkpoint_stall_s", st.checkpoint_stall_s)
         .Add("skipped", r.skipped);
+    AddEvaluation(evaluation, &line);
     st.metrics.Write(line);
     if (st.tensorboard) {
       MF_RETURN_IF_ERROR(st.tensorboard->WriteScalars(step, TensorBoardScalars(line)));
@@ -1028,6 +1053,12 @@ std::string FormatSummary(const TrainSummary& s) {
                                 : absl::StrFormat("  report           %s\n", s.report_path)) +
          (s.resumed_from >= 0 ? absl::StrFormat("  resumed from     step %d\n", s.resumed_from)
                               : std::string()) +
+         (s.eval_loss ? absl::StrFormat("  validation loss  %.4f (perplexity %.2f)\n", *s.eval_loss,
+                                        std::exp(*s.eval_loss))
+                      : std::string()) +
+         (s.test_loss ? absl::StrFormat("  test loss        %.4f (perplexity %.2f)\n", *s.test_loss,
+                                        std::exp(*s.test_loss))
+                      : std::string()) +
          (s.last_checkpoint.empty()
               ? std::string()
               : absl::StrFormat("  checkpoint       %s\n", s.last_checkpoint)) +

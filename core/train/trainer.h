@@ -18,7 +18,9 @@
 #include "configs/moefold.pb.h"
 #include "core/model/decoder.h"
 #include "core/parameter.h"
+#include "core/data/split.h"
 #include "core/profiler.h"
+#include "core/train/evaluator.h"
 #include "core/train/flops.h"
 #include "parallel/communicator.h"
 #include "parallel/process_groups.h"
@@ -122,6 +124,8 @@ struct TrainSummary {
   std::string report_path;      // the HTML report written at the end (empty: none)
   int64_t resumed_from = -1;    // the checkpoint's step when the run resumed (-1: from scratch)
   std::string last_checkpoint;  // the newest complete checkpoint the run wrote (empty: none)
+  std::optional<double> eval_loss;  // the last validation loss (train.eval_every)
+  std::optional<double> test_loss;  // the final test-split loss (data.split with a test share)
 };
 
 class Trainer {
@@ -133,6 +137,11 @@ class Trainer {
   absl::StatusOr<TrainSummary> Run();
   // One optimizer step on the global batch of `step` (also used by tests).
   absl::StatusOr<StepResult> Step(int64_t step);
+  // The forward pass alone over global batches [first_batch, first_batch + num_batches) of a split
+  // (core/train/evaluator.h); collective, every rank gets the same result. FailedPrecondition when
+  // the split was not built (no share in data.split, or no samples requested).
+  absl::StatusOr<EvalResult> Evaluate(data::SplitKind split, int64_t first_batch,
+                                      int64_t num_batches);
 
   ParameterSet& params();
   model::Decoder& model();
@@ -181,6 +190,8 @@ class Trainer {
   absl::Status EndStep(StepWork* w);           // waits for the device; times, memory, profile
   absl::Status GatherRankFigures(StepResult* r);  // every rank's step time and memory peak
   absl::Status EndTrace(StepWork* w);  // a traced step's gpu spans and end (core/trace.h)
+  // The validation and test evaluations due after `step` (core/train/evaluator.cc).
+  absl::StatusOr<StepEvaluation> EvaluateAfterStep(int64_t step);
   std::unique_ptr<State> state_;
 };
 

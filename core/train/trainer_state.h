@@ -9,6 +9,7 @@
 #include "checkpoint/shard_writer.h"
 #include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
+#include "core/data/training_data.h"
 #include "core/train/metrics.h"
 #include "core/train/peak.h"
 #include "core/train/pipeline_executor.h"
@@ -58,8 +59,8 @@ struct Trainer::State {
   std::unique_ptr<optim::SpamTransform> spam;  // optimizer.name spam | stable_spam, else null
   std::unique_ptr<optim::SampleReweighter> reweighter;
   optim::LrScheduleOptions schedule;
-  std::unique_ptr<data::IndexedDataset> dataset;
-  std::unique_ptr<data::GptDataset> samples;
+  std::unique_ptr<data::TrainingData> data;  // the splits of data.path / data.paths
+  const data::SampleSource* samples = nullptr;  // data's train split
   MetricsWriter metrics;
   std::unique_ptr<TensorBoardWriter> tensorboard;  // RUN_DIR/tb (rank 0, logging.tensorboard)
   double loss_ema = 0;  // for the spike detector
