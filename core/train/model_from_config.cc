@@ -86,11 +86,6 @@ absl::Status CheckSupported(const config::ExperimentConfig& config) {
     problems.push_back(absl::StrCat("precision.fp8_recipe = ", config.precision().fp8_recipe(),
                                     ": FP8 recipes are not built yet"));
   }
-  if (config.memory().activation_policy() != "keep") {
-    problems.push_back(absl::StrCat("memory.activation_policy = ",
-                                    config.memory().activation_policy(),
-                                    ": swapping/recomputation are not built yet"));
-  }
   if (config.train().eval_every() > 0) {
     problems.push_back(absl::StrCat("train.eval_every = ", config.train().eval_every(),
                                     ": evaluation is not built yet (set 0)"));
