@@ -145,8 +145,9 @@ absl::Status ActivationStore::Release(const StepContext& ctx, int layer, bool la
     SavePolicy p = policy_.For(layer, refs[i].kind);
     if (p == SavePolicy::kSwap && last_resident) p = SavePolicy::kKeep;
     if (p == SavePolicy::kRecompute && !refs[i].recomputable) p = SavePolicy::kKeep;
+    if (t.nbytes() == 0) p = SavePolicy::kKeep;  // nothing to free (e.g. no rows for an expert)
     policy[i] = p;
-    swaps |= p == SavePolicy::kSwap && t.nbytes() > 0;
+    swaps |= p == SavePolicy::kSwap;
   }
   if (swaps) {
     // The copies start once the compute stream has produced the tensors.
@@ -156,7 +157,7 @@ absl::Status ActivationStore::Release(const StepContext& ctx, int layer, bool la
     MF_RETURN_IF_ERROR(copy_stream_->Wait(produced));
     for (int i = 0; i < n; ++i) {
       const Tensor& t = *refs[i].tensor;
-      if (policy[i] != SavePolicy::kSwap || view[i] || t.nbytes() == 0) continue;
+      if (policy[i] != SavePolicy::kSwap || view[i]) continue;
       SwapStash::Entry e;
       e.index = i;
       e.total_rows = TokenRows(t);

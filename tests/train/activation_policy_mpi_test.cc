@@ -39,17 +39,19 @@ TEST_P(ActivationPolicyLayout, Pp2Tp2Dp2Ep4TrainsBitIdenticallyToKeep) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Policies, ActivationPolicyLayout,
-    ::testing::Values(
-        std::vector<std::string>{"memory.activation_policy=recompute", "memory.recompute=selective"},
-        std::vector<std::string>{"memory.activation_policy=recompute", "memory.recompute=full"},
-        std::vector<std::string>{"memory.activation_policy=swap", "memory.swap_fraction=0.5"},
-        std::vector<std::string>{"memory.activation_policy=swap", "memory.swap_fraction=1"}),
-    [](const auto& info) {
-      static const char* kNames[] = {"Selective", "Full", "SwapHalf", "SwapAll"};
-      return std::string(kNames[info.index]);
-    });
+const std::vector<std::vector<std::string>> kPolicies = {
+    {"memory.activation_policy=recompute", "memory.recompute=selective"},
+    {"memory.activation_policy=recompute", "memory.recompute=full"},
+    {"memory.activation_policy=swap", "memory.swap_fraction=0.5"},
+    {"memory.activation_policy=swap", "memory.swap_fraction=1"}};
+
+std::string PolicyName(const ::testing::TestParamInfo<std::vector<std::string>>& info) {
+  static const char* kNames[] = {"Selective", "Full", "SwapHalf", "SwapAll"};
+  return kNames[info.index];
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, ActivationPolicyLayout, ::testing::ValuesIn(kPolicies),
+                         PolicyName);
 
 }  // namespace
 }  // namespace moefold::train
