@@ -70,16 +70,12 @@ Tensor Tensor::Zeros(const Shape& shape, DType dtype, const Device& device) {
 }
 
 Tensor Tensor::EmptyPinned(const Shape& shape, DType dtype) {
-  return EmptyIn(shape, dtype, PinnedMemory());
-}
-
-Tensor Tensor::EmptyIn(const Shape& shape, DType dtype, Allocator& allocator) {
   MF_CHECK_LE(static_cast<int>(shape.size()), kMaxTensorRank) << ShapeToString(shape);
   for (int64_t d : shape) MF_CHECK_GE(d, 0) << "negative dimension in " << ShapeToString(shape);
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(t.nbytes(), allocator);
+  t.storage_ = std::make_shared<Storage>(t.nbytes(), PinnedMemory());
   return t;
 }
 

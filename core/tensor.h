@@ -58,9 +58,6 @@ class Tensor {
   static Tensor Zeros(const Shape& shape, DType dtype, const Device& device = Device::Cpu());
   // A CPU tensor in page-locked memory (PinnedMemory()), for asynchronous host-device copies.
   static Tensor EmptyPinned(const Shape& shape, DType dtype);
-  // A tensor in memory of `allocator` (e.g. the activation store's host arena, which stands in for
-  // pinned memory on the CPU and counts its own bytes); the allocator must outlive the tensor.
-  static Tensor EmptyIn(const Shape& shape, DType dtype, Allocator& allocator);
   // f32 CPU tensor holding `values` (values.size() must equal the shape's element count).
   static Tensor FromVector(const std::vector<float>& values, const Shape& shape);
   static Tensor FromVectorI32(const std::vector<int32_t>& values, const Shape& shape);

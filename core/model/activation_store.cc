@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/cuda_runtime.h"
 
 namespace moefold::model {
 namespace {
@@ -27,6 +29,26 @@ bool Inside(const Tensor& b, const Tensor& a) {
 }
 
 }  // namespace
+
+HostBuffer::HostBuffer(size_t bytes, Allocator& allocator)
+    : allocator_(&allocator), data_(allocator.Allocate(bytes)), bytes_(bytes) {}
+
+HostBuffer::~HostBuffer() {
+  if (data_ != nullptr) allocator_->FreeAfter(data_, bytes_, streams_);
+}
+
+void HostBuffer::RecordStream(const Stream& stream) {
+  if (stream.native() != nullptr) streams_.push_back(stream.native());
+}
+
+absl::Status CopyBytes(void* dst, const void* src, size_t bytes, const Stream& stream) {
+  if (bytes == 0) return absl::OkStatus();
+  if (stream.device().is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  return cuda::Memcpy(dst, src, bytes, stream.native(), /*synchronous=*/false);
+}
 
 const char* SavedKindName(SavedKind kind) { return kKindNames[static_cast<int>(kind)]; }
 
@@ -169,9 +191,11 @@ absl::Status ActivationStore::Release(const StepContext& ctx, int layer, bool la
       e.shape = t.shape();
       e.dtype = t.dtype();
       const int64_t width = RowElements(t, e.total_rows);
+      e.width = width;
       if (e.rows > 0) {
-        e.host = Tensor::EmptyIn({e.rows, width}, t.dtype(), HostArena(ctx.device()));
-        e.host.CopyFromAsync(t.Reshape({e.total_rows, width}).Slice(0, e.rows), *copy_stream_);
+        const size_t bytes = static_cast<size_t>(e.rows * width) * DTypeSize(t.dtype());
+        e.host = std::make_shared<HostBuffer>(bytes, HostArena(ctx.device()));
+        MF_RETURN_IF_ERROR(CopyBytes(e.host->data(), t.raw_data(), bytes, *copy_stream_));
         t.RecordStream(*copy_stream_);  // the device block is reused only after the copy read it
       }
       stash->entries.push_back(std::move(e));
@@ -200,11 +224,10 @@ absl::StatusOr<FetchedRows> ActivationStore::Prefetch(const StepContext& ctx,
   for (const SwapStash::Entry& e : stash.entries) {
     if (e.rows == 0) continue;
     const bool whole = e.rows == e.total_rows;
-    Tensor dev = Tensor::Empty(whole ? e.shape : Shape{e.rows, e.host.dim(1)}, e.dtype,
-                               ctx.device());
-    dev.Reshape(e.host.shape()).CopyFromAsync(e.host, *copy_stream_);
+    Tensor dev = Tensor::Empty(whole ? e.shape : Shape{e.rows, e.width}, e.dtype, ctx.device());
+    MF_RETURN_IF_ERROR(CopyBytes(dev.raw_data(), e.host->data(), e.host->bytes(), *copy_stream_));
     dev.RecordStream(*copy_stream_);
-    e.host.RecordStream(*copy_stream_);  // the pinned block returns to its pool after the copy
+    e.host->RecordStream(*copy_stream_);  // the pinned block returns to its pool after the copy
     fetched.tensors.emplace_back(e.index, std::move(dev));
   }
   auto arrived = std::make_shared<Event>(*Event::Create(ctx.device()));

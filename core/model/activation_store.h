@@ -88,13 +88,37 @@ struct ActivationPolicy {
   bool AnySwap() const;
 };
 
+// Host memory from an allocator (the pinned pool on a GPU, the CPU host arena), returned to it
+// after the work of every stream recorded with RecordStream.
+class HostBuffer {
+ public:
+  HostBuffer(size_t bytes, Allocator& allocator);
+  ~HostBuffer();
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  void RecordStream(const Stream& stream);
+
+ private:
+  Allocator* allocator_;
+  void* data_;
+  size_t bytes_;
+  std::vector<void*> streams_;
+};
+
+// `bytes` from src to dst (host, pinned host or device memory), enqueued on `stream` (a CPU stream:
+// at once). Status: a CUDA failure.
+absl::Status CopyBytes(void* dst, const void* src, size_t bytes, const Stream& stream);
+
 // The host rows of one layer's swapped tensors (kept with the layer's tape until its backward).
 struct SwapStash {
   struct Entry {
     int index = 0;       // into the layer's SavedRef list
-    Tensor host;         // (rows, row_elements) host copy of the first rows
+    std::shared_ptr<HostBuffer> host;  // the first `rows` rows of the tensor, row-major
     int64_t rows = 0;    // swapped rows of `total_rows`
     int64_t total_rows = 0;
+    int64_t width = 0;   // elements per row
     Shape shape;         // the device tensor's
     DType dtype = DType::kF32;
   };

@@ -183,18 +183,16 @@ float ChooseSwapFraction(int64_t swappable_bytes_per_layer, double layer_forward
 }
 
 double MeasureHostLinkBandwidth(const Device& device, int64_t bytes) {
-  const Tensor host =
-      Tensor::EmptyIn({bytes}, DType::kU8, model::ActivationStore::HostArena(device));
-  std::memset(host.raw_data(), 1, static_cast<size_t>(bytes));
+  model::HostBuffer host(static_cast<size_t>(bytes), model::ActivationStore::HostArena(device));
+  std::memset(host.data(), 1, static_cast<size_t>(bytes));
   Tensor dev = Tensor::Empty({bytes}, DType::kU8, device);
   Stream& stream = DefaultStream(device);
-  dev.CopyFromAsync(host, stream);  // warm-up
-  stream.Synchronize();
   double best = 0;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 4; ++i) {  // the first is a warm-up
     const auto start = std::chrono::steady_clock::now();
-    dev.CopyFromAsync(host, stream);
+    if (!model::CopyBytes(dev.raw_data(), host.data(), host.bytes(), stream).ok()) return 0;
     stream.Synchronize();
+    if (i == 0) continue;
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (s > 0) best = std::max(best, static_cast<double>(bytes) / s);
