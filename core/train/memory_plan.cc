@@ -188,14 +188,14 @@ std::string FormatMemoryEstimate(const MemoryEstimate& m) {
       "  gradients    %s\n"
       "  optimizer    %s (AdamW moments, ZeRO-1 shard when enabled)\n"
       "  activations  %s per micro-batch, %d in flight (%s) + %s backward working set = %s\n"
-      "               policy %s (keep would hold %s; host %s)\n"
+      "               policy %s (keep saves %s in flight; on the host %s)\n"
       "  total        %s\n"
       "pipeline bubble fraction: %.3f\n",
       m.stage, m.parameters, GiB(m.parameter_bytes),
       m.parameter_bytes > 4 * m.parameters ? " + bf16 compute copy" : "", GiB(m.gradient_bytes),
       GiB(m.optimizer_bytes), GiB(m.activation_bytes_per_micro), m.in_flight, m.schedule,
       GiB(m.activation_working_bytes), GiB(m.activation_bytes), m.activation_policy,
-      GiB(m.keep_activation_bytes + m.activation_working_bytes), GiB(m.activation_host_bytes),
+      GiB(m.keep_activation_bytes), GiB(m.activation_host_bytes),
       GiB(m.total_bytes), m.bubble_fraction);
 }
 
