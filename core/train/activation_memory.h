@@ -1,4 +1,4 @@
-// Activation memory from the config alone (docs/FORMULAS.md §14): the bytes of every saved tensor
+// Activation memory from the config alone (docs/FORMULAS.md §15): the bytes of every saved tensor
 // kind of one layer on one rank, read off the layers' `Saved` shapes; what a policy of the
 // activation store keeps on the device, sends to the host and recomputes; the peak a stage reaches
 // with the pipeline's micro-batches in flight; the swap fraction `auto` picks; and the policy

@@ -1,6 +1,6 @@
 // The trainer's activation store from memory.*: the policy, the host-budget check, and under
 // `swap_auto` the swap fraction chosen from the measured host-link bandwidth and the layer's
-// forward time at the run's peak (docs/FORMULAS.md §14.4).
+// forward time at the run's peak (docs/FORMULAS.md §15.4).
 #pragma once
 
 #include <memory>

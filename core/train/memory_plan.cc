@@ -71,7 +71,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
       if (v == 0 && spec.tie_embeddings) dense -= vocab_shard * h;
       replicated_norms += h;
     }
-    // docs/FORMULAS.md §14: the layers' saved tensors by kind under the store's policy.
+    // docs/FORMULAS.md §15: the layers' saved tensors by kind under the store's policy.
     const StageActivations stage = StageActivationBytes(spec, layout, policy, first,
                                                         first + stage_layers[v], v == stages - 1);
     activations += stage.device;

@@ -25,7 +25,7 @@ struct MemoryEstimate {
   int64_t activation_bytes_per_micro = 0;  // one micro-batch through this rank's layers
   int in_flight = 0;              // micro-batches (or chunk passes) the schedule keeps at once
   int64_t activation_bytes = 0;   // per micro-batch × in flight + the backward working set
-  // The activation store (docs/FORMULAS.md §14): its policy, the largest backward working set
+  // The activation store (docs/FORMULAS.md §15): its policy, the largest backward working set
   // (one layer's restored tensors, the next layer's prefetched rows, gradient temporaries), the
   // swapped rows on the host (× in flight), and the device activations keep would hold.
   std::string activation_policy;  // "keep", "recompute selective", "swap α=0.5", ...

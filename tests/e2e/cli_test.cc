@@ -210,6 +210,38 @@ TEST(CliTest, PlanSuggestsAnActivationPolicyForAMemoryBudget) {
       << r.output;
 }
 
+TEST(CliTest, PlanPredictsAndSearches) {
+  Result r = RunMoefold("plan --config configs/models/mixtral_8x22b.yaml --world 128 --predict");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* part : {"prediction on h100_sxm_ib400: 128 GPUs on 16 nodes",
+                           "model TFLOP/s per GPU", "expert_gemm", "dispatch", "bubble"}) {
+    EXPECT_NE(r.output.find(part), std::string::npos) << part << "\n" << r.output;
+  }
+  r = RunMoefold("plan --config configs/tiny_moe.yaml --world 2 --predict --json "
+                 "--cluster h800_ib400 --set parallel.ep=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"cluster\": \"h800_ib400\""), std::string::npos) << r.output;
+  r = RunMoefold("plan --config configs/tiny_moe.yaml --world 8 --search --top 3 "
+                 "--micro-batch-sizes 1,2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(" 3. tp"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(" 4. tp"), std::string::npos) << r.output;
+  // Bad input: an unknown cluster names the known ones; a layout that does not divide gives the
+  // arithmetic; a model that fits on no layout names the smallest need.
+  r = RunMoefold("plan --config configs/tiny_moe.yaml --world 4 --predict --cluster tpu_v9");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("unknown cluster 'tpu_v9'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("h100_sxm_ib400"), std::string::npos) << r.output;
+  r = RunMoefold("plan --config configs/models/mixtral_8x22b.yaml --world 100 --predict");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("world 100 % (tp 2 × cp 1 × pp 8 = 16) = 4"), std::string::npos)
+      << r.output;
+  r = RunMoefold("plan --config configs/models/qwen3_235b_a22b.yaml --world 8 --search "
+                 "--micro-batch-sizes 1 --set train.global_batch_size=8");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("fits in memory; the smallest:"), std::string::npos) << r.output;
+}
+
 TEST(CliTest, HelpListsTheCommands) {
   const Result r = RunMoefold("--help");
   EXPECT_EQ(r.exit_code, 0);

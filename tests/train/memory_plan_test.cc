@@ -75,7 +75,7 @@ TEST(MemoryPlanTest, ZeroOneDividesTheOptimizerAndTpShards) {
   EXPECT_LT(ep2.parameters, one.parameters);  // half the experts
 }
 
-// docs/FORMULAS.md §14: each policy of the activation store in the estimate, with the pipeline's
+// docs/FORMULAS.md §15: each policy of the activation store in the estimate, with the pipeline's
 // micro-batches in flight multiplying what stays on the device.
 TEST(MemoryPlanTest, EveryActivationPolicyIsAccounted) {
   const std::vector<std::string> layout = {"parallel.pp=2", "train.global_batch_size=8",
