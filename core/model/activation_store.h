@@ -6,9 +6,10 @@
 // bit-identically to keep.
 //
 //   ActivationStore store(ActivationPolicy::Selective());
-//   store.Release(ctx, layer, refs, &stash);   // after the forward; refs name each tape tensor
-//   store.Fetch(ctx, refs, stash);             // before the backward: swapped rows come back
-//   ... the layer recomputes every undefined tensor ...;  store.Overlay(ctx, refs, stash);
+//   store.Release(ctx, layer, resident, refs, &stash);  // after the forward; refs name the tape
+//   FetchedRows rows = *store.Prefetch(ctx, stash);     // one layer ahead of the backward
+//   store.Place(ctx, refs, rows, stash);                // the compute stream waits for the copy
+//   ... the layer recomputes every undefined tensor ...; store.Overlay(ctx, refs, rows, stash);
 #pragma once
 
 #include <array>
