@@ -103,6 +103,11 @@ ExperimentConfig DefaultConfig() {
   MemoryConfig* mem = c.mutable_memory();
   mem->set_activation_policy("keep");
   mem->set_swap_fraction(1.0f);  // with policy "swap": every token's activations
+  mem->set_recompute("selective");
+  mem->set_swap_auto(false);
+  mem->set_host_budget_gb(0.0f);
+  mem->set_resident_layers(1);
+  mem->set_host_link_gbps(0.0f);
 
   CompressionConfig* comp = c.mutable_compression();
   comp->set_method("none");

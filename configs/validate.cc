@@ -345,13 +345,54 @@ void CheckTrainAndOptimizer(const ExperimentConfig& c, Problems* p) {
   }
 }
 
+// The activation store's settings (core/model/activation_store.h). The kind names are the store's
+// (SavedKindName); tests/model/activation_store_test.cc checks the two lists agree.
+void CheckMemory(const MemoryConfig& m, int num_layers, Problems* p) {
+  const float alpha = m.swap_fraction();
+  if (!(alpha >= 0 && alpha <= 1)) {
+    p->push_back(absl::StrCat("memory.swap_fraction = ", alpha, " must be in [0, 1]: α is the ",
+                              "share of each saved tensor's token rows sent to the host (",
+                              alpha < 0 ? "below 0" : "above 1 = more rows than the tensor has",
+                              ")"));
+  }
+  OneOf(p, "memory.recompute", m.recompute(), {"selective", "full"});
+  if (m.host_budget_gb() < 0) {
+    p->push_back(absl::StrCat("memory.host_budget_gb = ", m.host_budget_gb(), " must be >= 0"));
+  }
+  if (m.host_link_gbps() < 0) {
+    p->push_back(absl::StrCat("memory.host_link_gbps = ", m.host_link_gbps(), " must be >= 0"));
+  }
+  NonNegative(p, "memory.resident_layers", m.resident_layers());
+  for (int layer : m.recompute_layers()) {
+    if (layer < 0 || layer >= num_layers) {
+      p->push_back(absl::StrCat("memory.recompute_layers has ", layer, ", outside [0, ",
+                                num_layers, ") (model.num_layers = ", num_layers, ")"));
+    }
+  }
+  static constexpr std::initializer_list<const char*> kKinds = {
+      "layer_input",   "norm_output", "norm_stats",     "attention_qkv",
+      "attention_output", "attention_lse", "residual",  "swiglu_input",
+      "swiglu_output", "router",      "moe_dispatched", "moe_combined"};
+  for (const auto& [kind, policy] : m.tensor_policy()) {
+    if (std::find(kKinds.begin(), kKinds.end(), kind) == kKinds.end()) {
+      p->push_back(absl::StrCat("memory.tensor_policy has unknown tensor kind \"", kind,
+                                "\" (known: ", absl::StrJoin(kKinds, ", "), ")"));
+    }
+    OneOf(p, absl::StrCat("memory.tensor_policy.", kind), policy, {"keep", "recompute", "swap"});
+    if (kind == "layer_input" && policy != "keep") {
+      p->push_back("memory.tensor_policy.layer_input must be keep: it is what recomputation "
+                   "starts from");
+    }
+  }
+}
+
 void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
   OneOf(p, "precision.compute_dtype", c.precision().compute_dtype(), {"f32", "bf16"});
   OneOf(p, "precision.fp8_recipe", c.precision().fp8_recipe(),
         {"none", "delayed", "current", "blockwise"});
   OneOf(p, "memory.activation_policy", c.memory().activation_policy(),
         {"keep", "swap", "recompute"});
-  Fraction(p, "memory.swap_fraction", c.memory().swap_fraction(), /*allow_zero=*/true);
+  CheckMemory(c.memory(), c.model().num_layers(), p);
 
   const CompressionConfig& comp = c.compression();
   OneOf(p, "compression.method", comp.method(), {"none", "ef21"});

@@ -161,4 +161,75 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
   return absl::OkStatus();
 }
 
+void AttentionLayer::Saved::AppendRefs(std::vector<SavedRef>* refs) {
+  refs->push_back({SavedKind::kLayerInput, &x});
+  refs->push_back({SavedKind::kNormOutput, &x_norm});
+  refs->push_back({SavedKind::kNormStats, &rstd});
+  refs->push_back({SavedKind::kNormOutput, &x_full});
+  for (Tensor* t : {&q, &k, &v}) refs->push_back({SavedKind::kAttentionQkv, t});
+  refs->push_back({SavedKind::kAttentionOutput, &out});
+  refs->push_back({SavedKind::kAttentionLse, &lse});
+}
+
+absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch& batch,
+                                       Saved* saved) const {
+  const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s, d = spec_.head_dim;
+  const int64_t hq = local_heads_, hkv = local_kv_heads_;
+  MF_CHECK(saved->x.defined()) << "the attention layer's input is the recomputation's start";
+  if (!saved->x_norm.defined() || !saved->rstd.defined()) {
+    Tensor x_norm = ctx.Act(saved->x.shape()), rstd = ctx.F32({saved->x.dim(0)});
+    auto timed = ctx.Profile(OpFamily::kNorm);
+    ops::RmsNormForward(saved->x, norm_->compute, spec_.norm_eps, &x_norm, &rstd, ctx.s());
+    if (!saved->x_norm.defined()) saved->x_norm = x_norm;
+    if (!saved->rstd.defined()) saved->rstd = rstd;
+  }
+  if (!saved->x_full.defined()) {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(
+        parallel::TpGather(saved->x_norm, mp_.tp, mp_.sequence_parallel, &saved->x_full));
+  }
+  const bool qkv = saved->q.defined() && saved->k.defined() && saved->v.defined();
+  const bool core = saved->out.defined() && saved->lse.defined();
+  if (!qkv) {
+    Tensor packed = ctx.Act({t, QkvWidth()});
+    {
+      auto timed = ctx.Profile(OpFamily::kGemm);
+      ops::LinearForward(saved->x_full, QkvMatrix(), &packed, ctx.s());
+    }
+    Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
+    auto timed = ctx.Profile(OpFamily::kAttention);
+    const Tensor& table = rope_->Get(ctx, MaxPosition(batch));
+    ops::QkvRopeForward(packed, batch.on_device.row_positions, table, &q, &k, &v, ctx.s());
+    saved->q = q.Reshape({b, s, hq, d});
+    saved->k = k.Reshape({b, s, hkv, d});
+    saved->v = v.Reshape({b, s, hkv, d});
+  }
+  if (core) return absl::OkStatus();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  Tensor out = ctx.Act({b, s, hq, d}), lse = ctx.F32({b, hq, s});
+  auto timed = ctx.Profile(OpFamily::kAttention);
+  if (mp_.cp_size() > 1) {
+    MF_RETURN_IF_ERROR(parallel::RingAttentionForward(saved->q, saved->k, saved->v, scale, *mp_.cp,
+                                                      &out, &lse, ctx.s(),
+                                                      {ctx.profiler, ctx.layer}));
+  } else {
+    ops::AttentionForward(saved->q, saved->k, saved->v, scale, &out, &lse, ctx.s());
+  }
+  if (!saved->out.defined()) saved->out = out;
+  if (!saved->lse.defined()) saved->lse = lse;
+  return absl::OkStatus();
+}
+
+absl::Status AttentionLayer::OutputForward(const StepContext& ctx, const MicroBatch& batch,
+                                           const Saved& saved, Tensor* y) const {
+  const int64_t t = batch.batch() * batch.seq_len(), width = local_heads_ * spec_.head_dim;
+  Tensor partial = ctx.Act({t, spec_.hidden});
+  {
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::LinearForward(saved.out.Reshape({t, width}), wo_->compute, &partial, ctx.s());
+  }
+  auto timed = ctx.Profile(OpFamily::kCommunication);
+  return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
+}
+
 }  // namespace moefold::model

@@ -7,8 +7,10 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "core/model/activation_store.h"
 #include "core/model/model_parallel.h"
 #include "core/model/model_spec.h"
 #include "core/model/rope_tables.h"
@@ -27,6 +29,8 @@ class AttentionLayer {
     Tensor q, k, v; // (B, S, Hq/tp | Hkv/tp, D) contiguous, after RoPE for q and k
     Tensor out;     // (B, S, Hq/tp, D) attention output before Wo
     Tensor lse;     // (B, Hq/tp, S) f32
+    // The tape by kind, for the activation store (x is the layer input).
+    void AppendRefs(std::vector<SavedRef>* refs);
   };
 
   // rope: the decoder's shared cos/sin table (not owned; outlives the layer).
@@ -41,6 +45,12 @@ class AttentionLayer {
   // residual stream's gradient): d_y is read before d_x is written.
   absl::Status Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
                         const Tensor& d_y, Tensor* d_x) const;
+  // Recomputes every undefined tensor of *saved from saved->x with Forward's kernels (so the same
+  // bits); the TP gather and the CP ring run again where they are needed. Status: a collective.
+  absl::Status Recompute(const StepContext& ctx, const MicroBatch& batch, Saved* saved) const;
+  // *y (T_x, H) = TpReduce(W_o · saved.out): the branch's output again, from a complete tape.
+  absl::Status OutputForward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
+                             Tensor* y) const;
 
  private:
   ModelSpec spec_;

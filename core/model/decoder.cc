@@ -1,6 +1,8 @@
 // Decoder forward/backward: wires the layers, the residual stream and the loss head together.
 #include "core/model/decoder.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "core/profiler.h"
 #include "core/trace.h"
@@ -148,8 +150,17 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
       MF_RETURN_IF_ERROR(block.mlp->Forward(lctx, bs.ffn_in, &bs.mlp, &ffn));
     }
     x = ctx.Act(bs.h.shape());
-    auto timed = lctx.Profile(OpFamily::kOther);
-    ops::Add(bs.h, ffn, &x, ctx.s());
+    {
+      auto timed = lctx.Profile(OpFamily::kOther);
+      ops::Add(bs.h, ffn, &x, ctx.s());
+    }
+    if (StoreActive()) {
+      // The stage's last layers run their backward first: under swapping they stay resident.
+      const bool resident =
+          static_cast<int>(blocks_.size() - l) <= store_->policy().resident_layers;
+      const std::vector<SavedRef> refs = BlockRefs(block, &bs);
+      MF_RETURN_IF_ERROR(store_->Release(lctx, lctx.layer, resident, refs, &bs.stash));
+    }
   }
   if (!stage_.head) {
     MF_CHECK(output != nullptr) << "a stage without the head passes its output on";
@@ -334,13 +345,32 @@ absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& b
   // *d_x_io is the residual stream's gradient; every branch adds its input gradient into it in
   // place (the norms' backward accumulates), so the stream is never copied or re-added.
   Tensor& d_x = *d_x_io;
+  std::optional<FetchedRows> ahead;  // the next layer's swapped rows, already on their way
   for (size_t l = blocks_.size(); l-- > 0;) {
     const Block& block = blocks_[l];
-    const BlockSaved& bs = saved.blocks[l];
+    BlockSaved bs = saved.blocks[l];  // shares the tensors; what is brought back lives until done
     StepContext lctx = ctx;
     lctx.layer = stage_.first_layer + static_cast<int>(l);
     NvtxRange range("layer backward");
     const TraceSpan span = LayerSpan(lctx, "backward");
+    if (StoreActive()) {
+      FetchedRows fetched;
+      if (ahead.has_value()) {
+        fetched = std::move(*ahead);
+      } else {
+        MF_ASSIGN_OR_RETURN(fetched, store_->Prefetch(lctx, bs.stash));
+      }
+      ahead.reset();
+      // One layer ahead: the copy of layer l − 1's rows runs under layer l's backward (two
+      // layers' rows on the device at most).
+      if (l > 0) {
+        MF_ASSIGN_OR_RETURN(ahead, store_->Prefetch(lctx, saved.blocks[l - 1].stash));
+      }
+      const std::vector<SavedRef> refs = BlockRefs(block, &bs);
+      MF_RETURN_IF_ERROR(store_->Place(lctx, refs, fetched, bs.stash));
+      MF_RETURN_IF_ERROR(RecomputeBlock(lctx, batch, block, &bs));
+      store_->Overlay(lctx, refs, fetched, bs.stash);
+    }
     // x_out = h + FFN(norm(h)): d_h = d_x_out + norm'ᵀ · FFN'ᵀ · d_x_out, accumulated into d_x.
     Tensor d_ffn_in;
     if (block.moe) {
@@ -359,6 +389,41 @@ absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& b
     if (ctx.grads_ready) ctx.grads_ready(block.first_param, block.last_param);
   }
   return absl::OkStatus();
+}
+
+std::vector<SavedRef> Decoder::BlockRefs(const Block& block, BlockSaved* bs) const {
+  std::vector<SavedRef> refs;
+  bs->attention.AppendRefs(&refs);
+  refs.push_back({SavedKind::kResidual, &bs->h});
+  refs.push_back({SavedKind::kNormOutput, &bs->ffn_in});
+  refs.push_back({SavedKind::kNormStats, &bs->ffn_rstd});
+  if (block.moe) {
+    bs->moe.AppendRefs(block.moe->LocalExperts(), &refs);
+  } else {
+    bs->mlp.AppendRefs(&refs);
+  }
+  return refs;
+}
+
+absl::Status Decoder::RecomputeBlock(const StepContext& ctx, const MicroBatch& batch,
+                                     const Block& block, BlockSaved* bs) const {
+  MF_RETURN_IF_ERROR(block.attention->Recompute(ctx, batch, &bs->attention));
+  if (!bs->h.defined() || !bs->ffn_in.defined() || !bs->ffn_rstd.defined()) {
+    Tensor attn;
+    MF_RETURN_IF_ERROR(block.attention->OutputForward(ctx, batch, bs->attention, &attn));
+    const Tensor& x = bs->attention.x;
+    Tensor h = ctx.Act(x.shape()), ffn_in = ctx.Act(x.shape()), rstd = ctx.F32({x.dim(0)});
+    {
+      auto timed = ctx.Profile(OpFamily::kNorm);
+      ops::AddRmsNormForward(x, attn, block.ffn_norm->compute, spec_.norm_eps, &h, &ffn_in, &rstd,
+                             ctx.s());
+    }
+    if (!bs->h.defined()) bs->h = h;
+    if (!bs->ffn_in.defined()) bs->ffn_in = ffn_in;
+    if (!bs->ffn_rstd.defined()) bs->ffn_rstd = rstd;
+  }
+  if (block.moe) return block.moe->Recompute(ctx, bs->ffn_in, &bs->moe);
+  return block.mlp->Recompute(ctx, bs->ffn_in, &bs->mlp);
 }
 
 }  // namespace moefold::model

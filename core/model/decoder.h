@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 
+#include "core/model/activation_store.h"
 #include "core/model/attention_layer.h"
 #include "core/model/mlp_layer.h"
 #include "core/model/model_parallel.h"
@@ -48,6 +49,7 @@ class Decoder {
     Tensor ffn_rstd;    // (T)
     SwiGluMlp::Saved mlp;
     MoeLayer::Saved moe;
+    SwapStash stash;  // host rows of the swapped tensors (ActivationStore)
   };
   struct Saved {
     std::vector<BlockSaved> blocks;
@@ -88,6 +90,8 @@ class Decoder {
   Parameter* embedding() const { return embedding_; }  // nullptr when not the first stage
   // The tied embedding's copy on a last stage without the embedding (nullptr otherwise).
   Parameter* tied_copy() const { return tied_copy_; }
+  // Saved activations go through `store` (shared by a rank's chunks); null = keep everything.
+  void set_activation_store(std::shared_ptr<ActivationStore> store) { store_ = std::move(store); }
 
  private:
   struct Block {
@@ -116,6 +120,14 @@ class Decoder {
   absl::Status BlocksBackward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
                               const BackwardSeeds& seeds, Tensor* d_x) const;
 
+  // Every tensor of a block's tape by kind, in an order where a view follows its base.
+  std::vector<SavedRef> BlockRefs(const Block& block, BlockSaved* bs) const;
+  // Recomputes the undefined tensors of a block's tape from its input (ActivationStore).
+  absl::Status RecomputeBlock(const StepContext& ctx, const MicroBatch& batch, const Block& block,
+                              BlockSaved* bs) const;
+  bool StoreActive() const { return store_ != nullptr && !store_->policy().IsKeep(); }
+
+  std::shared_ptr<ActivationStore> store_;
   std::unique_ptr<RopeTables> rope_;  // the attention layers' shared cos/sin table
   std::vector<Block> blocks_;
   Parameter* final_norm_ = nullptr;  // last stage

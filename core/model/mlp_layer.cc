@@ -94,6 +94,31 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
   return ReduceInto(ctx, d_full, accumulate, d_x);
 }
 
+void SwiGluMlp::Saved::AppendRefs(std::vector<SavedRef>* refs) {
+  refs->push_back({SavedKind::kNormOutput, &x});
+  refs->push_back({SavedKind::kSwiGluInput, &gate_up});
+  refs->push_back({SavedKind::kSwiGluOutput, &act});
+}
+
+absl::Status SwiGluMlp::Recompute(const StepContext& ctx, const Tensor& x, Saved* saved) const {
+  if (!saved->x.defined()) {
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
+  }
+  const int64_t t = saved->x.dim(0);
+  if (!saved->gate_up.defined()) {
+    saved->gate_up = ctx.Act({t, 2 * local_ffn_});
+    auto timed = ctx.Profile(OpFamily::kGemm);
+    ops::LinearForward(saved->x, GateUpMatrix(), &saved->gate_up, ctx.s());
+  }
+  if (!saved->act.defined()) {
+    saved->act = ctx.Act({t, local_ffn_});
+    auto timed = ctx.Profile(OpFamily::kActivation);
+    ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SwiGluMlp::ReduceInto(const StepContext& ctx, const Tensor& partial, bool accumulate,
                                    Tensor* out) const {
   auto timed = ctx.Profile(OpFamily::kCommunication);

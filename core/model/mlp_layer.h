@@ -5,8 +5,10 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "core/model/activation_store.h"
 #include "core/model/model_parallel.h"
 #include "core/model/model_spec.h"
 #include "core/model/step_context.h"
@@ -20,6 +22,7 @@ class SwiGluMlp {
     Tensor x;        // (T, H) the input of every TP rank (x itself without sequence parallelism)
     Tensor gate_up;  // (T, 2·F/tp): gate in columns [0, F/tp), up in [F/tp, 2·F/tp)
     Tensor act;      // (T, F/tp) silu(gate) ⊙ up
+    void AppendRefs(std::vector<SavedRef>* refs);  // the tape by kind, for the activation store
   };
 
   // Parameters "<prefix>.gate_up_proj.weight" (2, F, H) ([0] gate, [1] up; core/model/hf_layout.h)
@@ -36,6 +39,9 @@ class SwiGluMlp {
   // existing *d_x (without TP by the input-gradient GEMM itself); parameter gradients accumulated.
   absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y, Tensor* d_x,
                         bool accumulate = false) const;
+  // Recomputes every undefined tensor of *saved from the layer's input x (T_x, H) with Forward's
+  // kernels (the TP gather runs again under sequence parallelism). Status: a failed collective.
+  absl::Status Recompute(const StepContext& ctx, const Tensor& x, Saved* saved) const;
 
  private:
   Tensor GateUpMatrix() const;  // this rank's W_gate_up as the GEMM's (2·F/tp, H) matrix

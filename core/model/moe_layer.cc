@@ -329,6 +329,84 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   return absl::OkStatus();
 }
 
+void MoeLayer::Saved::AppendRefs(bool local_experts, std::vector<SavedRef>* refs) {
+  refs->push_back({SavedKind::kNormOutput, &x});
+  refs->push_back({SavedKind::kNormOutput, &routed});
+  refs->push_back({SavedKind::kRouter, &logits});
+  refs->push_back({SavedKind::kRouter, &probs});
+  refs->push_back({SavedKind::kMoeDispatched, &grouped, local_experts});
+  refs->push_back({SavedKind::kSwiGluInput, &gate_up});
+  refs->push_back({SavedKind::kSwiGluOutput, &act});
+  refs->push_back({SavedKind::kMoeCombined, &combined, local_experts});
+  shared.AppendRefs(refs);
+}
+
+absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved* saved) const {
+  const MoeSpec& moe = spec_.moe;
+  const RoutingPlan& plan = saved->plan;
+  const int64_t t = plan.ids.dim(0), h = spec_.hidden, e = moe.num_experts;
+  if (!saved->x.defined()) saved->x = x;
+  if (!saved->routed.defined()) {
+    saved->routed = SplitsRows() ? x.Slice(saved->first_row, saved->first_row + t) : x;
+  }
+  if (!saved->logits.defined()) {
+    saved->logits = ctx.F32({t, e});
+    auto timed = ctx.Profile(OpFamily::kRouter);
+    ops::RouterLogitsForward(saved->routed, router_->value, &saved->logits, ctx.s());
+  }
+  if (!saved->probs.defined() && moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
+    saved->probs = ctx.F32({t, e});
+    auto timed = ctx.Profile(OpFamily::kRouter);
+    ops::SoftmaxForward(saved->logits, &saved->probs, ctx.s());
+  }
+  const parallel::DispatchPlan& dispatch = saved->dispatch;
+  if (!saved->grouped.defined()) {
+    MF_CHECK(LocalExperts()) << "the dispatched rows are kept under expert parallelism";
+    Tensor permuted = ctx.Act({plan.sorted.numel(), h});
+    {
+      auto timed = ctx.Profile(OpFamily::kPermute);
+      ops::PermuteTokens(saved->routed, plan.sorted, moe.top_k, &permuted, ctx.s());
+    }
+    MF_RETURN_IF_ERROR(parallel::Dispatch(dispatch, mp_.experts, permuted, &saved->grouped, ctx.s()));
+  }
+  const int64_t rows = dispatch.grouped_rows(), f_local = moe.expert_ffn / mp_.etp_size();
+  const bool gate_up = !saved->gate_up.defined(), act = !saved->act.defined();
+  if (gate_up) saved->gate_up = ctx.Act({rows, 2 * f_local});
+  if (act) saved->act = ctx.Act({rows, f_local});
+  Tensor expert_out;
+  const bool combined = !saved->combined.defined();
+  if (combined) {
+    MF_CHECK(LocalExperts()) << "the combined rows are kept under expert parallelism";
+    expert_out = ctx.Act({rows, h});
+  }
+  const Tensor gate_up_w = GateUpExperts(gate_up_->compute);
+  for (const parallel::DispatchChunk& chunk : dispatch.chunks) {
+    const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
+    const int lo = chunk.first_expert, hi = lo + chunk.experts;
+    Tensor chunk_gate_up = saved->gate_up.Slice(begin, end), chunk_act = saved->act.Slice(begin, end);
+    if (gate_up) {
+      auto timed = ctx.Profile(OpFamily::kExpertGemm);
+      ops::GroupedLinearForward(saved->grouped.Slice(begin, end), gate_up_w.Slice(lo, hi),
+                                chunk.local_counts, &chunk_gate_up, ctx.s());
+    }
+    if (act) {
+      auto timed = ctx.Profile(OpFamily::kActivation);
+      ops::SwiGluForward(chunk_gate_up, &chunk_act, ctx.s());
+    }
+    if (combined) {
+      Tensor out = expert_out.Slice(begin, end);
+      auto timed = ctx.Profile(OpFamily::kExpertGemm);
+      ops::GroupedLinearForward(chunk_act, down_->compute.Slice(lo, hi), chunk.local_counts, &out,
+                                ctx.s());
+    }
+  }
+  if (combined) {
+    MF_RETURN_IF_ERROR(parallel::Combine(dispatch, mp_.experts, expert_out, &saved->combined, ctx.s()));
+  }
+  if (shared_) MF_RETURN_IF_ERROR(shared_->Recompute(ctx, x, &saved->shared));
+  return absl::OkStatus();
+}
+
 void MoeLayer::ResetLoad() {
   std::fill(load_.begin(), load_.end(), 0);
   dropped_ = 0;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/model/activation_store.h"
 #include "core/model/mlp_layer.h"
 #include "parallel/token_dispatcher.h"
 #include "core/model/model_parallel.h"
@@ -60,6 +61,9 @@ class MoeLayer {
     Tensor act;               // (N_l, F_e/etp)
     Tensor combined;          // (N, H) this rank's expert outputs before weighting (N kept pairs)
     SwiGluMlp::Saved shared;  // when shared experts exist
+    // The tape by kind, for the activation store; `local_experts`: the dispatcher exchanges
+    // nothing (EP = ETP = 1), so the dispatched and combined rows can be recomputed.
+    void AppendRefs(bool local_experts, std::vector<SavedRef>* refs);
   };
 
   // Parameters: "<prefix>.gate.weight" (E, H) router; stacked experts
@@ -76,6 +80,13 @@ class MoeLayer {
   // d_y (T_x, H) -> *d_x (T_x, H), allocated here (overwritten); parameter gradients accumulated.
   absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y,
                         const BackwardSeeds& seeds, Tensor* d_x) const;
+  // Recomputes every undefined tensor of *saved from the layer's input x (T_x, H) and the saved
+  // routing and dispatch plans with Forward's kernels: the router reruns (no re-routing: the plan
+  // stays), and the dispatcher's exchanges never run again — the rows it exchanged are kept
+  // (SavedRef::recomputable), so only the local experts' GEMMs repeat. Status: a collective of
+  // the shared experts' TP gather.
+  absl::Status Recompute(const StepContext& ctx, const Tensor& x, Saved* saved) const;
+  bool LocalExperts() const { return mp_.ep_size() == 1 && mp_.etp_size() == 1; }
 
   // Since the last ResetLoad(): pairs this rank routed to each expert (before capacity drops; for
   // metrics and the bias), pairs it dropped, and bytes its dispatcher sent to other ranks.

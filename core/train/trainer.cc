@@ -22,6 +22,7 @@
 #include "core/data/tokenizer.h"
 #include "core/hf/import.h"
 #include "core/trace.h"
+#include "core/train/activation_setup.h"
 #include "core/train/metrics.h"
 #include "core/train/model_from_config.h"
 #include "core/train/pipeline_executor.h"
@@ -194,6 +195,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
       }
     }
   }
+  // Saved activations: one store per rank, shared by its chunks (keep = none).
+  MF_ASSIGN_OR_RETURN(
+      std::shared_ptr<model::ActivationStore> store,
+      MakeActivationStore(config, options.groups ? &options.groups->mapping() : nullptr,
+                          groups.world_rank, state->device));
+  for (auto& chunk : state->chunks) chunk->set_activation_store(store);
   for (bool is_moe : state->spec.moe_layer) state->num_moe_layers += is_moe;
   state->micro_batch = train.micro_batch_size();
   MF_RETURN_IF_ERROR(state->MakePipeline());

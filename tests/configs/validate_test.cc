@@ -101,6 +101,20 @@ struct RuleCase {
   std::string expected;
 };
 
+// A per-kind activation policy names a saved tensor kind of the activation store.
+TEST(ValidateTest, UnknownSavedTensorKindIsRefused) {
+  ExperimentConfig c = MoeConfig({});
+  (*c.mutable_memory()->mutable_tensor_policy())["qkv"] = "swap";
+  (*c.mutable_memory()->mutable_tensor_policy())["router"] = "evict";
+  (*c.mutable_memory()->mutable_tensor_policy())["layer_input"] = "recompute";
+  const std::string m(Validate(c, 1).message());
+  EXPECT_NE(m.find("memory.tensor_policy has unknown tensor kind \"qkv\" (known: layer_input, "
+                   "norm_output"), std::string::npos) << m;
+  EXPECT_NE(m.find("memory.tensor_policy.router = \"evict\" is not one of: keep, recompute, swap"),
+            std::string::npos) << m;
+  EXPECT_NE(m.find("memory.tensor_policy.layer_input must be keep"), std::string::npos) << m;
+}
+
 class ValidateRuleTest : public ::testing::TestWithParam<RuleCase> {};
 
 TEST_P(ValidateRuleTest, FiresWithArithmetic) {
@@ -214,6 +228,13 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{{"precision.compute_dtype=fp16"}, 1, "precision.compute_dtype = \"fp16\""},
         RuleCase{{"precision.fp8_recipe=mxfp8"}, 1, "precision.fp8_recipe = \"mxfp8\""},
         RuleCase{{"memory.activation_policy=offload"}, 1, "memory.activation_policy = \"offload\""},
+        RuleCase{{"memory.swap_fraction=1.5"},
+                 1,
+                 "memory.swap_fraction = 1.5 must be in [0, 1]: α is the share of each saved "
+                 "tensor's token rows sent to the host (above 1 = more rows than the tensor has)"},
+        RuleCase{{"memory.swap_fraction=-0.25"}, 1, "memory.swap_fraction = -0.25 must be in [0, 1]"},
+        RuleCase{{"memory.recompute=most"}, 1, "memory.recompute = \"most\" is not one of"},
+        RuleCase{{"memory.host_budget_gb=-1"}, 1, "memory.host_budget_gb = -1 must be >= 0"},
         RuleCase{{"compression.method=powersgd"}, 1, "compression.method = \"powersgd\""},
         RuleCase{{"compression.compressor=int4"}, 1, "compression.compressor = \"int4\""},
         RuleCase{{"reweighting.strategy=lower"}, 1, "reweighting.strategy = \"lower\""},

@@ -189,6 +189,27 @@ TEST(CliTest, PlanPrintsBothMeshesAndJson) {
   EXPECT_NE(r.output.find("world 12 is not divisible by tp 8"), std::string::npos) << r.output;
 }
 
+TEST(CliTest, PlanSuggestsAnActivationPolicyForAMemoryBudget) {
+  // Keep needs 0.467 GiB here, selective 0.264 GiB.
+  Result r = RunMoefold("plan --config configs/tiny_moe.yaml --world 1 --memory-budget 0.3 "
+                        "--set train.seq_len=2048");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("policy keep (keep saves"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("suggested for --memory-budget 0.3 GiB: memory.activation_policy="
+                          "recompute memory.recompute=selective"),
+            std::string::npos)
+      << r.output;
+  r = RunMoefold("plan --config configs/tiny_moe.yaml --world 1 --memory-budget 0.0001");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("no activation policy fits"), std::string::npos) << r.output;
+  r = RunMoefold("plan --config configs/tiny_moe.yaml --world 1 --set "
+                 "memory.activation_policy=swap --set memory.swap_fraction=1 --set "
+                 "memory.host_budget_gb=0.00001");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("memory.host_budget_gb = 1e-05 GiB is less than"), std::string::npos)
+      << r.output;
+}
+
 TEST(CliTest, PlanPredictsAndSearches) {
   Result r = RunMoefold("plan --config configs/models/mixtral_8x22b.yaml --world 128 --predict");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -5,6 +5,8 @@
 #include "core/train/memory_plan.h"
 
 #include "configs/config_loader.h"
+#include "configs/validate.h"
+#include "core/train/activation_memory.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
 #include "gtest/gtest.h"
@@ -71,6 +73,119 @@ TEST(MemoryPlanTest, ZeroOneDividesTheOptimizerAndTpShards) {
   EXPECT_LT(tp2.activation_bytes, one.activation_bytes);
   const MemoryEstimate ep2 = Estimate(Config({"parallel.ep=2"}), 2, 0);
   EXPECT_LT(ep2.parameters, one.parameters);  // half the experts
+}
+
+// docs/FORMULAS.md §15: each policy of the activation store in the estimate, with the pipeline's
+// micro-batches in flight multiplying what stays on the device.
+TEST(MemoryPlanTest, EveryActivationPolicyIsAccounted) {
+  const std::vector<std::string> layout = {"parallel.pp=2", "train.global_batch_size=8",
+                                           "train.micro_batch_size=1"};
+  auto with = [&](std::vector<std::string> policy) {
+    policy.insert(policy.begin(), layout.begin(), layout.end());
+    return Estimate(Config(policy), 2, 0);
+  };
+  const MemoryEstimate keep = with({});
+  const MemoryEstimate selective =
+      with({"memory.activation_policy=recompute", "memory.recompute=selective"});
+  const MemoryEstimate full = with({"memory.activation_policy=recompute", "memory.recompute=full"});
+  const MemoryEstimate swap_half =
+      with({"memory.activation_policy=swap", "memory.swap_fraction=0.5"});
+  const MemoryEstimate swap_all = with({"memory.activation_policy=swap", "memory.swap_fraction=1"});
+  EXPECT_EQ(keep.in_flight, 2);
+  EXPECT_EQ(keep.activation_policy, "keep");
+  EXPECT_EQ(full.activation_policy, "recompute full");
+  EXPECT_EQ(swap_half.activation_policy, "swap α=0.5");
+  EXPECT_LT(selective.activation_bytes, keep.activation_bytes);
+  EXPECT_LT(full.activation_bytes_per_micro, selective.activation_bytes_per_micro);
+  EXPECT_EQ(keep.activation_host_bytes, 0);
+  EXPECT_GT(swap_all.activation_host_bytes, 0);
+  // α scales the host bytes, not the device's (the rest is recomputed).
+  EXPECT_NEAR(static_cast<double>(swap_half.activation_host_bytes),
+              0.5 * static_cast<double>(swap_all.activation_host_bytes),
+              0.01 * static_cast<double>(swap_all.activation_host_bytes));
+  EXPECT_EQ(swap_half.activation_bytes_per_micro, swap_all.activation_bytes_per_micro);
+  // In flight: 1F1B's first stage holds pp = 2 micro-batches of what stays on the device.
+  EXPECT_EQ(keep.activation_bytes,
+            keep.activation_bytes_per_micro * 2 + keep.activation_working_bytes);
+}
+
+TEST(MemoryPlanTest, MemoryBudgetSuggestsTheCheapestPolicyThatFits) {
+  const auto c = Config({"train.micro_batch_size=4", "train.seq_len=512"});
+  auto mapping = parallel::Mapping::Create(1, {});
+  ASSERT_TRUE(mapping.ok());
+  auto total = [&](const model::ActivationPolicy& p) {
+    return EstimateMemory(c, *mapping, 0, p)->total_bytes;
+  };
+  // The ladder in order, each with its total; a budget gets the first rung that fits it.
+  const std::vector<std::pair<std::string, int64_t>> ladder = {
+      {"memory.activation_policy=keep", total(model::ActivationPolicy::Keep())},
+      {"memory.activation_policy=recompute memory.recompute=selective",
+       total(model::ActivationPolicy::Selective())},
+      {"memory.activation_policy=swap memory.swap_fraction=1",
+       total(model::ActivationPolicy::Swap(1.0f))},
+      {"memory.activation_policy=recompute memory.recompute=full",
+       total(model::ActivationPolicy::Full())}};
+  EXPECT_LT(ladder[3].second, ladder[1].second);
+  EXPECT_LT(ladder[1].second, ladder[0].second);
+  auto suggest = [&](int64_t budget) { return SuggestActivationPolicy(c, *mapping, 0, budget); };
+  for (const auto& [settings, budget] : ladder) {
+    std::string expected;
+    for (const auto& [rung, need] : ladder) {
+      if (need <= budget) {
+        expected = rung;
+        break;
+      }
+    }
+    auto got = suggest(budget);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->config, expected) << "budget " << budget;
+    EXPECT_LE(got->estimate.total_bytes, budget);
+  }
+  EXPECT_EQ(suggest(ladder[0].second - 1)->config, ladder[1].first);
+  const int64_t full = ladder[3].second;
+  const auto none = suggest(full / 2);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(std::string(none.status().message()).find("no activation policy fits"),
+            std::string::npos);
+}
+
+TEST(MemoryPlanTest, HostBudgetBelowWhatAlphaNeedsIsRefusedWithArithmetic) {
+  auto mapping = parallel::Mapping::Create(1, {});
+  ASSERT_TRUE(mapping.ok());
+  const auto fits = Config({"memory.activation_policy=swap", "memory.swap_fraction=0.5",
+                            "memory.host_budget_gb=1"});
+  EXPECT_OK(CheckHostBudget(fits, *mapping, 0));
+  const auto tight = Config({"memory.activation_policy=swap", "memory.swap_fraction=0.5",
+                             "memory.host_budget_gb=0.0001"});
+  const absl::Status s = CheckHostBudget(tight, *mapping, 0);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("memory.host_budget_gb = 0.0001 GiB is less than "
+                                          "memory.swap_fraction α = 0.5 needs on rank 0: α × "),
+            std::string::npos)
+      << s.message();
+}
+
+// α = min(1, T_fwd · B / A_layer, budget / host bytes at α = 1), rounded down to 1/64.
+TEST(MemoryPlanTest, AutoSwapFractionHidesTheCopyAndFitsTheBudget) {
+  // 100 MB a layer at 10 GB/s takes 10 ms: a 5 ms forward hides half of it.
+  EXPECT_FLOAT_EQ(ChooseSwapFraction(100'000'000, 5e-3, 10e9, 0, 0), 0.5f);
+  EXPECT_FLOAT_EQ(ChooseSwapFraction(100'000'000, 50e-3, 10e9, 0, 0), 1.0f);
+  // The host budget of a quarter of what α = 1 needs.
+  EXPECT_FLOAT_EQ(ChooseSwapFraction(100'000'000, 50e-3, 10e9, 4'000'000'000, 1'000'000'000),
+                  0.25f);
+  EXPECT_FLOAT_EQ(ChooseSwapFraction(100'000'000, 3e-3, 10e9, 0, 0), 0.296875f);  // 19/64
+}
+
+// The config's kind names (configs/validate.cc) are the store's (SavedKindName).
+TEST(MemoryPlanTest, ValidateKnowsEveryKindOfTheStore) {
+  config::ExperimentConfig c = Config({});
+  for (int k = 0; k < model::kNumSavedKinds; ++k) {
+    const char* name = model::SavedKindName(static_cast<model::SavedKind>(k));
+    (*c.mutable_memory()->mutable_tensor_policy())[name] = "keep";
+    EXPECT_TRUE(model::ParseSavedKind(name).ok());
+  }
+  EXPECT_OK(config::Validate(c, 1));
+  EXPECT_EQ(c.memory().tensor_policy().size(), model::kNumSavedKinds);
 }
 
 }  // namespace

@@ -10,6 +10,9 @@
 //
 //   step_bench --config configs/bench/mixtral_mini.yaml --micro-batches 1,2,4 --steps 10
 //   step_bench --config configs/tiny_moe.yaml --set train.device=cpu --steps 3   (CPU smoke run)
+//   step_bench --config configs/tiny_moe.yaml --memory-policy keep,selective,full,swap:0.5,swap:1
+// With --memory-policy every activation-store policy builds its own trainer and the lines carry
+// "memory_policy" and the host memory the swapped rows took ("swap_host_peak_bytes").
 //
 // Each step is timed on the host around Trainer::Step, which returns after the step's loss and
 // statistics reached the host, so GPU work is included. MFU is reported only when a peak is known:
@@ -36,6 +39,7 @@
 #include "configs/validate.h"
 #include "core/allocator.h"
 #include "core/cuda_runtime.h"
+#include "core/model/activation_store.h"
 #include "core/profiler.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
@@ -63,13 +67,29 @@ struct Options {
   int profile_steps = 0;  // --profile [N]: N extra steps timed per op family after the timed ones
   double peak_tflops = -1;  // < 0: by device
   ops::GroupedGemmBackend grouped_gemm = ops::GroupedGemmBackend::kAuto;
+  std::vector<std::string> memory_policies;  // empty: the config's memory.*
 };
+
+// "keep" | "selective" | "full" | "swap:α" | "swap:auto" → memory.* overrides; empty when bad.
+std::vector<std::string> MemoryPolicyOverrides(const std::string& policy) {
+  if (policy == "keep") return {"memory.activation_policy=keep"};
+  if (policy == "selective" || policy == "full") {
+    return {"memory.activation_policy=recompute", "memory.recompute=" + policy};
+  }
+  if (policy == "swap:auto") return {"memory.activation_policy=swap", "memory.swap_auto=true"};
+  double alpha = 0;
+  if (policy.rfind("swap:", 0) == 0 && absl::SimpleAtod(policy.substr(5), &alpha)) {
+    return {"memory.activation_policy=swap", absl::StrCat("memory.swap_fraction=", alpha)};
+  }
+  return {};
+}
 
 const char kUsage[] =
     "usage: step_bench --config FILE [--set key=value]... [--micro-batches 1,2,4]\n"
     "                  [--routing balanced,real] [--warmup N] [--steps N] [--peak-tflops X]\n"
     "                  [--grouped-gemm auto|loop|cublas_grouped|batched] [--profile]\n"
-    "                  [--profile-steps N]\n";
+    "                  [--profile-steps N]\n"
+    "                  [--memory-policy keep,selective,full,swap:0.5,swap:1,swap:auto]\n";
 
 bool ParseInts(const std::string& text, std::vector<int>* out) {
   for (absl::string_view part : absl::StrSplit(text, ',')) {
@@ -86,7 +106,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
   }
   launch::ArgSpec spec{.options = {"config", "micro-batches", "routing", "warmup", "steps",
-                                   "profile-steps", "grouped-gemm", "peak-tflops"},
+                                   "profile-steps", "grouped-gemm", "peak-tflops",
+                                   "memory-policy"},
                        .repeatable = {"set"},
                        .flags = {"profile"},
                        .program = "step_bench"};
@@ -122,6 +143,12 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (parsed.Has("grouped-gemm")) {
     MF_ASSIGN_OR_RETURN(o.grouped_gemm, ops::ParseGroupedGemmBackend(parsed.Get("grouped-gemm")));
+  }
+  if (parsed.Has("memory-policy")) {
+    for (absl::string_view policy : absl::StrSplit(parsed.Get("memory-policy"), ',')) {
+      if (MemoryPolicyOverrides(std::string(policy)).empty()) return bad("memory-policy");
+      o.memory_policies.emplace_back(policy);
+    }
   }
   if (parsed.Has("peak-tflops") &&
       !(absl::SimpleAtod(parsed.Get("peak-tflops"), &o.peak_tflops) && o.peak_tflops > 0)) {
@@ -160,10 +187,12 @@ struct Bench {
   int device = 0;  // this rank's GPU
   double peak_tflops = 0;
   int64_t next_step = 0;  // steps continue across runs (the data and the LR schedule move on)
+  std::string memory_policy;  // --memory-policy's entry, or the config's
 };
 
-absl::StatusOr<Bench> MakeBench(const Options& o, int runs) {
+absl::StatusOr<Bench> MakeBench(const Options& o, int runs, const std::string& memory_policy) {
   std::vector<std::string> overrides = o.overrides;
+  for (const std::string& m : MemoryPolicyOverrides(memory_policy)) overrides.push_back(m);
   const int steps = (o.warmup + o.steps + o.profile_steps) * runs;
   overrides.push_back(absl::StrCat("train.steps=", steps));
   overrides.push_back("logging.progress=never");
@@ -206,6 +235,7 @@ absl::StatusOr<Bench> MakeBench(const Options& o, int runs) {
     options.groups = b.groups.get();
   }
   MF_ASSIGN_OR_RETURN(b.trainer, train::Trainer::Create(b.config, options));
+  b.memory_policy = memory_policy.empty() ? b.config.memory().activation_policy() : memory_policy;
   return b;
 }
 
@@ -257,6 +287,9 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
   // Peak memory of this run alone (parameters and optimizer state included): the previous run's
   // activations have been freed.
   AllocatorFor(device).ResetPeak();
+  Allocator& host_arena = model::ActivationStore::HostArena(device);
+  const double host_base = static_cast<double>(host_arena.current_bytes());
+  host_arena.ResetPeak();
   std::vector<double> times, data_s, model_s, update_s;
   std::map<std::string, std::vector<double>> comm_s, comm_exposed_s;  // by group kind
   train::StepResult first, last;
@@ -279,6 +312,7 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
   }
   // Read after the timed steps, so the high-water mark covers them.
   const double peak_bytes = static_cast<double>(AllocatorFor(device).peak_bytes());
+  const double swap_host_peak = static_cast<double>(host_arena.peak_bytes()) - host_base;
   // Profiled steps come after the timed ones: their events must not slow the figures above.
   std::vector<StepProfile> profiles;
   b.trainer->SetProfiling(true);
@@ -328,6 +362,8 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
       .Add("params_total", static_cast<double>(params.total))
       .Add("params_active", static_cast<double>(params.active))
       .Add("peak_memory_bytes", peak_bytes)
+      .Add("memory_policy", b.memory_policy)
+      .Add("swap_host_peak_bytes", swap_host_peak)
       .Add("expert_imbalance_mean", imbalance_n > 0 ? imbalance_sum / imbalance_n : NAN)
       .Add("first_loss", first.loss)
       .Add("last_loss", last.loss)
@@ -343,50 +379,59 @@ int Main(int argc, char** argv) {
   absl::StatusOr<Options> parsed = ParseArgs(argc, argv);
   if (!parsed.ok()) {
     const bool help = absl::IsCancelled(parsed.status());
-    std::fprintf(help ? stdout : stderr, "%s%s", help ? "" : "step_bench: ",
-                 std::string(parsed.status().message()).c_str());
+    std::fprintf(help ? stdout : stderr, "%s%s",
+                 help ? "" : "step_bench: ", std::string(parsed.status().message()).c_str());
     if (!help) std::fprintf(stderr, "\n");
     return help ? 0 : 2;
   }
   const Options& o = *parsed;
   ops::SetGroupedGemmBackend(o.grouped_gemm);  // the GPU's expert GEMMs (the CPU always loops)
-  const std::vector<int> micro_batches = o.micro_batches.empty() ? std::vector<int>{0}
-                                                                 : o.micro_batches;
-  absl::StatusOr<Bench> bench =
-      MakeBench(o, static_cast<int>(micro_batches.size() * o.balanced.size()));
-  if (!bench.ok()) {
-    BenchLine("train_step").Add("error", std::string(bench.status().message())).Print();
-    return 1;
-  }
+  const std::vector<int> micro_batches =
+      o.micro_batches.empty() ? std::vector<int>{0} : o.micro_batches;
+  const std::vector<std::string> policies =
+      o.memory_policies.empty() ? std::vector<std::string>{""} : o.memory_policies;
   bool any_failed = false;
-  for (bool balanced : o.balanced) {
-    const std::string routing = balanced ? "balanced" : "real";
-    bool have_best = false;
-    RunFigures best;
-    for (int mb : micro_batches) {
-      absl::StatusOr<RunFigures> f = RunOne(o, *bench, mb, balanced);
-      if (!f.ok()) {
-        // A micro-batch that does not fit (memory, divisibility) is a figure too: say why.
-        BenchLine("train_step")
-            .Add("routing", routing)
-            .Add("micro_batch", mb)
-            .Add("error", std::string(f.status().message()))
-            .Print();
-        any_failed = true;
-        continue;
-      }
-      if (!have_best || f->tokens_per_s > best.tokens_per_s) best = *f;
-      have_best = true;
+  for (const std::string& policy : policies) {
+    absl::StatusOr<Bench> bench =
+        MakeBench(o, static_cast<int>(micro_batches.size() * o.balanced.size()), policy);
+    if (!bench.ok()) {
+      BenchLine("train_step")
+          .Add("memory_policy", policy)
+          .Add("error", std::string(bench.status().message()))
+          .Print();
+      any_failed = true;
+      continue;
     }
-    if (!have_best) continue;
-    BenchLine("train_step_best")
-        .Add("routing", routing)
-        .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
-        .Add("micro_batch", best.micro_batch)
-        .Add("tokens_per_s", best.tokens_per_s)
-        .Add("step_s_median", best.step_s_median)
-        .Add("mfu", best.mfu)
-        .Print();
+    for (bool balanced : o.balanced) {
+      const std::string routing = balanced ? "balanced" : "real";
+      bool have_best = false;
+      RunFigures best;
+      for (int mb : micro_batches) {
+        absl::StatusOr<RunFigures> f = RunOne(o, *bench, mb, balanced);
+        if (!f.ok()) {
+          // A micro-batch that does not fit (memory, divisibility) is a figure too: say why.
+          BenchLine("train_step")
+              .Add("routing", routing)
+              .Add("micro_batch", mb)
+              .Add("error", std::string(f.status().message()))
+              .Print();
+          any_failed = true;
+          continue;
+        }
+        if (!have_best || f->tokens_per_s > best.tokens_per_s) best = *f;
+        have_best = true;
+      }
+      if (!have_best) continue;
+      BenchLine("train_step_best")
+          .Add("routing", routing)
+          .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
+          .Add("micro_batch", best.micro_batch)
+          .Add("tokens_per_s", best.tokens_per_s)
+          .Add("step_s_median", best.step_s_median)
+          .Add("mfu", best.mfu)
+          .Add("memory_policy", bench->memory_policy)
+          .Print();
+    }
   }
   return any_failed ? 1 : 0;
 }

@@ -1,0 +1,79 @@
+// Activation memory from the config alone (docs/FORMULAS.md §15): the bytes of every saved tensor
+// kind of one layer on one rank, read off the layers' `Saved` shapes; what a policy of the
+// activation store keeps on the device, sends to the host and recomputes; the peak a stage reaches
+// with the pipeline's micro-batches in flight; the swap fraction `auto` picks; and the policy
+// `moefold plan --memory-budget` suggests. Also the config → ActivationPolicy conversion.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "configs/moefold.pb.h"
+#include "core/model/activation_store.h"
+#include "core/model/model_spec.h"
+
+namespace moefold::train {
+
+// The sizes one rank sees (parallel layout) for the activation table.
+struct ActivationLayout {
+  int64_t tp = 1, cp = 1, ep = 1, etp = 1;
+  bool sequence_parallel = false;
+  int64_t micro_batch = 1, seq_len = 1;  // seq_len: the whole sequence (divided by cp here)
+  int64_t act_bytes = 4;                 // activation element size (f32 4, bf16 2)
+};
+
+// Bytes of one layer's saved tensors on one rank, by kind, for one micro-batch; `always` holds
+// the routing plan and aux counts, which no policy touches. `recomputable[k]` is false where
+// recomputing the kind's tensors would repeat the dispatcher's exchange.
+struct LayerActivations {
+  std::array<int64_t, model::kNumSavedKinds> bytes{};
+  std::array<bool, model::kNumSavedKinds> recomputable{};
+  int64_t always = 0;
+  int64_t total() const;
+};
+LayerActivations LayerActivationBytes(const model::ModelSpec& spec, const ActivationLayout& layout,
+                                      bool moe_layer);
+// The head's saved tensors (final norm, its gathered copy, logits, lse) on the last stage.
+int64_t HeadActivationBytes(const model::ModelSpec& spec, const ActivationLayout& layout);
+
+// One layer under a policy: what stays on the device between its forward and backward, what is
+// on the host, and what its backward brings back (recomputed or fetched) on top of `device`.
+struct LayerSplit {
+  int64_t device = 0, host = 0, restored = 0;
+};
+LayerSplit SplitLayer(const LayerActivations& a, const model::ActivationPolicy& policy, int layer,
+                      bool resident);
+
+// One stage (virtual stage) of layers [first, last) for one micro-batch in flight.
+struct StageActivations {
+  int64_t device = 0;        // held between forward and backward (+ the head's, on the last stage)
+  int64_t host = 0;          // swapped rows on the host
+  int64_t working = 0;       // the largest backward working set: a layer's restored tensors plus
+                             // the next layer's prefetched rows and the gradient temporaries
+  int64_t keep_device = 0;   // `device` under keep, for the reduction factor
+};
+StageActivations StageActivationBytes(const model::ModelSpec& spec, const ActivationLayout& layout,
+                                      const model::ActivationPolicy& policy, int first, int last,
+                                      bool head);
+
+// The store's policy from memory.* (swap_auto resolved by the caller through ChooseSwapFraction;
+// until then swap_fraction is used). InvalidArgument for an unknown policy or kind.
+absl::StatusOr<model::ActivationPolicy> ActivationPolicyFromConfig(
+    const config::ExperimentConfig& config);
+
+// `auto`: the largest α in [0, 1] whose host copy of a layer's swappable bytes hides under the
+// layer's forward compute (α · swappable / bandwidth ≤ forward seconds) and whose host bytes fit
+// the budget (α · host bytes at α = 1 ≤ budget; budget 0 = unbounded). Rounded down to 1/64.
+float ChooseSwapFraction(int64_t swappable_bytes_per_layer, double layer_forward_s,
+                         double host_bytes_per_s, int64_t host_bytes_at_one,
+                         int64_t host_budget_bytes);
+
+// Host-to-device bandwidth of this process's host link in bytes/s, measured by timing copies of
+// `bytes` from the activation store's host memory (a CPU: memory bandwidth of a host copy).
+double MeasureHostLinkBandwidth(const Device& device, int64_t bytes = 32 << 20);
+
+}  // namespace moefold::train

@@ -1,0 +1,63 @@
+// Builds the activation store for a run; resolves memory.swap_auto.
+#include "core/train/activation_setup.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_format.h"
+#include "core/train/activation_memory.h"
+#include "core/train/flops.h"
+#include "core/train/memory_plan.h"
+#include "core/train/model_from_config.h"
+#include "core/train/peak.h"
+
+namespace moefold::train {
+
+absl::StatusOr<std::shared_ptr<model::ActivationStore>> MakeActivationStore(
+    const config::ExperimentConfig& config, const parallel::Mapping* mapping, int rank,
+    const Device& device) {
+  MF_ASSIGN_OR_RETURN(model::ActivationPolicy policy, ActivationPolicyFromConfig(config));
+  if (policy.IsKeep()) return std::shared_ptr<model::ActivationStore>();
+  std::optional<parallel::Mapping> one;
+  if (mapping == nullptr) {
+    const auto& p = config.parallel();
+    MF_ASSIGN_OR_RETURN(one, parallel::Mapping::Create(
+                                 1, {.tp = p.tp(), .cp = p.cp(), .dp = p.dp(), .pp = p.pp(),
+                                     .etp = p.etp(), .ep = p.ep(), .order = p.order()}));
+    mapping = &*one;
+    rank = 0;
+  }
+  MF_RETURN_IF_ERROR(CheckHostBudget(config, *mapping, rank));
+  if (policy.AnySwap() && config.memory().swap_auto()) {
+    // α·(swappable bytes of a layer) / bandwidth ≤ the layer's forward time, and α·host ≤ budget.
+    model::ActivationPolicy all_rows = policy;
+    all_rows.swap_fraction = 1.0f;
+    MF_ASSIGN_OR_RETURN(const MemoryEstimate m, EstimateMemory(config, *mapping, rank, all_rows));
+    MF_ASSIGN_OR_RETURN(const model::ModelSpec spec, ModelSpecFromConfig(config));
+    const auto& s = mapping->sizes();
+    const int64_t tokens = config.train().micro_batch_size() * config.train().seq_len() /
+                           (int64_t{s.cp} * s.tp);
+    const double forward_flops =
+        TrainingFlopsPerToken(spec, config.train().seq_len()) / 3.0 / spec.num_layers * tokens;
+    MF_ASSIGN_OR_RETURN(const DType dtype, ParseDType(config.precision().compute_dtype()));
+    const Peak peak = ResolvePeak(config.train().peak_tflops(), device, dtype);
+    const double forward_s = peak.tflops > 0 ? forward_flops / (peak.tflops * 1e12) : 0;
+    const double bandwidth = config.memory().host_link_gbps() > 0
+                                 ? config.memory().host_link_gbps() * 1e9
+                                 : MeasureHostLinkBandwidth(device);
+    const int layers = std::max(1, config.model().num_layers() / std::max(1, s.pp));
+    const int64_t per_layer = m.activation_host_bytes / std::max(1, m.in_flight) / layers;
+    policy.swap_fraction = ChooseSwapFraction(
+        per_layer, forward_s, bandwidth, m.activation_host_bytes,
+        static_cast<int64_t>(config.memory().host_budget_gb() * 1073741824.0));
+    if (rank == 0) {
+      std::fprintf(stderr,
+                   "memory.swap_auto: α = %.4f (layer forward %.3g ms at %.3g TFLOP/s, %.3g MB "
+                   "of rows per layer at %.3g GB/s, host budget %g GiB)\n",
+                   policy.swap_fraction, forward_s * 1e3, peak.tflops, per_layer / 1e6,
+                   bandwidth / 1e9, config.memory().host_budget_gb());
+    }
+  }
+  return std::make_shared<model::ActivationStore>(std::move(policy));
+}
+
+}  // namespace moefold::train
