@@ -82,10 +82,6 @@ absl::Status CheckSupported(const config::ExperimentConfig& config) {
   // Every parallel layout, EF21 compression and capacity padding run on the CPU and the GPU alike;
   // what is refused here is machinery that does not exist yet.
   std::vector<std::string> problems;
-  if (config.precision().fp8_recipe() != "none") {
-    problems.push_back(absl::StrCat("precision.fp8_recipe = ", config.precision().fp8_recipe(),
-                                    ": FP8 recipes are not built yet"));
-  }
   if (config.memory().activation_policy() != "keep") {
     problems.push_back(absl::StrCat("memory.activation_policy = ",
                                     config.memory().activation_policy(),
