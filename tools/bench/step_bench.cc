@@ -10,6 +10,7 @@
 //
 //   step_bench --config configs/bench/mixtral_mini.yaml --micro-batches 1,2,4 --steps 10
 //   step_bench --config configs/tiny_moe.yaml --set train.device=cpu --steps 3   (CPU smoke run)
+//   step_bench ... --set precision.fp8_recipe=delayed   (an FP8 recipe; "fp8_recipe" in the line)
 //
 // Each step is timed on the host around Trainer::Step, which returns after the step's loss and
 // statistics reached the host, so GPU work is included. MFU is reported only when a peak is known:
@@ -306,6 +307,7 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
       .Add("config", b.config.name())
       .Add("device", b.gpu ? "cuda" : "cpu")
       .Add("compute_dtype", b.config.precision().compute_dtype())
+      .Add("fp8_recipe", b.config.precision().fp8_recipe())
       .Add("routing", balanced ? "balanced" : "real")
       .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
       .Add("micro_batch", micro)
