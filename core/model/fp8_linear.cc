@@ -155,6 +155,15 @@ const Fp8Training::Site& Fp8Training::SiteOf(const Parameter& param) const {
   return it->second;
 }
 
+int64_t Fp8Training::WeightSlot(const Site& site, const Parameter& param, int64_t first_expert,
+                                size_t e) const {
+  // Expert slots are global: this rank's experts start at the parameter's expert offset.
+  const int64_t expert =
+      site.expert ? param.sharding.expert_offset + first_expert + static_cast<int64_t>(e) : 0;
+  MF_CHECK(expert < site.experts) << site.name << ": expert " << expert;
+  return site.fwd_base + 1 + expert;
+}
+
 parallel::Communicator* Fp8Training::ActivationComm(const Site& site) const {
   // Expert rows are this rank's own; a dense projection's operand is spread over TP×CP.
   return site.expert ? nullptr : mp_.tp_cp;
@@ -220,9 +229,7 @@ absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param
     const Tensor we = w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
     // Every weight's scale is taken (and its amax recorded) even without rows, so the ranks of
     // the weight's group always meet in the same collectives.
-    MF_ASSIGN_OR_RETURN(Scale sw, TensorScale(we, false,
-                                              site.fwd_base + 1 + first_expert +
-                                                  static_cast<int64_t>(e),
+    MF_ASSIGN_OR_RETURN(Scale sw, TensorScale(we, false, WeightSlot(site, param, first_expert, e),
                                               WeightComm(site), stream));
     if (n == 0) continue;
     const Tensor qw = Cast(we, sw.scale, DType::kFp8E4M3, false, stream);
@@ -262,9 +269,7 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
     const Tensor we = w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
     Scale sw;
     if (!blockwise && d_x != nullptr) {
-      MF_ASSIGN_OR_RETURN(sw, TensorScale(we, false,
-                                          site.fwd_base + 1 + first_expert +
-                                              static_cast<int64_t>(e),
+      MF_ASSIGN_OR_RETURN(sw, TensorScale(we, false, WeightSlot(site, param, first_expert, e),
                                           WeightComm(site), stream));
     }
     if (n == 0) continue;

@@ -104,6 +104,9 @@ class Fp8Training {
   // gradient group: the delayed views (recording x's amax), or computed now over `comm`.
   absl::StatusOr<Scale> TensorScale(const Tensor& x, bool grad, int64_t slot,
                                     parallel::Communicator* comm, Stream& stream);
+  // The forward slot of the weight of local expert first_expert + e (the dense weight: e = 0).
+  int64_t WeightSlot(const Site& site, const Parameter& param, int64_t first_expert,
+                     size_t e) const;
   parallel::Communicator* ActivationComm(const Site& site) const;
   parallel::Communicator* WeightComm(const Site& site) const;
 
