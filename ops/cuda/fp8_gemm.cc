@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "core/gpu_error.h"
 #include "ops/cuda/check.h"
 #include "ops/cuda/launchers.h"
