@@ -2,7 +2,7 @@
 // (both operands K-major, "TN"), and the transpose that makes K-major copies for the backward.
 // Invariant: the CPU computes what the GPU's FP8 GEMM computes up to the order of the f32 sums —
 // the codes' exact values multiplied in f32, each K block's partial sum multiplied by the two
-// operands' dequantisation scales and added in f32 (docs/FORMULAS.md §14.2).
+// operands' dequantisation scales and added in f32 (docs/FORMULAS.md §15.2).
 //
 //   ops::Fp8Gemm(a, sa, b, sb, {.block_k = 128}, /*beta=*/0, &c, stream);   // c = a·bᵀ, scaled
 //   ops::TransposePad(x, &x_t, stream);                                       // (M, N) → (N, M')

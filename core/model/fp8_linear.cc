@@ -1,6 +1,6 @@
 // FP8 projections: per-tensor recipes cast with ops::CastTransposeAmax, blockwise with
 // ops::QuantizeBlockwise, and every product through ops::Fp8Gemm in the TN layout
-// (docs/FORMULAS.md §14.2):
+// (docs/FORMULAS.md §15.2):
 //   forward  y   = x·Wᵀ    a = x (T, in),            b = W (out, in)
 //   dgrad    d_x = d_y·W   a = d_y (T, out),         b = Wᵀ (in, out)
 //   wgrad    d_w += d_yᵀ·x a = d_yᵀ (out, T'),       b = xᵀ (in, T')

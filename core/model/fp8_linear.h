@@ -1,4 +1,4 @@
-// FP8 training of the linear projections (docs/FORMULAS.md §14): the recipe, its per-site scaling
+// FP8 training of the linear projections (docs/FORMULAS.md §15): the recipe, its per-site scaling
 // state and the quantise-then-multiply GEMMs of the forward (x·Wᵀ), the input gradient (d_y·W)
 // and the weight gradient (d_yᵀ·x) of every attention projection, dense MLP and expert projection.
 // The embedding, LM head, router, norms and softmax never come here; masters, gradients and
