@@ -99,6 +99,9 @@ ExperimentConfig DefaultConfig() {
   PrecisionConfig* pr = c.mutable_precision();
   pr->set_compute_dtype("f32");
   pr->set_fp8_recipe("none");
+  pr->set_amax_history(16);
+  pr->set_fp8_grad_format("e5m2");
+  pr->set_pow2_scales(false);
 
   MemoryConfig* mem = c.mutable_memory();
   mem->set_activation_policy("keep");

@@ -386,10 +386,57 @@ void CheckMemory(const MemoryConfig& m, int num_layers, Problems* p) {
   }
 }
 
+// The blockwise FP8 recipe quantises every GEMM operand in blocks of 128 along K and weights in
+// 128×128 blocks, so each rank's slice of every projection dimension must be a multiple of 128.
+void CheckFp8Blocks(const ExperimentConfig& c, Problems* p) {
+  const ModelConfig& m = c.model();
+  const ParallelConfig& par = c.parallel();
+  if (par.tp() < 1 || par.etp() < 1) return;
+  constexpr int64_t kBlock = 128;
+  const int64_t tp = par.tp(), etp = par.etp(), head_dim = HeadDim(m);
+  auto block = [&](absl::string_view what, int64_t dim, int64_t over, absl::string_view by) {
+    if (dim <= 0 || dim % over != 0) return;  // reported elsewhere
+    if ((dim / over) % kBlock != 0) {
+      p->push_back(absl::StrCat("precision.fp8_recipe blockwise: ", what, " ", dim,
+                                over > 1 ? absl::StrCat(" / ", by, " ", over, " = ", dim / over)
+                                         : std::string(),
+                                " is not a multiple of the block size 128"));
+    }
+  };
+  block("model.hidden_size", m.hidden_size(), 1, "");
+  block("query width num_heads × head_dim", int64_t{m.num_heads()} * head_dim, tp, "tp");
+  if (m.num_kv_heads() > 0 && m.num_heads() % std::max(m.num_kv_heads(), 1) == 0) {
+    const int64_t qkv = int64_t{m.num_kv_heads()} * (m.num_heads() / m.num_kv_heads() + 2) * head_dim;
+    block("fused QKV width", qkv, tp, "tp");
+  }
+  if (m.num_layers() > CountMoeLayers(c)) block("model.ffn_hidden_size", m.ffn_hidden_size(), tp, "tp");
+  const MoeConfig& moe = m.moe();
+  if (moe.num_experts() > 0 && CountMoeLayers(c) > 0) {
+    block("model.moe.expert_ffn_hidden_size", moe.expert_ffn_hidden_size(), etp, "etp");
+    if (moe.num_shared_experts() > 0) {
+      const int64_t shared = int64_t{moe.num_shared_experts()} *
+                             (moe.shared_expert_ffn_hidden_size() > 0
+                                  ? moe.shared_expert_ffn_hidden_size()
+                                  : moe.expert_ffn_hidden_size());
+      block("shared experts' FFN width", shared, tp, "tp");
+    }
+  }
+}
+
+void CheckPrecision(const ExperimentConfig& c, Problems* p) {
+  const PrecisionConfig& pr = c.precision();
+  OneOf(p, "precision.compute_dtype", pr.compute_dtype(), {"f32", "bf16"});
+  OneOf(p, "precision.fp8_recipe", pr.fp8_recipe(), {"none", "delayed", "current", "blockwise"});
+  if (pr.fp8_recipe() == "none") return;
+  OneOf(p, "precision.fp8_grad_format", pr.fp8_grad_format(), {"e5m2", "e4m3"});
+  if (pr.fp8_recipe() == "delayed") Positive(p, "precision.amax_history", pr.amax_history());
+  if (pr.fp8_recipe() == "blockwise") {
+    CheckFp8Blocks(c, p);
+  }
+}
+
 void CheckOtherSections(const ExperimentConfig& c, Problems* p) {
-  OneOf(p, "precision.compute_dtype", c.precision().compute_dtype(), {"f32", "bf16"});
-  OneOf(p, "precision.fp8_recipe", c.precision().fp8_recipe(),
-        {"none", "delayed", "current", "blockwise"});
+  CheckPrecision(c, p);
   OneOf(p, "memory.activation_policy", c.memory().activation_policy(),
         {"keep", "swap", "recompute"});
   CheckMemory(c.memory(), c.model().num_layers(), p);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/model/linear.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
@@ -73,7 +74,7 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   Tensor qkv = ctx.Act({t, QkvWidth()});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearForward(saved->x_full, QkvMatrix(), &qkv, ctx.s());
+    MF_RETURN_IF_ERROR(Linear(ctx, *wqkv_, saved->x_full, QkvMatrix(), &qkv));
   }
   Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
   {
@@ -98,7 +99,7 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   Tensor partial = ctx.Act({t, spec_.hidden});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearForward(saved->out.Reshape({t, hq * d}), wo_->compute, &partial, ctx.s());
+    MF_RETURN_IF_ERROR(Linear(ctx, *wo_, saved->out.Reshape({t, hq * d}), wo_->compute, &partial));
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
@@ -117,8 +118,8 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
   Tensor d_out = ctx.Act({t, hq * d});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearBackward(saved.out.Reshape({t, hq * d}), wo_->compute, d_y_full, &d_out,
-                        &wo_->grad, ctx.s());
+    MF_RETURN_IF_ERROR(LinearGrad(ctx, *wo_, saved.out.Reshape({t, hq * d}), wo_->compute,
+                                  d_y_full, &d_out, &wo_->grad));
   }
   Tensor d_q = ctx.Act({b, s, hq, d}), d_k = ctx.Act({b, s, hkv, d}), d_v = ctx.Act({b, s, hkv, d});
   if (mp_.cp_size() > 1) {
@@ -147,7 +148,7 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
     Tensor d_w = wqkv_->grad.Reshape({QkvWidth(), spec_.hidden});
-    ops::LinearBackward(saved.x_full, QkvMatrix(), d_qkv, &d_full, &d_w, ctx.s());
+    MF_RETURN_IF_ERROR(LinearGrad(ctx, *wqkv_, saved.x_full, QkvMatrix(), d_qkv, &d_full, &d_w));
   }
   Tensor d_norm;
   {
@@ -194,7 +195,7 @@ absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch&
     Tensor packed = ctx.Act({t, QkvWidth()});
     {
       auto timed = ctx.Profile(OpFamily::kGemm);
-      ops::LinearForward(saved->x_full, QkvMatrix(), &packed, ctx.s());
+      MF_RETURN_IF_ERROR(Linear(ctx, *wqkv_, saved->x_full, QkvMatrix(), &packed));
     }
     Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
     auto timed = ctx.Profile(OpFamily::kAttention);
@@ -226,7 +227,7 @@ absl::Status AttentionLayer::OutputForward(const StepContext& ctx, const MicroBa
   Tensor partial = ctx.Act({t, spec_.hidden});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearForward(saved.out.Reshape({t, width}), wo_->compute, &partial, ctx.s());
+    MF_RETURN_IF_ERROR(Linear(ctx, *wo_, saved.out.Reshape({t, width}), wo_->compute, &partial));
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);

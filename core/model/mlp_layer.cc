@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "core/model/linear.h"
 #include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
@@ -39,7 +40,7 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
   saved->act = ctx.Act({t, local_ffn_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearForward(saved->x, GateUpMatrix(), &saved->gate_up, ctx.s());
+    MF_RETURN_IF_ERROR(Linear(ctx, *gate_up_, saved->x, GateUpMatrix(), &saved->gate_up));
   }
   {
     auto timed = ctx.Profile(OpFamily::kActivation);
@@ -48,13 +49,12 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
   if (accumulate && parallel::IsSingleRank(mp_.tp)) {
     // y += act · W_downᵀ in the GEMM itself.
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::Gemm(saved->act, false, down_->compute, true, 1.0f, 1.0f, y, ctx.s());
-    return absl::OkStatus();
+    return Linear(ctx, *down_, saved->act, down_->compute, y, /*beta=*/1.0f);
   }
   Tensor partial = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearForward(saved->act, down_->compute, &partial, ctx.s());
+    MF_RETURN_IF_ERROR(Linear(ctx, *down_, saved->act, down_->compute, &partial));
   }
   return ReduceInto(ctx, partial, accumulate, y);
 }
@@ -70,7 +70,8 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
   Tensor d_act = ctx.Act({t, local_ffn_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearBackward(saved.act, down_->compute, d_y_full, &d_act, &down_->grad, ctx.s());
+    MF_RETURN_IF_ERROR(
+        LinearGrad(ctx, *down_, saved.act, down_->compute, d_y_full, &d_act, &down_->grad));
   }
   Tensor d_gate_up = ctx.Act({t, 2 * local_ffn_});
   {
@@ -82,14 +83,13 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
   if (accumulate && parallel::IsSingleRank(mp_.tp)) {
     // d_x += d_gate_up · W_gate_up in the GEMM itself.
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::Gemm(d_gate_up, false, GateUpMatrix(), false, 1.0f, 1.0f, d_x, ctx.s());
-    ops::LinearBackward(saved.x, GateUpMatrix(), d_gate_up, nullptr, &d_w, ctx.s());
-    return absl::OkStatus();
+    return LinearGrad(ctx, *gate_up_, saved.x, GateUpMatrix(), d_gate_up, d_x, &d_w,
+                      /*dx_beta=*/1.0f);
   }
   Tensor d_full = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearBackward(saved.x, GateUpMatrix(), d_gate_up, &d_full, &d_w, ctx.s());
+    MF_RETURN_IF_ERROR(LinearGrad(ctx, *gate_up_, saved.x, GateUpMatrix(), d_gate_up, &d_full, &d_w));
   }
   return ReduceInto(ctx, d_full, accumulate, d_x);
 }
@@ -109,7 +109,7 @@ absl::Status SwiGluMlp::Recompute(const StepContext& ctx, const Tensor& x, Saved
   if (!saved->gate_up.defined()) {
     saved->gate_up = ctx.Act({t, 2 * local_ffn_});
     auto timed = ctx.Profile(OpFamily::kGemm);
-    ops::LinearForward(saved->x, GateUpMatrix(), &saved->gate_up, ctx.s());
+    MF_RETURN_IF_ERROR(Linear(ctx, *gate_up_, saved->x, GateUpMatrix(), &saved->gate_up));
   }
   if (!saved->act.defined()) {
     saved->act = ctx.Act({t, local_ffn_});

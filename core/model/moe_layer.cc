@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/linear.h"
 #include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
@@ -192,8 +193,8 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     Tensor gate_up = saved->gate_up.Slice(begin, end), act = saved->act.Slice(begin, end);
     {
       auto timed = ctx.Profile(OpFamily::kExpertGemm);
-      ops::GroupedLinearForward(grouped, gate_up_w.Slice(lo, hi), chunk.local_counts, &gate_up,
-                                ctx.s());
+      MF_RETURN_IF_ERROR(GroupedLinear(ctx, *gate_up_, lo, grouped, gate_up_w.Slice(lo, hi),
+                                       chunk.local_counts, &gate_up));
     }
     progress();
     {
@@ -202,8 +203,7 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     }
     progress();
     auto timed = ctx.Profile(OpFamily::kExpertGemm);
-    ops::GroupedLinearForward(act, down_w.Slice(lo, hi), chunk.local_counts, out, ctx.s());
-    return absl::OkStatus();
+    return GroupedLinear(ctx, *down_, lo, act, down_w.Slice(lo, hi), chunk.local_counts, out);
   };
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
@@ -260,8 +260,9 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
     {
       auto timed = ctx.Profile(OpFamily::kExpertGemm);
       Tensor d_down = down_->grad.Slice(lo, hi);
-      ops::GroupedLinearBackward(saved.act.Slice(begin, end), down_->compute.Slice(lo, hi), counts,
-                                 d_expert_out, &d_act, &d_down, ctx.s());
+      MF_RETURN_IF_ERROR(GroupedLinearGrad(ctx, *down_, lo, saved.act.Slice(begin, end),
+                                           down_->compute.Slice(lo, hi), counts, d_expert_out,
+                                           &d_act, &d_down));
     }
     progress();
     Tensor d_gate_up = ctx.Act({chunk.grouped_rows, 2 * f_local});
@@ -272,9 +273,8 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
     progress();
     auto timed = ctx.Profile(OpFamily::kExpertGemm);
     Tensor d_w = d_gate_up_w.Slice(lo, hi);
-    ops::GroupedLinearBackward(saved.grouped.Slice(begin, end), gate_up_w.Slice(lo, hi), counts,
-                               d_gate_up, d_grouped, &d_w, ctx.s());
-    return absl::OkStatus();
+    return GroupedLinearGrad(ctx, *gate_up_, lo, saved.grouped.Slice(begin, end),
+                             gate_up_w.Slice(lo, hi), counts, d_gate_up, d_grouped, &d_w);
   };
   Tensor d_expert_out, d_permuted;
   {
@@ -386,8 +386,9 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
     Tensor chunk_gate_up = saved->gate_up.Slice(begin, end), chunk_act = saved->act.Slice(begin, end);
     if (gate_up) {
       auto timed = ctx.Profile(OpFamily::kExpertGemm);
-      ops::GroupedLinearForward(saved->grouped.Slice(begin, end), gate_up_w.Slice(lo, hi),
-                                chunk.local_counts, &chunk_gate_up, ctx.s());
+      MF_RETURN_IF_ERROR(GroupedLinear(ctx, *gate_up_, lo, saved->grouped.Slice(begin, end),
+                                       gate_up_w.Slice(lo, hi), chunk.local_counts,
+                                       &chunk_gate_up));
     }
     if (act) {
       auto timed = ctx.Profile(OpFamily::kActivation);
@@ -396,8 +397,8 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
     if (combined) {
       Tensor out = expert_out.Slice(begin, end);
       auto timed = ctx.Profile(OpFamily::kExpertGemm);
-      ops::GroupedLinearForward(chunk_act, down_->compute.Slice(lo, hi), chunk.local_counts, &out,
-                                ctx.s());
+      MF_RETURN_IF_ERROR(GroupedLinear(ctx, *down_, lo, chunk_act, down_->compute.Slice(lo, hi),
+                                       chunk.local_counts, &out));
     }
   }
   if (combined) {

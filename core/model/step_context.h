@@ -14,6 +14,8 @@
 
 namespace moefold::model {
 
+class Fp8Training;
+
 // A micro-batch of B sequences of S tokens, on the host: tokens (B, S) i32 inputs, targets (B, S)
 // i32 next tokens (-1 = ignored), positions (S) i32 global positions (0..S-1 on one rank; context
 // parallelism passes its chunks' offsets). The kernels read the `on_device` copies
@@ -64,6 +66,8 @@ struct StepContext {
   bool sample_losses_on_host = true;
   // Op-family timing of profiled steps (core/profiler.h); null = off.
   Profiler* profiler = nullptr;
+  // The FP8 recipe of the projections' GEMMs (core/model/fp8_linear.h); null = bf16/f32 GEMMs.
+  Fp8Training* fp8 = nullptr;
   int layer = -1;  // the decoder layer running (set by the decoder per block), for the profile
   // The micro-batch and virtual pipeline stage running (set by the pipeline executor), for traces.
   int micro_batch = -1;

@@ -4,7 +4,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 
 namespace moefold::train {
 
@@ -76,19 +75,6 @@ absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentCon
         "model.moe.expert_bias needs score_function: sigmoid (DeepSeek-V3's aux-loss-free routing)");
   }
   return spec;
-}
-
-absl::Status CheckSupported(const config::ExperimentConfig& config) {
-  // Every parallel layout, EF21 compression and capacity padding run on the CPU and the GPU alike;
-  // what is refused here is machinery that does not exist yet.
-  std::vector<std::string> problems;
-  if (config.precision().fp8_recipe() != "none") {
-    problems.push_back(absl::StrCat("precision.fp8_recipe = ", config.precision().fp8_recipe(),
-                                    ": FP8 recipes are not built yet"));
-  }
-  if (problems.empty()) return absl::OkStatus();
-  return absl::UnimplementedError(
-      absl::StrCat("this build cannot run the config yet:\n  ", absl::StrJoin(problems, "\n  ")));
 }
 
 }  // namespace moefold::train

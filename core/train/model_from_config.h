@@ -11,8 +11,4 @@ namespace moefold::train {
 
 absl::StatusOr<model::ModelSpec> ModelSpecFromConfig(const config::ExperimentConfig& config);
 
-// Unimplemented listing every configured feature this trainer does not support yet (and on which
-// issue it lands), or OK.
-absl::Status CheckSupported(const config::ExperimentConfig& config);
-
 }  // namespace moefold::train

@@ -85,6 +85,21 @@ absl::StatusOr<RankGroups> ResolveGroups(const config::ExperimentConfig& config,
   return g;
 }
 
+absl::Status Trainer::State::MakeFp8() {
+  const config::PrecisionConfig& pr = config.precision();
+  model::Fp8Options options;
+  MF_ASSIGN_OR_RETURN(options.recipe, model::ParseFp8Recipe(pr.fp8_recipe()));
+  if (options.recipe == model::Fp8Recipe::kNone) return absl::OkStatus();
+  options.amax_history = pr.amax_history();
+  options.grad_format = pr.fp8_grad_format() == "e4m3" ? DType::kFp8E4M3 : DType::kFp8E5M2;
+  options.pow2_scales = pr.pow2_scales();
+  // The delayed amaxes reduce over every rank of this pipeline stage (TP×CP×DP, which is also
+  // ETP×EP×EDP): together they hold every shard and see the whole global batch.
+  MF_ASSIGN_OR_RETURN(fp8, model::Fp8Training::Create(options, params, groups.model,
+                                                      groups.tp_cp_dp, device));
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::State::MakePipeline() {
   std::string schedule = config.parallel().schedule();
   if (schedule == "auto") schedule = chunks.size() > 1 ? "interleaved" : "1f1b";
@@ -110,7 +125,6 @@ model::Decoder& Trainer::model() { return *state_->chunks.front(); }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::ExperimentConfig& config,
                                                          const TrainerOptions& options) {
-  MF_RETURN_IF_ERROR(CheckSupported(config));
   MF_ASSIGN_OR_RETURN(RankGroups groups, ResolveGroups(config, options.groups));
   if (config.train().global_batch_size() %
           (config.train().micro_batch_size() * groups.dp_size) != 0) {
@@ -133,6 +147,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
                        cuda::DeviceCount(), " GPU(s) (wanted GPU ", options.cuda_device, ")"));
     }
     MF_RETURN_IF_ERROR(cuda::SetDevice(options.cuda_device));
+    if (config.precision().fp8_recipe() != "none") {
+      MF_ASSIGN_OR_RETURN(const cuda::DeviceInfo gpu, cuda::GetDeviceInfo(options.cuda_device));
+      MF_ASSIGN_OR_RETURN(const model::Fp8Recipe recipe,
+                          model::ParseFp8Recipe(config.precision().fp8_recipe()));
+      MF_RETURN_IF_ERROR(model::CheckFp8Device(recipe, gpu.sm_major, gpu.sm_minor, gpu.name));
+    }
     state->device = Device::Cuda(options.cuda_device);
     state->stream = &DefaultStream(state->device);
   }
@@ -258,6 +278,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
     spam.eps = opt.eps();
     state->spam = std::make_unique<optim::SpamTransform>(spam, state->sync.get(), groups.sync);
   }
+  MF_RETURN_IF_ERROR(state->MakeFp8());
   state->schedule.kind = opt.schedule();
   state->schedule.lr = opt.lr();
   state->schedule.min_lr = opt.min_lr();
@@ -523,7 +544,10 @@ absl::Status Trainer::RunSchedule(StepWork* w) {
       mark(first, last);
     }
   };
+  context.fp8 = st.fp8.get();
   MF_RETURN_IF_ERROR(st.pipeline->Run(context, w->batches, callbacks));
+  // The delayed FP8 recipe's one update per step: amaxes over the stage, histories, scales.
+  if (st.fp8 != nullptr) MF_RETURN_IF_ERROR(st.fp8->EndStep(*st.stream));
   return sync_status;
 }
 

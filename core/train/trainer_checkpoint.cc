@@ -237,6 +237,14 @@ absl::Status Trainer::BeginSave(int64_t steps_done) {
       if (tp_cp_dp_rank == 0) add(name, "state", WholeVector(bias.numel()), bias);
     }
   }
+  // The delayed FP8 recipe's histories and scales per projection: the same on every rank of a
+  // stage (EndStep reduced them), the first of each stage writes them.
+  if (st.fp8 != nullptr) {
+    for (const auto& [name, t] : st.fp8->SaveState()) {
+      tensors.push_back(Info(name, {t.numel()}));
+      if (tp_cp_dp_rank == 0) add(name, "state", WholeVector(t.numel()), t);
+    }
+  }
   // EF21: every rank's own estimates (meaningful only to the same rank of the same layout).
   auto& buckets = st.sync->buckets();
   for (size_t b = 0; b < buckets.size(); ++b) {
@@ -477,6 +485,17 @@ absl::StatusOr<int64_t> Trainer::Restore(const std::string& dir) {
       MF_RETURN_IF_ERROR(reader->Read(layer->prefix() + ".gate.expert_bias", "state",
                                       WholeVector(bias.numel()), host.data<float>(), &global));
       layer->set_expert_bias(host);
+    }
+  }
+  // FP8 scaling state; a checkpoint without it (another recipe) leaves the fresh state.
+  if (st.fp8 != nullptr) {
+    for (const auto& [name, t] : st.fp8->SaveState()) {
+      if (reader->FindTensor(name) == nullptr) continue;
+      Tensor host = Tensor::Empty(t.shape(), DType::kF32);
+      const std::vector<int64_t> global = {t.numel()};
+      MF_RETURN_IF_ERROR(reader->Read(name, "state", WholeVector(t.numel()), host.data<float>(),
+                                      &global));
+      MF_RETURN_IF_ERROR(st.fp8->RestoreState(name, host));
     }
   }
   st.loss_ema = m.scalars().loss_ema();

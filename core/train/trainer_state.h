@@ -10,6 +10,7 @@
 #include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
 #include "core/data/training_data.h"
+#include "core/model/fp8_linear.h"
 #include "core/train/metrics.h"
 #include "core/train/peak.h"
 #include "core/train/pipeline_executor.h"
@@ -57,6 +58,7 @@ struct Trainer::State {
   std::unique_ptr<optim::AdamW> optimizer;                 // unsharded (every rank the whole model)
   std::unique_ptr<optim::ShardedAdamW> sharded_optimizer;  // ZeRO-1
   std::unique_ptr<optim::SpamTransform> spam;  // optimizer.name spam | stable_spam, else null
+  std::unique_ptr<model::Fp8Training> fp8;     // precision.fp8_recipe, else null
   std::unique_ptr<optim::SampleReweighter> reweighter;
   optim::LrScheduleOptions schedule;
   std::unique_ptr<data::TrainingData> data;  // the splits of data.path / data.paths
@@ -100,6 +102,8 @@ struct Trainer::State {
   }
   // The pipeline executor for the current micro-batch size (the shape passed between stages).
   absl::Status MakePipeline();
+  // The FP8 recipe's state over this rank's projection weights (precision.fp8_recipe; none: null).
+  absl::Status MakeFp8();
 };
 
 }  // namespace moefold::train

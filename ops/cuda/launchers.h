@@ -19,6 +19,7 @@
 #include "ops/adamw.h"
 #include "ops/attention.h"
 #include "ops/fp8.h"
+#include "ops/fp8_gemm.h"
 #include "ops/moe.h"
 #include "ops/quant.h"
 #include "ops/router.h"
@@ -197,5 +198,16 @@ absl::Status DequantizeBlockwise(const Tensor& q, const Tensor& scale_inv,
                                  const Fp8BlockShape& block, Tensor* x, Stream& stream);
 void Fp8UpdateScales(float fp8_max, Tensor* amax, Tensor* history, Tensor* scale, Tensor* scale_inv,
                      Stream& stream);
+
+// fp8_gemm.cc / fp8_gemm.cu: arguments already checked by the public op (ops/fp8_gemm.h).
+// Per-tensor scales through cuBLASLt's FP8 matmul with scale pointers; blockwise scales through
+// our kernel that promotes every K block's partial sum to f32.
+absl::Status Fp8Gemm(const Tensor& a, const Tensor& a_scale_inv, const Tensor& b,
+                     const Tensor& b_scale_inv, const Fp8GemmOptions& options, float beta,
+                     Tensor* c, Stream& stream);
+void Fp8GemmBlockwise(const Tensor& a, const Tensor& a_scale_inv, const Tensor& b,
+                      const Tensor& b_scale_inv, int64_t block_k, float beta, Tensor* c,
+                      Stream& stream);
+void TransposePad(const Tensor& x, Tensor* y, Stream& stream);
 
 }  // namespace moefold::ops::cuda

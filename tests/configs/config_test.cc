@@ -124,7 +124,8 @@ optimizer:
   schedule: wsd
   warmup_steps: 2
   decay_fraction: 0.25
-precision: {compute_dtype: bf16, fp8_recipe: blockwise}
+precision: {compute_dtype: bf16, fp8_recipe: delayed, amax_history: 32, fp8_grad_format: e4m3,
+            pow2_scales: true}
 memory: {activation_policy: swap, swap_fraction: 0.5}
 compression:
   method: ef21
@@ -156,7 +157,10 @@ TEST(ParseConfigYamlTest, EverySectionParses) {
   EXPECT_EQ(c->train().seed(), 18446744073709551615ull);
   EXPECT_EQ(c->train().device(), "cuda");
   EXPECT_EQ(c->optimizer().schedule(), "wsd");
-  EXPECT_EQ(c->precision().fp8_recipe(), "blockwise");
+  EXPECT_EQ(c->precision().fp8_recipe(), "delayed");
+  EXPECT_EQ(c->precision().amax_history(), 32);
+  EXPECT_EQ(c->precision().fp8_grad_format(), "e4m3");
+  EXPECT_TRUE(c->precision().pow2_scales());
   EXPECT_FLOAT_EQ(c->memory().swap_fraction(), 0.5f);
   ASSERT_EQ(c->compression().rank_weights_size(), 2);
   EXPECT_FLOAT_EQ(c->compression().rank_weights(1), 0.25f);

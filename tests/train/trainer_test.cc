@@ -182,16 +182,6 @@ TEST(TrainerTest, NonFiniteStepIsSkipped) {
   EXPECT_EQ(trainer->params().Find("model.norm.weight")->value.ToVector(), before);
 }
 
-TEST(TrainerTest, UnsupportedSettingsAreRefusedByName) {
-  auto config = SmallConfig({"precision.fp8_recipe=delayed"});
-  TrainerOptions options;
-  options.write_metrics = false;
-  auto trainer = Trainer::Create(config, options);
-  ASSERT_FALSE(trainer.ok());
-  EXPECT_EQ(trainer.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_NE(trainer.status().message().find("fp8_recipe"), absl::string_view::npos);
-}
-
 TEST(TrainerTest, TokensOutsideTheVocabularyAreRefused) {
   // The byte corpus holds ids up to 256; a 200-token vocabulary cannot embed them.
   auto config = SmallConfig({});

@@ -4,7 +4,11 @@
 // forward+backward at S 4096 / head dim 128 on cuDNN (when it loads) and on the flash kernels
 // ("backend" in the line), and every op the model calls at the mixtral_mini shapes (H 2048, 16/4
 // heads, 8 experts top-2, F_e 2816, V 32000, S 4096), with the bytes an ideal pass moves ("gbps").
-//   op_bench [--reps N] [--only SUBSTRING]      (needs a GPU; nothing here asserts a time)
+// With --fp8-recipe (delayed, current — both per-tensor scales — or blockwise; "all" = both kinds,
+// the default) the FP8 GEMM at the same dense shapes, with its quantisation, and its rate against
+// the bf16 GEMM ("vs_bf16").
+//   op_bench [--reps N] [--only SUBSTRING] [--fp8-recipe none|delayed|current|blockwise|all]
+//   (needs a GPU; nothing here asserts a time)
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -24,6 +28,8 @@
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
+#include "ops/fp8.h"
+#include "ops/fp8_gemm.h"
 #include "ops/gemm.h"
 #include "ops/grouped_gemm.h"
 #include "ops/loss.h"
@@ -43,6 +49,7 @@ constexpr DType kF32 = DType::kF32;
 struct Options {
   int reps = 20;
   std::string only;
+  std::string fp8_recipe = "all";
 };
 
 // mixtral_mini (configs/bench/mixtral_mini.yaml) at micro-batch 1.
@@ -99,6 +106,64 @@ void BenchDenseGemm(Runner& r) {
     Tensor c = Tensor::Empty({m, n}, kBf16, Device::Cuda(0));
     r.Run(absl::StrCat("gemm_bf16_", label), Dims({m, n, k}), 2.0 * m * n * k, 0,
           [&] { ops::Gemm(a, false, w, true, 1.0f, 0.0f, &c, r.stream()); });
+  }
+}
+
+void CheckOk(const absl::Status& status) { MF_CHECK(status.ok()) << status; }
+
+// The FP8 GEMM at the dense shapes: per-tensor scales (delayed and current scaling share the
+// GEMM; current adds an amax pass) with cuBLASLt's fast accumulation as in the forward, and
+// blockwise scales (1×128 tiles × 128×128 blocks); each with the cast of both operands included
+// ("with_quant") and without, against the bf16 GEMM of the same shape.
+void BenchFp8Gemm(Runner& r, const std::string& recipe) {
+  if (recipe == "none") return;
+  const bool per_tensor = recipe != "blockwise", blockwise = recipe == "blockwise" || recipe == "all";
+  const Device gpu = Device::Cuda(0);
+  for (const auto& [m, n, k, label] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t, const char*>>{
+           {8192, 8192, 8192, "square"},
+           {4096, 3072, 2048, "qkv_proj"},
+           {4096, 2048, 2048, "out_proj"},
+           {8192, 5632, 2048, "expert_gate_up_as_dense"}}) {
+    const Tensor a = RandomGpu({m, k}, kBf16, 1.0f, 1);
+    const Tensor w = RandomGpu({n, k}, kBf16, 1.0f, 2);
+    Tensor c = Tensor::Empty({m, n}, kBf16, gpu);
+    const double flops = 2.0 * m * n * k;
+    const double bf16_ms = MedianMs([&] { ops::Gemm(a, false, w, true, 1.0f, 0.0f, &c, r.stream()); },
+                                    r.stream(), 3, 5);
+    auto vs = [&](JsonLine& line, double ms) { line.Add("vs_bf16", bf16_ms / ms); };
+    Tensor qa = Tensor::Empty({m, k}, DType::kFp8E4M3, gpu), qw = Tensor::Empty({n, k}, DType::kFp8E4M3, gpu);
+    if (per_tensor) {
+      Tensor scale = Tensor::Empty({1}, kF32, gpu), amax = Tensor::Zeros({1}, kF32, gpu);
+      scale.Fill(1.0f);
+      ops::CastTransposeAmax(a, scale, &qa, nullptr, nullptr, r.stream());
+      ops::CastTransposeAmax(w, scale, &qw, nullptr, nullptr, r.stream());
+      r.Run(absl::StrCat("gemm_fp8_per_tensor_", label), Dims({m, n, k}), flops, 0, [&] {
+        CheckOk(ops::Fp8Gemm(qa, scale, qw, scale, {.fast_accumulation = true}, 0.0f, &c,
+                                 r.stream()));
+      }, recipe, vs);
+      r.Run(absl::StrCat("gemm_fp8_per_tensor_with_quant_", label), Dims({m, n, k}), flops, 0, [&] {
+        ops::CastTransposeAmax(a, scale, &qa, nullptr, &amax, r.stream());
+        ops::CastTransposeAmax(w, scale, &qw, nullptr, &amax, r.stream());
+        CheckOk(ops::Fp8Gemm(qa, scale, qw, scale, {.fast_accumulation = true}, 0.0f, &c,
+                                 r.stream()));
+      }, recipe, vs);
+    }
+    if (blockwise) {
+      Tensor sa = Tensor::Empty({m, k / 128}, kF32, gpu), sw = Tensor::Empty({n / 128, k / 128}, kF32, gpu);
+      auto quant = [&] {
+        CheckOk(ops::QuantizeBlockwise(a, ops::kFp8ActivationTile, {}, &qa, &sa, r.stream()));
+        CheckOk(ops::QuantizeBlockwise(w, ops::kFp8WeightBlock, {}, &qw, &sw, r.stream()));
+      };
+      quant();
+      r.Run(absl::StrCat("gemm_fp8_blockwise_", label), Dims({m, n, k}), flops, 0, [&] {
+        CheckOk(ops::Fp8Gemm(qa, sa, qw, sw, {.block_k = 128}, 0.0f, &c, r.stream()));
+      }, "blockwise", vs);
+      r.Run(absl::StrCat("gemm_fp8_blockwise_with_quant_", label), Dims({m, n, k}), flops, 0, [&] {
+        quant();
+        CheckOk(ops::Fp8Gemm(qa, sa, qw, sw, {.block_k = 128}, 0.0f, &c, r.stream()));
+      }, "blockwise", vs);
+    }
   }
 }
 
@@ -402,11 +467,13 @@ void BenchOptimizer(Runner& r, const Model& m) {
 }
 
 Options ParseArgs(int argc, char** argv) {
-  constexpr char kUsage[] = "usage: op_bench [--reps N] [--only SUBSTRING]\n";
+  constexpr char kUsage[] =
+      "usage: op_bench [--reps N] [--only SUBSTRING] "
+      "[--fp8-recipe none|delayed|current|blockwise|all]\n";
   const std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = moefold::launch::ParseArgs(
       args,
-      {.options = {"reps", "only"}, .repeatable = {}, .flags = {"help"}, .max_positionals = 0,
+      {.options = {"reps", "only", "fp8-recipe"}, .repeatable = {}, .flags = {"help"}, .max_positionals = 0,
        .program = "op_bench"},
       "");
   Options o;
@@ -419,7 +486,13 @@ Options ParseArgs(int argc, char** argv) {
     std::exit(parsed.ok() && parsed->Has("help") ? 0 : 2);
   }
   o.only = parsed->Get("only", o.only);
-  return o;
+  o.fp8_recipe = parsed->Get("fp8-recipe", o.fp8_recipe);
+  for (const char* ok : {"none", "delayed", "current", "blockwise", "all"}) {
+    if (o.fp8_recipe == ok) return o;
+  }
+  std::fprintf(stderr, "op_bench: --fp8-recipe %s is not one of none, delayed, current, "
+                       "blockwise, all\n%s", o.fp8_recipe.c_str(), kUsage);
+  std::exit(2);
 }
 
 }  // namespace
@@ -444,6 +517,7 @@ int main(int argc, char** argv) {
   Runner runner(options);
   const Model model;
   BenchDenseGemm(runner);
+  BenchFp8Gemm(runner, options.fp8_recipe);
   // mixtral_mini: 8 experts top-2 (8192 rows), F_e 2816; finegrained_mini: 64 experts top-8
   // (32768 rows), F_e 512. Gate and up fused into one (E, 2·F_e, H) weight, then down.
   BenchGroupedGemm(runner, "mixtral_gate_up", model.tokens * 2, 8, 2 * model.expert_ffn,

@@ -13,6 +13,7 @@
 //   step_bench --config configs/tiny_moe.yaml --memory-policy keep,selective,full,swap:0.5,swap:1
 // With --memory-policy every activation-store policy builds its own trainer and the lines carry
 // "memory_policy" and the host memory the swapped rows took ("swap_host_peak_bytes").
+//   step_bench ... --set precision.fp8_recipe=delayed   (an FP8 recipe; "fp8_recipe" in the line)
 //
 // Each step is timed on the host around Trainer::Step, which returns after the step's loss and
 // statistics reached the host, so GPU work is included. MFU is reported only when a peak is known:
@@ -340,6 +341,7 @@ absl::StatusOr<RunFigures> RunOne(const Options& o, Bench& b, int micro_batch, b
       .Add("config", b.config.name())
       .Add("device", b.gpu ? "cuda" : "cpu")
       .Add("compute_dtype", b.config.precision().compute_dtype())
+      .Add("fp8_recipe", b.config.precision().fp8_recipe())
       .Add("routing", balanced ? "balanced" : "real")
       .Add("grouped_gemm", ops::GroupedGemmBackendName(o.grouped_gemm))
       .Add("micro_batch", micro)

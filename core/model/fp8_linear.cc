@@ -1,0 +1,380 @@
+// FP8 projections: per-tensor recipes cast with ops::CastTransposeAmax, blockwise with
+// ops::QuantizeBlockwise, and every product through ops::Fp8Gemm in the TN layout
+// (docs/FORMULAS.md §18.2):
+//   forward  y   = x·Wᵀ    a = x (T, in),            b = W (out, in)
+//   dgrad    d_x = d_y·W   a = d_y (T, out),         b = Wᵀ (in, out)
+//   wgrad    d_w += d_yᵀ·x a = d_yᵀ (out, T'),       b = xᵀ (in, T')
+// where T' is T rounded up to 128 with zero columns (a zero changes neither an amax nor a sum),
+// so a K made of tokens always divides into blocks. The backward quantises x and W again with
+// the forward's scales rather than keeping FP8 copies (the saved activations stay as they are).
+#include "core/model/fp8_linear.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "ops/fp8.h"
+#include "ops/fp8_gemm.h"
+
+namespace moefold::model {
+namespace {
+
+constexpr int64_t kBlock = 128;
+
+int64_t RoundUp(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
+
+bool EndsWith(const std::string& s, absl::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(),
+                                                std::string(suffix)) == 0;
+}
+
+bool IsProjection(const std::string& name) {
+  for (absl::string_view suffix :
+       {"qkv_proj.weight", "o_proj.weight", "gate_up_proj.weight", "down_proj.weight"}) {
+    if (EndsWith(name, suffix)) return true;
+  }
+  return false;
+}
+
+// Every collective orders itself after the device's default stream only.
+absl::Status MaxOverRanks(parallel::Communicator* comm, Tensor* amax, Stream& stream) {
+  if (parallel::IsSingleRank(comm)) return absl::OkStatus();
+  if (amax->device().is_cuda() && &stream != &DefaultStream(amax->device())) stream.Synchronize();
+  return parallel::WaitFor(comm->AllReduce(amax, {.op = parallel::ReduceOp::kMax}));
+}
+
+// A temporary of work on `stream` (freed only after that work on a GPU).
+Tensor Temp(const Shape& shape, DType dtype, const Device& device, const Stream& stream) {
+  Tensor t = Tensor::Empty(shape, dtype, device);
+  t.RecordStream(stream);
+  return t;
+}
+
+// fp8(x·scale) (M, N), or its transpose (N, M).
+Tensor Cast(const Tensor& x, const Tensor& scale, DType format, bool transposed, Stream& stream) {
+  Tensor q = Temp(transposed ? Shape{x.dim(1), x.dim(0)} : Shape{x.dim(0), x.dim(1)}, format,
+                  x.device(), stream);
+  ops::CastTransposeAmax(x, scale, transposed ? nullptr : &q, transposed ? &q : nullptr, nullptr,
+                         stream);
+  return q;
+}
+
+// x (M, N) → x padded and transposed, (N, RoundUp(M, 128)), in x's dtype.
+Tensor PaddedTranspose(const Tensor& x, Stream& stream) {
+  Tensor t = Temp({x.dim(1), RoundUp(x.dim(0), kBlock)}, x.dtype(), x.device(), stream);
+  ops::TransposePad(x, &t, stream);
+  return t;
+}
+
+struct Blocks {
+  Tensor q, scale_inv;
+};
+
+absl::StatusOr<Blocks> QuantizeBlocks(const Tensor& x, const ops::Fp8BlockShape& block,
+                                      DType format, bool pow2, Stream& stream) {
+  Blocks b;
+  b.q = Temp(x.shape(), format, x.device(), stream);
+  b.scale_inv = Temp({x.dim(0) / block.rows, x.dim(1) / block.cols}, DType::kF32, x.device(),
+                     stream);
+  MF_RETURN_IF_ERROR(ops::QuantizeBlockwise(x, block, {.pow2 = pow2}, &b.q, &b.scale_inv, stream));
+  return b;
+}
+
+}  // namespace
+
+absl::StatusOr<Fp8Recipe> ParseFp8Recipe(absl::string_view name) {
+  if (name == "none") return Fp8Recipe::kNone;
+  if (name == "delayed") return Fp8Recipe::kDelayed;
+  if (name == "current") return Fp8Recipe::kCurrent;
+  if (name == "blockwise") return Fp8Recipe::kBlockwise;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "precision.fp8_recipe \"", name, "\" is not one of: none, delayed, current, blockwise"));
+}
+
+absl::Status CheckFp8Device(Fp8Recipe recipe, int sm_major, int sm_minor,
+                            const std::string& gpu_name) {
+  if (recipe == Fp8Recipe::kNone || sm_major * 10 + sm_minor >= 89) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "precision.fp8_recipe needs a GPU with FP8 tensor cores (compute capability 8.9 or "
+      "newer); ",
+      gpu_name, " has ", sm_major, ".", sm_minor));
+}
+
+absl::StatusOr<std::unique_ptr<Fp8Training>> Fp8Training::Create(const Fp8Options& options,
+                                                                  const ParameterSet& params,
+                                                                  const ModelParallel& mp,
+                                                                  parallel::Communicator* stage,
+                                                                  const Device& device) {
+  if (options.grad_format != DType::kFp8E4M3 && options.grad_format != DType::kFp8E5M2) {
+    return absl::InvalidArgumentError(absl::StrCat("Fp8Training: gradient format ",
+                                                   DTypeName(options.grad_format),
+                                                   " is not an FP8 dtype"));
+  }
+  std::unique_ptr<Fp8Training> t(new Fp8Training(options, mp, stage));
+  int64_t fwd = 0, grad = 0;
+  for (const auto& p : params.params()) {
+    if (!IsProjection(p->name)) continue;
+    Site site;
+    site.name = p->name;
+    site.expert = p->sharding.expert_dim >= 0;
+    site.experts = site.expert ? p->sharding.global_shape[p->sharding.expert_dim] : 1;
+    site.fwd_base = fwd;
+    site.grad_slot = grad;
+    fwd += 1 + site.experts;
+    grad += 1;
+    t->sites_[p.get()] = site;
+  }
+  for (const auto& p : params.params()) {
+    auto it = t->sites_.find(p.get());
+    if (it != t->sites_.end()) t->order_.push_back(&it->second);
+  }
+  if (options.recipe == Fp8Recipe::kDelayed) {
+    MF_ASSIGN_OR_RETURN(
+        optim::Fp8DelayedScaling f,
+        optim::Fp8DelayedScaling::Create(
+            fwd, {.amax_history = options.amax_history, .format = DType::kFp8E4M3}, device));
+    MF_ASSIGN_OR_RETURN(
+        optim::Fp8DelayedScaling g,
+        optim::Fp8DelayedScaling::Create(
+            grad, {.amax_history = options.amax_history, .format = options.grad_format}, device));
+    t->fwd_ = std::make_unique<optim::Fp8DelayedScaling>(std::move(f));
+    t->grad_ = std::make_unique<optim::Fp8DelayedScaling>(std::move(g));
+  }
+  return t;
+}
+
+absl::Status Fp8Training::EndStep(Stream& stream) {
+  if (options_.recipe != Fp8Recipe::kDelayed) return absl::OkStatus();
+  MF_RETURN_IF_ERROR(fwd_->Update(stage_, stream));
+  return grad_->Update(stage_, stream);
+}
+
+const Fp8Training::Site& Fp8Training::SiteOf(const Parameter& param) const {
+  auto it = sites_.find(&param);
+  MF_CHECK(it != sites_.end()) << "FP8: " << param.name << " is not a projection weight";
+  return it->second;
+}
+
+int64_t Fp8Training::WeightSlot(const Site& site, const Parameter& param, int64_t first_expert,
+                                size_t e) const {
+  // Expert slots are global: this rank's experts start at the parameter's expert offset.
+  const int64_t expert =
+      site.expert ? param.sharding.expert_offset + first_expert + static_cast<int64_t>(e) : 0;
+  MF_CHECK(expert < site.experts) << site.name << ": expert " << expert;
+  return site.fwd_base + 1 + expert;
+}
+
+parallel::Communicator* Fp8Training::ActivationComm(const Site& site) const {
+  // Expert rows are this rank's own; a dense projection's operand is spread over TP×CP.
+  return site.expert ? nullptr : mp_.tp_cp;
+}
+
+parallel::Communicator* Fp8Training::WeightComm(const Site& site) const {
+  return site.expert ? mp_.experts.etp : mp_.tp_cp;
+}
+
+absl::StatusOr<Fp8Training::Scale> Fp8Training::TensorScale(const Tensor& x, bool grad,
+                                                           int64_t slot,
+                                                           parallel::Communicator* comm,
+                                                           Stream& stream) {
+  const Tensor flat = x.Reshape({x.numel() == 0 ? 0 : x.numel() / x.dim(-1), x.dim(-1)});
+  if (options_.recipe == Fp8Recipe::kDelayed) {
+    optim::Fp8DelayedScaling& group = grad ? *grad_ : *fwd_;
+    Tensor amax = group.amax(slot);
+    ops::CastTransposeAmax(flat, group.scale(slot), nullptr, nullptr, &amax, stream);
+    return Scale{group.scale(slot), group.scale_inv(slot)};
+  }
+  // Current scaling: amax now, over the ranks holding parts of the tensor; scale 1 stays where the
+  // amax is zero or not finite.
+  Scale s{Temp({1}, DType::kF32, x.device(), stream), Temp({1}, DType::kF32, x.device(), stream)};
+  Tensor amax = Temp({1}, DType::kF32, x.device(), stream);
+  amax.SetZero(stream);
+  s.scale.Fill(1.0f);
+  ops::CastTransposeAmax(flat, s.scale, nullptr, nullptr, &amax, stream);
+  MF_RETURN_IF_ERROR(MaxOverRanks(comm, &amax, stream));
+  ops::Fp8UpdateScales(ops::Fp8Max(grad ? options_.grad_format : DType::kFp8E4M3), &amax, nullptr,
+                       &s.scale, &s.scale_inv, stream);
+  return s;
+}
+
+absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param,
+                                  int64_t first_expert, const Tensor& x, const Tensor& w,
+                                  const std::vector<int64_t>& counts, Tensor* y, float beta) {
+  const Site& site = SiteOf(param);
+  Stream& stream = ctx.s();
+  MF_CHECK_EQ(static_cast<int64_t>(counts.size()), w.dim(0)) << site.name;
+  if (options_.recipe == Fp8Recipe::kBlockwise) {
+    MF_ASSIGN_OR_RETURN(Blocks qx, QuantizeBlocks(x, ops::kFp8ActivationTile, DType::kFp8E4M3,
+                                                  options_.pow2_scales, stream));
+    int64_t row = 0;
+    for (size_t e = 0; e < counts.size(); ++e) {
+      const int64_t n = counts[e];
+      if (n == 0) continue;
+      MF_ASSIGN_OR_RETURN(Blocks qw, QuantizeBlocks(w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)}),
+                                                    ops::kFp8WeightBlock, DType::kFp8E4M3,
+                                                    options_.pow2_scales, stream));
+      Tensor out = y->Slice(row, row + n);
+      MF_RETURN_IF_ERROR(ops::Fp8Gemm(qx.q.Slice(row, row + n), qx.scale_inv.Slice(row, row + n),
+                                      qw.q, qw.scale_inv, {.block_k = kBlock}, beta, &out,
+                                      stream));
+      row += n;
+    }
+    return absl::OkStatus();
+  }
+  MF_ASSIGN_OR_RETURN(Scale sx, TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
+  const Tensor qx = Cast(x, sx.scale, DType::kFp8E4M3, false, stream);
+  int64_t row = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t n = counts[e];
+    const Tensor we = w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+    // Every weight's scale is taken (and its amax recorded) even without rows, so the ranks of
+    // the weight's group always meet in the same collectives.
+    MF_ASSIGN_OR_RETURN(Scale sw, TensorScale(we, false, WeightSlot(site, param, first_expert, e),
+                                              WeightComm(site), stream));
+    if (n == 0) continue;
+    const Tensor qw = Cast(we, sw.scale, DType::kFp8E4M3, false, stream);
+    Tensor out = y->Slice(row, row + n);
+    MF_RETURN_IF_ERROR(ops::Fp8Gemm(qx.Slice(row, row + n), sx.scale_inv, qw, sw.scale_inv,
+                                    {.fast_accumulation = true}, beta, &out, stream));
+    row += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& param,
+                                   int64_t first_expert, const Tensor& x, const Tensor& w,
+                                   const std::vector<int64_t>& counts, const Tensor& d_y,
+                                   Tensor* d_x, float dx_beta, Tensor* d_w) {
+  const Site& site = SiteOf(param);
+  Stream& stream = ctx.s();
+  const DType gf = options_.grad_format;
+  const bool blockwise = options_.recipe == Fp8Recipe::kBlockwise;
+  const bool pow2 = options_.pow2_scales;
+  Scale sx, sdy;
+  Tensor qdy;
+  Blocks bdy;
+  if (blockwise) {
+    MF_ASSIGN_OR_RETURN(bdy, QuantizeBlocks(d_y, ops::kFp8ActivationTile, gf, pow2, stream));
+  } else {
+    MF_ASSIGN_OR_RETURN(sdy, TensorScale(d_y, true, site.grad_slot, ActivationComm(site), stream));
+    qdy = Cast(d_y, sdy.scale, gf, false, stream);
+    if (d_w != nullptr) {
+      MF_ASSIGN_OR_RETURN(sx,
+                          TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
+    }
+  }
+  int64_t row = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t n = counts[e];
+    const Tensor we = w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+    Scale sw;
+    if (!blockwise && d_x != nullptr) {
+      MF_ASSIGN_OR_RETURN(sw, TensorScale(we, false, WeightSlot(site, param, first_expert, e),
+                                          WeightComm(site), stream));
+    }
+    if (n == 0) continue;
+    const Tensor xe = x.Slice(row, row + n), dye = d_y.Slice(row, row + n);
+    if (d_x != nullptr) {
+      Tensor out = d_x->Slice(row, row + n);
+      if (blockwise) {
+        // Wᵀ's 128×128 blocks are W's blocks transposed: the same scales, the codes transposed.
+        const Tensor wt = PaddedTranspose(we, stream);  // (in, out): out is a multiple of 128
+        MF_ASSIGN_OR_RETURN(Blocks bw, QuantizeBlocks(wt, ops::kFp8WeightBlock, DType::kFp8E4M3,
+                                                      pow2, stream));
+        MF_RETURN_IF_ERROR(ops::Fp8Gemm(bdy.q.Slice(row, row + n),
+                                        bdy.scale_inv.Slice(row, row + n), bw.q, bw.scale_inv,
+                                        {.block_k = kBlock}, dx_beta, &out, stream));
+      } else {
+        const Tensor qwt = Cast(we, sw.scale, DType::kFp8E4M3, true, stream);
+        MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdy.Slice(row, row + n), sdy.scale_inv, qwt,
+                                        sw.scale_inv, {}, dx_beta, &out, stream));
+      }
+    }
+    if (d_w != nullptr) {
+      Tensor dw = d_w->Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+      const Tensor xt = PaddedTranspose(xe, stream), dyt = PaddedTranspose(dye, stream);
+      if (blockwise) {
+        MF_ASSIGN_OR_RETURN(Blocks bxt, QuantizeBlocks(xt, ops::kFp8ActivationTile,
+                                                       DType::kFp8E4M3, pow2, stream));
+        MF_ASSIGN_OR_RETURN(Blocks bdyt,
+                            QuantizeBlocks(dyt, ops::kFp8ActivationTile, gf, pow2, stream));
+        MF_RETURN_IF_ERROR(ops::Fp8Gemm(bdyt.q, bdyt.scale_inv, bxt.q, bxt.scale_inv,
+                                        {.block_k = kBlock}, 1.0f, &dw, stream));
+      } else {
+        const Tensor qxt = Cast(xt, sx.scale, DType::kFp8E4M3, false, stream);
+        const Tensor qdyt = Cast(dyt, sdy.scale, gf, false, stream);
+        MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdyt, sdy.scale_inv, qxt, sx.scale_inv, {}, 1.0f, &dw,
+                                        stream));
+      }
+    }
+    row += n;
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, Tensor>> Fp8Training::SaveState() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  if (options_.recipe != Fp8Recipe::kDelayed) return out;
+  const Tensor fh = fwd_->history().To(Device::Cpu()), fs = fwd_->scales().To(Device::Cpu());
+  const Tensor gh = grad_->history().To(Device::Cpu()), gs = grad_->scales().To(Device::Cpu());
+  const int64_t l = options_.amax_history;
+  // Columns [first, first + n) of an (L, T) history, and the matching scales.
+  auto columns = [l](const Tensor& h, int64_t first, int64_t n) {
+    Tensor t = Tensor::Empty({l, n}, DType::kF32);
+    for (int64_t r = 0; r < l; ++r) {
+      for (int64_t c = 0; c < n; ++c) {
+        t.data<float>()[r * n + c] = h.data<float>()[r * h.dim(1) + first + c];
+      }
+    }
+    return t;
+  };
+  for (const Site* s : order_) {
+    const int64_t n = 1 + s->experts;
+    out.emplace_back(s->name + ".fp8_history", columns(fh, s->fwd_base, n));
+    out.emplace_back(s->name + ".fp8_scale", fs.Slice(s->fwd_base, s->fwd_base + n).Clone());
+    out.emplace_back(s->name + ".fp8_grad_history", columns(gh, s->grad_slot, 1));
+    out.emplace_back(s->name + ".fp8_grad_scale", gs.Slice(s->grad_slot, s->grad_slot + 1).Clone());
+  }
+  return out;
+}
+
+absl::Status Fp8Training::RestoreState(const std::string& name, const Tensor& host) {
+  if (options_.recipe != Fp8Recipe::kDelayed) return absl::OkStatus();
+  for (const Site* s : order_) {
+    if (name.rfind(s->name + ".fp8_", 0) != 0) continue;
+    const std::string what = name.substr(s->name.size() + 5);
+    const bool grad = what == "grad_history" || what == "grad_scale";
+    const bool history = what == "history" || what == "grad_history";
+    if (!grad && what != "history" && what != "scale") break;
+    optim::Fp8DelayedScaling& group = grad ? *grad_ : *fwd_;
+    const int64_t first = grad ? s->grad_slot : s->fwd_base, n = grad ? 1 : 1 + s->experts;
+    const int64_t l = options_.amax_history;
+    const Shape want = history ? Shape{l, n} : Shape{n};
+    if (host.shape() != want || host.dtype() != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FP8 state ", name, " is ", host.DebugString(), ", this run needs f32",
+                       ShapeToString(want), history ? " (precision.amax_history differs?)" : ""));
+    }
+    if (history) {
+      Tensor h = group.history().To(Device::Cpu());
+      for (int64_t r = 0; r < l; ++r) {
+        for (int64_t c = 0; c < n; ++c) {
+          h.data<float>()[r * h.dim(1) + first + c] = host.data<float>()[r * n + c];
+        }
+      }
+      group.history().CopyFrom(h);
+    } else {
+      Tensor sc = group.scales().To(Device::Cpu()), inv = group.scale_invs().To(Device::Cpu());
+      for (int64_t c = 0; c < n; ++c) {
+        sc.data<float>()[first + c] = host.data<float>()[c];
+        inv.data<float>()[first + c] = 1.0f / host.data<float>()[c];  // as Fp8UpdateScales
+      }
+      group.scales().CopyFrom(sc);
+      group.scale_invs().CopyFrom(inv);
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("FP8 state ", name, ": no such site"));
+}
+
+}  // namespace moefold::model

@@ -1,0 +1,121 @@
+// FP8 training of the linear projections (docs/FORMULAS.md §18): the recipe, its per-site scaling
+// state and the quantise-then-multiply GEMMs of the forward (x·Wᵀ), the input gradient (d_y·W)
+// and the weight gradient (d_yᵀ·x) of every attention projection, dense MLP and expert projection.
+// The embedding, LM head, router, norms and softmax never come here; masters, gradients and
+// optimizer state stay f32.
+//
+// A site is one projection weight (a Parameter): forward operands in E4M3 — its input x and its
+// weight (one scale per expert for stacked experts) — and the gradient d_y in the configured
+// gradient format. Recipes:
+//   delayed:   per-tensor scales from the amax history of earlier steps (optim::Fp8DelayedScaling);
+//              this step's amaxes are max-reduced over the stage's ranks (TP×CP×DP) once per step
+//              in EndStep, so every layout quantises with the same scales.
+//   current:   per-tensor scales from the tensor's amax now, max-reduced over the ranks that hold
+//              parts of it (TP×CP for dense projections, ETP for expert weights).
+//   blockwise: 1×128 tiles of activations and gradients along K, 128×128 weight blocks, f32 (or
+//              power-of-two) scales; nothing carried between steps.
+// Invariant: one code path on both devices (the quantisation ops are bit-exact between them; the
+// FP8 GEMM agrees within its accumulation tolerance).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/model/model_parallel.h"
+#include "core/model/step_context.h"
+#include "core/parameter.h"
+#include "optim/fp8_recipe.h"
+
+namespace moefold::model {
+
+enum class Fp8Recipe { kNone, kDelayed, kCurrent, kBlockwise };
+
+// "none", "delayed", "current", "blockwise"; InvalidArgument naming the choices otherwise.
+absl::StatusOr<Fp8Recipe> ParseFp8Recipe(absl::string_view name);
+
+struct Fp8Options {
+  Fp8Recipe recipe = Fp8Recipe::kNone;
+  int amax_history = 16;                // delayed: steps of history (≥ 1)
+  DType grad_format = DType::kFp8E5M2;  // d_y's format (kFp8E5M2 or kFp8E4M3)
+  bool pow2_scales = false;             // blockwise: scales rounded down to powers of two
+};
+
+// FailedPrecondition naming the GPU when an FP8 recipe meets a GPU without FP8 tensor cores
+// (compute capability below 8.9); OK otherwise.
+absl::Status CheckFp8Device(Fp8Recipe recipe, int sm_major, int sm_minor,
+                            const std::string& gpu_name);
+
+class Fp8Training {
+ public:
+  // The sites are the projection weights of `params` (every parameter named "*qkv_proj.weight",
+  // "*o_proj.weight", "*gate_up_proj.weight" or "*down_proj.weight"), in the set's order, which
+  // is the same on every rank of a stage. `stage` reduces the delayed amaxes (null = one rank).
+  // InvalidArgument for a bad option (amax_history < 1, a gradient format that is not FP8).
+  static absl::StatusOr<std::unique_ptr<Fp8Training>> Create(const Fp8Options& options,
+                                                             const ParameterSet& params,
+                                                             const ModelParallel& mp,
+                                                             parallel::Communicator* stage,
+                                                             const Device& device);
+
+  const Fp8Options& options() const { return options_; }
+
+  // Once per step, after the last backward: the delayed recipe max-reduces the step's amaxes over
+  // the stage and rolls the histories into new scales; the other recipes keep no state.
+  absl::Status EndStep(Stream& stream);
+
+  // The GEMMs (core/model/linear.h): a dense site is a grouped one of one expert.
+  absl::Status Forward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
+                       const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts,
+                       Tensor* y, float beta);
+  absl::Status Backward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
+                        const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts,
+                        const Tensor& d_y, Tensor* d_x, float dx_beta, Tensor* d_w);
+
+  // Checkpoint state of the delayed recipe, per site (empty for the other recipes): the forward
+  // operands' history (L, 1 + experts) and scales (1 + experts), the gradient's history (L, 1)
+  // and scale (1), as host copies named "<weight name>.fp8_history" etc.
+  std::vector<std::pair<std::string, Tensor>> SaveState() const;
+  // Restores one of SaveState's tensors (host f32 of the same shape); InvalidArgument naming it
+  // when the name is unknown or the shape differs (another amax_history, another model).
+  absl::Status RestoreState(const std::string& name, const Tensor& host);
+
+ private:
+  struct Site {
+    std::string name;
+    bool expert = false;
+    int64_t experts = 1;   // weight scales (global experts of a stacked weight, else 1)
+    int64_t fwd_base = 0;  // forward slot of x; the weights' follow
+    int64_t grad_slot = 0;
+  };
+  struct Scale {
+    Tensor scale, scale_inv;  // (1) f32 on the device
+  };
+
+  Fp8Training(const Fp8Options& options, const ModelParallel& mp, parallel::Communicator* stage)
+      : options_(options), mp_(mp), stage_(stage) {}
+  const Site& SiteOf(const Parameter& param) const;
+  // The per-tensor scale of `x` in `format` at slot `slot` of the forward (grad = false) or
+  // gradient group: the delayed views (recording x's amax), or computed now over `comm`.
+  absl::StatusOr<Scale> TensorScale(const Tensor& x, bool grad, int64_t slot,
+                                    parallel::Communicator* comm, Stream& stream);
+  // The forward slot of the weight of local expert first_expert + e (the dense weight: e = 0).
+  int64_t WeightSlot(const Site& site, const Parameter& param, int64_t first_expert,
+                     size_t e) const;
+  parallel::Communicator* ActivationComm(const Site& site) const;
+  parallel::Communicator* WeightComm(const Site& site) const;
+
+  Fp8Options options_;
+  ModelParallel mp_;
+  parallel::Communicator* stage_ = nullptr;
+  std::map<const Parameter*, Site> sites_;
+  std::vector<const Site*> order_;  // the sites in slot order
+  std::unique_ptr<optim::Fp8DelayedScaling> fwd_, grad_;  // delayed only
+};
+
+}  // namespace moefold::model

@@ -1,0 +1,37 @@
+// The linear projections' GEMMs in the run's precision: the layers call these instead of
+// ops::LinearForward / LinearBackward / GroupedLinear*, and they run the bf16 (or f32) GEMMs, or,
+// when the step has an FP8 recipe (StepContext::fp8), quantise both operands and multiply in FP8
+// (core/model/fp8_linear.h). The weight's Parameter names the GEMM site whose scales are used.
+//
+//   MF_RETURN_IF_ERROR(Linear(ctx, *wqkv_, x, QkvMatrix(), &qkv));            // y = x·Wᵀ
+//   MF_RETURN_IF_ERROR(LinearGrad(ctx, *wqkv_, x, QkvMatrix(), d_y, &d_x, &d_w));
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "core/model/step_context.h"
+#include "core/parameter.h"
+
+namespace moefold::model {
+
+// y = x·Wᵀ (+ y when beta = 1). x (T, in), w (out, in) a view of `param`'s compute tensor, y
+// (T, out) in the activation dtype.
+absl::Status Linear(const StepContext& ctx, const Parameter& param, const Tensor& x,
+                    const Tensor& w, Tensor* y, float beta = 0.0f);
+
+// d_x = d_y·W (+ d_x when dx_beta = 1) when d_x is non-null; d_w += d_yᵀ·x when d_w is non-null
+// (f32).
+absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Tensor& x,
+                        const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,
+                        float dx_beta = 0.0f);
+
+// The experts' grouped GEMMs (ops/grouped_gemm.h): w (E_c, out, in) holds the local experts
+// [first_expert, first_expert + E_c) of the stacked expert `param`; counts (E_c) i32 on the host.
+absl::Status GroupedLinear(const StepContext& ctx, const Parameter& param, int64_t first_expert,
+                           const Tensor& x, const Tensor& w, const Tensor& counts, Tensor* y);
+absl::Status GroupedLinearGrad(const StepContext& ctx, const Parameter& param,
+                               int64_t first_expert, const Tensor& x, const Tensor& w,
+                               const Tensor& counts, const Tensor& d_y, Tensor* d_x, Tensor* d_w);
+
+}  // namespace moefold::model
