@@ -253,9 +253,11 @@ Tensor SendRows(const DispatchPlan& plan, const Tensor& rows, Stream& stream) {
   return send;
 }
 
-// The inverse: the input rows from the send layout (dropping the padding).
+// The inverse: the input rows from the send layout (dropping the padding). Without an index the
+// input rows lead the send layout in order; padding (one rank, the last experts short of capacity)
+// may follow them.
 Tensor UnsendRows(const DispatchPlan& plan, const Tensor& returned, Stream& stream) {
-  if (!plan.unsend_index.defined()) return returned;
+  if (!plan.unsend_index.defined()) return returned.Slice(0, plan.rows());
   Tensor rows = Rows(plan.rows(), returned);
   ops::GatherRows(returned, plan.unsend_index, &rows, stream);
   return rows;

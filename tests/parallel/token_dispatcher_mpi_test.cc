@@ -360,5 +360,29 @@ TEST(TokenDispatcherPlanTest, OneRankUnpaddedIsTheIdentityInEveryChunk) {
   EXPECT_EQ(padded->grouped_rows(), 12);
 }
 
+TEST(TokenDispatcherPlanTest, OneRankPaddedOnlyAtTheEndCombinesToTheInputRows) {
+  // Experts full to capacity but the last: the input rows keep their places in the send layout
+  // (the unsend index is the identity) and only padding follows them. Combine must still return
+  // the input's 5 rows, not the 6 padded ones.
+  auto plan = BuildDispatchPlan({2, 2, 1}, {.pad_to = 2}, {});
+  ASSERT_OK(plan);
+  EXPECT_EQ(plan->send_index.ToVector(), (std::vector<float>{0, 1, 2, 3, 4, -1}));
+  ASSERT_EQ(plan->grouped_rows(), 6);
+  ASSERT_EQ(plan->rows(), 5);
+  Stream& stream = CpuStream();
+  Tensor rows = Tensor::Empty({5, 2}, DType::kF32);
+  for (int64_t i = 0; i < rows.numel(); ++i) rows.data<float>()[i] = static_cast<float>(i);
+  Tensor grouped, combined;
+  const ChunkExperts copy = [](const DispatchChunk&, const Tensor& in, Tensor* out,
+                               const std::function<void()>&) {
+    std::copy(in.data<float>(), in.data<float>() + in.numel(), out->data<float>());
+    return absl::OkStatus();
+  };
+  ASSERT_OK(DispatchAndCombine(*plan, {}, rows, copy, &grouped, &combined, stream, nullptr));
+  EXPECT_EQ(grouped.dim(0), 6);
+  ASSERT_EQ(combined.dim(0), 5);
+  EXPECT_EQ(combined.ToVector(), rows.ToVector());
+}
+
 }  // namespace
 }  // namespace moefold::parallel
