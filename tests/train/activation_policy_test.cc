@@ -72,6 +72,21 @@ TEST(ActivationPolicyTest, CapacityModeTrainsBitIdentically) {
   ExpectEveryPolicyMatchesKeep({"model.moe.capacity_factor=1.0"});
 }
 
+// FP8: recomputation reruns the projections through the same recipe (the same scales and casts),
+// so the delayed and current recipes also train bit-identically under every policy.
+TEST(ActivationPolicyTest, Fp8RecipesTrainBitIdenticallyUnderRecomputeAndSwap) {
+  for (const char* recipe : {"precision.fp8_recipe=delayed", "precision.fp8_recipe=current"}) {
+    const std::vector<std::string> model = {recipe, "model.num_layers=2"};
+    const LayoutRun keep = TrainLayout(EquivalenceConfig(model), nullptr, 4);
+    for (const auto& policy : {kPolicies[0], kPolicies[1], kPolicies[3]}) {
+      std::vector<std::string> overrides = model;
+      overrides.insert(overrides.end(), policy.begin(), policy.end());
+      ExpectBitIdentical(TrainLayout(EquivalenceConfig(overrides), nullptr, 4), keep,
+                         std::string(recipe) + " " + Label(policy));
+    }
+  }
+}
+
 // A per-kind policy from the config map: the router's tensors swapped, the attention output
 // recomputed, the rest kept.
 TEST(ActivationPolicyTest, PerKindPoliciesTrainBitIdentically) {
