@@ -22,6 +22,7 @@ packages=(
   libpcre2-dev                          # data: Hugging Face BPE pre-tokenizer patterns
   libzstd-dev                           # data: prep-data reads .jsonl.zst
   libsentencepiece-dev                  # data: SentencePiece tokenizers
+  libicu-dev                            # data: NFC normalization (Qwen2's tokenizer.json)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,9 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+#include <unicode/utypes.h>
 
 #include <algorithm>
 #include <array>
@@ -49,6 +52,25 @@ std::array<uint32_t, 256> ByteCodePoints() {
 }
 
 // A compiled PCRE2 pattern (shared by threads; each match gets its own match data).
+// Unicode canonical composition (NFC) of UTF-8 text, as Hugging Face's NFC normalizer applies it
+// to the text between added tokens.
+absl::StatusOr<std::string> NfcNormalize(absl::string_view text) {
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(status);
+  if (U_FAILURE(status)) {
+    return absl::InternalError(absl::StrCat("ICU NFC normalizer: ", u_errorName(status)));
+  }
+  const icu::UnicodeString in =
+      icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
+  const icu::UnicodeString out = nfc->normalize(in, status);
+  if (U_FAILURE(status)) {
+    return absl::InvalidArgumentError(absl::StrCat("NFC normalization: ", u_errorName(status)));
+  }
+  std::string result;
+  out.toUTF8String(result);
+  return result;
+}
+
 class Regex {
  public:
   static absl::StatusOr<std::shared_ptr<Regex>> Compile(const std::string& pattern) {
@@ -140,6 +162,7 @@ class HfBpeTokenizer : public Tokenizer {
   std::vector<bool> is_added_;
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (a, b) → (rank, merged)
   bool ignore_merges_ = false;
+  bool nfc_ = false;  // the normalizer is NFC: segments are composed before pre-tokenization
   bool add_prefix_space_ = false;
   std::vector<PreStep> steps_;
   // Added tokens by first byte, longest first (the longest match at a position wins).
@@ -263,8 +286,9 @@ absl::Status HfBpeTokenizer::Load(const Json& j, absl::string_view path) {
   if (!byte_level) return bad("not a byte-level BPE (no ByteLevel pre-tokenizer)");
   if (j.contains("normalizer") && !j["normalizer"].is_null()) {
     const std::string t = j["normalizer"].value("type", std::string());
-    // NFC is accepted and not applied: text already in NFC (nearly all text) encodes the same.
-    if (t != "NFC") return bad(absl::StrCat("normalizer \"", t, "\" is not supported"));
+    // NFC (Qwen2's) through ICU; other normalizers would change the text in ways not built here.
+    if (t != "NFC") return bad(absl::StrCat("normalizer \"", t, "\" is not supported (NFC)"));
+    nfc_ = true;
   }
 
   const std::array<uint32_t, 256> cps = ByteCodePoints();
@@ -323,6 +347,11 @@ void HfBpeTokenizer::EncodeWord(absl::string_view mapped, std::vector<int32_t>* 
 
 absl::Status HfBpeTokenizer::EncodeSegment(absl::string_view segment,
                                            std::vector<int32_t>* ids) const {
+  std::string normalized;
+  if (nfc_) {
+    MF_ASSIGN_OR_RETURN(normalized, NfcNormalize(segment));
+    segment = normalized;
+  }
   std::string prefixed;
   if (add_prefix_space_ && !segment.empty() && segment[0] != ' ') {
     prefixed = absl::StrCat(" ", segment);  // ByteLevel's add_prefix_space

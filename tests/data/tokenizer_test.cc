@@ -31,7 +31,8 @@ using ::testing::HasSubstr;
 //   rank 3 "h ell" → 259 "hell" rank 7 "Ċ Ċ" → 263 "ĊĊ"
 // and the added special token <|endoftext|> = 264. (Ġ is the space's character, Ċ the newline's.)
 // Hugging Face tokenizers 0.23 encodes every case below to the same ids.
-std::string TokenizerJson(const nlohmann::json& pre_tokenizer, bool ignore_merges = false) {
+std::string TokenizerJson(const nlohmann::json& pre_tokenizer, bool ignore_merges = false,
+                          const nlohmann::json& normalizer = nullptr) {
   nlohmann::json vocab = nlohmann::json::object();
   for (int b = 0; b < 256; ++b) vocab[ByteToUnicode(static_cast<unsigned char>(b))] = b;
   const std::string sp = ByteToUnicode(' '), nl = ByteToUnicode('\n');
@@ -49,7 +50,7 @@ std::string TokenizerJson(const nlohmann::json& pre_tokenizer, bool ignore_merge
       {"version", "1.0"},
       {"added_tokens",
        {{{"id", 264}, {"content", "<|endoftext|>"}, {"special", true}}}},
-      {"normalizer", nullptr},
+      {"normalizer", normalizer},
       {"pre_tokenizer", pre_tokenizer},
       {"decoder", {{"type", "ByteLevel"}}},
       {"model",
@@ -100,6 +101,26 @@ class TokenizerTest : public ::testing::Test {
   }
   std::string dir_;
 };
+
+// Qwen2's normalizer: NFC composes "e" + U+0301 (combining acute) into "é" (U+00E9, bytes C3 A9)
+// before the bytes are mapped, so both spellings encode alike; without a normalizer they differ.
+TEST_F(TokenizerTest, NfcNormalizerComposesBeforeEncoding) {
+  const std::string composed = "caf\xC3\xA9", decomposed = "cafe\xCC\x81";
+  auto nfc = Load("hf", WriteFile("nfc.json",
+                                  TokenizerJson(kGpt2Pre, false, {{"type", "NFC"}})));
+  EXPECT_THAT(Ids(*nfc, composed), ElementsAre('c', 'a', 'f', 0xC3, 0xA9));
+  auto ids = nfc->Encode(decomposed);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre('c', 'a', 'f', 0xC3, 0xA9));
+  auto plain = Load("hf", WriteFile("plain.json", TokenizerJson(kGpt2Pre)));
+  EXPECT_THAT(Ids(*plain, decomposed), ElementsAre('c', 'a', 'f', 'e', 0xCC, 0x81));
+  // Any other normalizer is refused by name.
+  const std::string lower = WriteFile("lower.json",
+                                      TokenizerJson(kGpt2Pre, false, {{"type", "Lowercase"}}));
+  auto refused = LoadTokenizer("hf", lower);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("Lowercase"));
+}
 
 TEST_F(TokenizerTest, Gpt2StyleEncodingsByHand) {
   auto t = Load("hf", WriteFile("tokenizer.json", TokenizerJson(kGpt2Pre)));
