@@ -169,6 +169,10 @@ void CheckParallel(const ExperimentConfig& c, int world, Problems* p) {
   Positive(p, "parallel.ep", par.ep());
   Positive(p, "parallel.virtual_stages", par.virtual_stages());
   Positive(p, "parallel.grad_bucket_elements", par.grad_bucket_elements());
+  if (!(par.comm_timeout_s() > 0 && par.comm_timeout_s() <= 86400)) {
+    p->push_back(absl::StrCat("parallel.comm_timeout_s = ", par.comm_timeout_s(),
+                              " must be in (0, 86400] seconds"));
+  }
   std::vector<std::string> dims = absl::StrSplit(par.order(), '-');
   std::sort(dims.begin(), dims.end());
   if (dims != std::vector<std::string>{"cp", "dp", "ep", "pp", "tp"}) {
@@ -290,6 +294,17 @@ void CheckTrainAndOptimizer(const ExperimentConfig& c, Problems* p) {
                               " must be 0 (off) or > 1 (a multiple of the loss EMA)"));
   }
   NonNegative(p, "train.eval_every", t.eval_every());
+  if (!(t.hang_timeout_s() >= 0 && t.hang_timeout_s() <= 86400)) {
+    p->push_back(absl::StrCat("train.hang_timeout_s = ", t.hang_timeout_s(),
+                              " must be in [0, 86400] seconds (0 = no watchdog)"));
+  }
+  NonNegative(p, "train.verify_every (0 = off)", t.verify_every());
+  OneOf(p, "train.on_mismatch", t.on_mismatch(), {"stop", "warn"});
+  if (t.verify_every() > 0 && c.compression().method() == "ef21") {
+    p->push_back(
+        "train.verify_every does not combine with compression.method ef21: the second run of a "
+        "step would reuse error-feedback state the first one consumed");
+  }
 
   const OptimizerConfig& o = c.optimizer();
   OneOf(p, "optimizer.name", o.name(), {"adamw", "spam", "stable_spam"});

@@ -2,6 +2,7 @@
 #include "core/model/decoder.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/flight_recorder.h"
 #include "core/profiler.h"
 #include "core/trace.h"
 #include "ops/elementwise.h"
@@ -128,6 +129,7 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     BlockSaved& bs = saved->blocks[l];
     StepContext lctx = ctx;
     lctx.layer = stage_.first_layer + static_cast<int>(l);
+    FlightRecorder::Get().SetLayer(lctx.layer);
     NvtxRange range("layer forward");
     const TraceSpan span = LayerSpan(lctx, "forward");
     Tensor attn;
@@ -339,6 +341,7 @@ absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& b
     const BlockSaved& bs = saved.blocks[l];
     StepContext lctx = ctx;
     lctx.layer = stage_.first_layer + static_cast<int>(l);
+    FlightRecorder::Get().SetLayer(lctx.layer);
     NvtxRange range("layer backward");
     const TraceSpan span = LayerSpan(lctx, "backward");
     // x_out = h + FFN(norm(h)): d_h = d_x_out + norm'ᵀ · FFN'ᵀ · d_x_out, accumulated into d_x.
