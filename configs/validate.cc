@@ -464,22 +464,21 @@ int DerivedEdp(const ExperimentConfig& config, int world_size) {
 absl::StatusOr<std::vector<int>> StageLayerCounts(const ExperimentConfig& config) {
   const ParallelConfig& par = config.parallel();
   const int layers = config.model().num_layers();
-  const int stages = par.pp() * par.virtual_stages();
+  // In 64 bits: pp × virtual_stages of a bad config may overflow an int, and nothing is sized by
+  // the stage count before the split is known to give every stage a layer (so stages <= layers).
+  const int64_t stages = int64_t{par.pp()} * par.virtual_stages();
   if (stages < 1 || layers < 1) {
     return absl::InvalidArgumentError(absl::StrCat("pipeline: ", layers, " layers over ", stages,
                                                    " stages"));
   }
   const int first = par.first_stage_layers(), last = par.last_stage_layers();
   if (stages == 1) return std::vector<int>{layers};  // one stage holds everything
-  std::vector<int> counts(stages, 0);
-  int rest = layers, middle = stages;
+  int64_t rest = layers, middle = stages;
   if (first > 0) {
-    counts.front() = first;
     rest -= first;
     --middle;
   }
   if (last > 0) {
-    counts.back() = last;
     rest -= last;
     --middle;
   }
@@ -496,9 +495,9 @@ absl::StatusOr<std::vector<int>> StageLayerCounts(const ExperimentConfig& config
                                                           rest % middle, ")")
                                            : std::string()));
   }
-  for (int s = 0; s < stages; ++s) {
-    if (counts[s] == 0) counts[s] = rest / middle;
-  }
+  std::vector<int> counts(stages, middle > 0 ? static_cast<int>(rest / middle) : 0);
+  if (first > 0) counts.front() = first;
+  if (last > 0) counts.back() = last;
   return counts;
 }
 
