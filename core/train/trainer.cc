@@ -367,6 +367,7 @@ absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
     MF_RETURN_IF_ERROR(CheckVerify(reference, digest, &w.result));
   }
   CheckAnomalies(&w);
+  MF_RETURN_IF_ERROR(AgreeOnStep(&w.result));  // trainer_reliability.cc
   flight.EnterStepPhase("optimizer update");
   MF_RETURN_IF_ERROR(Update(&w));
   flight.EnterStepPhase("expert load");
@@ -835,7 +836,7 @@ absl::StatusOr<TrainSummary> Trainer::RunSteps() {
     }
     MF_ASSIGN_OR_RETURN(StepResult r, Step(step));
     // SIGTERM / SIGINT on any rank: every rank stops after this step, with a checkpoint.
-    MF_ASSIGN_OR_RETURN(const bool preempted, AgreeToStop());
+    const bool preempted = r.stop_requested;
     summary.preempted = preempted;
     // Checkpoints at the step boundary: finish a save whose files are written, then start the
     // next one when due (every `every` steps, at the last step, and where the run is told to stop).

@@ -62,6 +62,9 @@ struct TrainerOptions {
   int64_t bitflip_step = -1;
   int64_t kill_step = -1;
   int kill_signal = 9;  // what kill_step raises (SIGTERM tests preemption)
+  // Fault injection for tests: this rank's anomaly check sees a non-finite loss at that step (as
+  // if its copy of a reduced value were corrupted); the ranks must still agree to skip together.
+  int64_t local_anomaly_step = -1;
 };
 
 // What one optimizer step measured.
@@ -76,7 +79,8 @@ struct StepResult {
   double lr = 0;
   double normaliser = 0;     // Z = Σ uᵢ of the reweighting
   double max_weight_ratio = 0;  // max uᵢ / min uᵢ in the step
-  bool skipped = false;      // NaN/Inf or loss spike: no optimizer update
+  bool skipped = false;      // NaN/Inf or loss spike on any rank: no optimizer update on any
+  bool stop_requested = false;  // SIGTERM / SIGINT reached some rank: stop after this step
   double verify_s = 0;       // train.verify_every: the time of the step's second run (0: none)
   std::vector<int> verify_mismatch_ranks;  // ranks whose second run differed (world ranks)
   int64_t tokens = 0;          // of the global batch
@@ -200,8 +204,9 @@ class Trainer {
   absl::Status EndTrace(StepWork* w);  // a traced step's gpu spans and end (core/trace.h)
   // Reliability (trainer_reliability.cc). The step loop; Run adds the watchdog around it.
   absl::StatusOr<TrainSummary> RunSteps();
-  // Whether any rank was asked to stop (preemption): the maximum over the world, every step.
-  absl::StatusOr<bool> AgreeToStop();
+  // One agreement over the world per step, after the anomaly check: a skip (NaN/Inf or spike) on
+  // any rank is a skip on all, and a stop request (preemption signal) on any rank stops all.
+  absl::Status AgreeOnStep(StepResult* r);
   // train.verify_every: when `step` is due, runs its forward and backward once (the reference)
   // from the current state, leaving that state as it was; returns the reference's digest.
   absl::StatusOr<std::vector<uint64_t>> VerifyReference(int64_t step);

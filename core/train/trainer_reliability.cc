@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -40,17 +41,30 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
   return summary;
 }
 
-absl::StatusOr<bool> Trainer::AgreeToStop() {
+absl::Status Trainer::AgreeOnStep(StepResult* r) {
   State& st = *state_;
-  const bool mine = PreemptionRequested();
-  if (st.options.groups == nullptr) return mine;
-  // One i64 maximum over the world per step: a signal that reached some ranks stops them all.
-  Tensor flag = Tensor::Empty({1}, DType::kI64);
-  flag.data<int64_t>()[0] = mine ? 1 : 0;
-  MF_RETURN_IF_ERROR(Annotate(parallel::WaitFor(st.options.groups->world().AllReduce(
-                                  &flag, {.op = parallel::ReduceOp::kMax})),
-                              "the agreement to stop after a preemption signal"));
-  return flag.data<int64_t>()[0] != 0;
+  const bool injected = r->step == st.options.local_anomaly_step;
+  if (injected) {
+    std::fprintf(stderr, "[rank %d] injected: a non-finite loss seen by this rank at step %lld\n",
+                 st.groups.world_rank, static_cast<long long>(r->step));
+  }
+  const bool nonfinite = injected || !std::isfinite(r->grad_norm);
+  // Flags as i64 maxima over the world (one small all-reduce per step): skip, a non-finite
+  // gradient somewhere (whose EF21 state every rank drops), stop.
+  Tensor flags = Tensor::Empty({3}, DType::kI64);
+  int64_t* f = flags.data<int64_t>();
+  f[0] = r->skipped || injected;
+  f[1] = nonfinite;
+  f[2] = PreemptionRequested();
+  if (st.options.groups != nullptr) {
+    MF_RETURN_IF_ERROR(Annotate(parallel::WaitFor(st.options.groups->world().AllReduce(
+                                    &flags, {.op = parallel::ReduceOp::kMax})),
+                                "the agreement on skipping and stopping"));
+  }
+  if (f[1] != 0 && std::isfinite(r->grad_norm)) st.sync->ResetState();  // CheckAnomalies did not
+  r->skipped = f[0] != 0;
+  r->stop_requested = f[2] != 0;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint64_t>> Trainer::VerifyReference(int64_t step) {
