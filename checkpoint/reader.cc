@@ -60,15 +60,69 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
   const Manifest& m = reader->manifest_;
   for (int i = 0; i < m.tensors_size(); ++i) reader->tensors_[m.tensors(i).name()] = i;
   for (int i = 0; i < m.files_size(); ++i) reader->file_of_rank_[m.files(i).rank()] = i;
+  for (int i = 0; i < m.files_size(); ++i) {
+    const ShardFile& f = m.files(i);
+    if (f.name().empty() || f.name().find('/') != std::string::npos || f.name() == ".." ||
+        f.bytes() < 0) {
+      return absl::DataLossError(absl::StrCat("checkpoint manifest in ", dir, ": file entry ", i,
+                                              " ('", f.name(), "', ", f.bytes(),
+                                              " bytes) is not a shard file of the directory"));
+    }
+  }
   for (int i = 0; i < m.pieces_size(); ++i) {
     const Piece& p = m.pieces(i);
     if (!reader->file_of_rank_.count(p.rank()) || p.flat_end() < p.flat_begin()) {
       return absl::DataLossError(absl::StrCat("checkpoint manifest in ", dir, ": tensor ",
                                               p.tensor(), " has a piece without a valid file"));
     }
+    if (absl::Status s = reader->CheckPiece(p); !s.ok()) {
+      return absl::DataLossError(absl::StrCat("checkpoint manifest in ", dir, ": piece ", i,
+                                              " (tensor ", p.tensor(), ", ", p.kind(), ") ",
+                                              s.message()));
+    }
     reader->pieces_[{p.tensor(), p.kind()}].push_back(i);
   }
   return reader;
+}
+
+absl::Status CheckpointReader::CheckPiece(const Piece& p) const {
+  // A box inside its tensor, a flat range inside its box, bytes inside its file: what the copies
+  // index by is checked once here (a corrupt or hand-edited manifest is an error, not a crash).
+  const TensorInfo* info = FindTensor(p.tensor());
+  if (info == nullptr) return absl::InvalidArgumentError("names a tensor the manifest lacks");
+  const int dims = info->global_shape_size();
+  if (dims > 8 || p.box_offset_size() != dims || p.box_shape_size() != dims) {
+    return absl::InvalidArgumentError(absl::StrCat("has a box of ", p.box_offset_size(), "/",
+                                                   p.box_shape_size(), " dimensions for a tensor of ",
+                                                   dims));
+  }
+  constexpr int64_t kMaxElements = int64_t{1} << 48;
+  int64_t box_elements = 1;
+  for (int d = 0; d < dims; ++d) {
+    const int64_t global = info->global_shape(d), offset = p.box_offset(d), n = p.box_shape(d);
+    if (global < 0 || global > kMaxElements || offset < 0 || n < 0 || offset > global - n) {
+      return absl::InvalidArgumentError(absl::StrCat("has a box [", offset, ", +", n,
+                                                     ") outside dimension ", d, " of size ",
+                                                     global));
+    }
+    if (n > 0 && box_elements > kMaxElements / n) {
+      return absl::InvalidArgumentError("has a box of too many elements");
+    }
+    box_elements *= n;
+  }
+  if (p.flat_begin() < 0 || p.flat_end() > box_elements) {
+    return absl::InvalidArgumentError(absl::StrCat("has a flat range [", p.flat_begin(), ", ",
+                                                   p.flat_end(), ") outside its box of ",
+                                                   box_elements, " elements"));
+  }
+  const ShardFile& file = manifest_.files(file_of_rank_.at(p.rank()));
+  const int64_t bytes = (p.flat_end() - p.flat_begin()) * static_cast<int64_t>(sizeof(float));
+  if (p.byte_offset() < 0 || p.byte_offset() > file.bytes() - bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("has bytes [", p.byte_offset(), ", +", bytes,
+                                                   ") outside ", file.name(), " (", file.bytes(),
+                                                   " bytes)"));
+  }
+  return absl::OkStatus();
 }
 
 const TensorInfo* CheckpointReader::FindTensor(const std::string& name) const {

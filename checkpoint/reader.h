@@ -48,6 +48,7 @@ class CheckpointReader {
  private:
   CheckpointReader() = default;
   absl::StatusOr<const std::vector<float>*> PieceValues(int index);
+  absl::Status CheckPiece(const Piece& piece) const;  // the piece fits its tensor and its file
   absl::StatusOr<ShardFileReader*> File(int rank);
 
   std::string dir_;

@@ -63,6 +63,7 @@ ExperimentConfig DefaultConfig() {
   p->set_first_stage_layers(0);
   p->set_last_stage_layers(0);
   p->set_grad_bucket_elements(1 << 22);  // 16 MiB of f32 gradients
+  p->set_comm_timeout_s(300);
 
   TrainConfig* t = c.mutable_train();
   t->set_steps(100);
@@ -75,6 +76,9 @@ ExperimentConfig DefaultConfig() {
   t->set_eval_every(0);         // off
   t->set_eval_iters(10);
   t->set_peak_tflops(0);        // from the device
+  t->set_hang_timeout_s(60);
+  t->set_verify_every(0);       // off
+  t->set_on_mismatch("stop");
 
   OptimizerConfig* o = c.mutable_optimizer();
   o->set_name("adamw");

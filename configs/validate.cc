@@ -169,6 +169,10 @@ void CheckParallel(const ExperimentConfig& c, int world, Problems* p) {
   Positive(p, "parallel.ep", par.ep());
   Positive(p, "parallel.virtual_stages", par.virtual_stages());
   Positive(p, "parallel.grad_bucket_elements", par.grad_bucket_elements());
+  if (!(par.comm_timeout_s() > 0 && par.comm_timeout_s() <= 86400)) {
+    p->push_back(absl::StrCat("parallel.comm_timeout_s = ", par.comm_timeout_s(),
+                              " must be in (0, 86400] seconds"));
+  }
   std::vector<std::string> dims = absl::StrSplit(par.order(), '-');
   std::sort(dims.begin(), dims.end());
   if (dims != std::vector<std::string>{"cp", "dp", "ep", "pp", "tp"}) {
@@ -292,6 +296,17 @@ void CheckTrainAndOptimizer(const ExperimentConfig& c, Problems* p) {
   NonNegative(p, "train.eval_every", t.eval_every());
   if (t.eval_every() > 0) Positive(p, "train.eval_iters (with train.eval_every)", t.eval_iters());
   NonNegative(p, "train.eval_iters", t.eval_iters());
+  if (!(t.hang_timeout_s() >= 0 && t.hang_timeout_s() <= 86400)) {
+    p->push_back(absl::StrCat("train.hang_timeout_s = ", t.hang_timeout_s(),
+                              " must be in [0, 86400] seconds (0 = no watchdog)"));
+  }
+  NonNegative(p, "train.verify_every (0 = off)", t.verify_every());
+  OneOf(p, "train.on_mismatch", t.on_mismatch(), {"stop", "warn"});
+  if (t.verify_every() > 0 && c.compression().method() == "ef21") {
+    p->push_back(
+        "train.verify_every does not combine with compression.method ef21: the second run of a "
+        "step would reuse error-feedback state the first one consumed");
+  }
 
   const OptimizerConfig& o = c.optimizer();
   OneOf(p, "optimizer.name", o.name(), {"adamw", "spam", "stable_spam"});
@@ -546,22 +561,21 @@ int DerivedEdp(const ExperimentConfig& config, int world_size) {
 absl::StatusOr<std::vector<int>> StageLayerCounts(const ExperimentConfig& config) {
   const ParallelConfig& par = config.parallel();
   const int layers = config.model().num_layers();
-  const int stages = par.pp() * par.virtual_stages();
+  // In 64 bits: pp × virtual_stages of a bad config may overflow an int, and nothing is sized by
+  // the stage count before the split is known to give every stage a layer (so stages <= layers).
+  const int64_t stages = int64_t{par.pp()} * par.virtual_stages();
   if (stages < 1 || layers < 1) {
     return absl::InvalidArgumentError(absl::StrCat("pipeline: ", layers, " layers over ", stages,
                                                    " stages"));
   }
   const int first = par.first_stage_layers(), last = par.last_stage_layers();
   if (stages == 1) return std::vector<int>{layers};  // one stage holds everything
-  std::vector<int> counts(stages, 0);
-  int rest = layers, middle = stages;
+  int64_t rest = layers, middle = stages;
   if (first > 0) {
-    counts.front() = first;
     rest -= first;
     --middle;
   }
   if (last > 0) {
-    counts.back() = last;
     rest -= last;
     --middle;
   }
@@ -578,9 +592,9 @@ absl::StatusOr<std::vector<int>> StageLayerCounts(const ExperimentConfig& config
                                                           rest % middle, ")")
                                            : std::string()));
   }
-  for (int s = 0; s < stages; ++s) {
-    if (counts[s] == 0) counts[s] = rest / middle;
-  }
+  std::vector<int> counts(stages, middle > 0 ? static_cast<int>(rest / middle) : 0);
+  if (first > 0) counts.front() = first;
+  if (last > 0) counts.back() = last;
   return counts;
 }
 

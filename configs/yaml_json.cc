@@ -51,6 +51,22 @@ class Converter {
 
   absl::Status Value(const YAML::Node& node, const FieldDescriptor* field, const std::string& path,
                      std::string* out) {
+    // An alias inside its own anchor (&a [*a]) makes the tree infinite, and nested aliases make it
+    // exponentially large: both end here with an error instead of a stack overflow or a hang.
+    if (depth_ >= kMaxDepth || out->size() > kMaxJsonBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Where(source_, node.Mark()), ": '", path, "' is nested more than ", kMaxDepth,
+          " levels deep or expands beyond ", kMaxJsonBytes >> 20,
+          " MiB (an alias that contains itself?)"));
+    }
+    ++depth_;
+    absl::Status status = TypedValue(node, field, path, out);
+    --depth_;
+    return status;
+  }
+
+  absl::Status TypedValue(const YAML::Node& node, const FieldDescriptor* field,
+                          const std::string& path, std::string* out) {
     switch (node.Type()) {
       case YAML::NodeType::Map:
         return Map(
@@ -128,8 +144,11 @@ class Converter {
   std::map<std::string, std::pair<int, int>> TakePositions() { return std::move(positions_); }
 
  private:
+  static constexpr int kMaxDepth = 32;  // the schema nests 3 levels
+  static constexpr size_t kMaxJsonBytes = size_t{16} << 20;
   std::string source_;
   std::map<std::string, std::pair<int, int>> positions_;
+  int depth_ = 0;
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace moefold::launch {
 
@@ -44,6 +45,13 @@ int FailRank(const RankInfo& info, const std::string& command, const std::string
   std::fflush(stderr);
   if (info.world_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
   return 1;
+}
+
+void AbortJob(const RankInfo& info, int exit_code) {
+  std::fflush(stderr);
+  std::fflush(stdout);
+  if (info.world_size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
 }
 
 }  // namespace moefold::launch

@@ -26,4 +26,8 @@ bool AllRanksOk(bool ok);
 // job (MPI_Abort) so no peer waits forever in a collective. Returns 1 (single rank).
 int FailRank(const RankInfo& info, const std::string& command, const std::string& message);
 
+// Ends the whole job at once with `exit_code` (MPI_Abort on several ranks, _exit on one): the
+// watchdog's way out of a hang. Callable from any thread.
+[[noreturn]] void AbortJob(const RankInfo& info, int exit_code);
+
 }  // namespace moefold::launch

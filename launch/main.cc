@@ -18,6 +18,7 @@ constexpr char kUsage[] =
     "  prep-data  turn a text file into a Megatron indexed dataset (byte tokenizer)\n"
     "  export     write a checkpoint's model as a Hugging Face directory (safetensors)\n"
     "  report     write a run's HTML report (charts, step-time breakdown, MFU sinks)\n"
+    "  launch     run a training job and restart it from its last checkpoint when it fails\n"
     "\n"
     "Run 'moefold <command> --help' for the options of a command.\n";
 
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   if (command == "prep-data") return moefold::launch::PrepDataCommand(args);
   if (command == "export") return moefold::launch::ExportCommand(args);
   if (command == "report") return moefold::launch::ReportCommand(args);
+  if (command == "launch") return moefold::launch::LaunchCommand(args);
   std::fprintf(stderr, "moefold: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +12,8 @@
 #include "absl/strings/str_join.h"
 #include "configs/config_loader.h"
 #include "configs/validate.h"
+#include "core/train/exit_codes.h"
+#include "core/train/preemption.h"
 #include "core/train/trainer.h"
 #include "launch/args.h"
 #include "launch/bootstrap.h"
@@ -49,6 +52,12 @@ constexpr char kTrainHelp[] =
     "in the config or with --set; parallel.zero1=true shards the optimizer state. Rank 0 logs and\n"
     "writes metrics; a rank's error is printed with its rank and ends the whole job with a\n"
     "non-zero exit.\n"
+    "\n"
+    "Faults: each rank's watchdog writes RUN_DIR/flight/rank{R}.json every second and ends a job\n"
+    "whose step loop makes no progress for train.hang_timeout_s (exit code 76), naming the stuck\n"
+    "rank(s). SIGTERM/SIGINT to any rank: every rank finishes the step, saves a checkpoint and\n"
+    "exits with code 75 (a second signal exits at once). train.verify_every=N runs every N-th step\n"
+    "twice and names a rank whose result changed. moefold launch restarts failed jobs.\n"
     "\n"
     "Prints a live progress line on a terminal (plain lines otherwise) and a summary at the end\n"
     "(MFU against the device's peak, throughput per device, the median step's parts). The run\n"
@@ -100,6 +109,9 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
     return fail_all(absl::StrCat(config_path, " is not a valid experiment for ", info.world_size,
                                  " rank(s):\n", s.message()));
   }
+  // Every collective's timeout, set-up included (parallel.comm_timeout_s).
+  parallel::SetDefaultTimeout(std::chrono::milliseconds(
+      static_cast<int64_t>(config->parallel().comm_timeout_s() * 1000)));
   // Every group of the folded mapping; the trainer takes the groups it needs.
   const auto& p = config->parallel();
   auto mapping = parallel::Mapping::Create(
@@ -146,6 +158,25 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
       options.checkpoint_fault = fault;
     }
   }
+  // MOEFOLD_INJECT_BITFLIP=RANK:STEP (a bit of that rank's gradient flips in step STEP) and
+  // MOEFOLD_INJECT_KILL=RANK:STEP[:SIGNAL] (that rank raises SIGNAL, default SIGKILL, in the
+  // middle of STEP, unless the run resumed): the reliability tests' faults.
+  for (const auto& [variable, target] :
+       {std::pair<const char*, int64_t*>{"MOEFOLD_INJECT_BITFLIP", &options.bitflip_step},
+        {"MOEFOLD_INJECT_KILL", &options.kill_step}}) {
+    const char* inject = std::getenv(variable);
+    int fault_rank = -1, fault_signal = 9;
+    long long fault_step = -1;
+    if (inject != nullptr &&
+        std::sscanf(inject, "%d:%lld:%d", &fault_rank, &fault_step, &fault_signal) >= 2 &&
+        fault_rank == info.rank) {
+      *target = fault_step;
+      if (target == &options.kill_step) options.kill_signal = fault_signal;
+    }
+  }
+  // The watchdog (train.hang_timeout_s) ends a hung job with kExitHang.
+  options.watchdog = true;
+  options.end_job = [info](int exit_code) { AbortJob(info, exit_code); };
   options.resume = parsed.Has("resume");
   options.command_line = parsed.command_line;
   options.layout_description = LayoutSummary(*config, mapping->sizes());
@@ -194,6 +225,22 @@ int TrainOnRanks(const RankInfo& info, ParsedArgs& parsed) {
     }
     std::fputs(train::FormatSummary(*summary).c_str(), stdout);
   }
+  if (summary->preempted) {
+    // Every rank has finished its part of the checkpoint (rank 0 its manifest) before any exits:
+    // mpirun ends the others when the first exits non-zero.
+    AllRanksOk(true);
+    if (info.is_root()) {
+      std::printf("moefold train: stopped by a signal after step %lld%s; exit code %d\n",
+                  static_cast<long long>(summary->steps),
+                  summary->last_checkpoint.empty()
+                      ? " (no checkpoint.dir: nothing saved)"
+                      : (", checkpoint " + summary->last_checkpoint + " (resume with --resume)")
+                            .c_str(),
+                  train::kExitPreempted);
+      std::fflush(stdout);
+    }
+    return train::kExitPreempted;
+  }
   return 0;
 }
 
@@ -210,6 +257,8 @@ int TrainCommand(const std::vector<std::string>& args) {
   // One BLAS thread per rank: the quick start's matrices are small, and ranks share the cores.
   if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr) openblas_set_num_threads(1);
   const RankInfo info = InitRanks(nullptr, nullptr);
+  // SIGTERM / SIGINT: stop after the step with a checkpoint (core/train/preemption.h).
+  train::InstallPreemptionHandlers();
   const int code = TrainOnRanks(info, *parsed);
   FinalizeRanks();
   return code;

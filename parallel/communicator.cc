@@ -2,10 +2,24 @@
 // share (communicator_checks.h).
 #include "parallel/communicator.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "parallel/communicator_checks.h"
 
 namespace moefold::parallel {
+
+namespace {
+std::atomic<int64_t> default_timeout_ms{kDefaultTimeout.count()};
+}  // namespace
+
+std::chrono::milliseconds DefaultTimeout() {
+  return std::chrono::milliseconds(default_timeout_ms.load(std::memory_order_relaxed));
+}
+
+void SetDefaultTimeout(std::chrono::milliseconds timeout) {
+  default_timeout_ms.store(timeout.count(), std::memory_order_relaxed);
+}
 
 absl::Status WaitFor(absl::StatusOr<std::unique_ptr<Work>> work) {
   if (!work.ok()) return work.status();

@@ -22,35 +22,39 @@ namespace moefold::parallel {
 enum class ReduceOp { kSum, kMax, kMin };
 
 inline constexpr std::chrono::milliseconds kDefaultTimeout{300000};
+// The timeout every op (and an NCCL set-up) gets when its options leave it at the default:
+// kDefaultTimeout until SetDefaultTimeout (parallel.comm_timeout_s, set before any group exists).
+std::chrono::milliseconds DefaultTimeout();
+void SetDefaultTimeout(std::chrono::milliseconds timeout);
 
 struct AllReduceOptions {
   ReduceOp op = ReduceOp::kSum;
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 struct ReduceScatterOptions {
   ReduceOp op = ReduceOp::kSum;
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 // ReduceScatterV always sums (in member order, see there).
 struct ReduceScatterVOptions {
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 struct AllGatherOptions {
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 struct AllToAllOptions {
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 struct BroadcastOptions {
   int root = 0;  // rank within the group
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 struct PointToPointOptions {
   int tag = 0;
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 struct BarrierOptions {
-  std::chrono::milliseconds timeout = kDefaultTimeout;
+  std::chrono::milliseconds timeout = DefaultTimeout();
 };
 
 // An operation in flight. Wait() blocks until it completes or its timeout passes

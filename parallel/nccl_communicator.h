@@ -47,7 +47,7 @@ class NcclCommunicator final : public Communicator {
   // failure on one member is reported on every member; DeadlineExceeded naming the group when a
   // member does not take part within `timeout` (the half-made NCCL communicator is aborted).
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(
-      MpiCommunicator& bootstrap, int device, std::chrono::milliseconds timeout = kDefaultTimeout);
+      MpiCommunicator& bootstrap, int device, std::chrono::milliseconds timeout = DefaultTimeout());
   // The same communicator, set up by its first op (within that op's timeout, with its errors):
   // every member's first op on it must be the matching one, as for any collective. `bootstrap` is
   // kept until then.
@@ -99,7 +99,7 @@ class NcclCommunicator final : public Communicator {
   absl::Status SetUp(MpiCommunicator& bootstrap, std::chrono::milliseconds timeout);
   // Sets the communicator up if it is not (a lazy one's first op), checks it was not aborted,
   // makes `device_` current and orders the next op after the default stream's work so far.
-  absl::Status Ready(absl::string_view what, std::chrono::milliseconds timeout = kDefaultTimeout);
+  absl::Status Ready(absl::string_view what, std::chrono::milliseconds timeout = DefaultTimeout());
   // Runs `op` on GPU copies of host `inputs` and `outputs`, waits, copies the outputs back.
   absl::StatusOr<std::unique_ptr<Work>> Staged(
       const std::vector<Tensor>& inputs, const std::vector<Tensor*>& outputs,

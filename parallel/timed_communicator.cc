@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "core/flight_recorder.h"
 #include "core/trace.h"
 
 namespace moefold::parallel {
@@ -30,8 +31,9 @@ void RecordSpan(const std::optional<TracedOp>& traced, Clock::time_point issued,
 class TimedWork final : public Work {
  public:
   TimedWork(std::unique_ptr<Work> inner, std::shared_ptr<CommTimeline> timeline, std::string kind,
-            Clock::time_point issued, std::optional<TracedOp> traced)
-      : inner_(std::move(inner)),
+            Clock::time_point issued, std::optional<TracedOp> traced, int64_t flight_id)
+      : flight_id_(flight_id),
+        inner_(std::move(inner)),
         timeline_(std::move(timeline)),
         kind_(std::move(kind)),
         issued_(issued),
@@ -49,7 +51,11 @@ class TimedWork final : public Work {
   absl::Status Wait() override {
     absl::Status status;
     timeline_->Blocked(kind_, [&] { status = inner_->Wait(); });
-    if (status.ok()) Complete();
+    if (status.ok()) {
+      Complete();
+    } else {
+      FlightRecorder::Get().Completed(flight_id_, /*ok=*/false);
+    }
     return status;
   }
 
@@ -66,11 +72,13 @@ class TimedWork final : public Work {
   void Complete() {
     if (completed_) return;
     completed_ = true;
+    FlightRecorder::Get().Completed(flight_id_, /*ok=*/true);
     const Clock::time_point now = Clock::now();
     timeline_->InFlight(kind_, issued_, now);
     RecordSpan(traced_, issued_, now);
   }
 
+  int64_t flight_id_;  // the op in the flight recorder (core/flight_recorder.h)
   std::unique_ptr<Work> inner_;
   std::shared_ptr<CommTimeline> timeline_;
   std::string kind_;
@@ -192,6 +200,9 @@ absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Timed(
     }
     traced = TracedOp{op, {{"group", name()}, {"bytes", bytes}, {"peers", std::move(peers)}}};
   }
+  const int peer_world =
+      peer >= 0 && peer < static_cast<int>(world_ranks().size()) ? world_ranks()[peer] : -1;
+  const int64_t flight_id = FlightRecorder::Get().Issued(op, name(), bytes, peer_world);
   const Clock::time_point issued = Clock::now();
   absl::StatusOr<std::unique_ptr<Work>> work = absl::InternalError("not issued");
   timeline_->Blocked(name(), [&] { work = issue(); });
@@ -200,10 +211,11 @@ absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::Timed(
     const Clock::time_point now = Clock::now();
     timeline_->InFlight(name(), issued, now);
     RecordSpan(traced, issued, now);
+    FlightRecorder::Get().Completed(flight_id, /*ok=*/false);
     return work.status();
   }
-  return std::unique_ptr<Work>(
-      new TimedWork(std::move(*work), timeline_, name(), issued, std::move(traced)));
+  return std::unique_ptr<Work>(new TimedWork(std::move(*work), timeline_, name(), issued,
+                                             std::move(traced), flight_id));
 }
 
 absl::StatusOr<std::unique_ptr<Work>> TimedCommunicator::AllReduce(

@@ -42,6 +42,19 @@ if [ ! -f "$build_dir/build.ninja" ]; then
 fi
 cmake --build "$build_dir" -j "$(nproc)"
 
+# The sanitizer build (AddressSanitizer + UndefinedBehaviorSanitizer, CPU only, -O1): the unit and
+# fuzz tests and one 2-rank equivalence case (cmake/moefold.cmake selects them), which the main
+# build's ctest runs as the test sanitizer_tests. MOEFOLD_SANITIZERS=0 skips it.
+sanitize_dir=build-sanitize
+if [ "${MOEFOLD_SANITIZERS:-1}" != 0 ]; then
+  if [ ! -f "$sanitize_dir/build.ninja" ]; then
+    cmake -S . -B "$sanitize_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      "-DCMAKE_CXX_FLAGS_RELEASE=-O1 -g1" -DMOEFOLD_CUDA=OFF -DMOEFOLD_SANITIZE=address,undefined \
+      ${CMAKE_ARGS:-}
+  fi
+  cmake --build "$sanitize_dir" -j "$(nproc)" --target moefold_sanitizer_tests
+fi
+
 # Optional: the Python reference environment of the tests (hf_python_reference_test: Python's
 # safetensors and transformers' configs against our export; train_tensorboard_python_test:
 # TensorBoard reads our event files; each is skipped when this is absent).

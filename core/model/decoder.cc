@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "core/flight_recorder.h"
 #include "core/profiler.h"
 #include "core/trace.h"
 #include "ops/elementwise.h"
@@ -130,6 +131,7 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     BlockSaved& bs = saved->blocks[l];
     StepContext lctx = ctx;
     lctx.layer = stage_.first_layer + static_cast<int>(l);
+    FlightRecorder::Get().SetLayer(lctx.layer);
     NvtxRange range("layer forward");
     const TraceSpan span = LayerSpan(lctx, "forward");
     Tensor attn;
@@ -351,6 +353,7 @@ absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& b
     BlockSaved bs = saved.blocks[l];  // shares the tensors; what is brought back lives until done
     StepContext lctx = ctx;
     lctx.layer = stage_.first_layer + static_cast<int>(l);
+    FlightRecorder::Get().SetLayer(lctx.layer);
     NvtxRange range("layer backward");
     const TraceSpan span = LayerSpan(lctx, "backward");
     if (StoreActive()) {

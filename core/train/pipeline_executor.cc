@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/flight_recorder.h"
 #include "core/stream.h"
 #include "core/trace.h"
 
@@ -113,6 +114,8 @@ absl::Status PipelineExecutor::Run(const model::StepContext& base,
     ctx.stage = s;
     // The action on the host track of a traced step: its wait for input, its layers, its send.
     const bool forward = a.type == Type::kForward;
+    FlightRecorder::Get().SetMicroBatch(a.micro);
+    FlightRecorder::Get().SetPhase(forward ? "forward" : "backward");
     const TraceSpan span =
         Tracer::Get().enabled()
             ? TraceSpan(TraceTrack::kHost,

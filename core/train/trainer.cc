@@ -20,6 +20,7 @@
 #include "core/data/indexed_dataset.h"
 #include "core/data/prep_data.h"
 #include "core/data/tokenizer.h"
+#include "core/flight_recorder.h"
 #include "core/hf/import.h"
 #include "core/trace.h"
 #include "core/train/activation_setup.h"
@@ -391,21 +392,53 @@ void Trainer::SetForceBalancedRouting(bool balanced) {
 
 absl::StatusOr<StepResult> Trainer::Step(int64_t step) {
   StepWork w;
+  FlightRecorder::Get().SetStep(step);
+  // train.verify_every (trainer_reliability.cc): a first run of the step as the reference.
+  const auto verify_start = std::chrono::steady_clock::now();
+  MF_ASSIGN_OR_RETURN(const std::vector<uint64_t> reference, VerifyReference(step));
+  const double verify_s = reference.empty() ? 0.0 : SecondsSince(verify_start);
+  // Each phase is also the flight recorder's position (core/flight_recorder.h).
+  FlightRecorder& flight = FlightRecorder::Get();
+  flight.EnterStepPhase("begin step");
   MF_RETURN_IF_ERROR(BeginStep(step, &w));
   MF_RETURN_IF_ERROR(GatherBatch(&w));
   MF_RETURN_IF_ERROR(RunSchedule(&w));
+  flight.EnterStepPhase("gradient reductions");
   MF_RETURN_IF_ERROR(FinishGradients());
+  MF_RETURN_IF_ERROR(InjectFaults(step));
+  flight.EnterStepPhase("loss statistics");
   MF_RETURN_IF_ERROR(ReduceStatistics(&w));
+  flight.EnterStepPhase("gradient norm");
   MF_RETURN_IF_ERROR(ClipGradients(&w));
+  w.result.verify_s = verify_s;
+  if (!reference.empty()) {
+    MF_ASSIGN_OR_RETURN(const std::vector<uint64_t> digest, StepDigest(w.device_sums, w.result));
+    MF_RETURN_IF_ERROR(CheckVerify(reference, digest, &w.result));
+  }
   CheckAnomalies(&w);
+  MF_RETURN_IF_ERROR(AgreeOnStep(&w.result));  // trainer_reliability.cc
+  flight.EnterStepPhase("optimizer update");
   MF_RETURN_IF_ERROR(Update(&w));
+  flight.EnterStepPhase("expert load");
   MF_RETURN_IF_ERROR(RecordExpertLoad(&w));
+  flight.EnterStepPhase("end of step");
   MF_RETURN_IF_ERROR(EndStep(&w));
   MF_RETURN_IF_ERROR(EndTrace(&w));
   return w.result;
 }
 
 void Trainer::SetProfiling(bool on) { state_->profile_all = on; }
+
+absl::StatusOr<std::vector<uint64_t>> Trainer::RunReference(int64_t step) {
+  StepWork w;
+  MF_RETURN_IF_ERROR(BeginStep(step, &w));
+  MF_RETURN_IF_ERROR(GatherBatch(&w));
+  MF_RETURN_IF_ERROR(RunSchedule(&w));
+  MF_RETURN_IF_ERROR(FinishGradients());
+  MF_RETURN_IF_ERROR(ReduceStatistics(&w));
+  MF_RETURN_IF_ERROR(ClipGradients(&w));
+  return StepDigest(w.device_sums, w.result);
+}
 
 absl::Status Trainer::BeginStep(int64_t step, StepWork* w) {
   State& st = *state_;
@@ -820,7 +853,7 @@ absl::Status Trainer::EndTrace(StepWork* w) {
   return Tracer::Get().EndStep();
 }
 
-absl::StatusOr<TrainSummary> Trainer::Run() {
+absl::StatusOr<TrainSummary> Trainer::RunSteps() {
   State& st = *state_;
   const auto& train = st.config.train();
   TrainSummary summary;
@@ -847,27 +880,39 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
     return absl::OkStatus();
   };
   const auto start = std::chrono::steady_clock::now();
+  if (st.watchdog) st.watchdog->Arm(true);  // hangs count from here (core/train/watchdog.h)
   for (int64_t step = first_step; step < train.steps(); ++step) {
     if (step == st.options.fail_at_step) {
       return absl::InternalError(absl::StrCat("injected failure at step ", step,
                                               " (MOEFOLD_INJECT_FAILURE)"));
     }
     MF_ASSIGN_OR_RETURN(StepResult r, Step(step));
-    MF_ASSIGN_OR_RETURN(const StepEvaluation evaluation, EvaluateAfterStep(step));
-    if (evaluation.valid) summary.eval_loss = evaluation.valid->loss;
-    if (evaluation.test) summary.test_loss = evaluation.test->loss;
+    // SIGTERM / SIGINT on any rank: every rank stops after this step, with a checkpoint.
+    const bool preempted = r.stop_requested;
+    summary.preempted = preempted;
+    if (!preempted) {  // a preempted run leaves at once (its next evaluation is not due yet)
+      MF_ASSIGN_OR_RETURN(const StepEvaluation evaluation, EvaluateAfterStep(step));
+      if (evaluation.valid) summary.eval_loss = evaluation.valid->loss;
+      if (evaluation.test) summary.test_loss = evaluation.test->loss;
+    }
     // Checkpoints at the step boundary: finish a save whose files are written, then start the
     // next one when due (every `every` steps, at the last step, and where the run is told to stop).
     st.checkpoint_stall_s = 0;
-    const bool stopping = st.options.stop_after_steps == step + 1;
+    const bool stopping = st.options.stop_after_steps == step + 1 || preempted;
     if (saving) {
+      // Waiting for a slow disk is not a hang: the watchdog pauses (collectives keep their own
+      // timeout, parallel.comm_timeout_s).
+      if (st.watchdog) st.watchdog->Arm(false);
       MF_RETURN_IF_ERROR(save_failed(PollSave(/*wait=*/false)));
       const bool due = (ck.every() > 0 && (step + 1) % ck.every() == 0) ||
                        step + 1 == train.steps() || stopping;
       if (due) MF_RETURN_IF_ERROR(save_failed(BeginSave(step + 1)));
+      if (st.watchdog) st.watchdog->Arm(true);
     }
     summary.steps = step + 1;
     summary.skipped_steps += r.skipped;
+    summary.verified_steps += r.verify_s > 0;
+    summary.verify_mismatches += !r.verify_mismatch_ranks.empty();
     summary.tokens += r.tokens;
     if (step == first_step) summary.first_loss = r.lm_loss;
     recent.push_back(r.lm_loss);
@@ -919,6 +964,9 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
         .Add("comm_s", JsonObject(r.comm_s))
         .Add("comm_exposed_s", JsonObject(r.comm_exposed_s))
         .Add("checkpoint_stall_s", st.checkpoint_stall_s)
+        .Add("verify_s", r.verify_s)
+        .Add("verify_mismatch_ranks", std::vector<int64_t>(r.verify_mismatch_ranks.begin(),
+                                                           r.verify_mismatch_ranks.end()))
         .Add("skipped", r.skipped);
     AddEvaluation(evaluation, &line);
     st.metrics.Write(line);
@@ -942,6 +990,7 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
     if (stopping) break;
   }
   progress.Finish();
+  if (st.watchdog) st.watchdog->Arm(false);
   if (saving) MF_RETURN_IF_ERROR(save_failed(FinishSave()));
   summary.last_checkpoint = st.last_checkpoint;
   summary.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -8,6 +8,7 @@
 //   MF_ASSIGN_OR_RETURN(TrainSummary summary, trainer->Run());
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -53,6 +54,19 @@ struct TrainerOptions {
   // as the launcher prints it.
   std::vector<std::string> command_line;
   std::string layout_description = "one rank";
+  // Reliability (core/train/watchdog.h): run the hang watchdog (heartbeats and flight records in
+  // RUN_DIR/flight/, train.hang_timeout_s) and how it ends the job (e.g. MPI_Abort; empty: _exit).
+  bool watchdog = false;
+  std::function<void(int exit_code)> end_job;
+  // Fault injection for tests: this rank flips a bit of its gradient after the reductions of step
+  // bitflip_step (not in train.verify_every's reference run of it), or raises kill_signal
+  // (SIGKILL) there (kill_step; not in a resumed run, so a restarted run gets past it); -1 = never.
+  int64_t bitflip_step = -1;
+  int64_t kill_step = -1;
+  int kill_signal = 9;  // what kill_step raises (SIGTERM tests preemption)
+  // Fault injection for tests: this rank's anomaly check sees a non-finite loss at that step (as
+  // if its copy of a reduced value were corrupted); the ranks must still agree to skip together.
+  int64_t local_anomaly_step = -1;
 };
 
 // What one optimizer step measured.
@@ -67,7 +81,10 @@ struct StepResult {
   double lr = 0;
   double normaliser = 0;     // Z = Σ uᵢ of the reweighting
   double max_weight_ratio = 0;  // max uᵢ / min uᵢ in the step
-  bool skipped = false;      // NaN/Inf or loss spike: no optimizer update
+  bool skipped = false;      // NaN/Inf or loss spike on any rank: no optimizer update on any
+  bool stop_requested = false;  // SIGTERM / SIGINT reached some rank: stop after this step
+  double verify_s = 0;       // train.verify_every: the time of the step's second run (0: none)
+  std::vector<int> verify_mismatch_ranks;  // ranks whose second run differed (world ranks)
   int64_t tokens = 0;          // of the global batch
   double step_time_s = 0;
   // Where the step's time went (host clock; each phase ends at a wait for the device): building
@@ -126,6 +143,10 @@ struct TrainSummary {
   std::string last_checkpoint;  // the newest complete checkpoint the run wrote (empty: none)
   std::optional<double> eval_loss;  // the last validation loss (train.eval_every)
   std::optional<double> test_loss;  // the final test-split loss (data.split with a test share)
+  // Stopped by SIGTERM / SIGINT (on any rank) after the step, with a checkpoint when
+  // checkpoint.dir is set: the process exits with kExitPreempted (core/train/exit_codes.h).
+  bool preempted = false;
+  int64_t verified_steps = 0, verify_mismatches = 0;  // train.verify_every
 };
 
 class Trainer {
@@ -192,6 +213,23 @@ class Trainer {
   absl::Status EndTrace(StepWork* w);  // a traced step's gpu spans and end (core/trace.h)
   // The validation and test evaluations due after `step` (core/train/evaluator.cc).
   absl::StatusOr<StepEvaluation> EvaluateAfterStep(int64_t step);
+  // Reliability (trainer_reliability.cc). The step loop; Run adds the watchdog around it.
+  absl::StatusOr<TrainSummary> RunSteps();
+  // One agreement over the world per step, after the anomaly check: a skip (NaN/Inf or spike) on
+  // any rank is a skip on all, and a stop request (preemption signal) on any rank stops all.
+  absl::Status AgreeOnStep(StepResult* r);
+  // train.verify_every: when `step` is due, runs its forward and backward once (the reference)
+  // from the current state, leaving that state as it was; returns the reference's digest.
+  absl::StatusOr<std::vector<uint64_t>> VerifyReference(int64_t step);
+  absl::StatusOr<std::vector<uint64_t>> RunReference(int64_t step);  // trainer.cc: the phases
+  // This rank's digest of a step: its forward's loss sums (`device_sums`, before any reduction),
+  // each gradient bucket's Σg² of the part this rank owns, and the step's loss and norm (bits).
+  absl::StatusOr<std::vector<uint64_t>> StepDigest(const Tensor& device_sums, const StepResult& r);
+  // Compares the step's digest with the reference on every rank and agrees on the ranks whose
+  // result changed (r->verify_mismatch_ranks); an error under train.on_mismatch stop.
+  absl::Status CheckVerify(const std::vector<uint64_t>& reference,
+                           const std::vector<uint64_t>& digest, StepResult* r);
+  absl::Status InjectFaults(int64_t step);  // the bit flip and kill test hooks
   std::unique_ptr<State> state_;
 };
 

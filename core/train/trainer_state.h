@@ -16,6 +16,7 @@
 #include "core/train/pipeline_executor.h"
 #include "core/train/tensorboard.h"
 #include "core/train/trainer.h"
+#include "core/train/watchdog.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "optim/reweighting.h"
@@ -85,6 +86,8 @@ struct Trainer::State {
   std::string last_checkpoint;  // the newest complete checkpoint this run wrote
   double checkpoint_stall_s = 0;  // the current step's time spent on checkpoints
   Peak peak;  // the MFU peak per device (rank 0 with metrics; else unknown)
+  std::unique_ptr<Watchdog> watchdog;  // TrainerOptions::watchdog (trainer_reliability.cc)
+  int64_t verify_mismatches = 0;
 
   Tensor Upload(const Tensor& host) const { return host.To(device, *stream); }
   Profiler* profiler_if_profiling() const { return profiling ? profiler.get() : nullptr; }
