@@ -890,8 +890,9 @@ absl::StatusOr<TrainSummary> Trainer::RunSteps() {
     // SIGTERM / SIGINT on any rank: every rank stops after this step, with a checkpoint.
     const bool preempted = r.stop_requested;
     summary.preempted = preempted;
+    StepEvaluation evaluation;
     if (!preempted) {  // a preempted run leaves at once (its next evaluation is not due yet)
-      MF_ASSIGN_OR_RETURN(const StepEvaluation evaluation, EvaluateAfterStep(step));
+      MF_ASSIGN_OR_RETURN(evaluation, EvaluateAfterStep(step));
       if (evaluation.valid) summary.eval_loss = evaluation.valid->loss;
       if (evaluation.test) summary.test_loss = evaluation.test->loss;
     }
