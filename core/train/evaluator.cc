@@ -9,10 +9,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/data/gpt_dataset.h"
+#include "core/train/micro_batches.h"
 #include "core/train/trainer.h"
 #include "core/train/trainer_state.h"
-#include "parallel/ring_attention.h"
 
 namespace moefold::train {
 
@@ -59,13 +58,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate(data::SplitKind split, int64_t firs
   const RankGroups& g = st.groups;
   const int64_t global_batch = st.config.train().global_batch_size(), micro = st.micro_batch;
   const int64_t seq = st.config.train().seq_len();
-  const int64_t local_batch = global_batch / g.dp_size, num_micro = local_batch / micro;
-  const int cp = g.model.cp_size();
-  const Tensor positions = cp > 1 ? parallel::ContextParallelPositions(seq, cp, g.cp_rank)
-                                  : Tensor::Empty({seq}, DType::kI32);
-  if (cp == 1) {
-    for (int64_t s = 0; s < seq; ++s) positions.data<int32_t>()[s] = static_cast<int32_t>(s);
-  }
+  const Tensor positions = LocalPositions(seq, g.model.cp_size(), g.cp_rank);
   const int64_t local_seq = positions.numel();
   const int pp = g.pp_size, chunks = static_cast<int>(st.chunks.size());
   const Shape activation{micro * local_seq / (g.model.sequence_parallel ? g.model.tp_size() : 1),
@@ -76,27 +69,13 @@ absl::StatusOr<EvalResult> Trainer::Evaluate(data::SplitKind split, int64_t firs
   ctx.act_dtype = st.act_dtype;
   ctx.sample_losses_on_host = false;  // the loss sums stay on the device until the end
   ctx.ResetDeviceSums();
-  std::vector<int32_t> sample_tokens(seq + 1);
   std::vector<std::pair<Tensor, std::unique_ptr<parallel::Work>>> sends;
   for (int64_t b = first_batch; b < first_batch + num_batches; ++b) {
-    const std::vector<int64_t> ids = data::GlobalBatchSampleIds(b, global_batch, samples->size());
-    for (int64_t m = 0; m < num_micro; ++m) {
-      // This DP rank's micro-batch m of global batch b, this CP rank's chunks of each sequence.
-      model::MicroBatch batch;
-      batch.tokens = Tensor::Empty({micro, local_seq}, DType::kI32);
-      batch.targets = Tensor::Empty({micro, local_seq}, DType::kI32);
-      batch.positions = positions;
-      for (int64_t i = 0; i < micro; ++i) {
-        samples->GetSample(ids[g.dp_rank * local_batch + m * micro + i], sample_tokens.data());
-        int32_t* tokens = batch.tokens.data<int32_t>() + i * local_seq;
-        int32_t* targets = batch.targets.data<int32_t>() + i * local_seq;
-        for (int64_t j = 0; j < local_seq; ++j) {
-          const int32_t pos = positions.data<int32_t>()[j];
-          tokens[j] = sample_tokens[pos];
-          targets[j] = sample_tokens[pos + 1];
-        }
-      }
-      batch = model::WithDeviceCopies(batch, *st.stream);
+    // This DP rank's micro-batches of global batch b, this CP rank's chunks of each sequence.
+    std::vector<model::MicroBatch> batches = LocalMicroBatches(
+        *samples, b, {seq, global_batch, micro, g.dp_size, g.dp_rank}, positions, *st.stream);
+    for (int64_t m = 0; m < static_cast<int64_t>(batches.size()); ++m) {
+      const model::MicroBatch& batch = batches[m];
       // Virtual stages in order: chunk c of this rank is stage c·pp + pp_rank.
       for (int c = 0; c < chunks; ++c) {
         model::Decoder& chunk = *st.chunks[c];

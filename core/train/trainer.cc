@@ -16,7 +16,6 @@
 #include "configs/validate.h"
 #include "core/allocator.h"
 #include "core/cuda_runtime.h"
-#include "core/data/gpt_dataset.h"
 #include "core/data/indexed_dataset.h"
 #include "core/data/prep_data.h"
 #include "core/data/tokenizer.h"
@@ -25,6 +24,7 @@
 #include "core/trace.h"
 #include "core/train/activation_setup.h"
 #include "core/train/metrics.h"
+#include "core/train/micro_batches.h"
 #include "core/train/model_from_config.h"
 #include "core/train/pipeline_executor.h"
 #include "core/train/run_files.h"
@@ -34,7 +34,6 @@
 #include "optim/reweighting.h"
 #include "optim/zero1_adamw.h"
 #include "parallel/grad_sync.h"
-#include "parallel/ring_attention.h"
 
 namespace moefold::train {
 
@@ -476,40 +475,11 @@ absl::Status Trainer::GatherBatch(StepWork* w) {
   State& st = *state_;
   const TraceSpan span(TraceTrack::kHost, "data loading");
   const RankGroups& g = st.groups;
-  const int64_t global_batch = st.config.train().global_batch_size(), micro = st.micro_batch;
   const int64_t seq = st.config.train().seq_len();
-  const int64_t local_batch = global_batch / g.dp_size, num_micro = local_batch / micro;
-  std::vector<int32_t> sample_tokens(seq + 1);
-  // This DP rank's contiguous slice of the step's global batch: the same samples for any layout.
-  const std::vector<int64_t> sample_ids =
-      data::GlobalBatchSampleIds(w->result.step, global_batch, st.samples->size());
-  // This CP rank's chunks of every sequence (all of it without CP), at their global positions.
-  const int cp = st.groups.model.cp_size();
-  const Tensor positions = cp > 1 ? parallel::ContextParallelPositions(seq, cp, g.cp_rank)
-                                  : Tensor::Empty({seq}, DType::kI32);
-  if (cp == 1) {
-    for (int64_t s = 0; s < seq; ++s) positions.data<int32_t>()[s] = static_cast<int32_t>(s);
-  }
-  const int64_t local_seq = positions.numel();
-  w->batches.resize(num_micro);
-  for (int64_t m = 0; m < num_micro; ++m) {
-    model::MicroBatch& batch = w->batches[m];
-    batch.tokens = Tensor::Empty({micro, local_seq}, DType::kI32);
-    batch.targets = Tensor::Empty({micro, local_seq}, DType::kI32);
-    batch.positions = positions;
-    for (int64_t i = 0; i < micro; ++i) {
-      st.samples->GetSample(sample_ids[g.dp_rank * local_batch + m * micro + i],
-                            sample_tokens.data());
-      int32_t* tokens = batch.tokens.data<int32_t>() + i * local_seq;
-      int32_t* targets = batch.targets.data<int32_t>() + i * local_seq;
-      for (int64_t j = 0; j < local_seq; ++j) {
-        const int32_t pos = positions.data<int32_t>()[j];
-        tokens[j] = sample_tokens[pos];
-        targets[j] = sample_tokens[pos + 1];
-      }
-    }
-    batch = model::WithDeviceCopies(batch, *st.stream);  // uploaded once, read by every layer
-  }
+  w->batches = LocalMicroBatches(
+      *st.samples, w->result.step,
+      {seq, st.config.train().global_batch_size(), st.micro_batch, g.dp_size, g.dp_rank},
+      LocalPositions(seq, g.model.cp_size(), g.cp_rank), *st.stream);
   w->result.data_s = SecondsSince(w->start);
   return absl::OkStatus();
 }
