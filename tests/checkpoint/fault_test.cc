@@ -43,34 +43,17 @@ constexpr char kNineSteps[] =
 const std::string kRoot = "build/test-runs/checkpoint-faults";
 
 using Result = moefold::testing::CommandResult;
+using moefold::testing::JsonNumberText;
+using moefold::testing::MpirunPrefix;
+using moefold::testing::ReadLines;
 using moefold::testing::RunCommand;
 
 // `moefold train` of the tiny model on `ranks` ranks, saving to `ck_dir`, metrics in `run_dir`.
 Result Train(int ranks, const std::string& ck_dir, const std::string& run_dir,
              const std::string& args, const std::string& env = "") {
-  const std::string launcher =
-      ranks == 1 ? std::string()
-                 : std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -np " +
-                       std::to_string(ranks) + " ";
+  const std::string launcher = ranks == 1 ? std::string() : MpirunPrefix(ranks);
   return RunCommand(env + " " + launcher + MOEFOLD_BINARY + " " + kTinyRun +
                     " --set checkpoint.dir=" + ck_dir + " --run-dir " + run_dir + " " + args);
-}
-
-std::vector<std::string> ReadLines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-// The text of a number in a metrics line ("loss": 5.58...): equal text is the equal double, as
-// the metrics print the shortest representation that reads back exactly.
-std::string JsonText(const std::string& line, const std::string& key) {
-  const std::string tag = "\"" + key + "\": ";
-  const size_t at = line.find(tag);
-  if (at == std::string::npos) return "<no " + key + ">";
-  const size_t begin = at + tag.size();
-  return line.substr(begin, line.find_first_of(",}", begin) - begin);
 }
 
 std::string ReadText(const std::string& path) {
@@ -170,9 +153,9 @@ TEST_F(CheckpointFaultTest, SigkillDuringAnAsyncSaveLosesNothingBeyondThePreviou
   ASSERT_EQ(reference.size(), 9u);
   for (size_t i = 0; i < resumed.size(); ++i) {
     const std::string& want = reference[3 + i];
-    EXPECT_EQ(JsonText(resumed[i], "step"), std::to_string(3 + i));
+    EXPECT_EQ(JsonNumberText(resumed[i], "step"), std::to_string(3 + i));
     for (const char* key : {"loss", "lm_loss", "aux_loss", "grad_norm", "lr"}) {
-      EXPECT_EQ(JsonText(resumed[i], key), JsonText(want, key)) << key << " at step " << 3 + i;
+      EXPECT_EQ(JsonNumberText(resumed[i], key), JsonNumberText(want, key)) << key << " at step " << 3 + i;
     }
     EXPECT_THAT(resumed[i], HasSubstr("\"checkpoint_stall_s\": ")) << "line " << i;
   }
@@ -292,7 +275,7 @@ TEST_F(CheckpointFaultTest, AChangedModelIsRefusedByNameAndALongerRunIsAccepted)
   EXPECT_THAT(r.output, HasSubstr("resumed from " + StepDir(root, 9)));
   const auto lines = ReadLines(kRoot + "/settings/extended/metrics.jsonl");
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_EQ(JsonText(lines[0], "step"), "9");
+  EXPECT_EQ(JsonNumberText(lines[0], "step"), "9");
   EXPECT_TRUE(IsComplete(StepDir(root, 11)));
   EXPECT_EQ(ReadText(root + "/" + kLatestName), "step-00000011");
 }
@@ -305,7 +288,7 @@ TEST_F(CheckpointFaultTest, ResumeWithNoCheckpointStartsFromScratch) {
                                   ", starting from scratch"));
   const auto lines = ReadLines(kRoot + "/empty/run/metrics.jsonl");
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_EQ(JsonText(lines[0], "step"), "0");
+  EXPECT_EQ(JsonNumberText(lines[0], "step"), "0");
   EXPECT_TRUE(IsComplete(StepDir(ck, 2)));
 }
 
@@ -325,7 +308,7 @@ TEST_F(CheckpointFaultTest, SaveStallAsyncAgainstSynchronous) {
     const auto lines = ReadLines(kRoot + "/" + name + "/run/metrics.jsonl");
     ASSERT_EQ(lines.size(), 16u);
     for (const std::string& line : lines) {
-      const double s = std::stod(JsonText(line, "checkpoint_stall_s"));
+      const double s = std::stod(JsonNumberText(line, "checkpoint_stall_s"));
       EXPECT_GE(s, 0.0);
       per_save[async] += s / 4;
     }

@@ -13,6 +13,8 @@
 namespace {
 
 using Result = moefold::testing::CommandResult;
+using moefold::testing::MpirunPrefix;
+using moefold::testing::ReadLines;
 using moefold::testing::RunCommand;
 
 Result RunMoefold(const std::string& args) {
@@ -20,15 +22,7 @@ Result RunMoefold(const std::string& args) {
 }
 
 Result RunMpi(int ranks, const std::string& args, const std::string& env = "") {
-  return RunCommand(env + " " + MPIEXEC + " --allow-run-as-root --oversubscribe -np " +
-                    std::to_string(ranks) + " " + MOEFOLD_BINARY + " " + args);
-}
-
-std::vector<std::string> ReadLines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
+  return RunCommand(env + " " + MpirunPrefix(ranks) + MOEFOLD_BINARY + " " + args);
 }
 
 double JsonNumber(const std::string& line, const std::string& key) {

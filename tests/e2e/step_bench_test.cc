@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/testing/run_command.h"
 
 namespace {
 
@@ -109,7 +110,7 @@ TEST(StepBenchTest, MfuIsNullOnTheCpuAndABadMicroBatchIsAnErrorLine) {
 
 TEST(StepBenchTest, UnderMpirunRankZeroPrintsTheCommunicationOfEachGroupKind) {
   const Result r = RunBench("--routing real",
-                            std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -np 2 ");
+                            moefold::testing::MpirunPrefix(2));
   ASSERT_EQ(r.exit_code, 0);
   ASSERT_EQ(r.lines.size(), 2u);  // rank 0's train_step and train_step_best only
   const std::string& line = r.lines[0];

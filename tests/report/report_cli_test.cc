@@ -35,7 +35,7 @@ TEST(ReportCliTest, ReportOfARealTwoRankRun) {
   const std::string dir = "build/test-runs/report-real-dp2";
   std::filesystem::remove_all(dir);
   const Result train = RunCommand(
-      std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -np 2 " + MOEFOLD_BINARY +
+      moefold::testing::MpirunPrefix(2) + MOEFOLD_BINARY +
       " train --config configs/tiny_moe.yaml --set train.steps=6"
       " --set optimizer.warmup_steps=2 --set data.cache_dir=build/test-data"
       " --set logging.profile_steps=[3] --set logging.trace_steps=2-3"

@@ -30,7 +30,11 @@ namespace moefold::train {
 namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Result = moefold::testing::CommandResult;
+using moefold::testing::JsonNumberText;
+using moefold::testing::MpirunPrefix;
+using moefold::testing::ReadLines;
 using moefold::testing::RunCommand;
 
 // The model and batch of the equivalence tests: a step takes a few milliseconds.
@@ -48,15 +52,10 @@ constexpr char kTwelveSteps[] =
 
 const std::string kRoot = "build/test-runs/reliability";
 
-std::string Mpirun(int ranks) {
-  return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -np " +
-         std::to_string(ranks) + " ";
-}
-
 // `mpirun -np 2 moefold train` of the tiny model in `dir` (checkpoints in dir/ck, metrics in
 // dir/run), as a command line.
 std::string TrainCommand(const std::string& dir, const std::string& args) {
-  return Mpirun(2) + MOEFOLD_BINARY + " " + kTinyRun + " --set checkpoint.dir=" + dir +
+  return MpirunPrefix(2) + MOEFOLD_BINARY + " " + kTinyRun + " --set checkpoint.dir=" + dir +
          "/ck --run-dir " + dir + "/run " + args;
 }
 
@@ -64,27 +63,11 @@ Result Shell(const std::string& command, const std::string& env = "") {
   return RunCommand(env + " " + command);
 }
 
-std::vector<std::string> ReadLines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-// The text of a number in a metrics line: equal text is the equal double (shortest round trip).
-std::string JsonText(const std::string& line, const std::string& key) {
-  const std::string tag = "\"" + key + "\": ";
-  const size_t at = line.find(tag);
-  if (at == std::string::npos) return "<no " + key + ">";
-  const size_t begin = at + tag.size();
-  return line.substr(begin, line.find_first_of(",}", begin) - begin);
-}
-
 // metrics.jsonl by step; a step logged again after a restart counts with its later line.
 std::map<int, std::string> MetricsByStep(const std::string& run_dir) {
   std::map<int, std::string> by_step;
   for (const std::string& line : ReadLines(run_dir + "/metrics.jsonl")) {
-    by_step[std::stoi(JsonText(line, "step"))] = line;
+    by_step[std::stoi(JsonNumberText(line, "step"))] = line;
   }
   return by_step;
 }
@@ -97,7 +80,7 @@ void ExpectStepsEqual(const std::string& run_dir, const std::map<int, std::strin
     ASSERT_TRUE(got.count(step)) << "step " << step << " missing in " << run_dir;
     ASSERT_TRUE(reference.count(step)) << step;
     for (const char* key : {"loss", "lm_loss", "aux_loss", "grad_norm", "lr"}) {
-      EXPECT_EQ(JsonText(got.at(step), key), JsonText(reference.at(step), key))
+      EXPECT_EQ(JsonNumberText(got.at(step), key), JsonNumberText(reference.at(step), key))
           << key << " at step " << step << " in " << run_dir;
     }
   }
@@ -128,6 +111,7 @@ class Background {
     }
     return -1;
   }
+  pid_t pid() const { return pid_; }
   std::string Output() const {
     std::ifstream in(log_);
     std::stringstream text;
@@ -172,6 +156,21 @@ class ReliabilityFaultTest : public ::testing::Test {
 };
 Result* ReliabilityFaultTest::reference_ = nullptr;
 
+// The pid of `rank` once its heartbeat (run_dir/flight/rankN.json) shows the armed step loop at
+// step >= `step`; 0 when that does not happen within a minute.
+int RankPidAtStep(const std::string& run_dir, int rank, int step) {
+  for (int i = 0; i < 600; ++i) {
+    const nlohmann::json beat =
+        ReadJson(run_dir + "/flight/rank" + std::to_string(rank) + ".json");
+    if (beat.is_object() && beat.value("armed", false) &&
+        beat.value("position", nlohmann::json()).value("step", -1) >= step) {
+      return beat.value("pid", 0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
 TEST_F(ReliabilityFaultTest, ASigstoppedRankIsNamedAndTheJobEndsWithinTheBound) {
   const std::string dir = kRoot + "/sigstop";
   constexpr double kHangTimeout = 5;
@@ -179,15 +178,7 @@ TEST_F(ReliabilityFaultTest, ASigstoppedRankIsNamedAndTheJobEndsWithinTheBound) 
                                    "--set train.hang_timeout_s=5"),
                  kRoot + "/sigstop.log");
   // Rank 1's heartbeat names its process once the step loop runs (armed).
-  int pid = 0;
-  for (int i = 0; i < 600 && pid == 0; ++i) {
-    const nlohmann::json beat = ReadJson(dir + "/run/flight/rank1.json");
-    if (beat.is_object() && beat.value("armed", false) && beat.value("position", nlohmann::json())
-                                                                  .value("step", -1) >= 3) {
-      pid = beat.value("pid", 0);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const int pid = RankPidAtStep(dir + "/run", 1, 3);
   ASSERT_GT(pid, 0) << job.Output();
   const auto stopped = std::chrono::steady_clock::now();
   ASSERT_EQ(kill(pid, SIGSTOP), 0);
@@ -233,11 +224,11 @@ TEST_F(ReliabilityFaultTest, ASigkilledRankUnderLaunchIsRestartedAndMatchesTheUn
   EXPECT_THAT(r.output, HasSubstr("resumed from " + dir + "/ck/step-00000006"));
   const auto restarts = ReadLines(dir + "/run/restarts.jsonl");
   ASSERT_EQ(restarts.size(), 1u) << r.output;
-  EXPECT_EQ(JsonText(restarts[0], "restart"), "1");
-  EXPECT_EQ(JsonText(restarts[0], "resume_step"), "6");
-  EXPECT_EQ(JsonText(restarts[0], "steps_lost"), "1");
+  EXPECT_EQ(JsonNumberText(restarts[0], "restart"), "1");
+  EXPECT_EQ(JsonNumberText(restarts[0], "resume_step"), "6");
+  EXPECT_EQ(JsonNumberText(restarts[0], "steps_lost"), "1");
   EXPECT_THAT(restarts[0], HasSubstr("signal 9"));
-  EXPECT_NE(JsonText(restarts[0], "time_to_resume_s"), "-1") << restarts[0];
+  EXPECT_NE(JsonNumberText(restarts[0], "time_to_resume_s"), "-1") << restarts[0];
   ExpectStepsEqual(dir + "/run", Reference(), 0, 12);
 }
 
@@ -266,10 +257,10 @@ TEST_F(ReliabilityFaultTest, VerifyEveryStepChangesNothingWithoutAFault) {
   ExpectStepsEqual(dir + "/run", Reference(), 0, 12);
   double verify_s = 0, step_s = 0;
   for (const auto& [step, line] : MetricsByStep(dir + "/run")) {
-    EXPECT_EQ(JsonText(line, "verify_mismatch_ranks"), "[]") << step;
-    EXPECT_NE(JsonText(line, "verify_s"), "0") << step;
-    verify_s += std::stod(JsonText(line, "verify_s"));
-    step_s += std::stod(JsonText(line, "step_time_s"));
+    EXPECT_EQ(JsonNumberText(line, "verify_mismatch_ranks"), "[]") << step;
+    EXPECT_NE(JsonNumberText(line, "verify_s"), "0") << step;
+    verify_s += std::stod(JsonNumberText(line, "verify_s"));
+    step_s += std::stod(JsonNumberText(line, "step_time_s"));
   }
   std::printf("verify_every 1: the second runs took %.1f ms per step, the steps %.1f ms\n",
               verify_s / 12 * 1e3, step_s / 12 * 1e3);
@@ -293,9 +284,60 @@ TEST_F(ReliabilityFaultTest, AFlippedGradientBitIsDetectedAndTheRankNamed) {
   EXPECT_THAT(r.output, HasSubstr("the result of rank 1 changed"));
   const auto metrics = MetricsByStep(dir + "/run");
   ASSERT_EQ(metrics.size(), 12u);
-  EXPECT_EQ(JsonText(metrics.at(5), "verify_mismatch_ranks"), "[1]");
-  EXPECT_EQ(JsonText(metrics.at(2), "verify_mismatch_ranks"), "[]");
-  EXPECT_EQ(JsonText(metrics.at(8), "verify_mismatch_ranks"), "[]");
+  EXPECT_EQ(JsonNumberText(metrics.at(5), "verify_mismatch_ranks"), "[1]");
+  EXPECT_EQ(JsonNumberText(metrics.at(2), "verify_mismatch_ranks"), "[]");
+  EXPECT_EQ(JsonNumberText(metrics.at(8), "verify_mismatch_ranks"), "[]");
+}
+
+
+TEST_F(ReliabilityFaultTest, SigtermToTheLauncherReachesTheRanksWhichSaveAndStop) {
+  const std::string dir = kRoot + "/launch-sigterm";
+  // `exec`: the background process is the launcher itself, not a shell around it.
+  Background job("exec " + std::string(MOEFOLD_BINARY) + " launch --max-restarts 2 -- " +
+                     TrainCommand(dir, "--set train.steps=1000000 --set checkpoint.every=0"),
+                 kRoot + "/launch-sigterm.log");
+  ASSERT_GT(RankPidAtStep(dir + "/run", 0, 3), 0) << job.Output();
+  ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
+  const int code = job.Wait(60);
+  const std::string output = job.Output();
+  ASSERT_EQ(code, kExitPreempted) << output;
+  // Both ranks saved the step they stopped after, and the launcher did not restart the job.
+  EXPECT_THAT(output, HasSubstr("stopped by a signal after step")) << output;
+  EXPECT_THAT(output, HasSubstr("moefold launch: the job stopped")) << output;
+  EXPECT_THAT(output, Not(HasSubstr("restart 1 of"))) << output;
+  EXPECT_TRUE(ReadLines(dir + "/run/restarts.jsonl").empty());
+  bool saved = false;
+  for (const auto& entry : fs::directory_iterator(dir + "/ck")) {
+    saved |= fs::is_regular_file(entry.path() / "manifest.pb");
+  }
+  EXPECT_TRUE(saved) << output;
+}
+
+TEST_F(ReliabilityFaultTest, ASecondSignalExitsAtOnceButNotTheSameRequestDeliveredTwice) {
+  const std::string dir = kRoot + "/second-signal";
+  // Rank 1 is stopped, so rank 0 waits in a collective and cannot reach a step boundary: only the
+  // second signal can end it (well before the hang watchdog's 120 s).
+  Background job(TrainCommand(dir, "--set train.steps=1000000 --set checkpoint.every=0 "
+                                   "--set train.hang_timeout_s=120"),
+                 kRoot + "/second-signal.log");
+  const int rank1 = RankPidAtStep(dir + "/run", 1, 3);
+  ASSERT_GT(rank1, 0) << job.Output();
+  const int rank0 = RankPidAtStep(dir + "/run", 0, 3);
+  ASSERT_GT(rank0, 0) << job.Output();
+  ASSERT_EQ(kill(rank1, SIGSTOP), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(kill(rank0, SIGTERM), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(kill(rank0, SIGTERM), 0);  // within 2 s of the first: the same request, ignored
+  EXPECT_EQ(job.Wait(3), -1) << "a duplicate signal ended the run\n" << job.Output();
+  ASSERT_EQ(kill(rank0, SIGTERM), 0);  // a real second request
+  const int code = job.Wait(20);
+  kill(rank1, SIGKILL);  // the stopped rank must not linger
+  const std::string output = job.Output();
+  ASSERT_NE(code, -1) << "the second signal did not end the run\n" << output;
+  EXPECT_NE(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("moefold: stop requested; finishing the step")) << output;
+  EXPECT_THAT(output, HasSubstr("moefold: second stop signal; exiting at once")) << output;
 }
 
 }  // namespace
