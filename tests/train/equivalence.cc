@@ -53,6 +53,11 @@ LayoutRun TrainLayout(const config::ExperimentConfig& config,
                       const parallel::ProcessGroups* groups, int steps) {
   TrainerOptions options;
   options.groups = groups;
+  return TrainLayout(config, options, steps);
+}
+
+LayoutRun TrainLayout(const config::ExperimentConfig& config, TrainerOptions options, int steps,
+                      const std::function<void(const StepResult&)>& on_step) {
   options.write_metrics = false;
   options.print_progress = false;
   auto trainer = Trainer::Create(config, options);
@@ -65,8 +70,9 @@ LayoutRun TrainLayout(const config::ExperimentConfig& config,
     run.lm_losses.push_back(r->lm_loss);
     run.aux_losses.push_back(r->aux_loss);
     run.grad_norms.push_back(r->grad_norm);
+    if (on_step) on_step(*r);
   }
-  run.params = GatheredParameters(**trainer, groups);
+  run.params = GatheredParameters(**trainer, options.groups);
   return run;
 }
 

@@ -4,6 +4,7 @@
 // Every rank trains the single-rank reference itself, so the comparison needs no communication.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +43,10 @@ std::map<std::string, std::vector<float>> GatheredParameters(Trainer& trainer,
 // Trains `steps` steps; `groups` null = one rank. Parameters are gathered over TP at the end.
 LayoutRun TrainLayout(const config::ExperimentConfig& config,
                       const parallel::ProcessGroups* groups, int steps);
+// The same with a case's own trainer options (options.groups as `groups` above; metrics files
+// and progress are switched off here) and `on_step` called with every step's result.
+LayoutRun TrainLayout(const config::ExperimentConfig& config, TrainerOptions options, int steps,
+                      const std::function<void(const StepResult&)>& on_step = {});
 
 // The single-rank run of EquivalenceConfig(overrides) for `steps` steps, trained once per process
 // and cached by (overrides, steps).

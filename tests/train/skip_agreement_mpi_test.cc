@@ -12,27 +12,14 @@ namespace {
 
 constexpr int kSteps = 6, kSkippedStep = 3, kSeeingRank = 5;
 
+// kSteps steps, this rank seeing a non-finite loss at `anomaly_step`; every step's skip flag.
 LayoutRun Train(const config::ExperimentConfig& config, const parallel::ProcessGroups* groups,
                 int64_t anomaly_step, std::vector<int>* skipped) {
   TrainerOptions options;
   options.groups = groups;
-  options.write_metrics = false;
-  options.print_progress = false;
   options.local_anomaly_step = anomaly_step;
-  auto trainer = Trainer::Create(config, options);
-  MF_CHECK(trainer.ok()) << trainer.status();
-  LayoutRun run;
-  for (int s = 0; s < kSteps; ++s) {
-    auto r = (*trainer)->Step(s);
-    MF_CHECK(r.ok()) << r.status();
-    run.losses.push_back(r->loss);
-    run.lm_losses.push_back(r->lm_loss);
-    run.aux_losses.push_back(r->aux_loss);
-    run.grad_norms.push_back(r->grad_norm);
-    skipped->push_back(r->skipped ? 1 : 0);
-  }
-  run.params = GatheredParameters(**trainer, groups);
-  return run;
+  return TrainLayout(config, options, kSteps,
+                     [&](const StepResult& r) { skipped->push_back(r.skipped ? 1 : 0); });
 }
 
 TEST(SkipAgreement, ASkipSeenByOneRankIsASkipOnEveryRankAtA5DLayout) {
