@@ -73,6 +73,7 @@ std::string RenderReport(const RunData& run, const std::string& trace_link) {
   page += MemorySection(run);
   page += ExpertsSection(run);
   page += StragglersSection(run);
+  page += ReliabilitySection(run);
   page += ConfigSection(run);
   page += LayoutSection(run);
   page += EnvironmentSection(run);

@@ -143,6 +143,8 @@ StepRecord StepRecordFromJson(const Json& line) {
   if (experts != line.end() && experts->is_array()) {
     for (const auto& layer : *experts) s.expert_tokens.push_back(NumberList(layer));
   }
+  s.verify_s = Number(line, "verify_s");
+  s.verify_mismatch_ranks = NumberList(line, "verify_mismatch_ranks");
   s.rank_step_time_s = NumberList(line, "rank_step_time_s");
   s.rank_device_peak_bytes = NumberList(line, "rank_device_peak_bytes");
   return s;
@@ -175,6 +177,7 @@ absl::StatusOr<RunData> ReadRunDir(const std::string& run_dir) {
   }
   for (auto& [step, record] : profiles) run.profiles.push_back(std::move(record));
 
+  run.restarts = ReadJsonLines(dir / "restarts.jsonl", &run.notes);
   run.run_info = ReadJsonFile(dir / "run.json", &run.notes);
   run.plan = ReadJsonFile(dir / "plan.json", &run.notes);
   run.summary = ReadJsonFile(dir / "summary.json", &run.notes);

@@ -41,6 +41,8 @@ struct StepRecord {
   double eval_loss = kNotRecorded;  // validation loss, on evaluated steps (train.eval_every)
   double test_loss = kNotRecorded;  // the final test-split loss, on the last step
   bool skipped = false;
+  double verify_s = kNotRecorded;            // seconds re-running the step (train.verify_every)
+  std::vector<double> verify_mismatch_ranks;  // ranks whose re-run differed (verified steps)
   std::map<std::string, double> comm_s;            // group kind -> seconds with an op in flight
   std::map<std::string, double> comm_exposed_s;    // group kind -> seconds the compute waited
   std::vector<std::vector<double>> expert_tokens;  // (MoE layer, expert) tokens routed
@@ -67,6 +69,7 @@ struct RunData {
   Json summary;                          // summary.json
   std::string config_yaml;               // config.yaml verbatim ("" when missing)
   std::vector<std::string> trace_files;  // trace/rank-*.json, sorted by rank
+  std::vector<Json> restarts;            // restarts.jsonl: one line per `moefold launch` restart
   std::vector<std::string> notes;        // what could not be read, for the report's footer
 };
 

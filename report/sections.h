@@ -18,6 +18,7 @@ std::string OpsSection(const RunData& run);
 std::string MemorySection(const RunData& run);
 std::string ExpertsSection(const RunData& run);
 std::string StragglersSection(const RunData& run);
+std::string ReliabilitySection(const RunData& run);
 std::string ConfigSection(const RunData& run);
 std::string LayoutSection(const RunData& run);
 std::string EnvironmentSection(const RunData& run);

@@ -177,6 +177,31 @@ TEST(ReportTest, DroppedTokensAreCountedAndCharted) {
   EXPECT_NE(page.find("Tokens dropped per step"), std::string::npos);
 }
 
+TEST(ReportTest, RestartsAndVerificationMismatchesAreListed) {
+  const std::string quiet = RunDir("reliability-quiet");
+  WriteSampleRun(quiet, {});
+  const std::string plain = Report(quiet);
+  EXPECT_EQ(TextById(plain, "restarts"),
+            "No restart: the run was not restarted by moefold launch (no restarts.jsonl).");
+  EXPECT_EQ(TextById(plain, "verification"), "No step was verified (train.verify_every is 0).");
+
+  const std::string dir = RunDir("reliability");
+  WriteSampleRun(dir, {.verify_every = 5, .mismatch_step = 14, .mismatch_rank = 3, .restarts = 2});
+  const std::string page = Report(dir);
+  EXPECT_EQ(XmlError(page), "");
+  // Steps 4, 9, ..., 29 verified; step 14 differed on rank 3.
+  EXPECT_EQ(TextById(page, "verification"),
+            "6 step(s) re-run for verification; 1 with a rank whose re-run differed (a silent data "
+            "corruption suspect):");
+  const std::string section = page.substr(page.find("<section id=\"reliability\""));
+  EXPECT_NE(section.find("<td class=\"num\">14</td><td>3</td>"), std::string::npos) << section.substr(0, 2000);
+  EXPECT_EQ(TextById(page, "restarts"), "2 restart(s) by moefold launch:");
+  EXPECT_NE(section.find("killed by signal 9 (Killed)"), std::string::npos);
+  EXPECT_NE(section.find("4.5 s"), std::string::npos);            // the first resumed
+  EXPECT_NE(section.find("never resumed"), std::string::npos);    // the second did not
+  EXPECT_NE(section.find(dir + "/ck/step-000000018"), std::string::npos);
+}
+
 TEST(ReportTest, AResumedRunKeepsTheLastLineOfARedoneStep) {
   const std::string dir = RunDir("resumed");
   auto lines = WriteSampleRun(dir, {.steps = 5, .side_files = false});

@@ -109,9 +109,28 @@ std::vector<nlohmann::json> WriteSampleRun(const std::string& dir, const SampleO
       line["rank_step_time_s"] = times;
       line["rank_device_peak_bytes"] = peaks;
     }
+    if (o.verify_every > 0 && (step + 1) % o.verify_every == 0) {
+      line["verify_s"] = 0.08;
+      line["verify_mismatch_ranks"] =
+          step == o.mismatch_step ? nlohmann::json::array({o.mismatch_rank})
+                                  : nlohmann::json::array();
+    }
     lines.push_back(line);
   }
   WriteLines(dir + "/metrics.jsonl", lines);
+  std::vector<nlohmann::json> restarts;
+  for (int r = 1; r <= o.restarts; ++r) {
+    restarts.push_back({{"restart", r},
+                        {"cause", "killed by signal 9 (Killed)"},
+                        {"exit_code", 137},
+                        {"steps_done", 10 * r},
+                        {"checkpoint", dir + "/ck/step-0000000" + std::to_string(9 * r)},
+                        {"resume_step", 9 * r},
+                        {"steps_lost", 1},
+                        {"restart_delay_s", 10},
+                        {"time_to_resume_s", r == o.restarts ? -1.0 : 4.5}});
+  }
+  if (!restarts.empty()) WriteLines(dir + "/restarts.jsonl", restarts);
   if (!o.side_files) return lines;
 
   std::vector<nlohmann::json> profile;
@@ -283,7 +302,7 @@ std::vector<std::string> SectionIds(const std::string& page) {
 const std::vector<std::string>& ExpectedSections() {
   static const std::vector<std::string> sections = {
       "headline", "loss",    "learning-rate", "throughput", "step-time", "ops",
-      "memory",   "experts", "stragglers",    "config",     "layout",    "environment"};
+      "memory",   "experts", "stragglers",    "reliability", "config",   "layout", "environment"};
   return sections;
 }
 

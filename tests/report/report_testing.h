@@ -19,6 +19,10 @@ struct SampleOptions {
   int64_t dropped_per_step = 0;
   bool lead_keys = true;   // mfu, forward_s, rank_step_time_s, ...; false = an older run
   bool side_files = true;  // run.json, plan.json, config.yaml, summary.json, profile.jsonl, trace/
+  int verify_every = 0;    // steps with verify_s (train.verify_every); 0 = none
+  int mismatch_step = -1;  // a verified step whose re-run differed on mismatch_rank
+  int mismatch_rank = 1;
+  int restarts = 0;        // lines of restarts.jsonl (moefold launch)
 };
 
 // Writes the sample under `dir` (created); returns the metrics lines written.
