@@ -75,7 +75,7 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   Tensor qkv = ctx.Act({t, QkvWidth()});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *wqkv_, saved->x_full, QkvMatrix(), &qkv));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), 0, &qkv));
   }
   Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
   {
@@ -100,7 +100,8 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   Tensor partial = ctx.Act({t, spec_.hidden});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *wo_, saved->out.Reshape({t, hq * d}), wo_->compute, &partial));
+    MF_RETURN_IF_ERROR(
+        LinearRows(ctx, *wo_, saved->out.Reshape({t, hq * d}), wo_->compute, 0, &partial));
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
@@ -194,12 +195,13 @@ absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch&
         parallel::TpGather(saved->x_norm, mp_.tp, mp_.sequence_parallel, &saved->x_full));
   }
   // The QKV projection and RoPE are row-separable (RoPE reads each row's own position).
-  first = RecomputeFrom(ctx, {&saved->q, &saved->k, &saved->v}, SplitsGemmRows(ctx));
+  first = GemmBlockStart(RecomputeFrom(ctx, {&saved->q, &saved->k, &saved->v}, SplitsGemmRows(ctx)),
+                         t);
   if (first < t) {
     Tensor packed = ctx.Act({t - first, QkvWidth()});
     {
       auto timed = ctx.Profile(OpFamily::kGemm);
-      MF_RETURN_IF_ERROR(Linear(ctx, *wqkv_, saved->x_full.Slice(first, t), QkvMatrix(), &packed));
+      MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), first, &packed));
     }
     const DType act = ctx.act_dtype;
     Tensor q = RecomputeRowsOf(ctx, &saved->q, {b, s, hq, d}, act, first).Reshape({t - first, hq, d});
@@ -234,8 +236,8 @@ absl::Status AttentionLayer::OutputForward(const StepContext& ctx, const MicroBa
   Tensor partial = ctx.Act({t - first, spec_.hidden});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *wo_, saved.out.Reshape({t, width}).Slice(first, t),
-                              wo_->compute, &partial));
+    MF_RETURN_IF_ERROR(
+        LinearRows(ctx, *wo_, saved.out.Reshape({t, width}), wo_->compute, first, &partial));
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);

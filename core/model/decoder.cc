@@ -420,7 +420,8 @@ absl::Status Decoder::RecomputeBlock(const StepContext& ctx, const MicroBatch& b
   const Tensor& x = bs->attention.x;
   const int64_t n = x.dim(0);
   const bool split = SplitsGemmRows(ctx) && block.attention->SplitsOutputRows();
-  const int64_t first = RecomputeFrom(ctx, {&bs->h, &bs->ffn_in, &bs->ffn_rstd}, split);
+  const int64_t first =
+      GemmBlockStart(RecomputeFrom(ctx, {&bs->h, &bs->ffn_in, &bs->ffn_rstd}, split), n);
   if (first < n) {
     Tensor attn;
     MF_RETURN_IF_ERROR(block.attention->OutputForward(ctx, batch, bs->attention, first, &attn));

@@ -41,7 +41,7 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
   saved->act = ctx.Act({t, local_ffn_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *gate_up_, saved->x, GateUpMatrix(), &saved->gate_up));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), 0, &saved->gate_up));
   }
   {
     auto timed = ctx.Profile(OpFamily::kActivation);
@@ -109,11 +109,11 @@ absl::Status SwiGluMlp::Recompute(const StepContext& ctx, const Tensor& x, Saved
   const int64_t t = saved->x.dim(0);
   // Both steps are row-separable: only the rows a partial swap did not bring back are recomputed
   // (the GEMM where its row slice is exact, core/model/recompute_rows.h).
-  int64_t first = RecomputeFrom(ctx, {&saved->gate_up}, SplitsGemmRows(ctx));
+  int64_t first = GemmBlockStart(RecomputeFrom(ctx, {&saved->gate_up}, SplitsGemmRows(ctx)), t);
   if (first < t) {
     Tensor rows = RecomputeRowsOf(ctx, &saved->gate_up, {t, 2 * local_ffn_}, ctx.act_dtype, first);
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *gate_up_, saved->x.Slice(first, t), GateUpMatrix(), &rows));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), first, &rows));
   }
   first = RecomputeFrom(ctx, {&saved->act}, /*split=*/true);
   if (first < t) {

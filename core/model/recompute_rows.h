@@ -8,7 +8,7 @@
 //   const int64_t first = RecomputeFrom(ctx, {&saved->gate_up}, SplitsGemmRows(ctx));
 //   if (first < TokenRows(...)) {
 //     Tensor rows = RecomputeRowsOf(ctx, &saved->gate_up, {t, 2 * f}, ctx.act_dtype, first);
-//     ... Linear(ctx, w, TokenRowSlice(saved->x, first), W, &rows) ...
+//     ... LinearRows(ctx, w, saved->x, W, first, &rows) ...  (first: GemmBlockStart)
 //   }
 #pragma once
 
@@ -57,12 +57,18 @@ Tensor RecomputeRowsOf(const StepContext& ctx, Tensor* t, const Shape& shape, DT
 // Token rows [first, N) of a tensor, flattened as TokenRows counts them ((B, S, ...) by B·S).
 Tensor TokenRowSlice(const Tensor& t, int64_t first);
 
-// Whether a projection's GEMM gives a row slice the bits of the same rows of the whole: on the CPU
-// (OpenBLAS computes each row's K-sum the same way whatever M is; tests/ops/gemm_rows_test.cc), and
-// not under the FP8 current recipe (its per-tensor scale is the amax of the whole input). cuBLASLt
-// picks its algorithm (split-K included) per shape, so on CUDA the GEMM outputs are recomputed
-// whole (docs/DECISIONS.md).
+// Whether a projection's output may be recomputed by row ranges (LinearRows): on the CPU, where
+// the projections run over fixed row blocks so a range repeats the forward's very GEMM calls
+// (OpenBLAS alone gives a row different bits for a different M: tests/model/linear_rows_test.cc),
+// with no FP8 recipe or the delayed one (the current recipe's per-tensor scale is the amax of the
+// whole input; blockwise is not proven here). cuBLASLt
+// picks its algorithm (split-K included) per shape, so on CUDA the projections run as one GEMM and
+// their outputs are recomputed whole (docs/DECISIONS.md).
 bool SplitsGemmRows(const StepContext& ctx);
+
+// `first` rounded down to LinearRows' row block over `rows` (a recompute step with a projection
+// starts there; the rows in between come again with the bits that came back).
+int64_t GemmBlockStart(int64_t first, int64_t rows);
 
 // Token rows every recompute produced so far in this process (all layers, all steps): the tests
 // count them to prove the split recomputes only the rows that were not swapped.
