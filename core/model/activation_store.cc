@@ -252,6 +252,7 @@ absl::Status ActivationStore::Place(const StepContext& ctx, std::span<const Save
     // caching allocator once the caller drops `fetched`).
     Tensor full = Tensor::Empty(e->shape, e->dtype, ctx.device());
     full.Reshape({e->total_rows, e->width}).Slice(0, e->rows).CopyFromAsync(dev, ctx.s());
+    dev.RecordStream(ctx.s());  // its block is reused only after this copy read it
     *refs[index].tensor = full;
     partial->MarkPartial(refs[index].tensor, e->rows);
   }
