@@ -108,6 +108,38 @@ absl::Status SetScalar(Message* message, const FieldDescriptor* field, absl::str
       absl::StrCat("override '", assignment, "': ", path, " is a section, not a value"));
 }
 
+// `map.KEY=value` (parts[i] names the map): sets one entry of a map with string keys and scalar
+// values, replacing the key's value when it is there.
+absl::Status SetMapEntry(Message* message, const FieldDescriptor* field,
+                         const std::vector<absl::string_view>& parts, size_t i,
+                         absl::string_view value, absl::string_view assignment,
+                         const std::string& walked) {
+  const FieldDescriptor* key_field = field->message_type()->map_key();
+  const FieldDescriptor* value_field = field->message_type()->map_value();
+  if (i + 2 != parts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("override '", assignment, "': ", walked,
+                                                   " is a map; set one entry (", walked,
+                                                   ".KEY=value)"));
+  }
+  if (key_field->cpp_type() != FieldDescriptor::CPPTYPE_STRING ||
+      value_field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "override '", assignment, "': ", walked, " is not a map of names to values"));
+  }
+  const std::string key(parts[i + 1]);
+  const Reflection* r = message->GetReflection();
+  Message* entry = nullptr;
+  for (int j = 0; j < r->FieldSize(*message, field) && entry == nullptr; ++j) {
+    Message* e = r->MutableRepeatedMessage(message, field, j);
+    if (e->GetReflection()->GetString(*e, key_field) == key) entry = e;
+  }
+  if (entry == nullptr) {
+    entry = r->AddMessage(message, field);
+    entry->GetReflection()->SetString(entry, key_field, key);
+  }
+  return SetScalar(entry, value_field, value, assignment, absl::StrCat(walked, ".", key));
+}
+
 }  // namespace
 
 absl::Status ApplyOverride(ExperimentConfig* config, absl::string_view assignment) {
@@ -134,6 +166,11 @@ absl::Status ApplyOverride(ExperimentConfig* config, absl::string_view assignmen
                        walked.empty() ? "the experiment" : walked, DidYouMean(section, parts[i])));
     }
     walked = walked.empty() ? field->name() : absl::StrCat(walked, ".", field->name());
+    if (field->is_map()) {
+      absl::Status s = SetMapEntry(message, field, parts, i, value, assignment, walked);
+      if (s.ok()) *config = std::move(updated);
+      return s;
+    }
     const bool is_section =
         field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !field->is_repeated();
     if (i + 1 < parts.size()) {

@@ -237,27 +237,26 @@ absl::StatusOr<FetchedRows> ActivationStore::Prefetch(const StepContext& ctx,
 }
 
 absl::Status ActivationStore::Place(const StepContext& ctx, std::span<const SavedRef> refs,
-                                    const FetchedRows& fetched, const SwapStash& stash) {
+                                    const FetchedRows& fetched, const SwapStash& stash,
+                                    RecomputeRows* partial) {
   if (fetched.arrived) MF_RETURN_IF_ERROR(ctx.s().Wait(*fetched.arrived));
   for (const auto& [index, dev] : fetched.tensors) {
     const auto e = std::find_if(stash.entries.begin(), stash.entries.end(),
                                 [index = index](const auto& x) { return x.index == index; });
     MF_CHECK(e != stash.entries.end());
-    if (e->rows == e->total_rows) *refs[index].tensor = dev;
+    if (e->rows == e->total_rows) {
+      *refs[index].tensor = dev;
+      continue;
+    }
+    // The fetched rows first, the rest for the recompute (the fetched block returns to the
+    // caching allocator once the caller drops `fetched`).
+    Tensor full = Tensor::Empty(e->shape, e->dtype, ctx.device());
+    full.Reshape({e->total_rows, e->width}).Slice(0, e->rows).CopyFromAsync(dev, ctx.s());
+    dev.RecordStream(ctx.s());  // its block is reused only after this copy read it
+    *refs[index].tensor = full;
+    partial->MarkPartial(refs[index].tensor, e->rows);
   }
   return absl::OkStatus();
-}
-
-void ActivationStore::Overlay(const StepContext& ctx, std::span<const SavedRef> refs,
-                              const FetchedRows& fetched, const SwapStash& stash) {
-  for (const auto& [index, dev] : fetched.tensors) {
-    const auto e = std::find_if(stash.entries.begin(), stash.entries.end(),
-                                [index = index](const auto& x) { return x.index == index; });
-    if (e->rows == e->total_rows) continue;
-    Tensor& t = *refs[index].tensor;
-    MF_CHECK(t.defined()) << SavedKindName(refs[index].kind) << " was not recomputed";
-    t.Reshape({e->total_rows, dev.dim(1)}).Slice(0, e->rows).CopyFromAsync(dev, ctx.s());
-  }
 }
 
 }  // namespace moefold::model

@@ -8,8 +8,9 @@
 //   ActivationStore store(ActivationPolicy::Selective());
 //   store.Release(ctx, layer, resident, refs, &stash);  // after the forward; refs name the tape
 //   FetchedRows rows = *store.Prefetch(ctx, stash);     // one layer ahead of the backward
-//   store.Place(ctx, refs, rows, stash);                // the compute stream waits for the copy
-//   ... the layer recomputes every undefined tensor ...; store.Overlay(ctx, refs, rows, stash);
+//   RecomputeRows partial;
+//   store.Place(ctx, refs, rows, stash, &partial);      // the compute stream waits for the copy
+//   ... the layer recomputes the undefined tensors and the missing rows of the partial ones ...
 #pragma once
 
 #include <array>
@@ -23,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/allocator.h"
+#include "core/model/recompute_rows.h"
 #include "core/model/step_context.h"
 #include "core/stream.h"
 #include "core/tensor.h"
@@ -147,12 +149,11 @@ class ActivationStore {
   // on the copy stream: called one layer ahead in backward so the copy hides under compute.
   absl::StatusOr<FetchedRows> Prefetch(const StepContext& ctx, const SwapStash& stash);
   // Before the layer's backward: the compute stream waits for `fetched`; tensors whose every row
-  // was swapped are placed in the refs; partly swapped ones stay undefined for the layer's
-  // recomputation, and Overlay then writes their swapped rows over the recomputed ones.
+  // was swapped are placed in the refs; a partly swapped one is placed as a new full-shape tensor
+  // whose first rows are the fetched ones, marked in *partial so the layer's recompute produces
+  // only the rest (MEMO's token-wise split; core/model/recompute_rows.h).
   absl::Status Place(const StepContext& ctx, std::span<const SavedRef> refs,
-                     const FetchedRows& fetched, const SwapStash& stash);
-  void Overlay(const StepContext& ctx, std::span<const SavedRef> refs, const FetchedRows& fetched,
-               const SwapStash& stash);
+                     const FetchedRows& fetched, const SwapStash& stash, RecomputeRows* partial);
 
   // The host memory swapped tensors occupy: on the CPU a separate arena that stands in for pinned
   // memory (so its bytes are counted apart from the "device"); on a GPU the pinned pool.

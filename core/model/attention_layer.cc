@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/model/linear.h"
+#include "core/model/recompute_rows.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
@@ -74,7 +75,7 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   Tensor qkv = ctx.Act({t, QkvWidth()});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *wqkv_, saved->x_full, QkvMatrix(), &qkv));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), 0, &qkv));
   }
   Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
   {
@@ -99,7 +100,8 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   Tensor partial = ctx.Act({t, spec_.hidden});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *wo_, saved->out.Reshape({t, hq * d}), wo_->compute, &partial));
+    MF_RETURN_IF_ERROR(
+        LinearRows(ctx, *wo_, saved->out.Reshape({t, hq * d}), wo_->compute, 0, &partial));
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);
@@ -177,37 +179,45 @@ absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch&
   const int64_t b = batch.batch(), s = batch.seq_len(), t = b * s, d = spec_.head_dim;
   const int64_t hq = local_heads_, hkv = local_kv_heads_;
   MF_CHECK(saved->x.defined()) << "the attention layer's input is the recomputation's start";
-  if (!saved->x_norm.defined() || !saved->rstd.defined()) {
-    Tensor x_norm = ctx.Act(saved->x.shape()), rstd = ctx.F32({saved->x.dim(0)});
+  // The norm is row-separable (each row's own sum of squares): only missing rows are recomputed.
+  const int64_t n = saved->x.dim(0);
+  int64_t first = RecomputeFrom(ctx, {&saved->x_norm, &saved->rstd}, /*split=*/true);
+  if (first < n) {
+    Tensor x_norm = RecomputeRowsOf(ctx, &saved->x_norm, saved->x.shape(), ctx.act_dtype, first);
+    Tensor rstd = RecomputeRowsOf(ctx, &saved->rstd, {n}, DType::kF32, first);
     auto timed = ctx.Profile(OpFamily::kNorm);
-    ops::RmsNormForward(saved->x, norm_->compute, spec_.norm_eps, &x_norm, &rstd, ctx.s());
-    if (!saved->x_norm.defined()) saved->x_norm = x_norm;
-    if (!saved->rstd.defined()) saved->rstd = rstd;
+    ops::RmsNormForward(saved->x.Slice(first, n), norm_->compute, spec_.norm_eps, &x_norm, &rstd,
+                        ctx.s());
   }
-  if (!saved->x_full.defined()) {
+  if (!IsComplete(ctx, saved->x_full)) {  // a TP gather (a collective): every row
     auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(
         parallel::TpGather(saved->x_norm, mp_.tp, mp_.sequence_parallel, &saved->x_full));
   }
-  const bool qkv = saved->q.defined() && saved->k.defined() && saved->v.defined();
-  const bool core = saved->out.defined() && saved->lse.defined();
-  if (!qkv) {
-    Tensor packed = ctx.Act({t, QkvWidth()});
+  // The QKV projection and RoPE are row-separable (RoPE reads each row's own position).
+  first = GemmBlockStart(RecomputeFrom(ctx, {&saved->q, &saved->k, &saved->v}, SplitsGemmRows(ctx)),
+                         t);
+  if (first < t) {
+    Tensor packed = ctx.Act({t - first, QkvWidth()});
     {
       auto timed = ctx.Profile(OpFamily::kGemm);
-      MF_RETURN_IF_ERROR(Linear(ctx, *wqkv_, saved->x_full, QkvMatrix(), &packed));
+      MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), first, &packed));
     }
-    Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
+    const DType act = ctx.act_dtype;
+    Tensor q = RecomputeRowsOf(ctx, &saved->q, {b, s, hq, d}, act, first).Reshape({t - first, hq, d});
+    Tensor k = RecomputeRowsOf(ctx, &saved->k, {b, s, hkv, d}, act, first).Reshape({t - first, hkv, d});
+    Tensor v = RecomputeRowsOf(ctx, &saved->v, {b, s, hkv, d}, act, first).Reshape({t - first, hkv, d});
     auto timed = ctx.Profile(OpFamily::kAttention);
     const Tensor& table = rope_->Get(ctx, MaxPosition(batch));
-    ops::QkvRopeForward(packed, batch.on_device.row_positions, table, &q, &k, &v, ctx.s());
-    saved->q = q.Reshape({b, s, hq, d});
-    saved->k = k.Reshape({b, s, hkv, d});
-    saved->v = v.Reshape({b, s, hkv, d});
+    ops::QkvRopeForward(packed, batch.on_device.row_positions.Slice(first, t), table, &q, &k, &v,
+                        ctx.s());
   }
-  if (core) return absl::OkStatus();
+  // The attention core is not row-separable as its kernels run (a query row reads every earlier
+  // key, and a row range of (B, S) crosses sequences): its output and lse are recomputed whole.
+  if (IsComplete(ctx, saved->out) && IsComplete(ctx, saved->lse)) return absl::OkStatus();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  Tensor out = ctx.Act({b, s, hq, d}), lse = ctx.F32({b, hq, s});
+  Tensor out = RecomputeRowsOf(ctx, &saved->out, {b, s, hq, d}, ctx.act_dtype, 0);
+  Tensor lse = RecomputeRowsOf(ctx, &saved->lse, {b, hq, s}, DType::kF32, 0);
   auto timed = ctx.Profile(OpFamily::kAttention);
   if (mp_.cp_size() > 1) {
     MF_RETURN_IF_ERROR(parallel::RingAttentionForward(saved->q, saved->k, saved->v, scale, *mp_.cp,
@@ -216,18 +226,18 @@ absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch&
   } else {
     ops::AttentionForward(saved->q, saved->k, saved->v, scale, &out, &lse, ctx.s());
   }
-  if (!saved->out.defined()) saved->out = out;
-  if (!saved->lse.defined()) saved->lse = lse;
   return absl::OkStatus();
 }
 
 absl::Status AttentionLayer::OutputForward(const StepContext& ctx, const MicroBatch& batch,
-                                           const Saved& saved, Tensor* y) const {
+                                           const Saved& saved, int64_t first, Tensor* y) const {
   const int64_t t = batch.batch() * batch.seq_len(), width = local_heads_ * spec_.head_dim;
-  Tensor partial = ctx.Act({t, spec_.hidden});
+  MF_CHECK(first == 0 || SplitsOutputRows()) << "a row range of the output needs no TP reduction";
+  Tensor partial = ctx.Act({t - first, spec_.hidden});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *wo_, saved.out.Reshape({t, width}), wo_->compute, &partial));
+    MF_RETURN_IF_ERROR(
+        LinearRows(ctx, *wo_, saved.out.Reshape({t, width}), wo_->compute, first, &partial));
   }
   auto timed = ctx.Profile(OpFamily::kCommunication);
   return parallel::TpReduce(partial, mp_.tp, mp_.sequence_parallel, y);

@@ -46,11 +46,17 @@ class AttentionLayer {
   absl::Status Backward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
                         const Tensor& d_y, Tensor* d_x) const;
   // Recomputes every undefined tensor of *saved from saved->x with Forward's kernels (so the same
-  // bits); the TP gather and the CP ring run again where they are needed. Status: a collective.
+  // bits), and of a partly placed one (ctx.recompute_rows) only its missing rows where the op is
+  // row-separable (the norm, the QKV projection with RoPE); the TP gather and the CP ring run again
+  // where they are needed. Status: a collective.
   absl::Status Recompute(const StepContext& ctx, const MicroBatch& batch, Saved* saved) const;
-  // *y (T_x, H) = TpReduce(W_o · saved.out): the branch's output again, from a complete tape.
+  // *y (T_x − first, H) = rows [first, T_x) of TpReduce(W_o · saved.out): the branch's output
+  // again, from a complete tape. first > 0 only where SplitsOutputRows.
   absl::Status OutputForward(const StepContext& ctx, const MicroBatch& batch, const Saved& saved,
-                             Tensor* y) const;
+                             int64_t first, Tensor* y) const;
+  // Whether a row range of the output needs no TP reduction (one TP rank): the reduction over the
+  // whole tensor could sum a row in another order than over a range.
+  bool SplitsOutputRows() const { return mp_.tp_size() == 1; }
 
  private:
   ModelSpec spec_;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/flight_recorder.h"
+#include "core/model/recompute_rows.h"
 #include "core/profiler.h"
 #include "core/trace.h"
 #include "ops/elementwise.h"
@@ -370,9 +371,11 @@ absl::Status Decoder::BlocksBackward(const StepContext& ctx, const MicroBatch& b
         MF_ASSIGN_OR_RETURN(ahead, store_->Prefetch(lctx, saved.blocks[l - 1].stash));
       }
       const std::vector<SavedRef> refs = BlockRefs(block, &bs);
-      MF_RETURN_IF_ERROR(store_->Place(lctx, refs, fetched, bs.stash));
-      MF_RETURN_IF_ERROR(RecomputeBlock(lctx, batch, block, &bs));
-      store_->Overlay(lctx, refs, fetched, bs.stash);
+      RecomputeRows partial;
+      MF_RETURN_IF_ERROR(store_->Place(lctx, refs, fetched, bs.stash, &partial));
+      StepContext rctx = lctx;
+      rctx.recompute_rows = &partial;
+      MF_RETURN_IF_ERROR(RecomputeBlock(rctx, batch, block, &bs));
     }
     // x_out = h + FFN(norm(h)): d_h = d_x_out + norm'ᵀ · FFN'ᵀ · d_x_out, accumulated into d_x.
     Tensor d_ffn_in;
@@ -411,19 +414,23 @@ std::vector<SavedRef> Decoder::BlockRefs(const Block& block, BlockSaved* bs) con
 absl::Status Decoder::RecomputeBlock(const StepContext& ctx, const MicroBatch& batch,
                                      const Block& block, BlockSaved* bs) const {
   MF_RETURN_IF_ERROR(block.attention->Recompute(ctx, batch, &bs->attention));
-  if (!bs->h.defined() || !bs->ffn_in.defined() || !bs->ffn_rstd.defined()) {
+  // h = x + attention and the FFN's input norm: row-separable on one TP rank (the output
+  // projection's GEMM where its row slice is exact), so only the rows a partial swap did not bring
+  // back are recomputed.
+  const Tensor& x = bs->attention.x;
+  const int64_t n = x.dim(0);
+  const bool split = SplitsGemmRows(ctx) && block.attention->SplitsOutputRows();
+  const int64_t first =
+      GemmBlockStart(RecomputeFrom(ctx, {&bs->h, &bs->ffn_in, &bs->ffn_rstd}, split), n);
+  if (first < n) {
     Tensor attn;
-    MF_RETURN_IF_ERROR(block.attention->OutputForward(ctx, batch, bs->attention, &attn));
-    const Tensor& x = bs->attention.x;
-    Tensor h = ctx.Act(x.shape()), ffn_in = ctx.Act(x.shape()), rstd = ctx.F32({x.dim(0)});
-    {
-      auto timed = ctx.Profile(OpFamily::kNorm);
-      ops::AddRmsNormForward(x, attn, block.ffn_norm->compute, spec_.norm_eps, &h, &ffn_in, &rstd,
-                             ctx.s());
-    }
-    if (!bs->h.defined()) bs->h = h;
-    if (!bs->ffn_in.defined()) bs->ffn_in = ffn_in;
-    if (!bs->ffn_rstd.defined()) bs->ffn_rstd = rstd;
+    MF_RETURN_IF_ERROR(block.attention->OutputForward(ctx, batch, bs->attention, first, &attn));
+    Tensor h = RecomputeRowsOf(ctx, &bs->h, x.shape(), ctx.act_dtype, first);
+    Tensor ffn_in = RecomputeRowsOf(ctx, &bs->ffn_in, x.shape(), ctx.act_dtype, first);
+    Tensor rstd = RecomputeRowsOf(ctx, &bs->ffn_rstd, {n}, DType::kF32, first);
+    auto timed = ctx.Profile(OpFamily::kNorm);
+    ops::AddRmsNormForward(x.Slice(first, n), attn, block.ffn_norm->compute, spec_.norm_eps, &h,
+                           &ffn_in, &rstd, ctx.s());
   }
   if (block.moe) return block.moe->Recompute(ctx, bs->ffn_in, &bs->moe);
   return block.mlp->Recompute(ctx, bs->ffn_in, &bs->mlp);

@@ -1,9 +1,11 @@
 // The projections' GEMMs: the bf16/f32 ops, or the step's FP8 recipe (core/model/fp8_linear.h).
 #include "core/model/linear.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "core/model/fp8_linear.h"
+#include "core/model/recompute_rows.h"
 #include "ops/gemm.h"
 #include "ops/grouped_gemm.h"
 
@@ -35,6 +37,26 @@ absl::Status Linear(const StepContext& ctx, const Parameter& param, const Tensor
     return absl::OkStatus();
   }
   return ctx.fp8->Forward(ctx, param, 0, x, AsOneExpert(w), {x.dim(0)}, y, beta);
+}
+
+int64_t GemmRowBlock(int64_t rows) { return std::max<int64_t>(8, ((rows + 7) / 8 + 7) / 8 * 8); }
+
+absl::Status LinearRows(const StepContext& ctx, const Parameter& param, const Tensor& x,
+                        const Tensor& w, int64_t first, Tensor* y) {
+  const int64_t m = x.dim(0);
+  MF_CHECK_EQ(y->dim(0), m - first) << "LinearRows: rows [" << first << ", " << m << ")";
+  if (!SplitsGemmRows(ctx)) {
+    MF_CHECK_EQ(first, 0) << "LinearRows: no row ranges where the GEMM's split is not exact";
+    return Linear(ctx, param, x, w, y);
+  }
+  const int64_t block = GemmRowBlock(m);
+  MF_CHECK_EQ(first % block, 0) << "LinearRows: row " << first << " is inside a block of " << block;
+  for (int64_t b = first; b < m; b += block) {
+    const int64_t e = std::min(m, b + block);
+    Tensor rows = y->Slice(b - first, e - first);
+    MF_RETURN_IF_ERROR(Linear(ctx, param, x.Slice(b, e), w, &rows));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Tensor& x,

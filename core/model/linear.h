@@ -20,6 +20,17 @@ namespace moefold::model {
 absl::Status Linear(const StepContext& ctx, const Parameter& param, const Tensor& x,
                     const Tensor& w, Tensor* y, float beta = 0.0f);
 
+// The projections whose output a recompute may produce by row ranges (core/model/recompute_rows.h:
+// q/k/v, gate_up, the attention output): rows [first, M) of y = x·Wᵀ, where x is the whole input
+// (M rows) and y holds M − first rows. Where the split is on (SplitsGemmRows) the GEMM runs over
+// fixed blocks of GemmRowBlock(M) rows counted from row 0 — the forward (first = 0) and a
+// recompute (first a multiple of the block) make the same calls on the same rows, so the rows
+// get the same bits whatever BLAS does with a different M. Elsewhere one GEMM (first = 0).
+absl::Status LinearRows(const StepContext& ctx, const Parameter& param, const Tensor& x,
+                        const Tensor& w, int64_t first, Tensor* y);
+// The row block of LinearRows over M rows: M/8 rounded up to a multiple of 8 (at most 8 GEMMs).
+int64_t GemmRowBlock(int64_t rows);
+
 // d_x = d_y·W (+ d_x when dx_beta = 1) when d_x is non-null; d_w += d_yᵀ·x when d_w is non-null
 // (f32).
 absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Tensor& x,

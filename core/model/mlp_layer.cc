@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/model/linear.h"
+#include "core/model/recompute_rows.h"
 #include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
@@ -40,7 +41,7 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
   saved->act = ctx.Act({t, local_ffn_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *gate_up_, saved->x, GateUpMatrix(), &saved->gate_up));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), 0, &saved->gate_up));
   }
   {
     auto timed = ctx.Profile(OpFamily::kActivation);
@@ -101,20 +102,24 @@ void SwiGluMlp::Saved::AppendRefs(std::vector<SavedRef>* refs) {
 }
 
 absl::Status SwiGluMlp::Recompute(const StepContext& ctx, const Tensor& x, Saved* saved) const {
-  if (!saved->x.defined()) {
+  if (!IsComplete(ctx, saved->x)) {  // a TP gather (a collective): every row
     auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
   }
   const int64_t t = saved->x.dim(0);
-  if (!saved->gate_up.defined()) {
-    saved->gate_up = ctx.Act({t, 2 * local_ffn_});
+  // Both steps are row-separable: only the rows a partial swap did not bring back are recomputed
+  // (the GEMM where its row slice is exact, core/model/recompute_rows.h).
+  int64_t first = GemmBlockStart(RecomputeFrom(ctx, {&saved->gate_up}, SplitsGemmRows(ctx)), t);
+  if (first < t) {
+    Tensor rows = RecomputeRowsOf(ctx, &saved->gate_up, {t, 2 * local_ffn_}, ctx.act_dtype, first);
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *gate_up_, saved->x, GateUpMatrix(), &saved->gate_up));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), first, &rows));
   }
-  if (!saved->act.defined()) {
-    saved->act = ctx.Act({t, local_ffn_});
+  first = RecomputeFrom(ctx, {&saved->act}, /*split=*/true);
+  if (first < t) {
+    Tensor rows = RecomputeRowsOf(ctx, &saved->act, {t, local_ffn_}, ctx.act_dtype, first);
     auto timed = ctx.Profile(OpFamily::kActivation);
-    ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
+    ops::SwiGluForward(saved->gate_up.Slice(first, t), &rows, ctx.s());
   }
   return absl::OkStatus();
 }

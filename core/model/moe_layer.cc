@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/linear.h"
+#include "core/model/recompute_rows.h"
 #include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/gemm.h"
@@ -349,18 +350,21 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
   if (!saved->routed.defined()) {
     saved->routed = SplitsRows() ? x.Slice(saved->first_row, saved->first_row + t) : x;
   }
-  if (!saved->logits.defined()) {
-    saved->logits = ctx.F32({t, e});
+  // The router's, the dispatched rows' and the experts' tensors are recomputed whole (a partly
+  // placed one is overwritten with the same bits): the grouped rows are in expert order, not token
+  // order, and the router keeps the split simple where its tensors are small.
+  if (!IsComplete(ctx, saved->logits)) {
+    Tensor logits = RecomputeRowsOf(ctx, &saved->logits, {t, e}, DType::kF32, 0);
     auto timed = ctx.Profile(OpFamily::kRouter);
-    ops::RouterLogitsForward(saved->routed, router_->value, &saved->logits, ctx.s());
+    ops::RouterLogitsForward(saved->routed, router_->value, &logits, ctx.s());
   }
-  if (!saved->probs.defined() && moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
-    saved->probs = ctx.F32({t, e});
+  if (!IsComplete(ctx, saved->probs) && moe.aux_type != AuxLossType::kNone && moe.aux_coeff > 0) {
+    Tensor probs = RecomputeRowsOf(ctx, &saved->probs, {t, e}, DType::kF32, 0);
     auto timed = ctx.Profile(OpFamily::kRouter);
-    ops::SoftmaxForward(saved->logits, &saved->probs, ctx.s());
+    ops::SoftmaxForward(saved->logits, &probs, ctx.s());
   }
   const parallel::DispatchPlan& dispatch = saved->dispatch;
-  if (!saved->grouped.defined()) {
+  if (!IsComplete(ctx, saved->grouped)) {
     MF_CHECK(LocalExperts()) << "the dispatched rows are kept under expert parallelism";
     Tensor permuted = ctx.Act({plan.sorted.numel(), h});
     {
@@ -370,11 +374,11 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
     MF_RETURN_IF_ERROR(parallel::Dispatch(dispatch, mp_.experts, permuted, &saved->grouped, ctx.s()));
   }
   const int64_t rows = dispatch.grouped_rows(), f_local = moe.expert_ffn / mp_.etp_size();
-  const bool gate_up = !saved->gate_up.defined(), act = !saved->act.defined();
-  if (gate_up) saved->gate_up = ctx.Act({rows, 2 * f_local});
-  if (act) saved->act = ctx.Act({rows, f_local});
+  const bool gate_up = !IsComplete(ctx, saved->gate_up), act = !IsComplete(ctx, saved->act);
+  if (gate_up) RecomputeRowsOf(ctx, &saved->gate_up, {rows, 2 * f_local}, ctx.act_dtype, 0);
+  if (act) RecomputeRowsOf(ctx, &saved->act, {rows, f_local}, ctx.act_dtype, 0);
   Tensor expert_out;
-  const bool combined = !saved->combined.defined();
+  const bool combined = !IsComplete(ctx, saved->combined);
   if (combined) {
     MF_CHECK(LocalExperts()) << "the combined rows are kept under expert parallelism";
     expert_out = ctx.Act({rows, h});

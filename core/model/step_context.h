@@ -15,6 +15,7 @@
 namespace moefold::model {
 
 class Fp8Training;
+class RecomputeRows;
 
 // A micro-batch of B sequences of S tokens, on the host: tokens (B, S) i32 inputs, targets (B, S)
 // i32 next tokens (-1 = ignored), positions (S) i32 global positions (0..S-1 on one rank; context
@@ -68,6 +69,9 @@ struct StepContext {
   Profiler* profiler = nullptr;
   // The FP8 recipe of the projections' GEMMs (core/model/fp8_linear.h); null = bf16/f32 GEMMs.
   Fp8Training* fp8 = nullptr;
+  // In a layer's recompute: the tensors the activation store placed partly (core/model/
+  // recompute_rows.h); null = a defined tensor is complete.
+  const RecomputeRows* recompute_rows = nullptr;
   int layer = -1;  // the decoder layer running (set by the decoder per block), for the profile
   // The micro-batch and virtual pipeline stage running (set by the pipeline executor), for traces.
   int micro_batch = -1;

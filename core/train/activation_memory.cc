@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "ops/gemm.h"
 
 namespace moefold::train {
 namespace {
@@ -196,6 +197,28 @@ double MeasureHostLinkBandwidth(const Device& device, int64_t bytes) {
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (s > 0) best = std::max(best, static_cast<double>(bytes) / s);
+  }
+  return best;
+}
+
+double MeasureGemmFlops(const Device& device, DType dtype, int64_t m, int64_t k, int64_t n) {
+  m = std::max<int64_t>(m, 1);
+  k = std::max<int64_t>(k, 1);
+  n = std::max<int64_t>(n, 1);
+  Tensor a = Tensor::Empty({m, k}, dtype, device), b = Tensor::Empty({n, k}, dtype, device);
+  Tensor c = Tensor::Empty({m, n}, dtype, device);
+  a.SetZero();  // defined values (no NaN or denormal slow paths); BLAS skips no zeros
+  b.SetZero();
+  Stream& stream = DefaultStream(device);
+  double best = 0;
+  for (int i = 0; i < 4; ++i) {  // the first is a warm-up
+    const auto start = std::chrono::steady_clock::now();
+    ops::Gemm(a, false, b, true, 1.0f, 0.0f, &c, stream);
+    stream.Synchronize();
+    if (i == 0) continue;
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (s > 0) best = std::max(best, 2.0 * static_cast<double>(m * k * n) / s);
   }
   return best;
 }

@@ -76,4 +76,9 @@ float ChooseSwapFraction(int64_t swappable_bytes_per_layer, double layer_forward
 // `bytes` from the activation store's host memory (a CPU: memory bandwidth of a host copy).
 double MeasureHostLinkBandwidth(const Device& device, int64_t bytes = 32 << 20);
 
+// The GEMM throughput this process achieves on `device` in FLOP/s: the best of three timed
+// (m, k)·(n, k)ᵀ GEMMs in `dtype` after a warm-up (memory.swap_auto's probe of a layer's compute
+// speed: its largest projection's shape). 0 when nothing could be timed.
+double MeasureGemmFlops(const Device& device, DType dtype, int64_t m, int64_t k, int64_t n);
+
 }  // namespace moefold::train

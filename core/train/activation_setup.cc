@@ -39,8 +39,15 @@ absl::StatusOr<std::shared_ptr<model::ActivationStore>> MakeActivationStore(
     const double forward_flops =
         TrainingFlopsPerToken(spec, config.train().seq_len()) / 3.0 / spec.num_layers * tokens;
     MF_ASSIGN_OR_RETURN(const DType dtype, ParseDType(config.precision().compute_dtype()));
+    // The layer's forward time from a measurement: a timed GEMM of its largest dense projection's
+    // shape (the gate/up projection of its tokens) gives the rate its FLOPs run at here; the
+    // device's peak only where nothing could be timed.
+    const int64_t ffn = std::max<int64_t>(spec.ffn, spec.moe.expert_ffn);
+    const double measured = MeasureGemmFlops(device, dtype, tokens * s.tp, spec.hidden,
+                                             2 * std::max<int64_t>(1, ffn / s.tp));
     const Peak peak = ResolvePeak(config.train().peak_tflops(), device, dtype);
-    const double forward_s = peak.tflops > 0 ? forward_flops / (peak.tflops * 1e12) : 0;
+    const double rate = measured > 0 ? measured : peak.tflops * 1e12;
+    const double forward_s = rate > 0 ? forward_flops / rate : 0;
     const double bandwidth = config.memory().host_link_gbps() > 0
                                  ? config.memory().host_link_gbps() * 1e9
                                  : MeasureHostLinkBandwidth(device);
@@ -51,9 +58,10 @@ absl::StatusOr<std::shared_ptr<model::ActivationStore>> MakeActivationStore(
         static_cast<int64_t>(config.memory().host_budget_gb() * 1073741824.0));
     if (rank == 0) {
       std::fprintf(stderr,
-                   "memory.swap_auto: α = %.4f (layer forward %.3g ms at %.3g TFLOP/s, %.3g MB "
-                   "of rows per layer at %.3g GB/s, host budget %g GiB)\n",
-                   policy.swap_fraction, forward_s * 1e3, peak.tflops, per_layer / 1e6,
+                   "memory.swap_auto: α = %.4f (layer forward %.3g ms at %.3g TFLOP/s %s, %.3g MB "
+                   "of rows per layer at %.3g GB/s measured, host budget %g GiB)\n",
+                   policy.swap_fraction, forward_s * 1e3, rate / 1e12,
+                   measured > 0 ? "measured by a GEMM probe" : "peak", per_layer / 1e6,
                    bandwidth / 1e9, config.memory().host_budget_gb());
     }
   }

@@ -327,6 +327,32 @@ TEST(ApplyOverrideTest, SetsEveryKindOfField) {
   EXPECT_FALSE(c.parallel().zero1());
 }
 
+// A map's entry by key (memory.tensor_policy.KIND=POLICY): added, then replaced; the kind itself
+// is checked by Validate, which names an unknown one.
+TEST(ApplyOverrideTest, SetsAMapEntryByKey) {
+  ExperimentConfig c = DefaultConfig();
+  EXPECT_OK(ApplyOverride(&c, "memory.tensor_policy.router=swap"));
+  EXPECT_OK(ApplyOverride(&c, "memory.tensor_policy.attention_output=recompute"));
+  EXPECT_OK(ApplyOverride(&c, "memory.tensor_policy.router = keep"));
+  ASSERT_EQ(c.memory().tensor_policy_size(), 2);
+  EXPECT_EQ(c.memory().tensor_policy().at("router"), "keep");
+  EXPECT_EQ(c.memory().tensor_policy().at("attention_output"), "recompute");
+  EXPECT_OK(ApplyOverride(&c, "memory.tensor_policy.qkv=swap"));
+  const absl::Status bad = Validate(c, 1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(MessageOf(bad).find("memory.tensor_policy has unknown tensor kind \"qkv\""),
+            std::string::npos)
+      << bad;
+  for (const char* wrong : {"memory.tensor_policy=swap", "memory.tensor_policy.a.b=swap"}) {
+    const absl::Status s = ApplyOverride(&c, wrong);
+    ASSERT_FALSE(s.ok()) << wrong;
+    EXPECT_NE(MessageOf(s).find("memory.tensor_policy is a map; set one entry "
+                                "(memory.tensor_policy.KEY=value)"),
+              std::string::npos)
+        << s;
+  }
+}
+
 TEST(ApplyOverrideTest, ErrorsNameThePath) {
   ExperimentConfig c = DefaultConfig();
   struct Case {

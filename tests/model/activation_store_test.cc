@@ -1,9 +1,12 @@
 // The activation store's own contract, on the CPU: a kind's policy decides what is released, what
 // goes to the host arena (the first ⌊α·rows⌋ token rows) and what stays; a view follows its base;
 // an empty tensor stays; resident layers keep what they would swap; Prefetch/Place bring whole
-// tensors back, and Overlay writes the swapped rows of a partly swapped one over its recomputed
-// value. Policy and kind names parse, and bad ones are refused by name.
+// tensors back, and a partly swapped one as a full-shape tensor whose first rows are the swapped
+// ones, marked with the first row the recompute must produce; the recompute helpers hand out just
+// those rows. Policy and kind names parse, and bad ones are refused by name.
 #include "core/model/activation_store.h"
+
+#include "core/model/recompute_rows.h"
 
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
@@ -72,19 +75,39 @@ TEST(ActivationStoreTest, SwapSendsTheFirstAlphaRowsToTheHostArenaAndBringsThemB
 
   auto fetched = store.Prefetch(Cpu(), stash);
   ASSERT_TRUE(fetched.ok());
-  EXPECT_OK(store.Place(Cpu(), refs, *fetched, stash));
+  RecomputeRows partial;
+  EXPECT_OK(store.Place(Cpu(), refs, *fetched, stash, &partial));
   EXPECT_TRUE(combined.defined());
   EXPECT_EQ(combined.ToVector(), original_combined.ToVector());
-  EXPECT_FALSE(q.defined()) << "partly swapped: the layer recomputes it";
-  // The "recomputation" here writes something else; Overlay restores the swapped rows.
-  q = Tensor::Zeros(original_q.shape(), DType::kF32);
-  h = Tensor::Zeros(original_h.shape(), DType::kF32);
-  store.Overlay(Cpu(), refs, *fetched, stash);
+  ASSERT_TRUE(q.defined()) << "partly swapped: placed with its host rows";
+  EXPECT_EQ(q.shape(), original_q.shape());
+  EXPECT_EQ(partial.FirstMissing(q), 3);
+  EXPECT_EQ(partial.FirstMissing(h), 2);
+  EXPECT_EQ(partial.FirstMissing(combined), 4) << "every row came back";
+  EXPECT_EQ(partial.FirstMissing(rstd), 6) << "kept";
   const std::vector<float> qv = q.ToVector(), expect_q = original_q.ToVector();
   for (int i = 0; i < 12; ++i) EXPECT_EQ(qv[i], expect_q[i]) << i;  // 3 rows of 4
-  for (int i = 12; i < 24; ++i) EXPECT_EQ(qv[i], 0.0f) << i;
   EXPECT_EQ(h.ToVector()[7], original_h.ToVector()[7]);
-  EXPECT_EQ(h.ToVector()[8], 0.0f);
+
+  // The recompute's view: only the missing rows, counted.
+  StepContext ctx = Cpu();
+  ctx.recompute_rows = &partial;
+  EXPECT_EQ(RecomputeFrom(ctx, {&q}, /*split=*/true), 3);
+  EXPECT_EQ(RecomputeFrom(ctx, {&q}, /*split=*/false), 0);
+  EXPECT_EQ(RecomputeFrom(ctx, {&q, &h}, true), 2) << "the smallest first missing row";
+  EXPECT_EQ(RecomputeFrom(ctx, {&combined}, true), 4) << "nothing to do";
+  const int64_t counted = RecomputedRowsTotal();
+  Tensor rows = RecomputeRowsOf(ctx, &q, q.shape(), DType::kF32, 3);
+  EXPECT_EQ(rows.shape(), (Shape{3, 2, 2})) << "(B, S, ...) flattened to token rows";
+  EXPECT_EQ(rows.raw_data(), TokenRowSlice(q, 3).raw_data()) << "a view of the placed tensor";
+  EXPECT_EQ(RecomputedRowsTotal() - counted, 3);
+  Tensor scratch = RecomputeRowsOf(ctx, &rstd, {6}, DType::kF32, 4);
+  EXPECT_EQ(scratch.shape(), (Shape{2}));
+  EXPECT_NE(scratch.raw_data(), rstd.Slice(4, 6).raw_data()) << "a complete tensor is not written";
+  Tensor undefined;
+  Tensor all = RecomputeRowsOf(ctx, &undefined, {5, 4}, DType::kF32, 0);
+  EXPECT_TRUE(undefined.defined());
+  EXPECT_EQ(all.raw_data(), undefined.raw_data());
 }
 
 TEST(ActivationStoreTest, ResidentLayersAndLayersOutsideThePolicyKeep) {

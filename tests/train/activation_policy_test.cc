@@ -8,7 +8,9 @@
 #include <cstdio>
 
 #include "core/allocator.h"
+#include "absl/strings/str_cat.h"
 #include "core/model/activation_store.h"
+#include "core/model/recompute_rows.h"
 #include "core/train/memory_plan.h"
 #include "gtest/gtest.h"
 #include "parallel/mapping.h"
@@ -42,6 +44,10 @@ const std::vector<std::vector<std::string>> kPolicies = {
     // Swapping every layer (none resident) and recomputing only layer 1.
     {"memory.activation_policy=swap", "memory.swap_fraction=0.25", "memory.resident_layers=0"},
     {"memory.activation_policy=recompute", "memory.recompute=full", "memory.recompute_layers=1"},
+    // MEMO's split at an odd α over a token count it does not divide (2 × 13 rows: ⌊0.3·26⌋ = 7
+    // swapped, 19 recomputed), every layer.
+    {"memory.activation_policy=swap", "memory.swap_fraction=0.3", "memory.resident_layers=0",
+     "train.seq_len=13"},
 };
 
 std::string Label(const std::vector<std::string>& v) {
@@ -55,7 +61,13 @@ void ExpectEveryPolicyMatchesKeep(const std::vector<std::string>& model) {
   for (const auto& policy : kPolicies) {
     std::vector<std::string> overrides = model;
     overrides.insert(overrides.end(), policy.begin(), policy.end());
-    ExpectBitIdentical(TrainLayout(EquivalenceConfig(overrides), nullptr, kSteps), keep,
+    // A policy that changes the sequence length compares with keep at that length.
+    const bool seq = overrides.back().rfind("train.seq_len", 0) == 0;
+    std::vector<std::string> keep_overrides = model;
+    if (seq) keep_overrides.push_back(overrides.back());
+    const LayoutRun base =
+        seq ? TrainLayout(EquivalenceConfig(keep_overrides), nullptr, kSteps) : keep;
+    ExpectBitIdentical(TrainLayout(EquivalenceConfig(overrides), nullptr, kSteps), base,
                        Label(policy));
   }
 }
@@ -73,17 +85,61 @@ TEST(ActivationPolicyTest, CapacityModeTrainsBitIdentically) {
 }
 
 // FP8: recomputation reruns the projections through the same recipe (the same scales and casts),
-// so the delayed and current recipes also train bit-identically under every policy.
+// so every recipe also trains bit-identically under every policy — with the token-wise split
+// (swap α = 0.5 and 0.3, every layer): a row block of the input quantises with the delayed scale
+// (history; a block's amax never raises the recorded max) as the whole does, and the current
+// recipe (the amax of the whole input) recomputes whole. (Blockwise needs 128-column tiles, more
+// than this model's hidden size; it recomputes whole too.)
 TEST(ActivationPolicyTest, Fp8RecipesTrainBitIdenticallyUnderRecomputeAndSwap) {
+  const std::vector<std::string> swap_half = {"memory.activation_policy=swap",
+                                              "memory.swap_fraction=0.5",
+                                              "memory.resident_layers=0"};
+  const std::vector<std::string> swap_odd = {"memory.activation_policy=swap",
+                                             "memory.swap_fraction=0.3",
+                                             "memory.resident_layers=0"};
   for (const char* recipe : {"precision.fp8_recipe=delayed", "precision.fp8_recipe=current"}) {
     const std::vector<std::string> model = {recipe, "model.num_layers=2"};
     const LayoutRun keep = TrainLayout(EquivalenceConfig(model), nullptr, 4);
-    for (const auto& policy : {kPolicies[0], kPolicies[1], kPolicies[3]}) {
+    for (const auto& policy : {kPolicies[0], kPolicies[1], kPolicies[3], swap_half, swap_odd}) {
       std::vector<std::string> overrides = model;
       overrides.insert(overrides.end(), policy.begin(), policy.end());
       ExpectBitIdentical(TrainLayout(EquivalenceConfig(overrides), nullptr, 4), keep,
                          std::string(recipe) + " " + Label(policy));
     }
+  }
+}
+
+// The split recomputes only the rows that were not swapped: on dense layers with every row-separable
+// kind swapped (norm outputs, q/k/v, the residual, SwiGLU's input and output), a layer's recompute
+// produces, of each of its 10 such tensors' N token rows, those from r = ⌊α·N⌋ on — from r rounded
+// down to the projections' row block for the 7 a projection's GEMM produces (q, k, v, gate_up, and
+// h, the FFN input and its rstd behind the output projection). Against α = 0 (every row
+// recomputed) the rows shrink by exactly that share. Fails if a layer recomputes a whole tensor.
+int64_t RecomputedRows(float alpha, int64_t seq_len) {
+  config::ExperimentConfig config = EquivalenceConfig(
+      {"model.moe.layer_freq=0", "memory.resident_layers=0",
+       absl::StrCat("memory.swap_fraction=", alpha), absl::StrCat("train.seq_len=", seq_len)});
+  auto& kinds = *config.mutable_memory()->mutable_tensor_policy();
+  for (const char* kind : {"norm_output", "attention_qkv", "residual", "swiglu_input",
+                           "swiglu_output"}) {
+    kinds[kind] = "swap";
+  }
+  const int64_t before = model::RecomputedRowsTotal();
+  TrainLayout(config, nullptr, 2);
+  return model::RecomputedRowsTotal() - before;
+}
+
+TEST(ActivationPolicyTest, TheSplitRecomputesOnlyTheRowsThatWereNotSwapped) {
+  for (const auto& [alpha, seq] : {std::pair<float, int64_t>{0.5f, 16}, {0.7f, 13}}) {
+    const int64_t rows = 2 * seq;  // a micro-batch's token rows
+    const int64_t r = static_cast<int64_t>(alpha * static_cast<float>(rows));
+    const int64_t recomputed = 7 * (rows - model::GemmBlockStart(r, rows)) + 3 * (rows - r);
+    const int64_t all = RecomputedRows(0.0f, seq), split = RecomputedRows(alpha, seq);
+    ASSERT_GT(all, 0);
+    EXPECT_EQ(all % (10 * rows), 0) << "10 tensors of " << rows << " rows a layer";
+    EXPECT_EQ(split * 10 * rows, all * recomputed)
+        << "α = " << alpha << ": " << split << " rows recomputed of " << all;
+    EXPECT_LE(2 * split, all) << "at most half the rows at α ≥ 0.5";
   }
 }
 

@@ -7,6 +7,7 @@
 #include "configs/config_loader.h"
 #include "configs/validate.h"
 #include "core/train/activation_memory.h"
+#include "core/train/activation_setup.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
 #include "gtest/gtest.h"
@@ -174,6 +175,22 @@ TEST(MemoryPlanTest, AutoSwapFractionHidesTheCopyAndFitsTheBudget) {
   EXPECT_FLOAT_EQ(ChooseSwapFraction(100'000'000, 50e-3, 10e9, 4'000'000'000, 1'000'000'000),
                   0.25f);
   EXPECT_FLOAT_EQ(ChooseSwapFraction(100'000'000, 3e-3, 10e9, 0, 0), 0.296875f);  // 19/64
+}
+
+// swap_auto from measurements: the host link's bandwidth (a timed copy into the host arena) and
+// the layer's compute rate (a timed GEMM of its largest projection's shape) are positive on the
+// CPU, and the store gets an α in [0, 1] (logged with its inputs).
+TEST(MemoryPlanTest, AutoSwapFractionComesFromMeasurements) {
+  EXPECT_GT(MeasureGemmFlops(Device::Cpu(), DType::kF32, 65, 33, 47), 0.0);
+  EXPECT_GT(MeasureGemmFlops(Device::Cpu(), DType::kBF16, 16, 32, 64), 0.0);
+  EXPECT_GT(MeasureHostLinkBandwidth(Device::Cpu(), 1 << 20), 0.0);
+  const auto config = Config({"memory.activation_policy=swap", "memory.swap_auto=true"});
+  auto store = MakeActivationStore(config, nullptr, 0, Device::Cpu());
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_NE(*store, nullptr);
+  const float alpha = (*store)->policy().swap_fraction;
+  EXPECT_GE(alpha, 0.0f);
+  EXPECT_LE(alpha, 1.0f);
 }
 
 // The config's kind names (configs/validate.cc) are the store's (SavedKindName).
