@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -598,6 +600,26 @@ absl::StatusOr<std::vector<int>> StageLayerCounts(const ExperimentConfig& config
   return counts;
 }
 
+namespace {
+
+struct RegisteredChecks {
+  std::mutex mutex;
+  std::map<std::string, ExperimentCheck> checks;  // guarded by mutex
+};
+
+RegisteredChecks& Registry() {
+  static RegisteredChecks* registry = new RegisteredChecks;  // never destroyed: used at exit
+  return *registry;
+}
+
+}  // namespace
+
+void RegisterExperimentCheck(const std::string& name, ExperimentCheck check) {
+  RegisteredChecks& r = Registry();
+  const std::lock_guard<std::mutex> lock(r.mutex);
+  r.checks[name] = std::move(check);
+}
+
 absl::Status Validate(const ExperimentConfig& config, int world_size) {
   Problems problems;
   CheckModel(config, &problems);
@@ -605,6 +627,11 @@ absl::Status Validate(const ExperimentConfig& config, int world_size) {
   CheckParallel(config, world_size, &problems);
   CheckTrainAndOptimizer(config, &problems);
   CheckOtherSections(config, &problems);
+  if (problems.empty()) {
+    RegisteredChecks& r = Registry();
+    const std::lock_guard<std::mutex> lock(r.mutex);
+    for (const auto& [name, check] : r.checks) check(config, world_size, &problems);
+  }
   if (problems.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat("- ", absl::StrJoin(problems, "\n- ")));
 }

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <optional>
 #include <vector>
 
@@ -24,6 +26,16 @@ namespace moefold::config {
 // pp·virtual_stages, global batch by micro batch · dp); every string option among its allowed
 // values; optimizer, schedule, reweighting, compression and logging ranges.
 absl::Status Validate(const ExperimentConfig& config, int world_size);
+
+// A check Validate cannot make from the config alone — a memory estimate needs the model library,
+// which depends on this one. It appends problems in Validate's style, each with its arithmetic.
+// The library that owns it registers it once (train::RegisterExperimentChecks, which the moefold
+// binary calls at start-up); Validate runs every registered check, in name order, after its own
+// checks found nothing (the estimates assume a layout that divides).
+using ExperimentCheck = std::function<void(const ExperimentConfig& config, int world_size,
+                                           std::vector<std::string>* problems)>;
+// Registers `check` under `name`; registering a name again replaces its check. Thread-safe.
+void RegisterExperimentCheck(const std::string& name, ExperimentCheck check);
 
 // parallel.dp when set (> 0), else world / (tp · cp · pp); 0 when that does not divide or a size is
 // not positive.

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "core/train/experiment_checks.h"
 #include "launch/commands.h"
 
 namespace {
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
+  // Validate's memory checks, which need the model library (core/train/experiment_checks.h).
+  moefold::train::RegisterExperimentChecks();
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "train") return moefold::launch::TrainCommand(args);

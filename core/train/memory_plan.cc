@@ -138,14 +138,17 @@ absl::Status CheckHostBudget(const config::ExperimentConfig& config,
   const double budget = mem.host_budget_gb() * 1073741824.0;
   const double alpha = mem.swap_fraction();
   if (static_cast<double>(at.activation_host_bytes) <= budget) return absl::OkStatus();
+  const double max_alpha =
+      std::floor(budget / static_cast<double>(std::max<int64_t>(one.activation_host_bytes, 1)) *
+                 1000.0) / 1000.0;
   return absl::InvalidArgumentError(absl::StrFormat(
       "memory.host_budget_gb = %g GiB is less than memory.swap_fraction α = %g needs on rank %d: "
       "α × %.4f GiB of swappable rows per rank at α = 1 (%d micro-batches in flight) = %.4f GiB; "
-      "lower α to %.3f or below, raise the budget, or set memory.swap_auto",
+      "%s, raise the budget, or set memory.swap_auto",
       mem.host_budget_gb(), alpha, rank, one.activation_host_bytes / 1073741824.0, at.in_flight,
       at.activation_host_bytes / 1073741824.0,
-      std::floor(budget / static_cast<double>(std::max<int64_t>(one.activation_host_bytes, 1)) *
-                 1000.0) / 1000.0));
+      max_alpha > 0 ? absl::StrFormat("lower α to %.3f or below", max_alpha)
+                    : std::string("the budget holds no swapped rows at all (recompute instead)")));
 }
 
 absl::StatusOr<PolicySuggestion> SuggestActivationPolicy(const config::ExperimentConfig& config,

@@ -259,6 +259,16 @@ TEST(CliTest, BadInputNamesTheProblem) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("num_heads"), std::string::npos) << r.output;
 
+  // The host memory a swap fraction needs, against its budget (a check of the train library that
+  // config::Validate runs).
+  r = RunMoefold("train --config configs/tiny_moe.yaml --set memory.activation_policy=swap "
+                 "--set memory.swap_fraction=0.8 --set memory.host_budget_gb=0.00001");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("- memory.host_budget_gb = 1e-05 GiB is less than memory.swap_fraction "
+                          "α = 0.8 needs on rank 0"),
+            std::string::npos)
+      << r.output;
+
   r = RunMoefold("train --config configs/tiny_moe.yaml --bogus 1");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--bogus"), std::string::npos) << r.output;

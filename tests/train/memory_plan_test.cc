@@ -4,10 +4,12 @@
 // and the bubble.
 #include "core/train/memory_plan.h"
 
+#include "absl/strings/str_cat.h"
 #include "configs/config_loader.h"
 #include "configs/validate.h"
 #include "core/train/activation_memory.h"
 #include "core/train/activation_setup.h"
+#include "core/train/experiment_checks.h"
 #include "core/train/flops.h"
 #include "core/train/model_from_config.h"
 #include "gtest/gtest.h"
@@ -164,6 +166,43 @@ TEST(MemoryPlanTest, HostBudgetBelowWhatAlphaNeedsIsRefusedWithArithmetic) {
                                           "memory.swap_fraction α = 0.5 needs on rank 0: α × "),
             std::string::npos)
       << s.message();
+}
+
+// config::Validate refuses the budget once the train library's checks are registered, naming the
+// first stage over it: under 1F1B stage 0 holds pp micro-batches in flight, stage 1 one.
+TEST(MemoryPlanTest, ValidateRefusesAHostBudgetBelowWhatAlphaNeedsOnTheBusiestStage) {
+  RegisterExperimentChecks();
+  const std::vector<std::string> swap = {"parallel.pp=2", "model.num_layers=4",
+                                         "memory.activation_policy=swap",
+                                         "memory.swap_fraction=0.5"};
+  auto mapping = parallel::Mapping::Create(2, {.pp = 2});
+  ASSERT_TRUE(mapping.ok());
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> all = swap;
+    all.insert(all.end(), more.begin(), more.end());
+    return Config(all);
+  };
+  const double stage0 =
+      static_cast<double>(EstimateMemory(with({}), *mapping, 0)->activation_host_bytes);
+  const double stage1 =
+      static_cast<double>(EstimateMemory(with({}), *mapping, 1)->activation_host_bytes);
+  ASSERT_GT(stage0, stage1);
+  // Between the two stages' needs: stage 0 is over, stage 1 fits.
+  const double between_gb = (stage0 + stage1) / 2 / 1073741824.0;
+  const auto tight = with({absl::StrCat("memory.host_budget_gb=", between_gb)});
+  const absl::Status s = config::Validate(tight, 2);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("- memory.host_budget_gb = "), std::string::npos)
+      << s.message();
+  EXPECT_NE(std::string(s.message()).find("memory.swap_fraction α = 0.5 needs on rank 0: α × "),
+            std::string::npos)
+      << s.message();
+  EXPECT_OK(config::Validate(with({absl::StrCat("memory.host_budget_gb=", 2 * stage0 / 1073741824.0)}), 2));
+  EXPECT_OK(config::Validate(with({"memory.host_budget_gb=0"}), 2));  // 0: unbounded
+  // A layout that does not divide is named, and the memory check (which needs one) stays silent.
+  const absl::Status layout = config::Validate(tight, 3);
+  EXPECT_EQ(std::string(layout.message()).find("memory.host_budget_gb"), std::string::npos)
+      << layout.message();
 }
 
 // α = min(1, T_fwd · B / A_layer, budget / host bytes at α = 1), rounded down to 1/64.
