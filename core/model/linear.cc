@@ -37,10 +37,17 @@ absl::Status Linear(const StepContext& ctx, const Parameter& param, const Tensor
   return ctx.fp8->Forward(ctx, param, 0, x, AsOneExpert(w), {x.dim(0)}, y, beta);
 }
 
+absl::Status LinearQuantized(const StepContext& ctx, const Parameter& param, const Fp8Operand& x,
+                             const Tensor& w, Tensor* y, float beta) {
+  MF_CHECK(ctx.fp8 != nullptr) << param.name << ": an FP8 operand without an FP8 recipe";
+  return ctx.fp8->Forward(ctx, param, 0, x, AsOneExpert(w), {x.codes.dim(0)}, y, beta);
+}
+
 absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Tensor& x,
                         const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,
-                        float dx_beta) {
+                        float dx_beta, const Fp8Operand* d_y_quantized) {
   if (ctx.fp8 == nullptr) {
+    MF_CHECK(d_y_quantized == nullptr) << param.name << ": an FP8 operand without an FP8 recipe";
     if (d_x != nullptr) ops::Gemm(d_y, false, w, false, 1.0f, dx_beta, d_x, ctx.s());
     if (d_w != nullptr) ops::Gemm(d_y, true, x, false, 1.0f, 1.0f, d_w, ctx.s());
     return absl::OkStatus();
@@ -48,7 +55,7 @@ absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Te
   Tensor d_w3;
   if (d_w != nullptr) d_w3 = AsOneExpert(*d_w);
   return ctx.fp8->Backward(ctx, param, 0, x, AsOneExpert(w), {x.dim(0)}, d_y, d_x, dx_beta,
-                           d_w != nullptr ? &d_w3 : nullptr);
+                           d_w != nullptr ? &d_w3 : nullptr, d_y_quantized);
 }
 
 absl::Status GroupedLinear(const StepContext& ctx, const Parameter& param, int64_t first_expert,
