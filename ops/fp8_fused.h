@@ -1,4 +1,4 @@
-// Fused FP8 producers (docs/FORMULAS.md §18.6): an op that makes a GEMM's input and hands it over
+// Fused FP8 producers (docs/FORMULAS.md §18.3): an op that makes a GEMM's input and hands it over
 // already quantised, so the separate pass that re-reads the bf16 tensor to take its amax and cast
 // it disappears. Each output element is first computed and rounded to the activation dtype
 // exactly as the unfused op (ops/norm.h, ops/activation.h) rounds it, and that rounded value is

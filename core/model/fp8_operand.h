@@ -1,4 +1,4 @@
-// A GEMM operand already in FP8 (docs/FORMULAS.md §18.6): what a fused producer (ops/fp8_fused.h)
+// A GEMM operand already in FP8 (docs/FORMULAS.md §18.3): what a fused producer (ops/fp8_fused.h)
 // hands to Fp8Training instead of the bf16 tensor that Fp8Training would quantise itself. The
 // codes are the ones Fp8Training's own quantisation would make (same scale, same rounding), so a
 // fused step equals the unfused one bit for bit.
