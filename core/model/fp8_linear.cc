@@ -249,12 +249,14 @@ absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param
   if (options_.recipe == Fp8Recipe::kBlockwise) {
     MF_ASSIGN_OR_RETURN(Blocks b, QuantizeBlocks(x, ops::kFp8ActivationTile, DType::kFp8E4M3,
                                                  options_.pow2_scales, stream));
-    qx = Fp8Operand{.codes = b.q, .scale_inv = b.scale_inv, .blockwise = true};
+    qx.codes = b.q;
+    qx.scale_inv = b.scale_inv;
+    qx.blockwise = true;
   } else {
     MF_ASSIGN_OR_RETURN(Scale sx,
                         TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
-    qx = Fp8Operand{.codes = Cast(x, sx.scale, DType::kFp8E4M3, false, stream),
-                    .scale_inv = sx.scale_inv};
+    qx.codes = Cast(x, sx.scale, DType::kFp8E4M3, false, stream);
+    qx.scale_inv = sx.scale_inv;
   }
   return Forward(ctx, param, first_expert, qx, w, counts, y, beta);
 }

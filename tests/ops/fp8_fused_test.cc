@@ -102,7 +102,9 @@ void ExpectFusedEqualsUnfused(const Case& c, int64_t m, int64_t n, const std::st
     Tensor out = Tensor::Empty({m, n}, c.input);
     ASSERT_OK(fused(q, with_out ? &out : nullptr));
     EXPECT_EQ(Bytes(f_codes), Bytes(codes));
-    if (with_out) EXPECT_EQ(Bytes(out), Bytes(y));
+    if (with_out) {
+      EXPECT_EQ(Bytes(out), Bytes(y));
+    }
     if (c.tiles) {
       EXPECT_EQ(Bytes(f_scale_inv), Bytes(scale_inv));
     } else {
