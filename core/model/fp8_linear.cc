@@ -317,7 +317,10 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
   Blocks bdy;
   const Fp8Operand* fused = d_y_quantized;
   if (fused != nullptr) {
-    MF_CHECK(fused->blockwise == blockwise && counts.size() == 1) << site.name;
+    // Per tensor only the delayed recipe fuses: its scale is known before the producer runs.
+    MF_CHECK(fused->blockwise == blockwise && counts.size() == 1 &&
+             (blockwise || options_.recipe == Fp8Recipe::kDelayed))
+        << site.name;
     MF_CHECK(fused->codes.dtype() == gf) << site.name << ": " << fused->codes.DebugString();
   }
   if (blockwise && fused != nullptr) {
