@@ -4,6 +4,7 @@
 // exactly as the unfused op (ops/norm.h, ops/activation.h) rounds it, and that rounded value is
 // then quantised exactly as ops/fp8.h quantises it, so
 //   RmsNormFp8(x)            == RmsNormForward(x)      then CastTransposeAmax / QuantizeBlockwise,
+//   AddRmsNormFp8(x, r)      == AddRmsNormForward(x, r) then ...,
 //   SwiGluFp8(gate_up)       == SwiGluForward(gate_up) then ...,
 //   SwiGluBackwardFp8(...)   == SwiGluBackward(...)    then ...,
 // bit for bit (codes, transposed codes, scale inverses, amaxes) on each device. On the GPU the
@@ -47,6 +48,13 @@ struct Fp8Quantize {
 // needs only the codes. InvalidArgument naming N for tiles when N is not a multiple of 128.
 absl::Status RmsNormFp8(const Tensor& x, const Tensor& w, float eps, const Fp8Quantize& q,
                         Tensor* y, Tensor* rstd, Stream& stream);
+
+// The pre-norm residual step (ops::AddRmsNormForward) with y quantised: sum = x + residual (the
+// new residual stream, rounded to its dtype and always written), y = RMSNorm(sum)·w. x,
+// residual, sum (M, N) and w (N) in one dtype; y as for RmsNormFp8.
+absl::Status AddRmsNormFp8(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                           const Fp8Quantize& q, Tensor* sum, Tensor* y, Tensor* rstd,
+                           Stream& stream);
 
 // act = silu(gate)·up (ops::SwiGluForward), quantised: gate_up (M, 2F), act (M, F) in gate_up's
 // dtype or null; the quantised tensor is act (M, F). InvalidArgument for tiles when F is not a

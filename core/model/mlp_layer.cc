@@ -31,8 +31,16 @@ Tensor SwiGluMlp::GateUpMatrix() const {
   return gate_up_->compute.Reshape({2 * local_ffn_, hidden_});
 }
 
+bool SwiGluMlp::PrepareFusedInput(const StepContext& ctx, int64_t rows,
+                                  Fp8ProducerTarget* target) const {
+  if (ctx.fp8 == nullptr || (mp_.sequence_parallel && !parallel::IsSingleRank(mp_.tp))) {
+    return false;
+  }
+  return ctx.fp8->PrepareFusedInput(*gate_up_, rows, hidden_, ctx.s(), target);
+}
+
 absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y,
-                                bool accumulate) const {
+                                bool accumulate, const Fp8Operand* x_quantized) const {
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
@@ -42,7 +50,10 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
   saved->act = ctx.Act({t, local_ffn_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *gate_up_, saved->x, GateUpMatrix(), &saved->gate_up));
+    MF_RETURN_IF_ERROR(
+        x_quantized != nullptr
+            ? LinearQuantized(ctx, *gate_up_, *x_quantized, GateUpMatrix(), &saved->gate_up)
+            : Linear(ctx, *gate_up_, saved->x, GateUpMatrix(), &saved->gate_up));
   }
   // Under an FP8 recipe that allows it, SwiGLU writes down_proj's input in FP8 as well (act stays:
   // the backward's wgrad reads it).

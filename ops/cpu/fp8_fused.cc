@@ -149,6 +149,23 @@ absl::Status RmsNormFp8(const Tensor& x, const Tensor& w, float eps, const Fp8Qu
   return absl::OkStatus();
 }
 
+absl::Status AddRmsNormFp8(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                           const Fp8Quantize& q, Tensor* sum, Tensor* y, Tensor* rstd,
+                           Stream& stream) {
+  constexpr const char* kOp = "AddRmsNormFp8";
+  internal::CheckRank(x, 2, kOp, "x");
+  const int64_t m = x.dim(0), n = x.dim(1);
+  MF_RETURN_IF_ERROR(CheckQuantize(q, m, n, x.device(), kOp, "the hidden size N"));
+  CheckOptionalOut(y, {m, n}, x.dtype(), x.device(), kOp, "y");
+  MF_CHECK(sum != nullptr) << kOp << ": sum is null";
+  CheckOptionalOut(sum, {m, n}, x.dtype(), x.device(), kOp, "sum");
+  MF_RETURN_IF_GPU(x, kOp, cuda::AddRmsNormFp8(x, residual, w, eps, q, sum, y, rstd, stream));
+  ProduceThenQuantize(y, {m, n}, x.dtype(), q, stream, [&](Tensor* out) {
+    AddRmsNormForward(x, residual, w, eps, sum, out, rstd, stream);
+  });
+  return absl::OkStatus();
+}
+
 absl::Status SwiGluFp8(const Tensor& gate_up, const Fp8Quantize& q, Tensor* act, Stream& stream) {
   constexpr const char* kOp = "SwiGluFp8";
   internal::CheckRank(gate_up, 2, kOp, "gate_up");

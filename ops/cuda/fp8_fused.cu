@@ -108,11 +108,13 @@ __device__ __forceinline__ void FlushAmax(uint32_t bits, const QuantArgs& a) {
   if (Lane() == 0 && bits != 0) atomicMax(a.amax, bits);
 }
 
-// y = x·rstd·w as RmsNormForwardKernel rounds it (the same lane sums for pack width N).
+// y = s·rstd·w as RmsNormForwardKernel rounds it (the same lane sums for pack width N), with s = x,
+// or with a residual s = x + residual rounded to T and stored in `sum`.
 template <typename T, int N>
-__global__ void RmsNormFp8Kernel(const T* __restrict__ x, const T* __restrict__ w, float eps,
-                                 int64_t rows, int64_t hidden, T* __restrict__ y,
-                                 float* __restrict__ rstd, QuantArgs a) {
+__global__ void RmsNormFp8Kernel(const T* __restrict__ x, const T* __restrict__ residual,
+                                 const T* __restrict__ w, float eps, int64_t rows, int64_t hidden,
+                                 T* __restrict__ sum, T* __restrict__ y, float* __restrict__ rstd,
+                                 QuantArgs a) {
   const int64_t padded = a.codes_t != nullptr ? a.m_pad : rows;
   uint32_t bits = 0;
   for (int64_t row = FirstRow(); row < padded; row += RowStride()) {
@@ -120,8 +122,19 @@ __global__ void RmsNormFp8Kernel(const T* __restrict__ x, const T* __restrict__ 
       ZeroPaddingRow(row, hidden, a);
       continue;
     }
-    const T* xr = x + row * hidden;
-    const float r = RstdFromLaneSums(LaneSumSquares<T, N>(xr, hidden / N), hidden, eps);
+    const T* xr = x;
+    float sq;
+    if (residual == nullptr) {
+      xr = x + row * hidden;
+      sq = LaneSumSquares<T, N>(xr, hidden / N);
+    } else {
+      xr = sum + row * hidden;
+      sq = LaneAddSumSquares<T, N>(x + row * hidden, residual + row * hidden, sum + row * hidden,
+                                   hidden / N);
+      // The quantising pass reads columns of `sum` other lanes wrote: order the warp's writes.
+      __syncwarp();
+    }
+    const float r = RstdFromLaneSums(sq, hidden, eps);
     if (Lane() == 0) rstd[row] = r;
     T* yr = y != nullptr ? y + row * hidden : nullptr;
     QuantizeRow(
@@ -197,32 +210,55 @@ int64_t WalkedRows(const Fp8Quantize& q, int64_t m) {
 
 }  // namespace
 
-absl::Status RmsNormFp8(const Tensor& x, const Tensor& w, float eps, const Fp8Quantize& q,
-                        Tensor* y, Tensor* rstd, Stream& stream) {
-  constexpr const char* kOp = "RmsNormFp8";
+namespace {
+
+// RmsNormFp8 and AddRmsNormFp8 (residual and sum null for the plain norm).
+void LaunchNormFp8(const Tensor& x, const Tensor* residual, const Tensor& w, float eps,
+                   const Fp8Quantize& q, Tensor* sum, Tensor* y, Tensor* rstd, Stream& stream,
+                   const char* op) {
   const Device dev = x.device();
-  CheckStream(stream, dev, kOp);
-  CheckActivation(x, dev, kOp, "x");
+  CheckStream(stream, dev, op);
+  CheckActivation(x, dev, op, "x");
   const int64_t rows = x.dim(0), hidden = x.dim(1);
-  CheckIn(w, dev, x.dtype(), {hidden}, kOp, "w");
-  CheckOut(rstd, dev, DType::kF32, {rows}, kOp, "rstd");
+  CheckIn(w, dev, x.dtype(), {hidden}, op, "w");
+  CheckOut(rstd, dev, DType::kF32, {rows}, op, "rstd");
+  if (residual != nullptr) {
+    CheckIn(*residual, dev, x.dtype(), x.shape(), op, "residual");
+    CheckOut(sum, dev, x.dtype(), x.shape(), op, "sum");
+  }
   const int64_t walked = WalkedRows(q, rows);
-  if (walked == 0 || hidden == 0) return absl::OkStatus();
+  if (walked == 0 || hidden == 0) return;
   const QuantArgs args = MakeArgs(q, rows);
   const int grid = DeviceGrid(walked, kRowWarps, kRowThreads, stream);
   const cudaStream_t s = Native(stream);
-  MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
+  MF_DISPATCH_FLOAT(x.dtype(), op, T, {
     const T* px = x.data<T>();
+    const T* pr = residual != nullptr ? residual->data<T>() : nullptr;
+    T* ps = sum != nullptr ? sum->data<T>() : nullptr;
     const T* pw = w.data<T>();
     T* py = y != nullptr ? y->data<T>() : nullptr;
-    // RmsNormForward's choice of pack width ({x, residual, sum, w, y}, with the null ones
-    // skipped), so the lane sums of squares — and rstd — are the same bits.
-    WithPackWidth<T>({px, pw, py}, hidden, [&](auto width) {
-      RmsNormFp8Kernel<T, decltype(width)::value>
-          <<<grid, kRowThreads, 0, s>>>(px, pw, eps, rows, hidden, py, rstd->data<float>(), args);
+    // RmsNormForward's choice of pack width (the same pointers, null ones skipped), so the lane
+    // sums of squares — and rstd — are the same bits.
+    WithPackWidth<T>({px, pr, ps, pw, py}, hidden, [&](auto width) {
+      RmsNormFp8Kernel<T, decltype(width)::value><<<grid, kRowThreads, 0, s>>>(
+          px, pr, pw, eps, rows, hidden, ps, py, rstd->data<float>(), args);
       MF_CUDA_CHECK_LAUNCH();
     });
   });
+}
+
+}  // namespace
+
+absl::Status RmsNormFp8(const Tensor& x, const Tensor& w, float eps, const Fp8Quantize& q,
+                        Tensor* y, Tensor* rstd, Stream& stream) {
+  LaunchNormFp8(x, nullptr, w, eps, q, nullptr, y, rstd, stream, "RmsNormFp8");
+  return absl::OkStatus();
+}
+
+absl::Status AddRmsNormFp8(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                           const Fp8Quantize& q, Tensor* sum, Tensor* y, Tensor* rstd,
+                           Stream& stream) {
+  LaunchNormFp8(x, &residual, w, eps, q, sum, y, rstd, stream, "AddRmsNormFp8");
   return absl::OkStatus();
 }
 

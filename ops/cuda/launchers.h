@@ -204,6 +204,9 @@ void Fp8UpdateScales(float fp8_max, Tensor* amax, Tensor* history, Tensor* scale
 // (ops/fp8_fused.h); these check what is device-specific and launch.
 absl::Status RmsNormFp8(const Tensor& x, const Tensor& w, float eps, const Fp8Quantize& q,
                         Tensor* y, Tensor* rstd, Stream& stream);
+absl::Status AddRmsNormFp8(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                           const Fp8Quantize& q, Tensor* sum, Tensor* y, Tensor* rstd,
+                           Stream& stream);
 absl::Status SwiGluFp8(const Tensor& gate_up, const Fp8Quantize& q, Tensor* act, Stream& stream);
 absl::Status SwiGluBackwardFp8(const Tensor& gate_up, const Tensor& d_act, const Fp8Quantize& q,
                                Tensor* d_gate_up, Stream& stream);

@@ -51,23 +51,7 @@ __global__ void RmsNormForwardKernel(const T* x, const T* residual, const T* w, 
     if (residual == nullptr) {
       sq = LaneSumSquares<T, N>(xr, packs);
     } else {
-      const T* rr = residual + row * hidden;
-      T* sr = sum + row * hidden;
-      ForEachPack(
-          Lane(), packs, 32,
-          [&](int64_t i) {
-            return Two<T, N>{LoadPack<N>(xr + i * N), LoadPack<N>(rr + i * N)};
-          },
-          [&](int64_t i, const Two<T, N>& in) {
-            Pack<T, N> s;
-#pragma unroll
-            for (int e = 0; e < N; ++e) {
-              s.v[e] = FromF32<T>(ToF32(in.a.v[e]) + ToF32(in.b.v[e]));
-              const float v = ToF32(s.v[e]);
-              sq += v * v;
-            }
-            StorePack<N>(sr + i * N, s);
-          });
+      sq = LaneAddSumSquares<T, N>(xr, residual + row * hidden, sum + row * hidden, packs);
     }
     const float r = RstdFromLaneSums(sq, hidden, eps);
     if (Lane() == 0) rstd[row] = r;

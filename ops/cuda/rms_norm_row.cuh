@@ -27,6 +27,35 @@ __device__ __forceinline__ float LaneSumSquares(const T* xr, int64_t packs) {
   return sq;
 }
 
+template <typename T, int N>
+struct AddendPacks {
+  Pack<T, N> x, residual;
+};
+
+// The residual form: sum = x + residual rounded to T and stored, its squares summed (the lane's
+// packs, as LaneSumSquares).
+template <typename T, int N>
+__device__ __forceinline__ float LaneAddSumSquares(const T* xr, const T* rr, T* sr,
+                                                   int64_t packs) {
+  float sq = 0.0f;
+  ForEachPack(
+      threadIdx.x % 32, packs, 32,
+      [&](int64_t i) {
+        return AddendPacks<T, N>{LoadPack<N>(xr + i * N), LoadPack<N>(rr + i * N)};
+      },
+      [&](int64_t i, const AddendPacks<T, N>& in) {
+        Pack<T, N> s;
+#pragma unroll
+        for (int e = 0; e < N; ++e) {
+          s.v[e] = FromF32<T>(ToF32(in.x.v[e]) + ToF32(in.residual.v[e]));
+          const float v = ToF32(s.v[e]);
+          sq += v * v;
+        }
+        StorePack<N>(sr + i * N, s);
+      });
+  return sq;
+}
+
 // rstd = 1/sqrt(Σ x² / H + eps) from the lanes' partial sums (every lane gets it).
 __device__ __forceinline__ float RstdFromLaneSums(float sq, int64_t hidden, float eps) {
   return 1.0f / sqrtf(WarpSum(sq) / static_cast<float>(hidden) + eps);

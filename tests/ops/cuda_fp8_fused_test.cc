@@ -1,5 +1,5 @@
-// GPU fused FP8 producers (skips without a GPU): RmsNormFp8, SwiGluFp8 and SwiGluBackwardFp8 on
-// the GPU give the bits of the GPU's unfused composition (the op, then CastTransposeAmax or
+// GPU fused FP8 producers (skips without a GPU): RmsNormFp8, AddRmsNormFp8, SwiGluFp8 and
+// SwiGluBackwardFp8 on the GPU give the bits of the GPU's unfused composition (the op, then CastTransposeAmax or
 // QuantizeBlockwise) — codes, padded transposed codes, amaxes, tile scale inverses, the bf16/f32
 // output and rstd — for f32 and bf16, both formats, per tensor and 1×128 tiles, shapes where each
 // warp walks several rows, zero rows and NaN/Inf inputs. The quantisation half of that equality is
@@ -145,6 +145,28 @@ TEST_P(CudaFp8FusedTest, RmsNormFp8EqualsTheGpuComposition) {
           },
           [&](Tensor* y) { RmsNormForward(x, w, kEps, y, &rstd, GpuStream()); });
       EXPECT_EQ(Bytes(f_rstd), Bytes(rstd));
+    }
+  }
+}
+
+TEST_P(CudaFp8FusedTest, AddRmsNormFp8EqualsTheGpuComposition) {
+  MF_REQUIRE_GPU();
+  const Case& c = GetParam();
+  for (const auto& [m, n] : kShapes) {
+    for (bool poison : {false, true}) {
+      const Tensor x = Data(m, n, 26, poison, c.input).To(Gpu());
+      const Tensor residual = Data(m, n, 27, false, c.input).To(Gpu());
+      const Tensor w = Data(1, n, 28, false, c.input).Reshape({n}).To(Gpu());
+      Tensor rstd = GpuGarbage({m}, DType::kF32), f_rstd = GpuGarbage({m}, DType::kF32);
+      Tensor sum = GpuGarbage({m, n}, c.input), f_sum = GpuGarbage({m, n}, c.input);
+      ExpectFusedEqualsUnfusedOnGpu(
+          c, m, n, absl::StrCat(m, "×", n, poison ? " poisoned" : ""),
+          [&](const Fp8Quantize& q, Tensor* out) {
+            return AddRmsNormFp8(x, residual, w, kEps, q, &f_sum, out, &f_rstd, GpuStream());
+          },
+          [&](Tensor* y) { AddRmsNormForward(x, residual, w, kEps, &sum, y, &rstd, GpuStream()); });
+      EXPECT_EQ(Bytes(f_rstd), Bytes(rstd));
+      EXPECT_EQ(Bytes(f_sum), Bytes(sum));
     }
   }
 }

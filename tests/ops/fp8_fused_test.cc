@@ -1,5 +1,5 @@
 // The fused FP8 producers on the CPU (ops/fp8_fused.h) equal the unfused composition — the op
-// (RmsNormForward, SwiGluForward, SwiGluBackward) into its activation-dtype output, then
+// (RmsNormForward, AddRmsNormForward, SwiGluForward, SwiGluBackward) into its activation-dtype output, then
 // CastTransposeAmax or QuantizeBlockwise — bit for bit: codes, transposed codes (and their zero
 // padding), amaxes, tile scale inverses, the bf16/f32 output and rstd. f32 and bf16 inputs, both
 // formats, per tensor and 1×128 tiles (with power-of-two scales), zero rows, no rows, NaN/Inf
@@ -147,6 +147,27 @@ TEST_P(Fp8FusedTest, RmsNormFp8EqualsNormThenQuantize) {
           },
           [&](Tensor* y) { RmsNormForward(x, w, kEps, y, &rstd, CpuStream()); });
       EXPECT_EQ(Bytes(f_rstd), Bytes(rstd));
+    }
+  }
+}
+
+TEST_P(Fp8FusedTest, AddRmsNormFp8EqualsAddNormThenQuantize) {
+  const Case& c = GetParam();
+  for (const auto& [m, n] : Shapes()) {
+    for (bool poison : {false, true}) {
+      const Tensor x = Data(m, n, 16, poison, c.input);
+      const Tensor residual = Data(m, n, 17, false, c.input);
+      const Tensor w = Data(1, n, 18, false, DType::kF32).Reshape({n}).To(c.input);
+      Tensor rstd = Tensor::Empty({m}, DType::kF32), f_rstd = Tensor::Empty({m}, DType::kF32);
+      Tensor sum = Tensor::Empty({m, n}, c.input), f_sum = Tensor::Empty({m, n}, c.input);
+      ExpectFusedEqualsUnfused(
+          c, m, n, absl::StrCat(m, "×", n, poison ? " poisoned" : ""),
+          [&](const Fp8Quantize& q, Tensor* out) {
+            return AddRmsNormFp8(x, residual, w, kEps, q, &f_sum, out, &f_rstd, CpuStream());
+          },
+          [&](Tensor* y) { AddRmsNormForward(x, residual, w, kEps, &sum, y, &rstd, CpuStream()); });
+      EXPECT_EQ(Bytes(f_rstd), Bytes(rstd));
+      EXPECT_EQ(Bytes(f_sum), Bytes(sum));
     }
   }
 }

@@ -81,9 +81,9 @@ INSTANTIATE_TEST_SUITE_P(Recipes, Fp8RecipeTraining,
                          ::testing::Values("delayed", "current", "blockwise"),
                          [](const auto& info) { return std::string(info.param); });
 
-// The fused producers (RMSNorm → FP8 feeding qkv, SwiGLU → FP8 feeding down_proj, its backward
-// feeding gate_up's dgrad and wgrad, in the dense layer and the MoE layer's shared expert) change
-// no bit: N steps with them
+// The fused producers (RMSNorm → FP8 feeding qkv, the dense layer's add + RMSNorm → FP8 feeding
+// gate_up, SwiGLU → FP8 feeding down_proj, its backward feeding gate_up's dgrad and wgrad, in the
+// dense layer and the MoE layer's shared expert) change no bit: N steps with them
 // on and off give the same losses, gradient norms and parameters, for the delayed recipe (the
 // producer records the amax the separate cast would) and the blockwise one (tile scales).
 class Fp8FusedProducers : public ::testing::TestWithParam<const char*> {};

@@ -131,6 +131,14 @@ void Run(const Options& o) {
       [&](const ops::Fp8Quantize& q, Tensor* y) {
         return ops::RmsNormFp8(x, w, 1e-5f, q, y, &rstd, stream);
       });
+  const Tensor residual = Random({t, h}, 5, device);
+  Tensor sum = Tensor::Empty({t, h}, DType::kBF16, device);
+  BenchBothWays(
+      "add_rmsnorm_fp8", o, t, h, DType::kFp8E4M3, false,
+      [&](Tensor* y) { ops::AddRmsNormForward(x, residual, w, 1e-5f, &sum, y, &rstd, stream); },
+      [&](const ops::Fp8Quantize& q, Tensor* y) {
+        return ops::AddRmsNormFp8(x, residual, w, 1e-5f, q, &sum, y, &rstd, stream);
+      });
   const Tensor gate_up = Random({t, 2 * f}, 3, device);
   BenchBothWays(
       "swiglu_fp8", o, t, f, DType::kFp8E4M3, false,
