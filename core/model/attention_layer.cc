@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/model/fp8_linear.h"
 #include "core/model/linear.h"
 #include "core/model/recompute_rows.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
+#include "ops/fp8_fused.h"
 #include "ops/gemm.h"
 #include "ops/norm.h"
 #include "ops/rope.h"
@@ -63,9 +65,22 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   saved->x = x;
   saved->x_norm = ctx.Act(x.shape());
   saved->rstd = ctx.F32({x.dim(0)});
+  // Under an FP8 recipe that allows it, and where no sequence-parallel gather stands between the
+  // norm and the qkv GEMM, the norm writes the GEMM's input in FP8 as well (x_norm stays: the
+  // backward reads it).
+  Fp8ProducerTarget norm_fp8;
+  const bool gathered = mp_.sequence_parallel && !parallel::IsSingleRank(mp_.tp);
+  const bool fused = ctx.fp8 != nullptr && !gathered &&
+                     ctx.fp8->PrepareFusedInput(*wqkv_, x.dim(0), spec_.hidden, ctx.s(), &norm_fp8);
   {
     auto timed = ctx.Profile(OpFamily::kNorm);
-    ops::RmsNormForward(x, norm_->compute, spec_.norm_eps, &saved->x_norm, &saved->rstd, ctx.s());
+    if (fused) {
+      MF_RETURN_IF_ERROR(ops::RmsNormFp8(x, norm_->compute, spec_.norm_eps, norm_fp8.Quantize(),
+                                         &saved->x_norm, &saved->rstd, ctx.s()));
+    } else {
+      ops::RmsNormForward(x, norm_->compute, spec_.norm_eps, &saved->x_norm, &saved->rstd,
+                          ctx.s());
+    }
   }
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
@@ -75,7 +90,8 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   Tensor qkv = ctx.Act({t, QkvWidth()});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), 0, &qkv));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), 0, &qkv,
+                                  fused ? &norm_fp8.operand : nullptr));
   }
   Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
   {

@@ -9,6 +9,7 @@
 #include "core/profiler.h"
 #include "core/trace.h"
 #include "ops/elementwise.h"
+#include "ops/fp8_fused.h"
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "ops/norm.h"
@@ -141,16 +142,26 @@ absl::StatusOr<ForwardStats> Decoder::Forward(const StepContext& ctx, const Micr
     bs.h = ctx.Act(x.shape());
     bs.ffn_in = ctx.Act(x.shape());
     bs.ffn_rstd = ctx.F32({x.dim(0)});
+    // A dense FFN under an FP8 recipe that fuses gets its gate_up input from the norm in FP8 too.
+    Fp8ProducerTarget ffn_fp8;
+    const bool fused_ffn = !block.moe && block.mlp->PrepareFusedInput(lctx, x.dim(0), &ffn_fp8);
     {
       auto timed = lctx.Profile(OpFamily::kNorm);
-      ops::AddRmsNormForward(x, attn, block.ffn_norm->compute, spec_.norm_eps, &bs.h, &bs.ffn_in,
-                             &bs.ffn_rstd, ctx.s());
+      if (fused_ffn) {
+        MF_RETURN_IF_ERROR(ops::AddRmsNormFp8(x, attn, block.ffn_norm->compute, spec_.norm_eps,
+                                              ffn_fp8.Quantize(), &bs.h, &bs.ffn_in,
+                                              &bs.ffn_rstd, ctx.s()));
+      } else {
+        ops::AddRmsNormForward(x, attn, block.ffn_norm->compute, spec_.norm_eps, &bs.h,
+                               &bs.ffn_in, &bs.ffn_rstd, ctx.s());
+      }
     }
     Tensor ffn;
     if (block.moe) {
       MF_RETURN_IF_ERROR(block.moe->Forward(lctx, batch, bs.ffn_in, &bs.moe, &ffn, &stats));
     } else {
-      MF_RETURN_IF_ERROR(block.mlp->Forward(lctx, bs.ffn_in, &bs.mlp, &ffn));
+      MF_RETURN_IF_ERROR(block.mlp->Forward(lctx, bs.ffn_in, &bs.mlp, &ffn, /*accumulate=*/false,
+                                            fused_ffn ? &ffn_fp8.operand : nullptr));
     }
     x = ctx.Act(bs.h.shape());
     {

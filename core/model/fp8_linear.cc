@@ -197,15 +197,78 @@ absl::StatusOr<Fp8Training::Scale> Fp8Training::TensorScale(const Tensor& x, boo
   return s;
 }
 
+bool Fp8Training::PrepareFusedInput(const Parameter& param, int64_t rows, int64_t k,
+                                    Stream& stream, Fp8ProducerTarget* target) {
+  if (!options_.fused_producers || options_.recipe == Fp8Recipe::kCurrent) return false;
+  const Site& site = SiteOf(param);
+  const Device& device = stream.device();
+  Fp8ProducerTarget t;
+  t.operand.codes = Temp({rows, k}, DType::kFp8E4M3, device, stream);
+  if (options_.recipe == Fp8Recipe::kBlockwise) {
+    t.operand.blockwise = true;
+    t.operand.scale_inv = Temp({rows, k / kBlock}, DType::kF32, device, stream);
+    t.pow2 = options_.pow2_scales;
+  } else {
+    // The slot TensorScale(x) records x's amax into and takes x's scale from.
+    t.scale = fwd_->scale(site.fwd_base);
+    t.amax = fwd_->amax(site.fwd_base);
+    t.operand.scale_inv = fwd_->scale_inv(site.fwd_base);
+  }
+  *target = std::move(t);
+  return true;
+}
+
+bool Fp8Training::PrepareFusedGrad(const Parameter& param, int64_t rows, int64_t k,
+                                   Stream& stream, Fp8ProducerTarget* target) {
+  if (!options_.fused_producers || options_.recipe == Fp8Recipe::kCurrent) return false;
+  const Site& site = SiteOf(param);
+  MF_CHECK(!site.expert) << site.name << ": fused gradients are for dense projections";
+  const Device& device = stream.device();
+  Fp8ProducerTarget t;
+  t.operand.codes = Temp({rows, k}, options_.grad_format, device, stream);
+  if (options_.recipe == Fp8Recipe::kBlockwise) {
+    t.operand.blockwise = true;
+    t.operand.scale_inv = Temp({rows, k / kBlock}, DType::kF32, device, stream);
+    t.pow2 = options_.pow2_scales;
+  } else {
+    t.operand.codes_t = Temp({k, RoundUp(rows, kBlock)}, options_.grad_format, device, stream);
+    t.scale = grad_->scale(site.grad_slot);
+    t.amax = grad_->amax(site.grad_slot);
+    t.operand.scale_inv = grad_->scale_inv(site.grad_slot);
+  }
+  *target = std::move(t);
+  return true;
+}
+
 absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param,
                                   int64_t first_expert, const Tensor& x, const Tensor& w,
                                   const std::vector<int64_t>& counts, Tensor* y, float beta) {
   const Site& site = SiteOf(param);
   Stream& stream = ctx.s();
-  MF_CHECK_EQ(static_cast<int64_t>(counts.size()), w.dim(0)) << site.name;
+  Fp8Operand qx;
   if (options_.recipe == Fp8Recipe::kBlockwise) {
-    MF_ASSIGN_OR_RETURN(Blocks qx, QuantizeBlocks(x, ops::kFp8ActivationTile, DType::kFp8E4M3,
-                                                  options_.pow2_scales, stream));
+    MF_ASSIGN_OR_RETURN(Blocks b, QuantizeBlocks(x, ops::kFp8ActivationTile, DType::kFp8E4M3,
+                                                 options_.pow2_scales, stream));
+    qx.codes = b.q;
+    qx.scale_inv = b.scale_inv;
+    qx.blockwise = true;
+  } else {
+    MF_ASSIGN_OR_RETURN(Scale sx,
+                        TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
+    qx.codes = Cast(x, sx.scale, DType::kFp8E4M3, false, stream);
+    qx.scale_inv = sx.scale_inv;
+  }
+  return Forward(ctx, param, first_expert, qx, w, counts, y, beta);
+}
+
+absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param,
+                                  int64_t first_expert, const Fp8Operand& qx, const Tensor& w,
+                                  const std::vector<int64_t>& counts, Tensor* y, float beta) {
+  const Site& site = SiteOf(param);
+  Stream& stream = ctx.s();
+  MF_CHECK_EQ(static_cast<int64_t>(counts.size()), w.dim(0)) << site.name;
+  MF_CHECK_EQ(qx.blockwise, options_.recipe == Fp8Recipe::kBlockwise) << site.name;
+  if (qx.blockwise) {
     int64_t row = 0;
     for (size_t e = 0; e < counts.size(); ++e) {
       const int64_t n = counts[e];
@@ -214,15 +277,13 @@ absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param
                                                     ops::kFp8WeightBlock, DType::kFp8E4M3,
                                                     options_.pow2_scales, stream));
       Tensor out = y->Slice(row, row + n);
-      MF_RETURN_IF_ERROR(ops::Fp8Gemm(qx.q.Slice(row, row + n), qx.scale_inv.Slice(row, row + n),
-                                      qw.q, qw.scale_inv, {.block_k = kBlock}, beta, &out,
-                                      stream));
+      MF_RETURN_IF_ERROR(ops::Fp8Gemm(qx.codes.Slice(row, row + n),
+                                      qx.scale_inv.Slice(row, row + n), qw.q, qw.scale_inv,
+                                      {.block_k = kBlock}, beta, &out, stream));
       row += n;
     }
     return absl::OkStatus();
   }
-  MF_ASSIGN_OR_RETURN(Scale sx, TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
-  const Tensor qx = Cast(x, sx.scale, DType::kFp8E4M3, false, stream);
   int64_t row = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
     const int64_t n = counts[e];
@@ -234,7 +295,7 @@ absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param
     if (n == 0) continue;
     const Tensor qw = Cast(we, sw.scale, DType::kFp8E4M3, false, stream);
     Tensor out = y->Slice(row, row + n);
-    MF_RETURN_IF_ERROR(ops::Fp8Gemm(qx.Slice(row, row + n), sx.scale_inv, qw, sw.scale_inv,
+    MF_RETURN_IF_ERROR(ops::Fp8Gemm(qx.codes.Slice(row, row + n), qx.scale_inv, qw, sw.scale_inv,
                                     {.fast_accumulation = true}, beta, &out, stream));
     row += n;
   }
@@ -244,7 +305,8 @@ absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param
 absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& param,
                                    int64_t first_expert, const Tensor& x, const Tensor& w,
                                    const std::vector<int64_t>& counts, const Tensor& d_y,
-                                   Tensor* d_x, float dx_beta, Tensor* d_w) {
+                                   Tensor* d_x, float dx_beta, Tensor* d_w,
+                                   const Fp8Operand* d_y_quantized) {
   const Site& site = SiteOf(param);
   Stream& stream = ctx.s();
   const DType gf = options_.grad_format;
@@ -253,11 +315,27 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
   Scale sx, sdy;
   Tensor qdy;
   Blocks bdy;
-  if (blockwise) {
+  const Fp8Operand* fused = d_y_quantized;
+  if (fused != nullptr) {
+    // Per tensor only the delayed recipe fuses: its scale is known before the producer runs.
+    MF_CHECK(fused->blockwise == blockwise && counts.size() == 1 &&
+             (blockwise || options_.recipe == Fp8Recipe::kDelayed))
+        << site.name;
+    MF_CHECK(fused->codes.dtype() == gf) << site.name << ": " << fused->codes.DebugString();
+  }
+  if (blockwise && fused != nullptr) {
+    bdy = Blocks{fused->codes, fused->scale_inv};
+  } else if (blockwise) {
     MF_ASSIGN_OR_RETURN(bdy, QuantizeBlocks(d_y, ops::kFp8ActivationTile, gf, pow2, stream));
   } else {
-    MF_ASSIGN_OR_RETURN(sdy, TensorScale(d_y, true, site.grad_slot, ActivationComm(site), stream));
-    qdy = Cast(d_y, sdy.scale, gf, false, stream);
+    if (fused != nullptr) {  // the producer recorded d_y's amax with this slot's scale
+      sdy = Scale{grad_->scale(site.grad_slot), fused->scale_inv};
+      qdy = fused->codes;
+    } else {
+      MF_ASSIGN_OR_RETURN(sdy,
+                          TensorScale(d_y, true, site.grad_slot, ActivationComm(site), stream));
+      qdy = Cast(d_y, sdy.scale, gf, false, stream);
+    }
     if (d_w != nullptr) {
       MF_ASSIGN_OR_RETURN(sx,
                           TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
@@ -292,8 +370,9 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
     }
     if (d_w != nullptr) {
       Tensor dw = d_w->Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
-      const Tensor xt = PaddedTranspose(xe, stream), dyt = PaddedTranspose(dye, stream);
+      const Tensor xt = PaddedTranspose(xe, stream);
       if (blockwise) {
+        const Tensor dyt = PaddedTranspose(dye, stream);
         MF_ASSIGN_OR_RETURN(Blocks bxt, QuantizeBlocks(xt, ops::kFp8ActivationTile,
                                                        DType::kFp8E4M3, pow2, stream));
         MF_ASSIGN_OR_RETURN(Blocks bdyt,
@@ -302,7 +381,10 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
                                         {.block_k = kBlock}, 1.0f, &dw, stream));
       } else {
         const Tensor qxt = Cast(xt, sx.scale, DType::kFp8E4M3, false, stream);
-        const Tensor qdyt = Cast(dyt, sdy.scale, gf, false, stream);
+        // The producer's transposed codes are exactly Cast(PaddedTranspose(d_y)).
+        const Tensor qdyt = fused != nullptr && fused->codes_t.defined()
+                                ? fused->codes_t
+                                : Cast(PaddedTranspose(dye, stream), sdy.scale, gf, false, stream);
         MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdyt, sdy.scale_inv, qxt, sx.scale_inv, {}, 1.0f, &dw,
                                         stream));
       }

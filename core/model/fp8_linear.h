@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/model/fp8_operand.h"
 #include "core/model/model_parallel.h"
 #include "core/model/step_context.h"
 #include "core/parameter.h"
@@ -44,6 +45,10 @@ struct Fp8Options {
   int amax_history = 16;                // delayed: steps of history (≥ 1)
   DType grad_format = DType::kFp8E5M2;  // d_y's format (kFp8E5M2 or kFp8E4M3)
   bool pow2_scales = false;             // blockwise: scales rounded down to powers of two
+  // Fused producers (ops/fp8_fused.h): the layers hand over operands their producer already
+  // quantised, where the recipe allows (delayed, blockwise; the current recipe needs the amax
+  // before the cast). Bit-identical to off.
+  bool fused_producers = true;
 };
 
 // FailedPrecondition naming the GPU when an FP8 recipe meets a GPU without FP8 tensor cores
@@ -73,9 +78,28 @@ class Fp8Training {
   absl::Status Forward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
                        const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts,
                        Tensor* y, float beta);
+  // With `d_y_quantized` (a fused producer's, PrepareFusedGrad) the dgrad — and, given its
+  // codes_t, the per-tensor wgrad — take d_y's codes from it; d_y itself is still read where the
+  // operand lacks them (the blockwise wgrad's token tiles).
   absl::Status Backward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
                         const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts,
-                        const Tensor& d_y, Tensor* d_x, float dx_beta, Tensor* d_w);
+                        const Tensor& d_y, Tensor* d_x, float dx_beta, Tensor* d_w,
+                        const Fp8Operand* d_y_quantized = nullptr);
+
+  // Fused producers (core/model/fp8_operand.h). For the producer of `param`'s forward input x
+  // (rows, k): allocates the operand's codes (and tile scales), sets the delayed recipe's scale and
+  // amax slot of x, and returns true; false (nothing done) when options().fused_producers is off
+  // or the recipe is current. The forward then takes the operand instead of x.
+  bool PrepareFusedInput(const Parameter& param, int64_t rows, int64_t k, Stream& stream,
+                         Fp8ProducerTarget* target);
+  // The same for the output gradient d_y (rows, k) of the dense `param`, in the gradient format;
+  // per tensor the target gets codes_t (k, rows rounded up to 128) for the wgrad as well.
+  bool PrepareFusedGrad(const Parameter& param, int64_t rows, int64_t k, Stream& stream,
+                        Fp8ProducerTarget* target);
+  // y = x·Wᵀ with x already quantised (PrepareFusedInput then the producer).
+  absl::Status Forward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
+                       const Fp8Operand& x, const Tensor& w, const std::vector<int64_t>& counts,
+                       Tensor* y, float beta);
 
   // Checkpoint state of the delayed recipe, per site (empty for the other recipes): the forward
   // operands' history (L, 1 + experts) and scales (1 + experts), the gradient's history (L, 1)

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "core/model/fp8_operand.h"
 #include "core/model/step_context.h"
 #include "core/parameter.h"
 
@@ -26,16 +27,23 @@ absl::Status Linear(const StepContext& ctx, const Parameter& param, const Tensor
 // fixed blocks of GemmRowBlock(M) rows counted from row 0 — the forward (first = 0) and a
 // recompute (first a multiple of the block) make the same calls on the same rows, so the rows
 // get the same bits whatever BLAS does with a different M. Elsewhere one GEMM (first = 0).
+// `x_fp8`: x's codes from a fused producer (FP8 only); each block then multiplies its rows of the
+// codes, so a fused forward splits its GEMM exactly as an unfused recompute does.
 absl::Status LinearRows(const StepContext& ctx, const Parameter& param, const Tensor& x,
-                        const Tensor& w, int64_t first, Tensor* y);
+                        const Tensor& w, int64_t first, Tensor* y,
+                        const Fp8Operand* x_fp8 = nullptr);
 // The row block of LinearRows over M rows: M/8 rounded up to a multiple of 8 (at most 8 GEMMs).
 int64_t GemmRowBlock(int64_t rows);
+// y = x·Wᵀ with x already in FP8, made by a fused producer (core/model/fp8_operand.h; needs
+// ctx.fp8).
+absl::Status LinearQuantized(const StepContext& ctx, const Parameter& param, const Fp8Operand& x,
+                             const Tensor& w, Tensor* y, float beta = 0.0f);
 
 // d_x = d_y·W (+ d_x when dx_beta = 1) when d_x is non-null; d_w += d_yᵀ·x when d_w is non-null
-// (f32).
+// (f32). `d_y_quantized`: d_y's codes from a fused producer (FP8 only).
 absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Tensor& x,
                         const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,
-                        float dx_beta = 0.0f);
+                        float dx_beta = 0.0f, const Fp8Operand* d_y_quantized = nullptr);
 
 // The experts' grouped GEMMs (ops/grouped_gemm.h): w (E_c, out, in) holds the local experts
 // [first_expert, first_expert + E_c) of the stacked expert `param`; counts (E_c) i32 on the host.

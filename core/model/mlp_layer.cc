@@ -3,10 +3,12 @@
 
 #include <cmath>
 
+#include "core/model/fp8_linear.h"
 #include "core/model/linear.h"
 #include "core/model/recompute_rows.h"
 #include "ops/activation.h"
 #include "ops/elementwise.h"
+#include "ops/fp8_fused.h"
 #include "ops/gemm.h"
 #include "parallel/tensor_parallel.h"
 
@@ -30,8 +32,16 @@ Tensor SwiGluMlp::GateUpMatrix() const {
   return gate_up_->compute.Reshape({2 * local_ffn_, hidden_});
 }
 
+bool SwiGluMlp::PrepareFusedInput(const StepContext& ctx, int64_t rows,
+                                  Fp8ProducerTarget* target) const {
+  if (ctx.fp8 == nullptr || (mp_.sequence_parallel && !parallel::IsSingleRank(mp_.tp))) {
+    return false;
+  }
+  return ctx.fp8->PrepareFusedInput(*gate_up_, rows, hidden_, ctx.s(), target);
+}
+
 absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y,
-                                bool accumulate) const {
+                                bool accumulate, const Fp8Operand* x_quantized) const {
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
@@ -41,21 +51,35 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
   saved->act = ctx.Act({t, local_ffn_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), 0, &saved->gate_up));
+    MF_RETURN_IF_ERROR(
+        LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), 0, &saved->gate_up, x_quantized));
   }
+  // Under an FP8 recipe that allows it, SwiGLU writes down_proj's input in FP8 as well (act stays:
+  // the backward's wgrad reads it).
+  Fp8ProducerTarget act_fp8;
+  const bool fused =
+      ctx.fp8 != nullptr && ctx.fp8->PrepareFusedInput(*down_, t, local_ffn_, ctx.s(), &act_fp8);
   {
     auto timed = ctx.Profile(OpFamily::kActivation);
-    ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
+    if (fused) {
+      MF_RETURN_IF_ERROR(ops::SwiGluFp8(saved->gate_up, act_fp8.Quantize(), &saved->act, ctx.s()));
+    } else {
+      ops::SwiGluForward(saved->gate_up, &saved->act, ctx.s());
+    }
   }
+  auto down = [&](Tensor* out, float beta) {
+    return fused ? LinearQuantized(ctx, *down_, act_fp8.operand, down_->compute, out, beta)
+                 : Linear(ctx, *down_, saved->act, down_->compute, out, beta);
+  };
   if (accumulate && parallel::IsSingleRank(mp_.tp)) {
     // y += act · W_downᵀ in the GEMM itself.
     auto timed = ctx.Profile(OpFamily::kGemm);
-    return Linear(ctx, *down_, saved->act, down_->compute, y, /*beta=*/1.0f);
+    return down(y, /*beta=*/1.0f);
   }
   Tensor partial = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(Linear(ctx, *down_, saved->act, down_->compute, &partial));
+    MF_RETURN_IF_ERROR(down(&partial, 0.0f));
   }
   return ReduceInto(ctx, partial, accumulate, y);
 }
@@ -75,22 +99,34 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
         LinearGrad(ctx, *down_, saved.act, down_->compute, d_y_full, &d_act, &down_->grad));
   }
   Tensor d_gate_up = ctx.Act({t, 2 * local_ffn_});
+  // Under an FP8 recipe that allows it, SwiGLU's backward writes d_gate_up in FP8 as well (with
+  // its transposed codes per tensor); d_gate_up itself stays for the blockwise wgrad's token tiles.
+  Fp8ProducerTarget grad_fp8;
+  const bool fused = ctx.fp8 != nullptr &&
+                     ctx.fp8->PrepareFusedGrad(*gate_up_, t, 2 * local_ffn_, ctx.s(), &grad_fp8);
   {
     auto timed = ctx.Profile(OpFamily::kActivation);
-    ops::SwiGluBackward(saved.gate_up, d_act, &d_gate_up, ctx.s());
+    if (fused) {
+      MF_RETURN_IF_ERROR(
+          ops::SwiGluBackwardFp8(saved.gate_up, d_act, grad_fp8.Quantize(), &d_gate_up, ctx.s()));
+    } else {
+      ops::SwiGluBackward(saved.gate_up, d_act, &d_gate_up, ctx.s());
+    }
   }
+  const Fp8Operand* d_gate_up_fp8 = fused ? &grad_fp8.operand : nullptr;
   // One GEMM for the input gradient of both projections, one for their weight gradient.
   Tensor d_w = gate_up_->grad.Reshape({2 * local_ffn_, hidden_});
   if (accumulate && parallel::IsSingleRank(mp_.tp)) {
     // d_x += d_gate_up · W_gate_up in the GEMM itself.
     auto timed = ctx.Profile(OpFamily::kGemm);
     return LinearGrad(ctx, *gate_up_, saved.x, GateUpMatrix(), d_gate_up, d_x, &d_w,
-                      /*dx_beta=*/1.0f);
+                      /*dx_beta=*/1.0f, d_gate_up_fp8);
   }
   Tensor d_full = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(LinearGrad(ctx, *gate_up_, saved.x, GateUpMatrix(), d_gate_up, &d_full, &d_w));
+    MF_RETURN_IF_ERROR(LinearGrad(ctx, *gate_up_, saved.x, GateUpMatrix(), d_gate_up, &d_full,
+                                  &d_w, 0.0f, d_gate_up_fp8));
   }
   return ReduceInto(ctx, d_full, accumulate, d_x);
 }

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "core/model/activation_store.h"
+#include "core/model/fp8_operand.h"
 #include "core/model/model_parallel.h"
 #include "core/model/model_spec.h"
 #include "core/model/step_context.h"
@@ -33,8 +34,14 @@ class SwiGluMlp {
   // x (T_x, H) -> *y (T_x, H); T_x = T/tp under sequence parallelism. With `accumulate` the
   // output is added to an existing *y (MoE shared experts join the routed output; without TP the
   // down projection's GEMM adds it, beta = 1), else *y is allocated here.
+  // `x_quantized`: x already in FP8 for the gate_up GEMM (PrepareFusedInput, then the norm that
+  // produces x); x itself is still saved for the backward.
   absl::Status Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y,
-                       bool accumulate = false) const;
+                       bool accumulate = false, const Fp8Operand* x_quantized = nullptr) const;
+  // For the producer of this MLP's input (rows, H) under an FP8 recipe that fuses (ctx.fp8's
+  // PrepareFusedInput for gate_up): true and *target set, or false where no recipe runs, the
+  // recipe does not fuse, or a sequence-parallel gather stands between producer and GEMM.
+  bool PrepareFusedInput(const StepContext& ctx, int64_t rows, Fp8ProducerTarget* target) const;
   // d_y (T_x, H) -> *d_x (T_x, H), allocated here (overwritten), or with `accumulate` added to an
   // existing *d_x (without TP by the input-gradient GEMM itself); parameter gradients accumulated.
   absl::Status Backward(const StepContext& ctx, const Saved& saved, const Tensor& d_y, Tensor* d_x,

@@ -6,6 +6,7 @@
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
+#include "ops/cuda/swiglu_math.cuh"
 #include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
@@ -13,15 +14,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 template <typename T, int N>
 __device__ __forceinline__ Pack<T, N> ForwardPack(const Pack<T, N>& gate, const Pack<T, N>& up) {
   Pack<T, N> out;
 #pragma unroll
   for (int e = 0; e < N; ++e) {
-    const float g = ToF32(gate.v[e]);
-    out.v[e] = FromF32<T>(g * Sigmoid(g) * ToF32(up.v[e]));
+    out.v[e] = FromF32<T>(SwiGluValue(ToF32(gate.v[e]), ToF32(up.v[e])));
   }
   return out;
 }
@@ -32,10 +30,10 @@ __device__ __forceinline__ void BackwardPack(const Pack<T, N>& gate, const Pack<
                                              Pack<T, N>* d_up) {
 #pragma unroll
   for (int e = 0; e < N; ++e) {
-    const float g = ToF32(gate.v[e]), u = ToF32(up.v[e]), d = ToF32(d_out.v[e]);
-    const float s = Sigmoid(g);
-    d_up->v[e] = FromF32<T>(d * g * s);
-    d_gate->v[e] = FromF32<T>(d * u * s * (1.0f + g * (1.0f - s)));
+    float dg, du;
+    SwiGluGrads(ToF32(gate.v[e]), ToF32(up.v[e]), ToF32(d_out.v[e]), &dg, &du);
+    d_up->v[e] = FromF32<T>(du);
+    d_gate->v[e] = FromF32<T>(dg);
   }
 }
 

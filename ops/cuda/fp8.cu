@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/fp8_cast.cuh"
 #include "ops/cuda/launchers.h"
 #include "ops/fp8.h"
 
@@ -17,35 +18,9 @@ constexpr int kTile = 32;     // transpose tile edge
 constexpr int kTileRows = 8;  // threadIdx.y extent: each thread handles kTile / kTileRows rows
 constexpr int kMaxThreads = 256;
 
-__device__ __forceinline__ uint32_t AbsBits(float v) {
-  const uint32_t bits = __float_as_uint(v) & 0x7fffffffu;
-  return bits > 0x7f800000u ? 0x7fc00000u : bits;
-}
-
-__device__ __forceinline__ uint8_t CastFp8(float v, __nv_fp8_interpretation_t format) {
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, format));
-}
-
 __device__ __forceinline__ float Fp8ToF32(uint8_t code, __nv_fp8_interpretation_t format) {
   const __half_raw h = __nv_cvt_fp8_to_halfraw(code, format);
   return __half2float(__half(h));
-}
-
-// Fp8ScaleFromAmax with the CPU's IEEE operations.
-__device__ __forceinline__ float ScaleFromAmax(float amax, float fp8_max, bool pow2,
-                                               float previous) {
-  if (!(amax > 0.0f) || !isfinite(amax)) return previous;
-  float scale = __fdiv_rn(fp8_max, amax);
-  if (!isfinite(scale)) scale = FLT_MAX;
-  if (pow2) scale = __uint_as_float(__float_as_uint(scale) & 0xff800000u);
-  return scale;
-}
-
-__device__ __forceinline__ uint32_t WarpMaxBits(uint32_t v) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  return v;
 }
 
 // Max over a 1-D block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
@@ -60,9 +35,7 @@ __device__ uint32_t BlockMaxBits(uint32_t v) {
   return WarpMaxBits(v);
 }
 
-__nv_fp8_interpretation_t Format(DType dtype) {
-  return dtype == DType::kFp8E4M3 ? __NV_E4M3 : __NV_E5M2;
-}
+__nv_fp8_interpretation_t Format(DType dtype) { return Fp8Format(dtype); }
 
 void CheckFp8(const Tensor& t, const Device& device, const char* op, const char* name) {
   CheckOn(t, device, op, name);

@@ -20,6 +20,7 @@
 #include "ops/attention.h"
 #include "ops/fp8.h"
 #include "ops/fp8_gemm.h"
+#include "ops/fp8_fused.h"
 #include "ops/moe.h"
 #include "ops/quant.h"
 #include "ops/router.h"
@@ -198,6 +199,17 @@ absl::Status DequantizeBlockwise(const Tensor& q, const Tensor& scale_inv,
                                  const Fp8BlockShape& block, Tensor* x, Stream& stream);
 void Fp8UpdateScales(float fp8_max, Tensor* amax, Tensor* history, Tensor* scale, Tensor* scale_inv,
                      Stream& stream);
+
+// fp8_fused.cu: arguments (and the tile divisibility) already checked by the public ops
+// (ops/fp8_fused.h); these check what is device-specific and launch.
+absl::Status RmsNormFp8(const Tensor& x, const Tensor& w, float eps, const Fp8Quantize& q,
+                        Tensor* y, Tensor* rstd, Stream& stream);
+absl::Status AddRmsNormFp8(const Tensor& x, const Tensor& residual, const Tensor& w, float eps,
+                           const Fp8Quantize& q, Tensor* sum, Tensor* y, Tensor* rstd,
+                           Stream& stream);
+absl::Status SwiGluFp8(const Tensor& gate_up, const Fp8Quantize& q, Tensor* act, Stream& stream);
+absl::Status SwiGluBackwardFp8(const Tensor& gate_up, const Tensor& d_act, const Fp8Quantize& q,
+                               Tensor* d_gate_up, Stream& stream);
 
 // fp8_gemm.cc / fp8_gemm.cu: arguments already checked by the public op (ops/fp8_gemm.h).
 // Per-tensor scales through cuBLASLt's FP8 matmul with scale pointers; blockwise scales through

@@ -7,6 +7,7 @@
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/launchers.h"
+#include "ops/cuda/rms_norm_row.cuh"
 #include "ops/cuda/vector.cuh"
 
 namespace moefold::ops::cuda {
@@ -48,35 +49,11 @@ __global__ void RmsNormForwardKernel(const T* x, const T* residual, const T* w, 
     const T* xr = x + row * hidden;
     float sq = 0.0f;
     if (residual == nullptr) {
-      ForEachPack(
-          Lane(), packs, 32, [&](int64_t i) { return LoadPack<N>(xr + i * N); },
-          [&](int64_t, const Pack<T, N>& p) {
-#pragma unroll
-            for (int e = 0; e < N; ++e) {
-              const float v = ToF32(p.v[e]);
-              sq += v * v;
-            }
-          });
+      sq = LaneSumSquares<T, N>(xr, packs);
     } else {
-      const T* rr = residual + row * hidden;
-      T* sr = sum + row * hidden;
-      ForEachPack(
-          Lane(), packs, 32,
-          [&](int64_t i) {
-            return Two<T, N>{LoadPack<N>(xr + i * N), LoadPack<N>(rr + i * N)};
-          },
-          [&](int64_t i, const Two<T, N>& in) {
-            Pack<T, N> s;
-#pragma unroll
-            for (int e = 0; e < N; ++e) {
-              s.v[e] = FromF32<T>(ToF32(in.a.v[e]) + ToF32(in.b.v[e]));
-              const float v = ToF32(s.v[e]);
-              sq += v * v;
-            }
-            StorePack<N>(sr + i * N, s);
-          });
+      sq = LaneAddSumSquares<T, N>(xr, residual + row * hidden, sum + row * hidden, packs);
     }
-    const float r = 1.0f / sqrtf(WarpSum(sq) / static_cast<float>(hidden) + eps);
+    const float r = RstdFromLaneSums(sq, hidden, eps);
     if (Lane() == 0) rstd[row] = r;
     // The second pass re-reads the normalised input (from L1/L2): a lane reads back exactly the
     // packs of `sum` it wrote itself, so it sees its own writes.
