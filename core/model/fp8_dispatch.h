@@ -1,5 +1,5 @@
-// FP8 token dispatch (docs/FORMULAS.md §18.3): under an FP8 recipe the MoE
-// layer casts its routed rows to E4M3 while it permutes them (ops::PermuteQuantize), the
+// FP8 token dispatch (docs/FORMULAS.md §18.3): under an FP8 recipe, where the experts span ranks,
+// the MoE layer casts its routed rows to E4M3 while it permutes them (ops::PermuteQuantize), the
 // dispatcher's all-to-all and ETP all-gather move the 1-byte codes and their scales, and the
 // experts' gate/up GEMM multiplies the received codes as they are. The scales are chosen so that
 // a row is cast the same whatever the layout ("layout-invariant expert-row scales"):

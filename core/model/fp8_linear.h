@@ -44,9 +44,9 @@ struct Fp8Options {
   int amax_history = 16;                // delayed: steps of history (≥ 1)
   DType grad_format = DType::kFp8E5M2;  // d_y's format (kFp8E5M2 or kFp8E4M3)
   bool pow2_scales = false;             // blockwise: scales rounded down to powers of two
-  // The MoE layer quantises its routed rows while permuting them and dispatches FP8 codes and
-  // their scales (core/model/fp8_dispatch.h); false: it dispatches the activation dtype and the
-  // expert GEMM quantises the received rows.
+  // Where the experts span ranks, the MoE layer quantises its routed rows while permuting them
+  // and dispatches FP8 codes and their scales (core/model/fp8_dispatch.h); false: it dispatches
+  // the activation dtype and the expert GEMM quantises the received rows.
   bool dispatch = true;
 };
 

@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/fp8_dispatch.h"
-#include "core/model/fp8_linear.h"
 #include "core/model/linear.h"
 #include "ops/activation.h"
 #include "ops/elementwise.h"
@@ -383,8 +382,8 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
     ops::SoftmaxForward(saved->logits, &saved->probs, ctx.s());
   }
   const parallel::DispatchPlan& dispatch = saved->dispatch;
-  if (!saved->grouped.defined() || (UsesFp8Dispatch(ctx) && !saved->grouped_scale_inv.defined() &&
-                                     ctx.fp8->options().recipe != Fp8Recipe::kDelayed)) {
+  if (!saved->grouped.defined()) {
+    // Only local experts get here, and they never dispatch FP8 rows (PermuteForDispatch).
     MF_CHECK(LocalExperts()) << "the dispatched rows are kept under expert parallelism";
     parallel::DispatchRows permuted, grouped;
     {
@@ -438,7 +437,9 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
 absl::StatusOr<parallel::DispatchRows> MoeLayer::PermuteForDispatch(const StepContext& ctx,
                                                                      const Tensor& routed,
                                                                      const Tensor& sorted) const {
-  if (UsesFp8Dispatch(ctx)) {
+  // FP8 rows only where they travel: with every expert on this rank the GEMM casts the rows
+  // itself, and the weight gradient quantises the rows rather than their dequantised codes.
+  if (UsesFp8Dispatch(ctx) && !LocalExperts()) {
     return QuantizeRoutedRows(ctx, *gate_up_, routed, sorted, spec_.moe.top_k);
   }
   parallel::DispatchRows rows{.rows = ctx.Act({sorted.numel(), spec_.hidden}),

@@ -117,7 +117,8 @@ class MoeLayer {
   }
 
   // routed (T_r, H) -> the rows to dispatch: permuted in the activation dtype, or under the FP8
-  // dispatch quantised while permuted (codes and scales, core/model/fp8_dispatch.h).
+  // dispatch, where the experts are spread over ranks, quantised while permuted (codes and
+  // scales, core/model/fp8_dispatch.h).
   absl::StatusOr<parallel::DispatchRows> PermuteForDispatch(const StepContext& ctx,
                                                             const Tensor& routed,
                                                             const Tensor& sorted) const;

@@ -76,6 +76,8 @@ INSTANTIATE_TEST_SUITE_P(
         Fp8Layout("DelayedEtp2", "delayed", {"parallel.etp=2"}, kEightExperts),
         Fp8Layout("DelayedEp2Capacity", "delayed", {"parallel.ep=2"},
                   With(kEightExperts, kPaddedCapacity)),
+        Fp8Layout("CurrentTp2Ep2", "current", {"parallel.tp=2", "parallel.ep=2"}, kEightExperts,
+                  kBf16MatrixTolerances),
         Fp8Layout("CurrentEtp2", "current", {"parallel.etp=2"}, kEightExperts,
                   kBf16MatrixTolerances),
         Fp8Layout("BlockwiseEtp2", "blockwise", {"parallel.etp=2"},
