@@ -13,7 +13,7 @@
 // Measured there: ≤ 3e-4 loss, 2.5e-3 gradient norm, 2.4e-3 parameters. Blockwise needs 128-wide
 // projections: its cases use a 128-wide model (EP2, PP2; TP2 would need 256-wide ones).
 // The FP8 token dispatch (core/model/fp8_dispatch.h) is on in every case but one (the unfused
-// path's): EP2 and ETP2 move FP8 codes and their scales, in dropless and padded capacity mode;
+// path's): EP2, ETP2 and TP2×EP2 move FP8 codes and their scales, dropless and padded to capacity;
 // Fp8DispatchTest checks that at EP2 it trains as the unfused path does (delayed: bit for bit).
 #include "gtest/gtest.h"
 #include "tests/train/equivalence.h"
