@@ -354,9 +354,8 @@ void MoeLayer::Saved::AppendRefs(bool local_experts, std::vector<SavedRef>* refs
   refs->push_back({SavedKind::kRouter, &logits});
   refs->push_back({SavedKind::kRouter, &probs});
   refs->push_back({SavedKind::kMoeDispatched, &grouped, local_experts});
-  if (grouped_scale_inv.defined()) {
-    refs->push_back({SavedKind::kMoeDispatched, &grouped_scale_inv, local_experts});
-  }
+  // Listed whether or not it is defined: the store matches a layer's refs by position.
+  refs->push_back({SavedKind::kMoeDispatched, &grouped_scale_inv, local_experts});
   refs->push_back({SavedKind::kSwiGluInput, &gate_up});
   refs->push_back({SavedKind::kSwiGluOutput, &act});
   refs->push_back({SavedKind::kMoeCombined, &combined, local_experts});

@@ -83,6 +83,10 @@ INSTANTIATE_TEST_SUITE_P(
         Fp8Layout("BlockwiseEtp2", "blockwise", {"parallel.etp=2"},
                   With(With(kBlockModel, kEightExperts), {"model.moe.expert_ffn_hidden_size=256"}),
                   kBf16MatrixTolerances),
+        // The received scales saved for the backward survive the activation store's swap (4
+        // layers: the last layers stay resident).
+        Fp8Layout("CurrentEp2Swap", "current", {"parallel.ep=2", "memory.activation_policy=swap"},
+                  kFourLayers, kBf16MatrixTolerances),
         Fp8Layout("DelayedEp2Unfused", "delayed", {"parallel.ep=2"},
                   With(kEightExperts, kUnfused))),
     [](const auto& info) { return std::string(info.param.name); });
