@@ -107,6 +107,7 @@ ExperimentConfig DefaultConfig() {
   pr->set_fp8_grad_format("e5m2");
   pr->set_pow2_scales(false);
   pr->set_fp8_fused_producers(true);
+  pr->set_fp8_dispatch(true);
 
   MemoryConfig* mem = c.mutable_memory();
   mem->set_activation_policy("keep");

@@ -33,7 +33,9 @@ struct Fp8GemmOptions {
 // a (M, K) and b (N, K) FP8 (kFp8E4M3 or kFp8E5M2, each its own); a_scale_inv (M/ra, K/block_k)
 // and b_scale_inv (N/rb, K/block_k) f32 ((1) or (1, 1) per tensor); c (M, N) f32 or bf16; beta 0
 // (c overwritten) or 1 (accumulated); all on one device. InvalidArgument (naming the operand) for
-// shapes that do not fit; K == 0 leaves beta·c.
+// shapes that do not fit; K == 0 leaves beta·c. Per-row scales with block_k 0 (a_scale_inv (M, 1),
+// the FP8 token dispatch's rows) run the blockwise kernel on the GPU as one block of all of K
+// (cuBLASLt on sm_90 takes one scale per operand): InvalidArgument there unless K % 32 == 0.
 absl::Status Fp8Gemm(const Tensor& a, const Tensor& a_scale_inv, const Tensor& b,
                      const Tensor& b_scale_inv, const Fp8GemmOptions& options, float beta,
                      Tensor* c, Stream& stream);

@@ -356,37 +356,59 @@ absl::StatusOr<Flight> StartCombine(const DispatchPlan& plan, const DispatchGrou
 absl::Status DispatchAndCombine(const DispatchPlan& plan, const DispatchGroups& groups,
                                 const Tensor& rows, const ChunkExperts& experts, Tensor* grouped,
                                 Tensor* combined, Stream& stream, int64_t* bytes) {
-  MF_CHECK_EQ(rows.dim(0), plan.rows()) << "DispatchAndCombine: rows do not match the plan";
-  const bool local = IsLocal(groups);
-  const Tensor send = SendRows(plan, rows, stream);
-  *grouped = local ? send : Rows(plan.grouped_rows(), rows);
-  const Tensor expert_out = Rows(plan.grouped_rows(), rows);
-  const Tensor returned = local ? expert_out : Rows(plan.send_total(), rows);
+  DispatchRows out;
+  MF_RETURN_IF_ERROR(DispatchAndCombine(plan, groups, {.rows = rows, .scales = Tensor()},
+                                        rows.dtype(), experts, &out, combined, stream, bytes));
+  *grouped = out.rows;
+  return absl::OkStatus();
+}
+
+absl::Status DispatchAndCombine(const DispatchPlan& plan, const DispatchGroups& groups,
+                                const DispatchRows& in, DType out_dtype,
+                                const ChunkExperts& experts, DispatchRows* grouped,
+                                Tensor* combined, Stream& stream, int64_t* bytes) {
+  MF_CHECK_EQ(in.rows.dim(0), plan.rows()) << "DispatchAndCombine: rows do not match the plan";
+  const bool local = IsLocal(groups), scaled = in.scales.defined();
+  MF_CHECK(!scaled || in.scales.dim(0) == plan.rows())
+      << "DispatchAndCombine: scales " << in.scales.DebugString() << " do not match the rows";
+  const Tensor send = SendRows(plan, in.rows, stream);
+  const Tensor send_scales = scaled ? SendRows(plan, in.scales, stream) : Tensor();
+  grouped->rows = local ? send : Rows(plan.grouped_rows(), in.rows);
+  grouped->scales = !scaled ? Tensor() : local ? send_scales : Rows(plan.grouped_rows(), in.scales);
+  const Tensor out_like = Tensor::Empty({0, in.rows.dim(1)}, out_dtype, in.rows.device());
+  const Tensor expert_out = Rows(plan.grouped_rows(), out_like);
+  const Tensor returned = local ? expert_out : Rows(plan.send_total(), out_like);
   const int n = static_cast<int>(plan.chunks.size());
-  std::vector<Flight> dispatch(n), combine(n);
+  // dispatch[c]: chunk c's rows; scale_dispatch[c]: their scales (started right after them).
+  std::vector<Flight> dispatch(n), scale_dispatch(n), combine(n);
   // A poll of every collective in flight (the result is read by Land).
-  const std::function<void()> progress = [&dispatch, &combine]() {
-    for (std::vector<Flight>* flights : {&dispatch, &combine}) {
+  const std::function<void()> progress = [&dispatch, &scale_dispatch, &combine]() {
+    for (std::vector<Flight>* flights : {&dispatch, &scale_dispatch, &combine}) {
       for (Flight& flight : *flights) {
         if (flight.work != nullptr) flight.work->IsCompleted();
       }
     }
   };
+  auto start = [&](int c) -> absl::Status {
+    MF_ASSIGN_OR_RETURN(dispatch[c],
+                        StartDispatch(plan, groups, c, send, grouped->rows, stream, bytes));
+    if (scaled) {
+      MF_ASSIGN_OR_RETURN(scale_dispatch[c], StartDispatch(plan, groups, c, send_scales,
+                                                           grouped->scales, stream, bytes));
+    }
+    return absl::OkStatus();
+  };
   // Chunk c + 1's dispatch is in flight while chunk c's experts run; chunk c's combine while
   // chunk c + 1's run. Every rank issues the collectives in this same order.
-  if (!local && n > 0) {
-    MF_ASSIGN_OR_RETURN(dispatch[0], StartDispatch(plan, groups, 0, send, *grouped, stream, bytes));
-  }
+  if (!local && n > 0) MF_RETURN_IF_ERROR(start(0));
   for (int c = 0; c < n; ++c) {
-    if (!local && c + 1 < n) {
-      MF_ASSIGN_OR_RETURN(dispatch[c + 1],
-                          StartDispatch(plan, groups, c + 1, send, *grouped, stream, bytes));
-    }
+    if (!local && c + 1 < n) MF_RETURN_IF_ERROR(start(c + 1));
     MF_RETURN_IF_ERROR(Land(&dispatch[c]));
+    MF_RETURN_IF_ERROR(Land(&scale_dispatch[c]));
     const DispatchChunk& chunk = plan.chunks[c];
     const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
     Tensor out = expert_out.Slice(begin, end);
-    MF_RETURN_IF_ERROR(experts(chunk, grouped->Slice(begin, end), &out, progress));
+    MF_RETURN_IF_ERROR(experts(chunk, grouped->rows.Slice(begin, end), &out, progress));
     if (!local) {
       MF_ASSIGN_OR_RETURN(combine[c],
                           StartCombine(plan, groups, c, expert_out, returned, stream, bytes));
@@ -399,19 +421,40 @@ absl::Status DispatchAndCombine(const DispatchPlan& plan, const DispatchGroups& 
 
 absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups, const Tensor& rows,
                       Tensor* grouped, Stream& stream, int64_t* bytes) {
-  MF_CHECK_EQ(rows.dim(0), plan.rows()) << "Dispatch: rows do not match the plan";
-  const Tensor send = SendRows(plan, rows, stream);
+  DispatchRows out;
+  MF_RETURN_IF_ERROR(
+      Dispatch(plan, groups, {.rows = rows, .scales = Tensor()}, &out, stream, bytes));
+  *grouped = out.rows;
+  return absl::OkStatus();
+}
+
+absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups,
+                      const DispatchRows& in, DispatchRows* grouped, Stream& stream,
+                      int64_t* bytes) {
+  MF_CHECK_EQ(in.rows.dim(0), plan.rows()) << "Dispatch: rows do not match the plan";
+  const bool scaled = in.scales.defined();
+  const Tensor send = SendRows(plan, in.rows, stream);
+  const Tensor send_scales = scaled ? SendRows(plan, in.scales, stream) : Tensor();
   if (IsLocal(groups)) {
-    *grouped = send;
+    *grouped = {.rows = send, .scales = send_scales};
     return absl::OkStatus();
   }
-  *grouped = Rows(plan.grouped_rows(), rows);
+  grouped->rows = Rows(plan.grouped_rows(), in.rows);
+  grouped->scales = scaled ? Rows(plan.grouped_rows(), in.scales) : Tensor();
   const int n = static_cast<int>(plan.chunks.size());
-  std::vector<Flight> flights(n);
+  std::vector<Flight> flights(n), scale_flights(n);
   for (int c = 0; c < n; ++c) {
-    MF_ASSIGN_OR_RETURN(flights[c], StartDispatch(plan, groups, c, send, *grouped, stream, bytes));
+    MF_ASSIGN_OR_RETURN(flights[c],
+                        StartDispatch(plan, groups, c, send, grouped->rows, stream, bytes));
+    if (scaled) {
+      MF_ASSIGN_OR_RETURN(scale_flights[c], StartDispatch(plan, groups, c, send_scales,
+                                                          grouped->scales, stream, bytes));
+    }
   }
-  for (int c = 0; c < n; ++c) MF_RETURN_IF_ERROR(Land(&flights[c]));
+  for (int c = 0; c < n; ++c) {
+    MF_RETURN_IF_ERROR(Land(&flights[c]));
+    MF_RETURN_IF_ERROR(Land(&scale_flights[c]));
+  }
   return absl::OkStatus();
 }
 

@@ -121,11 +121,35 @@ absl::Status DispatchAndCombine(const DispatchPlan& plan, const DispatchGroups& 
                                 const Tensor& rows, const ChunkExperts& experts, Tensor* grouped,
                                 Tensor* combined, Stream& stream, int64_t* bytes = nullptr);
 
+// Rows that travel through Dispatch together with per-row data moved row for row: the FP8 token
+// dispatch's codes (Σ counts, H) kFp8E4M3 and their dequantisation scales (Σ counts, S) f32 (S = 1
+// per row, H/128 per tile; undefined: none travel). Padding rows arrive as zero codes with zero
+// scales. Each travels in its own collectives, the scales' right after the codes'.
+struct DispatchRows {
+  Tensor rows;
+  Tensor scales;
+};
+
+// DispatchAndCombine for rows that need not be what the experts return (the FP8 dispatch): `in`
+// (rows of any 1-, 2- or 4-byte dtype, with optional scales) -> *grouped (plan.grouped_rows()
+// rows, scales alike); the experts write `out_dtype` rows (H = in.rows.dim(1)) and *combined
+// (Σ counts, H) is out_dtype. ChunkExperts receives the chunk's rows of grouped->rows; the
+// chunk's scales are grouped->scales at the same rows (valid while the experts run). `bytes` +=
+// the bytes of rows and scales sent.
+absl::Status DispatchAndCombine(const DispatchPlan& plan, const DispatchGroups& groups,
+                                const DispatchRows& in, DType out_dtype,
+                                const ChunkExperts& experts, DispatchRows* grouped,
+                                Tensor* combined, Stream& stream, int64_t* bytes = nullptr);
+
 // The two halves on their own (every chunk, no experts between): rows (Σ counts, H) -> *grouped
 // (plan.grouped_rows(), H), allocated here (with one rank and no padding the plan is the identity
 // and *grouped is `rows` itself, so neither may be changed while the other is read).
 absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups, const Tensor& rows,
                       Tensor* grouped, Stream& stream, int64_t* bytes = nullptr);
+// Dispatch of rows with scales (see DispatchRows).
+absl::Status Dispatch(const DispatchPlan& plan, const DispatchGroups& groups,
+                      const DispatchRows& in, DispatchRows* grouped, Stream& stream,
+                      int64_t* bytes = nullptr);
 // grouped (plan.grouped_rows(), H) -> *rows (Σ counts, H): the ETP partial sums added, back home
 // (`grouped` itself under the identity plan, as above).
 absl::Status Combine(const DispatchPlan& plan, const DispatchGroups& groups, const Tensor& grouped,

@@ -459,4 +459,116 @@ absl::Status Fp8Training::RestoreState(const std::string& name, const Tensor& ho
   return absl::InvalidArgumentError(absl::StrCat("FP8 state ", name, ": no such site"));
 }
 
+absl::StatusOr<Fp8Training::DispatchScale> Fp8Training::DispatchScaleOf(const Parameter& param,
+                                                                        const Tensor& routed,
+                                                                        Stream& stream) {
+  const Site& site = SiteOf(param);
+  MF_CHECK(site.expert) << "FP8 dispatch: " << site.name << " is not an expert projection";
+  DispatchScale d;
+  if (options_.recipe == Fp8Recipe::kDelayed) {
+    d = {fwd_->scale(site.fwd_base), fwd_->scale_inv(site.fwd_base), fwd_->amax(site.fwd_base)};
+  } else if (options_.recipe == Fp8Recipe::kCurrent) {
+    // The whole micro-batch's amax: every rank holding its tokens gets the same scale, so rows
+    // that meet on an expert's rank are cast as one rank would cast them.
+    MF_ASSIGN_OR_RETURN(Scale sc, TensorScale(routed, false, site.fwd_base, mp_.tp_cp, stream));
+    d.scale = sc.scale;
+    d.scale_inv = sc.scale_inv;
+  }
+  return d;
+}
+
+absl::Status Fp8Training::ForwardCodes(const StepContext& ctx, const Parameter& param,
+                                       int64_t first_expert, const Tensor& codes,
+                                       const Tensor& scale_inv, const Tensor& w,
+                                       const std::vector<int64_t>& counts, Tensor* y,
+                                       float beta) {
+  const Site& site = SiteOf(param);
+  Stream& stream = ctx.s();
+  MF_CHECK_EQ(static_cast<int64_t>(counts.size()), w.dim(0)) << site.name;
+  const bool blockwise = options_.recipe == Fp8Recipe::kBlockwise;
+  const bool per_row = scale_inv.defined();
+  MF_CHECK(per_row || options_.recipe == Fp8Recipe::kDelayed)
+      << site.name << ": received FP8 rows without their scales";
+  int64_t row = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t n = counts[e];
+    const Tensor we = w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+    Tensor out = y->Slice(row, row + n);
+    const Tensor a = codes.Slice(row, row + n);
+    if (blockwise) {
+      if (n == 0) continue;
+      MF_ASSIGN_OR_RETURN(Blocks qw, QuantizeBlocks(we, ops::kFp8WeightBlock, DType::kFp8E4M3,
+                                                    options_.pow2_scales, stream));
+      MF_RETURN_IF_ERROR(ops::Fp8Gemm(a, scale_inv.Slice(row, row + n), qw.q, qw.scale_inv,
+                                      {.block_k = kBlock}, beta, &out, stream));
+      row += n;
+      continue;
+    }
+    // As Forward: every weight's scale is taken even without rows.
+    MF_ASSIGN_OR_RETURN(Scale sw, TensorScale(we, false, WeightSlot(site, param, first_expert, e),
+                                              WeightComm(site), stream));
+    if (n == 0) continue;
+    const Tensor qw = Cast(we, sw.scale, DType::kFp8E4M3, false, stream);
+    const Tensor sa = per_row ? scale_inv.Slice(row, row + n) : fwd_->scale_inv(site.fwd_base);
+    MF_RETURN_IF_ERROR(ops::Fp8Gemm(a, sa, qw, sw.scale_inv, {.fast_accumulation = true}, beta,
+                                    &out, stream));
+    row += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Fp8Training::BackwardCodes(const StepContext& ctx, const Parameter& param,
+                                        int64_t first_expert, const Tensor& codes,
+                                        const Tensor& scale_inv, const Tensor& w,
+                                        const std::vector<int64_t>& counts, const Tensor& d_y,
+                                        Tensor* d_x, float dx_beta, Tensor* d_w) {
+  Stream& stream = ctx.s();
+  if (options_.recipe != Fp8Recipe::kDelayed) {
+    // xᵀ's tiles (blockwise) or per-tensor scale (current) differ from the rows': quantise the
+    // received values again, dequantised in f32 (code·scale rounded once, on every layout alike).
+    Tensor x = Temp(codes.shape(), DType::kF32, codes.device(), stream);
+    const ops::Fp8BlockShape block = options_.recipe == Fp8Recipe::kBlockwise
+                                         ? ops::kFp8ActivationTile
+                                         : ops::Fp8BlockShape{1, codes.dim(1)};
+    if (codes.numel() > 0) {
+      MF_RETURN_IF_ERROR(ops::DequantizeBlockwise(codes, scale_inv, block, &x, stream));
+    }
+    return Backward(ctx, param, first_expert, x, w, counts, d_y, d_x, dx_beta, d_w);
+  }
+  // Delayed: Backward's per-tensor path; xᵀ's codes are the received codes transposed (the
+  // transpose of fp8(x·s) is fp8(xᵀ·s), and the zero padding casts to the zero code).
+  const Site& site = SiteOf(param);
+  const DType gf = options_.grad_format;
+  MF_ASSIGN_OR_RETURN(Scale sdy,
+                      TensorScale(d_y, true, site.grad_slot, ActivationComm(site), stream));
+  const Tensor qdy = Cast(d_y, sdy.scale, gf, false, stream);
+  const Tensor sx_inv = fwd_->scale_inv(site.fwd_base);
+  int64_t row = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t n = counts[e];
+    const Tensor we = w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+    Scale sw;
+    if (d_x != nullptr) {
+      MF_ASSIGN_OR_RETURN(sw, TensorScale(we, false, WeightSlot(site, param, first_expert, e),
+                                          WeightComm(site), stream));
+    }
+    if (n == 0) continue;
+    if (d_x != nullptr) {
+      Tensor out = d_x->Slice(row, row + n);
+      const Tensor qwt = Cast(we, sw.scale, DType::kFp8E4M3, true, stream);
+      MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdy.Slice(row, row + n), sdy.scale_inv, qwt, sw.scale_inv,
+                                      {}, dx_beta, &out, stream));
+    }
+    if (d_w != nullptr) {
+      Tensor dw = d_w->Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+      const Tensor qxt = PaddedTranspose(codes.Slice(row, row + n), stream);
+      const Tensor qdyt = Cast(PaddedTranspose(d_y.Slice(row, row + n), stream), sdy.scale, gf,
+                               false, stream);
+      MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdyt, sdy.scale_inv, qxt, sx_inv, {}, 1.0f, &dw, stream));
+    }
+    row += n;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moefold::model

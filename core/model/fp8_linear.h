@@ -49,6 +49,10 @@ struct Fp8Options {
   // quantised, where the recipe allows (delayed, blockwise; the current recipe needs the amax
   // before the cast). Bit-identical to off.
   bool fused_producers = true;
+  // Where the experts span ranks, the MoE layer quantises its routed rows while permuting them
+  // and dispatches FP8 codes and their scales (core/model/fp8_dispatch.h); false: it dispatches
+  // the activation dtype and the expert GEMM quantises the received rows.
+  bool dispatch = true;
 };
 
 // FailedPrecondition naming the GPU when an FP8 recipe meets a GPU without FP8 tensor cores
@@ -100,6 +104,29 @@ class Fp8Training {
   absl::Status Forward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
                        const Fp8Operand& x, const Tensor& w, const std::vector<int64_t>& counts,
                        Tensor* y, float beta);
+
+  // The FP8 token dispatch (core/model/fp8_dispatch.h) of the expert site `param`, whose input
+  // rows are quantised before the all-to-all. Per tensor (delayed, current): the scale the rows
+  // are cast with, its inverse and, delayed only, the site's amax slot (the cast records the
+  // rows' amax there, as the expert GEMM would have); current: the amax of `routed` (T_r, H) now,
+  // max-reduced over TP×CP (the ranks holding the micro-batch's tokens). Blockwise: none (tiles).
+  struct DispatchScale {
+    Tensor scale, scale_inv, amax;  // (1) f32 each; amax undefined unless delayed
+  };
+  absl::StatusOr<DispatchScale> DispatchScaleOf(const Parameter& param, const Tensor& routed,
+                                                Stream& stream);
+  // Forward and Backward with the input rows already quantised: codes (T, in) kFp8E4M3 as
+  // received, scale_inv (T, 1) per row (current), (T, in/128) per tile (blockwise) or undefined
+  // (delayed: the site's scale). Forward multiplies the codes as they are. Backward's weight
+  // gradient takes xᵀ's codes as the codes transposed (delayed: bit-identical to quantising xᵀ)
+  // or, where xᵀ needs new scales (current, blockwise), quantises the dequantised rows.
+  absl::Status ForwardCodes(const StepContext& ctx, const Parameter& param, int64_t first_expert,
+                            const Tensor& codes, const Tensor& scale_inv, const Tensor& w,
+                            const std::vector<int64_t>& counts, Tensor* y, float beta);
+  absl::Status BackwardCodes(const StepContext& ctx, const Parameter& param,
+                             int64_t first_expert, const Tensor& codes, const Tensor& scale_inv,
+                             const Tensor& w, const std::vector<int64_t>& counts,
+                             const Tensor& d_y, Tensor* d_x, float dx_beta, Tensor* d_w);
 
   // Checkpoint state of the delayed recipe, per site (empty for the other recipes): the forward
   // operands' history (L, 1 + experts) and scales (1 + experts), the gradient's history (L, 1)

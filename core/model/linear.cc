@@ -60,7 +60,8 @@ absl::Status LinearRows(const StepContext& ctx, const Parameter& param, const Te
   MF_CHECK_EQ(y->dim(0), m - first) << "LinearRows: rows [" << first << ", " << m << ")";
   if (!SplitsGemmRows(ctx)) {
     MF_CHECK_EQ(first, 0) << "LinearRows: no row ranges where the GEMM's split is not exact";
-    return x_fp8 != nullptr ? LinearQuantized(ctx, param, *x_fp8, w, y) : Linear(ctx, param, x, w, y);
+    return x_fp8 != nullptr ? LinearQuantized(ctx, param, *x_fp8, w, y)
+                            : Linear(ctx, param, x, w, y);
   }
   const int64_t block = GemmRowBlock(m);
   MF_CHECK_EQ(first % block, 0) << "LinearRows: row " << first << " is inside a block of " << block;
@@ -72,6 +73,8 @@ absl::Status LinearRows(const StepContext& ctx, const Parameter& param, const Te
                            : Linear(ctx, param, x.Slice(b, e), w, &rows));
   }
   return absl::OkStatus();
+}
+
 absl::Status LinearQuantized(const StepContext& ctx, const Parameter& param, const Fp8Operand& x,
                              const Tensor& w, Tensor* y, float beta) {
   MF_CHECK(ctx.fp8 != nullptr) << param.name << ": an FP8 operand without an FP8 recipe";

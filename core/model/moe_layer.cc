@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/fp8_dispatch.h"
 #include "core/model/linear.h"
 #include "core/model/recompute_rows.h"
 #include "ops/activation.h"
@@ -28,6 +29,13 @@ void ForEachUnitSlice(int64_t first, int64_t rows, int64_t unit_rows, F f) {
     const int64_t end = std::min(first + rows, (u + 1) * unit_rows) - first;
     if (begin < end) f(u, begin, end);
   }
+}
+
+bool IsFp8(DType dtype) { return dtype == DType::kFp8E4M3 || dtype == DType::kFp8E5M2; }
+
+// Rows [begin, end) of the dispatched rows' scales (undefined when none travel).
+Tensor ScalesOf(const parallel::DispatchRows& rows, int64_t begin, int64_t end) {
+  return rows.scales.defined() ? rows.scales.Slice(begin, end) : Tensor();
 }
 
 }  // namespace
@@ -174,10 +182,11 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
       .pad_to = moe.pad_to_capacity ? capacity : 0, .chunks = DispatchChunks(), .stream = &ctx.s()};
   MF_ASSIGN_OR_RETURN(saved->dispatch,
                       parallel::BuildDispatchPlan(counts, options, mp_.experts));
-  Tensor permuted = ctx.Act({kept, h});
+  // The permuted rows, or under the FP8 dispatch their codes and scales.
+  parallel::DispatchRows permuted;
   {
     auto timed = ctx.Profile(OpFamily::kPermute);
-    ops::PermuteTokens(routed, plan.sorted, moe.top_k, &permuted, ctx.s());
+    MF_ASSIGN_OR_RETURN(permuted, PermuteForDispatch(ctx, routed, plan.sorted));
   }
 
   // The local experts, one grouped GEMM per projection (gate and up fused) and chunk; under ETP
@@ -187,6 +196,7 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   saved->act = ctx.Act({local_rows, f_local});
   const Tensor gate_up_w = GateUpExperts(gate_up_->compute);
   const Tensor& down_w = down_->compute;
+  parallel::DispatchRows dispatched;  // filled by the dispatcher while the experts run
   auto experts = [&](const parallel::DispatchChunk& chunk, const Tensor& grouped, Tensor* out,
                      const std::function<void()>& progress) {
     const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
@@ -194,8 +204,8 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
     Tensor gate_up = saved->gate_up.Slice(begin, end), act = saved->act.Slice(begin, end);
     {
       auto timed = ctx.Profile(OpFamily::kExpertGemm);
-      MF_RETURN_IF_ERROR(GroupedLinear(ctx, *gate_up_, lo, grouped, gate_up_w.Slice(lo, hi),
-                                       chunk.local_counts, &gate_up));
+      MF_RETURN_IF_ERROR(GateUpForward(ctx, lo, grouped, ScalesOf(dispatched, begin, end),
+                                       gate_up_w.Slice(lo, hi), chunk.local_counts, &gate_up));
     }
     progress();
     {
@@ -209,9 +219,11 @@ absl::Status MoeLayer::Forward(const StepContext& ctx, const MicroBatch& batch, 
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(parallel::DispatchAndCombine(saved->dispatch, mp_.experts, permuted,
-                                                    experts, &saved->grouped, &saved->combined,
-                                                    ctx.s(), &dispatch_bytes_));
+                                                    routed.dtype(), experts, &dispatched,
+                                                    &saved->combined, ctx.s(), &dispatch_bytes_));
   }
+  saved->grouped = dispatched.rows;
+  saved->grouped_scale_inv = dispatched.scales;
   Tensor routed_y = ctx.Act({t, h});
   {
     auto timed = ctx.Profile(OpFamily::kPermute);
@@ -274,8 +286,15 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
     progress();
     auto timed = ctx.Profile(OpFamily::kExpertGemm);
     Tensor d_w = d_gate_up_w.Slice(lo, hi);
-    return GroupedLinearGrad(ctx, *gate_up_, lo, saved.grouped.Slice(begin, end),
-                             gate_up_w.Slice(lo, hi), counts, d_gate_up, d_grouped, &d_w);
+    const Tensor x = saved.grouped.Slice(begin, end);
+    if (IsFp8(x.dtype())) {
+      return GroupedLinearGradFp8(ctx, *gate_up_, lo,
+                                  {x, ScalesOf({saved.grouped, saved.grouped_scale_inv}, begin,
+                                               end)},
+                                  gate_up_w.Slice(lo, hi), counts, d_gate_up, d_grouped, &d_w);
+    }
+    return GroupedLinearGrad(ctx, *gate_up_, lo, x, gate_up_w.Slice(lo, hi), counts, d_gate_up,
+                             d_grouped, &d_w);
   };
   Tensor d_expert_out, d_permuted;
   {
@@ -336,6 +355,8 @@ void MoeLayer::Saved::AppendRefs(bool local_experts, std::vector<SavedRef>* refs
   refs->push_back({SavedKind::kRouter, &logits});
   refs->push_back({SavedKind::kRouter, &probs});
   refs->push_back({SavedKind::kMoeDispatched, &grouped, local_experts});
+  // Listed whether or not it is defined: the store matches a layer's refs by position.
+  refs->push_back({SavedKind::kMoeDispatched, &grouped_scale_inv, local_experts});
   refs->push_back({SavedKind::kSwiGluInput, &gate_up});
   refs->push_back({SavedKind::kSwiGluOutput, &act});
   refs->push_back({SavedKind::kMoeCombined, &combined, local_experts});
@@ -365,13 +386,16 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
   }
   const parallel::DispatchPlan& dispatch = saved->dispatch;
   if (!IsComplete(ctx, saved->grouped)) {
+    // Only local experts get here, and they never dispatch FP8 rows (PermuteForDispatch).
     MF_CHECK(LocalExperts()) << "the dispatched rows are kept under expert parallelism";
-    Tensor permuted = ctx.Act({plan.sorted.numel(), h});
+    parallel::DispatchRows permuted, grouped;
     {
       auto timed = ctx.Profile(OpFamily::kPermute);
-      ops::PermuteTokens(saved->routed, plan.sorted, moe.top_k, &permuted, ctx.s());
+      MF_ASSIGN_OR_RETURN(permuted, PermuteForDispatch(ctx, saved->routed, plan.sorted));
     }
-    MF_RETURN_IF_ERROR(parallel::Dispatch(dispatch, mp_.experts, permuted, &saved->grouped, ctx.s()));
+    MF_RETURN_IF_ERROR(parallel::Dispatch(dispatch, mp_.experts, permuted, &grouped, ctx.s()));
+    saved->grouped = grouped.rows;
+    saved->grouped_scale_inv = grouped.scales;
   }
   const int64_t rows = dispatch.grouped_rows(), f_local = moe.expert_ffn / mp_.etp_size();
   const bool gate_up = !IsComplete(ctx, saved->gate_up), act = !IsComplete(ctx, saved->act);
@@ -390,9 +414,10 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
     Tensor chunk_gate_up = saved->gate_up.Slice(begin, end), chunk_act = saved->act.Slice(begin, end);
     if (gate_up) {
       auto timed = ctx.Profile(OpFamily::kExpertGemm);
-      MF_RETURN_IF_ERROR(GroupedLinear(ctx, *gate_up_, lo, saved->grouped.Slice(begin, end),
-                                       gate_up_w.Slice(lo, hi), chunk.local_counts,
-                                       &chunk_gate_up));
+      MF_RETURN_IF_ERROR(GateUpForward(
+          ctx, lo, saved->grouped.Slice(begin, end),
+          ScalesOf({saved->grouped, saved->grouped_scale_inv}, begin, end),
+          gate_up_w.Slice(lo, hi), chunk.local_counts, &chunk_gate_up));
     }
     if (act) {
       auto timed = ctx.Profile(OpFamily::kActivation);
@@ -410,6 +435,29 @@ absl::Status MoeLayer::Recompute(const StepContext& ctx, const Tensor& x, Saved*
   }
   if (shared_) MF_RETURN_IF_ERROR(shared_->Recompute(ctx, x, &saved->shared));
   return absl::OkStatus();
+}
+
+absl::StatusOr<parallel::DispatchRows> MoeLayer::PermuteForDispatch(const StepContext& ctx,
+                                                                     const Tensor& routed,
+                                                                     const Tensor& sorted) const {
+  // FP8 rows only where they travel: with every expert on this rank the GEMM casts the rows
+  // itself, and the weight gradient quantises the rows rather than their dequantised codes.
+  if (UsesFp8Dispatch(ctx) && !LocalExperts()) {
+    return QuantizeRoutedRows(ctx, *gate_up_, routed, sorted, spec_.moe.top_k);
+  }
+  parallel::DispatchRows rows{.rows = ctx.Act({sorted.numel(), spec_.hidden}),
+                              .scales = Tensor()};
+  ops::PermuteTokens(routed, sorted, spec_.moe.top_k, &rows.rows, ctx.s());
+  return rows;
+}
+
+absl::Status MoeLayer::GateUpForward(const StepContext& ctx, int64_t first_expert,
+                                     const Tensor& grouped, const Tensor& scale_inv,
+                                     const Tensor& w, const Tensor& counts, Tensor* y) const {
+  if (IsFp8(grouped.dtype())) {
+    return GroupedLinearFp8(ctx, *gate_up_, first_expert, {grouped, scale_inv}, w, counts, y);
+  }
+  return GroupedLinear(ctx, *gate_up_, first_expert, grouped, w, counts, y);
 }
 
 void MoeLayer::ResetLoad() {

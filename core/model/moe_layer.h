@@ -56,7 +56,8 @@ class MoeLayer {
     parallel::DispatchPlan dispatch;
     // The local experts' rows, local-expert major (chunk after chunk, each chunk's rows at its
     // grouped_offset), device, activation dtype:
-    Tensor grouped;           // (N_l, H)
+    Tensor grouped;           // (N_l, H); kFp8E4M3 codes under the FP8 dispatch
+    Tensor grouped_scale_inv;  // (N_l, S) f32 their scales (core/model/fp8_dispatch.h), or none
     Tensor gate_up;           // (N_l, 2·F_e/etp): gate columns, then up columns
     Tensor act;               // (N_l, F_e/etp)
     Tensor combined;          // (N, H) this rank's expert outputs before weighting (N kept pairs)
@@ -114,6 +115,17 @@ class MoeLayer {
     if (spec_.moe.dispatch_chunks > 0) return spec_.moe.dispatch_chunks;
     return mp_.ep_size() > 1 ? 2 : 1;
   }
+
+  // routed (T_r, H) -> the rows to dispatch: permuted in the activation dtype, or under the FP8
+  // dispatch, where the experts are spread over ranks, quantised while permuted (codes and
+  // scales, core/model/fp8_dispatch.h).
+  absl::StatusOr<parallel::DispatchRows> PermuteForDispatch(const StepContext& ctx,
+                                                            const Tensor& routed,
+                                                            const Tensor& sorted) const;
+  // The gate/up grouped GEMM on dispatched rows: FP8 codes (with scale_inv) or activations.
+  absl::Status GateUpForward(const StepContext& ctx, int64_t first_expert, const Tensor& grouped,
+                             const Tensor& scale_inv, const Tensor& w, const Tensor& counts,
+                             Tensor* y) const;
 
   ModelSpec spec_;
   ModelParallel mp_;

@@ -10,10 +10,12 @@
 namespace moefold::ops {
 namespace {
 
-void CheckRows(const Tensor& t, const char* op, const char* name) {
+// GatherRows moves bits: FP8 codes (the FP8 token dispatch) travel as well as f32 and bf16.
+void CheckGatherRows(const Tensor& t, const char* op, const char* name) {
   internal::CheckCpu(t, op, name);
-  MF_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16)
-      << op << ": " << name << " must be f32 or bf16, got " << t.DebugString();
+  MF_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 ||
+           t.dtype() == DType::kFp8E4M3 || t.dtype() == DType::kFp8E5M2)
+      << op << ": " << name << " must be f32, bf16 or fp8, got " << t.DebugString();
 }
 
 }  // namespace
@@ -22,11 +24,11 @@ void GatherRows(const Tensor& x, const Tensor& index, Tensor* out, Stream& strea
   MF_RETURN_IF_GPU(x, "GatherRows", cuda::GatherRows(x, index, out, stream));
   constexpr const char* kOp = "GatherRows";
   MF_CHECK(out != nullptr) << kOp << ": output out is null";
-  CheckRows(x, kOp, "x");
+  CheckGatherRows(x, kOp, "x");
   internal::CheckRank(x, 2, kOp, "x");
   internal::CheckI32(index, kOp, "index");
   internal::CheckRank(index, 1, kOp, "index");
-  CheckRows(*out, kOp, "out");
+  CheckGatherRows(*out, kOp, "out");
   internal::CheckDType(*out, x.dtype(), kOp, "out");
   internal::CheckShape(*out, {index.numel(), x.dim(1)}, kOp, "out");
   const int32_t* idx = index.data<int32_t>();
@@ -41,7 +43,7 @@ void GatherRows(const Tensor& x, const Tensor& index, Tensor* out, Stream& strea
   char* dst = static_cast<char*>(out->raw_data());
   for (int64_t r = 0; r < index.numel(); ++r) {
     if (idx[r] < 0) {
-      std::memset(dst + r * row_bytes, 0, row_bytes);  // all-zero bits are +0 in f32 and bf16
+      std::memset(dst + r * row_bytes, 0, row_bytes);  // all-zero bits are +0 in f32, bf16 and fp8
     } else {
       std::memcpy(dst + r * row_bytes, src + idx[r] * row_bytes, row_bytes);
     }

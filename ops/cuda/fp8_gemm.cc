@@ -68,6 +68,16 @@ absl::Status Fp8Gemm(const Tensor& a, const Tensor& a_scale_inv, const Tensor& b
     Fp8GemmBlockwise(a, a_scale_inv, b, b_scale_inv, options.block_k, beta, c, stream);
     return absl::OkStatus();
   }
+  // Per-row scales (the FP8 token dispatch's rows from several senders): cuBLASLt on sm_90 takes
+  // one scale per operand, so they run our kernel as one K block of all of K.
+  if (a_scale_inv.numel() > 1 || b_scale_inv.numel() > 1) {
+    if (k % 32 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Fp8Gemm: per-row scales need K = ", k, " to be a multiple of 32 on the GPU"));
+    }
+    Fp8GemmBlockwise(a, a_scale_inv, b, b_scale_inv, k, beta, c, stream);
+    return absl::OkStatus();
+  }
   if (a.dtype() == DType::kFp8E5M2 && b.dtype() == DType::kFp8E5M2) {
     return absl::InvalidArgumentError(
         "Fp8Gemm: cuBLASLt has no E5M2 × E5M2 matmul (one operand must be E4M3)");

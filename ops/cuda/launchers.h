@@ -22,6 +22,7 @@
 #include "ops/fp8_gemm.h"
 #include "ops/fp8_fused.h"
 #include "ops/moe.h"
+#include "ops/permute_quantize.h"
 #include "ops/quant.h"
 #include "ops/router.h"
 #include "ops/spam.h"
@@ -221,5 +222,10 @@ void Fp8GemmBlockwise(const Tensor& a, const Tensor& a_scale_inv, const Tensor& 
                       const Tensor& b_scale_inv, int64_t block_k, float beta, Tensor* c,
                       Stream& stream);
 void TransposePad(const Tensor& x, Tensor* y, Stream& stream);
+
+// permute_quantize.cu: arguments as ops/permute_quantize.h (H checked against the tiles).
+absl::Status PermuteQuantize(const Tensor& x, const Tensor& sorted, int k, const Tensor& scale,
+                             const Tensor& scale_inv, const PermuteQuantizeOptions& options,
+                             Tensor* codes, Tensor* row_scale_inv, Tensor* amax, Stream& stream);
 
 }  // namespace moefold::ops::cuda

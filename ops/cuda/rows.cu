@@ -1,5 +1,6 @@
 // CUDA row gather and block sum. GatherRows: one warp per output row, 16-byte packs when pointers
 // and H allow (single elements otherwise), −1 writes zeros; a bad index traps after printing it.
+// FP8 rows move as 4-byte words (bytes where H or the pointers are not aligned to 4).
 // SumBlocks: each thread owns output elements and adds the n blocks' values in block order in f32
 // (the CPU's order, so the bits agree), rounding once.
 #include <cstdio>
@@ -45,6 +46,26 @@ __global__ void GatherRowsKernel(const T* x, const int32_t* index, int64_t x_row
   }
 }
 
+// GatherRowsKernel for 1-byte rows (FP8 codes), moved as words W of 1 or 4 bytes.
+template <typename W>
+__global__ void GatherWordsKernel(const W* x, const int32_t* index, int64_t x_rows, int64_t rows,
+                                  int64_t words, W* out) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t r = blockIdx.x * int64_t{kRowWarps} + threadIdx.x / 32; r < rows;
+       r += int64_t{gridDim.x} * kRowWarps) {
+    const int64_t from = index[r];
+    if (from < -1 || from >= x_rows) {
+      printf("moefold GatherRows: index[%lld] = %lld outside [-1, %lld)\n",
+             static_cast<long long>(r), static_cast<long long>(from),
+             static_cast<long long>(x_rows));
+      __trap();
+    }
+    W* dst = out + r * words;
+    const W* src = from < 0 ? nullptr : x + from * words;
+    for (int64_t i = lane; i < words; i += 32) dst[i] = from < 0 ? W{0} : src[i];
+  }
+}
+
 // out[i] = Σ_b blocks[b·m + i] in block order, f32, for the packs of N elements of this thread.
 template <typename T, int N>
 __global__ void SumBlocksKernel(const T* blocks, int64_t n, int64_t m, T* out) {
@@ -68,7 +89,8 @@ void GatherRows(const Tensor& x, const Tensor& index, Tensor* out, Stream& strea
   constexpr const char* kOp = "GatherRows";
   const Device dev = x.device();
   CheckStream(stream, dev, kOp);
-  CheckActivation(x, dev, kOp, "x");
+  const bool bytes = x.dtype() == DType::kFp8E4M3 || x.dtype() == DType::kFp8E5M2;
+  if (!bytes) CheckActivation(x, dev, kOp, "x");
   CheckRank(x, 2, kOp, "x");
   CheckOn(index, dev, kOp, "index");
   CheckDType(index, DType::kI32, kOp, "index");
@@ -78,6 +100,22 @@ void GatherRows(const Tensor& x, const Tensor& index, Tensor* out, Stream& strea
   if (rows == 0 || hidden == 0) return;
   const int grid = DeviceGrid(rows, kRowWarps, kRowThreads, stream);
   const cudaStream_t s = Native(stream);
+  if (bytes) {
+    const auto* px = static_cast<const uint8_t*>(x.raw_data());
+    auto* po = static_cast<uint8_t*>(out->raw_data());
+    const int32_t* pi = index.data<int32_t>();
+    const bool words = hidden % 4 == 0 && reinterpret_cast<uintptr_t>(px) % 4 == 0 &&
+                       reinterpret_cast<uintptr_t>(po) % 4 == 0;
+    if (words) {
+      GatherWordsKernel<uint32_t><<<grid, kRowThreads, 0, s>>>(
+          reinterpret_cast<const uint32_t*>(px), pi, x.dim(0), rows, hidden / 4,
+          reinterpret_cast<uint32_t*>(po));
+    } else {
+      GatherWordsKernel<uint8_t><<<grid, kRowThreads, 0, s>>>(px, pi, x.dim(0), rows, hidden, po);
+    }
+    MF_CUDA_CHECK_LAUNCH();
+    return;
+  }
   MF_DISPATCH_FLOAT(x.dtype(), kOp, T, {
     const T* px = x.data<T>();
     T* po = out->data<T>();

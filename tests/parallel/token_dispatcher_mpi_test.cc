@@ -12,10 +12,12 @@
 
 #include <mpi.h>
 
+#include <cstring>
 #include <numeric>
 
 #include "gtest/gtest.h"
 #include "ops/device_query.h"
+#include "ops/fp8.h"
 #include "ops/moe.h"
 #include "parallel/process_groups.h"
 #include "tests/testing/testing.h"
@@ -270,6 +272,70 @@ TEST_P(TokenDispatcherTest, CountsMatchEveryMembersRoutingAndBytesTheDtype) {
   ASSERT_OK(Combine(*plan, r.dispatch, grouped, &back, CpuStream(), &combined));
   EXPECT_EQ(dispatched, local_plan ? 0 : (to_peers + (l.etp - 1) * recv) * row_bytes);
   EXPECT_EQ(combined, local_plan ? 0 : (from_peers + plan->grouped_rows() - recv) * row_bytes);
+}
+
+// The FP8 dispatch: FP8 codes and a per-row f32 scale travel together — each grouped row's codes
+// are the cast of the row the plain dispatch delivers there, and its scale is that row's (each
+// scale here is its row's first value, padding rows have 0 for both) — through Dispatch and the
+// pipelined DispatchAndCombine, whose experts return the activation dtype. The bytes are the
+// codes' (1 a value: a quarter of f32's, half of bf16's) plus 4 per row for the scale.
+TEST_P(TokenDispatcherTest, Fp8RowsTravelWithTheirScalesAtAQuarterOfF32Bytes) {
+  const Layout l = GetParam();
+  Rank r = MakeRank(l);
+  const Routed in = Route(l, r.groups->world().rank());
+  const int64_t n = in.permuted.dim(0);
+  auto plan = BuildDispatchPlan(in.counts, {.pad_to = l.pad_to, .chunks = l.chunks}, r.dispatch);
+  ASSERT_OK(plan);
+  const Tensor one = Tensor::FromVector({1.0f}, {1});
+  Tensor codes = Tensor::Empty({n, kHidden}, DType::kFp8E4M3);
+  ops::CastTransposeAmax(in.permuted, one, &codes, nullptr, nullptr, CpuStream());
+  Tensor scales = Tensor::Empty({n, 1}, DType::kF32);
+  const std::vector<float> rows = in.permuted.ToVector();
+  for (int64_t i = 0; i < n; ++i) scales.data<float>()[i] = rows[i * kHidden];
+
+  Tensor grouped;
+  int64_t plain_bytes = 0, fp8_bytes = 0, pipelined_bytes = 0;
+  ASSERT_OK(Dispatch(*plan, r.dispatch, in.permuted, &grouped, CpuStream(), &plain_bytes));
+  const int64_t g = grouped.dim(0);
+  Tensor want = Tensor::Empty({g, kHidden}, DType::kFp8E4M3);
+  ops::CastTransposeAmax(grouped, one, &want, nullptr, nullptr, CpuStream());
+  const std::vector<float> grouped_rows = grouped.ToVector();
+  auto expect_grouped = [&](const DispatchRows& got, const char* what) {
+    ASSERT_EQ(got.rows.dtype(), DType::kFp8E4M3) << what;
+    ASSERT_EQ(got.rows.dim(0), g) << what;
+    EXPECT_EQ(0, std::memcmp(got.rows.raw_data(), want.raw_data(), want.nbytes())) << what;
+    ASSERT_EQ(got.scales.dim(0), g) << what;
+    for (int64_t i = 0; i < g; ++i) {
+      ASSERT_EQ(got.scales.data<float>()[i], grouped_rows[i * kHidden]) << what << " row " << i;
+    }
+  };
+  DispatchRows fp8;
+  ASSERT_OK(Dispatch(*plan, r.dispatch, {.rows = codes, .scales = scales}, &fp8, CpuStream(),
+                     &fp8_bytes));
+  expect_grouped(fp8, "Dispatch");
+
+  auto experts = [&](const DispatchChunk& chunk, const Tensor& rows, Tensor* out,
+                     const std::function<void()>&) {
+    EXPECT_EQ(rows.dtype(), DType::kFp8E4M3);
+    EXPECT_EQ(out->dtype(), l.dtype);
+    out->SetZero();
+    return absl::OkStatus();
+  };
+  DispatchRows pipelined;
+  Tensor combined;
+  ASSERT_OK(DispatchAndCombine(*plan, r.dispatch, {.rows = codes, .scales = scales}, l.dtype,
+                               experts, &pipelined, &combined, CpuStream(), &pipelined_bytes));
+  expect_grouped(pipelined, "DispatchAndCombine");
+  EXPECT_EQ(combined.dtype(), l.dtype);
+  EXPECT_EQ(combined.dim(0), n);
+
+  // Rows sent: the plain bytes over the dtype's row; FP8 sends a byte a value and 4 per scale.
+  const int64_t value_bytes = static_cast<int64_t>(DTypeSize(l.dtype));
+  const int64_t rows_sent = plain_bytes / (kHidden * value_bytes);
+  EXPECT_EQ(fp8_bytes, rows_sent * (kHidden + 4));
+  EXPECT_EQ((fp8_bytes - 4 * rows_sent) * value_bytes, plain_bytes);
+  // The pipelined form also counts the combine's return, in the activation dtype.
+  EXPECT_GE(pipelined_bytes, fp8_bytes);
 }
 
 // On a GPU (every rank on GPU 0, collectives staged through host memory): the plan's indices on
