@@ -34,10 +34,11 @@ esac
 # What gpu_suite.sh runs; the GPU tests of later layers too, when this tree has them.
 targets=(core_cuda_runtime_test core_caching_allocator_test core_profiler_test op_bench
          step_bench moefold parallel_host_staged_communicator_mpi_test hf_fixture)
-for f in elementwise gemm grouped_gemm embedding norm rope attention router moe loss adamw; do
-  targets+=("ops_cuda_${f}_test")
-done
 available=$(cmake --build "$build" --target help 2>/dev/null)
+# Every op's GPU parity test the tree has (FP8, fused producers, permute-quantise included).
+while read -r t; do targets+=("$t"); done < <(
+  grep -oE 'ops_cuda_[a-z0-9_]+_test' <<< "$available" | sort -u)
+grep -q 'op_bench_fused' <<< "$available" && targets+=(op_bench_fused)
 grep -q 'parallel_nccl_communicator_mpi_test' <<< "$available" &&
   targets+=(parallel_nccl_communicator_mpi_test)
 while read -r t; do targets+=("$t"); done < <(
