@@ -2,13 +2,14 @@
 // row once and writes FP8 codes. Per tensor: codes = fp8(x·scale) with the recipe's scale, the
 // row's amax folded into one atomicMax per warp. Tiles: each warp quantises one 128-wide tile
 // (4 elements a lane), its amax a warp max. The float operations are CastTransposeAmax's and
-// QuantizeBlockwise's (ops/cuda/fp8.cu): __fmul_rn, __fdiv_rn and the saturating RNE cast, so the
-// bits equal the CPU reference's PermuteTokens-then-quantise.
+// QuantizeBlockwise's (the helpers of ops/cuda/fp8_cast.cuh): __fmul_rn, __fdiv_rn and the
+// saturating RNE cast, so the bits equal the CPU reference's PermuteTokens-then-quantise.
 #include <cfloat>
 #include <cstdint>
 #include <cstdio>
 
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/fp8_cast.cuh"
 #include "ops/cuda/launchers.h"
 #include "ops/fp8.h"
 #include "ops/permute_quantize.h"
@@ -18,32 +19,6 @@ namespace {
 
 constexpr int kThreads = 256;  // 8 warps per row
 constexpr int kTileCols = 128;
-
-// The same operations as ops/cuda/fp8.cu's helpers (kept here so the two files stay independent).
-__device__ __forceinline__ uint32_t AbsBits(float v) {
-  const uint32_t bits = __float_as_uint(v) & 0x7fffffffu;
-  return bits > 0x7f800000u ? 0x7fc00000u : bits;
-}
-
-__device__ __forceinline__ uint8_t CastFp8(float v, __nv_fp8_interpretation_t format) {
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, format));
-}
-
-__device__ __forceinline__ float ScaleFromAmax(float amax, float fp8_max, bool pow2,
-                                               float previous) {
-  if (!(amax > 0.0f) || !isfinite(amax)) return previous;
-  float scale = __fdiv_rn(fp8_max, amax);
-  if (!isfinite(scale)) scale = FLT_MAX;
-  if (pow2) scale = __uint_as_float(__float_as_uint(scale) & 0xff800000u);
-  return scale;
-}
-
-__device__ __forceinline__ uint32_t WarpMaxBits(uint32_t v) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  return v;
-}
 
 __device__ __forceinline__ int64_t TokenOf(const int32_t* sorted, int64_t r, int k,
                                            int64_t tokens) {
@@ -118,10 +93,6 @@ __global__ void PermuteQuantizeTilesKernel(const T* __restrict__ x,
   }
 }
 
-__nv_fp8_interpretation_t Format(DType dtype) {
-  return dtype == DType::kFp8E4M3 ? __NV_E4M3 : __NV_E5M2;
-}
-
 }  // namespace
 
 absl::Status PermuteQuantize(const Tensor& x, const Tensor& sorted, int k, const Tensor& scale,
@@ -141,7 +112,7 @@ absl::Status PermuteQuantize(const Tensor& x, const Tensor& sorted, int k, const
   MF_CHECK(codes->dtype() == DType::kFp8E4M3 || codes->dtype() == DType::kFp8E5M2)
       << kOp << ": codes must be FP8, got " << codes->DebugString();
   CheckShape(*codes, {rows, h}, kOp, "codes");
-  const __nv_fp8_interpretation_t format = Format(codes->dtype());
+  const __nv_fp8_interpretation_t format = Fp8Format(codes->dtype());
   const int64_t tiles = h / kTileCols;
   if (options.tiles) {
     CheckOut(row_scale_inv, dev, DType::kF32, {rows, tiles}, kOp, "row_scale_inv");

@@ -17,6 +17,18 @@ constexpr int kRowThreads = 32 * kRowWarps;
 constexpr int kSumThreads = 256;
 
 // out[r] = index[r] < 0 ? 0 : x[index[r]], one warp per row.
+// index[r]: a row of x, or −1 for a zero row; anything else traps, naming the index.
+__device__ __forceinline__ int64_t SourceRow(const int32_t* index, int64_t r, int64_t x_rows) {
+  const int64_t from = index[r];
+  if (from < -1 || from >= x_rows) {
+    printf("moefold GatherRows: index[%lld] = %lld outside [-1, %lld)\n",
+           static_cast<long long>(r), static_cast<long long>(from),
+           static_cast<long long>(x_rows));
+    __trap();
+  }
+  return from;
+}
+
 template <typename T, int N>
 __global__ void GatherRowsKernel(const T* x, const int32_t* index, int64_t x_rows, int64_t rows,
                                  int64_t hidden, T* out) {
@@ -24,13 +36,7 @@ __global__ void GatherRowsKernel(const T* x, const int32_t* index, int64_t x_row
   const int lane = threadIdx.x % 32;
   for (int64_t r = blockIdx.x * int64_t{kRowWarps} + threadIdx.x / 32; r < rows;
        r += int64_t{gridDim.x} * kRowWarps) {
-    const int64_t from = index[r];
-    if (from < -1 || from >= x_rows) {
-      printf("moefold GatherRows: index[%lld] = %lld outside [-1, %lld)\n",
-             static_cast<long long>(r), static_cast<long long>(from),
-             static_cast<long long>(x_rows));
-      __trap();
-    }
+    const int64_t from = SourceRow(index, r, x_rows);
     T* dst = out + r * hidden;
     if (from < 0) {
       Pack<T, N> zero;
@@ -53,13 +59,7 @@ __global__ void GatherWordsKernel(const W* x, const int32_t* index, int64_t x_ro
   const int lane = threadIdx.x % 32;
   for (int64_t r = blockIdx.x * int64_t{kRowWarps} + threadIdx.x / 32; r < rows;
        r += int64_t{gridDim.x} * kRowWarps) {
-    const int64_t from = index[r];
-    if (from < -1 || from >= x_rows) {
-      printf("moefold GatherRows: index[%lld] = %lld outside [-1, %lld)\n",
-             static_cast<long long>(r), static_cast<long long>(from),
-             static_cast<long long>(x_rows));
-      __trap();
-    }
+    const int64_t from = SourceRow(index, r, x_rows);
     W* dst = out + r * words;
     const W* src = from < 0 ? nullptr : x + from * words;
     for (int64_t i = lane; i < words; i += 32) dst[i] = from < 0 ? W{0} : src[i];
