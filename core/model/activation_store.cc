@@ -183,11 +183,16 @@ absl::Status ActivationStore::Release(const StepContext& ctx, int layer, bool la
       SwapStash::Entry e;
       e.index = i;
       e.total_rows = TokenRows(t);
-      // Rows that cannot be recomputed without an exchange all go to the host.
-      e.rows = refs[i].recomputable
-                   ? static_cast<int64_t>(std::floor(static_cast<double>(policy_.swap_fraction) *
-                                                     static_cast<double>(e.total_rows)))
-                   : e.total_rows;
+      // Rows that cannot be recomputed without an exchange all go to the host; a tensor recomputed
+      // only whole goes all or (α = 0, recompute everything) not at all; the rest α of its rows.
+      const double alpha = policy_.swap_fraction;
+      if (!refs[i].recomputable) {
+        e.rows = e.total_rows;
+      } else if (!refs[i].row_split) {
+        e.rows = alpha > 0 ? e.total_rows : 0;
+      } else {
+        e.rows = static_cast<int64_t>(std::floor(alpha * static_cast<double>(e.total_rows)));
+      }
       e.shape = t.shape();
       e.dtype = t.dtype();
       const int64_t width = RowElements(t, e.total_rows);

@@ -60,11 +60,16 @@ absl::StatusOr<SavePolicy> ParseSavePolicy(absl::string_view name);  // InvalidA
 // token dispatcher's exchange (the MoE rows under EP/ETP): a recompute policy then keeps it, and a
 // swap moves all of its rows. A tensor whose memory lies inside an earlier ref's (a view such as
 // the MoE layer's routed rows of the FFN input) follows that ref: it is never copied on its own,
-// and when released the layer derives it again from its base.
+// and when released the layer derives it again from its base. `row_split` is false where the
+// layer's recompute cannot produce a range of token rows (the attention core: a query row reads
+// every earlier key; the router; rows in expert order): a swap then moves all of its rows, so its
+// backward fetches it whole and never reruns the op for it, instead of fetching α of the rows and
+// recomputing every row anyway.
 struct SavedRef {
   SavedKind kind;
   Tensor* tensor;
   bool recomputable = true;
+  bool row_split = true;
 };
 
 struct ActivationPolicy {

@@ -186,8 +186,9 @@ void AttentionLayer::Saved::AppendRefs(std::vector<SavedRef>* refs) {
   refs->push_back({SavedKind::kNormStats, &rstd});
   refs->push_back({SavedKind::kNormOutput, &x_full});
   for (Tensor* t : {&q, &k, &v}) refs->push_back({SavedKind::kAttentionQkv, t});
-  refs->push_back({SavedKind::kAttentionOutput, &out});
-  refs->push_back({SavedKind::kAttentionLse, &lse});
+  // The attention core's outputs: a query row reads every earlier key, so no row range.
+  refs->push_back({SavedKind::kAttentionOutput, &out, true, /*row_split=*/false});
+  refs->push_back({SavedKind::kAttentionLse, &lse, true, /*row_split=*/false});
 }
 
 absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch& batch,

@@ -352,14 +352,16 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
 void MoeLayer::Saved::AppendRefs(bool local_experts, std::vector<SavedRef>* refs) {
   refs->push_back({SavedKind::kNormOutput, &x});
   refs->push_back({SavedKind::kNormOutput, &routed});
-  refs->push_back({SavedKind::kRouter, &logits});
-  refs->push_back({SavedKind::kRouter, &probs});
-  refs->push_back({SavedKind::kMoeDispatched, &grouped, local_experts});
+  // Recomputed whole (Recompute): the router's tensors, and rows in expert order.
+  constexpr bool kWhole = false;
+  refs->push_back({SavedKind::kRouter, &logits, true, kWhole});
+  refs->push_back({SavedKind::kRouter, &probs, true, kWhole});
+  refs->push_back({SavedKind::kMoeDispatched, &grouped, local_experts, kWhole});
   // Listed whether or not it is defined: the store matches a layer's refs by position.
-  refs->push_back({SavedKind::kMoeDispatched, &grouped_scale_inv, local_experts});
-  refs->push_back({SavedKind::kSwiGluInput, &gate_up});
-  refs->push_back({SavedKind::kSwiGluOutput, &act});
-  refs->push_back({SavedKind::kMoeCombined, &combined, local_experts});
+  refs->push_back({SavedKind::kMoeDispatched, &grouped_scale_inv, local_experts, kWhole});
+  refs->push_back({SavedKind::kSwiGluInput, &gate_up, true, kWhole});
+  refs->push_back({SavedKind::kSwiGluOutput, &act, true, kWhole});
+  refs->push_back({SavedKind::kMoeCombined, &combined, local_experts, kWhole});
   shared.AppendRefs(refs);
 }
 

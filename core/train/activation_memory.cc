@@ -43,6 +43,8 @@ LayerActivations LayerActivationBytes(const model::ModelSpec& spec, const Activa
   b[K(SavedKind::kAttentionQkv)] += t * (hq + 2 * hkv) * d * e;
   b[K(SavedKind::kAttentionOutput)] += t * hq * d * e;
   b[K(SavedKind::kAttentionLse)] += t * hq * 4;
+  out.whole[K(SavedKind::kAttentionOutput)] += t * hq * d * e;
+  out.whole[K(SavedKind::kAttentionLse)] += t * hq * 4;
   // The block (core/model/decoder.h): h and the FFN norm's output.
   b[K(SavedKind::kResidual)] += tx * h * e;
   b[K(SavedKind::kNormOutput)] += tx * h * e;
@@ -69,6 +71,11 @@ LayerActivations LayerActivationBytes(const model::ModelSpec& spec, const Activa
   b[K(SavedKind::kSwiGluInput)] += local_rows * 2 * fe * e;
   b[K(SavedKind::kSwiGluOutput)] += local_rows * fe * e;
   b[K(SavedKind::kMoeCombined)] += pairs * h * e;
+  for (SavedKind kind : {SavedKind::kRouter, SavedKind::kMoeDispatched, SavedKind::kMoeCombined}) {
+    out.whole[K(kind)] = b[K(kind)];
+  }
+  out.whole[K(SavedKind::kSwiGluInput)] += local_rows * 2 * fe * e;
+  out.whole[K(SavedKind::kSwiGluOutput)] += local_rows * fe * e;
   const bool local = a.ep == 1 && a.etp == 1;
   out.recomputable[K(SavedKind::kMoeDispatched)] = local;
   out.recomputable[K(SavedKind::kMoeCombined)] = local;
@@ -101,9 +108,15 @@ LayerSplit SplitLayer(const LayerActivations& a, const model::ActivationPolicy& 
     if (p == SavePolicy::kKeep) {
       s.device += bytes;
     } else if (p == SavePolicy::kSwap) {
-      const double alpha = a.recomputable[k] ? policy.swap_fraction : 1.0;
-      const auto host = static_cast<int64_t>(alpha * static_cast<double>(bytes));
+      // α of the token rows; all of what cannot be recomputed; what is recomputed only whole, all
+      // of it unless α = 0 (ActivationStore::Release).
+      const double alpha = policy.swap_fraction;
+      const int64_t whole = a.recomputable[k] ? a.whole[k] : bytes;
+      const int64_t split = bytes - whole;
+      const auto host = static_cast<int64_t>(alpha * static_cast<double>(split)) +
+                        (a.recomputable[k] && alpha == 0 ? 0 : whole);
       s.host += host;
+      s.host_whole += a.recomputable[k] && alpha == 0 ? 0 : whole;
       s.restored += bytes;
     } else {
       s.restored += bytes;
@@ -125,6 +138,7 @@ StageActivations StageActivationBytes(const model::ModelSpec& spec, const Activa
     splits.push_back(SplitLayer(tables.back(), policy, l, resident));
     st.device += splits.back().device;
     st.host += splits.back().host;
+    st.host_whole += splits.back().host_whole;
     st.keep_device += tables.back().total();
   }
   if (head) {
@@ -167,17 +181,20 @@ absl::StatusOr<model::ActivationPolicy> ActivationPolicyFromConfig(
   return policy;
 }
 
-float ChooseSwapFraction(int64_t swappable_bytes_per_layer, double layer_forward_s,
-                         double host_bytes_per_s, int64_t host_bytes_at_one,
-                         int64_t host_budget_bytes) {
+float ChooseSwapFraction(SwapHostBytes per_layer, double layer_forward_s, double host_bytes_per_s,
+                         SwapHostBytes per_rank, int64_t host_budget_bytes) {
+  // The largest α with whole + α · split ≤ limit: 0 when the whole part alone is over it.
+  auto within = [](const SwapHostBytes& b, double limit) {
+    if (limit < static_cast<double>(b.whole)) return 0.0;
+    return b.split > 0 ? (limit - static_cast<double>(b.whole)) / static_cast<double>(b.split)
+                       : 1.0;
+  };
   double alpha = 1.0;
-  if (swappable_bytes_per_layer > 0 && host_bytes_per_s > 0) {
-    alpha = std::min(alpha, layer_forward_s * host_bytes_per_s /
-                                static_cast<double>(swappable_bytes_per_layer));
+  if (per_layer.split + per_layer.whole > 0 && host_bytes_per_s > 0) {
+    alpha = std::min(alpha, within(per_layer, layer_forward_s * host_bytes_per_s));
   }
-  if (host_budget_bytes > 0 && host_bytes_at_one > 0) {
-    alpha = std::min(alpha, static_cast<double>(host_budget_bytes) /
-                                static_cast<double>(host_bytes_at_one));
+  if (host_budget_bytes > 0 && per_rank.split + per_rank.whole > 0) {
+    alpha = std::min(alpha, within(per_rank, static_cast<double>(host_budget_bytes)));
   }
   alpha = std::clamp(alpha, 0.0, 1.0);
   return static_cast<float>(std::floor(alpha * 64.0) / 64.0);

@@ -32,6 +32,9 @@ struct ActivationLayout {
 struct LayerActivations {
   std::array<int64_t, model::kNumSavedKinds> bytes{};
   std::array<bool, model::kNumSavedKinds> recomputable{};
+  // Of bytes[k], what a swap moves whole whatever α (SavedRef::row_split false: the attention
+  // core's outputs, the router's tensors, the routed experts' rows).
+  std::array<int64_t, model::kNumSavedKinds> whole{};
   int64_t always = 0;
   int64_t total() const;
 };
@@ -44,6 +47,7 @@ int64_t HeadActivationBytes(const model::ModelSpec& spec, const ActivationLayout
 // on the host, and what its backward brings back (recomputed or fetched) on top of `device`.
 struct LayerSplit {
   int64_t device = 0, host = 0, restored = 0;
+  int64_t host_whole = 0;  // of `host`, what goes whole at any α > 0 (LayerActivations::whole)
 };
 LayerSplit SplitLayer(const LayerActivations& a, const model::ActivationPolicy& policy, int layer,
                       bool resident);
@@ -52,6 +56,7 @@ LayerSplit SplitLayer(const LayerActivations& a, const model::ActivationPolicy& 
 struct StageActivations {
   int64_t device = 0;        // held between forward and backward (+ the head's, on the last stage)
   int64_t host = 0;          // swapped rows on the host
+  int64_t host_whole = 0;    // of `host`, the tensors swapped whole at any α > 0
   int64_t working = 0;       // the largest backward working set: a layer's restored tensors plus
                              // the next layer's prefetched rows and the gradient temporaries
   int64_t keep_device = 0;   // `device` under keep, for the reduction factor
@@ -65,12 +70,18 @@ StageActivations StageActivationBytes(const model::ModelSpec& spec, const Activa
 absl::StatusOr<model::ActivationPolicy> ActivationPolicyFromConfig(
     const config::ExperimentConfig& config);
 
-// `auto`: the largest α in [0, 1] whose host copy of a layer's swappable bytes hides under the
-// layer's forward compute (α · swappable / bandwidth ≤ forward seconds) and whose host bytes fit
-// the budget (α · host bytes at α = 1 ≤ budget; budget 0 = unbounded). Rounded down to 1/64.
-float ChooseSwapFraction(int64_t swappable_bytes_per_layer, double layer_forward_s,
-                         double host_bytes_per_s, int64_t host_bytes_at_one,
-                         int64_t host_budget_bytes);
+// Host bytes under swap at α > 0: whole + α · split (docs/FORMULAS.md §15.2).
+struct SwapHostBytes {
+  int64_t split = 0;  // the token rows split by α
+  int64_t whole = 0;  // the tensors swapped whole (and what cannot be recomputed)
+};
+
+// `auto`: the largest α in [0, 1] whose host copy of a layer's swapped bytes hides under the
+// layer's forward compute ((whole + α · split) / bandwidth ≤ forward seconds) and whose host bytes
+// fit the budget (whole + α · split ≤ budget; budget 0 = unbounded). 0 (recompute everything) when
+// even the whole part does not. Rounded down to 1/64.
+float ChooseSwapFraction(SwapHostBytes per_layer, double layer_forward_s, double host_bytes_per_s,
+                         SwapHostBytes per_rank, int64_t host_budget_bytes);
 
 // Host-to-device bandwidth of this process's host link in bytes/s, measured by timing copies of
 // `bytes` from the activation store's host memory (a CPU: memory bandwidth of a host copy).

@@ -52,16 +52,21 @@ absl::StatusOr<std::shared_ptr<model::ActivationStore>> MakeActivationStore(
                                  ? config.memory().host_link_gbps() * 1e9
                                  : MeasureHostLinkBandwidth(device);
     const int layers = std::max(1, config.model().num_layers() / std::max(1, s.pp));
-    const int64_t per_layer = m.activation_host_bytes / std::max(1, m.in_flight) / layers;
+    const SwapHostBytes per_rank{m.activation_host_bytes - m.activation_host_whole_bytes,
+                                 m.activation_host_whole_bytes};
+    const int64_t per_layer_share = int64_t{std::max(1, m.in_flight)} * layers;
+    const SwapHostBytes per_layer{per_rank.split / per_layer_share,
+                                  per_rank.whole / per_layer_share};
+    const int64_t per_layer_bytes = per_layer.split + per_layer.whole;
     policy.swap_fraction = ChooseSwapFraction(
-        per_layer, forward_s, bandwidth, m.activation_host_bytes,
+        per_layer, forward_s, bandwidth, per_rank,
         static_cast<int64_t>(config.memory().host_budget_gb() * 1073741824.0));
     if (rank == 0) {
       std::fprintf(stderr,
                    "memory.swap_auto: α = %.4f (layer forward %.3g ms at %.3g TFLOP/s %s, %.3g MB "
                    "of rows per layer at %.3g GB/s measured, host budget %g GiB)\n",
                    policy.swap_fraction, forward_s * 1e3, rate / 1e12,
-                   measured > 0 ? "measured by a GEMM probe" : "peak", per_layer / 1e6,
+                   measured > 0 ? "measured by a GEMM probe" : "peak", per_layer_bytes / 1e6,
                    bandwidth / 1e9, config.memory().host_budget_gb());
     }
   }

@@ -55,7 +55,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
   int64_t dense = 0, replicated_tp = 0, replicated_norms = 0, expert = 0;
   const int64_t micro = config.train().micro_batch_size();
   int64_t activations = 0;  // bytes, one micro-batch through all of this rank's chunks
-  int64_t host = 0, working = 0, keep_activations = 0;
+  int64_t host = 0, host_whole = 0, working = 0, keep_activations = 0;
   const ActivationLayout layout{.tp = tp, .cp = cp, .ep = s.ep, .etp = s.etp,
                                 .sequence_parallel = par.sequence_parallel(),
                                 .micro_batch = config.train().micro_batch_size(),
@@ -76,6 +76,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
                                                         first + stage_layers[v], v == stages - 1);
     activations += stage.device;
     host += stage.host;
+    host_whole += stage.host_whole;
     keep_activations += stage.keep_device;
     working = std::max(working, stage.working);
     for (int l = first; l < first + stage_layers[v]; ++l) {
@@ -117,6 +118,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
   m.activation_bytes = activations * m.in_flight / chunks + working;
   m.activation_working_bytes = working;
   m.activation_host_bytes = host * m.in_flight / chunks;
+  m.activation_host_whole_bytes = host_whole * m.in_flight / chunks;
   m.keep_activation_bytes = keep_activations * m.in_flight / chunks;
   m.activation_policy = PolicyLabel(policy);
   m.bubble_fraction = parallel::BubbleFraction(s.pp, std::max(1, num_micro), chunks);
@@ -138,17 +140,20 @@ absl::Status CheckHostBudget(const config::ExperimentConfig& config,
   const double budget = mem.host_budget_gb() * 1073741824.0;
   const double alpha = mem.swap_fraction();
   if (static_cast<double>(at.activation_host_bytes) <= budget) return absl::OkStatus();
-  const double max_alpha =
-      std::floor(budget / static_cast<double>(std::max<int64_t>(one.activation_host_bytes, 1)) *
-                 1000.0) / 1000.0;
+  // host(α) = whole + α · split for α > 0 (docs/FORMULAS.md §15.2).
+  const SwapHostBytes bytes{one.activation_host_bytes - one.activation_host_whole_bytes,
+                            one.activation_host_whole_bytes};
+  const double max_alpha = ChooseSwapFraction({}, 0, 0, bytes, static_cast<int64_t>(budget));
+  constexpr double kGiB = 1073741824.0;
   return absl::InvalidArgumentError(absl::StrFormat(
       "memory.host_budget_gb = %g GiB is less than memory.swap_fraction α = %g needs on rank %d: "
-      "α × %.4f GiB of swappable rows per rank at α = 1 (%d micro-batches in flight) = %.4f GiB; "
-      "%s, raise the budget, or set memory.swap_auto",
-      mem.host_budget_gb(), alpha, rank, one.activation_host_bytes / 1073741824.0, at.in_flight,
-      at.activation_host_bytes / 1073741824.0,
-      max_alpha > 0 ? absl::StrFormat("lower α to %.3f or below", max_alpha)
-                    : std::string("the budget holds no swapped rows at all (recompute instead)")));
+      "%.4f GiB swapped whole + α × %.4f GiB of token rows (%d micro-batches in flight) = %.4f "
+      "GiB; %s, raise the budget, or set memory.swap_auto",
+      mem.host_budget_gb(), alpha, rank, bytes.whole / kGiB, bytes.split / kGiB, at.in_flight,
+      at.activation_host_bytes / kGiB,
+      max_alpha > 0 ? absl::StrFormat("lower α to %g or below", max_alpha)
+                    : std::string("the budget does not hold even what is swapped whole "
+                                  "(recompute instead)")));
 }
 
 absl::StatusOr<PolicySuggestion> SuggestActivationPolicy(const config::ExperimentConfig& config,
@@ -164,8 +169,11 @@ absl::StatusOr<PolicySuggestion> SuggestActivationPolicy(const config::Experimen
   model::ActivationPolicy swap = model::ActivationPolicy::Swap(1.0f);
   MF_ASSIGN_OR_RETURN(const MemoryEstimate at_one, EstimateMemory(config, mapping, rank, swap));
   if (host_budget > 0 && at_one.activation_host_bytes > 0) {
-    swap.swap_fraction = ChooseSwapFraction(0, 0, 0, at_one.activation_host_bytes,
-                                            static_cast<int64_t>(host_budget));
+    swap.swap_fraction = ChooseSwapFraction(
+        {}, 0, 0,
+        {at_one.activation_host_bytes - at_one.activation_host_whole_bytes,
+         at_one.activation_host_whole_bytes},
+        static_cast<int64_t>(host_budget));
   }
   ladder.emplace_back(absl::StrFormat("memory.activation_policy=swap memory.swap_fraction=%g",
                                       swap.swap_fraction),

@@ -31,6 +31,7 @@ struct MemoryEstimate {
   std::string activation_policy;  // "keep", "recompute selective", "swap α=0.5", ...
   int64_t activation_working_bytes = 0;
   int64_t activation_host_bytes = 0;
+  int64_t activation_host_whole_bytes = 0;  // of it, what is swapped whole at any α > 0
   int64_t keep_activation_bytes = 0;
   int64_t total_bytes = 0;
   double bubble_fraction = 0;     // (pp − 1) / (chunks · micro-batches + pp − 1)

@@ -143,6 +143,29 @@ TEST(ActivationPolicyTest, TheSplitRecomputesOnlyTheRowsThatWereNotSwapped) {
   }
 }
 
+// The attention core's outputs can only be recomputed whole (a query row reads every earlier key),
+// so a swap at 0 < α < 1 moves all their rows and the backward never reruns the core; α = 0 keeps
+// its meaning (recompute everything). Fails if α of their rows went to the host and the core ran
+// again over every row, as it did before.
+TEST(ActivationPolicyTest, TensorsRecomputedOnlyWholeAreSwappedWhole) {
+  auto recomputed = [](float alpha) {
+    config::ExperimentConfig config = EquivalenceConfig(
+        {"model.moe.layer_freq=0", "memory.resident_layers=0",
+         absl::StrCat("memory.swap_fraction=", alpha)});
+    auto& kinds = *config.mutable_memory()->mutable_tensor_policy();
+    kinds["attention_output"] = "swap";
+    kinds["attention_lse"] = "swap";
+    const int64_t before = model::RecomputedRowsTotal();
+    const LayoutRun run = TrainLayout(config, nullptr, 2);
+    return std::make_pair(model::RecomputedRowsTotal() - before, run);
+  };
+  const auto [none, keep_all] = recomputed(0.0f);
+  const auto [half, swapped] = recomputed(0.5f);
+  EXPECT_GT(none, 0) << "α = 0 recomputes the attention core";
+  EXPECT_EQ(half, 0) << "α = 0.5 must bring the core's outputs back whole";
+  ExpectBitIdentical(swapped, keep_all, "attention outputs swapped whole");
+}
+
 // A per-kind policy from the config map: the router's tensors swapped, the attention output
 // recomputed, the rest kept.
 TEST(ActivationPolicyTest, PerKindPoliciesTrainBitIdentically) {
