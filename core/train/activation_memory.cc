@@ -113,10 +113,9 @@ LayerSplit SplitLayer(const LayerActivations& a, const model::ActivationPolicy& 
       const double alpha = policy.swap_fraction;
       const int64_t whole = a.recomputable[k] ? a.whole[k] : bytes;
       const int64_t split = bytes - whole;
-      const auto host = static_cast<int64_t>(alpha * static_cast<double>(split)) +
-                        (a.recomputable[k] && alpha == 0 ? 0 : whole);
-      s.host += host;
-      s.host_whole += a.recomputable[k] && alpha == 0 ? 0 : whole;
+      const int64_t whole_on_host = a.recomputable[k] && alpha == 0 ? 0 : whole;
+      s.host += static_cast<int64_t>(alpha * static_cast<double>(split)) + whole_on_host;
+      s.host_whole += whole_on_host;
       s.restored += bytes;
     } else {
       s.restored += bytes;

@@ -133,13 +133,14 @@ absl::Status CheckHostBudget(const config::ExperimentConfig& config,
     return absl::OkStatus();
   }
   MF_ASSIGN_OR_RETURN(const model::ActivationPolicy policy, ActivationPolicyFromConfig(config));
-  model::ActivationPolicy all_rows = policy;
-  all_rows.swap_fraction = 1.0f;
-  MF_ASSIGN_OR_RETURN(const MemoryEstimate one, EstimateMemory(config, mapping, rank, all_rows));
   MF_ASSIGN_OR_RETURN(const MemoryEstimate at, EstimateMemory(config, mapping, rank, policy));
   const double budget = mem.host_budget_gb() * 1073741824.0;
   const double alpha = mem.swap_fraction();
   if (static_cast<double>(at.activation_host_bytes) <= budget) return absl::OkStatus();
+  // Over budget: the parts at α = 1 give the arithmetic and the largest α that fits.
+  model::ActivationPolicy all_rows = policy;
+  all_rows.swap_fraction = 1.0f;
+  MF_ASSIGN_OR_RETURN(const MemoryEstimate one, EstimateMemory(config, mapping, rank, all_rows));
   // host(α) = whole + α · split for α > 0 (docs/FORMULAS.md §15.2).
   const SwapHostBytes bytes{one.activation_host_bytes - one.activation_host_whole_bytes,
                             one.activation_host_whole_bytes};

@@ -27,6 +27,13 @@ GroupSpan WorstSpan(const parallel::Mapping& mapping, parallel::GroupKind kind, 
 
 double ElementBytes(const SimContext&) { return 2.0; }  // bf16 activations (f32 runs: see doc)
 
+// Two GEMMs of a SwiGLU FFN on `rows` rows: (rows × h)·(h × 2f) and (rows × f)·(f × h).
+double SwigluGemmSeconds(const Cluster& c, double rows, double h, double f, double peak) {
+  return GemmSeconds(c, rows, 2 * f, h, peak) + GemmSeconds(c, rows, h, f, peak);
+}
+
+}  // namespace
+
 CommTime Comm(const Cluster& cluster, std::string name, std::string group, Collective kind,
               const GroupSpan& span, double bytes, int count) {
   CommTime t;
@@ -41,33 +48,21 @@ CommTime Comm(const Cluster& cluster, std::string name, std::string group, Colle
   return t;
 }
 
-// Two GEMMs of a SwiGLU FFN on `rows` rows: (rows × h)·(h × 2f) and (rows × f)·(f × h).
-double SwigluGemmSeconds(const Cluster& c, double rows, double h, double f, double peak) {
-  return GemmSeconds(c, rows, 2 * f, h, peak) + GemmSeconds(c, rows, h, f, peak);
+namespace {
+
+template <typename T>
+double SumOf(const std::vector<T>& items, double T::*field) {
+  double s = 0;
+  for (const T& item : items) s += item.*field;
+  return s;
 }
 
 }  // namespace
 
-double LayerCost::Forward() const {
-  double s = 0;
-  for (const OpTime& op : ops) s += op.fwd;
-  return s;
-}
-double LayerCost::Backward() const {
-  double s = 0;
-  for (const OpTime& op : ops) s += op.bwd;
-  return s;
-}
-double LayerCost::Exposed() const {
-  double s = 0;
-  for (const CommTime& c : comms) s += c.exposed;
-  return s;
-}
-double LayerCost::Flops() const {
-  double s = 0;
-  for (const OpTime& op : ops) s += op.flops;
-  return s;
-}
+double LayerCost::Forward() const { return SumOf(ops, &OpTime::fwd); }
+double LayerCost::Backward() const { return SumOf(ops, &OpTime::bwd); }
+double LayerCost::Exposed() const { return SumOf(comms, &CommTime::exposed); }
+double LayerCost::Flops() const { return SumOf(ops, &OpTime::flops); }
 
 double RemoteNodesPerToken(int experts, int top_k, int nodes) {
   if (nodes <= 1) return 0;

@@ -76,6 +76,11 @@ struct CommTime {
   double exposed = 0;   // the part on the critical path
 };
 
+// `count` calls of collective `kind` moving `bytes` a call over `span`, all exposed until the
+// schedule says what overlaps.
+CommTime Comm(const Cluster& cluster, std::string name, std::string group, Collective kind,
+              const GroupSpan& span, double bytes, int count = 1);
+
 struct LayerCost {
   std::string kind;  // "dense", "moe", "embedding", "head"
   std::vector<OpTime> ops;

@@ -16,19 +16,6 @@
 namespace moefold::sim {
 namespace {
 
-CommTime StepComm(const Cluster& cluster, std::string name, std::string group, Collective kind,
-                  const GroupSpan& span, double bytes) {
-  CommTime t;
-  t.name = std::move(name);
-  t.group = std::move(group);
-  t.kind = kind;
-  t.inter_node = span.inter_node();
-  t.bytes = bytes;
-  t.seconds = CollectiveSeconds(cluster, kind, bytes, span).seconds;
-  t.exposed = t.seconds;
-  return t;
-}
-
 // The gradient reduction of `elements` over a group: reduce-scatter (ZeRO-1) or all-reduce; EF21
 // sends compressed pieces through an all-to-all (a compressed reduce-scatter) or, for Top-K, an
 // all-gather of every rank's message.
@@ -38,18 +25,18 @@ std::vector<CommTime> GradReduction(const SimContext& ctx, const Cluster& cluste
   std::vector<CommTime> out;
   if (span.size <= 1 || elements <= 0) return out;
   if (ctx.compression == "ef21:topk") {
-    out.push_back(StepComm(cluster, what + " gradients (EF21 top-k)", group,
+    out.push_back(Comm(cluster, what + " gradients (EF21 top-k)", group,
                            Collective::kAllGather, span,
                            span.size * elements * ctx.grad_bytes_per_element));
   } else if (ctx.compression != "none") {
-    out.push_back(StepComm(cluster, what + " gradients (EF21)", group, Collective::kAllToAll,
+    out.push_back(Comm(cluster, what + " gradients (EF21)", group, Collective::kAllToAll,
                            span, elements * ctx.grad_bytes_per_element));
     if (!ctx.zero1) {
-      out.push_back(StepComm(cluster, what + " gradient sums", group, Collective::kAllGather,
+      out.push_back(Comm(cluster, what + " gradient sums", group, Collective::kAllGather,
                              span, elements * 4));
     }
   } else {
-    out.push_back(StepComm(cluster, what + " gradients", group,
+    out.push_back(Comm(cluster, what + " gradients", group,
                            ctx.zero1 ? Collective::kReduceScatter : Collective::kAllReduce, span,
                            elements * ctx.grad_bytes_per_element));
   }
@@ -174,7 +161,7 @@ absl::StatusOr<Prediction> Predict(const config::ExperimentConfig& config, int w
                 "dense parameters (ZeRO-1)", "dp-cp", ctx.dp_cp_span, st.dense_parameters},
             {"expert parameters (ZeRO-1)", "edp", ctx.edp_span, st.expert_parameters}}) {
         if (span.size <= 1) continue;
-        comms.push_back(StepComm(cluster, what, group, Collective::kAllGather, span, elements * 2));
+        comms.push_back(Comm(cluster, what, group, Collective::kAllGather, span, elements * 2));
         gather += comms.back().seconds;
       }
     }
@@ -197,7 +184,7 @@ absl::StatusOr<Prediction> Predict(const config::ExperimentConfig& config, int w
   p.optimizer_seconds = worst_optimizer;
   p.step_comms = worst_comms;
   if (ctx.pp > 1) {
-    CommTime pipe = StepComm(cluster, "stage activations and gradients", "pp",
+    CommTime pipe = Comm(cluster, "stage activations and gradients", "pp",
                              Collective::kSendRecv, ctx.pp_span, boundary_bytes);
     pipe.count = 2 * ctx.num_micro * ctx.vpp;
     pipe.seconds *= pipe.count;
