@@ -108,6 +108,7 @@ ExperimentConfig DefaultConfig() {
   pr->set_pow2_scales(false);
   pr->set_fp8_fused_producers(true);
   pr->set_fp8_dispatch(true);
+  pr->set_fp8_gather(true);
 
   MemoryConfig* mem = c.mutable_memory();
   mem->set_activation_policy("keep");

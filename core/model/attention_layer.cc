@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/model/fp8_gather.h"
 #include "core/model/fp8_linear.h"
 #include "core/model/linear.h"
 #include "core/model/recompute_rows.h"
@@ -65,13 +66,14 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
   saved->x = x;
   saved->x_norm = ctx.Act(x.shape());
   saved->rstd = ctx.F32({x.dim(0)});
-  // Under an FP8 recipe that allows it, and where no sequence-parallel gather stands between the
-  // norm and the qkv GEMM, the norm writes the GEMM's input in FP8 as well (x_norm stays: the
-  // backward reads it).
+  // Under an FP8 recipe that allows it the norm writes the qkv GEMM's input in FP8 as well
+  // (x_norm stays: the backward reads it) — where no sequence-parallel gather stands between the
+  // norm and the GEMM, or where that gather moves FP8 codes (this rank's rows, then gathered).
   Fp8ProducerTarget norm_fp8;
   const bool gathered = mp_.sequence_parallel && !parallel::IsSingleRank(mp_.tp);
-  const bool fused = ctx.fp8 != nullptr && !gathered &&
-                     ctx.fp8->PrepareFusedInput(*wqkv_, x.dim(0), spec_.hidden, ctx.s(), &norm_fp8);
+  const bool fused =
+      ctx.fp8 != nullptr && (!gathered || GathersFp8(ctx, mp_, *wqkv_)) &&
+      ctx.fp8->PrepareFusedInput(*wqkv_, x.dim(0), spec_.hidden, ctx.s(), &norm_fp8);
   {
     auto timed = ctx.Profile(OpFamily::kNorm);
     if (fused) {
@@ -82,16 +84,21 @@ absl::Status AttentionLayer::Forward(const StepContext& ctx, const MicroBatch& b
                           ctx.s());
     }
   }
-  {
+  const Fp8Operand* qkv_fp8 = fused ? &norm_fp8.operand : nullptr;
+  Fp8Operand gathered_fp8;
+  if (gathered) {
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(
-        parallel::TpGather(saved->x_norm, mp_.tp, mp_.sequence_parallel, &saved->x_full));
+    MF_RETURN_IF_ERROR(GatherProjectionInput(ctx, mp_, *wqkv_, saved->x_norm, qkv_fp8,
+                                             &saved->x_full, &saved->x_full_scale_inv));
+    qkv_fp8 = InputOperand(saved->x_full, saved->x_full_scale_inv, &gathered_fp8);
+  } else {
+    saved->x_full = saved->x_norm;
+    saved->x_full_scale_inv = Tensor();
   }
   Tensor qkv = ctx.Act({t, QkvWidth()});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), 0, &qkv,
-                                  fused ? &norm_fp8.operand : nullptr));
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), 0, &qkv, qkv_fp8));
   }
   Tensor q = ctx.Act({t, hq, d}), k = ctx.Act({t, hkv, d}), v = ctx.Act({t, hkv, d});
   {
@@ -129,15 +136,19 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
   const int64_t hq = local_heads_, hkv = local_kv_heads_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   Tensor d_y_full;
+  Fp8Operand d_y_fp8;
+  bool d_y_quantized = false;
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::TpGather(d_y, mp_.tp, mp_.sequence_parallel, &d_y_full));
+    MF_ASSIGN_OR_RETURN(d_y_quantized,
+                        GatherProjectionGrad(ctx, mp_, *wo_, d_y, &d_y_full, &d_y_fp8));
   }
   Tensor d_out = ctx.Act({t, hq * d});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
     MF_RETURN_IF_ERROR(LinearGrad(ctx, *wo_, saved.out.Reshape({t, hq * d}), wo_->compute,
-                                  d_y_full, &d_out, &wo_->grad));
+                                  d_y_full, &d_out, &wo_->grad, 0.0f,
+                                  d_y_quantized ? &d_y_fp8 : nullptr));
   }
   Tensor d_q = ctx.Act({b, s, hq, d}), d_k = ctx.Act({b, s, hkv, d}), d_v = ctx.Act({b, s, hkv, d});
   if (mp_.cp_size() > 1) {
@@ -166,7 +177,10 @@ absl::Status AttentionLayer::Backward(const StepContext& ctx, const MicroBatch& 
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
     Tensor d_w = wqkv_->grad.Reshape({QkvWidth(), spec_.hidden});
-    MF_RETURN_IF_ERROR(LinearGrad(ctx, *wqkv_, saved.x_full, QkvMatrix(), d_qkv, &d_full, &d_w));
+    Fp8Operand x_fp8;
+    MF_RETURN_IF_ERROR(LinearGrad(ctx, *wqkv_, saved.x_full, QkvMatrix(), d_qkv, &d_full, &d_w,
+                                  0.0f, nullptr,
+                                  InputOperand(saved.x_full, saved.x_full_scale_inv, &x_fp8)));
   }
   Tensor d_norm;
   {
@@ -208,8 +222,8 @@ absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch&
   }
   if (!IsComplete(ctx, saved->x_full)) {  // a TP gather (a collective): every row
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(
-        parallel::TpGather(saved->x_norm, mp_.tp, mp_.sequence_parallel, &saved->x_full));
+    MF_RETURN_IF_ERROR(GatherProjectionInput(ctx, mp_, *wqkv_, saved->x_norm, nullptr,
+                                             &saved->x_full, &saved->x_full_scale_inv));
   }
   // The QKV projection and RoPE are row-separable (RoPE reads each row's own position).
   first = GemmBlockStart(RecomputeFrom(ctx, {&saved->q, &saved->k, &saved->v}, SplitsGemmRows(ctx)),
@@ -218,7 +232,9 @@ absl::Status AttentionLayer::Recompute(const StepContext& ctx, const MicroBatch&
     Tensor packed = ctx.Act({t - first, QkvWidth()});
     {
       auto timed = ctx.Profile(OpFamily::kGemm);
-      MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), first, &packed));
+      Fp8Operand x_fp8;
+      MF_RETURN_IF_ERROR(LinearRows(ctx, *wqkv_, saved->x_full, QkvMatrix(), first, &packed,
+                                    InputOperand(saved->x_full, saved->x_full_scale_inv, &x_fp8)));
     }
     const DType act = ctx.act_dtype;
     Tensor q = RecomputeRowsOf(ctx, &saved->q, {b, s, hq, d}, act, first).Reshape({t - first, hq, d});

@@ -26,6 +26,9 @@ class AttentionLayer {
     Tensor x_norm;  // (T_x, H)
     Tensor rstd;    // (T_x)
     Tensor x_full;  // (T, H) the normalised input of every TP rank (x_norm itself without SP)
+    // Defined iff an FP8 gather (core/model/fp8_gather.h) made x_full: then x_full holds qkv's
+    // E4M3 codes and this (1) f32 is their scale's inverse.
+    Tensor x_full_scale_inv;
     Tensor q, k, v; // (B, S, Hq/tp | Hkv/tp, D) contiguous, after RoPE for q and k
     Tensor out;     // (B, S, Hq/tp, D) attention output before Wo
     Tensor lse;     // (B, Hq/tp, S) f32

@@ -240,6 +240,23 @@ bool Fp8Training::PrepareFusedGrad(const Parameter& param, int64_t rows, int64_t
   return true;
 }
 
+bool Fp8Training::GathersFp8(const Parameter& param) const {
+  return options_.sp_gather && options_.recipe != Fp8Recipe::kBlockwise && !SiteOf(param).expert;
+}
+
+absl::StatusOr<Fp8Operand> Fp8Training::QuantizeRowsForGather(const Parameter& param,
+                                                               const Tensor& rows, bool grad,
+                                                               Stream& stream) {
+  MF_CHECK(GathersFp8(param)) << param.name << ": no FP8 gather under this recipe";
+  const Site& site = SiteOf(param);
+  MF_ASSIGN_OR_RETURN(Scale s, TensorScale(rows, grad, grad ? site.grad_slot : site.fwd_base,
+                                           ActivationComm(site), stream));
+  Fp8Operand q;
+  q.codes = Cast(rows, s.scale, grad ? options_.grad_format : DType::kFp8E4M3, false, stream);
+  q.scale_inv = s.scale_inv;
+  return q;
+}
+
 absl::Status Fp8Training::Forward(const StepContext& ctx, const Parameter& param,
                                   int64_t first_expert, const Tensor& x, const Tensor& w,
                                   const std::vector<int64_t>& counts, Tensor* y, float beta) {
@@ -306,7 +323,8 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
                                    int64_t first_expert, const Tensor& x, const Tensor& w,
                                    const std::vector<int64_t>& counts, const Tensor& d_y,
                                    Tensor* d_x, float dx_beta, Tensor* d_w,
-                                   const Fp8Operand* d_y_quantized) {
+                                   const Fp8Operand* d_y_quantized,
+                                   const Fp8Operand* x_quantized) {
   const Site& site = SiteOf(param);
   Stream& stream = ctx.s();
   const DType gf = options_.grad_format;
@@ -317,11 +335,16 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
   Blocks bdy;
   const Fp8Operand* fused = d_y_quantized;
   if (fused != nullptr) {
-    // Per tensor only the delayed recipe fuses: its scale is known before the producer runs.
+    // Per tensor a fused producer needs the delayed recipe (its scale is known before the
+    // producer runs); an FP8 gather brings the transposed codes under either recipe.
     MF_CHECK(fused->blockwise == blockwise && counts.size() == 1 &&
-             (blockwise || options_.recipe == Fp8Recipe::kDelayed))
+             (blockwise || options_.recipe == Fp8Recipe::kDelayed || fused->codes_t.defined()))
         << site.name;
     MF_CHECK(fused->codes.dtype() == gf) << site.name << ": " << fused->codes.DebugString();
+  }
+  if (x_quantized != nullptr) {
+    MF_CHECK(!blockwise && !x_quantized->blockwise && counts.size() == 1) << site.name;
+    MF_CHECK(x_quantized->codes.dtype() == DType::kFp8E4M3) << site.name;
   }
   if (blockwise && fused != nullptr) {
     bdy = Blocks{fused->codes, fused->scale_inv};
@@ -329,14 +352,17 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
     MF_ASSIGN_OR_RETURN(bdy, QuantizeBlocks(d_y, ops::kFp8ActivationTile, gf, pow2, stream));
   } else {
     if (fused != nullptr) {  // the producer recorded d_y's amax with this slot's scale
-      sdy = Scale{grad_->scale(site.grad_slot), fused->scale_inv};
+      sdy.scale_inv = fused->scale_inv;
+      if (options_.recipe == Fp8Recipe::kDelayed) sdy.scale = grad_->scale(site.grad_slot);
       qdy = fused->codes;
     } else {
       MF_ASSIGN_OR_RETURN(sdy,
                           TensorScale(d_y, true, site.grad_slot, ActivationComm(site), stream));
       qdy = Cast(d_y, sdy.scale, gf, false, stream);
     }
-    if (d_w != nullptr) {
+    if (d_w != nullptr && x_quantized != nullptr) {
+      sx.scale_inv = x_quantized->scale_inv;
+    } else if (d_w != nullptr) {
       MF_ASSIGN_OR_RETURN(sx,
                           TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
     }
@@ -351,7 +377,9 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
                                           WeightComm(site), stream));
     }
     if (n == 0) continue;
-    const Tensor xe = x.Slice(row, row + n), dye = d_y.Slice(row, row + n);
+    const Tensor xe = x.Slice(row, row + n);
+    // d_y's rows where its codes do not come with the operand (undefined d_y otherwise).
+    auto dye = [&] { return d_y.Slice(row, row + n); };
     if (d_x != nullptr) {
       Tensor out = d_x->Slice(row, row + n);
       if (blockwise) {
@@ -370,9 +398,9 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
     }
     if (d_w != nullptr) {
       Tensor dw = d_w->Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
-      const Tensor xt = PaddedTranspose(xe, stream);
       if (blockwise) {
-        const Tensor dyt = PaddedTranspose(dye, stream);
+        const Tensor xt = PaddedTranspose(xe, stream);
+        const Tensor dyt = PaddedTranspose(dye(), stream);
         MF_ASSIGN_OR_RETURN(Blocks bxt, QuantizeBlocks(xt, ops::kFp8ActivationTile,
                                                        DType::kFp8E4M3, pow2, stream));
         MF_ASSIGN_OR_RETURN(Blocks bdyt,
@@ -380,11 +408,16 @@ absl::Status Fp8Training::Backward(const StepContext& ctx, const Parameter& para
         MF_RETURN_IF_ERROR(ops::Fp8Gemm(bdyt.q, bdyt.scale_inv, bxt.q, bxt.scale_inv,
                                         {.block_k = kBlock}, 1.0f, &dw, stream));
       } else {
-        const Tensor qxt = Cast(xt, sx.scale, DType::kFp8E4M3, false, stream);
-        // The producer's transposed codes are exactly Cast(PaddedTranspose(d_y)).
+        // The gathered codes transposed are exactly Cast(PaddedTranspose(x)) (same scale; the
+        // zero padding casts to the zero code), as the producer's codes_t are for d_y.
+        const Tensor qxt = x_quantized != nullptr
+                               ? PaddedTranspose(xe, stream)
+                               : Cast(PaddedTranspose(xe, stream), sx.scale, DType::kFp8E4M3,
+                                      false, stream);
         const Tensor qdyt = fused != nullptr && fused->codes_t.defined()
                                 ? fused->codes_t
-                                : Cast(PaddedTranspose(dye, stream), sdy.scale, gf, false, stream);
+                                : Cast(PaddedTranspose(dye(), stream), sdy.scale, gf, false,
+                                       stream);
         MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdyt, sdy.scale_inv, qxt, sx.scale_inv, {}, 1.0f, &dw,
                                         stream));
       }

@@ -53,6 +53,9 @@ struct Fp8Options {
   // and dispatches FP8 codes and their scales (core/model/fp8_dispatch.h); false: it dispatches
   // the activation dtype and the expert GEMM quantises the received rows.
   bool dispatch = true;
+  // Under sequence parallelism with TP > 1, per-tensor recipes all-gather FP8 codes instead of
+  // the activation dtype (core/model/fp8_gather.h); bit-identical to off.
+  bool sp_gather = true;
 };
 
 // FailedPrecondition naming the GPU when an FP8 recipe meets a GPU without FP8 tensor cores
@@ -82,13 +85,17 @@ class Fp8Training {
   absl::Status Forward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
                        const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts,
                        Tensor* y, float beta);
-  // With `d_y_quantized` (a fused producer's, PrepareFusedGrad) the dgrad — and, given its
-  // codes_t, the per-tensor wgrad — take d_y's codes from it; d_y itself is still read where the
-  // operand lacks them (the blockwise wgrad's token tiles).
+  // With `d_y_quantized` (a fused producer's, PrepareFusedGrad, or an FP8 gather's) the dgrad —
+  // and, given its codes_t, the per-tensor wgrad — take d_y's codes from it; d_y itself is read
+  // only where the operand lacks them (the blockwise wgrad's token tiles), and may be undefined
+  // otherwise. With `x_quantized` (per tensor: x's codes as an FP8 gather made them, with their
+  // scale) the wgrad takes xᵀ's codes as those codes transposed, which is what quantising xᵀ
+  // with the same scale gives; x is then those codes.
   absl::Status Backward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
                         const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts,
                         const Tensor& d_y, Tensor* d_x, float dx_beta, Tensor* d_w,
-                        const Fp8Operand* d_y_quantized = nullptr);
+                        const Fp8Operand* d_y_quantized = nullptr,
+                        const Fp8Operand* x_quantized = nullptr);
 
   // Fused producers (core/model/fp8_operand.h). For the producer of `param`'s forward input x
   // (rows, k): allocates the operand's codes (and tile scales), sets the delayed recipe's scale and
@@ -100,6 +107,16 @@ class Fp8Training {
   // per tensor the target gets codes_t (k, rows rounded up to 128) for the wgrad as well.
   bool PrepareFusedGrad(const Parameter& param, int64_t rows, int64_t k, Stream& stream,
                         Fp8ProducerTarget* target);
+  // FP8 all-gathers (core/model/fp8_gather.h): whether the sequence-parallel gather of `param`'s
+  // forward input (column-parallel) or output gradient (row-parallel) moves FP8 codes: the
+  // option is on, the recipe is per tensor (delayed, current) and the site is dense.
+  bool GathersFp8(const Parameter& param) const;
+  // This rank's rows (T/tp, k) of such a gathered tensor, quantised with the scale the whole
+  // tensor gets in Forward/Backward: delayed, the site's scale (recording the rows' amax in its
+  // slot, which the stage's max completes); current, the rows' amax max-reduced over TP×CP — the
+  // amax of the gathered whole. The input (grad = false) in E4M3, the gradient in its format.
+  absl::StatusOr<Fp8Operand> QuantizeRowsForGather(const Parameter& param, const Tensor& rows,
+                                                   bool grad, Stream& stream);
   // y = x·Wᵀ with x already quantised (PrepareFusedInput then the producer).
   absl::Status Forward(const StepContext& ctx, const Parameter& param, int64_t first_expert,
                        const Fp8Operand& x, const Tensor& w, const std::vector<int64_t>& counts,

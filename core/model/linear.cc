@@ -83,9 +83,11 @@ absl::Status LinearQuantized(const StepContext& ctx, const Parameter& param, con
 
 absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Tensor& x,
                         const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,
-                        float dx_beta, const Fp8Operand* d_y_quantized) {
+                        float dx_beta, const Fp8Operand* d_y_quantized,
+                        const Fp8Operand* x_quantized) {
   if (ctx.fp8 == nullptr) {
-    MF_CHECK(d_y_quantized == nullptr) << param.name << ": an FP8 operand without an FP8 recipe";
+    MF_CHECK(d_y_quantized == nullptr && x_quantized == nullptr)
+        << param.name << ": an FP8 operand without an FP8 recipe";
     if (d_x != nullptr) ops::Gemm(d_y, false, w, false, 1.0f, dx_beta, d_x, ctx.s());
     if (d_w != nullptr) ops::Gemm(d_y, true, x, false, 1.0f, 1.0f, d_w, ctx.s());
     return absl::OkStatus();
@@ -93,7 +95,7 @@ absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Te
   Tensor d_w3;
   if (d_w != nullptr) d_w3 = AsOneExpert(*d_w);
   return ctx.fp8->Backward(ctx, param, 0, x, AsOneExpert(w), {x.dim(0)}, d_y, d_x, dx_beta,
-                           d_w != nullptr ? &d_w3 : nullptr, d_y_quantized);
+                           d_w != nullptr ? &d_w3 : nullptr, d_y_quantized, x_quantized);
 }
 
 absl::Status GroupedLinear(const StepContext& ctx, const Parameter& param, int64_t first_expert,

@@ -40,10 +40,13 @@ absl::Status LinearQuantized(const StepContext& ctx, const Parameter& param, con
                              const Tensor& w, Tensor* y, float beta = 0.0f);
 
 // d_x = d_y·W (+ d_x when dx_beta = 1) when d_x is non-null; d_w += d_yᵀ·x when d_w is non-null
-// (f32). `d_y_quantized`: d_y's codes from a fused producer (FP8 only).
+// (f32). FP8 only: `d_y_quantized`, d_y's codes from a fused producer or an FP8 gather (d_y may
+// then be undefined where the operand has every code the GEMMs read); `x_quantized`, x's codes
+// from an FP8 gather (x is then those codes; core/model/fp8_gather.h).
 absl::Status LinearGrad(const StepContext& ctx, const Parameter& param, const Tensor& x,
                         const Tensor& w, const Tensor& d_y, Tensor* d_x, Tensor* d_w,
-                        float dx_beta = 0.0f, const Fp8Operand* d_y_quantized = nullptr);
+                        float dx_beta = 0.0f, const Fp8Operand* d_y_quantized = nullptr,
+                        const Fp8Operand* x_quantized = nullptr);
 
 // The experts' grouped GEMMs (ops/grouped_gemm.h): w (E_c, out, in) holds the local experts
 // [first_expert, first_expert + E_c) of the stacked expert `param`; counts (E_c) i32 on the host.

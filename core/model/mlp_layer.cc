@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "core/model/fp8_gather.h"
 #include "core/model/fp8_linear.h"
 #include "core/model/linear.h"
 #include "core/model/recompute_rows.h"
@@ -34,9 +35,8 @@ Tensor SwiGluMlp::GateUpMatrix() const {
 
 bool SwiGluMlp::PrepareFusedInput(const StepContext& ctx, int64_t rows,
                                   Fp8ProducerTarget* target) const {
-  if (ctx.fp8 == nullptr || (mp_.sequence_parallel && !parallel::IsSingleRank(mp_.tp))) {
-    return false;
-  }
+  const bool gathered = mp_.sequence_parallel && !parallel::IsSingleRank(mp_.tp);
+  if (ctx.fp8 == nullptr || (gathered && !GathersFp8(ctx, mp_, *gate_up_))) return false;
   return ctx.fp8->PrepareFusedInput(*gate_up_, rows, hidden_, ctx.s(), target);
 }
 
@@ -44,7 +44,12 @@ absl::Status SwiGluMlp::Forward(const StepContext& ctx, const Tensor& x, Saved* 
                                 bool accumulate, const Fp8Operand* x_quantized) const {
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
+    MF_RETURN_IF_ERROR(
+        GatherProjectionInput(ctx, mp_, *gate_up_, x, x_quantized, &saved->x, &saved->x_scale_inv));
+  }
+  Fp8Operand gathered_fp8;
+  if (saved->x_scale_inv.defined()) {
+    x_quantized = InputOperand(saved->x, saved->x_scale_inv, &gathered_fp8);
   }
   const int64_t t = saved->x.dim(0);
   saved->gate_up = ctx.Act({t, 2 * local_ffn_});
@@ -88,15 +93,18 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
                                  Tensor* d_x, bool accumulate) const {
   const int64_t t = saved.x.dim(0);
   Tensor d_y_full;
+  Fp8Operand d_y_fp8;
+  bool d_y_quantized = false;
   {
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::TpGather(d_y, mp_.tp, mp_.sequence_parallel, &d_y_full));
+    MF_ASSIGN_OR_RETURN(d_y_quantized,
+                        GatherProjectionGrad(ctx, mp_, *down_, d_y, &d_y_full, &d_y_fp8));
   }
   Tensor d_act = ctx.Act({t, local_ffn_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(
-        LinearGrad(ctx, *down_, saved.act, down_->compute, d_y_full, &d_act, &down_->grad));
+    MF_RETURN_IF_ERROR(LinearGrad(ctx, *down_, saved.act, down_->compute, d_y_full, &d_act,
+                                  &down_->grad, 0.0f, d_y_quantized ? &d_y_fp8 : nullptr));
   }
   Tensor d_gate_up = ctx.Act({t, 2 * local_ffn_});
   // Under an FP8 recipe that allows it, SwiGLU's backward writes d_gate_up in FP8 as well (with
@@ -114,19 +122,21 @@ absl::Status SwiGluMlp::Backward(const StepContext& ctx, const Saved& saved, con
     }
   }
   const Fp8Operand* d_gate_up_fp8 = fused ? &grad_fp8.operand : nullptr;
+  Fp8Operand x_storage;
+  const Fp8Operand* x_fp8 = InputOperand(saved.x, saved.x_scale_inv, &x_storage);
   // One GEMM for the input gradient of both projections, one for their weight gradient.
   Tensor d_w = gate_up_->grad.Reshape({2 * local_ffn_, hidden_});
   if (accumulate && parallel::IsSingleRank(mp_.tp)) {
     // d_x += d_gate_up · W_gate_up in the GEMM itself.
     auto timed = ctx.Profile(OpFamily::kGemm);
     return LinearGrad(ctx, *gate_up_, saved.x, GateUpMatrix(), d_gate_up, d_x, &d_w,
-                      /*dx_beta=*/1.0f, d_gate_up_fp8);
+                      /*dx_beta=*/1.0f, d_gate_up_fp8, x_fp8);
   }
   Tensor d_full = ctx.Act({t, hidden_});
   {
     auto timed = ctx.Profile(OpFamily::kGemm);
     MF_RETURN_IF_ERROR(LinearGrad(ctx, *gate_up_, saved.x, GateUpMatrix(), d_gate_up, &d_full,
-                                  &d_w, 0.0f, d_gate_up_fp8));
+                                  &d_w, 0.0f, d_gate_up_fp8, x_fp8));
   }
   return ReduceInto(ctx, d_full, accumulate, d_x);
 }
@@ -140,7 +150,8 @@ void SwiGluMlp::Saved::AppendRefs(std::vector<SavedRef>* refs) {
 absl::Status SwiGluMlp::Recompute(const StepContext& ctx, const Tensor& x, Saved* saved) const {
   if (!IsComplete(ctx, saved->x)) {  // a TP gather (a collective): every row
     auto timed = ctx.Profile(OpFamily::kCommunication);
-    MF_RETURN_IF_ERROR(parallel::TpGather(x, mp_.tp, mp_.sequence_parallel, &saved->x));
+    MF_RETURN_IF_ERROR(
+        GatherProjectionInput(ctx, mp_, *gate_up_, x, nullptr, &saved->x, &saved->x_scale_inv));
   }
   const int64_t t = saved->x.dim(0);
   // Both steps are row-separable: only the rows a partial swap did not bring back are recomputed
@@ -149,7 +160,9 @@ absl::Status SwiGluMlp::Recompute(const StepContext& ctx, const Tensor& x, Saved
   if (first < t) {
     Tensor rows = RecomputeRowsOf(ctx, &saved->gate_up, {t, 2 * local_ffn_}, ctx.act_dtype, first);
     auto timed = ctx.Profile(OpFamily::kGemm);
-    MF_RETURN_IF_ERROR(LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), first, &rows));
+    Fp8Operand x_fp8;
+    MF_RETURN_IF_ERROR(LinearRows(ctx, *gate_up_, saved->x, GateUpMatrix(), first, &rows,
+                                  InputOperand(saved->x, saved->x_scale_inv, &x_fp8)));
   }
   first = RecomputeFrom(ctx, {&saved->act}, /*split=*/true);
   if (first < t) {

@@ -21,6 +21,7 @@ class SwiGluMlp {
  public:
   struct Saved {
     Tensor x;        // (T, H) the input of every TP rank (x itself without sequence parallelism)
+    Tensor x_scale_inv;  // defined iff an FP8 gather made x: x holds E4M3 codes, this their scale
     Tensor gate_up;  // (T, 2·F/tp): gate in columns [0, F/tp), up in [F/tp, 2·F/tp)
     Tensor act;      // (T, F/tp) silu(gate) ⊙ up
     void AppendRefs(std::vector<SavedRef>* refs);  // the tape by kind, for the activation store
@@ -35,12 +36,14 @@ class SwiGluMlp {
   // output is added to an existing *y (MoE shared experts join the routed output; without TP the
   // down projection's GEMM adds it, beta = 1), else *y is allocated here.
   // `x_quantized`: x already in FP8 for the gate_up GEMM (PrepareFusedInput, then the norm that
-  // produces x); x itself is still saved for the backward.
+  // produces x); x itself is still saved for the backward, or, where an FP8 gather moves this
+  // rank's codes (core/model/fp8_gather.h), the gathered codes are.
   absl::Status Forward(const StepContext& ctx, const Tensor& x, Saved* saved, Tensor* y,
                        bool accumulate = false, const Fp8Operand* x_quantized = nullptr) const;
   // For the producer of this MLP's input (rows, H) under an FP8 recipe that fuses (ctx.fp8's
   // PrepareFusedInput for gate_up): true and *target set, or false where no recipe runs, the
-  // recipe does not fuse, or a sequence-parallel gather stands between producer and GEMM.
+  // recipe does not fuse, or a sequence-parallel gather in the activation dtype stands between
+  // producer and GEMM.
   bool PrepareFusedInput(const StepContext& ctx, int64_t rows, Fp8ProducerTarget* target) const;
   // d_y (T_x, H) -> *d_x (T_x, H), allocated here (overwritten), or with `accumulate` added to an
   // existing *d_x (without TP by the input-gradient GEMM itself); parameter gradients accumulated.

@@ -35,10 +35,11 @@ LayerActivations LayerActivationBytes(const model::ModelSpec& spec, const Activa
   const int64_t t = a.micro_batch * a.seq_len / a.cp;         // this rank's tokens
   const int64_t tx = a.sequence_parallel ? t / a.tp : t;     // rows of the residual stream
   const bool gathers = a.sequence_parallel && a.tp > 1;      // TpGather makes a new (T, H) copy
+  const int64_t g = a.gathered_bytes > 0 ? a.gathered_bytes : e;  // its element (FP8 codes: 1)
   const int64_t hq = spec.num_heads / a.tp, hkv = spec.num_kv_heads / a.tp;
   // Attention (core/model/attention_layer.h).
   b[K(SavedKind::kLayerInput)] += tx * h * e;
-  b[K(SavedKind::kNormOutput)] += tx * h * e + (gathers ? t * h * e : 0);
+  b[K(SavedKind::kNormOutput)] += tx * h * e + (gathers ? t * h * g : 0);
   b[K(SavedKind::kNormStats)] += 2 * tx * 4;  // attention and FFN norms' rstd
   b[K(SavedKind::kAttentionQkv)] += t * (hq + 2 * hkv) * d * e;
   b[K(SavedKind::kAttentionOutput)] += t * hq * d * e;
@@ -50,7 +51,7 @@ LayerActivations LayerActivationBytes(const model::ModelSpec& spec, const Activa
   b[K(SavedKind::kNormOutput)] += tx * h * e;
   auto mlp = [&](int64_t ffn) {  // core/model/mlp_layer.h
     const int64_t f = ffn / a.tp;
-    b[K(SavedKind::kNormOutput)] += gathers ? t * h * e : 0;
+    b[K(SavedKind::kNormOutput)] += gathers ? t * h * g : 0;
     b[K(SavedKind::kSwiGluInput)] += t * 2 * f * e;
     b[K(SavedKind::kSwiGluOutput)] += t * f * e;
   };

@@ -24,6 +24,9 @@ struct ActivationLayout {
   bool sequence_parallel = false;
   int64_t micro_batch = 1, seq_len = 1;  // seq_len: the whole sequence (divided by cp here)
   int64_t act_bytes = 4;                 // activation element size (f32 4, bf16 2)
+  // Element size of the projections' gathered inputs saved under SP (1 where an FP8 gather saves
+  // codes, core/model/fp8_gather.h; 0 = act_bytes).
+  int64_t gathered_bytes = 0;
 };
 
 // Bytes of one layer's saved tensors on one rank, by kind, for one micro-batch; `always` holds

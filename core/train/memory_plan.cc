@@ -56,10 +56,15 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
   const int64_t micro = config.train().micro_batch_size();
   int64_t activations = 0;  // bytes, one micro-batch through all of this rank's chunks
   int64_t host = 0, host_whole = 0, working = 0, keep_activations = 0;
+  // Under SP the delayed and current FP8 recipes save the gathered projection inputs as codes.
+  const std::string& recipe = config.precision().fp8_recipe();
+  const bool fp8_gather = (recipe == "delayed" || recipe == "current") &&
+                          config.precision().fp8_gather();
   const ActivationLayout layout{.tp = tp, .cp = cp, .ep = s.ep, .etp = s.etp,
                                 .sequence_parallel = par.sequence_parallel(),
                                 .micro_batch = config.train().micro_batch_size(),
-                                .seq_len = config.train().seq_len(), .act_bytes = elem};
+                                .seq_len = config.train().seq_len(), .act_bytes = elem,
+                                .gathered_bytes = fp8_gather ? 1 : elem};
   const int64_t vocab_shard = (spec.vocab + tp - 1) / tp;
   for (int c = 0; c < chunks; ++c) {
     const int v = c * s.pp + coords.pp;

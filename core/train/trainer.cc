@@ -95,6 +95,7 @@ absl::Status Trainer::State::MakeFp8() {
   options.pow2_scales = pr.pow2_scales();
   options.fused_producers = pr.fp8_fused_producers();
   options.dispatch = pr.fp8_dispatch();
+  options.sp_gather = pr.fp8_gather();
   // The delayed amaxes reduce over every rank of this pipeline stage (TP×CP×DP, which is also
   // ETP×EP×EDP): together they hold every shard and see the whole global batch.
   MF_ASSIGN_OR_RETURN(fp8, model::Fp8Training::Create(options, params, groups.model,

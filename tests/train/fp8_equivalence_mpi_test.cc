@@ -15,6 +15,8 @@
 // The FP8 token dispatch (core/model/fp8_dispatch.h) is on in every case but one (the unfused
 // path's): EP2, ETP2 and TP2×EP2 move FP8 codes and their scales, dropless and padded to capacity;
 // Fp8DispatchTest checks that at EP2 it trains as the unfused path does (delayed: bit for bit).
+// Sequence parallelism's FP8 all-gathers (core/model/fp8_gather.h) are on in every SP case;
+// Fp8GatherTest checks that delayed and current train bit for bit as with bf16 gathers.
 #include "gtest/gtest.h"
 #include "tests/train/equivalence.h"
 
@@ -88,7 +90,19 @@ INSTANTIATE_TEST_SUITE_P(
         Fp8Layout("CurrentEp2Swap", "current", {"parallel.ep=2", "memory.activation_policy=swap"},
                   kFourLayers, kBf16MatrixTolerances),
         Fp8Layout("DelayedEp2Unfused", "delayed", {"parallel.ep=2"},
-                  With(kEightExperts, kUnfused))),
+                  With(kEightExperts, kUnfused)),
+        // Sequence parallelism's FP8 all-gathers (core/model/fp8_gather.h; on in every SP case)
+        // under the current recipe, and with the gathered codes dropped and gathered again by
+        // the full recomputation, or swapped to the host and back.
+        Fp8Layout("CurrentTp2Sp", "current", {"parallel.tp=2", "parallel.sequence_parallel=true"},
+                  {}, kBf16MatrixTolerances),
+        Fp8Layout("DelayedTp2SpRecompute", "delayed",
+                  {"parallel.tp=2", "parallel.sequence_parallel=true",
+                   "memory.activation_policy=recompute", "memory.recompute=full"}),
+        Fp8Layout("CurrentTp2SpSwap", "current",
+                  {"parallel.tp=2", "parallel.sequence_parallel=true",
+                   "memory.activation_policy=swap"},
+                  kFourLayers, kBf16MatrixTolerances)),
     [](const auto& info) { return std::string(info.param.name); });
 
 // The FP8 dispatch changes what travels, not what is computed. At EP2, delayed trains bit for
@@ -99,13 +113,16 @@ INSTANTIATE_TEST_SUITE_P(
 // quantises xᵀ's 128-token tiles from the dequantised rows instead of the rows themselves (the
 // receiving rank no longer holds them), which moves the later steps by FP8 rounding: held to
 // the bf16 matrix's bounds.
-void ExpectFusedMatchesUnfused(const char* recipe, std::vector<std::string> model, bool exact) {
+// `layout`: the parallel settings; `off`: the override that turns the FP8 exchange off.
+void ExpectFusedMatchesUnfused(const char* recipe, std::vector<std::string> model, bool exact,
+                               const std::vector<std::string>& layout = {"parallel.ep=2"},
+                               const std::vector<std::string>& off = kUnfused) {
   if (WorldSize() != 2) GTEST_SKIP() << "runs on 2 ranks";
   model.push_back("optimizer.lr=5e-4");
   model.push_back(std::string("precision.fp8_recipe=") + recipe);
-  model.push_back("parallel.ep=2");
+  model = With(model, layout);
   const config::ExperimentConfig fused = EquivalenceConfig(model);
-  const config::ExperimentConfig unfused = EquivalenceConfig(With(model, kUnfused));
+  const config::ExperimentConfig unfused = EquivalenceConfig(With(model, off));
   auto groups = MakeGroups(fused, nullptr);
   const LayoutRun a = TrainLayout(fused, groups.get(), kSteps);
   const LayoutRun b = TrainLayout(unfused, groups.get(), kSteps);
@@ -133,6 +150,26 @@ TEST(Fp8DispatchTest, DelayedWithPaddedCapacityTrainsBitForBitAsTheUnfusedPath) 
 
 TEST(Fp8DispatchTest, BlockwiseHasTheUnfusedForwardAndStaysClose) {
   ExpectFusedMatchesUnfused("blockwise", With(kBlockModel, kEightExperts), /*exact=*/false);
+}
+
+// Sequence parallelism's FP8 all-gathers move each rank's codes instead of its bf16 rows; the
+// GEMMs get the same codes with the same scales (current: the rows' amax reduced over TP×CP is
+// the gathered tensor's), so at TP2 with SP both per-tensor recipes train bit for bit as the
+// bf16 gathers do — dense FFN, shared expert and attention projections alike.
+const std::vector<std::string> kTp2Sp = {"parallel.tp=2", "parallel.sequence_parallel=true"};
+const std::vector<std::string> kBf16Gather = {"precision.fp8_gather=false"};
+
+TEST(Fp8GatherTest, DelayedTrainsBitForBitAsTheBf16Gathers) {
+  ExpectFusedMatchesUnfused("delayed", {}, /*exact=*/true, kTp2Sp, kBf16Gather);
+}
+
+TEST(Fp8GatherTest, CurrentTrainsBitForBitAsTheBf16Gathers) {
+  ExpectFusedMatchesUnfused("current", {}, /*exact=*/true, kTp2Sp, kBf16Gather);
+}
+
+TEST(Fp8GatherTest, DelayedUnfusedProducersTrainBitForBitAsTheBf16Gathers) {
+  ExpectFusedMatchesUnfused("delayed", {"precision.fp8_fused_producers=false"}, /*exact=*/true,
+                            kTp2Sp, kBf16Gather);
 }
 
 }  // namespace

@@ -78,6 +78,31 @@ TEST(MemoryPlanTest, ZeroOneDividesTheOptimizerAndTpShards) {
   EXPECT_LT(ep2.parameters, one.parameters);  // half the experts
 }
 
+// Under SP the delayed and current FP8 recipes save each gathered projection input as 1-byte
+// codes (core/model/fp8_gather.h): a dense layer's two gathered (T, H) inputs shrink from the
+// activation element to one byte; blockwise keeps them in the activation dtype.
+TEST(MemoryPlanTest, Fp8GathersSaveCodes) {
+  const model::ModelSpec spec = *ModelSpecFromConfig(Config({}));
+  ActivationLayout layout{.tp = 2, .sequence_parallel = true, .micro_batch = 2, .seq_len = 64,
+                          .act_bytes = 2};
+  const LayerActivations bf16 = LayerActivationBytes(spec, layout, /*moe_layer=*/false);
+  layout.gathered_bytes = 1;
+  const LayerActivations fp8 = LayerActivationBytes(spec, layout, false);
+  const int64_t t = 2 * 64, h = spec.hidden;
+  const int norm = static_cast<int>(model::SavedKind::kNormOutput);
+  EXPECT_EQ(bf16.bytes[norm] - fp8.bytes[norm], 2 * t * h * (2 - 1));
+  EXPECT_EQ(bf16.total() - fp8.total(), 2 * t * h);
+  const std::vector<std::string> sp = {"parallel.tp=2", "parallel.sequence_parallel=true",
+                                       "precision.compute_dtype=bf16"};
+  auto estimate = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), sp.begin(), sp.end());
+    return Estimate(Config(more), 2, 0).activation_bytes;
+  };
+  EXPECT_LT(estimate({"precision.fp8_recipe=delayed"}), estimate({}));
+  EXPECT_EQ(estimate({"precision.fp8_recipe=current"}), estimate({"precision.fp8_recipe=delayed"}));
+  EXPECT_EQ(estimate({"precision.fp8_recipe=delayed", "precision.fp8_gather=false"}), estimate({}));
+}
+
 // docs/FORMULAS.md §15: each policy of the activation store in the estimate, with the pipeline's
 // micro-batches in flight multiplying what stays on the device.
 TEST(MemoryPlanTest, EveryActivationPolicyIsAccounted) {

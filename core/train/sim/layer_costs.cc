@@ -101,11 +101,22 @@ absl::StatusOr<SimContext> MakeContext(const config::ExperimentConfig& config,
   ctx.num_micro = static_cast<int>(
       std::max<int64_t>(1, config.train().global_batch_size() / (ctx.micro * std::max(1, s.dp))));
   ctx.fp8 = config.precision().fp8_recipe() != "none";
+  const bool fp8_gather = ctx.fp8 && config.precision().fp8_recipe() != "blockwise" &&
+                          config.precision().fp8_gather();
   // f32 compute: the GEMMs run as TF32 on tensor cores, half the bf16 rate.
   ctx.gemm_peak = ctx.fp8 ? cluster.fp8_tflops
                           : (config.precision().compute_dtype() == "bf16" ? cluster.bf16_tflops
                                                                           : cluster.bf16_tflops / 2);
   ctx.zero1 = par.zero1();
+  ctx.sp_gather_bytes = fp8_gather ? 1.0 : ElementBytes(ctx);
+  if (ctx.fp8 && config.precision().fp8_dispatch()) {
+    // A code per element and the scales: one f32 per row (current), per 128-element tile
+    // (blockwise), none (delayed: the site's scale).
+    const std::string& recipe = config.precision().fp8_recipe();
+    ctx.fp8_dispatch_bytes = 1.0 + (recipe == "current"     ? 4.0 / ctx.spec.hidden
+                                    : recipe == "blockwise" ? 4.0 / 128
+                                                            : 0.0);
+  }
   const auto& moe = config.model().moe();
   if (moe.force_balanced_routing()) {
     ctx.routing = "forced_balanced";
@@ -251,8 +262,9 @@ LayerCost CostLayer(const SimContext& ctx, const Cluster& cluster, bool moe_laye
   if (ctx.tp > 1) {
     const int blocks = tp_mlp ? 2 : 1;
     if (ctx.sequence_parallel) {
+      // The forward gathers each block's normalised input, the backward its output gradient.
       cost.comms.push_back(Comm(cluster, "block inputs (SP gather)", "tp", Collective::kAllGather,
-                                ctx.tp_span, full, 2 * blocks));
+                                ctx.tp_span, tokens * h * ctx.sp_gather_bytes, 2 * blocks));
       cost.comms.push_back(Comm(cluster, "block outputs (SP scatter)", "tp",
                                 Collective::kReduceScatter, ctx.tp_span, full, 2 * blocks));
     } else {
@@ -303,13 +315,27 @@ LayerCost CostLayer(const SimContext& ctx, const Cluster& cluster, bool moe_laye
         t.seconds = t.exposed = 2 * seconds;
         moe_comms.push_back(t);
       }
+    } else if (ctx.ep > 1 && ctx.fp8_dispatch_bytes > 0) {
+      // The forward dispatch moves FP8 codes; its backward (the gradients' way back) does not.
+      moe_comms.push_back(Comm(cluster, "dispatch (FP8 codes)", "ep", Collective::kAllToAll,
+                               ctx.ep_span, pair_bytes / e * ctx.fp8_dispatch_bytes, 1));
+      moe_comms.push_back(Comm(cluster, "dispatch backward", "ep", Collective::kAllToAll,
+                               ctx.ep_span, pair_bytes, 1));
+      moe_comms.push_back(Comm(cluster, "combine", "ep", Collective::kAllToAll, ctx.ep_span,
+                               pair_bytes, 2));
     } else if (ctx.ep > 1) {
       moe_comms.push_back(Comm(cluster, "dispatch", "ep", Collective::kAllToAll, ctx.ep_span,
                                pair_bytes, 2));
       moe_comms.push_back(Comm(cluster, "combine", "ep", Collective::kAllToAll, ctx.ep_span,
                                pair_bytes, 2));
     }
-    if (ctx.etp > 1) {
+    if (ctx.etp > 1 && ctx.fp8_dispatch_bytes > 0) {
+      moe_comms.push_back(Comm(cluster, "expert inputs (ETP gather of FP8 codes)", "etp",
+                               Collective::kAllGather, ctx.etp_span,
+                               pair_bytes / e * ctx.fp8_dispatch_bytes * ctx.etp, 1));
+      moe_comms.push_back(Comm(cluster, "expert outputs' gradient (ETP gather)", "etp",
+                               Collective::kAllGather, ctx.etp_span, pair_bytes * ctx.etp, 1));
+    } else if (ctx.etp > 1) {
       moe_comms.push_back(Comm(cluster, "expert inputs (ETP gather)", "etp",
                                Collective::kAllGather, ctx.etp_span, pair_bytes * ctx.etp, 2));
       moe_comms.push_back(Comm(cluster, "expert outputs (ETP scatter)", "etp",

@@ -25,6 +25,12 @@ struct SimContext {
   int num_micro = 1;          // micro-batches per step per pipeline
   double gemm_peak = 0;       // TFLOP/s the GEMMs run at (fp8 peak under an FP8 recipe)
   bool fp8 = false;
+  // Bytes per element of the SP gathers in front of the projections: 1 where they move FP8 codes
+  // (a per-tensor recipe with precision.fp8_gather, core/model/fp8_gather.h), else the activation's.
+  double sp_gather_bytes = 2;
+  // Bytes per element of the forward's expert dispatch (and ETP gather) where it moves FP8 codes
+  // and their scales (precision.fp8_dispatch, core/model/fp8_dispatch.h); 0 = the activation's.
+  double fp8_dispatch_bytes = 0;
   bool zero1 = false;
   // Rows each rank's experts process over the balanced mean: 1 under forced balance; the
   // capacity factor when every block is padded to capacity; min(capacity factor, dropless

@@ -168,6 +168,66 @@ TEST(PredictTest, AllToAllMovesRoutedTokensTimesTopK) {
   EXPECT_GT(spread->step_seconds, p.step_seconds);
 }
 
+// Bytes of the first comm of `layer` named `name` (0 when absent).
+double CommBytes(const LayerCost& layer, const std::string& name) {
+  for (const CommTime& c : layer.comms) {
+    if (c.name == name) return c.bytes;
+  }
+  return 0;
+}
+
+TEST(PredictTest, Fp8ExchangesMoveCodes) {
+  // tp 2 with SP, ep 4, balanced: each rank holds 4·128 / 2 = 256 tokens of hidden 128.
+  const std::vector<std::string> o = {"parallel.tp=2", "parallel.sequence_parallel=true",
+                                      "parallel.ep=4", "train.global_batch_size=16",
+                                      "model.moe.force_balanced_routing=true"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), o.begin(), o.end());
+    return PredictOk(Config(more), 8).layer_kinds[1];
+  };
+  const double gather = 512.0 * 128;  // the gathered (T, H) elements of one block
+  // bf16: 2 bytes per element; the per-tensor recipes gather 1-byte codes; blockwise gathers
+  // bf16 (its weight gradient's tiles run along the tokens, across ranks); off: bf16 again.
+  EXPECT_DOUBLE_EQ(CommBytes(with({}), "block inputs (SP gather)"), 2 * gather);
+  EXPECT_DOUBLE_EQ(CommBytes(with({"precision.fp8_recipe=delayed"}), "block inputs (SP gather)"),
+                   gather);
+  EXPECT_DOUBLE_EQ(CommBytes(with({"precision.fp8_recipe=current"}), "block inputs (SP gather)"),
+                   gather);
+  // Blockwise needs 128-wide projections per TP rank: a 256-wide model, compared with itself.
+  const std::vector<std::string> wide = {
+      "model.hidden_size=256",       "model.num_heads=8",
+      "model.num_kv_heads=8",        "model.head_dim=32",
+      "model.ffn_hidden_size=256",   "model.moe.expert_ffn_hidden_size=128",
+      "model.moe.shared_expert_ffn_hidden_size=256"};
+  std::vector<std::string> blockwise = wide;
+  blockwise.push_back("precision.fp8_recipe=blockwise");
+  EXPECT_DOUBLE_EQ(CommBytes(with(blockwise), "block inputs (SP gather)"),
+                   CommBytes(with(wide), "block inputs (SP gather)"));
+  EXPECT_DOUBLE_EQ(CommBytes(with(wide), "block inputs (SP gather)"), 2 * 2 * gather);
+  EXPECT_DOUBLE_EQ(CommBytes(with({"precision.fp8_recipe=delayed", "precision.fp8_gather=false"}),
+                             "block inputs (SP gather)"),
+                   2 * gather);
+  // The forward dispatch moves codes (and current's row scales, one f32 per 128 elements
+  // here); its backward, and the combine, the activation dtype.
+  const double pairs = 256.0 * 2 * 128;
+  const LayerCost current = with({"precision.fp8_recipe=current"});
+  EXPECT_DOUBLE_EQ(CommBytes(current, "dispatch (FP8 codes)"), pairs * (1 + 4.0 / 128));
+  EXPECT_DOUBLE_EQ(CommBytes(current, "dispatch backward"), pairs * 2);
+  EXPECT_DOUBLE_EQ(CommBytes(current, "combine"), pairs * 2);
+  EXPECT_DOUBLE_EQ(
+      CommBytes(with({"precision.fp8_recipe=delayed"}), "dispatch (FP8 codes)"), pairs);
+  EXPECT_DOUBLE_EQ(CommBytes(with({"precision.fp8_recipe=delayed", "precision.fp8_dispatch=false"}),
+                             "dispatch"),
+                   pairs * 2);
+  auto step = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), o.begin(), o.end());
+    return PredictOk(Config(more), 8).step_seconds;
+  };
+  EXPECT_LT(step({"precision.fp8_recipe=delayed"}),
+            step({"precision.fp8_recipe=delayed", "precision.fp8_gather=false",
+                  "precision.fp8_dispatch=false"}));
+}
+
 TEST(PredictTest, KnobsMoveThePrediction) {
   const std::vector<std::string> base = {"parallel.ep=4", "train.global_batch_size=8",
                                          "train.micro_batch_size=2", "train.seq_len=4096",
