@@ -6,6 +6,9 @@
 //   blockwise: 1×128 tiles along H, the scales travel with their row;
 //   delayed:   the site's delayed scale, the same on every rank — no scales travel;
 //   current:   the micro-batch's routed-input amax (max over TP×CP), one f32 per row travels.
+// The backward sends the down projection's output gradient to the experts the same way (the
+// combine's backward is a dispatch): cast to the gradient format at home with the down site's
+// gradient scale (delayed), the micro-batch's gradient amax (current, per row) or 1×128 tiles.
 //
 //   MF_ASSIGN_OR_RETURN(parallel::DispatchRows rows,
 //                       QuantizeRoutedRows(ctx, gate_up, routed, sorted, top_k));
@@ -42,6 +45,15 @@ absl::StatusOr<parallel::DispatchRows> QuantizeRoutedRows(const StepContext& ctx
                                                           const Tensor& routed,
                                                           const Tensor& sorted, int top_k);
 
+// The combine's backward: d_rows (N, H) the output gradients of the kept pairs in expert order
+// (ops::UnpermuteTokensBackward's) -> their codes (N, H) in the gradient format with their scales
+// (as QuantizeRoutedRows, for the expert site `down`'s gradient; delayed records the rows' amax
+// in its gradient slot; current max-reduces over TP×CP, every rank of it calls this).
+// InvalidArgument (blockwise) when H % 128 != 0.
+absl::StatusOr<parallel::DispatchRows> QuantizeCombineGradient(const StepContext& ctx,
+                                                               const Parameter& down,
+                                                               const Tensor& d_rows);
+
 // GroupedLinear / GroupedLinearGrad (core/model/linear.h) with the input rows already FP8.
 absl::Status GroupedLinearFp8(const StepContext& ctx, const Parameter& param,
                               int64_t first_expert, const Fp8Rows& x, const Tensor& w,
@@ -50,5 +62,11 @@ absl::Status GroupedLinearGradFp8(const StepContext& ctx, const Parameter& param
                                   int64_t first_expert, const Fp8Rows& x, const Tensor& w,
                                   const Tensor& counts, const Tensor& d_y, Tensor* d_x,
                                   Tensor* d_w);
+// GroupedLinearGrad with the output gradient received as FP8 codes (QuantizeCombineGradient's,
+// after the exchange): x the saved input rows in the activation dtype.
+absl::Status GroupedLinearGradFromFp8(const StepContext& ctx, const Parameter& param,
+                                      int64_t first_expert, const Tensor& x, const Tensor& w,
+                                      const Tensor& counts, const Fp8Rows& d_y, Tensor* d_x,
+                                      Tensor* d_w);
 
 }  // namespace moefold::model

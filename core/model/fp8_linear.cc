@@ -604,4 +604,110 @@ absl::Status Fp8Training::BackwardCodes(const StepContext& ctx, const Parameter&
   return absl::OkStatus();
 }
 
+absl::StatusOr<Fp8Training::DispatchScale> Fp8Training::GradDispatchScaleOf(
+    const Parameter& param, const Tensor& d_rows, Stream& stream) {
+  const Site& site = SiteOf(param);
+  MF_CHECK(site.expert) << "FP8 combine gradient: " << site.name << " is not an expert projection";
+  DispatchScale d;
+  if (options_.recipe == Fp8Recipe::kDelayed) {
+    d = {grad_->scale(site.grad_slot), grad_->scale_inv(site.grad_slot),
+         grad_->amax(site.grad_slot)};
+  } else if (options_.recipe == Fp8Recipe::kCurrent) {
+    // As the forward's rows (DispatchScaleOf): the micro-batch's amax over every rank holding its
+    // pairs, so a row is cast alike whichever rows meet it at an expert.
+    MF_ASSIGN_OR_RETURN(Scale sc, TensorScale(d_rows, true, site.grad_slot, mp_.tp_cp, stream));
+    d.scale = sc.scale;
+    d.scale_inv = sc.scale_inv;
+  }
+  return d;
+}
+
+absl::Status Fp8Training::BackwardGradCodes(const StepContext& ctx, const Parameter& param,
+                                            int64_t first_expert, const Tensor& x,
+                                            const Tensor& w, const std::vector<int64_t>& counts,
+                                            const Tensor& d_y_codes, const Tensor& d_y_scale_inv,
+                                            Tensor* d_x, float dx_beta, Tensor* d_w) {
+  const Site& site = SiteOf(param);
+  Stream& stream = ctx.s();
+  const DType gf = options_.grad_format;
+  const bool blockwise = options_.recipe == Fp8Recipe::kBlockwise;
+  const bool delayed = options_.recipe == Fp8Recipe::kDelayed;
+  const bool pow2 = options_.pow2_scales;
+  MF_CHECK(d_y_codes.dtype() == gf) << site.name << ": " << d_y_codes.DebugString();
+  MF_CHECK(delayed || d_y_scale_inv.defined())
+      << site.name << ": received FP8 gradient rows without their scales";
+  // d_yᵀ needs new scales under current (one per tensor) and blockwise (128-token tiles): the
+  // received values, dequantised in f32 once (code·scale, the same on every layout).
+  Tensor d_y_values;
+  if (!delayed && d_w != nullptr && d_y_codes.numel() > 0) {
+    d_y_values = Temp(d_y_codes.shape(), DType::kF32, d_y_codes.device(), stream);
+    MF_RETURN_IF_ERROR(ops::DequantizeBlockwise(
+        d_y_codes, d_y_scale_inv,
+        blockwise ? ops::kFp8ActivationTile : ops::Fp8BlockShape{1, d_y_codes.dim(1)},
+        &d_y_values, stream));
+  }
+  Scale sx, sdyt;
+  if (!blockwise && d_w != nullptr) {
+    MF_ASSIGN_OR_RETURN(sx, TensorScale(x, false, site.fwd_base, ActivationComm(site), stream));
+    if (delayed) {
+      sdyt = Scale{grad_->scale(site.grad_slot), grad_->scale_inv(site.grad_slot)};
+    } else if (d_y_values.defined()) {
+      MF_ASSIGN_OR_RETURN(sdyt, TensorScale(d_y_values, true, site.grad_slot,
+                                            ActivationComm(site), stream));
+    }
+  }
+  int64_t row = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t n = counts[e];
+    const Tensor we = w.Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+    Scale sw;
+    if (!blockwise && d_x != nullptr) {
+      MF_ASSIGN_OR_RETURN(sw, TensorScale(we, false, WeightSlot(site, param, first_expert, e),
+                                          WeightComm(site), stream));
+    }
+    if (n == 0) continue;
+    const Tensor qdy = d_y_codes.Slice(row, row + n);
+    if (d_x != nullptr) {
+      Tensor out = d_x->Slice(row, row + n);
+      if (blockwise) {
+        const Tensor wt = PaddedTranspose(we, stream);
+        MF_ASSIGN_OR_RETURN(Blocks bw, QuantizeBlocks(wt, ops::kFp8WeightBlock, DType::kFp8E4M3,
+                                                      pow2, stream));
+        MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdy, d_y_scale_inv.Slice(row, row + n), bw.q,
+                                        bw.scale_inv, {.block_k = kBlock}, dx_beta, &out, stream));
+      } else {
+        const Tensor qwt = Cast(we, sw.scale, DType::kFp8E4M3, true, stream);
+        const Tensor sa = delayed ? grad_->scale_inv(site.grad_slot)
+                                  : d_y_scale_inv.Slice(row, row + n);
+        MF_RETURN_IF_ERROR(
+            ops::Fp8Gemm(qdy, sa, qwt, sw.scale_inv, {}, dx_beta, &out, stream));
+      }
+    }
+    if (d_w != nullptr) {
+      Tensor dw = d_w->Slice(e, e + 1).Reshape({w.dim(1), w.dim(2)});
+      const Tensor xt = PaddedTranspose(x.Slice(row, row + n), stream);
+      if (blockwise) {
+        const Tensor dyt = PaddedTranspose(d_y_values.Slice(row, row + n), stream);
+        MF_ASSIGN_OR_RETURN(Blocks bxt, QuantizeBlocks(xt, ops::kFp8ActivationTile,
+                                                       DType::kFp8E4M3, pow2, stream));
+        MF_ASSIGN_OR_RETURN(Blocks bdyt,
+                            QuantizeBlocks(dyt, ops::kFp8ActivationTile, gf, pow2, stream));
+        MF_RETURN_IF_ERROR(ops::Fp8Gemm(bdyt.q, bdyt.scale_inv, bxt.q, bxt.scale_inv,
+                                        {.block_k = kBlock}, 1.0f, &dw, stream));
+      } else {
+        const Tensor qxt = Cast(xt, sx.scale, DType::kFp8E4M3, false, stream);
+        // Delayed: the transpose of fp8(d_y·s) is fp8(d_yᵀ·s), zero padding the zero code.
+        const Tensor qdyt =
+            delayed ? PaddedTranspose(qdy, stream)
+                    : Cast(PaddedTranspose(d_y_values.Slice(row, row + n), stream), sdyt.scale, gf,
+                           false, stream);
+        MF_RETURN_IF_ERROR(ops::Fp8Gemm(qdyt, sdyt.scale_inv, qxt, sx.scale_inv, {}, 1.0f, &dw,
+                                        stream));
+      }
+    }
+    row += n;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moefold::model

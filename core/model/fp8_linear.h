@@ -50,8 +50,9 @@ struct Fp8Options {
   // before the cast). Bit-identical to off.
   bool fused_producers = true;
   // Where the experts span ranks, the MoE layer quantises its routed rows while permuting them
-  // and dispatches FP8 codes and their scales (core/model/fp8_dispatch.h); false: it dispatches
-  // the activation dtype and the expert GEMM quantises the received rows.
+  // and dispatches FP8 codes and their scales, and its backward sends the experts' output
+  // gradients as codes (core/model/fp8_dispatch.h); false: both in the activation dtype, and the
+  // expert GEMMs quantise the received rows.
   bool dispatch = true;
   // Under sequence parallelism with TP > 1, per-tensor recipes all-gather FP8 codes instead of
   // the activation dtype (core/model/fp8_gather.h); bit-identical to off.
@@ -144,6 +145,26 @@ class Fp8Training {
                              int64_t first_expert, const Tensor& codes, const Tensor& scale_inv,
                              const Tensor& w, const std::vector<int64_t>& counts,
                              const Tensor& d_y, Tensor* d_x, float dx_beta, Tensor* d_w);
+
+  // The combine's backward under the FP8 dispatch (core/model/fp8_dispatch.h): the expert site
+  // `param`'s output-gradient rows d_rows (N, H) are cast to the gradient format before they
+  // travel to the experts. Delayed: the site's gradient scale, its inverse and amax slot (the cast
+  // records the rows' amax there, as the expert GEMM's own cast would have); current: the amax of
+  // d_rows now, max-reduced over TP×CP (the ranks holding the micro-batch's pairs); blockwise:
+  // none (tiles).
+  absl::StatusOr<DispatchScale> GradDispatchScaleOf(const Parameter& param, const Tensor& d_rows,
+                                                    Stream& stream);
+  // Backward with the output gradient's rows received as codes: d_y_codes (T, out) in the
+  // gradient format with d_y_scale_inv (T, 1) per row (current), (T, out/128) per tile
+  // (blockwise) or undefined (delayed: the site's gradient scale). The input gradient multiplies
+  // the codes as they are; the weight gradient takes d_yᵀ's codes as the codes transposed
+  // (delayed: bit-identical to quantising d_yᵀ) or quantises the dequantised rows again where
+  // d_yᵀ needs new scales (current, blockwise). x (T, in) is the forward input as saved.
+  absl::Status BackwardGradCodes(const StepContext& ctx, const Parameter& param,
+                                 int64_t first_expert, const Tensor& x, const Tensor& w,
+                                 const std::vector<int64_t>& counts, const Tensor& d_y_codes,
+                                 const Tensor& d_y_scale_inv, Tensor* d_x, float dx_beta,
+                                 Tensor* d_w);
 
   // Checkpoint state of the delayed recipe, per site (empty for the other recipes): the forward
   // operands' history (L, 1 + experts) and scales (1 + experts), the gradient's history (L, 1)

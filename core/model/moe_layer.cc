@@ -264,6 +264,10 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
   }
   const Tensor gate_up_w = GateUpExperts(gate_up_->compute);
   const Tensor d_gate_up_w = GateUpExperts(gate_up_->grad);
+  // Where the forward dispatched FP8 rows, the combine's backward (a dispatch) sends the down
+  // projection's output gradient as codes in the gradient format too (core/model/fp8_dispatch.h).
+  const bool fp8_gradient = IsFp8(saved.grouped.dtype());
+  parallel::DispatchRows d_dispatched;  // its scales, filled by the dispatcher while experts run
   auto experts = [&](const parallel::DispatchChunk& chunk, const Tensor& d_expert_out,
                      Tensor* d_grouped, const std::function<void()>& progress) {
     const int64_t begin = chunk.grouped_offset, end = begin + chunk.grouped_rows;
@@ -273,9 +277,15 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
     {
       auto timed = ctx.Profile(OpFamily::kExpertGemm);
       Tensor d_down = down_->grad.Slice(lo, hi);
-      MF_RETURN_IF_ERROR(GroupedLinearGrad(ctx, *down_, lo, saved.act.Slice(begin, end),
-                                           down_->compute.Slice(lo, hi), counts, d_expert_out,
-                                           &d_act, &d_down));
+      if (fp8_gradient) {
+        MF_RETURN_IF_ERROR(GroupedLinearGradFromFp8(
+            ctx, *down_, lo, saved.act.Slice(begin, end), down_->compute.Slice(lo, hi), counts,
+            {d_expert_out, ScalesOf(d_dispatched, begin, end)}, &d_act, &d_down));
+      } else {
+        MF_RETURN_IF_ERROR(GroupedLinearGrad(ctx, *down_, lo, saved.act.Slice(begin, end),
+                                             down_->compute.Slice(lo, hi), counts, d_expert_out,
+                                             &d_act, &d_down));
+      }
     }
     progress();
     Tensor d_gate_up = ctx.Act({chunk.grouped_rows, 2 * f_local});
@@ -297,7 +307,17 @@ absl::Status MoeLayer::Backward(const StepContext& ctx, const Saved& saved, cons
                              d_grouped, &d_w);
   };
   Tensor d_expert_out, d_permuted;
-  {
+  if (fp8_gradient) {
+    parallel::DispatchRows d_rows;
+    {
+      auto timed = ctx.Profile(OpFamily::kPermute);
+      MF_ASSIGN_OR_RETURN(d_rows, QuantizeCombineGradient(ctx, *down_, d_combined));
+    }
+    auto timed = ctx.Profile(OpFamily::kCommunication);
+    MF_RETURN_IF_ERROR(parallel::DispatchAndCombine(saved.dispatch, mp_.experts, d_rows,
+                                                    d_combined.dtype(), experts, &d_dispatched,
+                                                    &d_permuted, ctx.s(), &dispatch_bytes_));
+  } else {
     auto timed = ctx.Profile(OpFamily::kCommunication);
     MF_RETURN_IF_ERROR(parallel::DispatchAndCombine(saved.dispatch, mp_.experts, d_combined,
                                                     experts, &d_expert_out, &d_permuted, ctx.s(),

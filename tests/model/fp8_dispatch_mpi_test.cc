@@ -57,6 +57,7 @@ struct Fixture {
     ctx.fp8 = fp8.get();
   }
   const Parameter& GateUp() { return *params.Find("m.experts.gate_up_proj.weight"); }
+  const Parameter& Down() { return *params.Find("m.experts.down_proj.weight"); }
 };
 
 // This rank's routed rows: rank r's values scaled by 1 + 3r, so the ranks' amaxes differ.
@@ -126,6 +127,94 @@ TEST(Fp8DispatchRowsTest, BlockwiseSendsEachRowsTileScales) {
                                    CpuStream()));
   EXPECT_TRUE(SameBytes(rows->rows, want));
   EXPECT_TRUE(SameBytes(rows->scales, want_s));
+}
+
+// The combine's backward: the down projection's output-gradient rows (already in expert order)
+// are cast to the gradient format at home, with the same per-recipe scales as the forward's rows.
+TEST(Fp8CombineGradientTest, CurrentCastsWithTheMicroBatchGradientScale) {
+  Fixture f(Fp8Recipe::kCurrent);
+  const Tensor d_rows = Permuted(Routed(f.world.rank()));  // (9, H), different amax per rank
+  auto rows = QuantizeCombineGradient(f.ctx, f.Down(), d_rows);
+  ASSERT_OK(rows);
+  float amax = 0;
+  for (int r = 0; r < f.world.size(); ++r) amax = std::max(amax, MaxAbs(Permuted(Routed(r))));
+  const float s = ops::Fp8ScaleFromAmax(amax, ops::Fp8Max(DType::kFp8E5M2), false, 1.0f);
+  ASSERT_EQ(rows->scales.shape(), (Shape{9, 1}));
+  for (int64_t i = 0; i < 9; ++i) EXPECT_EQ(rows->scales.data<float>()[i], 1.0f / s) << i;
+  Tensor want = Tensor::Empty({9, kHidden}, DType::kFp8E5M2);
+  ops::CastTransposeAmax(d_rows, Tensor::FromVector({s}, {1}), &want, nullptr, nullptr,
+                         CpuStream());
+  EXPECT_TRUE(SameBytes(rows->rows, want));
+}
+
+TEST(Fp8CombineGradientTest, DelayedCastsWithTheSiteGradientScaleAndRecordsTheAmax) {
+  Fixture f(Fp8Recipe::kDelayed);
+  const Tensor d_rows = Permuted(Routed(f.world.rank()));
+  auto rows = QuantizeCombineGradient(f.ctx, f.Down(), d_rows);
+  ASSERT_OK(rows);
+  EXPECT_FALSE(rows->scales.defined());
+  EXPECT_EQ(rows->rows.dtype(), DType::kFp8E5M2);
+  auto site = f.fp8->GradDispatchScaleOf(f.Down(), d_rows, CpuStream());
+  ASSERT_OK(site);
+  EXPECT_EQ(site->amax.data<float>()[0], MaxAbs(d_rows));  // this rank's, reduced at the step end
+  Tensor want = Tensor::Empty({9, kHidden}, DType::kFp8E5M2);
+  ops::CastTransposeAmax(d_rows, site->scale, &want, nullptr, nullptr, CpuStream());
+  EXPECT_TRUE(SameBytes(rows->rows, want));
+}
+
+TEST(Fp8CombineGradientTest, BlockwiseSendsEachRowsTileScales) {
+  Fixture f(Fp8Recipe::kBlockwise);
+  const Tensor d_rows = Permuted(Routed(f.world.rank()));
+  auto rows = QuantizeCombineGradient(f.ctx, f.Down(), d_rows);
+  ASSERT_OK(rows);
+  Tensor want = Tensor::Empty({9, kHidden}, DType::kFp8E5M2);
+  Tensor want_s = Tensor::Empty({9, 1}, DType::kF32);
+  ASSERT_OK(ops::QuantizeBlockwise(d_rows, ops::kFp8ActivationTile, {}, &want, &want_s,
+                                   CpuStream()));
+  EXPECT_TRUE(SameBytes(rows->rows, want));
+  EXPECT_TRUE(SameBytes(rows->scales, want_s));
+}
+
+// The down projection's backward on received gradient codes against the one on the bf16 rows:
+// delayed gives the same bits (the codes are the rows' cast with the same scale, and d_yᵀ's are
+// their transpose); current and blockwise multiply the same codes in the input gradient and
+// re-quantise the dequantised rows for d_yᵀ, one more FP8 rounding in the weight gradient.
+TEST(Fp8CombineGradientTest, DownBackwardOnCodesMatchesTheRows) {
+  for (Fp8Recipe recipe : {Fp8Recipe::kDelayed, Fp8Recipe::kCurrent, Fp8Recipe::kBlockwise}) {
+    Fixture f(recipe);
+    const Parameter& down = f.Down();
+    const int64_t experts = down.compute.dim(0), ffn = down.compute.dim(2);
+    const std::vector<int64_t> counts = {4, 0, 3, 2};  // 9 rows over the 4 experts
+    ASSERT_EQ(static_cast<int64_t>(counts.size()), experts);
+    const Tensor x = RandomNormal({9, ffn}, 90);
+    const Tensor d_y = Permuted(Routed(0));
+    auto rows = QuantizeCombineGradient(f.ctx, down, d_y);
+    ASSERT_OK(rows);
+    Tensor dx_rows = Tensor::Zeros({9, ffn}, DType::kF32), dx_codes = dx_rows.Clone();
+    Tensor dw_rows = Tensor::Zeros(down.compute.shape(), DType::kF32), dw_codes = dw_rows.Clone();
+    ASSERT_OK(f.fp8->Backward(f.ctx, down, 0, x, down.compute, counts, d_y, &dx_rows, 0.0f,
+                              &dw_rows));
+    ASSERT_OK(f.fp8->BackwardGradCodes(f.ctx, down, 0, x, down.compute, counts, rows->rows,
+                                       rows->scales, &dx_codes, 0.0f, &dw_codes));
+    if (recipe != Fp8Recipe::kCurrent) {
+      // Delayed and blockwise cast d_y's rows the same (site scale; row tiles) in the dgrad.
+      EXPECT_EQ(dx_rows.ToVector(), dx_codes.ToVector()) << static_cast<int>(recipe);
+    }
+    if (recipe == Fp8Recipe::kDelayed) {
+      EXPECT_EQ(dw_rows.ToVector(), dw_codes.ToVector());
+      continue;
+    }
+    // Current's rows carry the whole tensor's amax, the expert GEMM's own cast a chunk's: the
+    // same here (one chunk); both weight gradients within FP8 rounding of each other.
+    const std::vector<float> a = dw_rows.ToVector(), b = dw_codes.ToVector();
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff += (a[i] - b[i]) * (a[i] - b[i]);
+      norm += a[i] * a[i];
+    }
+    EXPECT_GT(norm, 0);
+    EXPECT_LT(std::sqrt(diff / norm), 0.1) << static_cast<int>(recipe);
+  }
 }
 
 }  // namespace

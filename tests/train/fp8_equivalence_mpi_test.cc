@@ -13,7 +13,8 @@
 // Measured there: ≤ 3e-4 loss, 2.5e-3 gradient norm, 2.4e-3 parameters. Blockwise needs 128-wide
 // projections: its cases use a 128-wide model (EP2, PP2; TP2 would need 256-wide ones).
 // The FP8 token dispatch (core/model/fp8_dispatch.h) is on in every case but one (the unfused
-// path's): EP2, ETP2 and TP2×EP2 move FP8 codes and their scales, dropless and padded to capacity;
+// path's): EP2, ETP2 and TP2×EP2 move FP8 codes and their scales, dropless and padded to capacity,
+// towards the experts in the forward (the routed rows) and the backward (their output gradients);
 // Fp8DispatchTest checks that at EP2 it trains as the unfused path does (delayed: bit for bit).
 // Sequence parallelism's FP8 all-gathers (core/model/fp8_gather.h) are on in every SP case;
 // Fp8GatherTest checks that delayed and current train bit for bit as with bf16 gathers.
@@ -108,11 +109,12 @@ INSTANTIATE_TEST_SUITE_P(
 // The FP8 dispatch changes what travels, not what is computed. At EP2, delayed trains bit for
 // bit as the unfused path (the same codes reach the same GEMMs: the rows are cast with the
 // site's scale on the sending rank instead of the receiving one, and the weight gradient's xᵀ
-// codes are the received codes transposed; the recorded amaxes meet in the stage's max). For
-// blockwise the forward is the same bits (the first loss), but the experts' weight gradient
-// quantises xᵀ's 128-token tiles from the dequantised rows instead of the rows themselves (the
-// receiving rank no longer holds them), which moves the later steps by FP8 rounding: held to
-// the bf16 matrix's bounds.
+// codes are the received codes transposed; likewise the down projection's output gradient, cast
+// with the site's gradient scale at home; the recorded amaxes meet in the stage's max). For
+// blockwise the forward is the same bits (the first loss), but the experts' weight gradients
+// quantise xᵀ's and d_yᵀ's 128-token tiles from the dequantised rows instead of the rows
+// themselves (the receiving rank no longer holds them), which moves the later steps by FP8
+// rounding: held to the bf16 matrix's bounds.
 // `layout`: the parallel settings; `off`: the override that turns the FP8 exchange off.
 void ExpectFusedMatchesUnfused(const char* recipe, std::vector<std::string> model, bool exact,
                                const std::vector<std::string>& layout = {"parallel.ep=2"},

@@ -316,13 +316,18 @@ LayerCost CostLayer(const SimContext& ctx, const Cluster& cluster, bool moe_laye
         moe_comms.push_back(t);
       }
     } else if (ctx.ep > 1 && ctx.fp8_dispatch_bytes > 0) {
-      // The forward dispatch moves FP8 codes; its backward (the gradients' way back) does not.
+      // Both exchanges towards the experts move FP8 codes: the forward's dispatch and the
+      // combine's backward (the down projection's output gradient); the two towards home (the
+      // combine, the dispatch's backward) move the activation dtype.
+      const double codes = pair_bytes / e * ctx.fp8_dispatch_bytes;
       moe_comms.push_back(Comm(cluster, "dispatch (FP8 codes)", "ep", Collective::kAllToAll,
-                               ctx.ep_span, pair_bytes / e * ctx.fp8_dispatch_bytes, 1));
+                               ctx.ep_span, codes, 1));
       moe_comms.push_back(Comm(cluster, "dispatch backward", "ep", Collective::kAllToAll,
                                ctx.ep_span, pair_bytes, 1));
       moe_comms.push_back(Comm(cluster, "combine", "ep", Collective::kAllToAll, ctx.ep_span,
-                               pair_bytes, 2));
+                               pair_bytes, 1));
+      moe_comms.push_back(Comm(cluster, "combine backward (FP8 codes)", "ep",
+                               Collective::kAllToAll, ctx.ep_span, codes, 1));
     } else if (ctx.ep > 1) {
       moe_comms.push_back(Comm(cluster, "dispatch", "ep", Collective::kAllToAll, ctx.ep_span,
                                pair_bytes, 2));
@@ -330,11 +335,11 @@ LayerCost CostLayer(const SimContext& ctx, const Cluster& cluster, bool moe_laye
                                pair_bytes, 2));
     }
     if (ctx.etp > 1 && ctx.fp8_dispatch_bytes > 0) {
-      moe_comms.push_back(Comm(cluster, "expert inputs (ETP gather of FP8 codes)", "etp",
-                               Collective::kAllGather, ctx.etp_span,
-                               pair_bytes / e * ctx.fp8_dispatch_bytes * ctx.etp, 1));
-      moe_comms.push_back(Comm(cluster, "expert outputs' gradient (ETP gather)", "etp",
-                               Collective::kAllGather, ctx.etp_span, pair_bytes * ctx.etp, 1));
+      // The expert inputs and the experts' output gradient are both gathered as codes.
+      moe_comms.push_back(Comm(cluster,
+                               "expert inputs and output gradients (ETP gather of FP8 codes)",
+                               "etp", Collective::kAllGather, ctx.etp_span,
+                               pair_bytes / e * ctx.fp8_dispatch_bytes * ctx.etp, 2));
     } else if (ctx.etp > 1) {
       moe_comms.push_back(Comm(cluster, "expert inputs (ETP gather)", "etp",
                                Collective::kAllGather, ctx.etp_span, pair_bytes * ctx.etp, 2));

@@ -28,8 +28,9 @@ struct SimContext {
   // Bytes per element of the SP gathers in front of the projections: 1 where they move FP8 codes
   // (a per-tensor recipe with precision.fp8_gather, core/model/fp8_gather.h), else the activation's.
   double sp_gather_bytes = 2;
-  // Bytes per element of the forward's expert dispatch (and ETP gather) where it moves FP8 codes
-  // and their scales (precision.fp8_dispatch, core/model/fp8_dispatch.h); 0 = the activation's.
+  // Bytes per element of the exchanges towards the experts (the forward's dispatch and the
+  // combine's backward, and their ETP gathers) where they move FP8 codes and their scales
+  // (precision.fp8_dispatch, core/model/fp8_dispatch.h); 0 = the activation's.
   double fp8_dispatch_bytes = 0;
   bool zero1 = false;
   // Rows each rank's experts process over the balanced mean: 1 under forced balance; the

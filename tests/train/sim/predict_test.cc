@@ -207,11 +207,12 @@ TEST(PredictTest, Fp8ExchangesMoveCodes) {
   EXPECT_DOUBLE_EQ(CommBytes(with({"precision.fp8_recipe=delayed", "precision.fp8_gather=false"}),
                              "block inputs (SP gather)"),
                    2 * gather);
-  // The forward dispatch moves codes (and current's row scales, one f32 per 128 elements
-  // here); its backward, and the combine, the activation dtype.
+  // The forward dispatch and the combine's backward move codes (and current's row scales, one
+  // f32 per 128 elements here); the dispatch's backward and the combine the activation dtype.
   const double pairs = 256.0 * 2 * 128;
   const LayerCost current = with({"precision.fp8_recipe=current"});
   EXPECT_DOUBLE_EQ(CommBytes(current, "dispatch (FP8 codes)"), pairs * (1 + 4.0 / 128));
+  EXPECT_DOUBLE_EQ(CommBytes(current, "combine backward (FP8 codes)"), pairs * (1 + 4.0 / 128));
   EXPECT_DOUBLE_EQ(CommBytes(current, "dispatch backward"), pairs * 2);
   EXPECT_DOUBLE_EQ(CommBytes(current, "combine"), pairs * 2);
   EXPECT_DOUBLE_EQ(
