@@ -68,7 +68,11 @@ LayerActivations LayerActivationBytes(const model::ModelSpec& spec, const Activa
   const int64_t pairs = tr * k, local_rows = pairs * a.etp, fe = moe.expert_ffn / a.etp;
   const bool aux = moe.aux_type != model::AuxLossType::kNone && moe.aux_coeff > 0;
   b[K(SavedKind::kRouter)] += tr * experts * 4 * (aux ? 2 : 1);
-  b[K(SavedKind::kMoeDispatched)] += local_rows * h * e;
+  const bool spans = a.ep > 1 || a.etp > 1;  // the FP8 dispatch runs only where rows travel
+  b[K(SavedKind::kMoeDispatched)] +=
+      spans && a.dispatched_bytes > 0
+          ? static_cast<int64_t>(std::ceil(static_cast<double>(local_rows * h) * a.dispatched_bytes))
+          : local_rows * h * e;
   b[K(SavedKind::kSwiGluInput)] += local_rows * 2 * fe * e;
   b[K(SavedKind::kSwiGluOutput)] += local_rows * fe * e;
   b[K(SavedKind::kMoeCombined)] += pairs * h * e;

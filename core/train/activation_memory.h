@@ -27,6 +27,9 @@ struct ActivationLayout {
   // Element size of the projections' gathered inputs saved under SP (1 where an FP8 gather saves
   // codes, core/model/fp8_gather.h; 0 = act_bytes).
   int64_t gathered_bytes = 0;
+  // Bytes a value of the MoE layer's saved dispatched rows where the FP8 dispatch keeps them as
+  // codes and scales (1 + the scales' share, core/model/fp8_dispatch.h; 0 = act_bytes).
+  double dispatched_bytes = 0;
 };
 
 // Bytes of one layer's saved tensors on one rank, by kind, for one micro-batch; `always` holds

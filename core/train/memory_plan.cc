@@ -27,6 +27,17 @@ std::string PolicyLabel(const model::ActivationPolicy& p) {
   return "per-kind";
 }
 
+// Bytes a value of the saved dispatched rows under the FP8 dispatch (codes and their scales:
+// one f32 per row under current, per 128-value tile under blockwise, none under delayed), 0
+// without it (core/model/fp8_dispatch.h).
+double DispatchedBytes(const config::ExperimentConfig& config) {
+  const config::PrecisionConfig& p = config.precision();
+  if (p.fp8_recipe() == "none" || !p.fp8_dispatch()) return 0;
+  if (p.fp8_recipe() == "current") return 1.0 + 4.0 / config.model().hidden_size();
+  if (p.fp8_recipe() == "blockwise") return 1.0 + 4.0 / 128;
+  return 1.0;
+}
+
 }  // namespace
 
 absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& config,
@@ -64,7 +75,8 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
                                 .sequence_parallel = par.sequence_parallel(),
                                 .micro_batch = config.train().micro_batch_size(),
                                 .seq_len = config.train().seq_len(), .act_bytes = elem,
-                                .gathered_bytes = fp8_gather ? 1 : elem};
+                                .gathered_bytes = fp8_gather ? 1 : elem,
+                                .dispatched_bytes = DispatchedBytes(config)};
   const int64_t vocab_shard = (spec.vocab + tp - 1) / tp;
   for (int c = 0; c < chunks; ++c) {
     const int v = c * s.pp + coords.pp;

@@ -103,6 +103,22 @@ TEST(MemoryPlanTest, Fp8GathersSaveCodes) {
   EXPECT_EQ(estimate({"precision.fp8_recipe=delayed", "precision.fp8_gather=false"}), estimate({}));
 }
 
+// Where experts span ranks the FP8 dispatch saves the received rows as codes (and their scales).
+TEST(MemoryPlanTest, Fp8DispatchSavesCodes) {
+  const model::ModelSpec spec = *ModelSpecFromConfig(Config({}));
+  ActivationLayout layout{.ep = 2, .micro_batch = 2, .seq_len = 64, .act_bytes = 2};
+  const LayerActivations bf16 = LayerActivationBytes(spec, layout, /*moe_layer=*/true);
+  layout.dispatched_bytes = 1.0 + 4.0 / spec.hidden;  // current: one f32 a row
+  const LayerActivations fp8 = LayerActivationBytes(spec, layout, true);
+  const int kind = static_cast<int>(model::SavedKind::kMoeDispatched);
+  const int64_t rows = 2 * 64 * spec.moe.top_k;  // this rank's pairs, balanced over EP
+  EXPECT_EQ(bf16.bytes[kind], rows * spec.hidden * 2);
+  EXPECT_EQ(fp8.bytes[kind], rows * (spec.hidden + 4));
+  // One rank: nothing travels, the rows stay in the activation dtype.
+  layout.ep = 1;
+  EXPECT_EQ(LayerActivationBytes(spec, layout, true).bytes[kind], rows * spec.hidden * 2);
+}
+
 // docs/FORMULAS.md §15: each policy of the activation store in the estimate, with the pipeline's
 // micro-batches in flight multiplying what stays on the device.
 TEST(MemoryPlanTest, EveryActivationPolicyIsAccounted) {
