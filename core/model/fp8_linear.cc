@@ -249,10 +249,20 @@ absl::StatusOr<Fp8Operand> Fp8Training::QuantizeRowsForGather(const Parameter& p
                                                                Stream& stream) {
   MF_CHECK(GathersFp8(param)) << param.name << ": no FP8 gather under this recipe";
   const Site& site = SiteOf(param);
-  MF_ASSIGN_OR_RETURN(Scale s, TensorScale(rows, grad, grad ? site.grad_slot : site.fwd_base,
-                                           ActivationComm(site), stream));
+  const int64_t slot = grad ? site.grad_slot : site.fwd_base;
+  const DType format = grad ? options_.grad_format : DType::kFp8E4M3;
   Fp8Operand q;
-  q.codes = Cast(rows, s.scale, grad ? options_.grad_format : DType::kFp8E4M3, false, stream);
+  if (options_.recipe == Fp8Recipe::kDelayed) {
+    // The scale is known: the cast and the amax in one pass (TensorScale + Cast make two).
+    optim::Fp8DelayedScaling& group = grad ? *grad_ : *fwd_;
+    Tensor amax = group.amax(slot);
+    q.codes = Temp(rows.shape(), format, rows.device(), stream);
+    ops::CastTransposeAmax(rows, group.scale(slot), &q.codes, nullptr, &amax, stream);
+    q.scale_inv = group.scale_inv(slot);
+    return q;
+  }
+  MF_ASSIGN_OR_RETURN(Scale s, TensorScale(rows, grad, slot, ActivationComm(site), stream));
+  q.codes = Cast(rows, s.scale, format, false, stream);
   q.scale_inv = s.scale_inv;
   return q;
 }
