@@ -1,8 +1,10 @@
 // GPU parity of the FP8 GEMM and the padded transpose (skip without a GPU): cuBLASLt's per-tensor
-// FP8 matmul (with and without fast accumulation, f32 and bf16 outputs, accumulating) and our
-// blockwise kernel against the CPU reference within the accumulation tolerance; the transpose bit
-// for bit.
+// FP8 matmul (with and without fast accumulation, f32 and bf16 outputs, accumulating), our
+// blockwise kernel, and the per-row A scales of dispatched rows (E4M3 inputs, E5M2 gradients; our
+// kernel as one K block) against the CPU reference within the accumulation tolerance; the
+// transpose bit for bit.
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -93,6 +95,51 @@ TEST(CudaFp8GemmTest, BlockwiseMatchesTheCpu) {
       ExpectClose(c_gpu, c, 1e-5, absl::StrCat(m, "×", n, "×", k, " beta ", beta));
     }
   }
+}
+
+// Each row of x (M, K) quantised with its own scale: codes and (M, 1) inverse scales.
+Quantised PerRow(const Tensor& x, DType format) {
+  Quantised r{Tensor::Empty(x.shape(), format), Tensor::Empty({x.dim(0), 1}, DType::kF32)};
+  for (int64_t i = 0; i < x.dim(0); ++i) {
+    const Quantised row = PerTensor(x.Slice(i, i + 1), format);
+    std::memcpy(r.q.Slice(i, i + 1).raw_data(), row.q.raw_data(), row.q.nbytes());
+    r.scale_inv.data<float>()[i] = row.scale_inv.data<float>()[0];
+  }
+  return r;
+}
+
+TEST(CudaFp8GemmTest, PerRowScalesMatchTheCpu) {
+  MF_REQUIRE_GPU();
+  for (const auto& [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {2, 32, 32}, {37, 64, 96}, {200, 128, 256}}) {
+    for (DType af : {DType::kFp8E4M3, DType::kFp8E5M2}) {
+      const std::string what = absl::StrCat(m, "×", n, "×", k, " a ", DTypeName(af));
+      // Rows of very different magnitudes, as rows from several senders.
+      std::vector<float> v = RandomNormal({m, k}, 7).ToVector();
+      for (int64_t i = 0; i < m * k; ++i) {
+        v[i] *= std::pow(10.0f, static_cast<float>(i / k % 5) - 2.0f);
+      }
+      const Quantised a = PerRow(Tensor::FromVector(v, {m, k}), af);
+      const Quantised b = PerTensor(RandomNormal({n, k}, 8, 0.02f), DType::kFp8E4M3);
+      for (float beta : {0.0f, 1.0f}) {
+        const Tensor c0 = RandomNormal({m, n}, 9);
+        Tensor c = c0.Clone(), c_gpu = c0.To(Gpu());
+        ASSERT_TRUE(Fp8Gemm(a.q, a.scale_inv, b.q, b.scale_inv, {}, beta, &c, CpuStream()).ok());
+        ASSERT_TRUE(Fp8Gemm(a.q.To(Gpu()), a.scale_inv.To(Gpu()), b.q.To(Gpu()),
+                            b.scale_inv.To(Gpu()), {}, beta, &c_gpu, GpuStream())
+                        .ok());
+        ExpectClose(c_gpu, c, 1e-5, absl::StrCat(what, " beta ", beta));
+      }
+    }
+  }
+  // Our kernel steps K in slices of 32: another K is refused by name.
+  const Quantised a = PerRow(RandomNormal({4, 48}, 10), DType::kFp8E4M3);
+  const Quantised b = PerTensor(RandomNormal({8, 48}, 11), DType::kFp8E4M3);
+  Tensor c = Tensor::Zeros({4, 8}, DType::kF32).To(Gpu());
+  const absl::Status status = Fp8Gemm(a.q.To(Gpu()), a.scale_inv.To(Gpu()), b.q.To(Gpu()),
+                                      b.scale_inv.To(Gpu()), {}, 0.0f, &c, GpuStream());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("multiple of 32"), std::string::npos) << status;
 }
 
 TEST(CudaFp8GemmTest, TransposePadMatchesTheCpu) {
