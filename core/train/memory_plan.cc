@@ -217,7 +217,7 @@ std::string FormatMemoryEstimate(const MemoryEstimate& m) {
       "  gradients    %s\n"
       "  optimizer    %s (AdamW moments, ZeRO-1 shard when enabled)\n"
       "  activations  %s per micro-batch, %d in flight (%s) + %s backward working set = %s\n"
-      "               policy %s (keep saves %s in flight; on the host %s)\n"
+      "               policy %s (keep saves %s in flight; on the host %s, %s of it swapped whole)\n"
       "  total        %s\n"
       "pipeline bubble fraction: %.3f\n",
       m.stage, m.parameters, GiB(m.parameter_bytes),
@@ -225,7 +225,7 @@ std::string FormatMemoryEstimate(const MemoryEstimate& m) {
       GiB(m.optimizer_bytes), GiB(m.activation_bytes_per_micro), m.in_flight, m.schedule,
       GiB(m.activation_working_bytes), GiB(m.activation_bytes), m.activation_policy,
       GiB(m.keep_activation_bytes), GiB(m.activation_host_bytes),
-      GiB(m.total_bytes), m.bubble_fraction);
+      GiB(m.activation_host_whole_bytes), GiB(m.total_bytes), m.bubble_fraction);
 }
 
 JsonLine MemoryEstimateJson(const MemoryEstimate& m) {
@@ -241,6 +241,7 @@ JsonLine MemoryEstimateJson(const MemoryEstimate& m) {
       .Add("activation_policy", m.activation_policy)
       .Add("activation_working_bytes", m.activation_working_bytes)
       .Add("activation_host_bytes", m.activation_host_bytes)
+      .Add("activation_host_whole_bytes", m.activation_host_whole_bytes)
       .Add("keep_activation_bytes", m.keep_activation_bytes)
       .Add("total_bytes", m.total_bytes)
       .Add("bubble_fraction", m.bubble_fraction)

@@ -153,6 +153,19 @@ TEST(MemoryPlanTest, EveryActivationPolicyIsAccounted) {
             0.5 * static_cast<double>(swap_all.activation_host_bytes));
   EXPECT_LT(swap_half.activation_host_bytes, swap_all.activation_host_bytes);
   EXPECT_EQ(swap_half.activation_bytes_per_micro, swap_all.activation_bytes_per_micro);
+  // The whole-swapped part is the same at any α > 0, and the rest scales with α; plan.json and
+  // `moefold plan` carry it.
+  EXPECT_GT(swap_half.activation_host_whole_bytes, 0);
+  EXPECT_EQ(swap_half.activation_host_whole_bytes, swap_all.activation_host_whole_bytes);
+  EXPECT_NEAR(static_cast<double>(swap_half.activation_host_bytes -
+                                  swap_half.activation_host_whole_bytes),
+              0.5 * static_cast<double>(swap_all.activation_host_bytes -
+                                        swap_all.activation_host_whole_bytes),
+              64.0);
+  EXPECT_NE(MemoryEstimateJson(swap_half).Dump().find(absl::StrCat(
+                "\"activation_host_whole_bytes\": ", swap_half.activation_host_whole_bytes)),
+            std::string::npos);
+  EXPECT_NE(FormatMemoryEstimate(swap_half).find("swapped whole"), std::string::npos);
   // In flight: 1F1B's first stage holds pp = 2 micro-batches of what stays on the device.
   EXPECT_EQ(keep.activation_bytes,
             keep.activation_bytes_per_micro * 2 + keep.activation_working_bytes);
