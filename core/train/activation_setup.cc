@@ -14,7 +14,7 @@ namespace moefold::train {
 
 absl::StatusOr<std::shared_ptr<model::ActivationStore>> MakeActivationStore(
     const config::ExperimentConfig& config, const parallel::Mapping* mapping, int rank,
-    const Device& device) {
+    const Device& device, parallel::Communicator* world) {
   MF_ASSIGN_OR_RETURN(model::ActivationPolicy policy, ActivationPolicyFromConfig(config));
   if (policy.IsKeep()) return std::shared_ptr<model::ActivationStore>();
   std::optional<parallel::Mapping> one;
@@ -61,13 +61,24 @@ absl::StatusOr<std::shared_ptr<model::ActivationStore>> MakeActivationStore(
     policy.swap_fraction = ChooseSwapFraction(
         per_layer, forward_s, bandwidth, per_rank,
         static_cast<int64_t>(config.memory().host_budget_gb() * 1073741824.0));
+    if (!parallel::IsSingleRank(world)) {
+      // The smallest α of any rank: its copy hides on every rank and fits every rank's budget.
+      Tensor alpha = Tensor::FromVector({policy.swap_fraction}, {1}).To(device);
+      MF_RETURN_IF_ERROR(
+          parallel::WaitFor(world->AllReduce(&alpha, {.op = parallel::ReduceOp::kMin})));
+      policy.swap_fraction = alpha.ToVector()[0];
+    }
     if (rank == 0) {
       std::fprintf(stderr,
-                   "memory.swap_auto: α = %.4f (layer forward %.3g ms at %.3g TFLOP/s %s, %.3g MB "
-                   "of rows per layer at %.3g GB/s measured, host budget %g GiB)\n",
+                   "memory.swap_auto: α = %.4f, the smallest of every rank's (rank 0: layer "
+                   "forward %.3g ms at %.3g TFLOP/s %s, %.3g MB of rows per layer at %.3g GB/s "
+                   "%s, host budget %g GiB)\n",
                    policy.swap_fraction, forward_s * 1e3, rate / 1e12,
                    measured > 0 ? "measured by a GEMM probe" : "peak", per_layer_bytes / 1e6,
-                   bandwidth / 1e9, config.memory().host_budget_gb());
+                   bandwidth / 1e9,
+                   config.memory().host_link_gbps() > 0 ? "given (memory.host_link_gbps)"
+                                                          : "measured",
+                   config.memory().host_budget_gb());
     }
   }
   return std::make_shared<model::ActivationStore>(std::move(policy));

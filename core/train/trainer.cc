@@ -222,7 +222,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Experimen
   MF_ASSIGN_OR_RETURN(
       std::shared_ptr<model::ActivationStore> store,
       MakeActivationStore(config, options.groups ? &options.groups->mapping() : nullptr,
-                          groups.world_rank, state->device));
+                          groups.world_rank, state->device,
+                          options.groups ? &options.groups->world() : nullptr));
   for (auto& chunk : state->chunks) chunk->set_activation_store(store);
   for (bool is_moe : state->spec.moe_layer) state->num_moe_layers += is_moe;
   state->micro_batch = train.micro_batch_size();

@@ -2,8 +2,13 @@
 // with the MoE layers folded onto EP4 (1F1B), the 4-layer tiny MoE with a shared expert. Each policy
 // (recompute selective and full, swap α = 0.5 and 1) trains 10 steps bit-identically to keep at the
 // same layout: losses, gradient norms and every gathered parameter. Under EP the dispatcher's rows
-// are kept (or swapped whole), never re-exchanged.
+// are kept (or swapped whole), never re-exchanged. And swap_auto's α is every rank's smallest.
+#include <mpi.h>
+
+#include "core/train/activation_setup.h"
 #include "gtest/gtest.h"
+#include "parallel/mpi_communicator.h"
+#include "tests/testing/testing.h"
 #include "tests/train/equivalence.h"
 
 namespace moefold::train {
@@ -52,6 +57,28 @@ std::string PolicyName(const ::testing::TestParamInfo<std::vector<std::string>>&
 
 INSTANTIATE_TEST_SUITE_P(Policies, ActivationPolicyLayout, ::testing::ValuesIn(kPolicies),
                          PolicyName);
+
+// swap_auto: each rank measures its own α; the store of every rank gets the smallest. Rank 0's
+// host link is made almost unusable (its α near 0), the others' practically free (α = 1 alone).
+TEST(SwapAutoTest, EveryRankSwapsTheSmallestAlpha) {
+  parallel::MpiCommunicator world = parallel::MpiCommunicator::World("world");
+  const int rank = world.rank();
+  const std::vector<std::string> overrides = {
+      "memory.activation_policy=swap", "memory.swap_auto=true",
+      rank == 0 ? "memory.host_link_gbps=1e-9" : "memory.host_link_gbps=1e9"};
+  const config::ExperimentConfig config = EquivalenceConfig(overrides);
+  auto alone = MakeActivationStore(config, nullptr, 0, Device::Cpu());
+  ASSERT_OK(alone);
+  if (rank != 0) EXPECT_EQ((*alone)->policy().swap_fraction, 1.0f) << "rank " << rank;
+  auto store = MakeActivationStore(config, nullptr, 0, Device::Cpu(), &world);
+  ASSERT_OK(store);
+  const float alpha = (*store)->policy().swap_fraction;
+  EXPECT_LT(alpha, 0.01f);
+  float lowest = 0, highest = 0;
+  MPI_Allreduce(&alpha, &lowest, 1, MPI_FLOAT, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&alpha, &highest, 1, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+  EXPECT_EQ(lowest, highest) << "every rank swaps one share";
+}
 
 }  // namespace
 }  // namespace moefold::train
