@@ -25,74 +25,64 @@ bool UsesFp8Dispatch(const StepContext& ctx) {
   return ctx.fp8 != nullptr && ctx.fp8->options().dispatch;
 }
 
-absl::StatusOr<parallel::DispatchRows> QuantizeRoutedRows(const StepContext& ctx,
-                                                          const Parameter& gate_up,
-                                                          const Tensor& routed,
-                                                          const Tensor& sorted, int top_k) {
-  MF_CHECK(UsesFp8Dispatch(ctx)) << "QuantizeRoutedRows without an FP8 dispatch";
+namespace {
+
+// Rows towards the experts of `param` as FP8 codes with the recipe's scales: row r of the result
+// is x's row sorted[r] / k (ops::PermuteQuantize), its input rows in E4M3 or, with `gradient`,
+// its output-gradient rows in the gradient format.
+absl::StatusOr<parallel::DispatchRows> QuantizeTravellingRows(const StepContext& ctx,
+                                                              const Parameter& param,
+                                                              const Tensor& x,
+                                                              const Tensor& sorted, int k,
+                                                              bool gradient) {
   Stream& stream = ctx.s();
   const Fp8Options& options = ctx.fp8->options();
-  const int64_t n = sorted.numel(), h = routed.dim(1);
+  const int64_t n = sorted.numel(), h = x.dim(1);
   parallel::DispatchRows rows;
-  rows.rows = Tensor::Empty({n, h}, DType::kFp8E4M3, routed.device());
+  rows.rows =
+      Tensor::Empty({n, h}, gradient ? options.grad_format : DType::kFp8E4M3, x.device());
   rows.rows.RecordStream(stream);
   if (options.recipe == Fp8Recipe::kBlockwise) {
-    rows.scales = Tensor::Empty({n, h / ops::kFp8ActivationTile.cols}, DType::kF32,
-                                routed.device());
+    rows.scales = Tensor::Empty({n, h / ops::kFp8ActivationTile.cols}, DType::kF32, x.device());
     rows.scales.RecordStream(stream);
-    MF_RETURN_IF_ERROR(ops::PermuteQuantize(routed, sorted, top_k, Tensor(), Tensor(),
+    MF_RETURN_IF_ERROR(ops::PermuteQuantize(x, sorted, k, Tensor(), Tensor(),
                                             {.tiles = true, .pow2 = options.pow2_scales},
                                             &rows.rows, &rows.scales, nullptr, stream));
     return rows;
   }
   MF_ASSIGN_OR_RETURN(Fp8Training::DispatchScale scale,
-                      ctx.fp8->DispatchScaleOf(gate_up, routed, stream));
+                      ctx.fp8->DispatchScaleOf(param, x, gradient, stream));
   Tensor amax = scale.amax;
   if (options.recipe == Fp8Recipe::kCurrent) {
-    rows.scales = Tensor::Empty({n, 1}, DType::kF32, routed.device());
+    rows.scales = Tensor::Empty({n, 1}, DType::kF32, x.device());
     rows.scales.RecordStream(stream);
   }
   MF_RETURN_IF_ERROR(ops::PermuteQuantize(
-      routed, sorted, top_k, scale.scale, scale.scale_inv, {}, &rows.rows,
+      x, sorted, k, scale.scale, scale.scale_inv, {}, &rows.rows,
       rows.scales.defined() ? &rows.scales : nullptr, amax.defined() ? &amax : nullptr, stream));
   return rows;
+}
+
+}  // namespace
+
+absl::StatusOr<parallel::DispatchRows> QuantizeRoutedRows(const StepContext& ctx,
+                                                          const Parameter& gate_up,
+                                                          const Tensor& routed,
+                                                          const Tensor& sorted, int top_k) {
+  MF_CHECK(UsesFp8Dispatch(ctx)) << "QuantizeRoutedRows without an FP8 dispatch";
+  return QuantizeTravellingRows(ctx, gate_up, routed, sorted, top_k, /*gradient=*/false);
 }
 
 absl::StatusOr<parallel::DispatchRows> QuantizeCombineGradient(const StepContext& ctx,
                                                                const Parameter& down,
                                                                const Tensor& d_rows) {
   MF_CHECK(UsesFp8Dispatch(ctx)) << "QuantizeCombineGradient without an FP8 dispatch";
-  Stream& stream = ctx.s();
-  const Fp8Options& options = ctx.fp8->options();
-  const int64_t n = d_rows.dim(0), h = d_rows.dim(1);
   // The rows are already in expert order: PermuteQuantize with the identity (row r is "token"
   // r of top-1) is the cast with per-row scales, bit for bit the recipe's cast of each row.
+  const int64_t n = d_rows.dim(0);
   Tensor identity = Tensor::Empty({n}, DType::kI32);
   for (int64_t r = 0; r < n; ++r) identity.data<int32_t>()[r] = static_cast<int32_t>(r);
-  identity = ctx.Upload(identity);
-  parallel::DispatchRows rows;
-  rows.rows = Tensor::Empty({n, h}, options.grad_format, d_rows.device());
-  rows.rows.RecordStream(stream);
-  if (options.recipe == Fp8Recipe::kBlockwise) {
-    rows.scales = Tensor::Empty({n, h / ops::kFp8ActivationTile.cols}, DType::kF32,
-                                d_rows.device());
-    rows.scales.RecordStream(stream);
-    MF_RETURN_IF_ERROR(ops::PermuteQuantize(d_rows, identity, 1, Tensor(), Tensor(),
-                                            {.tiles = true, .pow2 = options.pow2_scales},
-                                            &rows.rows, &rows.scales, nullptr, stream));
-    return rows;
-  }
-  MF_ASSIGN_OR_RETURN(Fp8Training::DispatchScale scale,
-                      ctx.fp8->GradDispatchScaleOf(down, d_rows, stream));
-  Tensor amax = scale.amax;
-  if (options.recipe == Fp8Recipe::kCurrent) {
-    rows.scales = Tensor::Empty({n, 1}, DType::kF32, d_rows.device());
-    rows.scales.RecordStream(stream);
-  }
-  MF_RETURN_IF_ERROR(ops::PermuteQuantize(
-      d_rows, identity, 1, scale.scale, scale.scale_inv, {}, &rows.rows,
-      rows.scales.defined() ? &rows.scales : nullptr, amax.defined() ? &amax : nullptr, stream));
-  return rows;
+  return QuantizeTravellingRows(ctx, down, d_rows, ctx.Upload(identity), 1, /*gradient=*/true);
 }
 
 absl::Status GroupedLinearFp8(const StepContext& ctx, const Parameter& param,

@@ -503,17 +503,20 @@ absl::Status Fp8Training::RestoreState(const std::string& name, const Tensor& ho
 }
 
 absl::StatusOr<Fp8Training::DispatchScale> Fp8Training::DispatchScaleOf(const Parameter& param,
-                                                                        const Tensor& routed,
+                                                                        const Tensor& rows,
+                                                                        bool gradient,
                                                                         Stream& stream) {
   const Site& site = SiteOf(param);
   MF_CHECK(site.expert) << "FP8 dispatch: " << site.name << " is not an expert projection";
+  const int64_t slot = gradient ? site.grad_slot : site.fwd_base;
   DispatchScale d;
   if (options_.recipe == Fp8Recipe::kDelayed) {
-    d = {fwd_->scale(site.fwd_base), fwd_->scale_inv(site.fwd_base), fwd_->amax(site.fwd_base)};
+    optim::Fp8DelayedScaling& group = gradient ? *grad_ : *fwd_;
+    d = {group.scale(slot), group.scale_inv(slot), group.amax(slot)};
   } else if (options_.recipe == Fp8Recipe::kCurrent) {
     // The whole micro-batch's amax: every rank holding its tokens gets the same scale, so rows
     // that meet on an expert's rank are cast as one rank would cast them.
-    MF_ASSIGN_OR_RETURN(Scale sc, TensorScale(routed, false, site.fwd_base, mp_.tp_cp, stream));
+    MF_ASSIGN_OR_RETURN(Scale sc, TensorScale(rows, gradient, slot, mp_.tp_cp, stream));
     d.scale = sc.scale;
     d.scale_inv = sc.scale_inv;
   }
@@ -612,24 +615,6 @@ absl::Status Fp8Training::BackwardCodes(const StepContext& ctx, const Parameter&
     row += n;
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<Fp8Training::DispatchScale> Fp8Training::GradDispatchScaleOf(
-    const Parameter& param, const Tensor& d_rows, Stream& stream) {
-  const Site& site = SiteOf(param);
-  MF_CHECK(site.expert) << "FP8 combine gradient: " << site.name << " is not an expert projection";
-  DispatchScale d;
-  if (options_.recipe == Fp8Recipe::kDelayed) {
-    d = {grad_->scale(site.grad_slot), grad_->scale_inv(site.grad_slot),
-         grad_->amax(site.grad_slot)};
-  } else if (options_.recipe == Fp8Recipe::kCurrent) {
-    // As the forward's rows (DispatchScaleOf): the micro-batch's amax over every rank holding its
-    // pairs, so a row is cast alike whichever rows meet it at an expert.
-    MF_ASSIGN_OR_RETURN(Scale sc, TensorScale(d_rows, true, site.grad_slot, mp_.tp_cp, stream));
-    d.scale = sc.scale;
-    d.scale_inv = sc.scale_inv;
-  }
-  return d;
 }
 
 absl::Status Fp8Training::BackwardGradCodes(const StepContext& ctx, const Parameter& param,

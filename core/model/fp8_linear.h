@@ -123,16 +123,18 @@ class Fp8Training {
                        const Fp8Operand& x, const Tensor& w, const std::vector<int64_t>& counts,
                        Tensor* y, float beta);
 
-  // The FP8 token dispatch (core/model/fp8_dispatch.h) of the expert site `param`, whose input
-  // rows are quantised before the all-to-all. Per tensor (delayed, current): the scale the rows
-  // are cast with, its inverse and, delayed only, the site's amax slot (the cast records the
-  // rows' amax there, as the expert GEMM would have); current: the amax of `routed` (T_r, H) now,
-  // max-reduced over TP×CP (the ranks holding the micro-batch's tokens). Blockwise: none (tiles).
+  // The FP8 token dispatch (core/model/fp8_dispatch.h) of the expert site `param`: the scale the
+  // rows that travel towards its experts are cast with — its input rows in E4M3, or with
+  // `gradient` its output-gradient rows (the combine's backward) in the gradient format. Per
+  // tensor (delayed, current): the scale, its inverse and, delayed only, the site's amax slot of
+  // those rows (the cast records their amax there, as the expert GEMM's own cast would have);
+  // current: the amax of `rows` (N, H) now, max-reduced over TP×CP (the ranks holding the
+  // micro-batch's tokens). Blockwise: none (tiles).
   struct DispatchScale {
     Tensor scale, scale_inv, amax;  // (1) f32 each; amax undefined unless delayed
   };
-  absl::StatusOr<DispatchScale> DispatchScaleOf(const Parameter& param, const Tensor& routed,
-                                                Stream& stream);
+  absl::StatusOr<DispatchScale> DispatchScaleOf(const Parameter& param, const Tensor& rows,
+                                                bool gradient, Stream& stream);
   // Forward and Backward with the input rows already quantised: codes (T, in) kFp8E4M3 as
   // received, scale_inv (T, 1) per row (current), (T, in/128) per tile (blockwise) or undefined
   // (delayed: the site's scale). Forward multiplies the codes as they are. Backward's weight
@@ -146,14 +148,6 @@ class Fp8Training {
                              const Tensor& w, const std::vector<int64_t>& counts,
                              const Tensor& d_y, Tensor* d_x, float dx_beta, Tensor* d_w);
 
-  // The combine's backward under the FP8 dispatch (core/model/fp8_dispatch.h): the expert site
-  // `param`'s output-gradient rows d_rows (N, H) are cast to the gradient format before they
-  // travel to the experts. Delayed: the site's gradient scale, its inverse and amax slot (the cast
-  // records the rows' amax there, as the expert GEMM's own cast would have); current: the amax of
-  // d_rows now, max-reduced over TP×CP (the ranks holding the micro-batch's pairs); blockwise:
-  // none (tiles).
-  absl::StatusOr<DispatchScale> GradDispatchScaleOf(const Parameter& param, const Tensor& d_rows,
-                                                    Stream& stream);
   // Backward with the output gradient's rows received as codes: d_y_codes (T, out) in the
   // gradient format with d_y_scale_inv (T, 1) per row (current), (T, out/128) per tile
   // (blockwise) or undefined (delayed: the site's gradient scale). The input gradient multiplies

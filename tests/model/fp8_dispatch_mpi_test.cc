@@ -108,7 +108,7 @@ TEST(Fp8DispatchRowsTest, DelayedCastsWithTheSiteScaleAndRecordsThePermutedAmax)
   auto rows = QuantizeRoutedRows(f.ctx, f.GateUp(), routed, Sorted(), kTopK);
   ASSERT_OK(rows);
   EXPECT_FALSE(rows->scales.defined());
-  auto site = f.fp8->DispatchScaleOf(f.GateUp(), routed, CpuStream());
+  auto site = f.fp8->DispatchScaleOf(f.GateUp(), routed, /*gradient=*/false, CpuStream());
   ASSERT_OK(site);
   EXPECT_EQ(site->amax.data<float>()[0], MaxAbs(Permuted(routed)));  // this rank's, reduced later
   Tensor want = Tensor::Empty({9, kHidden}, DType::kFp8E4M3);
@@ -154,7 +154,7 @@ TEST(Fp8CombineGradientTest, DelayedCastsWithTheSiteGradientScaleAndRecordsTheAm
   ASSERT_OK(rows);
   EXPECT_FALSE(rows->scales.defined());
   EXPECT_EQ(rows->rows.dtype(), DType::kFp8E5M2);
-  auto site = f.fp8->GradDispatchScaleOf(f.Down(), d_rows, CpuStream());
+  auto site = f.fp8->DispatchScaleOf(f.Down(), d_rows, /*gradient=*/true, CpuStream());
   ASSERT_OK(site);
   EXPECT_EQ(site->amax.data<float>()[0], MaxAbs(d_rows));  // this rank's, reduced at the step end
   Tensor want = Tensor::Empty({9, kHidden}, DType::kFp8E5M2);
