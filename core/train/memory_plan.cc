@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "configs/validate.h"
 #include "core/train/activation_memory.h"
+#include "core/train/fp8_exchange_bytes.h"
 #include "core/train/model_from_config.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -25,17 +26,6 @@ std::string PolicyLabel(const model::ActivationPolicy& p) {
   if (p.kinds == full) return "recompute full";
   if (p.kinds == selective) return "recompute selective";
   return "per-kind";
-}
-
-// Bytes a value of the saved dispatched rows under the FP8 dispatch (codes and their scales:
-// one f32 per row under current, per 128-value tile under blockwise, none under delayed), 0
-// without it (core/model/fp8_dispatch.h).
-double DispatchedBytes(const config::ExperimentConfig& config) {
-  const config::PrecisionConfig& p = config.precision();
-  if (p.fp8_recipe() == "none" || !p.fp8_dispatch()) return 0;
-  if (p.fp8_recipe() == "current") return 1.0 + 4.0 / config.model().hidden_size();
-  if (p.fp8_recipe() == "blockwise") return 1.0 + 4.0 / 128;
-  return 1.0;
 }
 
 }  // namespace
@@ -67,16 +57,12 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const config::ExperimentConfig& co
   const int64_t micro = config.train().micro_batch_size();
   int64_t activations = 0;  // bytes, one micro-batch through all of this rank's chunks
   int64_t host = 0, host_whole = 0, working = 0, keep_activations = 0;
-  // Under SP the delayed and current FP8 recipes save the gathered projection inputs as codes.
-  const std::string& recipe = config.precision().fp8_recipe();
-  const bool fp8_gather = (recipe == "delayed" || recipe == "current") &&
-                          config.precision().fp8_gather();
   const ActivationLayout layout{.tp = tp, .cp = cp, .ep = s.ep, .etp = s.etp,
                                 .sequence_parallel = par.sequence_parallel(),
                                 .micro_batch = config.train().micro_batch_size(),
                                 .seq_len = config.train().seq_len(), .act_bytes = elem,
-                                .gathered_bytes = fp8_gather ? 1 : elem,
-                                .dispatched_bytes = DispatchedBytes(config)};
+                                .gathered_bytes = Fp8GathersCodes(config) ? 1 : elem,
+                                .dispatched_bytes = Fp8DispatchBytesPerValue(config)};
   const int64_t vocab_shard = (spec.vocab + tp - 1) / tp;
   for (int c = 0; c < chunks; ++c) {
     const int v = c * s.pp + coords.pp;

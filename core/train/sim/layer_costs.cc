@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "core/train/fp8_exchange_bytes.h"
 #include "core/train/memory_plan.h"
 #include "configs/validate.h"
 #include "core/train/model_from_config.h"
@@ -101,22 +102,13 @@ absl::StatusOr<SimContext> MakeContext(const config::ExperimentConfig& config,
   ctx.num_micro = static_cast<int>(
       std::max<int64_t>(1, config.train().global_batch_size() / (ctx.micro * std::max(1, s.dp))));
   ctx.fp8 = config.precision().fp8_recipe() != "none";
-  const bool fp8_gather = ctx.fp8 && config.precision().fp8_recipe() != "blockwise" &&
-                          config.precision().fp8_gather();
   // f32 compute: the GEMMs run as TF32 on tensor cores, half the bf16 rate.
   ctx.gemm_peak = ctx.fp8 ? cluster.fp8_tflops
                           : (config.precision().compute_dtype() == "bf16" ? cluster.bf16_tflops
                                                                           : cluster.bf16_tflops / 2);
   ctx.zero1 = par.zero1();
-  ctx.sp_gather_bytes = fp8_gather ? 1.0 : ElementBytes(ctx);
-  if (ctx.fp8 && config.precision().fp8_dispatch()) {
-    // A code per element and the scales: one f32 per row (current), per 128-element tile
-    // (blockwise), none (delayed: the site's scale).
-    const std::string& recipe = config.precision().fp8_recipe();
-    ctx.fp8_dispatch_bytes = 1.0 + (recipe == "current"     ? 4.0 / ctx.spec.hidden
-                                    : recipe == "blockwise" ? 4.0 / 128
-                                                            : 0.0);
-  }
+  ctx.sp_gather_bytes = train::Fp8GathersCodes(config) ? 1.0 : ElementBytes(ctx);
+  ctx.fp8_dispatch_bytes = train::Fp8DispatchBytesPerValue(config);
   const auto& moe = config.model().moe();
   if (moe.force_balanced_routing()) {
     ctx.routing = "forced_balanced";
